@@ -1,1 +1,11 @@
-//! placeholder
+//! retcd's storage engine: the WAL (the Raft log's durable storage), the copy-on-write B+tree page
+//! store, and etcd's MVCC semantics on top of it. The byte layouts are specified in DESIGN.md.
+//!
+//! This crate knows nothing of consensus or the network: raft/ drives the WAL and the apply, net/
+//! reads committed snapshots from any core.
+
+pub mod btree;
+pub mod mvcc;
+pub mod page;
+pub mod request;
+pub mod runtime;

@@ -1,0 +1,743 @@
+//! The copy-on-write B+tree page store (DESIGN.md §3): one file, one writer, readers on every core.
+//!
+//! Owns the db file, its mmap, page allocation, the free list and the publication of committed roots.
+//! Invariants:
+//! - the writer ([`PageStore`] / [`WriteTxn`], only on the sequencer core) never writes a page that a
+//!   published root or the durable meta can reach;
+//! - a page freed by txn `t` is reused only when a durable commit ≥ `t` completed and every live
+//!   [`Snapshot`] is at version ≥ `t` (§3.4);
+//! - readers ([`Reader`], cloned to every core) only see published roots and verify every page read.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use memmap2::{Mmap, MmapOptions};
+
+use crate::page::{
+    self, FREELIST_PER_PAGE, HEADER, KIND_BRANCH, KIND_FREELIST, KIND_LEAF, Meta, PAGE_SIZE,
+    PageView, StoreError, corrupt,
+};
+
+/// File growth step: the file is extended in chunks to keep metadata updates rare.
+const GROW_STEP: u64 = 16 << 20;
+/// Smallest mmap length; the map is replaced by one twice as long when the file outgrows it.
+const MIN_MAP: usize = 1 << 30;
+
+/// Small fixed state published with every commit (the MVCC layer stores its current and compacted
+/// revision and applied index here, so readers need no tree lookup for them).
+pub type Tag = [u64; 4];
+
+/// A committed tree version, as readers see it.
+pub struct Published {
+    txn: u64,
+    tag: Tag,
+    root: u64,
+    high_water: u64,
+    map: Arc<Mmap>,
+}
+
+struct Shared {
+    path: PathBuf,
+    current: ArcSwap<Published>,
+}
+
+/// Cheap handle that opens snapshots of the latest published tree; clone one per core.
+#[derive(Clone)]
+pub struct Reader {
+    shared: Arc<Shared>,
+}
+
+impl Reader {
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot { p: self.shared.current.load_full(), shared: self.shared.clone() }
+    }
+}
+
+/// An immutable view of one committed version. Holding it keeps its pages from reuse, so hold it
+/// only for the duration of a request.
+pub struct Snapshot {
+    p: Arc<Published>,
+    shared: Arc<Shared>,
+}
+
+impl Snapshot {
+    pub fn version(&self) -> u64 {
+        self.p.txn
+    }
+    pub fn tag(&self) -> Tag {
+        self.p.tag
+    }
+    pub fn cursor(&self) -> Cursor<'_, Self> {
+        Cursor::new(self)
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Child {
+    Page(u64),
+    Mem(usize),
+}
+
+enum Node {
+    /// `append`: the last insert went to the end, so a split fills the left node completely
+    /// (sequential keys such as revisions), otherwise it splits evenly.
+    Leaf { entries: Vec<(Vec<u8>, Vec<u8>)>, append: bool },
+    Branch { keys: Vec<Vec<u8>>, children: Vec<Child> },
+}
+
+/// A node as a cursor sees it: a verified page or a node the writer holds in memory.
+#[derive(Clone, Copy)]
+enum NodeRef<'a> {
+    Page(PageView<'a>),
+    Mem(&'a Node),
+}
+
+impl<'a> NodeRef<'a> {
+    fn is_leaf(&self) -> bool {
+        match self {
+            NodeRef::Page(p) => p.kind() == KIND_LEAF,
+            NodeRef::Mem(n) => matches!(n, Node::Leaf { .. }),
+        }
+    }
+    fn len(&self) -> usize {
+        match self {
+            NodeRef::Page(p) => p.count(),
+            NodeRef::Mem(Node::Leaf { entries, .. }) => entries.len(),
+            NodeRef::Mem(Node::Branch { keys, .. }) => keys.len(),
+        }
+    }
+    fn key(&self, i: usize) -> &'a [u8] {
+        match self {
+            NodeRef::Page(p) => p.key(i),
+            NodeRef::Mem(Node::Leaf { entries, .. }) => &entries[i].0,
+            NodeRef::Mem(Node::Branch { keys, .. }) => &keys[i],
+        }
+    }
+    fn value(&self, i: usize) -> &'a [u8] {
+        match self {
+            NodeRef::Page(p) => p.value(i),
+            NodeRef::Mem(Node::Leaf { entries, .. }) => &entries[i].1,
+            NodeRef::Mem(Node::Branch { .. }) => unreachable!("value of a branch"),
+        }
+    }
+    fn child(&self, i: usize) -> Child {
+        match self {
+            NodeRef::Page(p) => Child::Page(p.child(i)),
+            NodeRef::Mem(Node::Branch { children, .. }) => children[i],
+            NodeRef::Mem(Node::Leaf { .. }) => unreachable!("child of a leaf"),
+        }
+    }
+    /// Index of the child that covers `key`: the last entry whose key is ≤ `key` (entry 0 covers
+    /// everything below entry 1).
+    fn child_index(&self, key: &[u8]) -> usize {
+        let (mut lo, mut hi) = (1, self.len());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if self.key(mid) <= key { lo = mid + 1 } else { hi = mid }
+        }
+        lo - 1
+    }
+    /// First leaf index whose key is ≥ `key`.
+    fn lower_bound(&self, key: &[u8]) -> usize {
+        let (mut lo, mut hi) = (0, self.len());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if self.key(mid) < key { lo = mid + 1 } else { hi = mid }
+        }
+        lo
+    }
+}
+
+/// Where a cursor loads nodes from.
+pub trait Source {
+    #[doc(hidden)]
+    fn root_child(&self) -> Option<ChildRef>;
+    #[doc(hidden)]
+    fn load(&self, c: ChildRef) -> Result<NodeRefPub<'_>, StoreError>;
+}
+
+// Opaque wrappers so the trait can be public while the node types stay private.
+#[doc(hidden)]
+#[derive(Clone, Copy)]
+pub struct ChildRef(Child);
+#[doc(hidden)]
+#[derive(Clone, Copy)]
+pub struct NodeRefPub<'a>(NodeRef<'a>);
+
+impl Source for Snapshot {
+    fn root_child(&self) -> Option<ChildRef> {
+        (self.p.root != 0).then_some(ChildRef(Child::Page(self.p.root)))
+    }
+    fn load(&self, c: ChildRef) -> Result<NodeRefPub<'_>, StoreError> {
+        match c.0 {
+            Child::Page(id) => Ok(NodeRefPub(NodeRef::Page(PageView::parse(
+                &self.p.map,
+                self.p.high_water,
+                id,
+                &self.shared.path,
+            )?))),
+            Child::Mem(_) => unreachable!("snapshots hold no in-memory nodes"),
+        }
+    }
+}
+
+/// Ordered iteration over a tree. Positioned by [`Cursor::seek`]; `key`/`value` borrow the source.
+pub struct Cursor<'a, S: Source> {
+    src: &'a S,
+    stack: Vec<(NodeRef<'a>, usize)>,
+}
+
+impl<'a, S: Source> Cursor<'a, S> {
+    fn new(src: &'a S) -> Self {
+        Cursor { src, stack: Vec::with_capacity(8) }
+    }
+
+    fn load(&self, c: Child) -> Result<NodeRef<'a>, StoreError> {
+        Ok(self.src.load(ChildRef(c))?.0)
+    }
+
+    /// Positions at the first entry with key ≥ `key`.
+    pub fn seek(&mut self, key: &[u8]) -> Result<(), StoreError> {
+        self.stack.clear();
+        let Some(ChildRef(mut c)) = self.src.root_child() else { return Ok(()) };
+        loop {
+            let n = self.load(c)?;
+            if n.is_leaf() {
+                let i = n.lower_bound(key);
+                self.stack.push((n, i));
+                break;
+            }
+            let i = n.child_index(key);
+            self.stack.push((n, i));
+            c = n.child(i);
+        }
+        self.settle()
+    }
+
+    /// Moves past exhausted leaves to the next entry (or to the end).
+    fn settle(&mut self) -> Result<(), StoreError> {
+        loop {
+            let Some(&(n, i)) = self.stack.last() else { return Ok(()) };
+            if i < n.len() {
+                if n.is_leaf() {
+                    return Ok(());
+                }
+                let child = self.load(n.child(i))?;
+                self.stack.push((child, 0));
+                continue;
+            }
+            self.stack.pop();
+            if let Some(top) = self.stack.last_mut() {
+                top.1 += 1;
+            }
+        }
+    }
+
+    pub fn valid(&self) -> bool {
+        !self.stack.is_empty()
+    }
+    pub fn key(&self) -> &'a [u8] {
+        let (n, i) = self.stack.last().expect("cursor is valid");
+        n.key(*i)
+    }
+    pub fn value(&self) -> &'a [u8] {
+        let (n, i) = self.stack.last().expect("cursor is valid");
+        n.value(*i)
+    }
+    pub fn next(&mut self) -> Result<(), StoreError> {
+        if let Some(top) = self.stack.last_mut() {
+            top.1 += 1;
+        }
+        self.settle()
+    }
+}
+
+/// A cursor over any source.
+pub fn cursor<S: Source>(src: &S) -> Cursor<'_, S> {
+    Cursor::new(src)
+}
+
+/// Point lookup through any source.
+pub fn get<'a, S: Source>(src: &'a S, key: &[u8]) -> Result<Option<&'a [u8]>, StoreError> {
+    let mut c = Cursor::new(src);
+    c.seek(key)?;
+    Ok((c.valid() && c.key() == key).then(|| c.value()))
+}
+
+/// Options of a page store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub path: PathBuf,
+}
+
+/// The single writer of the page store.
+pub struct PageStore {
+    shared: Arc<Shared>,
+    file: File,
+    map: Arc<Mmap>,
+    file_len: u64,
+    high_water: u64,
+    txn: u64,
+    durable_txn: u64,
+    root: u64,
+    freelist_pages: Vec<u64>,
+    free: BTreeSet<u64>,
+    pending: VecDeque<(u64, Vec<u64>)>,
+    published: VecDeque<Arc<Published>>,
+    buf: Vec<u8>,
+}
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io { file: path.to_path_buf(), source }
+}
+
+impl PageStore {
+    pub fn open(opts: &StoreOptions) -> Result<PageStore, StoreError> {
+        let path = opts.path.clone();
+        let err = io_err(&path);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(&err)?;
+        }
+        let file =
+            OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(&err)?;
+        if file.metadata().map_err(&err)?.len() == 0 {
+            let meta = Meta { txn: 1, root: 0, freelist: 0, high_water: 2 };
+            file.write_all_at(&vec![0u8; PAGE_SIZE], 0).map_err(&err)?;
+            file.write_all_at(&meta.encode(), PAGE_SIZE as u64).map_err(&err)?;
+            file.sync_all().map_err(&err)?;
+            if let Some(dir) = path.parent() {
+                File::open(dir).and_then(|d| d.sync_all()).map_err(&err)?;
+            }
+        }
+        let file_len = file.metadata().map_err(&err)?.len();
+        let mut metas = [[0u8; PAGE_SIZE], [0u8; PAGE_SIZE]];
+        for (slot, m) in metas.iter_mut().enumerate() {
+            if file_len >= ((slot + 1) * PAGE_SIZE) as u64 {
+                file.read_exact_at(m, (slot * PAGE_SIZE) as u64).map_err(&err)?;
+            }
+        }
+        let meta = match (Meta::decode(&metas[0]), Meta::decode(&metas[1])) {
+            (Ok(a), Ok(b)) => if a.txn >= b.txn { a } else { b },
+            (Ok(a), Err(_)) => a,
+            (Err(_), Ok(b)) => b,
+            (Err(a), Err(b)) => {
+                return Err(corrupt(&path, 0, format!("no valid meta page (offset 0: {a}; offset 4096: {b})")));
+            }
+        };
+        if file_len < meta.high_water * PAGE_SIZE as u64 {
+            return Err(corrupt(&path, file_len, format!("file is shorter than its {} pages", meta.high_water)));
+        }
+        let map = Arc::new(map_file(&file, &path, file_len)?);
+        let mut free = BTreeSet::new();
+        let mut freelist_pages = Vec::new();
+        let mut next = meta.freelist;
+        while next != 0 {
+            if freelist_pages.len() as u64 > meta.high_water {
+                return Err(corrupt(&path, next * PAGE_SIZE as u64, "free list chain loops"));
+            }
+            let v = PageView::parse(&map, meta.high_water, next, &path)?;
+            if v.kind() != KIND_FREELIST {
+                return Err(corrupt(&path, next * PAGE_SIZE as u64, "expected a free-list page"));
+            }
+            freelist_pages.push(next);
+            let (n, ids) = v.freelist();
+            for id in ids {
+                if id < 2 || id >= meta.high_water || !free.insert(id) {
+                    return Err(corrupt(&path, next * PAGE_SIZE as u64, format!("bad free page id {id}")));
+                }
+            }
+            next = n;
+        }
+        let published = Arc::new(Published { txn: meta.txn, tag: [0; 4], root: meta.root, high_water: meta.high_water, map: map.clone() });
+        let shared = Arc::new(Shared { path: path.clone(), current: ArcSwap::new(published.clone()) });
+        Ok(PageStore {
+            shared,
+            file,
+            map,
+            file_len,
+            high_water: meta.high_water,
+            txn: meta.txn,
+            durable_txn: meta.txn,
+            root: meta.root,
+            freelist_pages,
+            free,
+            pending: VecDeque::new(),
+            published: VecDeque::from([published]),
+            buf: Vec::with_capacity(PAGE_SIZE),
+        })
+    }
+
+    pub fn reader(&self) -> Reader {
+        Reader { shared: self.shared.clone() }
+    }
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+    /// Number of pages the file uses (the size a backup or defrag would copy).
+    pub fn high_water(&self) -> u64 {
+        self.high_water
+    }
+    pub fn free_pages(&self) -> usize {
+        self.free.len() + self.pending.iter().map(|(_, p)| p.len()).sum::<usize>()
+    }
+
+    /// The tag of the latest commit.
+    pub fn tag(&self) -> Tag {
+        self.shared.current.load().tag
+    }
+
+    pub fn begin(&mut self) -> WriteTxn<'_> {
+        let root = (self.root != 0).then_some(Child::Page(self.root));
+        WriteTxn { store: self, root, arena: Vec::new(), freed: Vec::new() }
+    }
+
+    fn ensure_len(&mut self, pages: u64) -> Result<(), StoreError> {
+        let need = pages * PAGE_SIZE as u64;
+        if need > self.file_len {
+            let new_len = need.max(self.file_len + GROW_STEP).next_multiple_of(GROW_STEP);
+            self.file.set_len(new_len).map_err(io_err(&self.shared.path))?;
+            self.file_len = new_len;
+        }
+        if self.file_len as usize > self.map.len() {
+            self.map = Arc::new(map_file(&self.file, &self.shared.path, self.file_len)?);
+        }
+        Ok(())
+    }
+
+    fn alloc(&mut self, n: u64) -> Result<u64, StoreError> {
+        if n == 1 {
+            if let Some(id) = self.free.pop_first() {
+                return Ok(id);
+            }
+        } else if let Some(id) = self.free_run(n) {
+            for p in id..id + n {
+                self.free.remove(&p);
+            }
+            return Ok(id);
+        }
+        let id = self.high_water;
+        self.high_water += n;
+        self.ensure_len(self.high_water)?;
+        Ok(id)
+    }
+
+    fn free_run(&self, n: u64) -> Option<u64> {
+        let (mut start, mut len) = (0u64, 0u64);
+        for &p in &self.free {
+            if len > 0 && p == start + len {
+                len += 1;
+            } else {
+                start = p;
+                len = 1;
+            }
+            if len == n {
+                return Some(start);
+            }
+        }
+        None
+    }
+
+    fn write_page(&self, id: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        debug_assert!(id >= 2 && id + (bytes.len() / PAGE_SIZE) as u64 <= self.high_water);
+        self.file.write_all_at(bytes, id * PAGE_SIZE as u64).map_err(io_err(&self.shared.path))
+    }
+
+    /// Makes pages whose freeing txn is durable and older than every live snapshot reusable.
+    fn reclaim(&mut self) {
+        self.published.retain(|p| Arc::strong_count(p) > 1);
+        let oldest_reader = self.published.iter().map(|p| p.txn).min().unwrap_or(self.txn);
+        while let Some((t, _)) = self.pending.front() {
+            if *t > self.durable_txn || *t > oldest_reader {
+                break;
+            }
+            let (_, pages) = self.pending.pop_front().expect("front exists");
+            self.free.extend(pages);
+        }
+    }
+
+    /// Durable commit (§3.3): persist the free list, fdatasync, write the meta page, fdatasync.
+    pub fn sync(&mut self) -> Result<(), StoreError> {
+        let t = self.txn + 1;
+        let mut ids: Vec<u64> = self.free.iter().copied().collect();
+        for (_, p) in &self.pending {
+            ids.extend_from_slice(p);
+        }
+        ids.extend_from_slice(&self.freelist_pages);
+        ids.sort_unstable();
+        let n = ids.len().div_ceil(FREELIST_PER_PAGE) as u64;
+        let first = self.high_water;
+        self.high_water += n;
+        self.ensure_len(self.high_water)?;
+        for (i, chunk) in ids.chunks(FREELIST_PER_PAGE).enumerate() {
+            let id = first + i as u64;
+            let next = if (i as u64) + 1 < n { id + 1 } else { 0 };
+            let mut buf = std::mem::take(&mut self.buf);
+            page::encode_freelist(&mut buf, id, next, chunk);
+            self.write_page(id, &buf)?;
+            self.buf = buf;
+        }
+        let path = self.shared.path.clone();
+        let err = io_err(&path);
+        self.file.sync_data().map_err(&err)?;
+        let meta = Meta { txn: t, root: self.root, freelist: if n > 0 { first } else { 0 }, high_water: self.high_water };
+        self.file.write_all_at(&meta.encode(), (t % 2) * PAGE_SIZE as u64).map_err(&err)?;
+        self.file.sync_data().map_err(&err)?;
+        let old = std::mem::replace(&mut self.freelist_pages, (first..first + n).collect());
+        self.txn = t;
+        self.durable_txn = t;
+        self.pending.push_back((t, old));
+        self.reclaim();
+        Ok(())
+    }
+}
+
+fn map_file(file: &File, path: &Path, file_len: u64) -> Result<Mmap, StoreError> {
+    let len = (file_len as usize).saturating_mul(2).max(MIN_MAP);
+    // SAFETY: the mapping is read-only. Bytes a reader can reach (pages below a published high-water
+    // mark, which never exceeds the file length, and the file is never shrunk) are never written
+    // while reachable: the writer only writes freshly allocated pages (§3.4). Bytes past the end of
+    // the file are never touched, so the over-long mapping never faults.
+    unsafe { MmapOptions::new().len(len).map(file) }.map_err(io_err(path))
+}
+
+/// A write transaction: the only way to change the tree. Dropping it without [`WriteTxn::commit`]
+/// discards its changes (the pages it read stay as they were).
+pub struct WriteTxn<'s> {
+    store: &'s mut PageStore,
+    root: Option<Child>,
+    arena: Vec<Node>,
+    freed: Vec<u64>,
+}
+
+impl Source for WriteTxn<'_> {
+    fn root_child(&self) -> Option<ChildRef> {
+        self.root.map(ChildRef)
+    }
+    fn load(&self, c: ChildRef) -> Result<NodeRefPub<'_>, StoreError> {
+        Ok(NodeRefPub(match c.0 {
+            Child::Mem(i) => NodeRef::Mem(&self.arena[i]),
+            Child::Page(id) => {
+                NodeRef::Page(PageView::parse(&self.store.map, self.store.high_water, id, &self.store.shared.path)?)
+            }
+        }))
+    }
+}
+
+impl<'s> WriteTxn<'s> {
+    pub fn cursor(&self) -> Cursor<'_, Self> {
+        Cursor::new(self)
+    }
+
+    /// Copies page-backed node `c` into memory (freeing its pages by this txn).
+    fn to_mem(&mut self, c: Child) -> Result<usize, StoreError> {
+        let id = match c {
+            Child::Mem(i) => return Ok(i),
+            Child::Page(id) => id,
+        };
+        let map = self.store.map.clone();
+        let v = PageView::parse(&map, self.store.high_water, id, &self.store.shared.path)?;
+        let node = match v.kind() {
+            KIND_LEAF => Node::Leaf {
+                entries: (0..v.count()).map(|i| (v.key(i).to_vec(), v.value(i).to_vec())).collect(),
+                append: false,
+            },
+            KIND_BRANCH => Node::Branch {
+                keys: (0..v.count()).map(|i| v.key(i).to_vec()).collect(),
+                children: (0..v.count()).map(|i| Child::Page(v.child(i))).collect(),
+            },
+            k => return Err(corrupt(&self.store.shared.path, id * PAGE_SIZE as u64, format!("unexpected page kind {k} in tree"))),
+        };
+        self.freed.extend(id..id + v.pages());
+        self.arena.push(node);
+        Ok(self.arena.len() - 1)
+    }
+
+    /// Index in the arena of the (in-memory) leaf that covers `key`, copying the path on the way.
+    fn leaf_for(&mut self, key: &[u8]) -> Result<usize, StoreError> {
+        let Some(root) = self.root else {
+            self.arena.push(Node::Leaf { entries: Vec::new(), append: true });
+            self.root = Some(Child::Mem(self.arena.len() - 1));
+            return Ok(self.arena.len() - 1);
+        };
+        let mut idx = self.to_mem(root)?;
+        self.root = Some(Child::Mem(idx));
+        loop {
+            let (i, c) = match &self.arena[idx] {
+                Node::Leaf { .. } => return Ok(idx),
+                n @ Node::Branch { children, .. } => {
+                    let i = NodeRef::Mem(n).child_index(key);
+                    (i, children[i])
+                }
+            };
+            let ci = self.to_mem(c)?;
+            if let Node::Branch { children, .. } = &mut self.arena[idx] {
+                children[i] = Child::Mem(ci);
+            }
+            idx = ci;
+        }
+    }
+
+    pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        let leaf = self.leaf_for(key)?;
+        let Node::Leaf { entries, append } = &mut self.arena[leaf] else { unreachable!() };
+        match entries.binary_search_by(|(k, _)| k.as_slice().cmp(key)) {
+            Ok(i) => entries[i].1 = value.to_vec(),
+            Err(i) => {
+                *append = i == entries.len();
+                entries.insert(i, (key.to_vec(), value.to_vec()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes `key`; returns whether it was present.
+    pub fn delete(&mut self, key: &[u8]) -> Result<bool, StoreError> {
+        if get(&*self, key)?.is_none() {
+            return Ok(false);
+        }
+        let leaf = self.leaf_for(key)?;
+        let Node::Leaf { entries, .. } = &mut self.arena[leaf] else { unreachable!() };
+        let i = entries.binary_search_by(|(k, _)| k.as_slice().cmp(key)).expect("key was found");
+        entries.remove(i);
+        Ok(true)
+    }
+
+    /// Soft commit (§3.3): writes the changed nodes as new pages and publishes the new root.
+    pub fn commit(mut self, tag: Tag) -> Result<(), StoreError> {
+        let mut root = match self.root {
+            None => 0,
+            Some(Child::Page(id)) => id,
+            Some(c @ Child::Mem(_)) => {
+                let mut parts = Vec::new();
+                self.spill(c, &mut parts)?;
+                while parts.len() > 1 {
+                    let (keys, children) = parts.drain(..).map(|(k, id)| (k, Child::Page(id))).unzip();
+                    self.arena.push(Node::Branch { keys, children });
+                    let c = Child::Mem(self.arena.len() - 1);
+                    self.spill(c, &mut parts)?;
+                }
+                parts.pop().map_or(0, |(_, id)| id)
+            }
+        };
+        // A root branch with a single child is replaced by that child.
+        while root != 0 {
+            let v = PageView::parse(&self.store.map, self.store.high_water, root, &self.store.shared.path)?;
+            if v.kind() != KIND_BRANCH || v.count() != 1 {
+                break;
+            }
+            self.freed.push(root);
+            root = v.child(0);
+        }
+        let store = self.store;
+        store.txn += 1;
+        store.root = root;
+        if !self.freed.is_empty() {
+            store.pending.push_back((store.txn, std::mem::take(&mut self.freed)));
+        }
+        let p = Arc::new(Published { txn: store.txn, tag, root, high_water: store.high_water, map: store.map.clone() });
+        store.shared.current.store(p.clone());
+        store.published.push_back(p);
+        store.reclaim();
+        Ok(())
+    }
+
+    /// Writes in-memory node `c` (and its in-memory descendants) as pages; appends the resulting
+    /// (first key, page id) parts to `out` (none when the node became empty).
+    fn spill(&mut self, c: Child, out: &mut Vec<(Vec<u8>, u64)>) -> Result<(), StoreError> {
+        let Child::Mem(i) = c else { unreachable!("only in-memory nodes are spilled") };
+        let node = std::mem::replace(&mut self.arena[i], Node::Leaf { entries: Vec::new(), append: false });
+        match node {
+            Node::Leaf { entries, append } => {
+                let sizes: Vec<usize> = entries.iter().map(|(k, v)| page::leaf_entry_size(k, v)).collect();
+                for r in split_ranges(&sizes, append) {
+                    let id = self.write_node(KIND_LEAF, entries[r.clone()].iter().map(|(k, v)| (k.as_slice(), v.as_slice())))?;
+                    out.push((entries[r.start].0.clone(), id));
+                }
+            }
+            Node::Branch { keys, children } => {
+                let mut list: Vec<(Vec<u8>, [u8; 8])> = Vec::with_capacity(keys.len() + 1);
+                let mut parts = Vec::new();
+                for (k, ch) in keys.into_iter().zip(children) {
+                    match ch {
+                        Child::Page(id) => list.push((k, id.to_le_bytes())),
+                        Child::Mem(_) => {
+                            parts.clear();
+                            self.spill(ch, &mut parts)?;
+                            for (n, (pk, id)) in parts.drain(..).enumerate() {
+                                list.push((if n == 0 { k.clone() } else { pk }, id.to_le_bytes()));
+                            }
+                        }
+                    }
+                }
+                let sizes: Vec<usize> = list.iter().map(|(k, _)| page::branch_entry_size(k)).collect();
+                for r in split_ranges(&sizes, false) {
+                    let id = self.write_node(KIND_BRANCH, list[r.clone()].iter().map(|(k, v)| (k.as_slice(), v.as_slice())))?;
+                    out.push((list[r.start].0.clone(), id));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn write_node<'e>(
+        &mut self,
+        kind: u8,
+        entries: impl ExactSizeIterator<Item = (&'e [u8], &'e [u8])>,
+    ) -> Result<u64, StoreError> {
+        let mut buf = std::mem::take(&mut self.store.buf);
+        // Encode with a placeholder id to learn the size, then allocate and stamp the real id.
+        page::encode_node(&mut buf, 0, kind, entries);
+        let pages = (buf.len() / PAGE_SIZE) as u64;
+        let id = self.store.alloc(pages)?;
+        restamp(&mut buf, id);
+        self.store.write_page(id, &buf)?;
+        self.store.buf = buf;
+        Ok(id)
+    }
+}
+
+fn restamp(buf: &mut [u8], id: u64) {
+    buf[8..16].copy_from_slice(&id.to_le_bytes());
+    let crc = crc32c::crc32c(&buf[4..]);
+    buf[0..4].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Splits entries of the given sizes into runs that each fit one page (a run of one oversized entry
+/// becomes an overflow node). `fill` packs pages full (sequential inserts); otherwise the entries are
+/// spread evenly over the minimum number of pages.
+fn split_ranges(sizes: &[usize], fill: bool) -> Vec<std::ops::Range<usize>> {
+    let cap = PAGE_SIZE - HEADER;
+    let total: usize = sizes.iter().sum();
+    let target = if fill || total <= cap { cap } else { total.div_ceil(total.div_ceil(cap)) };
+    let mut out = Vec::new();
+    let (mut start, mut acc) = (0, 0);
+    for (i, &s) in sizes.iter().enumerate() {
+        if i > start && (acc + s > cap || acc >= target) {
+            out.push(start..i);
+            start = i;
+            acc = 0;
+        }
+        acc += s;
+    }
+    if start < sizes.len() {
+        out.push(start..sizes.len());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_ranges_fit() {
+        let r = split_ranges(&[1000; 10], false);
+        assert!(r.len() >= 3 && r.iter().all(|r| r.len() * 1000 <= PAGE_SIZE - HEADER));
+        assert_eq!(split_ranges(&[10_000], false), vec![0..1]);
+        assert_eq!(split_ranges(&[10, 10_000, 10], true), vec![0..1, 1..2, 2..3]);
+    }
+}

@@ -1,0 +1,686 @@
+//! etcd's multi-version semantics on the page store (DESIGN.md §4, §5): revisions, Range at a
+//! revision, Put/DeleteRange/Txn/Compact, with etcd's errors.
+//!
+//! [`Mvcc`] is the single writer (the apply on the sequencer core); [`MvccReader`] is cloned to every
+//! core and serves Range from the latest committed snapshot. Invariants: revisions only grow; one main
+//! revision per request that changes something; a request that fails changes nothing; the applied
+//! Raft index is committed in the same page-store transaction as the changes it produced.
+
+use std::cmp::Ordering;
+
+use rkyv::{Archive, Deserialize, Serialize, rancor};
+
+use crate::btree::{self, Cursor, PageStore, Reader, Source, StoreOptions, Tag, WriteTxn};
+use crate::page::StoreError;
+use crate::request::{
+    Compare, CompactRequest, DeleteRangeRequest, PutRequest, RangeRequest, Request, RequestOp,
+    TxnRequest,
+};
+
+/// Stored value of one version of a key (the `k` key space, §4.1).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+struct Version {
+    sub: u32,
+    create_revision: i64,
+    version: i64,
+    lease: i64,
+    tombstone: bool,
+    value: Vec<u8>,
+}
+
+/// etcd's mvccpb.KeyValue.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct KeyValue {
+    pub key: Vec<u8>,
+    pub create_revision: i64,
+    pub mod_revision: i64,
+    pub version: i64,
+    pub value: Vec<u8>,
+    pub lease: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MvccError {
+    #[error("mvcc: required revision has been compacted")]
+    Compacted,
+    #[error("mvcc: required revision is a future revision")]
+    FutureRev,
+    #[error("key not found")]
+    KeyNotFound,
+    #[error("requested lease not found")]
+    LeaseNotFound,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("corrupt record in page store: {0}")]
+    Record(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RangeResult {
+    pub revision: i64,
+    pub kvs: Vec<KeyValue>,
+    pub more: bool,
+    pub count: i64,
+}
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PutResult {
+    pub revision: i64,
+    pub prev_kv: Option<KeyValue>,
+}
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DeleteResult {
+    pub revision: i64,
+    pub deleted: i64,
+    pub prev_kvs: Vec<KeyValue>,
+}
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TxnResult {
+    pub revision: i64,
+    pub succeeded: bool,
+    pub responses: Vec<OpResult>,
+}
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpResult {
+    Range(RangeResult),
+    Put(PutResult),
+    DeleteRange(DeleteResult),
+    Txn(TxnResult),
+}
+/// Result of applying one [`Request`]; `revision` of the outer response is in each variant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteResult {
+    Put(PutResult),
+    DeleteRange(DeleteResult),
+    Txn(TxnResult),
+    Compact { revision: i64 },
+}
+
+// Layout of the published tag.
+const TAG_REV: usize = 0;
+const TAG_COMPACT: usize = 1;
+const TAG_APPLIED: usize = 2;
+const TAG_TERM: usize = 3;
+
+const META_APPLIED: &[u8] = b"mapplied";
+const META_REV: &[u8] = b"mrev";
+const META_COMPACT: &[u8] = b"mcompact";
+
+/// `enc(key)` of §4.1 appended to `out`.
+fn push_enc(out: &mut Vec<u8>, key: &[u8]) {
+    for &b in key {
+        out.push(b);
+        if b == 0 {
+            out.push(0xFF);
+        }
+    }
+}
+fn key_prefix(key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 12);
+    k.push(b'k');
+    push_enc(&mut k, key);
+    k.extend_from_slice(&[0, 0]);
+    k
+}
+fn version_key(key: &[u8], main: i64) -> Vec<u8> {
+    let mut k = key_prefix(key);
+    k.extend_from_slice(&(!(main as u64)).to_be_bytes());
+    k
+}
+fn rev_key(main: i64, sub: u32) -> [u8; 17] {
+    let mut k = [0u8; 17];
+    k[0] = b'r';
+    k[1..9].copy_from_slice(&(main as u64).to_be_bytes());
+    k[9..17].copy_from_slice(&(sub as u64).to_be_bytes());
+    k
+}
+/// Decodes a `k` tree key into (user key, main revision).
+fn split_version_key(tk: &[u8]) -> Result<(Vec<u8>, i64), MvccError> {
+    let bad = || MvccError::Record(format!("malformed key-index key {tk:?}"));
+    if tk.len() < 11 || tk[0] != b'k' {
+        return Err(bad());
+    }
+    let (body, rev) = tk.split_at(tk.len() - 8);
+    let main = !u64::from_be_bytes(rev.try_into().expect("8 bytes")) as i64;
+    let body = body[1..].strip_suffix(&[0, 0]).ok_or_else(bad)?;
+    let mut key = Vec::with_capacity(body.len());
+    let mut i = 0;
+    while i < body.len() {
+        key.push(body[i]);
+        if body[i] == 0 {
+            if body.get(i + 1) != Some(&0xFF) {
+                return Err(bad());
+            }
+            i += 1;
+        }
+        i += 1;
+    }
+    Ok((key, main))
+}
+
+fn decode_version(bytes: &[u8]) -> Result<&ArchivedVersion, MvccError> {
+    rkyv::access::<ArchivedVersion, rancor::Error>(bytes).map_err(|e| MvccError::Record(e.to_string()))
+}
+
+fn to_kv(key: Vec<u8>, main: i64, v: &ArchivedVersion, keys_only: bool) -> KeyValue {
+    KeyValue {
+        key,
+        create_revision: v.create_revision.to_native(),
+        mod_revision: main,
+        version: v.version.to_native(),
+        value: if keys_only { Vec::new() } else { v.value.to_vec() },
+        lease: v.lease.to_native(),
+    }
+}
+
+/// Whether `key` lies in etcd's range `[start, end)` (`end` empty: exactly `start`; `end` = "\0":
+/// every key ≥ `start`).
+fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
+    if end.is_empty() {
+        key == start
+    } else if end == [0] {
+        key >= start
+    } else {
+        key >= start && key < end
+    }
+}
+
+/// Visits the newest version ≤ `rev` of every live key in `[start, end)`, in key order, until
+/// `f` returns false.
+fn scan<S: Source>(
+    src: &S,
+    start: &[u8],
+    end: &[u8],
+    rev: i64,
+    mut f: impl FnMut(Vec<u8>, i64, &ArchivedVersion) -> bool,
+) -> Result<(), MvccError> {
+    if !end.is_empty() && end != [0] && end <= start {
+        return Ok(());
+    }
+    let mut cur: Cursor<'_, S> = btree::cursor(src);
+    let mut seek = vec![b'k'];
+    push_enc(&mut seek, start);
+    cur.seek(&seek)?;
+    // Tree-key prefix (everything but the revision) of the key whose newest visible version was
+    // already handled.
+    let mut done: Vec<u8> = Vec::new();
+    while cur.valid() {
+        let tk = cur.key();
+        if tk.first() != Some(&b'k') {
+            break;
+        }
+        let group = &tk[..tk.len().saturating_sub(8)];
+        if !done.is_empty() && group == done.as_slice() {
+            cur.next()?;
+            continue;
+        }
+        let (key, main) = split_version_key(tk)?;
+        if !in_range(&key, start, end) {
+            if end.is_empty() || key.as_slice() > start {
+                break;
+            }
+            cur.next()?;
+            continue;
+        }
+        if main > rev {
+            cur.next()?;
+            continue;
+        }
+        done.clear();
+        done.extend_from_slice(group);
+        let v = decode_version(cur.value())?;
+        if !v.tombstone && !f(key, main, v) {
+            break;
+        }
+        cur.next()?;
+    }
+    Ok(())
+}
+
+/// The newest live version of `key` (at any revision).
+fn latest<S: Source>(src: &S, key: &[u8]) -> Result<Option<KeyValue>, MvccError> {
+    let mut out = None;
+    scan(src, key, &[], i64::MAX, |k, main, v| {
+        out = Some(to_kv(k, main, v, false));
+        false
+    })?;
+    Ok(out)
+}
+
+/// etcd's Range at an already-validated revision `rev` (`current` is the header revision).
+fn range<S: Source>(src: &S, r: &RangeRequest, rev: i64, current: i64) -> Result<RangeResult, MvccError> {
+    let filtered = r.min_mod_revision != 0
+        || r.max_mod_revision != 0
+        || r.min_create_revision != 0
+        || r.max_create_revision != 0;
+    // etcd fetches everything when it sorts or filters, else limit + 1 to learn `more`.
+    let fetch = if r.sort_order != 0 || filtered || r.limit <= 0 { usize::MAX } else { r.limit as usize + 1 };
+    let mut kvs = Vec::new();
+    let mut count = 0i64;
+    scan(src, &r.key, &r.range_end, rev, |k, main, v| {
+        count += 1;
+        if !r.count_only && kvs.len() < fetch {
+            kvs.push(to_kv(k, main, v, r.keys_only));
+        }
+        true
+    })?;
+    kvs.retain(|kv: &KeyValue| {
+        !(r.max_mod_revision != 0 && kv.mod_revision > r.max_mod_revision
+            || r.min_mod_revision != 0 && kv.mod_revision < r.min_mod_revision
+            || r.max_create_revision != 0 && kv.create_revision > r.max_create_revision
+            || r.min_create_revision != 0 && kv.create_revision < r.min_create_revision)
+    });
+    let mut order = r.sort_order;
+    if r.sort_target != 0 && order == 0 {
+        order = 1;
+    } else if r.sort_target == 0 && order == 1 {
+        order = 0;
+    }
+    if order != 0 {
+        let cmp = |a: &KeyValue, b: &KeyValue| -> Ordering {
+            match r.sort_target {
+                1 => a.version.cmp(&b.version),
+                2 => a.create_revision.cmp(&b.create_revision),
+                3 => a.mod_revision.cmp(&b.mod_revision),
+                4 => a.value.cmp(&b.value),
+                _ => a.key.cmp(&b.key),
+            }
+        };
+        // Stable, as etcd's results for equal sort keys stay in key order.
+        if order == 2 {
+            kvs.sort_by(|a, b| cmp(b, a));
+        } else {
+            kvs.sort_by(cmp);
+        }
+    }
+    let mut more = false;
+    if r.limit > 0 && kvs.len() > r.limit as usize {
+        kvs.truncate(r.limit as usize);
+        more = true;
+    }
+    Ok(RangeResult { revision: current, kvs, more, count })
+}
+
+fn check_rev(rev: i64, current: i64, compacted: i64) -> Result<i64, MvccError> {
+    if rev <= 0 {
+        return Ok(current);
+    }
+    if rev > current {
+        return Err(MvccError::FutureRev);
+    }
+    if rev < compacted {
+        return Err(MvccError::Compacted);
+    }
+    Ok(rev)
+}
+
+/// Read access to the latest committed state, from any core.
+#[derive(Clone)]
+pub struct MvccReader {
+    reader: Reader,
+}
+
+impl MvccReader {
+    /// Current and compacted revision of the latest committed state.
+    pub fn revisions(&self) -> (i64, i64) {
+        let t = self.reader.snapshot().tag();
+        (t[TAG_REV] as i64, t[TAG_COMPACT] as i64)
+    }
+    /// Applied Raft (index, term) of the latest committed state.
+    pub fn applied(&self) -> (u64, u64) {
+        let t = self.reader.snapshot().tag();
+        (t[TAG_APPLIED], t[TAG_TERM])
+    }
+    pub fn range(&self, r: &RangeRequest) -> Result<RangeResult, MvccError> {
+        let snap = self.reader.snapshot();
+        let t = snap.tag();
+        let (current, compacted) = (t[TAG_REV] as i64, t[TAG_COMPACT] as i64);
+        let rev = check_rev(r.revision, current, compacted)?;
+        range(&snap, r, rev, current)
+    }
+}
+
+/// One entry handed to [`Mvcc::apply`].
+pub struct Applied<'a> {
+    pub index: u64,
+    pub term: u64,
+    /// None for entries that carry no request (empty entries, configuration changes).
+    pub request: Option<&'a Request>,
+}
+
+/// The single writer of the MVCC state.
+pub struct Mvcc {
+    store: PageStore,
+    rev: i64,
+    compacted: i64,
+    applied: (u64, u64),
+}
+
+fn get_u64s<const N: usize, S: Source>(src: &S, key: &[u8]) -> Result<Option<[u64; N]>, MvccError> {
+    let Some(v) = btree::get(src, key)? else { return Ok(None) };
+    if v.len() != N * 8 {
+        return Err(MvccError::Record(format!("meta key {key:?} has {} bytes", v.len())));
+    }
+    Ok(Some(std::array::from_fn(|i| u64::from_le_bytes(v[i * 8..i * 8 + 8].try_into().expect("8 bytes")))))
+}
+fn u64s(vals: &[u64]) -> Vec<u8> {
+    vals.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+impl Mvcc {
+    pub fn open(opts: &StoreOptions) -> Result<Mvcc, MvccError> {
+        let store = PageStore::open(opts)?;
+        let snap = store.reader().snapshot();
+        let rev = get_u64s::<2, _>(&snap, META_REV)?.map_or(1, |r| r[0] as i64);
+        let compacted = get_u64s::<1, _>(&snap, META_COMPACT)?.map_or(0, |r| r[0] as i64);
+        let applied = get_u64s::<2, _>(&snap, META_APPLIED)?.map_or((0, 0), |a| (a[0], a[1]));
+        drop(snap);
+        let mut m = Mvcc { store, rev, compacted, applied };
+        // Publish the tag so readers see the recovered revisions.
+        let tag = m.tag();
+        m.store.begin().commit(tag)?;
+        Ok(m)
+    }
+
+    fn tag(&self) -> Tag {
+        [self.rev as u64, self.compacted as u64, self.applied.0, self.applied.1]
+    }
+    pub fn reader(&self) -> MvccReader {
+        MvccReader { reader: self.store.reader() }
+    }
+    pub fn revision(&self) -> i64 {
+        self.rev
+    }
+    pub fn compacted(&self) -> i64 {
+        self.compacted
+    }
+    /// Last applied Raft (index, term).
+    pub fn applied(&self) -> (u64, u64) {
+        self.applied
+    }
+    /// Bytes of the db file in use (etcd's dbSize).
+    pub fn db_size(&self) -> u64 {
+        self.store.high_water() * crate::page::PAGE_SIZE as u64
+    }
+    /// Bytes in use by live pages (etcd's dbSizeInUse).
+    pub fn db_size_in_use(&self) -> u64 {
+        (self.store.high_water() - self.store.free_pages() as u64) * crate::page::PAGE_SIZE as u64
+    }
+    /// Durable checkpoint (§3.3): after it returns, the state up to [`Mvcc::applied`] survives a
+    /// crash without the WAL.
+    pub fn sync(&mut self) -> Result<(), MvccError> {
+        Ok(self.store.sync()?)
+    }
+
+    /// Applies a batch of committed entries in one page-store transaction and publishes the result.
+    /// Entries at or below the applied index are skipped (replay after restart). Returns one result
+    /// per entry with a request.
+    pub fn apply(&mut self, entries: &[Applied<'_>]) -> Result<Vec<Result<WriteResult, MvccError>>, MvccError> {
+        let mut results = Vec::new();
+        let mut txn = self.store.begin();
+        let (mut rev, mut compacted, mut applied) = (self.rev, self.compacted, self.applied);
+        for e in entries {
+            if e.index <= applied.0 {
+                continue;
+            }
+            assert!(applied.0 == 0 || e.index == applied.0 + 1, "apply gap: {} after {}", e.index, applied.0);
+            applied = (e.index, e.term);
+            let Some(req) = e.request else { continue };
+            let mut w = Writer { txn: &mut txn, rev, sub: 0, compacted };
+            let res = w.execute(req);
+            if w.sub > 0 {
+                rev += 1;
+            }
+            compacted = w.compacted;
+            // A request that failed must not have changed anything.
+            debug_assert!(res.is_ok() || w.sub == 0);
+            match res {
+                Err(MvccError::Store(e)) => return Err(MvccError::Store(e)),
+                Err(MvccError::Record(e)) => return Err(MvccError::Record(e)),
+                r => results.push(r),
+            }
+        }
+        txn.put(META_APPLIED, &u64s(&[applied.0, applied.1]))?;
+        txn.put(META_REV, &u64s(&[rev as u64, 0]))?;
+        txn.put(META_COMPACT, &u64s(&[compacted as u64]))?;
+        let tag = [rev as u64, compacted as u64, applied.0, applied.1];
+        txn.commit(tag)?;
+        self.rev = rev;
+        self.compacted = compacted;
+        self.applied = applied;
+        Ok(results)
+    }
+}
+
+/// Executes requests inside one page-store transaction at main revision `rev + 1`.
+struct Writer<'t, 's> {
+    txn: &'t mut WriteTxn<'s>,
+    /// Revision before this request.
+    rev: i64,
+    /// Changes made so far by this request (the next sub-revision).
+    sub: u32,
+    compacted: i64,
+}
+
+impl Writer<'_, '_> {
+    /// Revision a read inside this request sees (etcd: begin revision, +1 once it changed something).
+    fn read_rev(&self) -> i64 {
+        self.rev + i64::from(self.sub > 0)
+    }
+
+    fn execute(&mut self, req: &Request) -> Result<WriteResult, MvccError> {
+        match req {
+            Request::Put(p) => {
+                self.check_put(p)?;
+                Ok(WriteResult::Put(self.put(p)?))
+            }
+            Request::DeleteRange(d) => Ok(WriteResult::DeleteRange(self.delete_range(d)?)),
+            Request::Txn(t) => {
+                let path = self.txn_path(t)?;
+                self.check_txn(t, &path)?;
+                let mut path_iter = path.iter();
+                let r = self.txn(t, &mut path_iter)?;
+                Ok(WriteResult::Txn(TxnResult { revision: self.read_rev(), ..r }))
+            }
+            Request::Compact(c) => self.compact(c),
+        }
+    }
+
+    fn check_put(&self, p: &PutRequest) -> Result<(), MvccError> {
+        if (p.ignore_value || p.ignore_lease) && latest(&*self.txn, &p.key)?.is_none() {
+            return Err(MvccError::KeyNotFound);
+        }
+        if p.lease != 0 {
+            return Err(MvccError::LeaseNotFound);
+        }
+        Ok(())
+    }
+
+    fn put(&mut self, p: &PutRequest) -> Result<PutResult, MvccError> {
+        let prev = latest(&*self.txn, &p.key)?;
+        let main = self.rev + 1;
+        let (value, lease) = match &prev {
+            Some(kv) => (
+                if p.ignore_value { kv.value.clone() } else { p.value.clone() },
+                if p.ignore_lease { kv.lease } else { p.lease },
+            ),
+            None => (p.value.clone(), p.lease),
+        };
+        let v = Version {
+            sub: self.sub,
+            create_revision: prev.as_ref().map_or(main, |kv| kv.create_revision),
+            version: prev.as_ref().map_or(1, |kv| kv.version + 1),
+            lease,
+            tombstone: false,
+            value,
+        };
+        self.write_version(&p.key, main, &v)?;
+        Ok(PutResult { revision: main, prev_kv: if p.prev_kv { prev } else { None } })
+    }
+
+    fn write_version(&mut self, key: &[u8], main: i64, v: &Version) -> Result<(), MvccError> {
+        let bytes = rkyv::to_bytes::<rancor::Error>(v).expect("serializing to memory cannot fail");
+        self.txn.put(&version_key(key, main), &bytes)?;
+        self.txn.put(&rev_key(main, v.sub), key)?;
+        self.sub += 1;
+        Ok(())
+    }
+
+    fn delete_range(&mut self, d: &DeleteRangeRequest) -> Result<DeleteResult, MvccError> {
+        let mut victims = Vec::new();
+        scan(&*self.txn, &d.key, &d.range_end, i64::MAX, |k, main, v| {
+            victims.push(to_kv(k, main, v, false));
+            true
+        })?;
+        let main = self.rev + 1;
+        for kv in &victims {
+            let tomb = Version { sub: self.sub, create_revision: 0, version: 0, lease: 0, tombstone: true, value: Vec::new() };
+            self.write_version(&kv.key, main, &tomb)?;
+        }
+        Ok(DeleteResult {
+            revision: self.read_rev(),
+            deleted: victims.len() as i64,
+            prev_kvs: if d.prev_kv { victims } else { Vec::new() },
+        })
+    }
+
+    fn compare(&self, c: &Compare) -> Result<bool, MvccError> {
+        let mut kvs = Vec::new();
+        scan(&*self.txn, &c.key, &c.range_end, i64::MAX, |k, main, v| {
+            kvs.push(to_kv(k, main, v, false));
+            true
+        })?;
+        if kvs.is_empty() {
+            if c.target == 3 {
+                return Ok(false);
+            }
+            kvs.push(KeyValue::default());
+        }
+        Ok(kvs.iter().all(|kv| {
+            let ord = match c.target {
+                0 => kv.version.cmp(&c.number),
+                1 => kv.create_revision.cmp(&c.number),
+                2 => kv.mod_revision.cmp(&c.number),
+                3 => kv.value.as_slice().cmp(c.value.as_slice()),
+                _ => kv.lease.cmp(&c.number),
+            };
+            match c.result {
+                0 => ord == Ordering::Equal,
+                1 => ord == Ordering::Greater,
+                2 => ord == Ordering::Less,
+                3 => ord != Ordering::Equal,
+                _ => true,
+            }
+        }))
+    }
+
+    /// Evaluates every compare up front (etcd's txn path): one bool per txn, nested in order.
+    fn txn_path(&self, t: &TxnRequest) -> Result<Vec<bool>, MvccError> {
+        let mut path = Vec::new();
+        self.txn_path_into(t, &mut path)?;
+        Ok(path)
+    }
+    fn txn_path_into(&self, t: &TxnRequest, path: &mut Vec<bool>) -> Result<(), MvccError> {
+        let mut ok = true;
+        for c in &t.compare {
+            if !self.compare(c)? {
+                ok = false;
+                break;
+            }
+        }
+        path.push(ok);
+        for op in if ok { &t.success } else { &t.failure } {
+            if let RequestOp::Txn(inner) = op {
+                self.txn_path_into(inner, path)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// etcd checks puts of the chosen branches against the state before the txn.
+    fn check_txn(&self, t: &TxnRequest, path: &[bool]) -> Result<usize, MvccError> {
+        let ops = if path[0] { &t.success } else { &t.failure };
+        let mut used = 1;
+        for op in ops {
+            match op {
+                RequestOp::Put(p) => self.check_put(p)?,
+                RequestOp::Txn(inner) => used += self.check_txn(inner, &path[used..])?,
+                _ => {}
+            }
+        }
+        Ok(used)
+    }
+
+    fn txn<'p>(&mut self, t: &TxnRequest, path: &mut impl Iterator<Item = &'p bool>) -> Result<TxnResult, MvccError> {
+        let ok = *path.next().expect("txn path covers every executed txn");
+        let mut responses = Vec::new();
+        for op in if ok { &t.success } else { &t.failure } {
+            responses.push(match op {
+                RequestOp::Range(r) => {
+                    let rev = self.read_rev();
+                    OpResult::Range(range(&*self.txn, r, rev, rev)?)
+                }
+                RequestOp::Put(p) => OpResult::Put(self.put(p)?),
+                RequestOp::DeleteRange(d) => OpResult::DeleteRange(self.delete_range(d)?),
+                RequestOp::Txn(inner) => {
+                    let r = self.txn(inner, path)?;
+                    OpResult::Txn(TxnResult { revision: self.read_rev(), ..r })
+                }
+            });
+        }
+        Ok(TxnResult { revision: 0, succeeded: ok, responses })
+    }
+
+    fn compact(&mut self, c: &CompactRequest) -> Result<WriteResult, MvccError> {
+        if c.revision <= self.compacted {
+            return Err(MvccError::Compacted);
+        }
+        if c.revision > self.rev {
+            return Err(MvccError::FutureRev);
+        }
+        let target = c.revision;
+        // Keys changed in (compacted, target]: only those can have versions to drop.
+        let mut keys = std::collections::BTreeSet::new();
+        {
+            let mut cur = self.txn.cursor();
+            cur.seek(&rev_key(self.compacted + 1, 0))?;
+            while cur.valid() && cur.key().first() == Some(&b'r') {
+                let main = u64::from_be_bytes(cur.key()[1..9].try_into().expect("8 bytes")) as i64;
+                if main > target {
+                    break;
+                }
+                keys.insert(cur.value().to_vec());
+                cur.next()?;
+            }
+        }
+        for key in keys {
+            // Versions of `key` at or below target, newest first.
+            let mut doomed: Vec<(i64, u32)> = Vec::new();
+            {
+                let prefix = key_prefix(&key);
+                let mut cur = self.txn.cursor();
+                cur.seek(&version_key(&key, target))?;
+                let mut first = true;
+                while cur.valid() && cur.key().starts_with(&prefix) && cur.key().len() == prefix.len() + 8 {
+                    let (_, main) = split_version_key(cur.key())?;
+                    let v = decode_version(cur.value())?;
+                    if !first || v.tombstone {
+                        doomed.push((main, v.sub.to_native()));
+                    }
+                    first = false;
+                    cur.next()?;
+                }
+            }
+            for (main, sub) in doomed {
+                self.txn.delete(&version_key(&key, main))?;
+                self.txn.delete(&rev_key(main, sub))?;
+            }
+        }
+        self.compacted = target;
+        Ok(WriteResult::Compact { revision: self.rev })
+    }
+}
+
+/// Read-side validation of a Range's revision against a reader (for callers outside the engine).
+pub fn check_revision(rev: i64, current: i64, compacted: i64) -> Result<i64, MvccError> {
+    check_rev(rev, current, compacted)
+}
