@@ -1,1 +1,174 @@
-fn main() {}
+//! `retcd`: the server binary. It only wires the parts together from the configuration: storage
+//! (engine/), the sequencer (raft/) on core 0, and the gRPC services (net/) on every core.
+
+mod config;
+
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use retcd_engine::btree::StoreOptions;
+use retcd_engine::mvcc::Mvcc;
+use retcd_engine::runtime;
+use retcd_engine::wal::WalOptions;
+use retcd_net::context::{Ctx, Limits, MemberInfo};
+use retcd_net::serve::ServeOptions;
+use retcd_raft::membership;
+use retcd_raft::sequencer::{Sequencer, SequencerOptions};
+use retcd_raft::NodeStatus;
+use tracing::{error, info, warn};
+
+use crate::config::{Config, LogOutput, Parsed};
+
+fn main() -> ExitCode {
+    let (cfg, warnings) = match config::parse() {
+        Ok(Parsed::Run(cfg, warnings)) => (cfg, warnings),
+        Ok(Parsed::Version(text)) | Ok(Parsed::Help(text)) => {
+            print!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("retcd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = init_logging(&cfg) {
+        eprintln!("retcd: cannot set up logging: {e}");
+        return ExitCode::FAILURE;
+    }
+    for w in &warnings {
+        warn!("{w}");
+    }
+    match run(cfg) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!(error = %e, "retcd stopped");
+            eprintln!("retcd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(cfg: &Config) -> std::io::Result<()> {
+    let level = cfg.log_level.tracing_level();
+    let builder = tracing_subscriber::fmt().json().with_max_level(level).with_current_span(false);
+    match cfg.log_outputs.first() {
+        Some(LogOutput::Stdout) => builder.with_writer(std::io::stdout).init(),
+        Some(LogOutput::File(path)) => {
+            let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+            builder.with_writer(Mutex::new(file)).init()
+        }
+        _ => builder.with_writer(std::io::stderr).init(),
+    }
+    if cfg.log_outputs.len() > 1 {
+        warn!("only the first of --log-outputs is used for now");
+    }
+    Ok(())
+}
+
+fn run(mut cfg: Config) -> Result<(), String> {
+    // Storage paths are absolute from here on (io_uring opens are not relative to the cwd).
+    let cwd = std::env::current_dir().map_err(|e| format!("cannot read the current directory: {e}"))?;
+    cfg.data_dir = cwd.join(&cfg.data_dir);
+    if let Some(w) = cfg.dedicated_wal_dir.take() {
+        cfg.dedicated_wal_dir = Some(cwd.join(w));
+    }
+    info!(
+        retcd_version = config::RETCD_VERSION,
+        etcd_api_version = config::ETCD_API_VERSION,
+        name = %cfg.name,
+        data_dir = %cfg.data_dir.display(),
+        "starting retcd"
+    );
+    if cfg.initial_cluster.len() > 1 {
+        return Err(format!(
+            "--initial-cluster lists {} members: clustering is not implemented yet, only a single member",
+            cfg.initial_cluster.len()
+        ));
+    }
+    runtime::probe_io_uring().map_err(|e| e.to_string())?;
+
+    let peer_urls: Vec<String> = cfg.initial_advertise_peer_urls.iter().map(|u| u.to_string()).collect();
+    let member_id = membership::member_id(&peer_urls, &cfg.initial_cluster_token);
+    let cluster_id = membership::cluster_id(&[member_id]);
+    let status = Arc::new(NodeStatus::new(member_id, cluster_id));
+
+    let mvcc = Mvcc::open(&StoreOptions { path: cfg.db_path() }).map_err(|e| e.to_string())?;
+    let reader = mvcc.reader();
+    let mut seq_opts = SequencerOptions::new(WalOptions::new(cfg.wal_dir()));
+    seq_opts.tick = cfg.heartbeat_interval;
+    seq_opts.election_ticks = cfg.election_ticks() as usize;
+    let (sequencer, proposer) = Sequencer::new(seq_opts, mvcc, status.clone());
+
+    let ctx = Arc::new(Ctx {
+        reader,
+        proposer,
+        status,
+        member: MemberInfo {
+            name: cfg.name.clone(),
+            peer_urls,
+            client_urls: cfg.advertise_client_urls.iter().map(|u| u.to_string()).collect(),
+        },
+        limits: Limits {
+            max_request_bytes: cfg.max_request_bytes,
+            max_txn_ops: cfg.max_txn_ops,
+            quota_bytes: i64::try_from(cfg.quota_bytes()).unwrap_or(i64::MAX),
+        },
+    });
+    let serve_opts = ServeOptions { addrs: cfg.listen_client_addrs(), max_recv_bytes: cfg.max_request_bytes + (512 << 10) };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+
+    // Cores serve clients only once the sequencer has replayed the log: before that, a read could
+    // miss an acknowledged write.
+    let (go_tx, go_rx) = flume::bounded::<()>(cores + 1);
+    let (fail_tx, fail_rx) = flume::bounded::<String>(cores + 1);
+    let go_main = go_rx.clone();
+    let sequencer = Mutex::new(Some(sequencer));
+    let started = runtime::start_cores(cores, runtime::DEFAULT_IO_MEMORY, true, move |core| {
+        let ctx = ctx.clone();
+        let go_rx = go_rx.clone();
+        let fail_tx = fail_tx.clone();
+        let serve_opts = serve_opts.clone();
+        let seq = if core == 0 { sequencer.lock().expect("not poisoned").take() } else { None };
+        let go_tx = go_tx.clone();
+        async move {
+            if let Some(seq) = seq {
+                let fail = fail_tx.clone();
+                runtime::spawn_local(async move {
+                    let started = move || {
+                        for _ in 0..=cores {
+                            let _ = go_tx.try_send(());
+                        }
+                    };
+                    if let Err(e) = seq.run(started).await {
+                        let _ = fail.send(format!("sequencer: {e}"));
+                    }
+                });
+            }
+            if go_rx.recv_async().await.is_err() {
+                return;
+            }
+            let routes = retcd_net::routes(ctx);
+            if let Err(e) = retcd_net::serve::serve(serve_opts, routes, std::future::pending()).await {
+                let _ = fail_tx.send(format!("core {core}: {e}"));
+            }
+        }
+    })
+    .map_err(|e| e.to_string())?;
+
+    // Wait until the member serves (or fails to start), then until something fails.
+    let first = flume::Selector::new()
+        .recv(&go_main, |_| None)
+        .recv(&fail_rx, |m| m.ok())
+        .wait();
+    if let Some(msg) = first {
+        return Err(msg);
+    }
+    info!(client_urls = ?cfg.listen_client_urls.iter().map(|u| u.to_string()).collect::<Vec<_>>(), "ready to serve client requests");
+    match fail_rx.recv() {
+        Ok(msg) => Err(msg),
+        Err(_) => {
+            started.join().map_err(|e| e.to_string())?;
+            Ok(())
+        }
+    }
+}

@@ -1,1 +1,30 @@
-//! placeholder
+//! retcd's client-facing layer: etcd's v3 protobuf/gRPC API and its error
+//! table.
+//!
+//! - [`pb`]: the generated etcd v3 messages, servers and clients;
+//! - [`errors`]: etcd's gRPC errors with their exact codes and messages.
+
+pub mod errors;
+pub mod pb;
+#[cfg(feature = "server")]
+pub mod cluster;
+#[cfg(feature = "server")]
+pub mod context;
+#[cfg(feature = "server")]
+pub mod kv;
+#[cfg(feature = "server")]
+pub mod maintenance;
+#[cfg(feature = "server")]
+pub mod serve;
+
+/// Every gRPC service of a member, for one core's listeners. Each service accepts messages up to
+/// etcd's gRPC limit: --max-request-bytes plus 512 KiB of framing (larger ones are refused from
+/// their length prefix, before they are buffered).
+#[cfg(feature = "server")]
+pub fn routes(ctx: std::sync::Arc<context::Ctx>) -> tonic::service::Routes {
+    use pb::etcdserverpb::{cluster_server::ClusterServer, kv_server::KvServer, maintenance_server::MaintenanceServer};
+    let limit = ctx.limits.max_request_bytes + (512 << 10);
+    tonic::service::Routes::new(KvServer::new(kv::KvService::new(ctx.clone())).max_decoding_message_size(limit))
+        .add_service(MaintenanceServer::new(maintenance::MaintenanceService::new(ctx.clone())).max_decoding_message_size(limit))
+        .add_service(ClusterServer::new(cluster::ClusterService::new(ctx)).max_decoding_message_size(limit))
+}

@@ -1,1 +1,16 @@
-//! placeholder
+//! retcd's consensus layer: a raft-rs `RawNode` on the sequencer core whose log storage is the WAL,
+//! batching of proposals from every core, and the apply into the MVCC store.
+//!
+//! - [`log`]: rebuilds raft-rs's log storage from the WAL at startup;
+//! - [`core`]: the deterministic, I/O-free state machine around `RawNode` (drivable by tests);
+//! - [`sequencer`]: the task on core 0 that feeds the core with proposals and does its I/O.
+//!
+//! This crate uses engine/ and never reaches net/.
+
+pub mod core;
+pub mod log;
+pub mod membership;
+pub mod sequencer;
+
+pub use crate::core::{NodeStatus, ProposeError};
+pub use crate::sequencer::{Proposer, SequencerOptions};

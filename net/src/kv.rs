@@ -1,0 +1,410 @@
+//! The KV service (Range, Put, DeleteRange, Txn, Compact): etcd's request validation, conversion
+//! between etcd's protobuf messages and the engine's requests, and response headers.
+//!
+//! Reads are served on the calling core from the latest committed snapshot; writes are proposed to
+//! the sequencer and answered once applied. Validation happens here, before anything is proposed,
+//! so an invalid request never reaches the Raft log (apply re-checks what depends on state).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use prost::Message;
+use retcd_engine::mvcc::{self, DeleteResult, KeyValue, OpResult, PutResult, RangeResult, TxnResult, WriteResult};
+use retcd_engine::request::{self as er, Request};
+use retcd_raft::ProposeError;
+use tonic::{Request as Req, Response, Status};
+
+use crate::context::Ctx;
+use crate::errors::EtcdError;
+use crate::pb::etcdserverpb::{
+    self as pb, compare, request_op, response_op, CompactionRequest, CompactionResponse, DeleteRangeRequest,
+    DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader, ResponseOp,
+    TxnRequest, TxnResponse,
+};
+use crate::pb::mvccpb;
+
+pub struct KvService {
+    ctx: Arc<Ctx>,
+}
+
+impl KvService {
+    pub fn new(ctx: Arc<Ctx>) -> Self {
+        KvService { ctx }
+    }
+}
+
+/// Maps an engine error to etcd's gRPC status.
+pub fn mvcc_status(e: mvcc::MvccError) -> Status {
+    match e {
+        mvcc::MvccError::Compacted => EtcdError::Compacted.status(),
+        mvcc::MvccError::FutureRev => EtcdError::FutureRev.status(),
+        mvcc::MvccError::KeyNotFound => EtcdError::KeyNotFound.status(),
+        mvcc::MvccError::LeaseNotFound => EtcdError::LeaseNotFound.status(),
+        other => {
+            tracing::error!(error = %other, "storage error");
+            Status::internal(format!("retcd: {other}"))
+        }
+    }
+}
+
+pub fn propose_status(e: ProposeError) -> Status {
+    match e {
+        ProposeError::Apply(e) => mvcc_status(e),
+        ProposeError::NoLeader => EtcdError::NoLeader.status(),
+        ProposeError::LeaderChanged => EtcdError::LeaderChanged.status(),
+        ProposeError::Stopped => EtcdError::Stopped.status(),
+    }
+}
+
+// ---- validation (etcd's api/v3rpc/key.go rules) ----
+
+fn check_range(r: &RangeRequest) -> Result<(), EtcdError> {
+    if r.key.is_empty() {
+        return Err(EtcdError::EmptyKey);
+    }
+    if pb::range_request::SortOrder::try_from(r.sort_order).is_err()
+        || pb::range_request::SortTarget::try_from(r.sort_target).is_err()
+    {
+        return Err(EtcdError::InvalidSortOption);
+    }
+    Ok(())
+}
+
+fn check_put(r: &PutRequest) -> Result<(), EtcdError> {
+    if r.key.is_empty() {
+        return Err(EtcdError::EmptyKey);
+    }
+    if r.ignore_value && !r.value.is_empty() {
+        return Err(EtcdError::ValueProvided);
+    }
+    if r.ignore_lease && r.lease != 0 {
+        return Err(EtcdError::LeaseProvided);
+    }
+    Ok(())
+}
+
+fn check_delete(r: &DeleteRangeRequest) -> Result<(), EtcdError> {
+    if r.key.is_empty() {
+        return Err(EtcdError::EmptyKey);
+    }
+    Ok(())
+}
+
+fn check_txn(r: &TxnRequest, max_ops: usize) -> Result<(), EtcdError> {
+    let ops = r.compare.len().max(r.success.len()).max(r.failure.len());
+    if ops > max_ops {
+        return Err(EtcdError::TooManyOps);
+    }
+    if r.compare.iter().any(|c| c.key.is_empty()) {
+        return Err(EtcdError::EmptyKey);
+    }
+    for op in r.success.iter().chain(&r.failure) {
+        match &op.request {
+            Some(request_op::Request::RequestRange(x)) => check_range(x)?,
+            Some(request_op::Request::RequestPut(x)) => check_put(x)?,
+            Some(request_op::Request::RequestDeleteRange(x)) => check_delete(x)?,
+            Some(request_op::Request::RequestTxn(x)) => check_txn(x, max_ops)?,
+            None => {}
+        }
+    }
+    check_intervals(&r.success)?;
+    check_intervals(&r.failure)?;
+    Ok(())
+}
+
+/// Deleted intervals of a txn branch, in etcd's "affine" order where an empty end is +infinity.
+#[derive(Default)]
+struct Dels(Vec<(Vec<u8>, Vec<u8>)>);
+
+impl Dels {
+    fn contains(&self, k: &[u8]) -> bool {
+        self.0.iter().any(|(s, e)| s.as_slice() <= k && (e.is_empty() || k < e.as_slice()))
+    }
+}
+
+/// etcd's checkIntervals: a txn branch may not put the same key twice, nor put a key it deletes
+/// (nested txns included; the two branches of a nested txn may put the same key).
+fn check_intervals(reqs: &[pb::RequestOp]) -> Result<(HashSet<Vec<u8>>, Dels), EtcdError> {
+    let mut dels = Dels::default();
+    for op in reqs {
+        if let Some(request_op::Request::RequestDeleteRange(d)) = &op.request {
+            let end = if d.range_end.is_empty() {
+                let mut e = d.key.clone();
+                e.push(0);
+                e
+            } else {
+                d.range_end.clone()
+            };
+            dels.0.push((d.key.clone(), end));
+        }
+    }
+    let mut puts: HashSet<Vec<u8>> = HashSet::new();
+    for op in reqs {
+        let Some(request_op::Request::RequestTxn(t)) = &op.request else { continue };
+        let (puts_then, dels_then) = check_intervals(&t.success)?;
+        let (puts_else, dels_else) = check_intervals(&t.failure)?;
+        for k in &puts_then {
+            if puts.contains(k) || dels.contains(k) {
+                return Err(EtcdError::DuplicateKey);
+            }
+            puts.insert(k.clone());
+        }
+        for k in puts_else {
+            if (puts.contains(&k) && !puts_then.contains(&k)) || dels.contains(&k) {
+                return Err(EtcdError::DuplicateKey);
+            }
+            puts.insert(k);
+        }
+        dels.0.extend(dels_then.0);
+        dels.0.extend(dels_else.0);
+    }
+    for op in reqs {
+        if let Some(request_op::Request::RequestPut(p)) = &op.request {
+            if puts.contains(&p.key) || dels.contains(&p.key) {
+                return Err(EtcdError::DuplicateKey);
+            }
+            puts.insert(p.key.clone());
+        }
+    }
+    Ok((puts, dels))
+}
+
+// ---- conversion ----
+
+pub fn range_req(r: &RangeRequest) -> er::RangeRequest {
+    er::RangeRequest {
+        key: r.key.clone(),
+        range_end: r.range_end.clone(),
+        limit: r.limit,
+        revision: r.revision,
+        sort_order: r.sort_order,
+        sort_target: r.sort_target,
+        serializable: r.serializable,
+        keys_only: r.keys_only,
+        count_only: r.count_only,
+        min_mod_revision: r.min_mod_revision,
+        max_mod_revision: r.max_mod_revision,
+        min_create_revision: r.min_create_revision,
+        max_create_revision: r.max_create_revision,
+    }
+}
+
+fn put_req(r: PutRequest) -> er::PutRequest {
+    er::PutRequest {
+        key: r.key,
+        value: r.value,
+        lease: r.lease,
+        prev_kv: r.prev_kv,
+        ignore_value: r.ignore_value,
+        ignore_lease: r.ignore_lease,
+    }
+}
+
+fn delete_req(r: DeleteRangeRequest) -> er::DeleteRangeRequest {
+    er::DeleteRangeRequest { key: r.key, range_end: r.range_end, prev_kv: r.prev_kv }
+}
+
+fn compare(c: pb::Compare) -> er::Compare {
+    // etcd compares against the zero value when the union does not carry the target's field.
+    let (value, number) = match (c.target, c.target_union) {
+        (3, Some(compare::TargetUnion::Value(v))) => (v, 0),
+        (0, Some(compare::TargetUnion::Version(n)))
+        | (1, Some(compare::TargetUnion::CreateRevision(n)))
+        | (2, Some(compare::TargetUnion::ModRevision(n)))
+        | (4, Some(compare::TargetUnion::Lease(n))) => (Vec::new(), n),
+        _ => (Vec::new(), 0),
+    };
+    er::Compare { result: c.result, target: c.target, key: c.key, range_end: c.range_end, value, number }
+}
+
+fn ops(v: Vec<pb::RequestOp>) -> Vec<er::RequestOp> {
+    v.into_iter()
+        .filter_map(|op| {
+            Some(match op.request? {
+                request_op::Request::RequestRange(r) => er::RequestOp::Range(range_req(&r)),
+                request_op::Request::RequestPut(r) => er::RequestOp::Put(put_req(r)),
+                request_op::Request::RequestDeleteRange(r) => er::RequestOp::DeleteRange(delete_req(r)),
+                request_op::Request::RequestTxn(r) => er::RequestOp::Txn(txn_req(r)),
+            })
+        })
+        .collect()
+}
+
+fn txn_req(r: TxnRequest) -> er::TxnRequest {
+    er::TxnRequest {
+        compare: r.compare.into_iter().map(compare).collect(),
+        success: ops(r.success),
+        failure: ops(r.failure),
+    }
+}
+
+pub fn kv(kv: KeyValue) -> mvccpb::KeyValue {
+    mvccpb::KeyValue {
+        key: kv.key,
+        create_revision: kv.create_revision,
+        mod_revision: kv.mod_revision,
+        version: kv.version,
+        value: kv.value,
+        lease: kv.lease,
+    }
+}
+
+fn inner_header(revision: i64) -> Option<ResponseHeader> {
+    Some(ResponseHeader { revision, ..Default::default() })
+}
+
+fn range_resp(r: RangeResult, header: Option<ResponseHeader>) -> RangeResponse {
+    RangeResponse { header, kvs: r.kvs.into_iter().map(kv).collect(), more: r.more, count: r.count }
+}
+fn put_resp(r: PutResult, header: Option<ResponseHeader>) -> PutResponse {
+    PutResponse { header, prev_kv: r.prev_kv.map(kv) }
+}
+fn delete_resp(r: DeleteResult, header: Option<ResponseHeader>) -> DeleteRangeResponse {
+    DeleteRangeResponse { header, deleted: r.deleted, prev_kvs: r.prev_kvs.into_iter().map(kv).collect() }
+}
+fn txn_resp(r: TxnResult, header: Option<ResponseHeader>) -> TxnResponse {
+    TxnResponse {
+        header,
+        succeeded: r.succeeded,
+        responses: r
+            .responses
+            .into_iter()
+            .map(|op| ResponseOp {
+                response: Some(match op {
+                    OpResult::Range(x) => {
+                        let h = inner_header(x.revision);
+                        response_op::Response::ResponseRange(range_resp(x, h))
+                    }
+                    OpResult::Put(x) => {
+                        let h = inner_header(x.revision);
+                        response_op::Response::ResponsePut(put_resp(x, h))
+                    }
+                    OpResult::DeleteRange(x) => {
+                        let h = inner_header(x.revision);
+                        response_op::Response::ResponseDeleteRange(delete_resp(x, h))
+                    }
+                    OpResult::Txn(x) => {
+                        let h = inner_header(x.revision);
+                        response_op::Response::ResponseTxn(txn_resp(x, h))
+                    }
+                }),
+            })
+            .collect(),
+    }
+}
+
+impl KvService {
+    /// etcd: a request whose encoded size exceeds --max-request-bytes is refused before proposal.
+    fn check_size(&self, m: &impl Message) -> Result<(), Status> {
+        if m.encoded_len() > self.ctx.limits.max_request_bytes {
+            return Err(EtcdError::RequestTooLarge.status());
+        }
+        Ok(())
+    }
+
+    async fn write(&self, req: Request) -> Result<WriteResult, Status> {
+        self.ctx.proposer.propose(&req).await.map_err(propose_status)
+    }
+}
+
+#[tonic::async_trait]
+impl pb::kv_server::Kv for KvService {
+    async fn range(&self, request: Req<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
+        let r = request.into_inner();
+        check_range(&r)?;
+        let res = self.ctx.reader.range(&range_req(&r)).map_err(mvcc_status)?;
+        let h = self.ctx.header(res.revision);
+        Ok(Response::new(range_resp(res, h)))
+    }
+
+    async fn put(&self, request: Req<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let r = request.into_inner();
+        check_put(&r)?;
+        self.check_size(&r)?;
+        match self.write(Request::Put(put_req(r))).await? {
+            WriteResult::Put(p) => {
+                let h = self.ctx.header(p.revision);
+                Ok(Response::new(put_resp(p, h)))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn delete_range(&self, request: Req<DeleteRangeRequest>) -> Result<Response<DeleteRangeResponse>, Status> {
+        let r = request.into_inner();
+        check_delete(&r)?;
+        self.check_size(&r)?;
+        match self.write(Request::DeleteRange(delete_req(r))).await? {
+            WriteResult::DeleteRange(d) => {
+                let h = self.ctx.header(d.revision);
+                Ok(Response::new(delete_resp(d, h)))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn txn(&self, request: Req<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let r = request.into_inner();
+        check_txn(&r, self.ctx.limits.max_txn_ops)?;
+        self.check_size(&r)?;
+        match self.write(Request::Txn(txn_req(r))).await? {
+            WriteResult::Txn(t) => {
+                let h = self.ctx.header(t.revision);
+                Ok(Response::new(txn_resp(t, h)))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn compact(&self, request: Req<CompactionRequest>) -> Result<Response<CompactionResponse>, Status> {
+        let r = request.into_inner();
+        let req = Request::Compact(er::CompactRequest { revision: r.revision, physical: r.physical });
+        match self.write(req).await? {
+            WriteResult::Compact { revision } => Ok(Response::new(CompactionResponse { header: self.ctx.header(revision) })),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+fn unexpected(w: WriteResult) -> Status {
+    tracing::error!(result = ?w, "apply returned a result of another kind");
+    Status::internal("retcd: unexpected apply result")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(k: &str) -> pb::RequestOp {
+        pb::RequestOp {
+            request: Some(request_op::Request::RequestPut(PutRequest { key: k.into(), ..Default::default() })),
+        }
+    }
+    fn del(k: &str, end: &str) -> pb::RequestOp {
+        pb::RequestOp {
+            request: Some(request_op::Request::RequestDeleteRange(DeleteRangeRequest {
+                key: k.into(),
+                range_end: end.into(),
+                ..Default::default()
+            })),
+        }
+    }
+    fn txn(success: Vec<pb::RequestOp>, failure: Vec<pb::RequestOp>) -> TxnRequest {
+        TxnRequest { compare: vec![], success, failure }
+    }
+
+    #[test]
+    fn txn_checks() {
+        assert!(check_txn(&txn(vec![put("a"), put("b")], vec![put("a")]), 128).is_ok());
+        assert_eq!(check_txn(&txn(vec![put("a"), put("a")], vec![]), 128).err(), Some(EtcdError::DuplicateKey));
+        assert_eq!(check_txn(&txn(vec![del("a", "c"), put("b")], vec![]), 128).err(), Some(EtcdError::DuplicateKey));
+        assert!(check_txn(&txn(vec![del("a", "c"), put("c")], vec![]), 128).is_ok());
+        let nested = pb::RequestOp {
+            request: Some(request_op::Request::RequestTxn(txn(vec![put("x")], vec![put("x")]))),
+        };
+        assert!(check_txn(&txn(vec![nested.clone()], vec![]), 128).is_ok());
+        assert_eq!(check_txn(&txn(vec![nested, put("x")], vec![]), 128).err(), Some(EtcdError::DuplicateKey));
+        assert_eq!(check_txn(&txn(vec![put("a"), put("b")], vec![]), 1).err(), Some(EtcdError::TooManyOps));
+        assert_eq!(check_txn(&txn(vec![put("")], vec![]), 128).err(), Some(EtcdError::EmptyKey));
+    }
+}

@@ -1,0 +1,81 @@
+//! The Maintenance service: Status (what `etcdctl endpoint status` shows) and Alarm. The other RPCs
+//! (Defragment, Hash, HashKV, Snapshot, MoveLeader, Downgrade) answer Unimplemented until their
+//! issues land.
+
+use std::sync::Arc;
+
+use tonic::codegen::BoxStream;
+use tonic::{Request, Response, Status};
+
+use crate::context::Ctx;
+use crate::pb::etcdserverpb::{self as pb, maintenance_server::Maintenance};
+
+/// The etcd release whose client API retcd implements; clients (Kubernetes among them) gate
+/// features on Status.version.
+pub const ETCD_API_VERSION: &str = "3.5.0";
+
+pub struct MaintenanceService {
+    ctx: Arc<Ctx>,
+}
+
+impl MaintenanceService {
+    pub fn new(ctx: Arc<Ctx>) -> Self {
+        MaintenanceService { ctx }
+    }
+}
+
+fn unimplemented(what: &str) -> Status {
+    Status::unimplemented(format!("retcd: {what} is not implemented yet"))
+}
+
+#[tonic::async_trait]
+impl Maintenance for MaintenanceService {
+    async fn alarm(&self, request: Request<pb::AlarmRequest>) -> Result<Response<pb::AlarmResponse>, Status> {
+        let r = request.into_inner();
+        // No alarm is ever raised yet (quota enforcement and corruption checks come later), so GET
+        // lists none and DEACTIVATE has nothing to clear.
+        if r.action == pb::alarm_request::AlarmAction::Activate as i32 {
+            return Err(unimplemented("raising alarms"));
+        }
+        Ok(Response::new(pb::AlarmResponse { header: self.ctx.current_header(), alarms: Vec::new() }))
+    }
+
+    async fn status(&self, _request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+        let s = &self.ctx.status;
+        Ok(Response::new(pb::StatusResponse {
+            header: self.ctx.current_header(),
+            version: ETCD_API_VERSION.to_string(),
+            db_size: s.db_size() as i64,
+            leader: s.leader(),
+            raft_index: s.commit_index(),
+            raft_term: s.term(),
+            raft_applied_index: s.applied_index(),
+            errors: Vec::new(),
+            db_size_in_use: s.db_size_in_use() as i64,
+            is_learner: false,
+            storage_version: String::new(),
+            db_size_quota: self.ctx.limits.quota_bytes,
+            downgrade_info: None,
+        }))
+    }
+
+    async fn defragment(&self, _r: Request<pb::DefragmentRequest>) -> Result<Response<pb::DefragmentResponse>, Status> {
+        Err(unimplemented("Defragment"))
+    }
+    async fn hash(&self, _r: Request<pb::HashRequest>) -> Result<Response<pb::HashResponse>, Status> {
+        Err(unimplemented("Hash"))
+    }
+    async fn hash_kv(&self, _r: Request<pb::HashKvRequest>) -> Result<Response<pb::HashKvResponse>, Status> {
+        Err(unimplemented("HashKV"))
+    }
+    type SnapshotStream = BoxStream<pb::SnapshotResponse>;
+    async fn snapshot(&self, _r: Request<pb::SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
+        Err(unimplemented("Snapshot"))
+    }
+    async fn move_leader(&self, _r: Request<pb::MoveLeaderRequest>) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        Err(unimplemented("MoveLeader"))
+    }
+    async fn downgrade(&self, _r: Request<pb::DowngradeRequest>) -> Result<Response<pb::DowngradeResponse>, Status> {
+        Err(unimplemented("Downgrade"))
+    }
+}

@@ -1,0 +1,439 @@
+//! Per-core gRPC serving: every core binds its own listening socket on each client URL address
+//! with `SO_REUSEPORT` (the kernel spreads incoming connections over the cores) and serves gRPC
+//! (tonic services combined in a [`tonic::service::Routes`]) over hyper's HTTP/2 server, directly
+//! on glommio's TCP streams. A connection lives on the core that accepted it.
+//!
+//! How hyper runs on glommio:
+//!
+//! - I/O: [`HyperIo`] implements `hyper::rt::Read`/`Write` for a glommio `TcpStream`. Reads and
+//!   (vectored) writes are non-blocking system calls straight into hyper's buffers; only when the
+//!   socket would block does it defer to the stream's own `AsyncRead`/`AsyncWrite`, which arms
+//!   glommio's io_uring readiness poll and wakes the task.
+//! - Executor: [`LocalExec`] is hyper's `Executor`; it spawns hyper's per-stream tasks as
+//!   detached tasks on the current core (`retcd_engine::runtime::spawn_local`). The futures need
+//!   not be `Send`, but tonic handlers are `Send` anyway.
+//! - Timer: none. hyper's `Timer`/`Sleep` must be `Send + Sync` and glommio's timer is not, so
+//!   nothing that needs one is configured (no HTTP/2 keep-alive pings). The adaptive flow-control
+//!   window needs only a clock, which hyper reads itself.
+//!
+//! Only HTTP/2 with prior knowledge (what gRPC clients speak) is served; an HTTP/1 request fails
+//! its connection.
+//!
+//! Message size: tonic enforces the maximum size of a received gRPC message per service, so
+//! callers must build every generated server with
+//! `.max_decoding_message_size(opts.max_recv_bytes)` (etcd: `--max-request-bytes` + 512 KiB,
+//! the gRPC overhead allowance); [`ServeOptions::max_recv_bytes`] is carried here for them.
+
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
+use std::pin::{Pin, pin};
+use std::rc::Rc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use futures_lite::io::{AsyncRead, AsyncWrite};
+use glommio::net::{TcpListener, TcpStream};
+use hyper::rt::ReadBufCursor;
+use hyper::server::conn::http2;
+use hyper_util::service::TowerToHyperService;
+use retcd_engine::runtime;
+use socket2::{Domain, Protocol, Socket, Type};
+use tonic::service::Routes;
+
+/// Streams one client connection may have open at once (etcd's default is unlimited; clients
+/// multiplex watches and concurrent requests over few connections).
+pub const MAX_CONCURRENT_STREAMS: u32 = 4096;
+/// The initial HTTP/2 flow-control window of a stream, before the adaptive window adjusts it:
+/// large enough for an etcd request of the default maximum size (1.5 MiB) in one round trip.
+pub const INITIAL_STREAM_WINDOW: u32 = 2 << 20;
+/// The initial HTTP/2 flow-control window of a connection.
+pub const INITIAL_CONNECTION_WINDOW: u32 = 8 << 20;
+/// The listen backlog of every listening socket.
+pub const LISTEN_BACKLOG: i32 = 4096;
+/// After shutdown, how long [`serve`] waits for open connections to finish their streams.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The largest prefix of hyper's read buffer handed to glommio when a read must wait (glommio
+/// needs an initialized buffer; the fast path reads into hyper's buffer as is).
+const SLOW_READ_MAX: usize = 16 * 1024;
+/// The most buffers one vectored write sends.
+const MAX_IOVECS: usize = 64;
+/// How long the accept loop pauses after a resource error (out of file descriptors, memory).
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// What [`serve`] serves on.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    /// The client URL addresses; every core binds each of them with `SO_REUSEPORT`.
+    pub addrs: Vec<SocketAddr>,
+    /// The largest gRPC message a service accepts, in bytes. Not enforced here: callers pass it to
+    /// every generated server's `.max_decoding_message_size` (see the module documentation).
+    pub max_recv_bytes: usize,
+}
+
+/// Binds a listening TCP socket on `addr` for the current core, with `SO_REUSEADDR` and
+/// `SO_REUSEPORT` so that every core can bind the same address (and a restart is not refused
+/// while old connections linger in TIME_WAIT).
+///
+/// glommio's own `TcpListener::bind` sets `SO_REUSEPORT` but not `SO_REUSEADDR`, and listens with
+/// a fixed backlog of 1024; this builds the socket itself ([`LISTEN_BACKLOG`]). An IPv6 address
+/// keeps the system's dual-stack default. With port 0 each call gets its own port.
+///
+/// # Panics
+///
+/// Outside a glommio executor (one started by `retcd_engine::runtime`).
+pub fn bind_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
+    let domain = if addr.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
+    let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    // SAFETY: the descriptor is a bound, listening TCP socket whose ownership moves to glommio.
+    Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
+}
+
+/// Binds every address of `addrs` on the current core ([`bind_reuseport`]), in order.
+pub fn bind_all(addrs: &[SocketAddr]) -> io::Result<Vec<TcpListener>> {
+    addrs
+        .iter()
+        .map(|&addr| {
+            bind_reuseport(addr)
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+        })
+        .collect()
+}
+
+/// Serves `routes` over gRPC on every address of `opts` from the current core until `shutdown`
+/// completes, then drains (see [`serve_listeners`]).
+///
+/// Fails only when an address cannot be bound. Call it on every core (e.g. in the per-core future
+/// given to `retcd_engine::runtime::start_cores`); the kernel spreads connections over the cores.
+pub async fn serve(
+    opts: ServeOptions,
+    routes: Routes,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let listeners = bind_all(&opts.addrs)?;
+    serve_listeners(listeners, routes, shutdown).await;
+    Ok(())
+}
+
+/// Serves `routes` on already bound listeners until `shutdown` completes: each listener accepts
+/// in its own task, each connection is served by its own task (an error on one connection is
+/// logged and ends only that one).
+///
+/// On shutdown the listeners close, every connection is told to finish (HTTP/2 GOAWAY: the
+/// streams in progress complete, new ones are refused), and this returns once all connections
+/// have ended or after [`DRAIN_TIMEOUT`], whichever is first; connections still open then are
+/// left to the executor.
+pub async fn serve_listeners(
+    listeners: Vec<TcpListener>,
+    routes: Routes,
+    shutdown: impl Future<Output = ()>,
+) {
+    let routes = routes.prepare();
+    let builder = Rc::new(http2_builder());
+    // Dropping `stop_tx` tells every accept loop and connection to stop.
+    let (stop_tx, stop_rx) = flume::bounded::<()>(1);
+    // Every accept loop and connection holds a clone of `live_tx`: when all are dropped, the
+    // receiver reports disconnection.
+    let (live_tx, live_rx) = flume::bounded::<()>(1);
+    for listener in listeners {
+        runtime::spawn_local(accept_loop(
+            listener,
+            routes.clone(),
+            Rc::clone(&builder),
+            stop_rx.clone(),
+            live_tx.clone(),
+        ));
+    }
+    drop(live_tx);
+    shutdown.await;
+    drop(stop_tx);
+    let drained = futures_lite::future::or(
+        async {
+            let _ = live_rx.recv_async().await;
+            true
+        },
+        async {
+            runtime::sleep(DRAIN_TIMEOUT).await;
+            false
+        },
+    )
+    .await;
+    if !drained {
+        tracing::info!(timeout = ?DRAIN_TIMEOUT, "gRPC connections still open after the drain timeout");
+    }
+}
+
+/// hyper's HTTP/2 server settings for gRPC.
+fn http2_builder() -> http2::Builder<LocalExec> {
+    let mut builder = http2::Builder::new(LocalExec);
+    builder
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .initial_stream_window_size(INITIAL_STREAM_WINDOW)
+        .initial_connection_window_size(INITIAL_CONNECTION_WINDOW)
+        .adaptive_window(true)
+        .auto_date_header(false);
+    builder
+}
+
+/// Accepts connections on `listener` until `stop` disconnects, serving each in its own task.
+async fn accept_loop(
+    listener: TcpListener,
+    routes: Routes,
+    builder: Rc<http2::Builder<LocalExec>>,
+    stop: flume::Receiver<()>,
+    live: flume::Sender<()>,
+) {
+    let local = listener.local_addr().ok();
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            let _ = stop.recv_async().await;
+            None
+        })
+        .await;
+        let stream = match accepted {
+            None => break,
+            Some(Ok(stream)) => stream,
+            Some(Err(e)) => {
+                let e = io::Error::from(e);
+                tracing::warn!(?local, error = %e, "accept failed");
+                if is_resource_error(&e) {
+                    runtime::sleep(ACCEPT_ERROR_PAUSE).await;
+                }
+                continue;
+            }
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        runtime::spawn_local(serve_connection(
+            stream,
+            routes.clone(),
+            Rc::clone(&builder),
+            stop.clone(),
+            live.clone(),
+        ));
+    }
+}
+
+/// Whether an accept error is a shortage that persists for a while (retrying at once would spin).
+fn is_resource_error(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// Serves one connection until the client closes it, it fails, or `stop` disconnects (then
+/// gracefully). `_live` is dropped when the connection ends.
+async fn serve_connection(
+    stream: TcpStream,
+    routes: Routes,
+    builder: Rc<http2::Builder<LocalExec>>,
+    stop: flume::Receiver<()>,
+    _live: flume::Sender<()>,
+) {
+    let peer = stream.peer_addr().ok();
+    let conn = builder.serve_connection(HyperIo::new(stream), TowerToHyperService::new(routes));
+    let mut conn = pin!(conn);
+    let finished = futures_lite::future::or(async { Some(conn.as_mut().await) }, async {
+        let _ = stop.recv_async().await;
+        None
+    })
+    .await;
+    let result = match finished {
+        Some(result) => result,
+        None => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        if is_io_error(&e) {
+            tracing::debug!(?peer, error = %e, "gRPC connection ended with an I/O error");
+        } else {
+            tracing::info!(?peer, error = %e, "gRPC connection failed");
+        }
+    }
+}
+
+/// Whether `e` comes from the socket (a client gone) rather than the protocol.
+fn is_io_error(e: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.is::<io::Error>() {
+            return true;
+        }
+        source = s.source();
+    }
+    e.is_incomplete_message() || e.is_closed()
+}
+
+/// hyper's executor on a glommio core: spawns each future as a detached task on the current core.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LocalExec;
+
+impl<F: Future + 'static> hyper::rt::Executor<F> for LocalExec {
+    fn execute(&self, fut: F) {
+        runtime::spawn_local(fut);
+    }
+}
+
+/// A glommio TCP stream as hyper I/O (`hyper::rt::Read` + `hyper::rt::Write`).
+///
+/// Reads and writes first try the non-blocking system call directly on hyper's buffers (vectored
+/// writes in one `sendmsg`); when the socket would block, the stream's own
+/// `AsyncRead`/`AsyncWrite` arms the io_uring readiness poll and registers the waker.
+#[derive(Debug)]
+pub struct HyperIo {
+    stream: TcpStream,
+}
+
+impl HyperIo {
+    /// Wraps `stream`.
+    pub fn new(stream: TcpStream) -> Self {
+        HyperIo { stream }
+    }
+
+    /// The wrapped stream.
+    pub fn into_inner(self) -> TcpStream {
+        self.stream
+    }
+
+    fn fd(&self) -> RawFd {
+        self.stream.as_raw_fd()
+    }
+
+    /// One non-blocking `sendmsg` of `bufs`; `None` if the socket would block.
+    fn try_send(&self, bufs: &[IoSlice<'_>]) -> Option<io::Result<usize>> {
+        let bufs = &bufs[..bufs.len().min(MAX_IOVECS)];
+        // SAFETY: msghdr is plain data; all-zero is a valid empty message.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        // IoSlice is guaranteed ABI-compatible with iovec on Unix; sendmsg only reads them.
+        msg.msg_iov = bufs.as_ptr().cast_mut().cast::<libc::iovec>();
+        msg.msg_iovlen = bufs.len() as _;
+        loop {
+            // SAFETY: `msg` points at `bufs.len()` valid iovecs that outlive the call.
+            let n =
+                unsafe { libc::sendmsg(self.fd(), &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+            if n >= 0 {
+                return Some(Ok(n as usize));
+            }
+            let err = io::Error::last_os_error();
+            match err.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => return None,
+                _ => return Some(Err(err)),
+            }
+        }
+    }
+
+    /// Waits for writability through glommio, writing (part of) `buf` if the socket became
+    /// writable in the meantime.
+    fn poll_write_slow(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+}
+
+impl hyper::rt::Read for HyperIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        mut buf: ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let fd = this.fd();
+        // SAFETY: recv only writes bytes into the buffer; nothing is de-initialized.
+        let dst = unsafe { buf.as_mut() };
+        if dst.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        let read = loop {
+            // SAFETY: `dst` is valid for `dst.len()` bytes of writes.
+            let n =
+                unsafe { libc::recv(fd, dst.as_mut_ptr().cast(), dst.len(), libc::MSG_DONTWAIT) };
+            if n >= 0 {
+                break Some(n as usize);
+            }
+            let err = io::Error::last_os_error();
+            match err.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => break None,
+                _ => return Poll::Ready(Err(err)),
+            }
+        };
+        let n = match read {
+            Some(n) => n,
+            None => {
+                // Nothing to read yet: let glommio wait for readability. It retries the read
+                // itself, so it needs an initialized slice.
+                let len = dst.len().min(SLOW_READ_MAX);
+                let dst = &mut dst[..len];
+                // SAFETY: zeroing makes all `len` bytes initialized, so the cast is sound.
+                let dst: &mut [u8] = unsafe {
+                    std::ptr::write_bytes(dst.as_mut_ptr(), 0, len);
+                    &mut *(dst as *mut [MaybeUninit<u8>] as *mut [u8])
+                };
+                ready!(Pin::new(&mut this.stream).poll_read(cx, dst))?
+            }
+        };
+        // SAFETY: the first `n` bytes were written by recv.
+        unsafe { buf.advance(n) };
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl hyper::rt::Write for HyperIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match this.try_send(&[IoSlice::new(buf)]) {
+            Some(result) => Poll::Ready(result),
+            None => this.poll_write_slow(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match this.try_send(bufs) {
+            Some(result) => Poll::Ready(result),
+            None => {
+                let first = bufs
+                    .iter()
+                    .find(|b| !b.is_empty())
+                    .map_or(&[][..], |b| &b[..]);
+                this.poll_write_slow(cx, first)
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Writes are not buffered.
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_close(cx)
+    }
+}

@@ -1,0 +1,153 @@
+//! Rebuilding raft-rs's log storage from the WAL (DESIGN.md §2.3).
+//!
+//! The WAL is the durable log; raft-rs reads entries through `MemStorage`, an in-memory index of
+//! the entries after the last checkpoint. Invariant: the storage holds exactly the entries the WAL
+//! holds after the newest checkpoint, with a later entry at an index replacing every entry from
+//! that index on (Raft's suffix overwrite).
+
+use bytes::Bytes;
+use raft::prelude::{ConfState, Entry, EntryType, HardState, Snapshot};
+use raft::storage::MemStorage;
+use retcd_engine::wal::Record;
+
+/// Log state recovered from the WAL.
+#[derive(Debug, Default)]
+pub struct RecoveredLog {
+    pub hard_state: HardState,
+    /// (index, term) of the newest checkpoint: entries up to it are in the page store.
+    pub checkpoint: (u64, u64),
+    pub entries: Vec<Entry>,
+}
+
+/// Folds WAL records into the log they describe.
+pub fn recover(records: &[Record]) -> RecoveredLog {
+    let mut log = RecoveredLog::default();
+    for r in records {
+        match r {
+            Record::Entry { index, term, entry_type, data } => {
+                // Overwrite: drop every entry at or after this index.
+                if let Some(first) = log.entries.first().map(|e| e.index) {
+                    if *index < first {
+                        log.entries.clear();
+                    } else {
+                        log.entries.truncate((*index - first) as usize);
+                    }
+                }
+                if let Some(last) = log.entries.last() {
+                    assert_eq!(last.index + 1, *index, "WAL entries must be contiguous");
+                }
+                let mut e = Entry::default();
+                e.index = *index;
+                e.term = *term;
+                e.set_entry_type(entry_type_of(*entry_type));
+                e.data = data.to_vec();
+                log.entries.push(e);
+            }
+            Record::HardState { term, vote, commit } => {
+                log.hard_state.term = *term;
+                log.hard_state.vote = *vote;
+                log.hard_state.commit = *commit;
+            }
+            Record::Checkpoint { index, term } => {
+                if *index >= log.checkpoint.0 {
+                    log.checkpoint = (*index, *term);
+                }
+            }
+        }
+    }
+    let cp = log.checkpoint.0;
+    log.entries.retain(|e| e.index > cp);
+    if let Some(first) = log.entries.first() {
+        // Entries must continue right after the checkpoint (the WAL keeps every segment that holds
+        // an entry newer than the checkpoint).
+        assert!(first.index <= cp + 1, "WAL gap: checkpoint {cp}, first entry {}", first.index);
+    }
+    log
+}
+
+pub fn entry_type_of(t: u8) -> EntryType {
+    match t {
+        1 => EntryType::EntryConfChange,
+        2 => EntryType::EntryConfChangeV2,
+        _ => EntryType::EntryNormal,
+    }
+}
+
+pub fn entry_type_byte(t: EntryType) -> u8 {
+    match t {
+        EntryType::EntryNormal => 0,
+        EntryType::EntryConfChange => 1,
+        EntryType::EntryConfChangeV2 => 2,
+    }
+}
+
+/// The WAL record of a raft entry.
+pub fn entry_record(e: &Entry) -> Record {
+    Record::Entry {
+        index: e.index,
+        term: e.term,
+        entry_type: entry_type_byte(e.get_entry_type()),
+        data: Bytes::copy_from_slice(&e.data),
+    }
+}
+
+/// Builds raft-rs storage for the recovered log. `applied` is the page store's applied (index,
+/// term), which may be newer than the WAL's last checkpoint (the page store was synced but the
+/// checkpoint record not yet written) and never older.
+pub fn storage(log: &RecoveredLog, conf: ConfState, applied: (u64, u64)) -> raft::Result<MemStorage> {
+    let storage = MemStorage::new();
+    let base = if applied.0 >= log.checkpoint.0 { applied } else { log.checkpoint };
+    {
+        let mut w = storage.wl();
+        if base.0 == 0 {
+            w.set_conf_state(conf);
+        } else {
+            let mut snap = Snapshot::default();
+            snap.mut_metadata().index = base.0;
+            snap.mut_metadata().term = base.1;
+            *snap.mut_metadata().mut_conf_state() = conf;
+            w.apply_snapshot(snap)?;
+        }
+        let newer: Vec<Entry> = log.entries.iter().filter(|e| e.index > base.0).cloned().collect();
+        if !newer.is_empty() {
+            w.append(&newer)?;
+        }
+        let mut hs = log.hard_state.clone();
+        hs.commit = hs.commit.max(base.0);
+        // A new member starts in term 1 (as etcd's bootstrap does), so its first election makes
+        // term 2, like etcd's.
+        hs.term = hs.term.max(base.1).max(1);
+        w.set_hardstate(hs);
+    }
+    Ok(storage)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ent(index: u64, term: u64) -> Record {
+        Record::Entry { index, term, entry_type: 0, data: Bytes::from_static(b"x") }
+    }
+
+    #[test]
+    fn overwrite_and_checkpoint() {
+        let recs = vec![
+            ent(1, 1),
+            ent(2, 1),
+            ent(3, 1),
+            Record::HardState { term: 2, vote: 1, commit: 2 },
+            ent(3, 2),
+            ent(4, 2),
+            Record::Checkpoint { index: 1, term: 1 },
+        ];
+        let log = recover(&recs);
+        assert_eq!(log.entries.iter().map(|e| (e.index, e.term)).collect::<Vec<_>>(), vec![(2, 1), (3, 2), (4, 2)]);
+        assert_eq!(log.hard_state.term, 2);
+        assert_eq!(log.checkpoint, (1, 1));
+        let s = storage(&log, ConfState::from((vec![1], vec![])), (2, 1)).unwrap();
+        use raft::Storage;
+        assert_eq!(s.first_index().unwrap(), 3);
+        assert_eq!(s.last_index().unwrap(), 4);
+    }
+}
