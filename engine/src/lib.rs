@@ -9,3 +9,4 @@ pub mod mvcc;
 pub mod page;
 pub mod request;
 pub mod runtime;
+pub mod wal;

@@ -45,7 +45,8 @@ impl Cluster for ClusterService {
         Err(unimplemented("MemberUpdate"))
     }
     async fn member_list(&self, _r: Request<pb::MemberListRequest>) -> Result<Response<pb::MemberListResponse>, Status> {
-        Ok(Response::new(pb::MemberListResponse { header: self.ctx.current_header(), members: vec![self.me()] }))
+        // etcd's Cluster service fills no revision in its headers.
+        Ok(Response::new(pb::MemberListResponse { header: self.ctx.header(0), members: vec![self.me()] }))
     }
     async fn member_promote(&self, _r: Request<pb::MemberPromoteRequest>) -> Result<Response<pb::MemberPromoteResponse>, Status> {
         Err(unimplemented("MemberPromote"))

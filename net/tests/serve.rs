@@ -1,0 +1,326 @@
+//! The serving stack end to end: tonic services in `Routes`, hyper HTTP/2 on glommio streams, two
+//! cores sharing one port with `SO_REUSEPORT`, called by a tonic client on tokio.
+//!
+//! The service is hand-written (`tonic::server::Grpc` + `ProstCodec` on a message defined here) so
+//! that the test does not depend on the etcd protos.
+#![cfg(feature = "server")]
+
+use std::collections::BTreeSet;
+use std::convert::Infallible;
+use std::future::{Ready, ready};
+use std::net::SocketAddr;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use retcd_engine::runtime::{self, DEFAULT_IO_MEMORY};
+use retcd_net::serve::{ServeOptions, bind_all, bind_reuseport, serve, serve_listeners};
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::codegen::{BoxFuture, Bytes, Service, StdError, http};
+use tonic::server::{Grpc, NamedService, UnaryService};
+use tonic::service::Routes;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Response, Status};
+use tonic_prost::ProstCodec;
+
+const CORES: usize = 2;
+const MAX_RECV_BYTES: usize = 64 * 1024;
+const CONNECTIONS: usize = 32;
+const SEQUENTIAL_CALLS: usize = 5000;
+const CONCURRENT_CALLS: usize = 256;
+/// The bound on every wait of the test.
+const WAIT: Duration = Duration::from_secs(20);
+
+const SERVICE: &str = "retcd.test.Echo";
+const ECHO: &str = "/retcd.test.Echo/Echo";
+
+/// Request and reply: the payload comes back with the index of the core that served it.
+#[derive(Clone, PartialEq, prost::Message)]
+struct EchoMsg {
+    #[prost(bytes = "vec", tag = "1")]
+    payload: Vec<u8>,
+    #[prost(uint32, tag = "2")]
+    core: u32,
+}
+
+/// The service, as tonic's code generator would write it.
+#[derive(Clone)]
+struct EchoServer {
+    core: u32,
+    max_decoding_message_size: usize,
+}
+
+impl NamedService for EchoServer {
+    const NAME: &'static str = SERVICE;
+}
+
+/// The `Echo` method.
+struct EchoMethod {
+    core: u32,
+}
+
+impl UnaryService<EchoMsg> for EchoMethod {
+    type Response = EchoMsg;
+    type Future = Ready<Result<Response<EchoMsg>, Status>>;
+
+    fn call(&mut self, request: Request<EchoMsg>) -> Self::Future {
+        let payload = request.into_inner().payload;
+        ready(Ok(Response::new(EchoMsg {
+            payload,
+            core: self.core,
+        })))
+    }
+}
+
+impl<B> Service<http::Request<B>> for EchoServer
+where
+    B: tonic::codegen::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let core = self.core;
+        let limit = self.max_decoding_message_size;
+        match req.uri().path() {
+            ECHO => Box::pin(async move {
+                let mut grpc = Grpc::new(ProstCodec::<EchoMsg, EchoMsg>::default())
+                    .max_decoding_message_size(limit);
+                Ok(grpc.unary(EchoMethod { core }, req).await)
+            }),
+            _ => Box::pin(async move { Ok(Status::unimplemented("no such method").into_http()) }),
+        }
+    }
+}
+
+fn routes(core: usize, max_recv_bytes: usize) -> Routes {
+    Routes::new(EchoServer {
+        core: core as u32,
+        max_decoding_message_size: max_recv_bytes,
+    })
+}
+
+async fn call(channel: &Channel, path: &'static str, payload: Vec<u8>) -> Result<EchoMsg, Status> {
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready()
+        .await
+        .map_err(|e| Status::unavailable(e.to_string()))?;
+    let request = Request::new(EchoMsg {
+        payload,
+        core: u32::MAX,
+    });
+    let codec = ProstCodec::<EchoMsg, EchoMsg>::default();
+    grpc.unary(request, PathAndQuery::from_static(path), codec)
+        .await
+        .map(Response::into_inner)
+}
+
+/// Connects to `addr`, retrying a bounded number of times.
+async fn connect(addr: SocketAddr) -> Channel {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}")).unwrap();
+    let mut last = None;
+    for _ in 0..100 {
+        match endpoint.connect().await {
+            Ok(channel) => return channel,
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("cannot connect to {addr}: {last:?}");
+}
+
+async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out: {what}"))
+}
+
+#[tokio::test]
+async fn grpc_on_two_reuseport_cores() {
+    // Core 0 binds port 0 and passes the address to the other cores, which bind it too.
+    let (addr_tx, addr_rx) = flume::unbounded::<SocketAddr>();
+    let (ready_tx, ready_rx) = flume::unbounded::<(usize, SocketAddr)>();
+    let (stop_tx, stop_rx) = flume::bounded::<()>(1);
+    let cores = runtime::start_cores(CORES, DEFAULT_IO_MEMORY, true, move |core| {
+        let (addr_tx, addr_rx) = (addr_tx.clone(), addr_rx.clone());
+        let (ready_tx, stop_rx) = (ready_tx.clone(), stop_rx.clone());
+        async move {
+            let listener = if core == 0 {
+                let listener = bind_reuseport("127.0.0.1:0".parse().unwrap()).unwrap();
+                let addr = listener.local_addr().unwrap();
+                for _ in 1..CORES {
+                    addr_tx.send(addr).unwrap();
+                }
+                listener
+            } else {
+                let addr = addr_rx.recv_async().await.unwrap();
+                bind_all(&[addr]).unwrap().pop().unwrap()
+            };
+            ready_tx
+                .send((core, listener.local_addr().unwrap()))
+                .unwrap();
+            let stop = async move {
+                let _ = stop_rx.recv_async().await;
+            };
+            serve_listeners(vec![listener], routes(core, MAX_RECV_BYTES), stop).await;
+        }
+    })
+    .expect("start cores");
+    assert_eq!(cores.len(), CORES);
+
+    let mut addrs = BTreeSet::new();
+    for _ in 0..CORES {
+        let (_core, addr) = within("cores ready", ready_rx.recv_async()).await.unwrap();
+        addrs.insert(addr);
+    }
+    assert_eq!(addrs.len(), 1, "all cores listen on one address: {addrs:?}");
+    let addr = *addrs.first().unwrap();
+
+    // Many connections: the kernel spreads them over both cores.
+    let mut channels = Vec::new();
+    let mut served_by = BTreeSet::new();
+    for i in 0..CONNECTIONS {
+        let channel = within("connect", connect(addr)).await;
+        let payload = format!("hello {i}").into_bytes();
+        let reply = within("call", call(&channel, ECHO, payload.clone()))
+            .await
+            .unwrap();
+        assert_eq!(reply.payload, payload);
+        served_by.insert(reply.core);
+        channels.push(channel);
+    }
+    assert_eq!(
+        served_by,
+        (0..CORES as u32).collect(),
+        "every core served connections"
+    );
+
+    // Sequential unary calls on one connection (informative rate).
+    let channel = channels[0].clone();
+    let started = Instant::now();
+    for i in 0..SEQUENTIAL_CALLS {
+        let payload = (i as u64).to_le_bytes().to_vec();
+        let reply = within("sequential call", call(&channel, ECHO, payload.clone()))
+            .await
+            .unwrap();
+        assert_eq!(reply.payload, payload);
+    }
+    let elapsed = started.elapsed();
+    eprintln!(
+        "{SEQUENTIAL_CALLS} sequential unary calls in {elapsed:?}: {:.0} calls/s",
+        SEQUENTIAL_CALLS as f64 / elapsed.as_secs_f64()
+    );
+
+    // Concurrent calls multiplexed over every connection.
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..CONCURRENT_CALLS {
+        let channel = channels[i % channels.len()].clone();
+        tasks.spawn(async move {
+            let payload = vec![i as u8; 1000 + i];
+            let reply = call(&channel, ECHO, payload.clone()).await.unwrap();
+            assert_eq!(reply.payload, payload);
+        });
+    }
+    within("concurrent calls", async {
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap();
+        }
+    })
+    .await;
+
+    // A message just under the limit passes; one over it is refused by tonic.
+    let under = vec![7u8; MAX_RECV_BYTES - 16];
+    let reply = within("large call", call(&channel, ECHO, under.clone()))
+        .await
+        .unwrap();
+    assert_eq!(reply.payload, under);
+    let over = within(
+        "oversized call",
+        call(&channel, ECHO, vec![7u8; MAX_RECV_BYTES + 1]),
+    )
+    .await;
+    assert_eq!(over.unwrap_err().code(), Code::OutOfRange);
+
+    // An unknown method is unimplemented; the connection stays usable.
+    let unknown = within(
+        "unknown method",
+        call(&channel, "/retcd.test.Echo/Nope", vec![]),
+    )
+    .await;
+    assert_eq!(unknown.unwrap_err().code(), Code::Unimplemented);
+    let unknown = within(
+        "unknown service",
+        call(&channel, "/retcd.test.Nope/Echo", vec![]),
+    )
+    .await;
+    assert_eq!(unknown.unwrap_err().code(), Code::Unimplemented);
+    assert!(
+        within("call after errors", call(&channel, ECHO, vec![1]))
+            .await
+            .is_ok()
+    );
+
+    // Shut down with connections still open: the server's GOAWAY closes them and every core
+    // returns well before the drain timeout.
+    drop(channel);
+    let started = Instant::now();
+    drop(stop_tx);
+    let joined = within(
+        "cores stop",
+        tokio::task::spawn_blocking(move || cores.join()),
+    )
+    .await;
+    joined.unwrap().expect("cores ran without panics");
+    let stopped_in = started.elapsed();
+    assert!(
+        stopped_in < retcd_net::serve::DRAIN_TIMEOUT,
+        "connections drained in {stopped_in:?}"
+    );
+    // The server is gone: new connections are refused.
+    let refused = Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await;
+    assert!(refused.is_err());
+    drop(channels);
+}
+
+#[test]
+fn serve_reports_bind_errors() {
+    // An address taken by a socket without SO_REUSEPORT cannot be shared.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let opts = ServeOptions {
+        addrs: vec![addr],
+        max_recv_bytes: MAX_RECV_BYTES,
+    };
+    let result = runtime::block_on_local(serve(opts, routes(0, MAX_RECV_BYTES), async {}));
+    let err = result.expect_err("bind must fail");
+    assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+    assert!(err.to_string().contains(&addr.to_string()), "{err}");
+}
+
+#[test]
+fn serve_returns_after_shutdown() {
+    // No connections: shutdown returns at once (nothing to drain).
+    let opts = ServeOptions {
+        addrs: vec!["127.0.0.1:0".parse().unwrap(), "[::1]:0".parse().unwrap()],
+        max_recv_bytes: MAX_RECV_BYTES,
+    };
+    let opts = if std::net::TcpListener::bind("[::1]:0").is_ok() {
+        opts
+    } else {
+        ServeOptions {
+            addrs: opts.addrs[..1].to_vec(),
+            ..opts
+        }
+    };
+    let started = Instant::now();
+    runtime::block_on_local(serve(opts, routes(0, MAX_RECV_BYTES), async {})).unwrap();
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
