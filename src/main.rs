@@ -1,8 +1,6 @@
 //! `retcd`: the server binary. It only wires the parts together from the configuration: storage
 //! (engine/), the sequencer (raft/) on core 0, and the gRPC services (net/) on every core.
 
-mod config;
-
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
@@ -17,7 +15,7 @@ use retcd_raft::sequencer::{Sequencer, SequencerOptions};
 use retcd_raft::NodeStatus;
 use tracing::{error, info, warn};
 
-use crate::config::{Config, LogOutput, Parsed};
+use retcd::config::{self, Config, LogOutput, Parsed};
 
 fn main() -> ExitCode {
     let (cfg, warnings) = match config::parse() {

@@ -248,7 +248,7 @@ impl<'a, S: Source> Cursor<'a, S> {
         let (n, i) = self.stack.last().expect("cursor is valid");
         n.value(*i)
     }
-    pub fn next(&mut self) -> Result<(), StoreError> {
+    pub fn advance(&mut self) -> Result<(), StoreError> {
         if let Some(top) = self.stack.last_mut() {
             top.1 += 1;
         }
@@ -533,7 +533,7 @@ impl<'s> WriteTxn<'s> {
     }
 
     /// Copies page-backed node `c` into memory (freeing its pages by this txn).
-    fn to_mem(&mut self, c: Child) -> Result<usize, StoreError> {
+    fn copy_to_mem(&mut self, c: Child) -> Result<usize, StoreError> {
         let id = match c {
             Child::Mem(i) => return Ok(i),
             Child::Page(id) => id,
@@ -563,7 +563,7 @@ impl<'s> WriteTxn<'s> {
             self.root = Some(Child::Mem(self.arena.len() - 1));
             return Ok(self.arena.len() - 1);
         };
-        let mut idx = self.to_mem(root)?;
+        let mut idx = self.copy_to_mem(root)?;
         self.root = Some(Child::Mem(idx));
         loop {
             let (i, c) = match &self.arena[idx] {
@@ -573,7 +573,7 @@ impl<'s> WriteTxn<'s> {
                     (i, children[i])
                 }
             };
-            let ci = self.to_mem(c)?;
+            let ci = self.copy_to_mem(c)?;
             if let Node::Branch { children, .. } = &mut self.arena[idx] {
                 children[i] = Child::Mem(ci);
             }

@@ -210,7 +210,7 @@ fn scan<S: Source>(
         }
         let group = &tk[..tk.len().saturating_sub(8)];
         if !done.is_empty() && group == done.as_slice() {
-            cur.next()?;
+            cur.advance()?;
             continue;
         }
         let (key, main) = split_version_key(tk)?;
@@ -218,11 +218,11 @@ fn scan<S: Source>(
             if end.is_empty() || key.as_slice() > start {
                 break;
             }
-            cur.next()?;
+            cur.advance()?;
             continue;
         }
         if main > rev {
-            cur.next()?;
+            cur.advance()?;
             continue;
         }
         done.clear();
@@ -231,7 +231,7 @@ fn scan<S: Source>(
         if !v.tombstone && !f(key, main, v) {
             break;
         }
-        cur.next()?;
+        cur.advance()?;
     }
     Ok(())
 }
@@ -254,12 +254,14 @@ fn range<S: Source>(src: &S, r: &RangeRequest, rev: i64, current: i64) -> Result
         || r.max_create_revision != 0;
     // etcd fetches everything when it sorts or filters, else limit + 1 to learn `more`.
     let fetch = if r.sort_order != 0 || filtered || r.limit <= 0 { usize::MAX } else { r.limit as usize + 1 };
+    // etcd drops the values of a keys_only range after sorting, so a sort by VALUE still sees them.
+    let drop_values = r.keys_only && r.sort_target != 4;
     let mut kvs = Vec::new();
     let mut count = 0i64;
     scan(src, &r.key, &r.range_end, rev, |k, main, v| {
         count += 1;
         if !r.count_only && kvs.len() < fetch {
-            kvs.push(to_kv(k, main, v, r.keys_only));
+            kvs.push(to_kv(k, main, v, drop_values));
         }
         true
     })?;
@@ -296,6 +298,11 @@ fn range<S: Source>(src: &S, r: &RangeRequest, rev: i64, current: i64) -> Result
     if r.limit > 0 && kvs.len() > r.limit as usize {
         kvs.truncate(r.limit as usize);
         more = true;
+    }
+    if r.keys_only {
+        for kv in &mut kvs {
+            kv.value = Vec::new();
+        }
     }
     Ok(RangeResult { revision: current, kvs, more, count })
 }
@@ -470,13 +477,26 @@ impl Writer<'_, '_> {
     fn execute(&mut self, req: &Request) -> Result<WriteResult, MvccError> {
         match req {
             Request::Put(p) => {
+                // etcd checks a plain Put's lease before its ignore_value/ignore_lease (inside a
+                // Txn the order is the other way round, see `check_put`).
+                if p.lease != 0 {
+                    return Err(MvccError::LeaseNotFound);
+                }
                 self.check_put(p)?;
                 Ok(WriteResult::Put(self.put(p)?))
             }
             Request::DeleteRange(d) => Ok(WriteResult::DeleteRange(self.delete_range(d)?)),
             Request::Txn(t) => {
                 let path = self.txn_path(t)?;
-                self.check_txn(t, &path)?;
+                // etcd: every put of the chosen branches first, then every range.
+                self.check_txn(t, &path, &mut |w, op| match op {
+                    RequestOp::Put(p) => w.check_put(p),
+                    _ => Ok(()),
+                })?;
+                self.check_txn(t, &path, &mut |w, op| match op {
+                    RequestOp::Range(r) => w.check_range(r),
+                    _ => Ok(()),
+                })?;
                 let mut path_iter = path.iter();
                 let r = self.txn(t, &mut path_iter)?;
                 Ok(WriteResult::Txn(TxnResult { revision: self.read_rev(), ..r }))
@@ -596,15 +616,36 @@ impl Writer<'_, '_> {
         Ok(())
     }
 
-    /// etcd checks puts of the chosen branches against the state before the txn.
-    fn check_txn(&self, t: &TxnRequest, path: &[bool]) -> Result<usize, MvccError> {
+    /// etcd's checkRequestRange: a Range inside a Txn must read a revision that exists before the
+    /// txn (`revision` 0 reads the txn's own revision). etcd's first revision is -1 before any
+    /// compaction, which only matters for negative revisions.
+    fn check_range(&self, r: &RangeRequest) -> Result<(), MvccError> {
+        let first = if self.compacted == 0 { -1 } else { self.compacted };
+        if r.revision == 0 {
+            Ok(())
+        } else if r.revision > self.rev {
+            Err(MvccError::FutureRev)
+        } else if r.revision < first {
+            Err(MvccError::Compacted)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Runs `check` on every non-txn op of the chosen branches (nested txns included) against the
+    /// state before the txn, as etcd's checkRequests. Returns the number of path entries used.
+    fn check_txn(
+        &self,
+        t: &TxnRequest,
+        path: &[bool],
+        check: &mut impl FnMut(&Self, &RequestOp) -> Result<(), MvccError>,
+    ) -> Result<usize, MvccError> {
         let ops = if path[0] { &t.success } else { &t.failure };
         let mut used = 1;
         for op in ops {
             match op {
-                RequestOp::Put(p) => self.check_put(p)?,
-                RequestOp::Txn(inner) => used += self.check_txn(inner, &path[used..])?,
-                _ => {}
+                RequestOp::Txn(inner) => used += self.check_txn(inner, &path[used..], check)?,
+                op => check(self, op)?,
             }
         }
         Ok(used)
@@ -616,15 +657,16 @@ impl Writer<'_, '_> {
         for op in if ok { &t.success } else { &t.failure } {
             responses.push(match op {
                 RequestOp::Range(r) => {
-                    let rev = self.read_rev();
-                    OpResult::Range(range(&*self.txn, r, rev, rev)?)
+                    // Header: the txn's read revision; data: at `r.revision` when set (checked
+                    // against the state before the txn by `check_range`).
+                    let current = self.read_rev();
+                    let rev = if r.revision > 0 { r.revision } else { current };
+                    OpResult::Range(range(&*self.txn, r, rev, current)?)
                 }
                 RequestOp::Put(p) => OpResult::Put(self.put(p)?),
                 RequestOp::DeleteRange(d) => OpResult::DeleteRange(self.delete_range(d)?),
-                RequestOp::Txn(inner) => {
-                    let r = self.txn(inner, path)?;
-                    OpResult::Txn(TxnResult { revision: self.read_rev(), ..r })
-                }
+                // etcd leaves a nested txn's response header empty: its revision is 0.
+                RequestOp::Txn(inner) => OpResult::Txn(self.txn(inner, path)?),
             });
         }
         Ok(TxnResult { revision: 0, succeeded: ok, responses })
@@ -649,7 +691,7 @@ impl Writer<'_, '_> {
                     break;
                 }
                 keys.insert(cur.value().to_vec());
-                cur.next()?;
+                cur.advance()?;
             }
         }
         for key in keys {
@@ -667,7 +709,7 @@ impl Writer<'_, '_> {
                         doomed.push((main, v.sub.to_native()));
                     }
                     first = false;
-                    cur.next()?;
+                    cur.advance()?;
                 }
             }
             for (main, sub) in doomed {

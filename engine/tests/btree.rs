@@ -26,7 +26,7 @@ fn snapshot_contents(store: &PageStore) -> BTreeMap<Vec<u8>, Vec<u8>> {
     let mut out = BTreeMap::new();
     while c.valid() {
         out.insert(c.key().to_vec(), c.value().to_vec());
-        c.next().unwrap();
+        c.advance().unwrap();
     }
     out
 }
@@ -41,7 +41,7 @@ fn random_ops_match_model_across_commits_syncs_and_reopen() {
         let mut txn = store.begin();
         for _ in 0..200 {
             let k = format!("key{:05}", rng.next() % 3000).into_bytes();
-            if rng.next() % 4 == 0 {
+            if rng.next().is_multiple_of(4) {
                 let present = txn.delete(&k).unwrap();
                 assert_eq!(present, model.remove(&k).is_some());
             } else {
@@ -97,7 +97,7 @@ fn old_snapshot_survives_later_commits_and_page_reuse() {
     while c.valid() {
         assert_eq!(c.value(), b"old");
         n += 1;
-        c.next().unwrap();
+        c.advance().unwrap();
     }
     assert_eq!(n, 2000);
     drop(c);
@@ -153,7 +153,7 @@ fn flipped_byte_in_a_page_is_reported_with_file_and_offset() {
     let mut c = snap.cursor();
     let mut err = c.seek(b"").err();
     while err.is_none() && c.valid() {
-        err = c.next().err();
+        err = c.advance().err();
     }
     let msg = err.expect("corruption must be detected").to_string();
     assert!(msg.contains(&path.display().to_string()) && msg.contains("offset 8192"), "{msg}");

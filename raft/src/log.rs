@@ -36,11 +36,8 @@ pub fn recover(records: &[Record]) -> RecoveredLog {
                 if let Some(last) = log.entries.last() {
                     assert_eq!(last.index + 1, *index, "WAL entries must be contiguous");
                 }
-                let mut e = Entry::default();
-                e.index = *index;
-                e.term = *term;
+                let mut e = Entry { index: *index, term: *term, data: data.to_vec(), ..Default::default() };
                 e.set_entry_type(entry_type_of(*entry_type));
-                e.data = data.to_vec();
                 log.entries.push(e);
             }
             Record::HardState { term, vote, commit } => {

@@ -1,0 +1,2647 @@
+//! MVCC tests: etcd v3.5's exact results for revisions, Range, Put, DeleteRange, Txn and Compact,
+//! restart and replay, and key ordering, driven through `Mvcc::apply` and `MvccReader::range`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use retcd_engine::btree::{PageStore, StoreOptions};
+use retcd_engine::mvcc::{
+    Applied, DeleteResult, KeyValue, Mvcc, MvccError, OpResult, PutResult, RangeResult, TxnResult,
+    WriteResult,
+};
+use retcd_engine::request::{
+    CompactRequest, Compare, DeleteRangeRequest, PutRequest, RangeRequest, Request, RequestOp,
+    TxnRequest,
+};
+
+// etcd's enums (request.rs documents the numbering).
+const SORT_NONE: i32 = 0;
+const SORT_ASCEND: i32 = 1;
+const SORT_DESCEND: i32 = 2;
+const BY_KEY: i32 = 0;
+const BY_VERSION: i32 = 1;
+const BY_CREATE: i32 = 2;
+const BY_MOD: i32 = 3;
+const BY_VALUE: i32 = 4;
+
+const EQUAL: i32 = 0;
+const GREATER: i32 = 1;
+const LESS: i32 = 2;
+const NOT_EQUAL: i32 = 3;
+const T_VERSION: i32 = 0;
+const T_CREATE: i32 = 1;
+const T_MOD: i32 = 2;
+const T_VALUE: i32 = 3;
+const T_LEASE: i32 = 4;
+
+/// A store in a temporary directory plus the next Raft index to apply.
+struct Store {
+    dir: tempfile::TempDir,
+    m: Option<Mvcc>,
+    next_index: u64,
+    term: u64,
+}
+
+fn db_path(dir: &Path) -> PathBuf {
+    dir.join("member/snap/db")
+}
+
+impl Store {
+    fn new() -> Store {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Mvcc::open(&StoreOptions {
+            path: db_path(dir.path()),
+        })
+        .unwrap();
+        Store {
+            dir,
+            m: Some(m),
+            next_index: 1,
+            term: 1,
+        }
+    }
+    fn m(&self) -> &Mvcc {
+        self.m.as_ref().unwrap()
+    }
+    fn mm(&mut self) -> &mut Mvcc {
+        self.m.as_mut().unwrap()
+    }
+    /// Applies one request as the next Raft entry.
+    fn apply(&mut self, req: Request) -> Result<WriteResult, MvccError> {
+        let index = self.next_index;
+        let term = self.term;
+        let mut res = self
+            .mm()
+            .apply(&[Applied {
+                index,
+                term,
+                request: Some(&req),
+            }])
+            .unwrap();
+        self.next_index += 1;
+        assert_eq!(res.len(), 1);
+        assert_eq!(self.m().applied(), (index, term));
+        assert_eq!(self.m().reader().applied(), (index, term));
+        assert_eq!(
+            self.m().reader().revisions(),
+            (self.m().revision(), self.m().compacted())
+        );
+        res.pop().unwrap()
+    }
+    fn put(&mut self, key: &[u8], value: &[u8]) -> PutResult {
+        match self.apply(Request::Put(put_req(key, value))).unwrap() {
+            WriteResult::Put(p) => p,
+            other => panic!("{other:?}"),
+        }
+    }
+    fn put_with(&mut self, p: PutRequest) -> Result<PutResult, MvccError> {
+        self.apply(Request::Put(p)).map(|r| match r {
+            WriteResult::Put(p) => p,
+            other => panic!("{other:?}"),
+        })
+    }
+    fn delete(&mut self, key: &[u8], end: &[u8], prev_kv: bool) -> DeleteResult {
+        let req = DeleteRangeRequest {
+            key: key.to_vec(),
+            range_end: end.to_vec(),
+            prev_kv,
+        };
+        match self.apply(Request::DeleteRange(req)).unwrap() {
+            WriteResult::DeleteRange(d) => d,
+            other => panic!("{other:?}"),
+        }
+    }
+    fn txn(&mut self, t: TxnRequest) -> Result<TxnResult, MvccError> {
+        self.apply(Request::Txn(t)).map(|r| match r {
+            WriteResult::Txn(t) => t,
+            other => panic!("{other:?}"),
+        })
+    }
+    fn compact(&mut self, revision: i64) -> Result<i64, MvccError> {
+        self.apply(Request::Compact(CompactRequest {
+            revision,
+            physical: false,
+        }))
+        .map(|r| match r {
+            WriteResult::Compact { revision } => revision,
+            other => panic!("{other:?}"),
+        })
+    }
+    fn range(&self, r: &RangeRequest) -> Result<RangeResult, MvccError> {
+        self.m().reader().range(r)
+    }
+    fn get(&self, key: &[u8]) -> Option<KeyValue> {
+        let r = self.range(&rr(key, b"")).unwrap();
+        assert!(r.kvs.len() <= 1);
+        assert_eq!(r.count, r.kvs.len() as i64);
+        r.kvs.into_iter().next()
+    }
+    fn get_at(&self, key: &[u8], revision: i64) -> Result<Option<KeyValue>, MvccError> {
+        let r = self.range(&RangeRequest {
+            revision,
+            ..rr(key, b"")
+        })?;
+        Ok(r.kvs.into_iter().next())
+    }
+    fn keys(&self, key: &[u8], end: &[u8]) -> Vec<Vec<u8>> {
+        self.range(&rr(key, end))
+            .unwrap()
+            .kvs
+            .into_iter()
+            .map(|kv| kv.key)
+            .collect()
+    }
+    fn rev(&self) -> i64 {
+        let r = self.m().revision();
+        assert_eq!(self.m().reader().revisions().0, r);
+        r
+    }
+    /// Durable checkpoint, drop, reopen.
+    fn restart(&mut self) {
+        self.mm().sync().unwrap();
+        self.crash();
+    }
+    /// Drop without a checkpoint, reopen.
+    fn crash(&mut self) {
+        drop(self.m.take());
+        self.m = Some(
+            Mvcc::open(&StoreOptions {
+                path: db_path(self.dir.path()),
+            })
+            .unwrap(),
+        );
+    }
+}
+
+fn put_req(key: &[u8], value: &[u8]) -> PutRequest {
+    PutRequest {
+        key: key.to_vec(),
+        value: value.to_vec(),
+        ..Default::default()
+    }
+}
+fn rr(key: &[u8], end: &[u8]) -> RangeRequest {
+    RangeRequest {
+        key: key.to_vec(),
+        range_end: end.to_vec(),
+        ..Default::default()
+    }
+}
+fn all() -> RangeRequest {
+    rr(b"", b"\0")
+}
+fn kv(key: &[u8], value: &[u8], create: i64, modr: i64, version: i64) -> KeyValue {
+    KeyValue {
+        key: key.to_vec(),
+        create_revision: create,
+        mod_revision: modr,
+        version,
+        value: value.to_vec(),
+        lease: 0,
+    }
+}
+fn num_cmp(key: &[u8], target: i32, result: i32, number: i64) -> Compare {
+    Compare {
+        result,
+        target,
+        key: key.to_vec(),
+        number,
+        ..Default::default()
+    }
+}
+fn val_cmp(key: &[u8], result: i32, value: &[u8]) -> Compare {
+    Compare {
+        result,
+        target: T_VALUE,
+        key: key.to_vec(),
+        value: value.to_vec(),
+        ..Default::default()
+    }
+}
+fn op_put(key: &[u8], value: &[u8]) -> RequestOp {
+    RequestOp::Put(put_req(key, value))
+}
+fn op_range(key: &[u8], end: &[u8]) -> RequestOp {
+    RequestOp::Range(rr(key, end))
+}
+fn op_del(key: &[u8], end: &[u8]) -> RequestOp {
+    RequestOp::DeleteRange(DeleteRangeRequest {
+        key: key.to_vec(),
+        range_end: end.to_vec(),
+        prev_kv: false,
+    })
+}
+fn as_range(r: &OpResult) -> &RangeResult {
+    match r {
+        OpResult::Range(r) => r,
+        other => panic!("{other:?}"),
+    }
+}
+fn as_put(r: &OpResult) -> &PutResult {
+    match r {
+        OpResult::Put(r) => r,
+        other => panic!("{other:?}"),
+    }
+}
+fn as_delete(r: &OpResult) -> &DeleteResult {
+    match r {
+        OpResult::DeleteRange(r) => r,
+        other => panic!("{other:?}"),
+    }
+}
+fn as_txn(r: &OpResult) -> &TxnResult {
+    match r {
+        OpResult::Txn(r) => r,
+        other => panic!("{other:?}"),
+    }
+}
+fn keys_of(r: &RangeResult) -> Vec<&[u8]> {
+    r.kvs.iter().map(|kv| kv.key.as_slice()).collect()
+}
+
+#[test]
+fn revisions_across_put_put_delete_put() {
+    let mut s = Store::new();
+    assert_eq!(s.rev(), 1, "an empty store is at revision 1");
+    assert_eq!(s.m().compacted(), 0);
+    assert_eq!(s.m().applied(), (0, 0));
+    let empty = s.range(&all()).unwrap();
+    assert_eq!(
+        empty,
+        RangeResult {
+            revision: 1,
+            kvs: vec![],
+            more: false,
+            count: 0
+        }
+    );
+
+    let p = s.put(b"foo", b"bar");
+    assert_eq!(
+        p,
+        PutResult {
+            revision: 2,
+            prev_kv: None
+        },
+        "the first write is revision 2"
+    );
+    assert_eq!(s.get(b"foo"), Some(kv(b"foo", b"bar", 2, 2, 1)));
+
+    assert_eq!(s.put(b"foo", b"baz").revision, 3);
+    assert_eq!(s.get(b"foo"), Some(kv(b"foo", b"baz", 2, 3, 2)));
+
+    let d = s.delete(b"foo", b"", false);
+    assert_eq!(
+        d,
+        DeleteResult {
+            revision: 4,
+            deleted: 1,
+            prev_kvs: vec![]
+        }
+    );
+    assert_eq!(s.get(b"foo"), None);
+    assert_eq!(s.range(&rr(b"foo", b"")).unwrap().revision, 4);
+
+    assert_eq!(s.put(b"foo", b"qux").revision, 5);
+    // A new generation: create_revision is the new put, version restarts at 1.
+    assert_eq!(s.get(b"foo"), Some(kv(b"foo", b"qux", 5, 5, 1)));
+    assert_eq!(s.put(b"foo", b"quux").revision, 6);
+    assert_eq!(s.get(b"foo"), Some(kv(b"foo", b"quux", 5, 6, 2)));
+
+    // History: each past revision shows the value then; the header is the current revision.
+    assert_eq!(s.get_at(b"foo", 1).unwrap(), None);
+    assert_eq!(
+        s.get_at(b"foo", 2).unwrap(),
+        Some(kv(b"foo", b"bar", 2, 2, 1))
+    );
+    assert_eq!(
+        s.get_at(b"foo", 3).unwrap(),
+        Some(kv(b"foo", b"baz", 2, 3, 2))
+    );
+    assert_eq!(s.get_at(b"foo", 4).unwrap(), None);
+    assert_eq!(
+        s.get_at(b"foo", 5).unwrap(),
+        Some(kv(b"foo", b"qux", 5, 5, 1))
+    );
+    let r = s
+        .range(&RangeRequest {
+            revision: 3,
+            ..rr(b"foo", b"")
+        })
+        .unwrap();
+    assert_eq!((r.revision, r.count), (6, 1));
+    let r = s
+        .range(&RangeRequest {
+            revision: 4,
+            ..rr(b"foo", b"")
+        })
+        .unwrap();
+    assert_eq!((r.revision, r.count, r.kvs.len()), (6, 0, 0));
+    assert_eq!(s.rev(), 6);
+}
+
+#[test]
+fn one_main_revision_per_request() {
+    let mut s = Store::new();
+    // Several puts in one txn share the main revision.
+    let t = s
+        .txn(TxnRequest {
+            compare: vec![],
+            success: vec![op_put(b"a", b"1"), op_put(b"b", b"2"), op_put(b"c", b"3")],
+            failure: vec![],
+        })
+        .unwrap();
+    assert!(t.succeeded);
+    assert_eq!(t.revision, 2);
+    for r in &t.responses {
+        assert_eq!(as_put(r).revision, 2);
+    }
+    assert_eq!(s.rev(), 2);
+    let r = s.range(&all()).unwrap();
+    assert_eq!(
+        r.kvs,
+        vec![
+            kv(b"a", b"1", 2, 2, 1),
+            kv(b"b", b"2", 2, 2, 1),
+            kv(b"c", b"3", 2, 2, 1)
+        ]
+    );
+
+    // A DeleteRange over several keys is one revision too.
+    let d = s.delete(b"a", b"c", false);
+    assert_eq!((d.revision, d.deleted), (3, 2));
+    assert_eq!(s.rev(), 3);
+
+    // A delete that matches nothing does not take a revision; its header is the current one.
+    let d = s.delete(b"zzz", b"", true);
+    assert_eq!(
+        d,
+        DeleteResult {
+            revision: 3,
+            deleted: 0,
+            prev_kvs: vec![]
+        }
+    );
+    let d = s.delete(b"a", b"c", false); // already deleted
+    assert_eq!(
+        d,
+        DeleteResult {
+            revision: 3,
+            deleted: 0,
+            prev_kvs: vec![]
+        }
+    );
+    assert_eq!(s.rev(), 3);
+
+    // A read-only txn does not either.
+    let t = s
+        .txn(TxnRequest {
+            compare: vec![],
+            success: vec![op_range(b"c", b"")],
+            failure: vec![],
+        })
+        .unwrap();
+    assert_eq!(t.revision, 3);
+    let r = as_range(&t.responses[0]);
+    assert_eq!(r.revision, 3);
+    assert_eq!(r.kvs, vec![kv(b"c", b"3", 2, 2, 1)]);
+    // Nor a txn whose chosen branch only reads although the other one writes.
+    let t = s
+        .txn(TxnRequest {
+            compare: vec![num_cmp(b"c", T_VERSION, EQUAL, 1)],
+            success: vec![op_range(b"a", b"z")],
+            failure: vec![op_put(b"x", b"y")],
+        })
+        .unwrap();
+    assert!(t.succeeded);
+    assert_eq!(t.revision, 3);
+    assert_eq!(as_range(&t.responses[0]).revision, 3);
+    // Nor an empty txn, nor a txn whose only op is a delete of nothing.
+    let t = s.txn(TxnRequest::default()).unwrap();
+    assert_eq!(
+        t,
+        TxnResult {
+            revision: 3,
+            succeeded: true,
+            responses: vec![]
+        }
+    );
+    let t = s
+        .txn(TxnRequest {
+            compare: vec![],
+            success: vec![op_del(b"q", b"")],
+            failure: vec![],
+        })
+        .unwrap();
+    assert_eq!(t.revision, 3);
+    assert_eq!(
+        as_delete(&t.responses[0]),
+        &DeleteResult {
+            revision: 3,
+            deleted: 0,
+            prev_kvs: vec![]
+        }
+    );
+    assert_eq!(s.rev(), 3);
+
+    // Entries without a request advance the applied index only.
+    let idx = s.next_index;
+    let res = s
+        .mm()
+        .apply(&[Applied {
+            index: idx,
+            term: 1,
+            request: None,
+        }])
+        .unwrap();
+    assert!(res.is_empty());
+    s.next_index += 1;
+    assert_eq!(s.m().applied(), (idx, 1));
+    assert_eq!(s.rev(), 3);
+
+    // Several requests in one batch: one revision each, one result per request.
+    let (p1, p2, d1) = (
+        Request::Put(put_req(b"k1", b"v")),
+        Request::Put(put_req(b"k2", b"v")),
+        Request::DeleteRange(DeleteRangeRequest {
+            key: b"nothing".to_vec(),
+            ..Default::default()
+        }),
+    );
+    let i = s.next_index;
+    let res = s
+        .mm()
+        .apply(&[
+            Applied {
+                index: i,
+                term: 2,
+                request: Some(&p1),
+            },
+            Applied {
+                index: i + 1,
+                term: 2,
+                request: None,
+            },
+            Applied {
+                index: i + 2,
+                term: 2,
+                request: Some(&d1),
+            },
+            Applied {
+                index: i + 3,
+                term: 2,
+                request: Some(&p2),
+            },
+        ])
+        .unwrap();
+    s.next_index += 4;
+    let res: Vec<WriteResult> = res.into_iter().map(Result::unwrap).collect();
+    assert_eq!(
+        res,
+        vec![
+            WriteResult::Put(PutResult {
+                revision: 4,
+                prev_kv: None
+            }),
+            WriteResult::DeleteRange(DeleteResult {
+                revision: 4,
+                deleted: 0,
+                prev_kvs: vec![]
+            }),
+            WriteResult::Put(PutResult {
+                revision: 5,
+                prev_kv: None
+            }),
+        ]
+    );
+    assert_eq!(s.m().applied(), (i + 3, 2));
+    assert_eq!(s.rev(), 5);
+}
+
+#[test]
+fn range_key_forms_limit_and_options() {
+    let mut s = Store::new();
+    for k in ["a", "b", "c", "d", "e", "foo", "foo/a", "foo/b", "fop"] {
+        s.put(k.as_bytes(), format!("v-{k}").as_bytes());
+    }
+    let n = 9;
+    assert_eq!(s.rev(), 1 + n);
+    // Single key.
+    let r = s.range(&rr(b"b", b"")).unwrap();
+    assert_eq!(
+        r,
+        RangeResult {
+            revision: 10,
+            kvs: vec![kv(b"b", b"v-b", 3, 3, 1)],
+            more: false,
+            count: 1
+        }
+    );
+    assert_eq!(s.keys(b"nope", b""), Vec::<Vec<u8>>::new());
+    // [key, end).
+    assert_eq!(s.keys(b"b", b"d"), vec![b"b".to_vec(), b"c".to_vec()]);
+    assert_eq!(s.keys(b"bb", b"dd"), vec![b"c".to_vec(), b"d".to_vec()]);
+    // Prefix: end = prefix with its last byte incremented.
+    assert_eq!(
+        s.keys(b"foo/", b"foo0"),
+        vec![b"foo/a".to_vec(), b"foo/b".to_vec()]
+    );
+    assert_eq!(
+        s.keys(b"foo", b"fop"),
+        vec![b"foo".to_vec(), b"foo/a".to_vec(), b"foo/b".to_vec()]
+    );
+    // "\0": every key >= key.
+    assert_eq!(
+        s.keys(b"e", b"\0"),
+        vec![
+            b"e".to_vec(),
+            b"foo".to_vec(),
+            b"foo/a".to_vec(),
+            b"foo/b".to_vec(),
+            b"fop".to_vec()
+        ]
+    );
+    assert_eq!(s.range(&all()).unwrap().count, n);
+    assert_eq!(s.range(&rr(b"\0", b"\0")).unwrap().count, n);
+    // end <= key: nothing.
+    let r = s.range(&rr(b"d", b"b")).unwrap();
+    assert_eq!(
+        r,
+        RangeResult {
+            revision: 10,
+            kvs: vec![],
+            more: false,
+            count: 0
+        }
+    );
+    assert_eq!(s.range(&rr(b"c", b"c")).unwrap().count, 0);
+
+    // Limit: `more` when more keys exist, `count` is the total regardless of the limit.
+    let r = s.range(&RangeRequest { limit: 2, ..all() }).unwrap();
+    assert_eq!(keys_of(&r), vec![b"a".as_slice(), b"b"]);
+    assert!(r.more);
+    assert_eq!(r.count, 9);
+    let r = s.range(&RangeRequest { limit: 9, ..all() }).unwrap();
+    assert_eq!((r.kvs.len(), r.more, r.count), (9, false, 9));
+    let r = s.range(&RangeRequest { limit: 8, ..all() }).unwrap();
+    assert_eq!((r.kvs.len(), r.more, r.count), (8, true, 9));
+    let r = s
+        .range(&RangeRequest {
+            limit: 100,
+            ..rr(b"b", b"e")
+        })
+        .unwrap();
+    assert_eq!((r.kvs.len(), r.more, r.count), (3, false, 3));
+    let r = s
+        .range(&RangeRequest {
+            limit: 1,
+            ..rr(b"b", b"")
+        })
+        .unwrap();
+    assert_eq!((r.kvs.len(), r.more, r.count), (1, false, 1));
+    let r = s.range(&RangeRequest { limit: -1, ..all() }).unwrap();
+    assert_eq!((r.kvs.len(), r.more, r.count), (9, false, 9));
+
+    // keys_only: no values, every other field.
+    let r = s
+        .range(&RangeRequest {
+            keys_only: true,
+            ..rr(b"a", b"c")
+        })
+        .unwrap();
+    assert_eq!(r.kvs, vec![kv(b"a", b"", 2, 2, 1), kv(b"b", b"", 3, 3, 1)]);
+    assert_eq!(r.count, 2);
+    // count_only: no kvs, the count, never `more`.
+    let r = s
+        .range(&RangeRequest {
+            count_only: true,
+            ..all()
+        })
+        .unwrap();
+    assert_eq!(
+        r,
+        RangeResult {
+            revision: 10,
+            kvs: vec![],
+            more: false,
+            count: 9
+        }
+    );
+    let r = s
+        .range(&RangeRequest {
+            count_only: true,
+            limit: 2,
+            ..all()
+        })
+        .unwrap();
+    assert_eq!(
+        r,
+        RangeResult {
+            revision: 10,
+            kvs: vec![],
+            more: false,
+            count: 9
+        }
+    );
+
+    // Past revisions: the range as it was, header the current revision.
+    let r = s
+        .range(&RangeRequest {
+            revision: 4,
+            ..all()
+        })
+        .unwrap();
+    assert_eq!(keys_of(&r), vec![b"a".as_slice(), b"b", b"c"]);
+    assert_eq!((r.revision, r.count), (10, 3));
+    let r = s
+        .range(&RangeRequest {
+            revision: 4,
+            limit: 1,
+            ..all()
+        })
+        .unwrap();
+    assert_eq!((r.kvs.len(), r.more, r.count), (1, true, 3));
+    s.delete(b"b", b"", false);
+    let r = s
+        .range(&RangeRequest {
+            revision: 10,
+            ..rr(b"a", b"c")
+        })
+        .unwrap();
+    assert_eq!(
+        keys_of(&r),
+        vec![b"a".as_slice(), b"b"],
+        "a deleted key is visible before its deletion"
+    );
+    assert_eq!(r.revision, 11);
+    assert_eq!(s.keys(b"a", b"c"), vec![b"a".to_vec()]);
+}
+
+#[test]
+fn range_sort_every_target_and_order() {
+    let mut s = Store::new();
+    s.put(b"k3", b"x"); // 2
+    s.put(b"k1", b"z"); // 3
+    s.put(b"k2", b"y"); // 4
+    s.put(b"k1", b"m"); // 5
+    s.put(b"k1", b"n"); // 6
+    s.put(b"k3", b"a"); // 7
+    // Final: k1 create 3, version 3, mod 6, "n"; k2 create 4, version 1, mod 4, "y";
+    //        k3 create 2, version 2, mod 7, "a".
+    let k1 = kv(b"k1", b"n", 3, 6, 3);
+    let k2 = kv(b"k2", b"y", 4, 4, 1);
+    let k3 = kv(b"k3", b"a", 2, 7, 2);
+    let ascending: [(i32, [&KeyValue; 3]); 5] = [
+        (BY_KEY, [&k1, &k2, &k3]),
+        (BY_VERSION, [&k2, &k3, &k1]),
+        (BY_CREATE, [&k3, &k1, &k2]),
+        (BY_MOD, [&k2, &k1, &k3]),
+        (BY_VALUE, [&k3, &k1, &k2]),
+    ];
+    for (target, asc) in ascending {
+        let asc: Vec<KeyValue> = asc.into_iter().cloned().collect();
+        let desc: Vec<KeyValue> = asc.iter().rev().cloned().collect();
+        for (order, want) in [
+            (SORT_NONE, &asc),
+            (SORT_ASCEND, &asc),
+            (SORT_DESCEND, &desc),
+        ] {
+            let r = s
+                .range(&RangeRequest {
+                    sort_order: order,
+                    sort_target: target,
+                    ..rr(b"k", b"l")
+                })
+                .unwrap();
+            // NONE with target KEY is key order; NONE with any other target sorts ASCEND (etcd).
+            assert_eq!(&r.kvs, want, "target {target} order {order}");
+            assert_eq!((r.count, r.more, r.revision), (3, false, 7));
+            // With a limit the sort happens before the truncation.
+            let r = s
+                .range(&RangeRequest {
+                    sort_order: order,
+                    sort_target: target,
+                    limit: 2,
+                    ..rr(b"k", b"l")
+                })
+                .unwrap();
+            assert_eq!(
+                r.kvs,
+                want[..2].to_vec(),
+                "target {target} order {order} limit 2"
+            );
+            assert_eq!((r.count, r.more), (3, true));
+            // keys_only drops values after sorting: a sort by VALUE still uses them.
+            let r = s
+                .range(&RangeRequest {
+                    sort_order: order,
+                    sort_target: target,
+                    keys_only: true,
+                    ..rr(b"k", b"l")
+                })
+                .unwrap();
+            let want_keys: Vec<KeyValue> = want
+                .iter()
+                .map(|kv| KeyValue {
+                    value: vec![],
+                    ..kv.clone()
+                })
+                .collect();
+            assert_eq!(r.kvs, want_keys, "target {target} order {order} keys_only");
+        }
+    }
+    // Sorting at a past revision uses that revision's versions: at 5, k1 = "m" (v2, mod 5),
+    // k2 = "y" (v1, mod 4), k3 = "x" (v1, mod 2).
+    let r = s
+        .range(&RangeRequest {
+            revision: 5,
+            sort_order: SORT_DESCEND,
+            sort_target: BY_MOD,
+            ..rr(b"k", b"l")
+        })
+        .unwrap();
+    assert_eq!(
+        r.kvs,
+        vec![
+            kv(b"k1", b"m", 3, 5, 2),
+            kv(b"k2", b"y", 4, 4, 1),
+            kv(b"k3", b"x", 2, 2, 1)
+        ]
+    );
+}
+
+#[test]
+fn range_revision_filters_count_before_filtering() {
+    let mut s = Store::new();
+    s.put(b"k3", b"x"); // 2
+    s.put(b"k1", b"z"); // 3
+    s.put(b"k2", b"y"); // 4
+    s.put(b"k1", b"m"); // 5
+    s.put(b"k1", b"n"); // 6
+    s.put(b"k3", b"a"); // 7
+    // mod: k1 6, k2 4, k3 7; create: k1 3, k2 4, k3 2.
+    let cases: [(RangeRequest, Vec<&[u8]>); 8] = [
+        (
+            RangeRequest {
+                min_mod_revision: 5,
+                ..all()
+            },
+            vec![b"k1".as_slice(), b"k3"],
+        ),
+        (
+            RangeRequest {
+                min_mod_revision: 6,
+                ..all()
+            },
+            vec![b"k1".as_slice(), b"k3"],
+        ),
+        (
+            RangeRequest {
+                max_mod_revision: 6,
+                ..all()
+            },
+            vec![b"k1".as_slice(), b"k2"],
+        ),
+        (
+            RangeRequest {
+                max_mod_revision: 3,
+                ..all()
+            },
+            vec![],
+        ),
+        (
+            RangeRequest {
+                min_create_revision: 3,
+                ..all()
+            },
+            vec![b"k1".as_slice(), b"k2"],
+        ),
+        (
+            RangeRequest {
+                max_create_revision: 3,
+                ..all()
+            },
+            vec![b"k1".as_slice(), b"k3"],
+        ),
+        (
+            RangeRequest {
+                min_create_revision: 3,
+                max_create_revision: 3,
+                ..all()
+            },
+            vec![b"k1".as_slice()],
+        ),
+        (
+            RangeRequest {
+                min_mod_revision: 5,
+                max_create_revision: 2,
+                ..all()
+            },
+            vec![b"k3".as_slice()],
+        ),
+    ];
+    for (req, want) in cases {
+        let r = s.range(&req).unwrap();
+        assert_eq!(keys_of(&r), want, "{req:?}");
+        assert_eq!(r.count, 3, "count is taken before the filters: {req:?}");
+        assert!(!r.more);
+    }
+    // Filters then limit: `more` reflects the filtered list.
+    let r = s
+        .range(&RangeRequest {
+            min_mod_revision: 5,
+            limit: 1,
+            ..all()
+        })
+        .unwrap();
+    assert_eq!(
+        (keys_of(&r), r.more, r.count),
+        (vec![b"k1".as_slice()], true, 3)
+    );
+    let r = s
+        .range(&RangeRequest {
+            min_mod_revision: 7,
+            limit: 1,
+            ..all()
+        })
+        .unwrap();
+    assert_eq!(
+        (keys_of(&r), r.more, r.count),
+        (vec![b"k3".as_slice()], false, 3)
+    );
+    // Filters with a sort.
+    let r = s
+        .range(&RangeRequest {
+            min_mod_revision: 5,
+            sort_target: BY_MOD,
+            sort_order: SORT_DESCEND,
+            ..all()
+        })
+        .unwrap();
+    assert_eq!(keys_of(&r), vec![b"k3".as_slice(), b"k1"]);
+    // count_only ignores the filters.
+    let r = s
+        .range(&RangeRequest {
+            min_mod_revision: 7,
+            count_only: true,
+            ..all()
+        })
+        .unwrap();
+    assert_eq!((r.kvs.len(), r.count), (0, 3));
+}
+
+#[test]
+fn put_options() {
+    let mut s = Store::new();
+    // prev_kv on a missing key: none.
+    let p = s
+        .put_with(PutRequest {
+            prev_kv: true,
+            ..put_req(b"foo", b"1")
+        })
+        .unwrap();
+    assert_eq!(
+        p,
+        PutResult {
+            revision: 2,
+            prev_kv: None
+        }
+    );
+    // prev_kv: the previous version in full.
+    let p = s
+        .put_with(PutRequest {
+            prev_kv: true,
+            ..put_req(b"foo", b"2")
+        })
+        .unwrap();
+    assert_eq!(
+        p,
+        PutResult {
+            revision: 3,
+            prev_kv: Some(kv(b"foo", b"1", 2, 2, 1))
+        }
+    );
+    // Without prev_kv: none.
+    assert_eq!(
+        s.put(b"foo", b"3"),
+        PutResult {
+            revision: 4,
+            prev_kv: None
+        }
+    );
+
+    // ignore_value keeps the value, still a new version.
+    let p = s
+        .put_with(PutRequest {
+            ignore_value: true,
+            prev_kv: true,
+            ..put_req(b"foo", b"")
+        })
+        .unwrap();
+    assert_eq!(
+        p,
+        PutResult {
+            revision: 5,
+            prev_kv: Some(kv(b"foo", b"3", 2, 4, 3))
+        }
+    );
+    assert_eq!(s.get(b"foo"), Some(kv(b"foo", b"3", 2, 5, 4)));
+    // ignore_lease keeps the (zero) lease and takes the new value.
+    let p = s
+        .put_with(PutRequest {
+            ignore_lease: true,
+            ..put_req(b"foo", b"4")
+        })
+        .unwrap();
+    assert_eq!(p.revision, 6);
+    assert_eq!(s.get(b"foo"), Some(kv(b"foo", b"4", 2, 6, 5)));
+    let p = s
+        .put_with(PutRequest {
+            ignore_lease: true,
+            ignore_value: true,
+            ..put_req(b"foo", b"")
+        })
+        .unwrap();
+    assert_eq!(p.revision, 7);
+    assert_eq!(s.get(b"foo"), Some(kv(b"foo", b"4", 2, 7, 6)));
+
+    // ignore_value / ignore_lease on a missing key: KeyNotFound, nothing changed.
+    let before = s.range(&all()).unwrap();
+    for p in [
+        PutRequest {
+            ignore_value: true,
+            ..put_req(b"missing", b"")
+        },
+        PutRequest {
+            ignore_lease: true,
+            ..put_req(b"missing", b"v")
+        },
+        PutRequest {
+            ignore_value: true,
+            prev_kv: true,
+            ..put_req(b"missing", b"")
+        },
+    ] {
+        let idx = s.next_index;
+        assert!(matches!(s.put_with(p), Err(MvccError::KeyNotFound)));
+        assert_eq!(
+            s.m().applied().0,
+            idx,
+            "a failed request still counts as applied"
+        );
+    }
+    // A key deleted earlier is missing too.
+    s.put(b"gone", b"x"); // 8
+    s.delete(b"gone", b"", false); // 9
+    assert!(matches!(
+        s.put_with(PutRequest {
+            ignore_value: true,
+            ..put_req(b"gone", b"")
+        }),
+        Err(MvccError::KeyNotFound)
+    ));
+    assert_eq!(s.rev(), 9);
+    assert_eq!(s.get(b"gone"), None);
+    assert_eq!(s.get(b"missing"), None);
+
+    // A lease: leases do not exist yet, so LeaseNotFound and nothing changed, even on an existing key.
+    assert!(matches!(
+        s.put_with(PutRequest {
+            lease: 7,
+            ..put_req(b"foo", b"5")
+        }),
+        Err(MvccError::LeaseNotFound)
+    ));
+    assert!(matches!(
+        s.put_with(PutRequest {
+            lease: 7,
+            ..put_req(b"new", b"5")
+        }),
+        Err(MvccError::LeaseNotFound)
+    ));
+    // A plain Put checks the lease before ignore_value (etcd's applierV3backend.Put).
+    assert!(matches!(
+        s.put_with(PutRequest {
+            lease: 7,
+            ignore_value: true,
+            ..put_req(b"missing", b"")
+        }),
+        Err(MvccError::LeaseNotFound)
+    ));
+    assert_eq!(s.rev(), 9);
+    assert_eq!(s.get(b"foo"), Some(kv(b"foo", b"4", 2, 7, 6)));
+    assert_eq!(s.get(b"new"), None);
+    let after = s.range(&all()).unwrap();
+    assert_eq!(after.kvs, before.kvs);
+
+    // An empty value is a value.
+    s.put(b"empty", b"");
+    assert_eq!(s.get(b"empty"), Some(kv(b"empty", b"", 10, 10, 1)));
+}
+
+#[test]
+fn delete_range_prev_kv_and_counts() {
+    let mut s = Store::new();
+    for k in ["a", "b", "c", "d", "e"] {
+        s.put(k.as_bytes(), k.as_bytes()); // a=2 .. e=6
+    }
+    s.put(b"c", b"c2"); // 7
+    let d = s.delete(b"b", b"d", true);
+    assert_eq!(
+        d,
+        DeleteResult {
+            revision: 8,
+            deleted: 2,
+            prev_kvs: vec![kv(b"b", b"b", 3, 3, 1), kv(b"c", b"c2", 4, 7, 2)]
+        }
+    );
+    let d = s.delete(b"a", b"", false);
+    assert_eq!(
+        d,
+        DeleteResult {
+            revision: 9,
+            deleted: 1,
+            prev_kvs: vec![]
+        }
+    );
+    // "\0": from key.
+    let d = s.delete(b"d", b"\0", true);
+    assert_eq!(d.revision, 10);
+    assert_eq!(d.deleted, 2);
+    assert_eq!(
+        d.prev_kvs,
+        vec![kv(b"d", b"d", 5, 5, 1), kv(b"e", b"e", 6, 6, 1)]
+    );
+    assert_eq!(s.range(&all()).unwrap().count, 0);
+    // Nothing left: no revision.
+    let d = s.delete(b"", b"\0", true);
+    assert_eq!(
+        d,
+        DeleteResult {
+            revision: 10,
+            deleted: 0,
+            prev_kvs: vec![]
+        }
+    );
+    // end <= key deletes nothing.
+    s.put(b"x", b"1"); // 11
+    assert_eq!(
+        s.delete(b"y", b"x", false),
+        DeleteResult {
+            revision: 11,
+            deleted: 0,
+            prev_kvs: vec![]
+        }
+    );
+    assert_eq!(s.get(b"x").unwrap().mod_revision, 11);
+    // History stays readable.
+    let r = s
+        .range(&RangeRequest {
+            revision: 7,
+            ..all()
+        })
+        .unwrap();
+    assert_eq!(keys_of(&r), vec![b"a".as_slice(), b"b", b"c", b"d", b"e"]);
+    assert_eq!(r.kvs[2], kv(b"c", b"c2", 4, 7, 2));
+    let r = s
+        .range(&RangeRequest {
+            revision: 8,
+            ..all()
+        })
+        .unwrap();
+    assert_eq!(keys_of(&r), vec![b"a".as_slice(), b"d", b"e"]);
+}
+
+/// Runs a txn with the given compares and empty branches; returns `succeeded`.
+fn eval(s: &mut Store, compare: Vec<Compare>) -> bool {
+    let rev = s.rev();
+    let t = s
+        .txn(TxnRequest {
+            compare,
+            success: vec![],
+            failure: vec![],
+        })
+        .unwrap();
+    assert_eq!(t.revision, rev);
+    assert!(t.responses.is_empty());
+    t.succeeded
+}
+
+#[test]
+fn txn_compares() {
+    let mut s = Store::new();
+    s.put(b"a", b"1"); // 2
+    s.put(b"a", b"2"); // 3
+    s.put(b"b", b"x"); // 4
+    // a: value "2", version 2, create 2, mod 3, lease 0.  b: "x", 1, 4, 4, 0.
+    let cases: Vec<(Compare, bool)> = vec![
+        (val_cmp(b"a", EQUAL, b"2"), true),
+        (val_cmp(b"a", EQUAL, b"1"), false),
+        (val_cmp(b"a", NOT_EQUAL, b"1"), true),
+        (val_cmp(b"a", NOT_EQUAL, b"2"), false),
+        (val_cmp(b"a", GREATER, b"1"), true),
+        (val_cmp(b"a", GREATER, b"2"), false),
+        (val_cmp(b"a", GREATER, b"10"), true), // bytewise
+        (val_cmp(b"a", LESS, b"3"), true),
+        (val_cmp(b"a", LESS, b"2"), false),
+        (val_cmp(b"a", GREATER, b""), true),
+        (num_cmp(b"a", T_VERSION, EQUAL, 2), true),
+        (num_cmp(b"a", T_VERSION, EQUAL, 1), false),
+        (num_cmp(b"a", T_VERSION, GREATER, 1), true),
+        (num_cmp(b"a", T_VERSION, GREATER, 2), false),
+        (num_cmp(b"a", T_VERSION, LESS, 3), true),
+        (num_cmp(b"a", T_VERSION, LESS, 2), false),
+        (num_cmp(b"a", T_VERSION, NOT_EQUAL, 2), false),
+        (num_cmp(b"a", T_VERSION, NOT_EQUAL, 0), true),
+        (num_cmp(b"a", T_CREATE, EQUAL, 2), true),
+        (num_cmp(b"a", T_CREATE, GREATER, 2), false),
+        (num_cmp(b"a", T_CREATE, GREATER, 1), true),
+        (num_cmp(b"a", T_CREATE, LESS, 3), true),
+        (num_cmp(b"a", T_CREATE, NOT_EQUAL, 3), true),
+        (num_cmp(b"a", T_MOD, EQUAL, 3), true),
+        (num_cmp(b"a", T_MOD, EQUAL, 2), false),
+        (num_cmp(b"a", T_MOD, LESS, 4), true),
+        (num_cmp(b"a", T_MOD, GREATER, 2), true),
+        (num_cmp(b"a", T_MOD, GREATER, 3), false),
+        (num_cmp(b"a", T_MOD, NOT_EQUAL, 3), false),
+        (num_cmp(b"a", T_LEASE, EQUAL, 0), true),
+        (num_cmp(b"a", T_LEASE, GREATER, 0), false),
+        (num_cmp(b"a", T_LEASE, LESS, 1), true),
+        (num_cmp(b"a", T_LEASE, NOT_EQUAL, 0), false),
+        (num_cmp(b"a", T_LEASE, NOT_EQUAL, 5), true),
+        // A missing key: a VALUE compare is always false; the others compare against zero.
+        (val_cmp(b"zz", EQUAL, b""), false),
+        (val_cmp(b"zz", NOT_EQUAL, b"x"), false),
+        (val_cmp(b"zz", LESS, b"x"), false),
+        (val_cmp(b"zz", GREATER, b""), false),
+        (num_cmp(b"zz", T_VERSION, EQUAL, 0), true),
+        (num_cmp(b"zz", T_VERSION, NOT_EQUAL, 0), false),
+        (num_cmp(b"zz", T_VERSION, LESS, 1), true),
+        (num_cmp(b"zz", T_CREATE, EQUAL, 0), true),
+        (num_cmp(b"zz", T_CREATE, GREATER, 0), false),
+        (num_cmp(b"zz", T_MOD, EQUAL, 0), true),
+        (num_cmp(b"zz", T_MOD, LESS, 1), true),
+        (num_cmp(b"zz", T_MOD, GREATER, -1), true),
+        (num_cmp(b"zz", T_LEASE, EQUAL, 0), true),
+        // Range compares: every key in the range must satisfy.
+        (
+            Compare {
+                range_end: b"c".to_vec(),
+                ..num_cmp(b"a", T_VERSION, GREATER, 0)
+            },
+            true,
+        ),
+        (
+            Compare {
+                range_end: b"c".to_vec(),
+                ..num_cmp(b"a", T_VERSION, EQUAL, 1)
+            },
+            false,
+        ),
+        (
+            Compare {
+                range_end: b"c".to_vec(),
+                ..num_cmp(b"a", T_VERSION, EQUAL, 2)
+            },
+            false,
+        ),
+        (
+            Compare {
+                range_end: b"c".to_vec(),
+                ..num_cmp(b"a", T_CREATE, GREATER, 1)
+            },
+            true,
+        ),
+        (
+            Compare {
+                range_end: b"c".to_vec(),
+                ..num_cmp(b"a", T_MOD, LESS, 4)
+            },
+            false,
+        ),
+        (
+            Compare {
+                range_end: b"c".to_vec(),
+                ..num_cmp(b"a", T_MOD, LESS, 5)
+            },
+            true,
+        ),
+        (
+            Compare {
+                range_end: b"c".to_vec(),
+                ..val_cmp(b"a", NOT_EQUAL, b"")
+            },
+            true,
+        ),
+        (
+            Compare {
+                range_end: b"c".to_vec(),
+                ..val_cmp(b"a", LESS, b"x")
+            },
+            false,
+        ),
+        (
+            Compare {
+                range_end: b"c".to_vec(),
+                ..val_cmp(b"a", LESS, b"y")
+            },
+            true,
+        ),
+        (
+            Compare {
+                range_end: b"\0".to_vec(),
+                ..num_cmp(b"a", T_LEASE, EQUAL, 0)
+            },
+            true,
+        ),
+        (
+            Compare {
+                range_end: b"\0".to_vec(),
+                ..num_cmp(b"b", T_VERSION, EQUAL, 1)
+            },
+            true,
+        ),
+        (
+            Compare {
+                range_end: b"\0".to_vec(),
+                ..num_cmp(b"", T_VERSION, EQUAL, 1)
+            },
+            false,
+        ),
+        // An empty range behaves as a missing key.
+        (
+            Compare {
+                range_end: b"z".to_vec(),
+                ..num_cmp(b"x", T_VERSION, EQUAL, 0)
+            },
+            true,
+        ),
+        (
+            Compare {
+                range_end: b"z".to_vec(),
+                ..num_cmp(b"x", T_CREATE, LESS, 1)
+            },
+            true,
+        ),
+        (
+            Compare {
+                range_end: b"z".to_vec(),
+                ..val_cmp(b"x", EQUAL, b"")
+            },
+            false,
+        ),
+        (
+            Compare {
+                range_end: b"a".to_vec(),
+                ..num_cmp(b"b", T_VERSION, EQUAL, 0)
+            },
+            true,
+        ),
+    ];
+    for (c, want) in cases {
+        assert_eq!(eval(&mut s, vec![c.clone()]), want, "{c:?}");
+    }
+    // Compares are ANDed.
+    assert!(eval(
+        &mut s,
+        vec![
+            val_cmp(b"a", EQUAL, b"2"),
+            num_cmp(b"b", T_VERSION, EQUAL, 1)
+        ]
+    ));
+    assert!(!eval(
+        &mut s,
+        vec![
+            val_cmp(b"a", EQUAL, b"2"),
+            num_cmp(b"b", T_VERSION, EQUAL, 2)
+        ]
+    ));
+    assert!(!eval(
+        &mut s,
+        vec![
+            val_cmp(b"a", EQUAL, b"1"),
+            num_cmp(b"b", T_VERSION, EQUAL, 1)
+        ]
+    ));
+    // A deleted key is missing.
+    s.delete(b"b", b"", false);
+    assert!(eval(&mut s, vec![num_cmp(b"b", T_CREATE, EQUAL, 0)]));
+    assert!(!eval(&mut s, vec![val_cmp(b"b", EQUAL, b"x")]));
+    assert_eq!(s.rev(), 5);
+}
+
+#[test]
+fn txn_branches_and_reads_of_own_writes() {
+    let mut s = Store::new();
+    s.put(b"a", b"1"); // 2
+    s.put(b"c", b"0"); // 3
+    let t = s
+        .txn(TxnRequest {
+            compare: vec![val_cmp(b"a", EQUAL, b"1")],
+            success: vec![
+                op_range(b"a", b""),
+                op_put(b"b", b"2"),
+                op_range(b"b", b""),
+                RequestOp::Put(PutRequest {
+                    prev_kv: true,
+                    ..put_req(b"a", b"3")
+                }),
+                op_range(b"a", b""),
+                op_put(b"d", b"4"),
+                op_del(b"c", b""),
+                op_range(b"", b"\0"),
+            ],
+            failure: vec![op_put(b"f", b"x")],
+        })
+        .unwrap();
+    assert!(t.succeeded);
+    assert_eq!(t.revision, 4);
+    assert_eq!(t.responses.len(), 8);
+    // Before any write: the txn's begin revision.
+    assert_eq!(
+        as_range(&t.responses[0]),
+        &RangeResult {
+            revision: 3,
+            kvs: vec![kv(b"a", b"1", 2, 2, 1)],
+            more: false,
+            count: 1
+        }
+    );
+    assert_eq!(
+        as_put(&t.responses[1]),
+        &PutResult {
+            revision: 4,
+            prev_kv: None
+        }
+    );
+    // After a write: the new revision, and the write is visible.
+    assert_eq!(
+        as_range(&t.responses[2]),
+        &RangeResult {
+            revision: 4,
+            kvs: vec![kv(b"b", b"2", 4, 4, 1)],
+            more: false,
+            count: 1
+        }
+    );
+    assert_eq!(
+        as_put(&t.responses[3]),
+        &PutResult {
+            revision: 4,
+            prev_kv: Some(kv(b"a", b"1", 2, 2, 1))
+        }
+    );
+    assert_eq!(as_range(&t.responses[4]).kvs, vec![kv(b"a", b"3", 2, 4, 2)]);
+    assert_eq!(as_put(&t.responses[5]).revision, 4);
+    assert_eq!(
+        as_delete(&t.responses[6]),
+        &DeleteResult {
+            revision: 4,
+            deleted: 1,
+            prev_kvs: vec![]
+        }
+    );
+    let r = as_range(&t.responses[7]);
+    assert_eq!(r.revision, 4);
+    assert_eq!(
+        r.kvs,
+        vec![
+            kv(b"a", b"3", 2, 4, 2),
+            kv(b"b", b"2", 4, 4, 1),
+            kv(b"d", b"4", 4, 4, 1)
+        ]
+    );
+    assert_eq!(s.rev(), 4);
+    assert_eq!(s.get(b"c"), None);
+    assert_eq!(s.get(b"f"), None);
+    // The txn's changes form one revision: at 3 none of them is visible.
+    assert_eq!(
+        s.keys(b"", b"\0"),
+        vec![b"a".to_vec(), b"b".to_vec(), b"d".to_vec()]
+    );
+    let r = s
+        .range(&RangeRequest {
+            revision: 3,
+            ..all()
+        })
+        .unwrap();
+    assert_eq!(
+        r.kvs,
+        vec![kv(b"a", b"1", 2, 2, 1), kv(b"c", b"0", 3, 3, 1)]
+    );
+    s.delete(b"d", b"", false); // 5
+
+    // The failure branch.
+    let t = s
+        .txn(TxnRequest {
+            compare: vec![val_cmp(b"a", EQUAL, b"1")],
+            success: vec![op_put(b"s", b"x")],
+            failure: vec![op_put(b"f", b"x"), op_range(b"f", b"")],
+        })
+        .unwrap();
+    assert!(!t.succeeded);
+    assert_eq!(t.revision, 6);
+    assert_eq!(as_put(&t.responses[0]).revision, 6);
+    assert_eq!(as_range(&t.responses[1]).kvs, vec![kv(b"f", b"x", 6, 6, 1)]);
+    assert_eq!(s.get(b"s"), None);
+
+    // Deletes inside a txn: beginRev while nothing changed yet, beginRev + 1 after.
+    let t = s
+        .txn(TxnRequest {
+            compare: vec![],
+            success: vec![
+                op_del(b"nothing", b""),
+                op_put(b"x", b"1"),
+                op_del(b"nothing2", b""),
+                op_range(b"q", b""),
+            ],
+            failure: vec![],
+        })
+        .unwrap();
+    assert_eq!(t.revision, 7);
+    assert_eq!(
+        as_delete(&t.responses[0]),
+        &DeleteResult {
+            revision: 6,
+            deleted: 0,
+            prev_kvs: vec![]
+        }
+    );
+    assert_eq!(as_put(&t.responses[1]).revision, 7);
+    assert_eq!(
+        as_delete(&t.responses[2]),
+        &DeleteResult {
+            revision: 7,
+            deleted: 0,
+            prev_kvs: vec![]
+        }
+    );
+    assert_eq!(
+        as_range(&t.responses[3]),
+        &RangeResult {
+            revision: 7,
+            kvs: vec![],
+            more: false,
+            count: 0
+        }
+    );
+
+    // Overlapping deletes in one txn (etcd allows them; only puts may not overlap).
+    let t = s
+        .txn(TxnRequest {
+            compare: vec![],
+            success: vec![
+                op_put(b"p/1", b"1"),
+                RequestOp::DeleteRange(DeleteRangeRequest {
+                    key: b"f".to_vec(),
+                    range_end: b"g".to_vec(),
+                    prev_kv: true,
+                }),
+                op_del(b"f", b""),
+            ],
+            failure: vec![],
+        })
+        .unwrap();
+    assert_eq!(t.revision, 8);
+    assert_eq!(
+        as_delete(&t.responses[1]),
+        &DeleteResult {
+            revision: 8,
+            deleted: 1,
+            prev_kvs: vec![kv(b"f", b"x", 6, 6, 1)]
+        }
+    );
+    // Deleting the same key again in the txn finds it already gone.
+    assert_eq!(
+        as_delete(&t.responses[2]),
+        &DeleteResult {
+            revision: 8,
+            deleted: 0,
+            prev_kvs: vec![]
+        }
+    );
+    assert_eq!(s.rev(), 8);
+}
+
+#[test]
+fn nested_txn() {
+    let mut s = Store::new();
+    s.put(b"a", b"1"); // 2
+    let inner_ok = TxnRequest {
+        // Compares of every level are evaluated before the outer txn runs: "x" is still missing.
+        compare: vec![num_cmp(b"x", T_VERSION, EQUAL, 0)],
+        success: vec![op_range(b"x", b""), op_put(b"y", b"2")],
+        failure: vec![op_put(b"never", b"1")],
+    };
+    let inner_fail = TxnRequest {
+        compare: vec![val_cmp(b"a", EQUAL, b"nope")],
+        success: vec![op_put(b"never2", b"1")],
+        failure: vec![op_range(b"a", b""), TxnRequest::default().into_op()],
+    };
+    let t = s
+        .txn(TxnRequest {
+            compare: vec![val_cmp(b"a", EQUAL, b"1")],
+            success: vec![
+                op_put(b"x", b"1"),
+                RequestOp::Txn(inner_ok),
+                RequestOp::Txn(inner_fail),
+                op_range(b"y", b""),
+            ],
+            failure: vec![],
+        })
+        .unwrap();
+    assert!(t.succeeded);
+    assert_eq!(t.revision, 3);
+    assert_eq!(as_put(&t.responses[0]).revision, 3);
+    let inner = as_txn(&t.responses[1]);
+    assert!(inner.succeeded);
+    // etcd leaves a nested txn's response header empty (revision 0).
+    assert_eq!(inner.revision, 0);
+    assert_eq!(
+        as_range(&inner.responses[0]),
+        &RangeResult {
+            revision: 3,
+            kvs: vec![kv(b"x", b"1", 3, 3, 1)],
+            more: false,
+            count: 1
+        }
+    );
+    assert_eq!(as_put(&inner.responses[1]).revision, 3);
+    let inner2 = as_txn(&t.responses[2]);
+    assert!(!inner2.succeeded);
+    assert_eq!(inner2.revision, 0);
+    assert_eq!(
+        as_range(&inner2.responses[0]).kvs,
+        vec![kv(b"a", b"1", 2, 2, 1)]
+    );
+    assert_eq!(as_range(&inner2.responses[0]).revision, 3);
+    let innermost = as_txn(&inner2.responses[1]);
+    assert_eq!(
+        innermost,
+        &TxnResult {
+            revision: 0,
+            succeeded: true,
+            responses: vec![]
+        }
+    );
+    assert_eq!(as_range(&t.responses[3]).kvs, vec![kv(b"y", b"2", 3, 3, 1)]);
+    assert_eq!(
+        s.keys(b"", b"\0"),
+        vec![b"a".to_vec(), b"x".to_vec(), b"y".to_vec()]
+    );
+
+    // A nested txn that only reads, in an outer txn that writes nothing: no revision.
+    let t = s
+        .txn(TxnRequest {
+            compare: vec![],
+            success: vec![RequestOp::Txn(TxnRequest {
+                compare: vec![],
+                success: vec![op_range(b"a", b"")],
+                failure: vec![],
+            })],
+            failure: vec![],
+        })
+        .unwrap();
+    assert_eq!(t.revision, 3);
+    let inner = as_txn(&t.responses[0]);
+    assert_eq!(as_range(&inner.responses[0]).revision, 3);
+    assert_eq!(s.rev(), 3);
+
+    // A failing check inside a nested txn fails the whole txn; nothing changes.
+    let err = s.txn(TxnRequest {
+        compare: vec![],
+        success: vec![
+            op_put(b"z", b"1"),
+            RequestOp::Txn(TxnRequest {
+                compare: vec![],
+                success: vec![RequestOp::Put(PutRequest {
+                    ignore_value: true,
+                    ..put_req(b"missing", b"")
+                })],
+                failure: vec![],
+            }),
+        ],
+        failure: vec![],
+    });
+    assert!(matches!(err, Err(MvccError::KeyNotFound)));
+    assert_eq!(s.rev(), 3);
+    assert_eq!(s.get(b"z"), None);
+}
+
+trait IntoOp {
+    fn into_op(self) -> RequestOp;
+}
+impl IntoOp for TxnRequest {
+    fn into_op(self) -> RequestOp {
+        RequestOp::Txn(self)
+    }
+}
+
+#[test]
+fn txn_errors_change_nothing() {
+    let mut s = Store::new();
+    s.put(b"a", b"1"); // 2
+    s.put(b"a", b"2"); // 3
+    s.put(b"b", b"1"); // 4
+    let before = s.range(&all()).unwrap();
+    let fail = |s: &mut Store, ops: Vec<RequestOp>| -> MvccError {
+        let idx = s.next_index;
+        let e = s
+            .txn(TxnRequest {
+                compare: vec![],
+                success: ops,
+                failure: vec![],
+            })
+            .unwrap_err();
+        assert_eq!(s.m().applied().0, idx);
+        e
+    };
+    // Put checks run against the state before the txn, before anything is written.
+    let e = fail(
+        &mut s,
+        vec![
+            op_put(b"c", b"1"),
+            RequestOp::Put(PutRequest {
+                ignore_value: true,
+                ..put_req(b"m", b"")
+            }),
+        ],
+    );
+    assert!(matches!(e, MvccError::KeyNotFound));
+    let e = fail(
+        &mut s,
+        vec![
+            op_put(b"c", b"1"),
+            RequestOp::Put(PutRequest {
+                ignore_lease: true,
+                ..put_req(b"m", b"v")
+            }),
+        ],
+    );
+    assert!(matches!(e, MvccError::KeyNotFound));
+    let e = fail(
+        &mut s,
+        vec![
+            op_put(b"c", b"1"),
+            RequestOp::Put(PutRequest {
+                lease: 9,
+                ..put_req(b"a", b"v")
+            }),
+        ],
+    );
+    assert!(matches!(e, MvccError::LeaseNotFound));
+    // Inside a txn etcd checks ignore_value before the lease.
+    let e = fail(
+        &mut s,
+        vec![RequestOp::Put(PutRequest {
+            lease: 9,
+            ignore_value: true,
+            ..put_req(b"m", b"")
+        })],
+    );
+    assert!(matches!(e, MvccError::KeyNotFound));
+    // Range revisions are checked against the state before the txn.
+    let e = fail(
+        &mut s,
+        vec![
+            op_put(b"c", b"1"),
+            RequestOp::Range(RangeRequest {
+                revision: 5,
+                ..rr(b"a", b"")
+            }),
+        ],
+    );
+    assert!(matches!(e, MvccError::FutureRev));
+    // Puts are checked before ranges.
+    let e = fail(
+        &mut s,
+        vec![
+            RequestOp::Range(RangeRequest {
+                revision: 50,
+                ..rr(b"a", b"")
+            }),
+            RequestOp::Put(PutRequest {
+                ignore_value: true,
+                ..put_req(b"m", b"")
+            }),
+        ],
+    );
+    assert!(matches!(e, MvccError::KeyNotFound));
+    // A read-only txn with a bad revision fails too.
+    let e = fail(
+        &mut s,
+        vec![RequestOp::Range(RangeRequest {
+            revision: 5,
+            ..rr(b"a", b"")
+        })],
+    );
+    assert!(matches!(e, MvccError::FutureRev));
+    assert_eq!(s.rev(), 4);
+    assert_eq!(s.range(&all()).unwrap(), before);
+
+    // Only the chosen branch is checked.
+    let t = s
+        .txn(TxnRequest {
+            compare: vec![val_cmp(b"a", EQUAL, b"2")],
+            success: vec![op_range(b"a", b"")],
+            failure: vec![
+                RequestOp::Put(PutRequest {
+                    ignore_value: true,
+                    ..put_req(b"m", b"")
+                }),
+                RequestOp::Range(RangeRequest {
+                    revision: 99,
+                    ..rr(b"a", b"")
+                }),
+            ],
+        })
+        .unwrap();
+    assert!(t.succeeded);
+
+    // A Range at a past revision inside a txn reads that revision; its header is the txn's.
+    let t = s
+        .txn(TxnRequest {
+            compare: vec![],
+            success: vec![
+                RequestOp::Range(RangeRequest {
+                    revision: 2,
+                    ..rr(b"a", b"")
+                }),
+                op_put(b"c", b"1"),
+                RequestOp::Range(RangeRequest {
+                    revision: 3,
+                    ..rr(b"a", b"\0")
+                }),
+                RequestOp::Range(RangeRequest {
+                    revision: 4,
+                    ..rr(b"a", b"\0")
+                }),
+            ],
+            failure: vec![],
+        })
+        .unwrap();
+    assert_eq!(t.revision, 5);
+    assert_eq!(
+        as_range(&t.responses[0]),
+        &RangeResult {
+            revision: 4,
+            kvs: vec![kv(b"a", b"1", 2, 2, 1)],
+            more: false,
+            count: 1
+        }
+    );
+    assert_eq!(
+        as_range(&t.responses[2]),
+        &RangeResult {
+            revision: 5,
+            kvs: vec![kv(b"a", b"2", 2, 3, 2)],
+            more: false,
+            count: 1
+        }
+    );
+    assert_eq!(
+        keys_of(as_range(&t.responses[3])),
+        vec![b"a".as_slice(), b"b"]
+    );
+
+    // After a compaction, a Range below it fails the txn with Compacted; at it, it succeeds.
+    s.compact(4).unwrap();
+    let e = fail(
+        &mut s,
+        vec![
+            op_put(b"d", b"1"),
+            RequestOp::Range(RangeRequest {
+                revision: 3,
+                ..rr(b"a", b"")
+            }),
+        ],
+    );
+    assert!(matches!(e, MvccError::Compacted));
+    assert_eq!(s.get(b"d"), None);
+    let t = s
+        .txn(TxnRequest {
+            compare: vec![],
+            success: vec![RequestOp::Range(RangeRequest {
+                revision: 4,
+                ..rr(b"a", b"")
+            })],
+            failure: vec![],
+        })
+        .unwrap();
+    assert_eq!(as_range(&t.responses[0]).kvs, vec![kv(b"a", b"2", 2, 3, 2)]);
+    assert_eq!(s.rev(), 5);
+}
+
+/// Every (user key, main revision) in the `k` key space and the number of `r` entries, read
+/// directly from the page store (DESIGN.md §4.1, §4.2).
+fn physical_versions(path: &Path) -> (Vec<(Vec<u8>, i64)>, usize) {
+    let store = PageStore::open(&StoreOptions {
+        path: path.to_path_buf(),
+    })
+    .unwrap();
+    let snap = store.reader().snapshot();
+    let mut c = snap.cursor();
+    c.seek(b"").unwrap();
+    let (mut versions, mut revlog) = (Vec::new(), 0);
+    while c.valid() {
+        let k = c.key();
+        match k[0] {
+            b'k' => {
+                let (body, rev) = k.split_at(k.len() - 8);
+                let main = !u64::from_be_bytes(rev.try_into().unwrap()) as i64;
+                let body = body[1..].strip_suffix(&[0, 0]).unwrap();
+                let mut key = Vec::new();
+                let mut i = 0;
+                while i < body.len() {
+                    key.push(body[i]);
+                    i += if body[i] == 0 { 2 } else { 1 };
+                }
+                versions.push((key, main));
+            }
+            b'r' => revlog += 1,
+            _ => {}
+        }
+        c.advance().unwrap();
+    }
+    (versions, revlog)
+}
+
+#[test]
+fn compaction() {
+    let mut s = Store::new();
+    s.put(b"a", b"1"); // 2
+    s.put(b"b", b"1"); // 3
+    s.put(b"a", b"2"); // 4
+    s.delete(b"b", b"", false); // 5
+    s.put(b"c", b"1"); // 6
+    s.put(b"a", b"3"); // 7
+    s.delete(b"c", b"", false); // 8
+    s.put(b"d", b"1"); // 9
+    s.put(b"d", b"2"); // 10
+    assert_eq!(s.rev(), 10);
+
+    // Errors: a future revision; nothing changes.
+    assert!(matches!(s.compact(11), Err(MvccError::FutureRev)));
+    assert_eq!(s.m().compacted(), 0);
+
+    assert_eq!(
+        s.compact(5).unwrap(),
+        10,
+        "the response carries the current revision"
+    );
+    assert_eq!(s.rev(), 10, "compaction does not take a revision");
+    assert_eq!(s.m().compacted(), 5);
+    assert_eq!(s.m().reader().revisions(), (10, 5));
+
+    // Below C: Compacted. At C: the newest version <= C of each key.
+    for rev in [1, 2, 4] {
+        assert!(
+            matches!(
+                s.range(&RangeRequest {
+                    revision: rev,
+                    ..all()
+                }),
+                Err(MvccError::Compacted)
+            ),
+            "rev {rev}"
+        );
+    }
+    let r = s
+        .range(&RangeRequest {
+            revision: 5,
+            ..all()
+        })
+        .unwrap();
+    assert_eq!(
+        r,
+        RangeResult {
+            revision: 10,
+            kvs: vec![kv(b"a", b"2", 2, 4, 2)],
+            more: false,
+            count: 1
+        }
+    );
+    // Later revisions are unaffected.
+    let r = s
+        .range(&RangeRequest {
+            revision: 6,
+            ..all()
+        })
+        .unwrap();
+    assert_eq!(
+        r.kvs,
+        vec![kv(b"a", b"2", 2, 4, 2), kv(b"c", b"1", 6, 6, 1)]
+    );
+    let r = s
+        .range(&RangeRequest {
+            revision: 7,
+            ..all()
+        })
+        .unwrap();
+    assert_eq!(
+        r.kvs,
+        vec![kv(b"a", b"3", 2, 7, 3), kv(b"c", b"1", 6, 6, 1)]
+    );
+    let r = s
+        .range(&RangeRequest {
+            revision: 9,
+            ..all()
+        })
+        .unwrap();
+    assert_eq!(
+        r.kvs,
+        vec![kv(b"a", b"3", 2, 7, 3), kv(b"d", b"1", 9, 9, 1)]
+    );
+    let r = s.range(&all()).unwrap();
+    assert_eq!(
+        r.kvs,
+        vec![kv(b"a", b"3", 2, 7, 3), kv(b"d", b"2", 9, 10, 2)]
+    );
+
+    // Errors: at or below the compacted revision.
+    for rev in [5, 4, 1, 0] {
+        assert!(
+            matches!(s.compact(rev), Err(MvccError::Compacted)),
+            "compact {rev}"
+        );
+    }
+    assert_eq!(s.m().compacted(), 5);
+    assert_eq!(s.rev(), 10);
+
+    // b is gone (its newest version <= 5 is a tombstone); compares see it as missing.
+    assert!(eval(&mut s, vec![num_cmp(b"b", T_CREATE, EQUAL, 0)]));
+    // A new b starts a fresh generation.
+    assert_eq!(s.put(b"b", b"new").revision, 11);
+    assert_eq!(s.get(b"b"), Some(kv(b"b", b"new", 11, 11, 1)));
+
+    // Compact at 8: c's tombstone at 8 is its newest <= 8, so c disappears entirely; a keeps 7.
+    assert_eq!(s.compact(8).unwrap(), 11);
+    assert!(matches!(
+        s.range(&RangeRequest {
+            revision: 7,
+            ..all()
+        }),
+        Err(MvccError::Compacted)
+    ));
+    let r = s
+        .range(&RangeRequest {
+            revision: 8,
+            ..all()
+        })
+        .unwrap();
+    assert_eq!(r.kvs, vec![kv(b"a", b"3", 2, 7, 3)]);
+    let r = s
+        .range(&RangeRequest {
+            revision: 10,
+            ..all()
+        })
+        .unwrap();
+    assert_eq!(
+        r.kvs,
+        vec![kv(b"a", b"3", 2, 7, 3), kv(b"d", b"2", 9, 10, 2)]
+    );
+
+    // Compact at the current revision.
+    assert_eq!(s.compact(11).unwrap(), 11);
+    assert_eq!(
+        s.range(&RangeRequest {
+            revision: 11,
+            ..all()
+        })
+        .unwrap()
+        .count,
+        3
+    );
+    assert!(matches!(
+        s.range(&RangeRequest {
+            revision: 10,
+            ..all()
+        }),
+        Err(MvccError::Compacted)
+    ));
+    assert_eq!(s.rev(), 11);
+
+    // Physically: only the newest version of each live key remains, tombstones included.
+    s.mm().sync().unwrap();
+    let path = db_path(s.dir.path());
+    drop(s.m.take());
+    let (versions, revlog) = physical_versions(&path);
+    assert_eq!(
+        versions,
+        vec![(b"a".to_vec(), 7), (b"b".to_vec(), 11), (b"d".to_vec(), 10)]
+    );
+    assert_eq!(revlog, 3);
+    s.crash();
+    assert_eq!((s.rev(), s.m().compacted()), (11, 11));
+    assert!(matches!(s.compact(11), Err(MvccError::Compacted)));
+}
+
+#[test]
+fn compaction_keeps_versions_after_c_and_handles_tombstone_gaps() {
+    let mut s = Store::new();
+    s.put(b"k", b"1"); // 2
+    s.delete(b"k", b"", false); // 3
+    s.put(b"other", b"x"); // 4
+    s.put(b"k", b"2"); // 5: new generation
+    s.put(b"k", b"3"); // 6
+    // C = 4 falls between k's tombstone and its next generation: the old generation goes.
+    s.compact(4).unwrap();
+    assert_eq!(s.get_at(b"k", 4).unwrap(), None);
+    assert_eq!(s.get_at(b"k", 5).unwrap(), Some(kv(b"k", b"2", 5, 5, 1)));
+    assert_eq!(s.get_at(b"k", 6).unwrap(), Some(kv(b"k", b"3", 5, 6, 2)));
+    // C = 5 keeps k@5 (newest <= 5) and k@6.
+    s.compact(5).unwrap();
+    assert_eq!(s.get_at(b"k", 5).unwrap(), Some(kv(b"k", b"2", 5, 5, 1)));
+    assert_eq!(s.get_at(b"k", 6).unwrap(), Some(kv(b"k", b"3", 5, 6, 2)));
+    // Compact on a fresh store at revision 1.
+    let mut f = Store::new();
+    assert_eq!(f.compact(1).unwrap(), 1);
+    assert_eq!(f.m().compacted(), 1);
+    assert_eq!(f.rev(), 1);
+    assert!(matches!(f.compact(1), Err(MvccError::Compacted)));
+    assert!(matches!(f.compact(2), Err(MvccError::FutureRev)));
+}
+
+#[test]
+fn range_errors() {
+    let mut s = Store::new();
+    assert!(matches!(
+        s.range(&RangeRequest {
+            revision: 2,
+            ..all()
+        }),
+        Err(MvccError::FutureRev)
+    ));
+    assert_eq!(
+        s.range(&RangeRequest {
+            revision: 1,
+            ..all()
+        })
+        .unwrap()
+        .count,
+        0
+    );
+    s.put(b"a", b"1"); // 2
+    s.put(b"a", b"2"); // 3
+    assert!(matches!(
+        s.range(&RangeRequest {
+            revision: 4,
+            ..rr(b"a", b"")
+        }),
+        Err(MvccError::FutureRev)
+    ));
+    assert!(matches!(
+        s.range(&RangeRequest {
+            revision: 100,
+            count_only: true,
+            ..rr(b"a", b"")
+        }),
+        Err(MvccError::FutureRev)
+    ));
+    assert_eq!(s.get_at(b"a", 3).unwrap().unwrap().value, b"2");
+    // A negative revision reads the current one.
+    assert_eq!(s.get_at(b"a", -1).unwrap().unwrap().value, b"2");
+    s.compact(3).unwrap();
+    assert!(matches!(
+        s.range(&RangeRequest {
+            revision: 2,
+            ..rr(b"a", b"")
+        }),
+        Err(MvccError::Compacted)
+    ));
+    assert!(matches!(
+        s.range(&RangeRequest {
+            revision: 1,
+            count_only: true,
+            ..all()
+        }),
+        Err(MvccError::Compacted)
+    ));
+    assert!(matches!(
+        s.range(&RangeRequest {
+            revision: 4,
+            ..rr(b"a", b"")
+        }),
+        Err(MvccError::FutureRev)
+    ));
+    assert_eq!(s.get_at(b"a", 3).unwrap().unwrap().value, b"2");
+    assert_eq!(s.get_at(b"a", 0).unwrap().unwrap().value, b"2");
+}
+
+#[test]
+fn restart_and_replay() {
+    let mut s = Store::new();
+    let reqs: Vec<Request> = vec![
+        Request::Put(put_req(b"a", b"1")),
+        Request::Put(put_req(b"b", b"1")),
+        Request::Put(put_req(b"a", b"2")),
+        Request::DeleteRange(DeleteRangeRequest {
+            key: b"b".to_vec(),
+            ..Default::default()
+        }),
+        Request::Compact(CompactRequest {
+            revision: 3,
+            physical: true,
+        }),
+        Request::Txn(TxnRequest {
+            compare: vec![],
+            success: vec![op_put(b"c", b"1"), op_put(b"d", b"1")],
+            failure: vec![],
+        }),
+        Request::Put(PutRequest {
+            ignore_value: true,
+            ..put_req(b"zz", b"")
+        }), // fails
+        Request::Put(put_req(b"e", b"1")),
+    ];
+    // Entries 1..=8 at term 1, with an empty entry at 9 (term 2).
+    for r in &reqs[..5] {
+        s.apply(r.clone()).ok();
+    }
+    s.term = 2;
+    for r in &reqs[5..] {
+        s.apply(r.clone()).ok();
+    }
+    let res = s
+        .mm()
+        .apply(&[Applied {
+            index: 9,
+            term: 2,
+            request: None,
+        }])
+        .unwrap();
+    assert!(res.is_empty());
+    s.next_index = 10;
+    let state = |s: &Store| {
+        let at = |revision: i64| {
+            s.range(&RangeRequest { revision, ..all() })
+                .map_err(|e| e.to_string())
+        };
+        (
+            s.rev(),
+            s.m().compacted(),
+            s.m().applied(),
+            s.range(&all()).unwrap(),
+            at(3),
+            at(6),
+            at(10),
+        )
+    };
+    let before = state(&s);
+    assert_eq!((before.0, before.1, before.2), (7, 3, (9, 2)));
+    assert_eq!(keys_of(&before.3), vec![b"a".as_slice(), b"c", b"d", b"e"]);
+    assert_eq!(
+        keys_of(before.4.as_ref().unwrap()),
+        vec![b"a".as_slice(), b"b"]
+    );
+
+    s.restart();
+    assert_eq!(state(&s), before);
+    assert_eq!(s.m().reader().applied(), (9, 2));
+    assert_eq!(s.m().reader().revisions(), (7, 3));
+    assert!(matches!(
+        s.range(&RangeRequest {
+            revision: 2,
+            ..all()
+        }),
+        Err(MvccError::Compacted)
+    ));
+
+    // Replay of everything already applied: skipped, no results, nothing changes.
+    let entries: Vec<Applied<'_>> = reqs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| Applied {
+            index: i as u64 + 1,
+            term: if i < 5 { 1 } else { 2 },
+            request: Some(r),
+        })
+        .collect();
+    let res = s.mm().apply(&entries).unwrap();
+    assert!(res.is_empty());
+    assert_eq!(state(&s), before);
+
+    // A batch straddling the applied index: only the new entries run.
+    let extra = Request::Put(put_req(b"f", b"1"));
+    let mut batch: Vec<Applied<'_>> = reqs[6..]
+        .iter()
+        .enumerate()
+        .map(|(i, r)| Applied {
+            index: i as u64 + 7,
+            term: 2,
+            request: Some(r),
+        })
+        .collect();
+    batch.push(Applied {
+        index: 9,
+        term: 2,
+        request: None,
+    });
+    batch.push(Applied {
+        index: 10,
+        term: 3,
+        request: Some(&extra),
+    });
+    let res = s.mm().apply(&batch).unwrap();
+    assert_eq!(res.len(), 1);
+    assert_eq!(
+        res.into_iter().next().unwrap().unwrap(),
+        WriteResult::Put(PutResult {
+            revision: 8,
+            prev_kv: None
+        })
+    );
+    assert_eq!(s.m().applied(), (10, 3));
+    s.next_index = 11;
+    s.term = 3;
+
+    // Without a checkpoint a crash goes back to the last durable state; replaying the lost
+    // entries rebuilds the same state.
+    s.mm().sync().unwrap();
+    let durable = state(&s);
+    let lost: Vec<Request> = vec![
+        Request::Put(put_req(b"g", b"1")),
+        Request::DeleteRange(DeleteRangeRequest {
+            key: b"a".to_vec(),
+            range_end: b"d".to_vec(),
+            prev_kv: true,
+        }),
+        Request::Compact(CompactRequest {
+            revision: 9,
+            physical: false,
+        }),
+        Request::Put(put_req(b"a", b"again")),
+    ];
+    let lost_entries: Vec<Applied<'_>> = lost
+        .iter()
+        .enumerate()
+        .map(|(i, r)| Applied {
+            index: 11 + i as u64,
+            term: 3,
+            request: Some(r),
+        })
+        .collect();
+    let first: Vec<_> = s
+        .mm()
+        .apply(&lost_entries)
+        .unwrap()
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let after = state(&s);
+    assert_eq!(after.0, 11);
+    s.crash();
+    assert_eq!(state(&s), durable);
+    let second: Vec<_> = s
+        .mm()
+        .apply(&lost_entries)
+        .unwrap()
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(first, second);
+    assert_eq!(state(&s), after);
+    s.restart();
+    assert_eq!(state(&s), after);
+    assert_eq!(s.get(b"a"), Some(kv(b"a", b"again", 11, 11, 1)));
+}
+
+#[test]
+fn large_value_round_trips() {
+    let mut s = Store::new();
+    let big: Vec<u8> = (0..1 << 20)
+        .map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    s.put(b"small", b"s");
+    assert_eq!(s.put(b"big", &big).revision, 3);
+    assert_eq!(s.get(b"big"), Some(kv(b"big", &big, 3, 3, 1)));
+    let mut big2 = big.clone();
+    big2.reverse();
+    let p = s
+        .put_with(PutRequest {
+            prev_kv: true,
+            ..put_req(b"big", &big2)
+        })
+        .unwrap();
+    assert_eq!(p.prev_kv, Some(kv(b"big", &big, 3, 3, 1)));
+    assert_eq!(s.get(b"big").unwrap().value, big2);
+    assert_eq!(s.get_at(b"big", 3).unwrap().unwrap().value, big);
+    let r = s.range(&all()).unwrap();
+    assert_eq!(keys_of(&r), vec![b"big".as_slice(), b"small"]);
+    let r = s
+        .range(&RangeRequest {
+            keys_only: true,
+            ..all()
+        })
+        .unwrap();
+    assert!(r.kvs.iter().all(|kv| kv.value.is_empty()));
+    // VALUE compare on the big value.
+    assert!(eval(&mut s, vec![val_cmp(b"big", EQUAL, &big2)]));
+    s.restart();
+    assert_eq!(s.get(b"big").unwrap().value, big2);
+    assert_eq!(s.get_at(b"big", 3).unwrap().unwrap().value, big);
+    s.compact(4).unwrap();
+    assert_eq!(s.get(b"big").unwrap().value, big2);
+    let d = s.delete(b"big", b"", true);
+    assert_eq!(d.prev_kvs[0].value, big2);
+    assert_eq!(s.get(b"big"), None);
+}
+
+#[test]
+fn binary_keys_order_bytewise() {
+    let mut s = Store::new();
+    let keys: [&[u8]; 10] = [
+        b"ab", b"a\0b", b"a", b"\0", b"a\0\xff", b"b", b"a\0", b"a\xff", b"a\0\0", b"\0\0",
+    ];
+    for (i, k) in keys.iter().enumerate() {
+        s.put(k, format!("{i}").as_bytes());
+    }
+    // More versions of some keys so that version groups sit next to each other.
+    s.put(b"a", b"a2");
+    s.put(b"a\0", b"a0-2");
+    s.put(b"a", b"a3");
+    let mut sorted: Vec<Vec<u8>> = keys.iter().map(|k| k.to_vec()).collect();
+    sorted.sort();
+    assert_eq!(s.keys(b"", b"\0"), sorted);
+    assert_eq!(
+        sorted,
+        vec![
+            b"\0".to_vec(),
+            b"\0\0".to_vec(),
+            b"a".to_vec(),
+            b"a\0".to_vec(),
+            b"a\0\0".to_vec(),
+            b"a\0b".to_vec(),
+            b"a\0\xff".to_vec(),
+            b"ab".to_vec(),
+            b"a\xff".to_vec(),
+            b"b".to_vec()
+        ]
+    );
+    // Single keys that are prefixes of others.
+    assert_eq!(s.get(b"a").unwrap(), kv(b"a", b"a3", 4, 14, 3));
+    assert_eq!(s.get(b"a\0").unwrap(), kv(b"a\0", b"a0-2", 8, 13, 2));
+    assert_eq!(s.get(b"\0").unwrap().value, b"3");
+    assert_eq!(s.get(b"a\0\0").unwrap().value, b"8");
+    assert_eq!(s.get(b"a\x01"), None);
+    assert_eq!(s.get(b""), None);
+    // Prefix ranges.
+    assert_eq!(
+        s.keys(b"a\0", b"a\x01"),
+        vec![
+            b"a\0".to_vec(),
+            b"a\0\0".to_vec(),
+            b"a\0b".to_vec(),
+            b"a\0\xff".to_vec()
+        ]
+    );
+    assert_eq!(s.keys(b"a", b"b"), sorted[2..9].to_vec());
+    assert_eq!(s.keys(b"a", b"a\0"), vec![b"a".to_vec()]);
+    assert_eq!(
+        s.keys(b"", b"a\0"),
+        vec![b"\0".to_vec(), b"\0\0".to_vec(), b"a".to_vec()]
+    );
+    assert_eq!(s.keys(b"a\0\0", b"\0"), sorted[4..].to_vec());
+    assert_eq!(s.keys(b"\0", b"\0\0"), vec![b"\0".to_vec()]);
+    // Limit across the binary keys.
+    let r = s
+        .range(&RangeRequest {
+            limit: 3,
+            ..rr(b"a", b"b")
+        })
+        .unwrap();
+    assert_eq!(
+        (keys_of(&r), r.more, r.count),
+        (vec![b"a".as_slice(), b"a\0", b"a\0\0"], true, 7)
+    );
+    // Sort by key descending.
+    let r = s
+        .range(&RangeRequest {
+            sort_order: SORT_DESCEND,
+            ..all()
+        })
+        .unwrap();
+    let mut desc = sorted.clone();
+    desc.reverse();
+    assert_eq!(r.kvs.into_iter().map(|kv| kv.key).collect::<Vec<_>>(), desc);
+    // Deleting "a" leaves the longer keys; deleting "a\0"'s prefix range leaves "a" and "ab".
+    s.delete(b"a", b"", false);
+    assert_eq!(s.keys(b"a", b"b"), sorted[3..9].to_vec());
+    let d = s.delete(b"a\0", b"a\x01", false);
+    assert_eq!(d.deleted, 4);
+    assert_eq!(
+        s.keys(b"", b"\0"),
+        vec![
+            b"\0".to_vec(),
+            b"\0\0".to_vec(),
+            b"ab".to_vec(),
+            b"a\xff".to_vec(),
+            b"b".to_vec()
+        ]
+    );
+    // History is per key: at 14, before the deletes, everything is there.
+    assert_eq!(
+        s.range(&RangeRequest {
+            revision: 14,
+            ..all()
+        })
+        .unwrap()
+        .count,
+        10
+    );
+    assert_eq!(
+        s.range(&RangeRequest {
+            revision: 12,
+            ..rr(b"a", b"")
+        })
+        .unwrap()
+        .kvs,
+        vec![kv(b"a", b"a2", 4, 12, 2)]
+    );
+    s.restart();
+    assert_eq!(
+        s.keys(b"", b"\0"),
+        vec![
+            b"\0".to_vec(),
+            b"\0\0".to_vec(),
+            b"ab".to_vec(),
+            b"a\xff".to_vec(),
+            b"b".to_vec()
+        ]
+    );
+}
+
+/// Deterministic pseudo-random numbers (xorshift) so failures reproduce.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// The model: the full key-value map after every revision.
+struct Model {
+    states: Vec<BTreeMap<Vec<u8>, KeyValue>>, // index = revision - 1
+    compacted: i64,
+}
+impl Model {
+    fn rev(&self) -> i64 {
+        self.states.len() as i64
+    }
+    fn current(&self) -> &BTreeMap<Vec<u8>, KeyValue> {
+        self.states.last().unwrap()
+    }
+}
+
+fn model_range(m: &BTreeMap<Vec<u8>, KeyValue>, start: &[u8], end: &[u8]) -> Vec<KeyValue> {
+    m.values()
+        .filter(|kv| {
+            if end.is_empty() {
+                kv.key == start
+            } else if end == b"\0" {
+                kv.key.as_slice() >= start
+            } else {
+                kv.key.as_slice() >= start && kv.key.as_slice() < end
+            }
+        })
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn random_history_matches_model() {
+    let mut rng = Rng(0x2545F4914F6CDD1D);
+    let mut s = Store::new();
+    let mut model = Model {
+        states: vec![BTreeMap::new()],
+        compacted: 0,
+    };
+    let key = |rng: &mut Rng| -> Vec<u8> {
+        let mut k = vec![b'a' + rng.below(4) as u8];
+        for _ in 0..rng.below(3) {
+            k.push([0u8, b'a', b'b', 0xff][rng.below(4) as usize]);
+        }
+        k
+    };
+    for step in 0..1500 {
+        let mut next = model.current().clone();
+        let rev = model.rev() + 1;
+        match rng.below(10) {
+            0..=4 => {
+                let k = key(&mut rng);
+                let v = format!("v{step}").into_bytes();
+                let p = s.put(&k, &v);
+                assert_eq!(p.revision, rev);
+                let (create, version) = next
+                    .get(&k)
+                    .map_or((rev, 1), |kv| (kv.create_revision, kv.version + 1));
+                next.insert(k.clone(), kv(&k, &v, create, rev, version));
+            }
+            5 | 6 => {
+                let (a, b) = (key(&mut rng), key(&mut rng));
+                let end = match rng.below(3) {
+                    0 => Vec::new(),
+                    1 => b"\0".to_vec(),
+                    _ => b,
+                };
+                let victims = model_range(model.current(), &a, &end);
+                let d = s.delete(&a, &end, true);
+                assert_eq!(d.prev_kvs, victims, "step {step}");
+                if victims.is_empty() {
+                    assert_eq!(d.revision, rev - 1);
+                    continue;
+                }
+                assert_eq!(d.revision, rev);
+                for v in &victims {
+                    next.remove(&v.key);
+                }
+            }
+            7 => {
+                // A txn putting a few distinct keys.
+                let mut ks: Vec<Vec<u8>> = (0..1 + rng.below(3)).map(|_| key(&mut rng)).collect();
+                ks.sort();
+                ks.dedup();
+                let ops = ks
+                    .iter()
+                    .map(|k| op_put(k, format!("t{step}").as_bytes()))
+                    .collect();
+                let t = s
+                    .txn(TxnRequest {
+                        compare: vec![],
+                        success: ops,
+                        failure: vec![],
+                    })
+                    .unwrap();
+                assert_eq!(t.revision, rev);
+                for k in &ks {
+                    let (create, version) = next
+                        .get(k)
+                        .map_or((rev, 1), |kv| (kv.create_revision, kv.version + 1));
+                    next.insert(
+                        k.clone(),
+                        kv(k, format!("t{step}").as_bytes(), create, rev, version),
+                    );
+                }
+            }
+            8 => {
+                if rng.below(4) == 0 {
+                    let c = model.compacted
+                        + 1
+                        + rng.below((model.rev() - model.compacted) as u64) as i64;
+                    assert_eq!(s.compact(c).unwrap(), model.rev());
+                    model.compacted = c;
+                } else if rng.below(2) == 0 {
+                    s.restart();
+                }
+                continue;
+            }
+            _ => {
+                // Reads at random revisions.
+                for _ in 0..5 {
+                    let r = 1 + rng.below(model.rev() as u64) as i64;
+                    let (a, b) = (key(&mut rng), key(&mut rng));
+                    let end = if rng.below(2) == 0 { b"\0".to_vec() } else { b };
+                    let req = RangeRequest {
+                        revision: r,
+                        ..rr(&a, &end)
+                    };
+                    if r < model.compacted {
+                        assert!(matches!(s.range(&req), Err(MvccError::Compacted)));
+                        continue;
+                    }
+                    let want = model_range(&model.states[r as usize - 1], &a, &end);
+                    let got = s.range(&req).unwrap();
+                    assert_eq!(got.kvs, want, "step {step} rev {r} [{a:?}, {end:?})");
+                    assert_eq!(got.count, want.len() as i64);
+                    assert_eq!(got.revision, model.rev());
+                }
+                continue;
+            }
+        }
+        model.states.push(next);
+        assert_eq!(s.rev(), model.rev());
+    }
+    // Finally every readable revision, in full.
+    for r in model.compacted.max(1)..=model.rev() {
+        let got = s
+            .range(&RangeRequest {
+                revision: r,
+                ..all()
+            })
+            .unwrap();
+        assert_eq!(
+            got.kvs,
+            model.states[r as usize - 1]
+                .values()
+                .cloned()
+                .collect::<Vec<_>>(),
+            "rev {r}"
+        );
+    }
+}
