@@ -101,6 +101,10 @@ const TAG_COMPACT: usize = 1;
 const TAG_APPLIED: usize = 2;
 const TAG_TERM: usize = 3;
 
+/// The compacted revision of a store that was never compacted (etcd's initial -1: Compact(0) is
+/// accepted once). Stored as its two's-complement u64.
+pub const NEVER_COMPACTED: i64 = -1;
+
 const META_APPLIED: &[u8] = b"mapplied";
 const META_REV: &[u8] = b"mrev";
 const META_COMPACT: &[u8] = b"mcompact";
@@ -378,7 +382,7 @@ impl Mvcc {
         let store = PageStore::open(opts)?;
         let snap = store.reader().snapshot();
         let rev = get_u64s::<2, _>(&snap, META_REV)?.map_or(1, |r| r[0] as i64);
-        let compacted = get_u64s::<1, _>(&snap, META_COMPACT)?.map_or(0, |r| r[0] as i64);
+        let compacted = get_u64s::<1, _>(&snap, META_COMPACT)?.map_or(NEVER_COMPACTED, |r| r[0] as i64);
         let applied = get_u64s::<2, _>(&snap, META_APPLIED)?.map_or((0, 0), |a| (a[0], a[1]));
         drop(snap);
         let mut m = Mvcc { store, rev, compacted, applied };
@@ -617,10 +621,10 @@ impl Writer<'_, '_> {
     }
 
     /// etcd's checkRequestRange: a Range inside a Txn must read a revision that exists before the
-    /// txn (`revision` 0 reads the txn's own revision). etcd's first revision is -1 before any
-    /// compaction, which only matters for negative revisions.
+    /// txn (`revision` 0 reads the txn's own revision). Before any compaction the first readable
+    /// revision is -1 ([`NEVER_COMPACTED`]), which only matters for negative revisions.
     fn check_range(&self, r: &RangeRequest) -> Result<(), MvccError> {
-        let first = if self.compacted == 0 { -1 } else { self.compacted };
+        let first = self.compacted;
         if r.revision == 0 {
             Ok(())
         } else if r.revision > self.rev {

@@ -155,6 +155,8 @@ pub struct Server {
     child: Option<Child>,
     /// Kept alive until the process is gone (fields drop after `Drop::drop`).
     tempdir: Option<tempfile::TempDir>,
+    /// Exit status of the last run that exited before it became ready.
+    early_exit: Option<ExitStatus>,
 }
 
 impl Server {
@@ -186,6 +188,19 @@ impl Server {
         server
     }
 
+    /// [`Server::start_in_tempdir`] with `extra_args` appended to the standard
+    /// flags. Panics (printing the log) if the server does not start.
+    pub fn start_in_tempdir_with_args(kind: Kind, extra_args: &[&str]) -> Server {
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!("{}-test-", kind.label()))
+            .tempdir()
+            .expect("create tempdir");
+        let mut server =
+            Server::try_start(kind, tmp.path(), extra_args).unwrap_or_else(|e| panic!("{e}"));
+        server.tempdir = Some(tmp);
+        server
+    }
+
     /// Starts a server with `extra_args` appended to the standard flags.
     /// Retries with fresh ports when the process exits complaining that an
     /// address is in use; any other failure is returned with the log tail.
@@ -209,6 +224,7 @@ impl Server {
                 extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
                 child: None,
                 tempdir: None,
+                early_exit: None,
             };
             match server.spawn_and_wait() {
                 Ok(()) => return Ok(server),
@@ -340,6 +356,52 @@ impl Server {
         }
     }
 
+    /// Like [`Server::start_again`], but a start that fails is returned (with
+    /// the log tail) instead of panicking. On failure the process is gone:
+    /// [`Server::early_exit`] tells how it exited if it exited by itself
+    /// (`None` if it was killed because it did not become ready in time).
+    pub fn try_start_again(&mut self) -> Result<(), String> {
+        assert!(
+            self.child.is_none(),
+            "try_start_again: {} is still running",
+            self.name
+        );
+        self.early_exit = None;
+        match self.spawn_and_wait() {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.kill_child();
+                Err(format!(
+                    "{} failed to start: {}\n--- {} ---\n{}--- end of log ---",
+                    self.kind.label(),
+                    e.message,
+                    self.log_path.display(),
+                    self.log_tail()
+                ))
+            }
+        }
+    }
+
+    /// Exit status of the last run that exited on its own before it became
+    /// ready (set by a failed start), if any.
+    pub fn early_exit(&self) -> Option<ExitStatus> {
+        self.early_exit
+    }
+
+    /// Current length in bytes of the server's log (all runs appended); pass
+    /// it to [`Server::log_since`] to read what later runs printed.
+    pub fn log_len(&self) -> u64 {
+        std::fs::metadata(&self.log_path).map_or(0, |m| m.len())
+    }
+
+    /// What the server printed to its log after byte `pos` (see
+    /// [`Server::log_len`]), decoded lossily as UTF-8.
+    pub fn log_since(&self, pos: u64) -> String {
+        let bytes = std::fs::read(&self.log_path).unwrap_or_default();
+        let start = (pos as usize).min(bytes.len());
+        String::from_utf8_lossy(&bytes[start..]).into_owned()
+    }
+
     /// SIGTERM and wait (bounded); SIGKILL if it does not exit in time.
     pub fn stop(&mut self) {
         let Some(child) = self.child.as_mut() else {
@@ -426,6 +488,7 @@ impl Server {
             match child.try_wait() {
                 Ok(Some(status)) => {
                     self.child = None;
+                    self.early_exit = Some(status);
                     return Err(StartError {
                         exited: true,
                         message: format!("process exited early with {status}"),

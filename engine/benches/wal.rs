@@ -1,0 +1,284 @@
+//! WAL group-commit benchmark (`cargo bench -p retcd-engine --bench wal`).
+//!
+//! Inside one glommio executor, N writer tasks (N = 1, 16, 256) each submit one Raft entry at a
+//! time (256 bytes of data, like a small put) and wait until it is durable. A single appender task
+//! takes every request pending when it looks (a flume channel) and makes ONE `Wal::append` of
+//! them: one write and one `fdatasync` per batch, the group commit the sequencer does (DESIGN
+//! §2.4). Each writer count runs for a fixed time on a fresh WAL.
+//!
+//! Reported per writer count: records/s, appends (= fdatasyncs) /s, mean batch size, per-record
+//! latency (submit → durable) p50/p99/max. A number means something only against a baseline
+//! measured in the same run on the same disk: perf/engine.sh runs fio's fdatasync rate first and
+//! passes it in `RETCD_FIO_FSYNC_IOPS`, and the table then shows records/s ÷ fio's fdatasyncs/s.
+//!
+//! Environment:
+//! - `RETCD_BENCH_DIR`: parent of the WAL directory (default: cargo's target/tmp, which is on the
+//!   repository's filesystem; never point it at a tmpfs, fdatasync is free there);
+//! - `RETCD_BENCH_SECS`: seconds per writer count (default 3);
+//! - `RETCD_WAL_WRITERS`: comma-separated writer counts (default `1,16,256`);
+//! - `RETCD_FIO_FSYNC_IOPS`: fio's fdatasyncs/s on the same filesystem (optional).
+
+use std::cell::Cell;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use retcd_engine::runtime::{block_on_local, sleep, spawn_local};
+use retcd_engine::wal::{Record, Wal, WalOptions};
+
+/// Bytes of entry data per record (the Entry payload adds 24 bytes of index/term/type).
+const DATA_LEN: usize = 256;
+const WARMUP: Duration = Duration::from_millis(500);
+/// An append slower than this (and not a segment roll) is counted as slow.
+const SLOW: Duration = Duration::from_millis(5);
+
+/// Records that fit one segment: every record is 16 + pad8(24 + DATA_LEN) bytes (DESIGN §2.3),
+/// packed after the 4096-byte header; the bench writes no HardState/Checkpoint to carry over.
+fn records_per_segment(segment_size: u64) -> u64 {
+    let rec = 16 + (24 + DATA_LEN as u64).div_ceil(8) * 8;
+    (segment_size - 4096) / rec
+}
+
+/// One proposal: its data and where to say it is durable.
+struct Req {
+    data: Bytes,
+    done: flume::Sender<()>,
+}
+
+struct Outcome {
+    writers: usize,
+    secs: f64,
+    records: u64,
+    appends: u64,
+    /// Appends that started a new segment (count, total time).
+    rolls: (u64, Duration),
+    /// Other appends slower than `SLOW`.
+    slow: u64,
+    /// Per-record latencies in nanoseconds, sorted.
+    lat: Vec<u64>,
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} does not parse")),
+        Err(_) => default,
+    }
+}
+
+fn bench_dir() -> PathBuf {
+    std::env::var_os("RETCD_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")))
+}
+
+/// Runs `writers` writer tasks and one appender against a fresh WAL in `dir` for `run_for`.
+async fn run(dir: &Path, writers: usize, run_for: Duration) -> Outcome {
+    let opts = WalOptions::new(dir);
+    let per_segment = records_per_segment(opts.segment_size);
+    let (mut wal, recovered) = Wal::open(opts).await.expect("open WAL");
+    assert!(recovered.records.is_empty(), "the WAL dir must start empty");
+
+    let (req_tx, req_rx) = flume::unbounded::<Req>();
+    let (lat_tx, lat_rx) = flume::unbounded::<Vec<u64>>();
+    let stop = Rc::new(Cell::new(false));
+    for w in 0..writers {
+        let req_tx = req_tx.clone();
+        let lat_tx = lat_tx.clone();
+        let stop = stop.clone();
+        spawn_local(async move {
+            let data: Bytes = (0..DATA_LEN)
+                .map(|i| (w.wrapping_mul(131) + i) as u8)
+                .collect::<Vec<u8>>()
+                .into();
+            let mut lat = Vec::with_capacity(1 << 14);
+            while !stop.get() {
+                let (done, durable) = flume::bounded(1);
+                let t0 = Instant::now();
+                req_tx
+                    .send(Req {
+                        data: data.clone(),
+                        done,
+                    })
+                    .expect("appender alive");
+                durable.recv_async().await.expect("appender answers");
+                lat.push(t0.elapsed().as_nanos() as u64);
+            }
+            lat_tx.send(lat).expect("collector alive");
+        });
+    }
+    drop(req_tx);
+    drop(lat_tx);
+    {
+        let stop = stop.clone();
+        spawn_local(async move {
+            sleep(run_for).await;
+            stop.set(true);
+        });
+    }
+
+    // The appender: everything pending → one append (one fdatasync) → acknowledge all.
+    let start = Instant::now();
+    let (mut records, mut appends, mut slow) = (0u64, 0u64, 0u64);
+    let mut rolls = (0u64, Duration::ZERO);
+    let mut next_index = 1u64;
+    let mut batch: Vec<Req> = Vec::new();
+    let mut recs: Vec<Record> = Vec::new();
+    while let Ok(first) = req_rx.recv_async().await {
+        batch.push(first);
+        batch.extend(req_rx.try_iter());
+        recs.clear();
+        for r in &batch {
+            recs.push(Record::Entry {
+                index: next_index,
+                term: 1,
+                entry_type: 0,
+                data: r.data.clone(),
+            });
+            next_index += 1;
+        }
+        let t0 = Instant::now();
+        wal.append(&recs).await.expect("WAL append");
+        let took = t0.elapsed();
+        appends += 1;
+        // The first record of segment k (k ≥ 1) is record number k × per_segment (0-based).
+        let rolled = (records + batch.len() as u64 - 1) / per_segment != records / per_segment;
+        records += batch.len() as u64;
+        if rolled {
+            rolls.0 += 1;
+            rolls.1 += took;
+        } else if took > SLOW {
+            slow += 1;
+        }
+        for r in batch.drain(..) {
+            let _ = r.done.send(());
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    wal.close().await.expect("close WAL");
+
+    let mut lat = Vec::with_capacity(records as usize);
+    while let Ok(l) = lat_rx.recv_async().await {
+        lat.extend(l);
+    }
+    assert_eq!(lat.len() as u64, records, "every record was acknowledged");
+    lat.sort_unstable();
+    let segments = std::fs::read_dir(dir)
+        .expect("list WAL dir")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".wal"))
+        })
+        .count();
+    assert_eq!(
+        segments as u64,
+        1 + rolls.0,
+        "segment rolls predicted from the record size"
+    );
+    Outcome {
+        writers,
+        secs,
+        records,
+        appends,
+        rolls,
+        slow,
+        lat,
+    }
+}
+
+fn pct(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i] as f64 / 1e3
+}
+
+fn main() {
+    let secs: f64 = env_or("RETCD_BENCH_SECS", 3.0);
+    let writers: Vec<usize> = std::env::var("RETCD_WAL_WRITERS")
+        .unwrap_or_else(|_| "1,16,256".to_owned())
+        .split(',')
+        .map(|s| {
+            s.trim()
+                .parse()
+                .expect("RETCD_WAL_WRITERS: comma-separated counts")
+        })
+        .collect();
+    let fio: Option<f64> = std::env::var("RETCD_FIO_FSYNC_IOPS")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|v: &f64| *v > 0.0);
+    let base = bench_dir();
+    std::fs::create_dir_all(&base).expect("create bench dir");
+    let tmp = tempfile::Builder::new()
+        .prefix("retcd-bench-wal-")
+        .tempdir_in(&base)
+        .expect("temp dir");
+    println!(
+        "## WAL group commit: {} B entry data per record, {secs} s per writer count, dir {}",
+        DATA_LEN,
+        tmp.path().display()
+    );
+
+    let outcomes = block_on_local(async {
+        // Warm-up on its own WAL: first segment creation, buffer allocation, page faults.
+        let warm = tmp.path().join("warmup");
+        run(&warm, 16, WARMUP).await;
+        std::fs::remove_dir_all(&warm).expect("remove warm-up WAL");
+        let mut out = Vec::new();
+        for &n in &writers {
+            let dir = tmp.path().join(format!("w{n}"));
+            let o = run(&dir, n, Duration::from_secs_f64(secs)).await;
+            std::fs::remove_dir_all(&dir).expect("remove WAL");
+            out.push(o);
+        }
+        out
+    });
+
+    println!();
+    print!(
+        "| writers | records/s | appends (fdatasyncs)/s | mean batch | p50 µs | p99 µs | max µs | segment rolls: count, mean ms | other appends > {} ms |",
+        SLOW.as_millis()
+    );
+    if fio.is_some() {
+        print!(" records/s ÷ fio fdatasync/s |");
+    }
+    println!();
+    print!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    if fio.is_some() {
+        print!("---:|");
+    }
+    println!();
+    for o in &outcomes {
+        let rps = o.records as f64 / o.secs;
+        let roll_ms = if o.rolls.0 > 0 {
+            format!("{:.1}", o.rolls.1.as_secs_f64() * 1e3 / o.rolls.0 as f64)
+        } else {
+            "-".to_owned()
+        };
+        print!(
+            "| {} | {:.0} | {:.0} | {:.1} | {:.0} | {:.0} | {:.0} | {}, {} | {} |",
+            o.writers,
+            rps,
+            o.appends as f64 / o.secs,
+            o.records as f64 / o.appends.max(1) as f64,
+            pct(&o.lat, 0.50),
+            pct(&o.lat, 0.99),
+            pct(&o.lat, 1.0),
+            o.rolls.0,
+            roll_ms,
+            o.slow,
+        );
+        if let Some(f) = fio {
+            print!(" {:.2} |", rps / f);
+        }
+        println!();
+    }
+    if let Some(f) = fio {
+        println!("\nfio baseline (RETCD_FIO_FSYNC_IOPS): {f:.0} fdatasyncs/s");
+    }
+}
