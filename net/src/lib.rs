@@ -11,6 +11,8 @@ pub mod cluster;
 #[cfg(feature = "server")]
 pub mod context;
 #[cfg(feature = "server")]
+pub mod grpc_limit;
+#[cfg(feature = "server")]
 pub mod kv;
 #[cfg(feature = "server")]
 pub mod maintenance;

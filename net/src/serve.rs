@@ -19,10 +19,12 @@
 //! Only HTTP/2 with prior knowledge (what gRPC clients speak) is served; an HTTP/1 request fails
 //! its connection.
 //!
-//! Message size: tonic enforces the maximum size of a received gRPC message per service, so
-//! callers must build every generated server with
-//! `.max_decoding_message_size(opts.max_recv_bytes)` (etcd: `--max-request-bytes` + 512 KiB,
-//! the gRPC overhead allowance); [`ServeOptions::max_recv_bytes`] is carried here for them.
+//! Message size ([`ServeOptions::max_recv_bytes`]; etcd: `--max-request-bytes` + 512 KiB, the
+//! gRPC overhead allowance): every request goes through [`GrpcLimit`], which refuses a first
+//! message over the limit from its length prefix, with grpc-go's status and message, before the
+//! routes are called (see [`crate::grpc_limit`]). Later messages of a client stream are checked
+//! only by tonic, so callers must still build every generated server with
+//! `.max_decoding_message_size(opts.max_recv_bytes)`.
 
 use std::future::Future;
 use std::io::{self, IoSlice};
@@ -38,10 +40,11 @@ use futures_lite::io::{AsyncRead, AsyncWrite};
 use glommio::net::{TcpListener, TcpStream};
 use hyper::rt::ReadBufCursor;
 use hyper::server::conn::http2;
-use hyper_util::service::TowerToHyperService;
 use retcd_engine::runtime;
 use socket2::{Domain, Protocol, Socket, Type};
 use tonic::service::Routes;
+
+use crate::grpc_limit::GrpcLimit;
 
 /// Streams one client connection may have open at once (etcd's default is unlimited; clients
 /// multiplex watches and concurrent requests over few connections).
@@ -69,8 +72,10 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 pub struct ServeOptions {
     /// The client URL addresses; every core binds each of them with `SO_REUSEPORT`.
     pub addrs: Vec<SocketAddr>,
-    /// The largest gRPC message a service accepts, in bytes. Not enforced here: callers pass it to
-    /// every generated server's `.max_decoding_message_size` (see the module documentation).
+    /// The largest gRPC message a service accepts, in bytes. The first message of every request
+    /// is checked here ([`GrpcLimit`]); callers also pass it to every generated server's
+    /// `.max_decoding_message_size`, which checks the later messages of client streams (see the
+    /// module documentation).
     pub max_recv_bytes: usize,
 }
 
@@ -122,13 +127,14 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let listeners = bind_all(&opts.addrs)?;
-    serve_listeners(listeners, routes, shutdown).await;
+    serve_listeners(listeners, routes, opts.max_recv_bytes, shutdown).await;
     Ok(())
 }
 
 /// Serves `routes` on already bound listeners until `shutdown` completes: each listener accepts
 /// in its own task, each connection is served by its own task (an error on one connection is
-/// logged and ends only that one).
+/// logged and ends only that one). A request whose first message is longer than
+/// `max_recv_bytes` is refused from its length prefix ([`GrpcLimit`]).
 ///
 /// On shutdown the listeners close, every connection is told to finish (HTTP/2 GOAWAY: the
 /// streams in progress complete, new ones are refused), and this returns once all connections
@@ -137,9 +143,10 @@ pub async fn serve(
 pub async fn serve_listeners(
     listeners: Vec<TcpListener>,
     routes: Routes,
+    max_recv_bytes: usize,
     shutdown: impl Future<Output = ()>,
 ) {
-    let routes = routes.prepare();
+    let service = GrpcLimit::new(routes.prepare(), max_recv_bytes);
     let builder = Rc::new(http2_builder());
     // Dropping `stop_tx` tells every accept loop and connection to stop.
     let (stop_tx, stop_rx) = flume::bounded::<()>(1);
@@ -149,7 +156,7 @@ pub async fn serve_listeners(
     for listener in listeners {
         runtime::spawn_local(accept_loop(
             listener,
-            routes.clone(),
+            service.clone(),
             Rc::clone(&builder),
             stop_rx.clone(),
             live_tx.clone(),
@@ -189,7 +196,7 @@ fn http2_builder() -> http2::Builder<LocalExec> {
 /// Accepts connections on `listener` until `stop` disconnects, serving each in its own task.
 async fn accept_loop(
     listener: TcpListener,
-    routes: Routes,
+    service: GrpcLimit,
     builder: Rc<http2::Builder<LocalExec>>,
     stop: flume::Receiver<()>,
     live: flume::Sender<()>,
@@ -218,7 +225,7 @@ async fn accept_loop(
         }
         runtime::spawn_local(serve_connection(
             stream,
-            routes.clone(),
+            service.clone(),
             Rc::clone(&builder),
             stop.clone(),
             live.clone(),
@@ -238,13 +245,13 @@ fn is_resource_error(e: &io::Error) -> bool {
 /// gracefully). `_live` is dropped when the connection ends.
 async fn serve_connection(
     stream: TcpStream,
-    routes: Routes,
+    service: GrpcLimit,
     builder: Rc<http2::Builder<LocalExec>>,
     stop: flume::Receiver<()>,
     _live: flume::Sender<()>,
 ) {
     let peer = stream.peer_addr().ok();
-    let conn = builder.serve_connection(HyperIo::new(stream), TowerToHyperService::new(routes));
+    let conn = builder.serve_connection(HyperIo::new(stream), service);
     let mut conn = pin!(conn);
     let finished = futures_lite::future::or(async { Some(conn.as_mut().await) }, async {
         let _ = stop.recv_async().await;

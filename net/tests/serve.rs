@@ -167,7 +167,13 @@ async fn grpc_on_two_reuseport_cores() {
             let stop = async move {
                 let _ = stop_rx.recv_async().await;
             };
-            serve_listeners(vec![listener], routes(core, MAX_RECV_BYTES), stop).await;
+            serve_listeners(
+                vec![listener],
+                routes(core, MAX_RECV_BYTES),
+                MAX_RECV_BYTES,
+                stop,
+            )
+            .await;
         }
     })
     .expect("start cores");
@@ -233,7 +239,8 @@ async fn grpc_on_two_reuseport_cores() {
     })
     .await;
 
-    // A message just under the limit passes; one over it is refused by tonic.
+    // A message just under the limit passes; one over it is refused from its length prefix, as
+    // grpc-go refuses it (`oversized_message_refused_like_grpc_go` checks the details).
     let under = vec![7u8; MAX_RECV_BYTES - 16];
     let reply = within("large call", call(&channel, ECHO, under.clone()))
         .await
@@ -244,7 +251,7 @@ async fn grpc_on_two_reuseport_cores() {
         call(&channel, ECHO, vec![7u8; MAX_RECV_BYTES + 1]),
     )
     .await;
-    assert_eq!(over.unwrap_err().code(), Code::OutOfRange);
+    assert_eq!(over.unwrap_err().code(), Code::ResourceExhausted);
 
     // An unknown method is unimplemented; the connection stays usable.
     let unknown = within(
@@ -288,6 +295,136 @@ async fn grpc_on_two_reuseport_cores() {
         .await;
     assert!(refused.is_err());
     drop(channels);
+}
+
+/// An echo request whose encoded message is `len` bytes long.
+fn echo_of_len(len: usize) -> Vec<u8> {
+    use prost::Message;
+    let encoded = |n: usize| {
+        EchoMsg {
+            payload: vec![0; n],
+            core: u32::MAX,
+        }
+        .encoded_len()
+    };
+    let mut n = len.saturating_sub(encoded(0));
+    while encoded(n) > len {
+        n -= 1;
+    }
+    assert_eq!(encoded(n), len, "an echo message of {len} bytes");
+    vec![7; n]
+}
+
+#[tokio::test]
+async fn oversized_message_refused_like_grpc_go() {
+    let (addr_tx, addr_rx) = flume::unbounded::<SocketAddr>();
+    let (stop_tx, stop_rx) = flume::bounded::<()>(1);
+    let cores = runtime::start_cores(1, DEFAULT_IO_MEMORY, true, move |_| {
+        let (addr_tx, stop_rx) = (addr_tx.clone(), stop_rx.clone());
+        async move {
+            let listener = bind_reuseport("127.0.0.1:0".parse().unwrap()).unwrap();
+            addr_tx.send(listener.local_addr().unwrap()).unwrap();
+            let stop = async move {
+                let _ = stop_rx.recv_async().await;
+            };
+            // tonic's own limit is higher, so that only the length-prefix check can refuse.
+            serve_listeners(
+                vec![listener],
+                routes(0, 2 * MAX_RECV_BYTES),
+                MAX_RECV_BYTES,
+                stop,
+            )
+            .await;
+        }
+    })
+    .expect("start cores");
+    let addr = within("core ready", addr_rx.recv_async()).await.unwrap();
+    let channel = within("connect", connect(addr)).await;
+
+    // 10 bytes over the limit: grpc-go's status and message, from the length prefix.
+    let over = within(
+        "oversized call",
+        call(&channel, ECHO, echo_of_len(MAX_RECV_BYTES + 10)),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        (over.code(), over.message()),
+        (
+            Code::ResourceExhausted,
+            format!(
+                "grpc: received message larger than max ({} vs. {MAX_RECV_BYTES})",
+                MAX_RECV_BYTES + 10
+            )
+            .as_str()
+        )
+    );
+    // One byte over is refused too; a message of exactly the limit passes.
+    let over = within(
+        "call 1 byte over",
+        call(&channel, ECHO, echo_of_len(MAX_RECV_BYTES + 1)),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(over.code(), Code::ResourceExhausted);
+    let at = echo_of_len(MAX_RECV_BYTES);
+    let reply = within("call at the limit", call(&channel, ECHO, at.clone()))
+        .await
+        .unwrap();
+    assert_eq!(reply.payload, at);
+
+    // The connection stays usable, also after more refused bytes than its flow-control window
+    // (the unread request bodies must not keep their share of the window).
+    let refusals = 2 * retcd_net::serve::INITIAL_CONNECTION_WINDOW as usize / MAX_RECV_BYTES;
+    for _ in 0..refusals {
+        let over = within(
+            "repeated oversized call",
+            call(&channel, ECHO, echo_of_len(MAX_RECV_BYTES + 10)),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(over.code(), Code::ResourceExhausted);
+    }
+    // Concurrent refusals and calls on the same connection.
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..64 {
+        let channel = channel.clone();
+        tasks.spawn(async move {
+            if i % 2 == 0 {
+                let err = call(&channel, ECHO, echo_of_len(MAX_RECV_BYTES + 10))
+                    .await
+                    .unwrap_err();
+                assert_eq!(err.code(), Code::ResourceExhausted);
+            } else {
+                let payload = vec![i as u8; 1000 * i];
+                let reply = call(&channel, ECHO, payload.clone()).await.unwrap();
+                assert_eq!(reply.payload, payload);
+            }
+        });
+    }
+    within("concurrent calls", async {
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap();
+        }
+    })
+    .await;
+    let reply = within(
+        "call after refusals",
+        call(&channel, ECHO, b"after".to_vec()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.payload, b"after");
+
+    drop(channel);
+    drop(stop_tx);
+    within(
+        "core stops",
+        tokio::task::spawn_blocking(move || cores.join()),
+    )
+    .await
+    .unwrap()
+    .expect("core ran without panics");
 }
 
 #[test]
