@@ -1,8 +1,12 @@
 //! `retcd`: the server binary. It only wires the parts together from the configuration: storage
 //! (engine/), the sequencer (raft/) on core 0, and the gRPC services (net/) on every core.
 
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
 use retcd_engine::btree::StoreOptions;
 use retcd_engine::mvcc::Mvcc;
@@ -137,9 +141,12 @@ fn run(mut cfg: Config) -> Result<(), String> {
                             let _ = go_tx.try_send(());
                         }
                     };
-                    if let Err(e) = seq.run(started).await {
-                        let _ = fail.send(format!("sequencer: {e}"));
-                    }
+                    let msg = match CatchPanic(Box::pin(seq.run(started))).await {
+                        Ok(Ok(())) => return,
+                        Ok(Err(e)) => format!("sequencer: {e}"),
+                        Err(panic) => format!("sequencer panicked: {panic}"),
+                    };
+                    let _ = fail.send(msg);
                 });
             }
             if go_rx.recv_async().await.is_err() {
@@ -167,6 +174,30 @@ fn run(mut cfg: Config) -> Result<(), String> {
         Err(_) => {
             started.join().map_err(|e| e.to_string())?;
             Ok(())
+        }
+    }
+}
+
+/// Resolves to `Err(panic message)` instead of unwinding when the wrapped future panics while it
+/// is polled. A panic in the sequencer would otherwise end core 0's thread silently: the other
+/// cores keep the failure channel open, so the process neither serves nor exits.
+struct CatchPanic<F>(Pin<Box<F>>);
+
+impl<F: Future> Future for CatchPanic<F> {
+    type Output = Result<F::Output, String>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let fut = self.get_mut().0.as_mut();
+        match std::panic::catch_unwind(AssertUnwindSafe(move || fut.poll(cx))) {
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(payload) => Poll::Ready(Err(if let Some(s) = payload.downcast_ref::<&str>() {
+                (*s).to_owned()
+            } else if let Some(s) = payload.downcast_ref::<String>() {
+                s.clone()
+            } else {
+                "(non-string panic payload)".to_owned()
+            })),
         }
     }
 }

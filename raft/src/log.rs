@@ -33,8 +33,12 @@ pub fn recover(records: &[Record]) -> RecoveredLog {
                         log.entries.truncate((*index - first) as usize);
                     }
                 }
-                if let Some(last) = log.entries.last() {
-                    assert_eq!(last.index + 1, *index, "WAL entries must be contiguous");
+                if log.entries.last().is_some_and(|last| last.index + 1 != *index) {
+                    // A gap: the WAL went on after the page store's applied index, which was ahead
+                    // of the WAL's last entry (a damaged last entry that a checkpoint already held
+                    // was cut as a torn tail, DESIGN.md §2.5). The entries before the gap can never
+                    // be needed again; `storage` checks that the page store covers the gap.
+                    log.entries.clear();
                 }
                 let mut e = Entry { index: *index, term: *term, data: data.to_vec(), ..Default::default() };
                 e.set_entry_type(entry_type_of(*entry_type));
@@ -54,11 +58,6 @@ pub fn recover(records: &[Record]) -> RecoveredLog {
     }
     let cp = log.checkpoint.0;
     log.entries.retain(|e| e.index > cp);
-    if let Some(first) = log.entries.first() {
-        // Entries must continue right after the checkpoint (the WAL keeps every segment that holds
-        // an entry newer than the checkpoint).
-        assert!(first.index <= cp + 1, "WAL gap: checkpoint {cp}, first entry {}", first.index);
-    }
     log
 }
 
@@ -106,6 +105,19 @@ pub fn storage(log: &RecoveredLog, conf: ConfState, applied: (u64, u64)) -> raft
             w.apply_snapshot(snap)?;
         }
         let newer: Vec<Entry> = log.entries.iter().filter(|e| e.index > base.0).cloned().collect();
+        if let Some(first) = newer.first() {
+            // Entries must continue right after the state the page store holds (the WAL keeps
+            // every segment that holds an entry newer than the checkpoint).
+            if first.index > base.0 + 1 {
+                return Err(raft::Error::Store(raft::StorageError::Other(
+                    format!(
+                        "WAL gap: the page store holds entries up to {}, the WAL's first later entry is {}",
+                        base.0, first.index
+                    )
+                    .into(),
+                )));
+            }
+        }
         if !newer.is_empty() {
             w.append(&newer)?;
         }
@@ -146,5 +158,21 @@ mod tests {
         use raft::Storage;
         assert_eq!(s.first_index().unwrap(), 3);
         assert_eq!(s.last_index().unwrap(), 4);
+    }
+
+    #[test]
+    fn gap_covered_by_the_page_store() {
+        // Entry 3 was cut from the WAL after the page store had applied it; the log went on at 4.
+        let recs = vec![ent(1, 1), ent(2, 1), ent(4, 2), ent(5, 2)];
+        let log = recover(&recs);
+        assert_eq!(log.entries.iter().map(|e| e.index).collect::<Vec<_>>(), vec![4, 5]);
+        let conf = ConfState::from((vec![1], vec![]));
+        let s = storage(&log, conf.clone(), (3, 1)).unwrap();
+        use raft::Storage;
+        assert_eq!(s.first_index().unwrap(), 4);
+        assert_eq!(s.last_index().unwrap(), 5);
+        // Not covered: entries 2 and 3 are lost, which must not go unnoticed.
+        let err = storage(&log, conf, (1, 1)).err().expect("a gap the page store does not cover");
+        assert!(err.to_string().contains("WAL gap"), "{err}");
     }
 }
