@@ -30,6 +30,9 @@ use retcd_engine::wal::{Record, Wal, WalOptions};
 /// Bytes of entry data per record (the Entry payload adds 24 bytes of index/term/type).
 const DATA_LEN: usize = 256;
 const WARMUP: Duration = Duration::from_millis(500);
+/// Pause between opening a fresh WAL (which zero-fills a 64 MiB segment and fdatasyncs it) and
+/// the measurement, so that the device (or a VM host) is not still busy with those writes.
+const SETTLE: Duration = Duration::from_secs(1);
 /// An append slower than this (and not a segment roll) is counted as slow.
 const SLOW: Duration = Duration::from_millis(5);
 
@@ -69,6 +72,16 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     }
 }
 
+/// Commits the filesystem holding `path` (`syncfs`): the journal, and with it the discards of
+/// deleted WAL segments (ext4 mounted with `discard`), are done before the next measurement
+/// instead of during it.
+fn sync_fs(path: &Path) {
+    let f = std::fs::File::open(path).expect("open for syncfs");
+    // SAFETY: `syncfs` only reads the descriptor, which `f` keeps open for the call.
+    let rc = unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&f)) };
+    assert_eq!(rc, 0, "syncfs: {}", std::io::Error::last_os_error());
+}
+
 fn bench_dir() -> PathBuf {
     std::env::var_os("RETCD_BENCH_DIR")
         .map(PathBuf::from)
@@ -81,6 +94,8 @@ async fn run(dir: &Path, writers: usize, run_for: Duration) -> Outcome {
     let per_segment = records_per_segment(opts.segment_size);
     let (mut wal, recovered) = Wal::open(opts).await.expect("open WAL");
     assert!(recovered.records.is_empty(), "the WAL dir must start empty");
+    sync_fs(dir);
+    sleep(SETTLE).await;
 
     let (req_tx, req_rx) = flume::unbounded::<Req>();
     let (lat_tx, lat_rx) = flume::unbounded::<Vec<u64>>();
@@ -229,11 +244,13 @@ fn main() {
         let warm = tmp.path().join("warmup");
         run(&warm, 16, WARMUP).await;
         std::fs::remove_dir_all(&warm).expect("remove warm-up WAL");
+        sync_fs(tmp.path());
         let mut out = Vec::new();
         for &n in &writers {
             let dir = tmp.path().join(format!("w{n}"));
             let o = run(&dir, n, Duration::from_secs_f64(secs)).await;
             std::fs::remove_dir_all(&dir).expect("remove WAL");
+            sync_fs(tmp.path());
             out.push(o);
         }
         out

@@ -8,7 +8,7 @@
 //!   [`Snapshot`] is at version ≥ `t` (§3.4);
 //! - readers ([`Reader`], cloned to every core) only see published roots and verify every page read.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -286,9 +286,40 @@ pub struct PageStore {
     root: u64,
     freelist_pages: Vec<u64>,
     free: BTreeSet<u64>,
+    /// Pages freed by a txn that a durable tree may still reach: reusable once a durable commit
+    /// covers the freeing txn and readers moved past it.
     pending: VecDeque<(u64, Vec<u64>)>,
+    /// Pages allocated since the last durable commit began: no durable tree (neither the last
+    /// one nor the one being written) can reach them.
+    fresh: HashSet<u64>,
+    /// Fresh pages freed again: reusable as soon as readers moved past the freeing txn, without
+    /// waiting for a durable commit (this keeps the file from growing between checkpoints).
+    pending_fresh: VecDeque<(u64, Vec<u64>)>,
+    /// A durable commit was begun and not yet finished.
+    syncing: bool,
     published: VecDeque<Arc<Published>>,
     buf: Vec<u8>,
+}
+
+/// The I/O of a durable commit (§3.3 steps 2–4), to run off the writer's core: fdatasync, write
+/// the meta page, fdatasync. The writer goes on with soft commits meanwhile; they never touch a
+/// page the new meta can reach.
+pub struct SyncJob {
+    file: File,
+    path: PathBuf,
+    meta: Vec<u8>,
+    meta_offset: u64,
+    txn: u64,
+}
+
+impl SyncJob {
+    /// Blocking: performs the durable part of the commit.
+    pub fn run(&self) -> Result<(), StoreError> {
+        let err = io_err(&self.path);
+        self.file.sync_data().map_err(&err)?;
+        self.file.write_all_at(&self.meta, self.meta_offset).map_err(&err)?;
+        self.file.sync_data().map_err(&err)
+    }
 }
 
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> StoreError + '_ {
@@ -366,6 +397,9 @@ impl PageStore {
             freelist_pages,
             free,
             pending: VecDeque::new(),
+            fresh: HashSet::new(),
+            pending_fresh: VecDeque::new(),
+            syncing: false,
             published: VecDeque::from([published]),
             buf: Vec::with_capacity(PAGE_SIZE),
         })
@@ -382,7 +416,8 @@ impl PageStore {
         self.high_water
     }
     pub fn free_pages(&self) -> usize {
-        self.free.len() + self.pending.iter().map(|(_, p)| p.len()).sum::<usize>()
+        self.free.len()
+            + self.pending.iter().chain(&self.pending_fresh).map(|(_, p)| p.len()).sum::<usize>()
     }
 
     /// The tag of the latest commit.
@@ -409,6 +444,12 @@ impl PageStore {
     }
 
     fn alloc(&mut self, n: u64) -> Result<u64, StoreError> {
+        let id = self.alloc_run(n)?;
+        self.fresh.extend(id..id + n);
+        Ok(id)
+    }
+
+    fn alloc_run(&mut self, n: u64) -> Result<u64, StoreError> {
         if n == 1 {
             if let Some(id) = self.free.pop_first() {
                 return Ok(id);
@@ -423,6 +464,17 @@ impl PageStore {
         self.high_water += n;
         self.ensure_len(self.high_water)?;
         Ok(id)
+    }
+
+    /// Records the pages txn `t` freed, split by which rule makes them reusable (§3.4).
+    fn release(&mut self, t: u64, pages: Vec<u64>) {
+        let (fresh, old): (Vec<u64>, Vec<u64>) = pages.into_iter().partition(|p| self.fresh.remove(p));
+        if !fresh.is_empty() {
+            self.pending_fresh.push_back((t, fresh));
+        }
+        if !old.is_empty() {
+            self.pending.push_back((t, old));
+        }
     }
 
     fn free_run(&self, n: u64) -> Option<u64> {
@@ -457,18 +509,38 @@ impl PageStore {
             let (_, pages) = self.pending.pop_front().expect("front exists");
             self.free.extend(pages);
         }
+        while let Some((t, _)) = self.pending_fresh.front() {
+            if *t > oldest_reader {
+                break;
+            }
+            let (_, pages) = self.pending_fresh.pop_front().expect("front exists");
+            self.free.extend(pages);
+        }
     }
 
-    /// Durable commit (§3.3): persist the free list, fdatasync, write the meta page, fdatasync.
+    /// Durable commit (§3.3) in one call: [`PageStore::begin_sync`], [`SyncJob::run`],
+    /// [`PageStore::finish_sync`].
     pub fn sync(&mut self) -> Result<(), StoreError> {
+        let job = self.begin_sync()?;
+        job.run()?;
+        self.finish_sync(job);
+        Ok(())
+    }
+
+    /// Starts a durable commit of the latest soft commit: writes the free list (step 1) and
+    /// returns the rest as a job that may run on another thread. One at a time.
+    pub fn begin_sync(&mut self) -> Result<SyncJob, StoreError> {
+        assert!(!self.syncing, "one durable commit at a time");
         let t = self.txn + 1;
         let mut ids: Vec<u64> = self.free.iter().copied().collect();
-        for (_, p) in &self.pending {
+        for (_, p) in self.pending.iter().chain(&self.pending_fresh) {
             ids.extend_from_slice(p);
         }
         ids.extend_from_slice(&self.freelist_pages);
         ids.sort_unstable();
+        debug_assert!(ids.windows(2).all(|w| w[0] < w[1]), "a page is free twice");
         let n = ids.len().div_ceil(FREELIST_PER_PAGE) as u64;
+        // Free-list pages come from the high-water mark, so no page in `ids` is used for them.
         let first = self.high_water;
         self.high_water += n;
         self.ensure_len(self.high_water)?;
@@ -480,18 +552,23 @@ impl PageStore {
             self.write_page(id, &buf)?;
             self.buf = buf;
         }
-        let path = self.shared.path.clone();
-        let err = io_err(&path);
-        self.file.sync_data().map_err(&err)?;
         let meta = Meta { txn: t, root: self.root, freelist: if n > 0 { first } else { 0 }, high_water: self.high_water };
-        self.file.write_all_at(&meta.encode(), (t % 2) * PAGE_SIZE as u64).map_err(&err)?;
-        self.file.sync_data().map_err(&err)?;
         let old = std::mem::replace(&mut self.freelist_pages, (first..first + n).collect());
         self.txn = t;
-        self.durable_txn = t;
+        // Everything allocated so far may be reachable from the tree this commit makes durable.
+        self.fresh.clear();
         self.pending.push_back((t, old));
+        self.syncing = true;
+        let file = self.file.try_clone().map_err(io_err(&self.shared.path))?;
+        Ok(SyncJob { file, path: self.shared.path.clone(), meta: meta.encode(), meta_offset: (t % 2) * PAGE_SIZE as u64, txn: t })
+    }
+
+    /// Completes a durable commit whose [`SyncJob::run`] succeeded.
+    pub fn finish_sync(&mut self, job: SyncJob) {
+        assert!(self.syncing && job.txn > self.durable_txn);
+        self.syncing = false;
+        self.durable_txn = job.txn;
         self.reclaim();
-        Ok(())
     }
 }
 
@@ -636,7 +713,8 @@ impl<'s> WriteTxn<'s> {
         store.txn += 1;
         store.root = root;
         if !self.freed.is_empty() {
-            store.pending.push_back((store.txn, std::mem::take(&mut self.freed)));
+            let t = store.txn;
+            store.release(t, std::mem::take(&mut self.freed));
         }
         let p = Arc::new(Published { txn: store.txn, tag, root, high_water: store.high_water, map: store.map.clone() });
         store.shared.current.store(p.clone());

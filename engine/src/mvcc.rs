@@ -422,6 +422,16 @@ impl Mvcc {
         Ok(self.store.sync()?)
     }
 
+    /// Starts a durable checkpoint of the state up to [`Mvcc::applied`] (returned with the job);
+    /// run the job off the core, then call [`Mvcc::finish_checkpoint`]. Applies may go on meanwhile.
+    pub fn begin_checkpoint(&mut self) -> Result<(btree::SyncJob, (u64, u64)), MvccError> {
+        Ok((self.store.begin_sync()?, self.applied))
+    }
+
+    pub fn finish_checkpoint(&mut self, job: btree::SyncJob) {
+        self.store.finish_sync(job);
+    }
+
     /// Applies a batch of committed entries in one page-store transaction and publishes the result.
     /// Entries at or below the applied index are skipped (replay after restart). Returns one result
     /// per entry with a request.

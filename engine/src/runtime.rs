@@ -388,6 +388,20 @@ pub fn spawn_local<F: Future + 'static>(f: F) {
     .detach();
 }
 
+/// Runs blocking `f` on the current executor's blocking thread pool (file syncs that must not
+/// stall the core) and waits for its result.
+///
+/// # Panics
+///
+/// Outside an executor started by this module.
+pub async fn spawn_blocking<F, R>(f: F) -> R
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    glommio::executor().spawn_blocking(f).await
+}
+
 /// Waits for `d` on the current core's timer.
 ///
 /// # Panics

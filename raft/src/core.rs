@@ -89,6 +89,12 @@ impl NodeStatus {
     }
 }
 
+/// A page-store checkpoint in progress: the blocking job and the applied (index, term) it covers.
+pub struct Checkpoint {
+    pub job: retcd_engine::btree::SyncJob,
+    pub applied: (u64, u64),
+}
+
 /// One round's work for the caller: make `records` durable, then call [`Core::persisted`].
 pub struct Step {
     ready: raft::Ready,
@@ -299,13 +305,19 @@ impl Core {
         self.since_checkpoint
     }
 
-    /// Makes the page store durable up to the applied index and returns the WAL record that lets
-    /// the log be trimmed there. The caller appends it, then calls [`Core::trim_log`].
-    pub fn checkpoint(&mut self) -> Result<Record, CoreError> {
-        self.mvcc.sync()?;
+    /// Starts a checkpoint: the page store's durable commit of everything applied so far. Run the
+    /// job off the core; once it succeeded, [`Core::finish_checkpoint`] and append the returned
+    /// record to the WAL, then [`Core::trim_log`].
+    pub fn begin_checkpoint(&mut self) -> Result<Checkpoint, CoreError> {
+        let (job, applied) = self.mvcc.begin_checkpoint()?;
         self.since_checkpoint = 0;
-        let (index, term) = self.mvcc.applied();
-        Ok(Record::Checkpoint { index, term })
+        Ok(Checkpoint { job, applied })
+    }
+
+    /// The checkpoint's job ran: returns the WAL record that lets the log be trimmed up to it.
+    pub fn finish_checkpoint(&mut self, cp: Checkpoint) -> Record {
+        self.mvcc.finish_checkpoint(cp.job);
+        Record::Checkpoint { index: cp.applied.0, term: cp.applied.1 }
     }
 
     /// Drops in-memory log entries up to `index` (they are in the page store).

@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 use retcd_engine::mvcc::{Mvcc, WriteResult};
 use retcd_engine::request::Request;
 use retcd_engine::runtime;
-use retcd_engine::wal::{Wal, WalError, WalOptions};
+use retcd_engine::page::StoreError;
+use retcd_engine::wal::{Record, Wal, WalError, WalOptions};
 use tracing::{info, warn};
 
-use crate::core::{Core, CoreError, NodeStatus, Proposal, ProposeError};
+use crate::core::{Checkpoint, Core, CoreError, NodeStatus, Proposal, ProposeError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SequencerError {
@@ -23,6 +24,8 @@ pub enum SequencerError {
     Wal(#[from] WalError),
     #[error(transparent)]
     Core(#[from] CoreError),
+    #[error("checkpoint: {0}")]
+    Store(#[from] StoreError),
 }
 
 #[derive(Debug, Clone)]
@@ -107,6 +110,13 @@ impl Sequencer {
     }
 }
 
+/// What wakes the sequencer between rounds.
+enum Event {
+    Proposal(Result<Proposal, flume::RecvError>),
+    Checkpointed(Box<(Checkpoint, Result<(), StoreError>)>),
+    Tick,
+}
+
 async fn drive(
     core: &mut Core,
     wal: &mut Wal,
@@ -117,6 +127,9 @@ async fn drive(
     let mut started = Some(started);
     let mut last_tick = Instant::now();
     let mut last_checkpoint = Instant::now();
+    // At most one checkpoint in flight; its blocking fdatasyncs run off the core.
+    let (done_tx, done_rx) = flume::bounded::<Box<(Checkpoint, Result<(), StoreError>)>>(1);
+    let mut checkpointing = false;
     loop {
         while let Some(step) = core.ready()? {
             if !step.records.is_empty() {
@@ -127,24 +140,42 @@ async fn drive(
         if started.is_some() && core.is_leader() {
             (started.take().expect("checked"))();
         }
-        if core.checkpoint_due()
-            || (core.applied_since_checkpoint() > 0 && last_checkpoint.elapsed() >= opts.checkpoint_interval)
+        if !checkpointing
+            && (core.checkpoint_due()
+                || (core.applied_since_checkpoint() > 0 && last_checkpoint.elapsed() >= opts.checkpoint_interval))
         {
-            let rec = core.checkpoint()?;
-            let retcd_engine::wal::Record::Checkpoint { index, .. } = rec else { unreachable!() };
-            wal.append(&[rec]).await?;
-            wal.release_to(index).await?;
-            core.trim_log(index)?;
-            last_checkpoint = Instant::now();
+            let cp = core.begin_checkpoint()?;
+            let done = done_tx.clone();
+            runtime::spawn_local(async move {
+                let out = runtime::spawn_blocking(move || {
+                    let r = cp.job.run();
+                    Box::new((cp, r))
+                })
+                .await;
+                let _ = done.send_async(out).await;
+            });
+            checkpointing = true;
         }
         let wait = opts.tick.saturating_sub(last_tick.elapsed());
-        let next = futures_lite::future::or(async { Some(rx.recv_async().await) }, async {
-            runtime::sleep(wait).await;
-            None
-        })
+        let next = futures_lite::future::or(
+            async { Event::Proposal(rx.recv_async().await) },
+            futures_lite::future::or(
+                async {
+                    match done_rx.recv_async().await {
+                        Ok(done) => Event::Checkpointed(done),
+                        // `done_tx` lives in this frame: never disconnected.
+                        Err(_) => std::future::pending().await,
+                    }
+                },
+                async {
+                    runtime::sleep(wait).await;
+                    Event::Tick
+                },
+            ),
+        )
         .await;
         match next {
-            Some(Ok(p)) => {
+            Event::Proposal(Ok(p)) => {
                 let mut bytes = p.data.len();
                 core.propose(p);
                 while bytes < opts.max_batch_bytes {
@@ -154,8 +185,19 @@ async fn drive(
                 }
             }
             // Every proposer is gone: the server is shutting down.
-            Some(Err(_)) => return Ok(()),
-            None => {}
+            Event::Proposal(Err(_)) => return Ok(()),
+            Event::Checkpointed(done) => {
+                let (cp, result) = *done;
+                result?;
+                let rec = core.finish_checkpoint(cp);
+                let Record::Checkpoint { index, .. } = rec else { unreachable!("a checkpoint record") };
+                wal.append(&[rec]).await?;
+                wal.release_to(index).await?;
+                core.trim_log(index)?;
+                checkpointing = false;
+                last_checkpoint = Instant::now();
+            }
+            Event::Tick => {}
         }
         if last_tick.elapsed() >= opts.tick {
             core.tick();
