@@ -4,7 +4,8 @@
 //! Invariants:
 //! - the writer ([`PageStore`] / [`WriteTxn`], only on the sequencer core) never writes a page that a
 //!   published root or the durable meta can reach;
-//! - a page freed by txn `t` is reused only when a durable commit ≥ `t` completed and every live
+//! - a page freed by txn `t` is reused only when no durable tree can reach it (a durable commit ≥ `t`
+//!   completed, or the page was allocated after the last durable commit began) and every live
 //!   [`Snapshot`] is at version ≥ `t` (§3.4);
 //! - readers ([`Reader`], cloned to every core) only see published roots and verify every page read.
 
