@@ -1251,17 +1251,16 @@ fn apply_env(
             }
             continue;
         }
-        if let Some(existing) = settings.get(spec.name) {
-            warnings.push(format!(
-                "environment variable {var} is shadowed by flag --{} and ignored \
-                 (etcd 3.5 refuses to start in this case; unset one of them)",
-                spec.name
-            ));
-            debug_assert!(matches!(existing.origin, Origin::Flag(_)));
-            continue;
-        }
         if value.is_empty() {
             continue;
+        }
+        if settings.get(spec.name).is_some() {
+            // etcd refuses to start rather than pick one of the two.
+            return Err(ConfigError::Invalid(format!(
+                "conflicting environment variable {var} is shadowed by corresponding command-line \
+                 flag --{} (either unset environment variable or disable flag)",
+                spec.name
+            )));
         }
         let origin = Origin::Env {
             var: var.clone(),
@@ -2325,18 +2324,13 @@ mod tests {
     }
 
     #[test]
-    fn flag_beats_env() {
-        let (c, w) = ok(
-            &["--name", "fromflag"],
-            &[("ETCD_NAME", "fromenv"), ("ETCD_MAX_TXN_OPS", "7")],
-        );
+    fn flag_and_env_for_the_same_setting_conflict() {
+        let e = err(&["--name", "fromflag"], &[("ETCD_NAME", "fromenv"), ("ETCD_MAX_TXN_OPS", "7")]);
+        assert!(e.contains("ETCD_NAME") && e.contains("shadowed"), "{e}");
+        // An empty variable counts as unset, as in etcd.
+        let (c, _) = ok(&["--name", "fromflag"], &[("ETCD_NAME", ""), ("ETCD_MAX_TXN_OPS", "7")]);
         assert_eq!(c.name, "fromflag");
         assert_eq!(c.max_txn_ops, 7);
-        assert!(
-            w.iter()
-                .any(|w| w.contains("ETCD_NAME") && w.contains("shadowed")),
-            "{w:?}"
-        );
     }
 
     #[test]
