@@ -7,9 +7,14 @@
 //! §2.4). Each writer count runs for a fixed time on a fresh WAL.
 //!
 //! Reported per writer count: records/s, appends (= fdatasyncs) /s, mean batch size, per-record
-//! latency (submit → durable) p50/p99/max. A number means something only against a baseline
-//! measured in the same run on the same disk: perf/engine.sh runs fio's fdatasync rate first and
-//! passes it in `RETCD_FIO_FSYNC_IOPS`, and the table then shows records/s ÷ fio's fdatasyncs/s.
+//! latency (submit → durable) p50/p99/max, and the appends that rolled to a new segment. Plus a
+//! `raw` loop without the WAL: one 4 KiB glommio `DmaFile` write + `fdatasync` at a time (fio's
+//! O_DIRECT run, through the executor), which separates the executor's I/O path from the WAL.
+//!
+//! A number means something only against a baseline measured in the same run on the same disk:
+//! perf/engine.sh brackets each run of this bench with fio's fdatasync rate and computes
+//! records/s ÷ fio's fdatasyncs/s; run alone, this bench prints that ratio when given fio's rate
+//! in `RETCD_FIO_FSYNC_IOPS`.
 //!
 //! Environment:
 //! - `RETCD_BENCH_DIR`: parent of the WAL directory (default: cargo's target/tmp, which is on the
@@ -30,8 +35,8 @@ use retcd_engine::wal::{Record, Wal, WalOptions};
 /// Bytes of entry data per record (the Entry payload adds 24 bytes of index/term/type).
 const DATA_LEN: usize = 256;
 const WARMUP: Duration = Duration::from_millis(500);
-/// Pause between opening a fresh WAL (which zero-fills a 64 MiB segment and fdatasyncs it) and
-/// the measurement, so that the device (or a VM host) is not still busy with those writes.
+/// Pause between preparing a fresh WAL or file (64 MiB of zeros written and fdatasynced) and the
+/// measurement, so that the device (or a VM host) is not still busy with those writes.
 const SETTLE: Duration = Duration::from_secs(1);
 /// An append slower than this (and not a segment roll) is counted as slow.
 const SLOW: Duration = Duration::from_millis(5);
@@ -188,11 +193,14 @@ async fn run(dir: &Path, writers: usize, run_for: Duration) -> Outcome {
                 .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".wal"))
         })
         .count();
-    assert_eq!(
-        segments as u64,
-        1 + rolls.0,
-        "segment rolls predicted from the record size"
-    );
+    if segments as u64 != 1 + rolls.0 {
+        // The roll detection assumes DESIGN §2.3's record size and one file per segment; if the
+        // WAL changed (e.g. it creates the next segment ahead of time), say so instead of failing.
+        println!(
+            "note: {segments} segment files with {} predicted rolls; the roll column may be off",
+            rolls.0
+        );
+    }
     Outcome {
         writers,
         secs,
@@ -202,6 +210,66 @@ async fn run(dir: &Path, writers: usize, run_for: Duration) -> Outcome {
         slow,
         lat,
     }
+}
+
+/// The same disk operation as fio's O_DIRECT run, through glommio instead of syscalls: a 4 KiB
+/// `DmaFile` write at sequential offsets of a zero-filled 64 MiB file, then `fdatasync`, one at a
+/// time. Comparing it with fio separates the executor's I/O path from the WAL's own work.
+/// Returns (seconds, operations, sorted latencies in ns).
+async fn raw_dma(dir: &Path, run_for: Duration) -> (f64, u64, Vec<u64>) {
+    use glommio::io::OpenOptions;
+    const SIZE: u64 = 64 << 20;
+    const CHUNK: usize = 1 << 20;
+    std::fs::create_dir_all(dir).expect("create raw dir");
+    // Keeps glommio's per-thread iopoll probe away from an empty file (see wal::prime_dma_io).
+    retcd_engine::wal::prime_dma_io(dir).await.expect("prime");
+    let path = dir.join("raw");
+    let file = OpenOptions::new()
+        .create(true)
+        .read(true)
+        .write(true)
+        .dma_open(&path)
+        .await
+        .expect("open raw file");
+    let zeros = Rc::new({
+        let mut b = file.alloc_dma_buffer(CHUNK);
+        b.as_bytes_mut().fill(0);
+        b
+    });
+    for pos in (0..SIZE).step_by(CHUNK) {
+        file.write_rc_at(zeros.clone(), pos)
+            .await
+            .expect("zero-fill");
+    }
+    file.fdatasync().await.expect("fdatasync");
+    drop(zeros);
+    sync_fs(dir);
+    sleep(SETTLE).await;
+
+    let block = Rc::new({
+        let mut b = file.alloc_dma_buffer(4096);
+        b.as_bytes_mut().fill(0x5a);
+        b
+    });
+    let mut lat = Vec::with_capacity(1 << 16);
+    let (mut pos, mut ops) = (0u64, 0u64);
+    let start = Instant::now();
+    while start.elapsed() < run_for {
+        let t0 = Instant::now();
+        file.write_rc_at(block.clone(), pos)
+            .await
+            .expect("raw write");
+        file.fdatasync().await.expect("raw fdatasync");
+        lat.push(t0.elapsed().as_nanos() as u64);
+        ops += 1;
+        pos = (pos + 4096) % SIZE;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    file.close().await.expect("close raw file");
+    std::fs::remove_dir_all(dir).expect("remove raw dir");
+    sync_fs(dir.parent().expect("raw dir has a parent"));
+    lat.sort_unstable();
+    (secs, ops, lat)
 }
 
 fn pct(sorted: &[u64], p: f64) -> f64 {
@@ -239,12 +307,13 @@ fn main() {
         tmp.path().display()
     );
 
-    let outcomes = block_on_local(async {
+    let (raw, outcomes) = block_on_local(async {
         // Warm-up on its own WAL: first segment creation, buffer allocation, page faults.
         let warm = tmp.path().join("warmup");
         run(&warm, 16, WARMUP).await;
         std::fs::remove_dir_all(&warm).expect("remove warm-up WAL");
         sync_fs(tmp.path());
+        let raw = raw_dma(&tmp.path().join("raw"), Duration::from_secs_f64(secs)).await;
         let mut out = Vec::new();
         for &n in &writers {
             let dir = tmp.path().join(format!("w{n}"));
@@ -253,7 +322,7 @@ fn main() {
             sync_fs(tmp.path());
             out.push(o);
         }
-        out
+        (raw, out)
     });
 
     println!();
@@ -295,6 +364,20 @@ fn main() {
         }
         println!();
     }
+    println!();
+    println!(
+        "Without the WAL: one 4 KiB glommio DmaFile write + fdatasync at a time (fio's O_DIRECT run, through the executor):"
+    );
+    println!();
+    println!("| raw | ops/s | p50 µs | p99 µs | max µs |");
+    println!("|---|---:|---:|---:|---:|");
+    println!(
+        "| raw | {:.0} | {:.0} | {:.0} | {:.0} |",
+        raw.1 as f64 / raw.0,
+        pct(&raw.2, 0.50),
+        pct(&raw.2, 0.99),
+        pct(&raw.2, 1.0)
+    );
     if let Some(f) = fio {
         println!("\nfio baseline (RETCD_FIO_FSYNC_IOPS): {f:.0} fdatasyncs/s");
     }
