@@ -14,6 +14,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 use memmap2::{Mmap, MmapOptions};
@@ -28,6 +29,46 @@ const GROW_STEP: u64 = 16 << 20;
 /// Smallest mmap length; the map is replaced by one twice as long when the file outgrows it.
 const MIN_MAP: usize = 1 << 30;
 
+/// The shared read-only map of the file, with a record of which pages were verified.
+///
+/// Committed pages never change while a reader can reach them (§3.4), so a page needs its checks
+/// only once per process: the first read verifies it (§3.2) and sets its bit; the writer clears the
+/// bits of every page it hands out again, before writing it.
+pub struct Mapping {
+    map: Mmap,
+    verified: Box<[AtomicU64]>,
+}
+
+impl Mapping {
+    fn new(map: Mmap) -> Mapping {
+        let pages = map.len() / PAGE_SIZE;
+        Mapping { map, verified: (0..pages.div_ceil(64)).map(|_| AtomicU64::new(0)).collect() }
+    }
+
+    /// The node at page `id`: verified on its first read, trusted afterwards.
+    fn view(&self, high_water: u64, id: u64, file: &Path) -> Result<PageView<'_>, StoreError> {
+        let (word, bit) = ((id / 64) as usize, 1u64 << (id % 64));
+        let known = id < high_water && self.verified.get(word).is_some_and(|w| w.load(Ordering::Acquire) & bit != 0);
+        if known {
+            return Ok(PageView::trusted(&self.map, id));
+        }
+        let v = PageView::parse(&self.map, high_water, id, file)?;
+        if let Some(w) = self.verified.get(word) {
+            w.fetch_or(bit, Ordering::AcqRel);
+        }
+        Ok(v)
+    }
+
+    /// Forgets that pages `id .. id + n` were verified (they are about to be rewritten).
+    fn forget(&self, id: u64, n: u64) {
+        for p in id..id + n {
+            if let Some(w) = self.verified.get((p / 64) as usize) {
+                w.fetch_and(!(1u64 << (p % 64)), Ordering::AcqRel);
+            }
+        }
+    }
+}
+
 /// Small fixed state published with every commit (the MVCC layer stores its current and compacted
 /// revision and applied index here, so readers need no tree lookup for them).
 pub type Tag = [u64; 4];
@@ -38,7 +79,7 @@ pub struct Published {
     tag: Tag,
     root: u64,
     high_water: u64,
-    map: Arc<Mmap>,
+    map: Arc<Mapping>,
 }
 
 struct Shared {
@@ -175,12 +216,9 @@ impl Source for Snapshot {
     }
     fn load(&self, c: ChildRef) -> Result<NodeRefPub<'_>, StoreError> {
         match c.0 {
-            Child::Page(id) => Ok(NodeRefPub(NodeRef::Page(PageView::parse(
-                &self.p.map,
-                self.p.high_water,
-                id,
-                &self.shared.path,
-            )?))),
+            Child::Page(id) => {
+                Ok(NodeRefPub(NodeRef::Page(self.p.map.view(self.p.high_water, id, &self.shared.path)?)))
+            }
             Child::Mem(_) => unreachable!("snapshots hold no in-memory nodes"),
         }
     }
@@ -279,7 +317,7 @@ pub struct StoreOptions {
 pub struct PageStore {
     shared: Arc<Shared>,
     file: File,
-    map: Arc<Mmap>,
+    map: Arc<Mapping>,
     file_len: u64,
     high_water: u64,
     txn: u64,
@@ -363,7 +401,7 @@ impl PageStore {
         if file_len < meta.high_water * PAGE_SIZE as u64 {
             return Err(corrupt(&path, file_len, format!("file is shorter than its {} pages", meta.high_water)));
         }
-        let map = Arc::new(map_file(&file, &path, file_len)?);
+        let map = Arc::new(Mapping::new(map_file(&file, &path, file_len)?));
         let mut free = BTreeSet::new();
         let mut freelist_pages = Vec::new();
         let mut next = meta.freelist;
@@ -371,7 +409,7 @@ impl PageStore {
             if freelist_pages.len() as u64 > meta.high_water {
                 return Err(corrupt(&path, next * PAGE_SIZE as u64, "free list chain loops"));
             }
-            let v = PageView::parse(&map, meta.high_water, next, &path)?;
+            let v = map.view(meta.high_water, next, &path)?;
             if v.kind() != KIND_FREELIST {
                 return Err(corrupt(&path, next * PAGE_SIZE as u64, "expected a free-list page"));
             }
@@ -438,14 +476,15 @@ impl PageStore {
             self.file.set_len(new_len).map_err(io_err(&self.shared.path))?;
             self.file_len = new_len;
         }
-        if self.file_len as usize > self.map.len() {
-            self.map = Arc::new(map_file(&self.file, &self.shared.path, self.file_len)?);
+        if self.file_len as usize > self.map.map.len() {
+            self.map = Arc::new(Mapping::new(map_file(&self.file, &self.shared.path, self.file_len)?));
         }
         Ok(())
     }
 
     fn alloc(&mut self, n: u64) -> Result<u64, StoreError> {
         let id = self.alloc_run(n)?;
+        self.map.forget(id, n);
         self.fresh.extend(id..id + n);
         Ok(id)
     }
@@ -599,7 +638,7 @@ impl Source for WriteTxn<'_> {
         Ok(NodeRefPub(match c.0 {
             Child::Mem(i) => NodeRef::Mem(&self.arena[i]),
             Child::Page(id) => {
-                NodeRef::Page(PageView::parse(&self.store.map, self.store.high_water, id, &self.store.shared.path)?)
+                NodeRef::Page(self.store.map.view(self.store.high_water, id, &self.store.shared.path)?)
             }
         }))
     }
@@ -617,7 +656,7 @@ impl<'s> WriteTxn<'s> {
             Child::Page(id) => id,
         };
         let map = self.store.map.clone();
-        let v = PageView::parse(&map, self.store.high_water, id, &self.store.shared.path)?;
+        let v = map.view(self.store.high_water, id, &self.store.shared.path)?;
         let node = match v.kind() {
             KIND_LEAF => Node::Leaf {
                 entries: (0..v.count()).map(|i| (v.key(i).to_vec(), v.value(i).to_vec())).collect(),
@@ -703,7 +742,7 @@ impl<'s> WriteTxn<'s> {
         };
         // A root branch with a single child is replaced by that child.
         while root != 0 {
-            let v = PageView::parse(&self.store.map, self.store.high_water, root, &self.store.shared.path)?;
+            let v = self.store.map.view(self.store.high_water, root, &self.store.shared.path)?;
             if v.kind() != KIND_BRANCH || v.count() != 1 {
                 break;
             }

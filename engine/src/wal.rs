@@ -2,9 +2,10 @@
 //!
 //! # What this module owns
 //!
-//! Every file named `<seq:016x>-<first_index:016x>.wal` (and its `.tmp` staging name) in the WAL
-//! directory, plus the small `dma-probe` file (see [`prime_dma_io`]). Nothing else writes to them.
-//! The module encodes [`Record`]s into the segment format of DESIGN §2.2–2.3, writes them with the
+//! Every file named `<seq:016x>-<first_index:016x>.wal` in the WAL directory, the spare segment
+//! file [`SPARE_FILE_NAME`] (DESIGN §2.1), leftover `<segment name>.tmp` files (deleted at open),
+//! and the small `dma-probe` file (see [`prime_dma_io`]). Nothing else writes to them. The module
+//! encodes [`Record`]s into the segment format of DESIGN §2.2–2.3, writes them with the
 //! group-commit protocol of §2.4 and recovers them with the torn-tail / corruption rule of §2.5.
 //!
 //! # Invariants
@@ -12,6 +13,11 @@
 //! - Segments have consecutive `seq`s; the last one is the *current* segment, the only one written.
 //!   Each segment's header (block 0) and zero preallocation are durable before it gets its final
 //!   name, so writing a record never changes file metadata.
+//! - At most one spare file exists. A background task on the same executor (`spawn_local`; the
+//!   [`Wal`] owns its handle) zero-fills it and fdatasyncs it, started when the WAL opens and again
+//!   after each rollover consumed the spare. A rollover uses the spare only once that task has
+//!   finished successfully (it waits for it otherwise), writes the header into it, fdatasyncs,
+//!   renames it and fsyncs the directory. The spare is never a segment: open deletes it.
 //! - `tail` (where the next record goes) is a multiple of 8, at least 4096, at most the segment
 //!   size; every byte of the current segment from `tail` on is zero on disk.
 //! - Each write starts at the 4096-aligned block holding `tail`, begins with the bytes already in
@@ -23,9 +29,13 @@
 //! - Every segment starts with copies of the latest HardState and Checkpoint records (if any),
 //!   written before anything else in it, so deleting older segments never loses either.
 //! - Entries within one appended batch have strictly increasing indexes (checked with `assert!`).
-//! - After an I/O error, or if an `append`/`release_to` future is dropped mid-way, the [`Wal`] is
+//! - After an I/O error (including one of the spare's preparation, reported by the rollover that
+//!   needs the spare), or if an `append`/`release_to` future is dropped mid-way, the [`Wal`] is
 //!   poisoned: what is on disk is no longer known, so every later call fails with
 //!   [`WalError::Poisoned`] until the WAL is reopened (which runs recovery).
+//! - Dropping the [`Wal`] cancels the spare's preparation (glommio drops the task's future at its
+//!   next await; an I/O already submitted completes into a file nobody uses); [`Wal::close`]
+//!   cancels it and waits until it stopped.
 //!
 //! # Who may call it
 //!
@@ -36,8 +46,10 @@
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::time::Instant;
 
 use bytes::Bytes;
+use glommio::Task;
 use glommio::io::{Directory, DmaBuffer, DmaFile, OpenOptions};
 use tracing::{debug, info, warn};
 
@@ -53,6 +65,9 @@ pub const MAX_PAYLOAD: usize = (4 << 20) - 8192;
 pub const DEFAULT_SEGMENT_SIZE: u64 = 64 << 20;
 /// Name of the file read by [`prime_dma_io`].
 pub const PROBE_FILE_NAME: &str = "dma-probe";
+/// Name of the spare segment file: zero-filled, fdatasynced, and renamed to a segment's name when
+/// the WAL rolls over (DESIGN §2.1). Never a segment; deleted at open.
+pub const SPARE_FILE_NAME: &str = "segment.spare";
 
 const BLOCK: usize = BLOCK_SIZE as usize;
 const W: usize = MAX_WRITE_BYTES as usize;
@@ -587,68 +602,102 @@ async fn write_blocks(
     Ok(allocated)
 }
 
-/// Prepares a new segment as DESIGN §2.1 says: zero-filled `.tmp` file with its header, fdatasync,
-/// rename, directory fsync. Returns the open file.
-async fn create_segment(
-    dir: &Path,
-    dir_handle: &Directory,
-    seg: &Segment,
-    seed: u32,
-    size: u64,
-) -> Result<DmaFile, WalError> {
-    let tmp = dir.join(format!("{}.tmp", segment_name(seg.seq, seg.first_index)));
+/// Prepares the spare segment file at `path` (DESIGN §2.1): created (truncating whatever is there),
+/// zero-filled to `size` bytes with O_DIRECT writes of at most [`PREALLOC_CHUNK`] bytes, one at a
+/// time, then fdatasynced. Returns the open (read-write) file; its zeros are durable.
+async fn prepare_spare(path: PathBuf, size: u64) -> Result<DmaFile, WalError> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(true)
-        .dma_open(&tmp)
+        .dma_open(&path)
         .await
-        .map_err(io_err("creating", &tmp))?;
+        .map_err(io_err("creating", &path))?;
+    let filled = zero_fill(&file, &path, size).await;
+    if let Err(e) = filled {
+        // Best effort: the error is what gets reported.
+        let _ = file.close().await;
+        return Err(e);
+    }
+    debug!(path = %path.display(), size, "prepared spare WAL segment");
+    Ok(file)
+}
+
+/// Writes zeros over `0..size` of `file` and fdatasyncs it.
+async fn zero_fill(file: &DmaFile, path: &Path, size: u64) -> Result<(), WalError> {
     let chunk = PREALLOC_CHUNK.min(size) as usize;
     let mut buf = file.alloc_dma_buffer(chunk);
     buf.as_bytes_mut().fill(0);
-    buf.as_bytes_mut()[..BLOCK].copy_from_slice(&encode_header(seg.seq, seg.first_index, seed));
     let mut buf = Rc::new(buf);
     let mut pos = 0u64;
     while pos < size {
         let n = (size - pos).min(chunk as u64) as usize;
-        if pos > 0 {
-            // After the first chunk (which carries the header): zeros only, the last chunk
-            // possibly shorter.
-            if Rc::get_mut(&mut buf).is_none() {
-                let mut fresh = file.alloc_dma_buffer(chunk);
-                fresh.as_bytes_mut().fill(0);
-                buf = Rc::new(fresh);
-            }
-            let b = Rc::get_mut(&mut buf).expect("exclusive buffer");
-            b.as_bytes_mut()[..BLOCK].fill(0);
-            if n < b.len() {
-                b.trim_to_size(n);
-            }
+        if Rc::get_mut(&mut buf).is_none() {
+            let mut fresh = file.alloc_dma_buffer(chunk);
+            fresh.as_bytes_mut().fill(0);
+            buf = Rc::new(fresh);
+        }
+        if n < buf.len() {
+            // The last chunk, possibly shorter.
+            let Some(b) = Rc::get_mut(&mut buf) else {
+                unreachable!("fresh or exclusive buffer")
+            };
+            b.trim_to_size(n);
         }
         let w = file
             .write_rc_at(Rc::clone(&buf), pos)
             .await
-            .map_err(io_err("preallocating", &tmp))?;
+            .map_err(io_err("preallocating", path))?;
         if w != n {
             return Err(WalError::Io {
                 op: "preallocating",
-                path: tmp,
+                path: path.to_path_buf(),
                 source: std::io::Error::new(
                     std::io::ErrorKind::WriteZero,
-                    format!("short write: {w} of {n} bytes"),
+                    format!("short write: {w} of {n} bytes at offset {pos}"),
                 ),
             });
         }
         pos += n as u64;
     }
-    file.fdatasync().await.map_err(io_err("syncing", &tmp))?;
+    file.fdatasync().await.map_err(io_err("syncing", path))
+}
+
+/// Turns a prepared spare (zero-filled and durable, see [`prepare_spare`]) into the segment `seg`
+/// (DESIGN §2.1): writes the header block (one 4096-byte O_DIRECT write), fdatasyncs, renames the
+/// file to the segment's name and fsyncs the directory. Returns the open file.
+async fn publish_segment(
+    dir: &Path,
+    dir_handle: &Directory,
+    file: DmaFile,
+    seg: &Segment,
+    seed: u32,
+) -> Result<DmaFile, WalError> {
+    let spare = dir.join(SPARE_FILE_NAME);
+    let mut buf = file.alloc_dma_buffer(BLOCK);
+    buf.as_bytes_mut()
+        .copy_from_slice(&encode_header(seg.seq, seg.first_index, seed));
+    let w = file
+        .write_at(buf, 0)
+        .await
+        .map_err(io_err("writing header", &spare))?;
+    if w != BLOCK {
+        return Err(WalError::Io {
+            op: "writing header",
+            path: spare,
+            source: std::io::Error::new(
+                std::io::ErrorKind::WriteZero,
+                format!("short write: {w} of {BLOCK} bytes"),
+            ),
+        });
+    }
+    file.fdatasync().await.map_err(io_err("syncing", &spare))?;
     file.rename(&seg.path)
         .await
-        .map_err(io_err("renaming", &tmp))?;
+        .map_err(io_err("renaming", &spare))?;
     dir_handle.sync().await.map_err(io_err("syncing", dir))?;
-    info!(path = %seg.path.display(), size, "created WAL segment");
+    info!(path = %seg.path.display(), "created WAL segment");
     Ok(file)
 }
 
@@ -692,7 +741,8 @@ async fn read_segment(path: &Path) -> Result<(DmaFile, Vec<u8>), WalError> {
     Ok((file, buf))
 }
 
-/// Lists the segments in `dir` in seq order, deleting leftover `.tmp` segments.
+/// Lists the segments in `dir` in seq order, deleting a leftover spare and leftover `.tmp`
+/// segments (DESIGN §2.1, §2.5: neither is ever a segment).
 async fn list_segments(dir: &Path) -> Result<Vec<Segment>, WalError> {
     let mut segs = Vec::new();
     let entries = std::fs::read_dir(dir).map_err(std_io_err("listing", dir))?;
@@ -700,6 +750,13 @@ async fn list_segments(dir: &Path) -> Result<Vec<Segment>, WalError> {
         let entry = entry.map_err(std_io_err("listing", dir))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
+        if name == SPARE_FILE_NAME {
+            debug!(path = %entry.path().display(), "deleting leftover spare WAL segment");
+            glommio::io::remove(entry.path())
+                .await
+                .map_err(io_err("deleting", &entry.path()))?;
+            continue;
+        }
         if let Some(base) = name.strip_suffix(".tmp") {
             if parse_segment_name(base).is_some() {
                 warn!(path = %entry.path().display(), "deleting unfinished WAL segment");
@@ -733,6 +790,14 @@ async fn list_segments(dir: &Path) -> Result<Vec<Segment>, WalError> {
     Ok(segs)
 }
 
+/// The spare segment file (DESIGN §2.1).
+enum Spare {
+    /// Being prepared by a background task (which may have finished, successfully or not).
+    Preparing(Task<Result<DmaFile, WalError>>),
+    /// Prepared: zero-filled and durable, open read-write.
+    Ready(DmaFile),
+}
+
 /// The write-ahead log. See the module documentation.
 pub struct Wal {
     dir: PathBuf,
@@ -760,6 +825,8 @@ pub struct Wal {
     buffer_allocations: u64,
     state: LogState,
     poisoned: bool,
+    /// The next segment's file; `None` only while a rollover uses it or after a failure.
+    spare: Option<Spare>,
 }
 
 impl Wal {
@@ -793,13 +860,14 @@ impl Wal {
                 first_index: 1,
                 path: dir.join(segment_name(0, 1)),
             };
-            let file = create_segment(&dir, &dir_handle, &seg, 0, opts.segment_size).await?;
+            let spare = prepare_spare(dir.join(SPARE_FILE_NAME), opts.segment_size).await?;
+            let file = publish_segment(&dir, &dir_handle, spare, &seg, 0).await?;
             let state = LogState {
                 crc: 0,
                 last_index: 0,
                 ..LogState::default()
             };
-            let wal = Wal::new(
+            let mut wal = Wal::new(
                 dir,
                 dir_handle,
                 opts.segment_size,
@@ -808,9 +876,14 @@ impl Wal {
                 opts.segment_size,
                 state,
             );
+            wal.start_spare();
             return Ok((wal, Recovered::default()));
         }
-        Wal::recover(opts, dir_handle, segs).await
+        let (mut wal, recovered) = Wal::recover(opts, dir_handle, segs).await?;
+        // Nothing awaits between here and the return: the preparation starts running at the
+        // caller's next await.
+        wal.start_spare();
+        Ok((wal, recovered))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -839,7 +912,41 @@ impl Wal {
             buffer_allocations: 0,
             state,
             poisoned: false,
+            spare: None,
         }
+    }
+
+    /// Starts preparing the spare segment file in the background (DESIGN §2.1).
+    fn start_spare(&mut self) {
+        debug_assert!(self.spare.is_none(), "one spare at a time");
+        let path = self.dir.join(SPARE_FILE_NAME);
+        let size = self.segment_size;
+        self.spare = Some(Spare::Preparing(glommio::spawn_local(prepare_spare(
+            path, size,
+        ))));
+    }
+
+    /// Takes the prepared spare file, waiting for its preparation to finish if it has not (or
+    /// preparing it here if none is under way, which happens only after a failure).
+    async fn take_spare(&mut self) -> Result<DmaFile, WalError> {
+        match self.spare.take() {
+            Some(Spare::Ready(file)) => Ok(file),
+            Some(Spare::Preparing(task)) => task.await,
+            None => prepare_spare(self.dir.join(SPARE_FILE_NAME), self.segment_size).await,
+        }
+    }
+
+    /// Waits until the spare segment file is prepared (diagnostics and tests: a rollover after
+    /// this does not wait for the zero-fill). An error of the preparation poisons the WAL, as it
+    /// would at the next rollover.
+    #[doc(hidden)]
+    pub async fn wait_for_spare(&mut self) -> Result<(), WalError> {
+        self.check_usable()?;
+        self.poisoned = true;
+        let file = self.take_spare().await?;
+        self.spare = Some(Spare::Ready(file));
+        self.poisoned = false;
+        Ok(())
     }
 
     async fn recover(
@@ -1173,19 +1280,18 @@ impl Wal {
             first_index,
             path: self.dir.join(segment_name(seq, first_index)),
         };
-        let file = create_segment(
-            &self.dir,
-            &self.dir_handle,
-            &seg,
-            self.state.crc,
-            self.segment_size,
-        )
-        .await?;
+        let waited = Instant::now();
+        let spare = self.take_spare().await?;
+        let waited = waited.elapsed();
+        let file =
+            publish_segment(&self.dir, &self.dir_handle, spare, &seg, self.state.crc).await?;
+        debug!(?waited, "WAL rollover (time spent waiting for the spare)");
         let old = std::mem::replace(&mut self.file, file);
         let old_path = self.current_path().to_path_buf();
         self.segments.push_back(seg);
         self.file_size = self.segment_size;
         self.set_tail(BLOCK_SIZE, &[]);
+        self.start_spare();
         old.close().await.map_err(io_err("closing", &old_path))?;
         Ok(())
     }
@@ -1223,8 +1329,24 @@ impl Wal {
         Ok(())
     }
 
-    /// Closes the files.
-    pub async fn close(self) -> Result<(), WalError> {
+    /// Closes the files. A spare still being prepared is cancelled (and waited for); the spare
+    /// file stays behind and is deleted by the next open.
+    pub async fn close(mut self) -> Result<(), WalError> {
+        let spare = match self.spare.take() {
+            Some(Spare::Preparing(task)) => task.cancel().await,
+            Some(Spare::Ready(file)) => Some(Ok(file)),
+            None => None,
+        };
+        match spare {
+            Some(Ok(file)) => {
+                if let Err(e) = file.close().await {
+                    // Not part of the log: the next open deletes it anyway.
+                    warn!(error = %e, "closing the spare WAL segment failed");
+                }
+            }
+            Some(Err(e)) => warn!(error = %e, "preparing the spare WAL segment failed"),
+            None => {}
+        }
         let path = self.current_path().to_path_buf();
         self.file.close().await.map_err(io_err("closing", &path))?;
         self.dir_handle
