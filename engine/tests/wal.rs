@@ -928,8 +928,13 @@ fn dropping_wals_while_their_spare_is_prepared() {
         for i in 0..24 {
             let dir = tmp.path().join(format!("wal-{i}"));
             let (mut wal, _) = Wal::open(opts(&dir, 16 * MIB)).await.unwrap();
-            // Lets the preparation start (it may be anywhere in its zero-fill now).
+            // Lets the preparation start; a varying number of appends (each waits for an
+            // fdatasync) leaves it at varying points of its zero-fill.
             wal.append(&[entry(1, 10)]).await.unwrap();
+            for _ in 0..(i % 8) * 4 {
+                wal.append(&[]).await.unwrap();
+                glommio::timer::sleep(std::time::Duration::from_micros(300)).await;
+            }
             match i % 3 {
                 0 => drop(wal),
                 1 => wal.close().await.unwrap(),
