@@ -2325,10 +2325,16 @@ mod tests {
 
     #[test]
     fn flag_and_env_for_the_same_setting_conflict() {
-        let e = err(&["--name", "fromflag"], &[("ETCD_NAME", "fromenv"), ("ETCD_MAX_TXN_OPS", "7")]);
+        let e = err(
+            &["--name", "fromflag"],
+            &[("ETCD_NAME", "fromenv"), ("ETCD_MAX_TXN_OPS", "7")],
+        );
         assert!(e.contains("ETCD_NAME") && e.contains("shadowed"), "{e}");
         // An empty variable counts as unset, as in etcd.
-        let (c, _) = ok(&["--name", "fromflag"], &[("ETCD_NAME", ""), ("ETCD_MAX_TXN_OPS", "7")]);
+        let (c, _) = ok(
+            &["--name", "fromflag"],
+            &[("ETCD_NAME", ""), ("ETCD_MAX_TXN_OPS", "7")],
+        );
         assert_eq!(c.name, "fromflag");
         assert_eq!(c.max_txn_ops, 7);
     }

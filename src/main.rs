@@ -14,9 +14,9 @@ use retcd_engine::runtime;
 use retcd_engine::wal::WalOptions;
 use retcd_net::context::{Ctx, Limits, MemberInfo};
 use retcd_net::serve::ServeOptions;
+use retcd_raft::NodeStatus;
 use retcd_raft::membership;
 use retcd_raft::sequencer::{Sequencer, SequencerOptions};
-use retcd_raft::NodeStatus;
 use tracing::{error, info, warn};
 
 use retcd::config::{self, Config, LogOutput, Parsed};
@@ -52,11 +52,17 @@ fn main() -> ExitCode {
 
 fn init_logging(cfg: &Config) -> std::io::Result<()> {
     let level = cfg.log_level.tracing_level();
-    let builder = tracing_subscriber::fmt().json().with_max_level(level).with_current_span(false);
+    let builder = tracing_subscriber::fmt()
+        .json()
+        .with_max_level(level)
+        .with_current_span(false);
     match cfg.log_outputs.first() {
         Some(LogOutput::Stdout) => builder.with_writer(std::io::stdout).init(),
         Some(LogOutput::File(path)) => {
-            let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?;
             builder.with_writer(Mutex::new(file)).init()
         }
         _ => builder.with_writer(std::io::stderr).init(),
@@ -69,7 +75,8 @@ fn init_logging(cfg: &Config) -> std::io::Result<()> {
 
 fn run(mut cfg: Config) -> Result<(), String> {
     // Storage paths are absolute from here on (io_uring opens are not relative to the cwd).
-    let cwd = std::env::current_dir().map_err(|e| format!("cannot read the current directory: {e}"))?;
+    let cwd =
+        std::env::current_dir().map_err(|e| format!("cannot read the current directory: {e}"))?;
     cfg.data_dir = cwd.join(&cfg.data_dir);
     if let Some(w) = cfg.dedicated_wal_dir.take() {
         cfg.dedicated_wal_dir = Some(cwd.join(w));
@@ -89,12 +96,19 @@ fn run(mut cfg: Config) -> Result<(), String> {
     }
     runtime::probe_io_uring().map_err(|e| e.to_string())?;
 
-    let peer_urls: Vec<String> = cfg.initial_advertise_peer_urls.iter().map(|u| u.to_string()).collect();
+    let peer_urls: Vec<String> = cfg
+        .initial_advertise_peer_urls
+        .iter()
+        .map(|u| u.to_string())
+        .collect();
     let member_id = membership::member_id(&peer_urls, &cfg.initial_cluster_token);
     let cluster_id = membership::cluster_id(&[member_id]);
     let status = Arc::new(NodeStatus::new(member_id, cluster_id));
 
-    let mvcc = Mvcc::open(&StoreOptions { path: cfg.db_path() }).map_err(|e| e.to_string())?;
+    let mvcc = Mvcc::open(&StoreOptions {
+        path: cfg.db_path(),
+    })
+    .map_err(|e| e.to_string())?;
     let reader = mvcc.reader();
     let mut seq_opts = SequencerOptions::new(WalOptions::new(cfg.wal_dir()));
     seq_opts.tick = cfg.heartbeat_interval;
@@ -108,7 +122,11 @@ fn run(mut cfg: Config) -> Result<(), String> {
         member: MemberInfo {
             name: cfg.name.clone(),
             peer_urls,
-            client_urls: cfg.advertise_client_urls.iter().map(|u| u.to_string()).collect(),
+            client_urls: cfg
+                .advertise_client_urls
+                .iter()
+                .map(|u| u.to_string())
+                .collect(),
         },
         limits: Limits {
             max_request_bytes: cfg.max_request_bytes,
@@ -116,7 +134,10 @@ fn run(mut cfg: Config) -> Result<(), String> {
             quota_bytes: i64::try_from(cfg.quota_bytes()).unwrap_or(i64::MAX),
         },
     });
-    let serve_opts = ServeOptions { addrs: cfg.listen_client_addrs(), max_recv_bytes: cfg.max_request_bytes + (512 << 10) };
+    let serve_opts = ServeOptions {
+        addrs: cfg.listen_client_addrs(),
+        max_recv_bytes: cfg.max_request_bytes + (512 << 10),
+    };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
 
     // Cores serve clients only once the sequencer has replayed the log: before that, a read could
@@ -130,7 +151,11 @@ fn run(mut cfg: Config) -> Result<(), String> {
         let go_rx = go_rx.clone();
         let fail_tx = fail_tx.clone();
         let serve_opts = serve_opts.clone();
-        let seq = if core == 0 { sequencer.lock().expect("not poisoned").take() } else { None };
+        let seq = if core == 0 {
+            sequencer.lock().expect("not poisoned").take()
+        } else {
+            None
+        };
         let go_tx = go_tx.clone();
         async move {
             if let Some(seq) = seq {
@@ -153,7 +178,9 @@ fn run(mut cfg: Config) -> Result<(), String> {
                 return;
             }
             let routes = retcd_net::routes(ctx);
-            if let Err(e) = retcd_net::serve::serve(serve_opts, routes, std::future::pending()).await {
+            if let Err(e) =
+                retcd_net::serve::serve(serve_opts, routes, std::future::pending()).await
+            {
                 let _ = fail_tx.send(format!("core {core}: {e}"));
             }
         }

@@ -42,13 +42,20 @@ pub struct Mapping {
 impl Mapping {
     fn new(map: Mmap) -> Mapping {
         let pages = map.len() / PAGE_SIZE;
-        Mapping { map, verified: (0..pages.div_ceil(64)).map(|_| AtomicU64::new(0)).collect() }
+        Mapping {
+            map,
+            verified: (0..pages.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+        }
     }
 
     /// The node at page `id`: verified on its first read, trusted afterwards.
     fn view(&self, high_water: u64, id: u64, file: &Path) -> Result<PageView<'_>, StoreError> {
         let (word, bit) = ((id / 64) as usize, 1u64 << (id % 64));
-        let known = id < high_water && self.verified.get(word).is_some_and(|w| w.load(Ordering::Acquire) & bit != 0);
+        let known = id < high_water
+            && self
+                .verified
+                .get(word)
+                .is_some_and(|w| w.load(Ordering::Acquire) & bit != 0);
         if known {
             return Ok(PageView::trusted(&self.map, id));
         }
@@ -95,7 +102,10 @@ pub struct Reader {
 
 impl Reader {
     pub fn snapshot(&self) -> Snapshot {
-        Snapshot { p: self.shared.current.load_full(), shared: self.shared.clone() }
+        Snapshot {
+            p: self.shared.current.load_full(),
+            shared: self.shared.clone(),
+        }
     }
 }
 
@@ -127,8 +137,14 @@ enum Child {
 enum Node {
     /// `append`: the last insert went to the end, so a split fills the left node completely
     /// (sequential keys such as revisions), otherwise it splits evenly.
-    Leaf { entries: Vec<(Vec<u8>, Vec<u8>)>, append: bool },
-    Branch { keys: Vec<Vec<u8>>, children: Vec<Child> },
+    Leaf {
+        entries: Vec<(Vec<u8>, Vec<u8>)>,
+        append: bool,
+    },
+    Branch {
+        keys: Vec<Vec<u8>>,
+        children: Vec<Child>,
+    },
 }
 
 /// A node as a cursor sees it: a verified page or a node the writer holds in memory.
@@ -179,7 +195,11 @@ impl<'a> NodeRef<'a> {
         let (mut lo, mut hi) = (1, self.len());
         while lo < hi {
             let mid = (lo + hi) / 2;
-            if self.key(mid) <= key { lo = mid + 1 } else { hi = mid }
+            if self.key(mid) <= key {
+                lo = mid + 1
+            } else {
+                hi = mid
+            }
         }
         lo - 1
     }
@@ -188,7 +208,11 @@ impl<'a> NodeRef<'a> {
         let (mut lo, mut hi) = (0, self.len());
         while lo < hi {
             let mid = (lo + hi) / 2;
-            if self.key(mid) < key { lo = mid + 1 } else { hi = mid }
+            if self.key(mid) < key {
+                lo = mid + 1
+            } else {
+                hi = mid
+            }
         }
         lo
     }
@@ -216,9 +240,11 @@ impl Source for Snapshot {
     }
     fn load(&self, c: ChildRef) -> Result<NodeRefPub<'_>, StoreError> {
         match c.0 {
-            Child::Page(id) => {
-                Ok(NodeRefPub(NodeRef::Page(self.p.map.view(self.p.high_water, id, &self.shared.path)?)))
-            }
+            Child::Page(id) => Ok(NodeRefPub(NodeRef::Page(self.p.map.view(
+                self.p.high_water,
+                id,
+                &self.shared.path,
+            )?))),
             Child::Mem(_) => unreachable!("snapshots hold no in-memory nodes"),
         }
     }
@@ -232,7 +258,10 @@ pub struct Cursor<'a, S: Source> {
 
 impl<'a, S: Source> Cursor<'a, S> {
     fn new(src: &'a S) -> Self {
-        Cursor { src, stack: Vec::with_capacity(8) }
+        Cursor {
+            src,
+            stack: Vec::with_capacity(8),
+        }
     }
 
     fn load(&self, c: Child) -> Result<NodeRef<'a>, StoreError> {
@@ -242,7 +271,9 @@ impl<'a, S: Source> Cursor<'a, S> {
     /// Positions at the first entry with key ≥ `key`.
     pub fn seek(&mut self, key: &[u8]) -> Result<(), StoreError> {
         self.stack.clear();
-        let Some(ChildRef(mut c)) = self.src.root_child() else { return Ok(()) };
+        let Some(ChildRef(mut c)) = self.src.root_child() else {
+            return Ok(());
+        };
         loop {
             let n = self.load(c)?;
             if n.is_leaf() {
@@ -260,7 +291,9 @@ impl<'a, S: Source> Cursor<'a, S> {
     /// Moves past exhausted leaves to the next entry (or to the end).
     fn settle(&mut self) -> Result<(), StoreError> {
         loop {
-            let Some(&(n, i)) = self.stack.last() else { return Ok(()) };
+            let Some(&(n, i)) = self.stack.last() else {
+                return Ok(());
+            };
             if i < n.len() {
                 if n.is_leaf() {
                     return Ok(());
@@ -356,13 +389,18 @@ impl SyncJob {
     pub fn run(&self) -> Result<(), StoreError> {
         let err = io_err(&self.path);
         self.file.sync_data().map_err(&err)?;
-        self.file.write_all_at(&self.meta, self.meta_offset).map_err(&err)?;
+        self.file
+            .write_all_at(&self.meta, self.meta_offset)
+            .map_err(&err)?;
         self.file.sync_data().map_err(&err)
     }
 }
 
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io { file: path.to_path_buf(), source }
+    move |source| StoreError::Io {
+        file: path.to_path_buf(),
+        source,
+    }
 }
 
 impl PageStore {
@@ -372,12 +410,23 @@ impl PageStore {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(&err)?;
         }
-        let file =
-            OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(&err)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(&err)?;
         if file.metadata().map_err(&err)?.len() == 0 {
-            let meta = Meta { txn: 1, root: 0, freelist: 0, high_water: 2 };
+            let meta = Meta {
+                txn: 1,
+                root: 0,
+                freelist: 0,
+                high_water: 2,
+            };
             file.write_all_at(&vec![0u8; PAGE_SIZE], 0).map_err(&err)?;
-            file.write_all_at(&meta.encode(), PAGE_SIZE as u64).map_err(&err)?;
+            file.write_all_at(&meta.encode(), PAGE_SIZE as u64)
+                .map_err(&err)?;
             file.sync_all().map_err(&err)?;
             if let Some(dir) = path.parent() {
                 File::open(dir).and_then(|d| d.sync_all()).map_err(&err)?;
@@ -387,19 +436,34 @@ impl PageStore {
         let mut metas = [[0u8; PAGE_SIZE], [0u8; PAGE_SIZE]];
         for (slot, m) in metas.iter_mut().enumerate() {
             if file_len >= ((slot + 1) * PAGE_SIZE) as u64 {
-                file.read_exact_at(m, (slot * PAGE_SIZE) as u64).map_err(&err)?;
+                file.read_exact_at(m, (slot * PAGE_SIZE) as u64)
+                    .map_err(&err)?;
             }
         }
         let meta = match (Meta::decode(&metas[0]), Meta::decode(&metas[1])) {
-            (Ok(a), Ok(b)) => if a.txn >= b.txn { a } else { b },
+            (Ok(a), Ok(b)) => {
+                if a.txn >= b.txn {
+                    a
+                } else {
+                    b
+                }
+            }
             (Ok(a), Err(_)) => a,
             (Err(_), Ok(b)) => b,
             (Err(a), Err(b)) => {
-                return Err(corrupt(&path, 0, format!("no valid meta page (offset 0: {a}; offset 4096: {b})")));
+                return Err(corrupt(
+                    &path,
+                    0,
+                    format!("no valid meta page (offset 0: {a}; offset 4096: {b})"),
+                ));
             }
         };
         if file_len < meta.high_water * PAGE_SIZE as u64 {
-            return Err(corrupt(&path, file_len, format!("file is shorter than its {} pages", meta.high_water)));
+            return Err(corrupt(
+                &path,
+                file_len,
+                format!("file is shorter than its {} pages", meta.high_water),
+            ));
         }
         let map = Arc::new(Mapping::new(map_file(&file, &path, file_len)?));
         let mut free = BTreeSet::new();
@@ -407,23 +471,44 @@ impl PageStore {
         let mut next = meta.freelist;
         while next != 0 {
             if freelist_pages.len() as u64 > meta.high_water {
-                return Err(corrupt(&path, next * PAGE_SIZE as u64, "free list chain loops"));
+                return Err(corrupt(
+                    &path,
+                    next * PAGE_SIZE as u64,
+                    "free list chain loops",
+                ));
             }
             let v = map.view(meta.high_water, next, &path)?;
             if v.kind() != KIND_FREELIST {
-                return Err(corrupt(&path, next * PAGE_SIZE as u64, "expected a free-list page"));
+                return Err(corrupt(
+                    &path,
+                    next * PAGE_SIZE as u64,
+                    "expected a free-list page",
+                ));
             }
             freelist_pages.push(next);
             let (n, ids) = v.freelist();
             for id in ids {
                 if id < 2 || id >= meta.high_water || !free.insert(id) {
-                    return Err(corrupt(&path, next * PAGE_SIZE as u64, format!("bad free page id {id}")));
+                    return Err(corrupt(
+                        &path,
+                        next * PAGE_SIZE as u64,
+                        format!("bad free page id {id}"),
+                    ));
                 }
             }
             next = n;
         }
-        let published = Arc::new(Published { txn: meta.txn, tag: [0; 4], root: meta.root, high_water: meta.high_water, map: map.clone() });
-        let shared = Arc::new(Shared { path: path.clone(), current: ArcSwap::new(published.clone()) });
+        let published = Arc::new(Published {
+            txn: meta.txn,
+            tag: [0; 4],
+            root: meta.root,
+            high_water: meta.high_water,
+            map: map.clone(),
+        });
+        let shared = Arc::new(Shared {
+            path: path.clone(),
+            current: ArcSwap::new(published.clone()),
+        });
         Ok(PageStore {
             shared,
             file,
@@ -445,7 +530,9 @@ impl PageStore {
     }
 
     pub fn reader(&self) -> Reader {
-        Reader { shared: self.shared.clone() }
+        Reader {
+            shared: self.shared.clone(),
+        }
     }
     pub fn path(&self) -> &Path {
         &self.shared.path
@@ -456,7 +543,12 @@ impl PageStore {
     }
     pub fn free_pages(&self) -> usize {
         self.free.len()
-            + self.pending.iter().chain(&self.pending_fresh).map(|(_, p)| p.len()).sum::<usize>()
+            + self
+                .pending
+                .iter()
+                .chain(&self.pending_fresh)
+                .map(|(_, p)| p.len())
+                .sum::<usize>()
     }
 
     /// The tag of the latest commit.
@@ -466,18 +558,31 @@ impl PageStore {
 
     pub fn begin(&mut self) -> WriteTxn<'_> {
         let root = (self.root != 0).then_some(Child::Page(self.root));
-        WriteTxn { store: self, root, arena: Vec::new(), freed: Vec::new() }
+        WriteTxn {
+            store: self,
+            root,
+            arena: Vec::new(),
+            freed: Vec::new(),
+        }
     }
 
     fn ensure_len(&mut self, pages: u64) -> Result<(), StoreError> {
         let need = pages * PAGE_SIZE as u64;
         if need > self.file_len {
-            let new_len = need.max(self.file_len + GROW_STEP).next_multiple_of(GROW_STEP);
-            self.file.set_len(new_len).map_err(io_err(&self.shared.path))?;
+            let new_len = need
+                .max(self.file_len + GROW_STEP)
+                .next_multiple_of(GROW_STEP);
+            self.file
+                .set_len(new_len)
+                .map_err(io_err(&self.shared.path))?;
             self.file_len = new_len;
         }
         if self.file_len as usize > self.map.map.len() {
-            self.map = Arc::new(Mapping::new(map_file(&self.file, &self.shared.path, self.file_len)?));
+            self.map = Arc::new(Mapping::new(map_file(
+                &self.file,
+                &self.shared.path,
+                self.file_len,
+            )?));
         }
         Ok(())
     }
@@ -508,7 +613,8 @@ impl PageStore {
 
     /// Records the pages txn `t` freed, split by which rule makes them reusable (§3.4).
     fn release(&mut self, t: u64, pages: Vec<u64>) {
-        let (fresh, old): (Vec<u64>, Vec<u64>) = pages.into_iter().partition(|p| self.fresh.remove(p));
+        let (fresh, old): (Vec<u64>, Vec<u64>) =
+            pages.into_iter().partition(|p| self.fresh.remove(p));
         if !fresh.is_empty() {
             self.pending_fresh.push_back((t, fresh));
         }
@@ -535,13 +641,20 @@ impl PageStore {
 
     fn write_page(&self, id: u64, bytes: &[u8]) -> Result<(), StoreError> {
         debug_assert!(id >= 2 && id + (bytes.len() / PAGE_SIZE) as u64 <= self.high_water);
-        self.file.write_all_at(bytes, id * PAGE_SIZE as u64).map_err(io_err(&self.shared.path))
+        self.file
+            .write_all_at(bytes, id * PAGE_SIZE as u64)
+            .map_err(io_err(&self.shared.path))
     }
 
     /// Makes pages whose freeing txn is durable and older than every live snapshot reusable.
     fn reclaim(&mut self) {
         self.published.retain(|p| Arc::strong_count(p) > 1);
-        let oldest_reader = self.published.iter().map(|p| p.txn).min().unwrap_or(self.txn);
+        let oldest_reader = self
+            .published
+            .iter()
+            .map(|p| p.txn)
+            .min()
+            .unwrap_or(self.txn);
         while let Some((t, _)) = self.pending.front() {
             if *t > self.durable_txn || *t > oldest_reader {
                 break;
@@ -592,7 +705,12 @@ impl PageStore {
             self.write_page(id, &buf)?;
             self.buf = buf;
         }
-        let meta = Meta { txn: t, root: self.root, freelist: if n > 0 { first } else { 0 }, high_water: self.high_water };
+        let meta = Meta {
+            txn: t,
+            root: self.root,
+            freelist: if n > 0 { first } else { 0 },
+            high_water: self.high_water,
+        };
         let old = std::mem::replace(&mut self.freelist_pages, (first..first + n).collect());
         self.txn = t;
         // Everything allocated so far may be reachable from the tree this commit makes durable.
@@ -600,7 +718,13 @@ impl PageStore {
         self.pending.push_back((t, old));
         self.syncing = true;
         let file = self.file.try_clone().map_err(io_err(&self.shared.path))?;
-        Ok(SyncJob { file, path: self.shared.path.clone(), meta: meta.encode(), meta_offset: (t % 2) * PAGE_SIZE as u64, txn: t })
+        Ok(SyncJob {
+            file,
+            path: self.shared.path.clone(),
+            meta: meta.encode(),
+            meta_offset: (t % 2) * PAGE_SIZE as u64,
+            txn: t,
+        })
     }
 
     /// Completes a durable commit whose [`SyncJob::run`] succeeded.
@@ -637,9 +761,11 @@ impl Source for WriteTxn<'_> {
     fn load(&self, c: ChildRef) -> Result<NodeRefPub<'_>, StoreError> {
         Ok(NodeRefPub(match c.0 {
             Child::Mem(i) => NodeRef::Mem(&self.arena[i]),
-            Child::Page(id) => {
-                NodeRef::Page(self.store.map.view(self.store.high_water, id, &self.store.shared.path)?)
-            }
+            Child::Page(id) => NodeRef::Page(self.store.map.view(
+                self.store.high_water,
+                id,
+                &self.store.shared.path,
+            )?),
         }))
     }
 }
@@ -659,14 +785,22 @@ impl<'s> WriteTxn<'s> {
         let v = map.view(self.store.high_water, id, &self.store.shared.path)?;
         let node = match v.kind() {
             KIND_LEAF => Node::Leaf {
-                entries: (0..v.count()).map(|i| (v.key(i).to_vec(), v.value(i).to_vec())).collect(),
+                entries: (0..v.count())
+                    .map(|i| (v.key(i).to_vec(), v.value(i).to_vec()))
+                    .collect(),
                 append: false,
             },
             KIND_BRANCH => Node::Branch {
                 keys: (0..v.count()).map(|i| v.key(i).to_vec()).collect(),
                 children: (0..v.count()).map(|i| Child::Page(v.child(i))).collect(),
             },
-            k => return Err(corrupt(&self.store.shared.path, id * PAGE_SIZE as u64, format!("unexpected page kind {k} in tree"))),
+            k => {
+                return Err(corrupt(
+                    &self.store.shared.path,
+                    id * PAGE_SIZE as u64,
+                    format!("unexpected page kind {k} in tree"),
+                ));
+            }
         };
         self.freed.extend(id..id + v.pages());
         self.arena.push(node);
@@ -676,7 +810,10 @@ impl<'s> WriteTxn<'s> {
     /// Index in the arena of the (in-memory) leaf that covers `key`, copying the path on the way.
     fn leaf_for(&mut self, key: &[u8]) -> Result<usize, StoreError> {
         let Some(root) = self.root else {
-            self.arena.push(Node::Leaf { entries: Vec::new(), append: true });
+            self.arena.push(Node::Leaf {
+                entries: Vec::new(),
+                append: true,
+            });
             self.root = Some(Child::Mem(self.arena.len() - 1));
             return Ok(self.arena.len() - 1);
         };
@@ -700,7 +837,9 @@ impl<'s> WriteTxn<'s> {
 
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         let leaf = self.leaf_for(key)?;
-        let Node::Leaf { entries, append } = &mut self.arena[leaf] else { unreachable!() };
+        let Node::Leaf { entries, append } = &mut self.arena[leaf] else {
+            unreachable!()
+        };
         match entries.binary_search_by(|(k, _)| k.as_slice().cmp(key)) {
             Ok(i) => entries[i].1 = value.to_vec(),
             Err(i) => {
@@ -717,8 +856,12 @@ impl<'s> WriteTxn<'s> {
             return Ok(false);
         }
         let leaf = self.leaf_for(key)?;
-        let Node::Leaf { entries, .. } = &mut self.arena[leaf] else { unreachable!() };
-        let i = entries.binary_search_by(|(k, _)| k.as_slice().cmp(key)).expect("key was found");
+        let Node::Leaf { entries, .. } = &mut self.arena[leaf] else {
+            unreachable!()
+        };
+        let i = entries
+            .binary_search_by(|(k, _)| k.as_slice().cmp(key))
+            .expect("key was found");
         entries.remove(i);
         Ok(true)
     }
@@ -732,7 +875,8 @@ impl<'s> WriteTxn<'s> {
                 let mut parts = Vec::new();
                 self.spill(c, &mut parts)?;
                 while parts.len() > 1 {
-                    let (keys, children) = parts.drain(..).map(|(k, id)| (k, Child::Page(id))).unzip();
+                    let (keys, children) =
+                        parts.drain(..).map(|(k, id)| (k, Child::Page(id))).unzip();
                     self.arena.push(Node::Branch { keys, children });
                     let c = Child::Mem(self.arena.len() - 1);
                     self.spill(c, &mut parts)?;
@@ -742,7 +886,10 @@ impl<'s> WriteTxn<'s> {
         };
         // A root branch with a single child is replaced by that child.
         while root != 0 {
-            let v = self.store.map.view(self.store.high_water, root, &self.store.shared.path)?;
+            let v = self
+                .store
+                .map
+                .view(self.store.high_water, root, &self.store.shared.path)?;
             if v.kind() != KIND_BRANCH || v.count() != 1 {
                 break;
             }
@@ -756,7 +903,13 @@ impl<'s> WriteTxn<'s> {
             let t = store.txn;
             store.release(t, std::mem::take(&mut self.freed));
         }
-        let p = Arc::new(Published { txn: store.txn, tag, root, high_water: store.high_water, map: store.map.clone() });
+        let p = Arc::new(Published {
+            txn: store.txn,
+            tag,
+            root,
+            high_water: store.high_water,
+            map: store.map.clone(),
+        });
         store.shared.current.store(p.clone());
         store.published.push_back(p);
         store.reclaim();
@@ -766,13 +919,29 @@ impl<'s> WriteTxn<'s> {
     /// Writes in-memory node `c` (and its in-memory descendants) as pages; appends the resulting
     /// (first key, page id) parts to `out` (none when the node became empty).
     fn spill(&mut self, c: Child, out: &mut Vec<(Vec<u8>, u64)>) -> Result<(), StoreError> {
-        let Child::Mem(i) = c else { unreachable!("only in-memory nodes are spilled") };
-        let node = std::mem::replace(&mut self.arena[i], Node::Leaf { entries: Vec::new(), append: false });
+        let Child::Mem(i) = c else {
+            unreachable!("only in-memory nodes are spilled")
+        };
+        let node = std::mem::replace(
+            &mut self.arena[i],
+            Node::Leaf {
+                entries: Vec::new(),
+                append: false,
+            },
+        );
         match node {
             Node::Leaf { entries, append } => {
-                let sizes: Vec<usize> = entries.iter().map(|(k, v)| page::leaf_entry_size(k, v)).collect();
+                let sizes: Vec<usize> = entries
+                    .iter()
+                    .map(|(k, v)| page::leaf_entry_size(k, v))
+                    .collect();
                 for r in split_ranges(&sizes, append) {
-                    let id = self.write_node(KIND_LEAF, entries[r.clone()].iter().map(|(k, v)| (k.as_slice(), v.as_slice())))?;
+                    let id = self.write_node(
+                        KIND_LEAF,
+                        entries[r.clone()]
+                            .iter()
+                            .map(|(k, v)| (k.as_slice(), v.as_slice())),
+                    )?;
                     out.push((entries[r.start].0.clone(), id));
                 }
             }
@@ -791,9 +960,17 @@ impl<'s> WriteTxn<'s> {
                         }
                     }
                 }
-                let sizes: Vec<usize> = list.iter().map(|(k, _)| page::branch_entry_size(k)).collect();
+                let sizes: Vec<usize> = list
+                    .iter()
+                    .map(|(k, _)| page::branch_entry_size(k))
+                    .collect();
                 for r in split_ranges(&sizes, false) {
-                    let id = self.write_node(KIND_BRANCH, list[r.clone()].iter().map(|(k, v)| (k.as_slice(), v.as_slice())))?;
+                    let id = self.write_node(
+                        KIND_BRANCH,
+                        list[r.clone()]
+                            .iter()
+                            .map(|(k, v)| (k.as_slice(), v.as_slice())),
+                    )?;
                     out.push((list[r.start].0.clone(), id));
                 }
             }
@@ -830,7 +1007,11 @@ fn restamp(buf: &mut [u8], id: u64) {
 fn split_ranges(sizes: &[usize], fill: bool) -> Vec<std::ops::Range<usize>> {
     let cap = PAGE_SIZE - HEADER;
     let total: usize = sizes.iter().sum();
-    let target = if fill || total <= cap { cap } else { total.div_ceil(total.div_ceil(cap)) };
+    let target = if fill || total <= cap {
+        cap
+    } else {
+        total.div_ceil(total.div_ceil(cap))
+    };
     let mut out = Vec::new();
     let (mut start, mut acc) = (0, 0);
     for (i, &s) in sizes.iter().enumerate() {
@@ -856,6 +1037,9 @@ mod tests {
         let r = split_ranges(&[1000; 10], false);
         assert!(r.len() >= 3 && r.iter().all(|r| r.len() * 1000 <= PAGE_SIZE - HEADER));
         assert_eq!(split_ranges(&[10_000], false), vec![0..1]);
-        assert_eq!(split_ranges(&[10, 10_000, 10], true), vec![0..1, 1..2, 2..3]);
+        assert_eq!(
+            split_ranges(&[10, 10_000, 10], true),
+            vec![0..1, 1..2, 2..3]
+        );
     }
 }

@@ -13,7 +13,7 @@ use rkyv::{Archive, Deserialize, Serialize, rancor};
 use crate::btree::{self, Cursor, PageStore, Reader, Source, StoreOptions, Tag, WriteTxn};
 use crate::page::StoreError;
 use crate::request::{
-    Compare, CompactRequest, DeleteRangeRequest, PutRequest, RangeRequest, Request, RequestOp,
+    CompactRequest, Compare, DeleteRangeRequest, PutRequest, RangeRequest, Request, RequestOp,
     TxnRequest,
 };
 
@@ -162,7 +162,8 @@ fn split_version_key(tk: &[u8]) -> Result<(Vec<u8>, i64), MvccError> {
 }
 
 fn decode_version(bytes: &[u8]) -> Result<&ArchivedVersion, MvccError> {
-    rkyv::access::<ArchivedVersion, rancor::Error>(bytes).map_err(|e| MvccError::Record(e.to_string()))
+    rkyv::access::<ArchivedVersion, rancor::Error>(bytes)
+        .map_err(|e| MvccError::Record(e.to_string()))
 }
 
 fn to_kv(key: Vec<u8>, main: i64, v: &ArchivedVersion, keys_only: bool) -> KeyValue {
@@ -171,7 +172,11 @@ fn to_kv(key: Vec<u8>, main: i64, v: &ArchivedVersion, keys_only: bool) -> KeyVa
         create_revision: v.create_revision.to_native(),
         mod_revision: main,
         version: v.version.to_native(),
-        value: if keys_only { Vec::new() } else { v.value.to_vec() },
+        value: if keys_only {
+            Vec::new()
+        } else {
+            v.value.to_vec()
+        },
         lease: v.lease.to_native(),
     }
 }
@@ -251,13 +256,22 @@ fn latest<S: Source>(src: &S, key: &[u8]) -> Result<Option<KeyValue>, MvccError>
 }
 
 /// etcd's Range at an already-validated revision `rev` (`current` is the header revision).
-fn range<S: Source>(src: &S, r: &RangeRequest, rev: i64, current: i64) -> Result<RangeResult, MvccError> {
+fn range<S: Source>(
+    src: &S,
+    r: &RangeRequest,
+    rev: i64,
+    current: i64,
+) -> Result<RangeResult, MvccError> {
     let filtered = r.min_mod_revision != 0
         || r.max_mod_revision != 0
         || r.min_create_revision != 0
         || r.max_create_revision != 0;
     // etcd fetches everything when it sorts or filters, else limit + 1 to learn `more`.
-    let fetch = if r.sort_order != 0 || filtered || r.limit <= 0 { usize::MAX } else { r.limit as usize + 1 };
+    let fetch = if r.sort_order != 0 || filtered || r.limit <= 0 {
+        usize::MAX
+    } else {
+        r.limit as usize + 1
+    };
     // etcd drops the values of a keys_only range after sorting, so a sort by VALUE still sees them.
     let drop_values = r.keys_only && r.sort_target != 4;
     let mut kvs = Vec::new();
@@ -308,7 +322,12 @@ fn range<S: Source>(src: &S, r: &RangeRequest, rev: i64, current: i64) -> Result
             kv.value = Vec::new();
         }
     }
-    Ok(RangeResult { revision: current, kvs, more, count })
+    Ok(RangeResult {
+        revision: current,
+        kvs,
+        more,
+        count,
+    })
 }
 
 fn check_rev(rev: i64, current: i64, compacted: i64) -> Result<i64, MvccError> {
@@ -367,11 +386,18 @@ pub struct Mvcc {
 }
 
 fn get_u64s<const N: usize, S: Source>(src: &S, key: &[u8]) -> Result<Option<[u64; N]>, MvccError> {
-    let Some(v) = btree::get(src, key)? else { return Ok(None) };
+    let Some(v) = btree::get(src, key)? else {
+        return Ok(None);
+    };
     if v.len() != N * 8 {
-        return Err(MvccError::Record(format!("meta key {key:?} has {} bytes", v.len())));
+        return Err(MvccError::Record(format!(
+            "meta key {key:?} has {} bytes",
+            v.len()
+        )));
     }
-    Ok(Some(std::array::from_fn(|i| u64::from_le_bytes(v[i * 8..i * 8 + 8].try_into().expect("8 bytes")))))
+    Ok(Some(std::array::from_fn(|i| {
+        u64::from_le_bytes(v[i * 8..i * 8 + 8].try_into().expect("8 bytes"))
+    })))
 }
 fn u64s(vals: &[u64]) -> Vec<u8> {
     vals.iter().flat_map(|v| v.to_le_bytes()).collect()
@@ -382,10 +408,16 @@ impl Mvcc {
         let store = PageStore::open(opts)?;
         let snap = store.reader().snapshot();
         let rev = get_u64s::<2, _>(&snap, META_REV)?.map_or(1, |r| r[0] as i64);
-        let compacted = get_u64s::<1, _>(&snap, META_COMPACT)?.map_or(NEVER_COMPACTED, |r| r[0] as i64);
+        let compacted =
+            get_u64s::<1, _>(&snap, META_COMPACT)?.map_or(NEVER_COMPACTED, |r| r[0] as i64);
         let applied = get_u64s::<2, _>(&snap, META_APPLIED)?.map_or((0, 0), |a| (a[0], a[1]));
         drop(snap);
-        let mut m = Mvcc { store, rev, compacted, applied };
+        let mut m = Mvcc {
+            store,
+            rev,
+            compacted,
+            applied,
+        };
         // Publish the tag so readers see the recovered revisions.
         let tag = m.tag();
         m.store.begin().commit(tag)?;
@@ -393,10 +425,17 @@ impl Mvcc {
     }
 
     fn tag(&self) -> Tag {
-        [self.rev as u64, self.compacted as u64, self.applied.0, self.applied.1]
+        [
+            self.rev as u64,
+            self.compacted as u64,
+            self.applied.0,
+            self.applied.1,
+        ]
     }
     pub fn reader(&self) -> MvccReader {
-        MvccReader { reader: self.store.reader() }
+        MvccReader {
+            reader: self.store.reader(),
+        }
     }
     pub fn revision(&self) -> i64 {
         self.rev
@@ -435,7 +474,10 @@ impl Mvcc {
     /// Applies a batch of committed entries in one page-store transaction and publishes the result.
     /// Entries at or below the applied index are skipped (replay after restart). Returns one result
     /// per entry with a request.
-    pub fn apply(&mut self, entries: &[Applied<'_>]) -> Result<Vec<Result<WriteResult, MvccError>>, MvccError> {
+    pub fn apply(
+        &mut self,
+        entries: &[Applied<'_>],
+    ) -> Result<Vec<Result<WriteResult, MvccError>>, MvccError> {
         let mut results = Vec::new();
         let mut txn = self.store.begin();
         let (mut rev, mut compacted, mut applied) = (self.rev, self.compacted, self.applied);
@@ -443,10 +485,20 @@ impl Mvcc {
             if e.index <= applied.0 {
                 continue;
             }
-            assert!(applied.0 == 0 || e.index == applied.0 + 1, "apply gap: {} after {}", e.index, applied.0);
+            assert!(
+                applied.0 == 0 || e.index == applied.0 + 1,
+                "apply gap: {} after {}",
+                e.index,
+                applied.0
+            );
             applied = (e.index, e.term);
             let Some(req) = e.request else { continue };
-            let mut w = Writer { txn: &mut txn, rev, sub: 0, compacted };
+            let mut w = Writer {
+                txn: &mut txn,
+                rev,
+                sub: 0,
+                compacted,
+            };
             let res = w.execute(req);
             if w.sub > 0 {
                 rev += 1;
@@ -513,7 +565,10 @@ impl Writer<'_, '_> {
                 })?;
                 let mut path_iter = path.iter();
                 let r = self.txn(t, &mut path_iter)?;
-                Ok(WriteResult::Txn(TxnResult { revision: self.read_rev(), ..r }))
+                Ok(WriteResult::Txn(TxnResult {
+                    revision: self.read_rev(),
+                    ..r
+                }))
             }
             Request::Compact(c) => self.compact(c),
         }
@@ -534,7 +589,11 @@ impl Writer<'_, '_> {
         let main = self.rev + 1;
         let (value, lease) = match &prev {
             Some(kv) => (
-                if p.ignore_value { kv.value.clone() } else { p.value.clone() },
+                if p.ignore_value {
+                    kv.value.clone()
+                } else {
+                    p.value.clone()
+                },
                 if p.ignore_lease { kv.lease } else { p.lease },
             ),
             None => (p.value.clone(), p.lease),
@@ -548,7 +607,10 @@ impl Writer<'_, '_> {
             value,
         };
         self.write_version(&p.key, main, &v)?;
-        Ok(PutResult { revision: main, prev_kv: if p.prev_kv { prev } else { None } })
+        Ok(PutResult {
+            revision: main,
+            prev_kv: if p.prev_kv { prev } else { None },
+        })
     }
 
     fn write_version(&mut self, key: &[u8], main: i64, v: &Version) -> Result<(), MvccError> {
@@ -567,7 +629,14 @@ impl Writer<'_, '_> {
         })?;
         let main = self.rev + 1;
         for kv in &victims {
-            let tomb = Version { sub: self.sub, create_revision: 0, version: 0, lease: 0, tombstone: true, value: Vec::new() };
+            let tomb = Version {
+                sub: self.sub,
+                create_revision: 0,
+                version: 0,
+                lease: 0,
+                tombstone: true,
+                value: Vec::new(),
+            };
             self.write_version(&kv.key, main, &tomb)?;
         }
         Ok(DeleteResult {
@@ -665,7 +734,11 @@ impl Writer<'_, '_> {
         Ok(used)
     }
 
-    fn txn<'p>(&mut self, t: &TxnRequest, path: &mut impl Iterator<Item = &'p bool>) -> Result<TxnResult, MvccError> {
+    fn txn<'p>(
+        &mut self,
+        t: &TxnRequest,
+        path: &mut impl Iterator<Item = &'p bool>,
+    ) -> Result<TxnResult, MvccError> {
         let ok = *path.next().expect("txn path covers every executed txn");
         let mut responses = Vec::new();
         for op in if ok { &t.success } else { &t.failure } {
@@ -683,7 +756,11 @@ impl Writer<'_, '_> {
                 RequestOp::Txn(inner) => OpResult::Txn(self.txn(inner, path)?),
             });
         }
-        Ok(TxnResult { revision: 0, succeeded: ok, responses })
+        Ok(TxnResult {
+            revision: 0,
+            succeeded: ok,
+            responses,
+        })
     }
 
     fn compact(&mut self, c: &CompactRequest) -> Result<WriteResult, MvccError> {
@@ -716,7 +793,10 @@ impl Writer<'_, '_> {
                 let mut cur = self.txn.cursor();
                 cur.seek(&version_key(&key, target))?;
                 let mut first = true;
-                while cur.valid() && cur.key().starts_with(&prefix) && cur.key().len() == prefix.len() + 8 {
+                while cur.valid()
+                    && cur.key().starts_with(&prefix)
+                    && cur.key().len() == prefix.len() + 8
+                {
                     let (_, main) = split_version_key(cur.key())?;
                     let v = decode_version(cur.value())?;
                     if !first || v.tombstone {

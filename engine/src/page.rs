@@ -128,7 +128,11 @@ impl<'a> PageView<'a> {
         let first = &map[start..start + PAGE_SIZE];
         let overflow = u32_at(first, 16) as u64;
         if id + 1 + overflow > high_water {
-            return Err(corrupt(file, off, format!("overflow {overflow} past end of file")));
+            return Err(corrupt(
+                file,
+                off,
+                format!("overflow {overflow} past end of file"),
+            ));
         }
         let len = (1 + overflow as usize) * PAGE_SIZE;
         let bytes = &map[start..start + len];
@@ -136,7 +140,11 @@ impl<'a> PageView<'a> {
             return Err(corrupt(file, off, "page checksum mismatch"));
         }
         if u64_at(bytes, 8) != id {
-            return Err(corrupt(file, off, format!("page claims id {}", u64_at(bytes, 8))));
+            return Err(corrupt(
+                file,
+                off,
+                format!("page claims id {}", u64_at(bytes, 8)),
+            ));
         }
         let kind = bytes[4];
         let count = u16_at(bytes, 6) as usize;
@@ -144,7 +152,11 @@ impl<'a> PageView<'a> {
         if used > len || used < HEADER {
             return Err(corrupt(file, off, "used length out of bounds"));
         }
-        let view = PageView { bytes: &bytes[..used], kind, count };
+        let view = PageView {
+            bytes: &bytes[..used],
+            kind,
+            count,
+        };
         match kind {
             KIND_LEAF | KIND_BRANCH => view.check_entries(file, off)?,
             KIND_FREELIST => {
@@ -164,7 +176,11 @@ impl<'a> PageView<'a> {
         let head = &map[start..start + HEADER];
         let used = u32_at(head, 20) as usize;
         debug_assert!(used >= HEADER && used <= (1 + u32_at(head, 16) as usize) * PAGE_SIZE);
-        PageView { bytes: &map[start..start + used], kind: head[4], count: u16_at(head, 6) as usize }
+        PageView {
+            bytes: &map[start..start + used],
+            kind: head[4],
+            count: u16_at(head, 6) as usize,
+        }
     }
 
     fn check_entries(&self, file: &Path, off: u64) -> Result<(), StoreError> {
@@ -177,13 +193,28 @@ impl<'a> PageView<'a> {
         for i in 0..self.count {
             let at = u32_at(self.bytes, HEADER + i * 4) as usize;
             if at < table_end || at + fixed > used {
-                return Err(corrupt(file, off, format!("entry {i} offset out of bounds")));
+                return Err(corrupt(
+                    file,
+                    off,
+                    format!("entry {i} offset out of bounds"),
+                ));
             }
             let klen = u32_at(self.bytes, at) as usize;
-            let vlen = if self.kind == KIND_LEAF { u32_at(self.bytes, at + 4) as usize } else { 0 };
-            if (at + fixed).checked_add(klen).and_then(|x| x.checked_add(vlen)).is_none_or(|e| e > used)
+            let vlen = if self.kind == KIND_LEAF {
+                u32_at(self.bytes, at + 4) as usize
+            } else {
+                0
+            };
+            if (at + fixed)
+                .checked_add(klen)
+                .and_then(|x| x.checked_add(vlen))
+                .is_none_or(|e| e > used)
             {
-                return Err(corrupt(file, off, format!("entry {i} length out of bounds")));
+                return Err(corrupt(
+                    file,
+                    off,
+                    format!("entry {i} length out of bounds"),
+                ));
             }
         }
         Ok(())
@@ -227,7 +258,10 @@ impl<'a> PageView<'a> {
     pub fn freelist(&self) -> (u64, impl Iterator<Item = u64> + 'a) {
         debug_assert_eq!(self.kind, KIND_FREELIST);
         let b = self.bytes;
-        (u64_at(b, 32), (0..self.count).map(move |i| u64_at(b, 40 + i * 8)))
+        (
+            u64_at(b, 32),
+            (0..self.count).map(move |i| u64_at(b, 40 + i * 8)),
+        )
     }
 }
 
@@ -253,7 +287,10 @@ pub fn encode_node<'e>(
     entries: impl ExactSizeIterator<Item = (&'e [u8], &'e [u8])>,
 ) {
     let count = entries.len();
-    assert!(count > 0 && count <= u16::MAX as usize, "node entry count {count}");
+    assert!(
+        count > 0 && count <= u16::MAX as usize,
+        "node entry count {count}"
+    );
     out.clear();
     out.resize(HEADER + count * 4, 0);
     for (i, (k, v)) in entries.enumerate() {
@@ -327,7 +364,12 @@ mod tests {
 
     #[test]
     fn meta_roundtrip() {
-        let m = Meta { txn: 3, root: 4, freelist: 0, high_water: 9 };
+        let m = Meta {
+            txn: 3,
+            root: 4,
+            freelist: 0,
+            high_water: 9,
+        };
         let mut b = m.encode();
         assert_eq!(Meta::decode(&b).unwrap(), m);
         b[20] ^= 1;

@@ -105,7 +105,8 @@ pub struct DecodeError(String);
 
 impl Request {
     pub fn encode(&self) -> Vec<u8> {
-        let archived = rkyv::to_bytes::<rancor::Error>(self).expect("serializing to memory cannot fail");
+        let archived =
+            rkyv::to_bytes::<rancor::Error>(self).expect("serializing to memory cannot fail");
         let mut out = Vec::with_capacity(1 + archived.len());
         out.push(FORMAT);
         out.extend_from_slice(&archived);
@@ -114,9 +115,8 @@ impl Request {
 
     pub fn decode(bytes: &[u8]) -> Result<Request, DecodeError> {
         match bytes.split_first() {
-            Some((&FORMAT, body)) => {
-                rkyv::from_bytes::<Request, rancor::Error>(body).map_err(|e| DecodeError(e.to_string()))
-            }
+            Some((&FORMAT, body)) => rkyv::from_bytes::<Request, rancor::Error>(body)
+                .map_err(|e| DecodeError(e.to_string())),
             Some((f, _)) => Err(DecodeError(format!("unknown format {f}"))),
             None => Err(DecodeError("empty".into())),
         }
@@ -130,14 +130,31 @@ mod tests {
     #[test]
     fn nested_txn_roundtrip() {
         let inner = TxnRequest {
-            compare: vec![Compare { key: b"k".to_vec(), number: 3, ..Default::default() }],
-            success: vec![RequestOp::Put(PutRequest { key: b"a".to_vec(), value: b"b".to_vec(), ..Default::default() })],
+            compare: vec![Compare {
+                key: b"k".to_vec(),
+                number: 3,
+                ..Default::default()
+            }],
+            success: vec![RequestOp::Put(PutRequest {
+                key: b"a".to_vec(),
+                value: b"b".to_vec(),
+                ..Default::default()
+            })],
             failure: vec![],
         };
         let req = Request::Txn(TxnRequest {
             compare: vec![],
-            success: vec![RequestOp::Txn(inner), RequestOp::Range(RangeRequest { key: b"x".to_vec(), ..Default::default() })],
-            failure: vec![RequestOp::DeleteRange(DeleteRangeRequest { key: b"z".to_vec(), ..Default::default() })],
+            success: vec![
+                RequestOp::Txn(inner),
+                RequestOp::Range(RangeRequest {
+                    key: b"x".to_vec(),
+                    ..Default::default()
+                }),
+            ],
+            failure: vec![RequestOp::DeleteRange(DeleteRangeRequest {
+                key: b"z".to_vec(),
+                ..Default::default()
+            })],
         });
         let bytes = req.encode();
         assert_eq!(Request::decode(&bytes).unwrap(), req);

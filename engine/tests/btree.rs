@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use retcd_engine::btree::{self, PageStore, StoreOptions};
 
 fn opts(dir: &tempfile::TempDir) -> StoreOptions {
-    StoreOptions { path: dir.path().join("member/snap/db") }
+    StoreOptions {
+        path: dir.path().join("member/snap/db"),
+    }
 }
 
 /// Deterministic pseudo-random numbers (xorshift) so failures reproduce.
@@ -86,7 +88,11 @@ fn old_snapshot_survives_later_commits_and_page_reuse() {
     for round in 0..20 {
         let mut txn = store.begin();
         for i in 0..2000u32 {
-            txn.put(format!("k{i:06}").as_bytes(), format!("new{round}").as_bytes()).unwrap();
+            txn.put(
+                format!("k{i:06}").as_bytes(),
+                format!("new{round}").as_bytes(),
+            )
+            .unwrap();
         }
         txn.commit([0; 4]).unwrap();
         store.sync().unwrap();
@@ -107,12 +113,21 @@ fn old_snapshot_survives_later_commits_and_page_reuse() {
     for round in 0..20 {
         let mut txn = store.begin();
         for i in 0..2000u32 {
-            txn.put(format!("k{i:06}").as_bytes(), format!("again{round}").as_bytes()).unwrap();
+            txn.put(
+                format!("k{i:06}").as_bytes(),
+                format!("again{round}").as_bytes(),
+            )
+            .unwrap();
         }
         txn.commit([0; 4]).unwrap();
         store.sync().unwrap();
     }
-    assert!(store.high_water() <= before + 200, "{} -> {}", before, store.high_water());
+    assert!(
+        store.high_water() <= before + 200,
+        "{} -> {}",
+        before,
+        store.high_water()
+    );
 }
 
 #[test]
@@ -129,7 +144,10 @@ fn unsynced_commits_are_lost_but_the_durable_state_opens() {
     drop(store); // no sync: like a crash after a soft commit
     let store = PageStore::open(&opts(&dir)).unwrap();
     let got = snapshot_contents(&store);
-    assert_eq!(got.into_iter().collect::<Vec<_>>(), vec![(b"durable".to_vec(), b"1".to_vec())]);
+    assert_eq!(
+        got.into_iter().collect::<Vec<_>>(),
+        vec![(b"durable".to_vec(), b"1".to_vec())]
+    );
 }
 
 #[test]
@@ -156,7 +174,10 @@ fn flipped_byte_in_a_page_is_reported_with_file_and_offset() {
         err = c.advance().err();
     }
     let msg = err.expect("corruption must be detected").to_string();
-    assert!(msg.contains(&path.display().to_string()) && msg.contains("offset 8192"), "{msg}");
+    assert!(
+        msg.contains(&path.display().to_string()) && msg.contains("offset 8192"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -171,7 +192,10 @@ fn both_meta_pages_corrupt_is_an_error() {
     bytes[4096 + 20] ^= 1;
     std::fs::write(&path, &bytes).unwrap();
     let msg = PageStore::open(&opts(&dir)).err().unwrap().to_string();
-    assert!(msg.contains("offset 0") && msg.contains("offset 4096"), "{msg}");
+    assert!(
+        msg.contains("offset 0") && msg.contains("offset 4096"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -188,12 +212,17 @@ fn soft_commits_reuse_their_own_pages_without_a_durable_commit() {
     // Many small soft commits (one put each, like a lightly loaded server) and no checkpoint.
     for i in 0..3000u32 {
         let mut txn = store.begin();
-        txn.put(format!("k{:06}", (i * 7919) % 5000).as_bytes(), &[2u8; 50]).unwrap();
+        txn.put(format!("k{:06}", (i * 7919) % 5000).as_bytes(), &[2u8; 50])
+            .unwrap();
         txn.commit([0; 4]).unwrap();
     }
     // Each commit rewrites a root-to-leaf path; only the first rewrite of a durable page may not
     // be reused before the next checkpoint.
-    assert!(store.high_water() < before + 400, "{before} -> {}", store.high_water());
+    assert!(
+        store.high_water() < before + 400,
+        "{before} -> {}",
+        store.high_water()
+    );
 }
 
 #[test]

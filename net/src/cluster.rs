@@ -35,20 +35,38 @@ fn unimplemented(what: &str) -> Status {
 
 #[tonic::async_trait]
 impl Cluster for ClusterService {
-    async fn member_add(&self, _r: Request<pb::MemberAddRequest>) -> Result<Response<pb::MemberAddResponse>, Status> {
+    async fn member_add(
+        &self,
+        _r: Request<pb::MemberAddRequest>,
+    ) -> Result<Response<pb::MemberAddResponse>, Status> {
         Err(unimplemented("MemberAdd"))
     }
-    async fn member_remove(&self, _r: Request<pb::MemberRemoveRequest>) -> Result<Response<pb::MemberRemoveResponse>, Status> {
+    async fn member_remove(
+        &self,
+        _r: Request<pb::MemberRemoveRequest>,
+    ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
         Err(unimplemented("MemberRemove"))
     }
-    async fn member_update(&self, _r: Request<pb::MemberUpdateRequest>) -> Result<Response<pb::MemberUpdateResponse>, Status> {
+    async fn member_update(
+        &self,
+        _r: Request<pb::MemberUpdateRequest>,
+    ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
         Err(unimplemented("MemberUpdate"))
     }
-    async fn member_list(&self, _r: Request<pb::MemberListRequest>) -> Result<Response<pb::MemberListResponse>, Status> {
+    async fn member_list(
+        &self,
+        _r: Request<pb::MemberListRequest>,
+    ) -> Result<Response<pb::MemberListResponse>, Status> {
         // etcd's Cluster service fills no revision in its headers.
-        Ok(Response::new(pb::MemberListResponse { header: self.ctx.header(0), members: vec![self.me()] }))
+        Ok(Response::new(pb::MemberListResponse {
+            header: self.ctx.header(0),
+            members: vec![self.me()],
+        }))
     }
-    async fn member_promote(&self, _r: Request<pb::MemberPromoteRequest>) -> Result<Response<pb::MemberPromoteResponse>, Status> {
+    async fn member_promote(
+        &self,
+        _r: Request<pb::MemberPromoteRequest>,
+    ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
         Err(unimplemented("MemberPromote"))
     }
 }

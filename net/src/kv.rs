@@ -9,7 +9,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use prost::Message;
-use retcd_engine::mvcc::{self, DeleteResult, KeyValue, OpResult, PutResult, RangeResult, TxnResult, WriteResult};
+use retcd_engine::mvcc::{
+    self, DeleteResult, KeyValue, OpResult, PutResult, RangeResult, TxnResult, WriteResult,
+};
 use retcd_engine::request::{self as er, Request};
 use retcd_raft::ProposeError;
 use tonic::{Request as Req, Response, Status};
@@ -17,9 +19,9 @@ use tonic::{Request as Req, Response, Status};
 use crate::context::Ctx;
 use crate::errors::EtcdError;
 use crate::pb::etcdserverpb::{
-    self as pb, compare, request_op, response_op, CompactionRequest, CompactionResponse, DeleteRangeRequest,
-    DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader, ResponseOp,
-    TxnRequest, TxnResponse,
+    self as pb, CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
+    PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader, ResponseOp, TxnRequest,
+    TxnResponse, compare, request_op, response_op,
 };
 use crate::pb::mvccpb;
 
@@ -118,7 +120,9 @@ struct Dels(Vec<(Vec<u8>, Vec<u8>)>);
 
 impl Dels {
     fn contains(&self, k: &[u8]) -> bool {
-        self.0.iter().any(|(s, e)| s.as_slice() <= k && (e.is_empty() || k < e.as_slice()))
+        self.0
+            .iter()
+            .any(|(s, e)| s.as_slice() <= k && (e.is_empty() || k < e.as_slice()))
     }
 }
 
@@ -140,7 +144,9 @@ fn check_intervals(reqs: &[pb::RequestOp]) -> Result<(HashSet<Vec<u8>>, Dels), E
     }
     let mut puts: HashSet<Vec<u8>> = HashSet::new();
     for op in reqs {
-        let Some(request_op::Request::RequestTxn(t)) = &op.request else { continue };
+        let Some(request_op::Request::RequestTxn(t)) = &op.request else {
+            continue;
+        };
         let (puts_then, dels_then) = check_intervals(&t.success)?;
         let (puts_else, dels_else) = check_intervals(&t.failure)?;
         for k in &puts_then {
@@ -201,7 +207,11 @@ fn put_req(r: PutRequest) -> er::PutRequest {
 }
 
 fn delete_req(r: DeleteRangeRequest) -> er::DeleteRangeRequest {
-    er::DeleteRangeRequest { key: r.key, range_end: r.range_end, prev_kv: r.prev_kv }
+    er::DeleteRangeRequest {
+        key: r.key,
+        range_end: r.range_end,
+        prev_kv: r.prev_kv,
+    }
 }
 
 fn compare(c: pb::Compare) -> er::Compare {
@@ -214,7 +224,14 @@ fn compare(c: pb::Compare) -> er::Compare {
         | (4, Some(compare::TargetUnion::Lease(n))) => (Vec::new(), n),
         _ => (Vec::new(), 0),
     };
-    er::Compare { result: c.result, target: c.target, key: c.key, range_end: c.range_end, value, number }
+    er::Compare {
+        result: c.result,
+        target: c.target,
+        key: c.key,
+        range_end: c.range_end,
+        value,
+        number,
+    }
 }
 
 fn ops(v: Vec<pb::RequestOp>) -> Vec<er::RequestOp> {
@@ -223,7 +240,9 @@ fn ops(v: Vec<pb::RequestOp>) -> Vec<er::RequestOp> {
             Some(match op.request? {
                 request_op::Request::RequestRange(r) => er::RequestOp::Range(range_req(&r)),
                 request_op::Request::RequestPut(r) => er::RequestOp::Put(put_req(r)),
-                request_op::Request::RequestDeleteRange(r) => er::RequestOp::DeleteRange(delete_req(r)),
+                request_op::Request::RequestDeleteRange(r) => {
+                    er::RequestOp::DeleteRange(delete_req(r))
+                }
                 request_op::Request::RequestTxn(r) => er::RequestOp::Txn(txn_req(r)),
             })
         })
@@ -250,17 +269,32 @@ pub fn kv(kv: KeyValue) -> mvccpb::KeyValue {
 }
 
 fn inner_header(revision: i64) -> Option<ResponseHeader> {
-    Some(ResponseHeader { revision, ..Default::default() })
+    Some(ResponseHeader {
+        revision,
+        ..Default::default()
+    })
 }
 
 fn range_resp(r: RangeResult, header: Option<ResponseHeader>) -> RangeResponse {
-    RangeResponse { header, kvs: r.kvs.into_iter().map(kv).collect(), more: r.more, count: r.count }
+    RangeResponse {
+        header,
+        kvs: r.kvs.into_iter().map(kv).collect(),
+        more: r.more,
+        count: r.count,
+    }
 }
 fn put_resp(r: PutResult, header: Option<ResponseHeader>) -> PutResponse {
-    PutResponse { header, prev_kv: r.prev_kv.map(kv) }
+    PutResponse {
+        header,
+        prev_kv: r.prev_kv.map(kv),
+    }
 }
 fn delete_resp(r: DeleteResult, header: Option<ResponseHeader>) -> DeleteRangeResponse {
-    DeleteRangeResponse { header, deleted: r.deleted, prev_kvs: r.prev_kvs.into_iter().map(kv).collect() }
+    DeleteRangeResponse {
+        header,
+        deleted: r.deleted,
+        prev_kvs: r.prev_kvs.into_iter().map(kv).collect(),
+    }
 }
 fn txn_resp(r: TxnResult, header: Option<ResponseHeader>) -> TxnResponse {
     TxnResponse {
@@ -311,21 +345,31 @@ fn raft_request_len(inner_len: usize, member_id: u64) -> usize {
     use prost::encoding::encoded_len_varint;
     let id = ((member_id & 0xffff) << 48) | (1 << 47);
     let header = 1 + encoded_len_varint(id);
-    1 + encoded_len_varint(inner_len as u64) + inner_len + 2 + encoded_len_varint(header as u64) + header
+    1 + encoded_len_varint(inner_len as u64)
+        + inner_len
+        + 2
+        + encoded_len_varint(header as u64)
+        + header
 }
 
 impl KvService {
     /// etcd: a request whose InternalRaftRequest encodes to more than --max-request-bytes is
     /// refused before proposal.
     fn check_size(&self, m: &impl Message) -> Result<(), Status> {
-        if raft_request_len(m.encoded_len(), self.ctx.status.member_id) > self.ctx.limits.max_request_bytes {
+        if raft_request_len(m.encoded_len(), self.ctx.status.member_id)
+            > self.ctx.limits.max_request_bytes
+        {
             return Err(EtcdError::RequestTooLarge.status());
         }
         Ok(())
     }
 
     async fn write(&self, req: Request) -> Result<WriteResult, Status> {
-        self.ctx.proposer.propose(&req).await.map_err(propose_status)
+        self.ctx
+            .proposer
+            .propose(&req)
+            .await
+            .map_err(propose_status)
     }
 }
 
@@ -352,7 +396,10 @@ impl pb::kv_server::Kv for KvService {
         }
     }
 
-    async fn delete_range(&self, request: Req<DeleteRangeRequest>) -> Result<Response<DeleteRangeResponse>, Status> {
+    async fn delete_range(
+        &self,
+        request: Req<DeleteRangeRequest>,
+    ) -> Result<Response<DeleteRangeResponse>, Status> {
         let r = request.into_inner();
         check_delete(&r)?;
         self.check_size(&r)?;
@@ -380,11 +427,19 @@ impl pb::kv_server::Kv for KvService {
         }
     }
 
-    async fn compact(&self, request: Req<CompactionRequest>) -> Result<Response<CompactionResponse>, Status> {
+    async fn compact(
+        &self,
+        request: Req<CompactionRequest>,
+    ) -> Result<Response<CompactionResponse>, Status> {
         let r = request.into_inner();
-        let req = Request::Compact(er::CompactRequest { revision: r.revision, physical: r.physical });
+        let req = Request::Compact(er::CompactRequest {
+            revision: r.revision,
+            physical: r.physical,
+        });
         match self.write(req).await? {
-            WriteResult::Compact { revision } => Ok(Response::new(CompactionResponse { header: self.ctx.header(revision) })),
+            WriteResult::Compact { revision } => Ok(Response::new(CompactionResponse {
+                header: self.ctx.header(revision),
+            })),
             other => Err(unexpected(other)),
         }
     }
@@ -401,20 +456,29 @@ mod tests {
 
     fn put(k: &str) -> pb::RequestOp {
         pb::RequestOp {
-            request: Some(request_op::Request::RequestPut(PutRequest { key: k.into(), ..Default::default() })),
-        }
-    }
-    fn del(k: &str, end: &str) -> pb::RequestOp {
-        pb::RequestOp {
-            request: Some(request_op::Request::RequestDeleteRange(DeleteRangeRequest {
+            request: Some(request_op::Request::RequestPut(PutRequest {
                 key: k.into(),
-                range_end: end.into(),
                 ..Default::default()
             })),
         }
     }
+    fn del(k: &str, end: &str) -> pb::RequestOp {
+        pb::RequestOp {
+            request: Some(request_op::Request::RequestDeleteRange(
+                DeleteRangeRequest {
+                    key: k.into(),
+                    range_end: end.into(),
+                    ..Default::default()
+                },
+            )),
+        }
+    }
     fn txn(success: Vec<pb::RequestOp>, failure: Vec<pb::RequestOp>) -> TxnRequest {
-        TxnRequest { compare: vec![], success, failure }
+        TxnRequest {
+            compare: vec![],
+            success,
+            failure,
+        }
     }
 
     #[test]
@@ -429,31 +493,62 @@ mod tests {
     #[test]
     fn read_only_txns() {
         let range = pb::RequestOp {
-            request: Some(request_op::Request::RequestRange(RangeRequest { key: "a".into(), ..Default::default() })),
+            request: Some(request_op::Request::RequestRange(RangeRequest {
+                key: "a".into(),
+                ..Default::default()
+            })),
         };
         assert!(txn_is_read_only(&txn(vec![], vec![])));
-        assert!(txn_is_read_only(&txn(vec![range.clone()], vec![range.clone()])));
+        assert!(txn_is_read_only(&txn(
+            vec![range.clone()],
+            vec![range.clone()]
+        )));
         // etcd does not look into nested txns.
-        let nested_ro = pb::RequestOp { request: Some(request_op::Request::RequestTxn(txn(vec![range.clone()], vec![]))) };
+        let nested_ro = pb::RequestOp {
+            request: Some(request_op::Request::RequestTxn(txn(
+                vec![range.clone()],
+                vec![],
+            ))),
+        };
         assert!(!txn_is_read_only(&txn(vec![nested_ro], vec![])));
         assert!(!txn_is_read_only(&txn(vec![range.clone()], vec![put("a")])));
         assert!(!txn_is_read_only(&txn(vec![del("a", "")], vec![])));
-        let nested_rw = pb::RequestOp { request: Some(request_op::Request::RequestTxn(txn(vec![], vec![put("x")]))) };
+        let nested_rw = pb::RequestOp {
+            request: Some(request_op::Request::RequestTxn(txn(vec![], vec![put("x")]))),
+        };
         assert!(!txn_is_read_only(&txn(vec![range], vec![nested_rw])));
     }
 
     #[test]
     fn txn_checks() {
         assert!(check_txn(&txn(vec![put("a"), put("b")], vec![put("a")]), 128).is_ok());
-        assert_eq!(check_txn(&txn(vec![put("a"), put("a")], vec![]), 128).err(), Some(EtcdError::DuplicateKey));
-        assert_eq!(check_txn(&txn(vec![del("a", "c"), put("b")], vec![]), 128).err(), Some(EtcdError::DuplicateKey));
+        assert_eq!(
+            check_txn(&txn(vec![put("a"), put("a")], vec![]), 128).err(),
+            Some(EtcdError::DuplicateKey)
+        );
+        assert_eq!(
+            check_txn(&txn(vec![del("a", "c"), put("b")], vec![]), 128).err(),
+            Some(EtcdError::DuplicateKey)
+        );
         assert!(check_txn(&txn(vec![del("a", "c"), put("c")], vec![]), 128).is_ok());
         let nested = pb::RequestOp {
-            request: Some(request_op::Request::RequestTxn(txn(vec![put("x")], vec![put("x")]))),
+            request: Some(request_op::Request::RequestTxn(txn(
+                vec![put("x")],
+                vec![put("x")],
+            ))),
         };
         assert!(check_txn(&txn(vec![nested.clone()], vec![]), 128).is_ok());
-        assert_eq!(check_txn(&txn(vec![nested, put("x")], vec![]), 128).err(), Some(EtcdError::DuplicateKey));
-        assert_eq!(check_txn(&txn(vec![put("a"), put("b")], vec![]), 1).err(), Some(EtcdError::TooManyOps));
-        assert_eq!(check_txn(&txn(vec![put("")], vec![]), 128).err(), Some(EtcdError::EmptyKey));
+        assert_eq!(
+            check_txn(&txn(vec![nested, put("x")], vec![]), 128).err(),
+            Some(EtcdError::DuplicateKey)
+        );
+        assert_eq!(
+            check_txn(&txn(vec![put("a"), put("b")], vec![]), 1).err(),
+            Some(EtcdError::TooManyOps)
+        );
+        assert_eq!(
+            check_txn(&txn(vec![put("")], vec![]), 128).err(),
+            Some(EtcdError::EmptyKey)
+        );
     }
 }

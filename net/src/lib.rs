@@ -4,18 +4,18 @@
 //! - [`pb`]: the generated etcd v3 messages, servers and clients;
 //! - [`errors`]: etcd's gRPC errors with their exact codes and messages.
 
-pub mod errors;
-pub mod pb;
 #[cfg(feature = "server")]
 pub mod cluster;
 #[cfg(feature = "server")]
 pub mod context;
+pub mod errors;
 #[cfg(feature = "server")]
 pub mod grpc_limit;
 #[cfg(feature = "server")]
 pub mod kv;
 #[cfg(feature = "server")]
 pub mod maintenance;
+pub mod pb;
 #[cfg(feature = "server")]
 pub mod serve;
 
@@ -24,9 +24,18 @@ pub mod serve;
 /// their length prefix, before they are buffered).
 #[cfg(feature = "server")]
 pub fn routes(ctx: std::sync::Arc<context::Ctx>) -> tonic::service::Routes {
-    use pb::etcdserverpb::{cluster_server::ClusterServer, kv_server::KvServer, maintenance_server::MaintenanceServer};
+    use pb::etcdserverpb::{
+        cluster_server::ClusterServer, kv_server::KvServer, maintenance_server::MaintenanceServer,
+    };
     let limit = ctx.limits.max_request_bytes + (512 << 10);
-    tonic::service::Routes::new(KvServer::new(kv::KvService::new(ctx.clone())).max_decoding_message_size(limit))
-        .add_service(MaintenanceServer::new(maintenance::MaintenanceService::new(ctx.clone())).max_decoding_message_size(limit))
-        .add_service(ClusterServer::new(cluster::ClusterService::new(ctx)).max_decoding_message_size(limit))
+    tonic::service::Routes::new(
+        KvServer::new(kv::KvService::new(ctx.clone())).max_decoding_message_size(limit),
+    )
+    .add_service(
+        MaintenanceServer::new(maintenance::MaintenanceService::new(ctx.clone()))
+            .max_decoding_message_size(limit),
+    )
+    .add_service(
+        ClusterServer::new(cluster::ClusterService::new(ctx)).max_decoding_message_size(limit),
+    )
 }

@@ -30,17 +30,26 @@ fn unimplemented(what: &str) -> Status {
 
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
-    async fn alarm(&self, request: Request<pb::AlarmRequest>) -> Result<Response<pb::AlarmResponse>, Status> {
+    async fn alarm(
+        &self,
+        request: Request<pb::AlarmRequest>,
+    ) -> Result<Response<pb::AlarmResponse>, Status> {
         let r = request.into_inner();
         // No alarm is ever raised yet (quota enforcement and corruption checks come later), so GET
         // lists none and DEACTIVATE has nothing to clear.
         if r.action == pb::alarm_request::AlarmAction::Activate as i32 {
             return Err(unimplemented("raising alarms"));
         }
-        Ok(Response::new(pb::AlarmResponse { header: self.ctx.current_header(), alarms: Vec::new() }))
+        Ok(Response::new(pb::AlarmResponse {
+            header: self.ctx.current_header(),
+            alarms: Vec::new(),
+        }))
     }
 
-    async fn status(&self, _request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+    async fn status(
+        &self,
+        _request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
         let s = &self.ctx.status;
         Ok(Response::new(pb::StatusResponse {
             header: self.ctx.current_header(),
@@ -59,23 +68,41 @@ impl Maintenance for MaintenanceService {
         }))
     }
 
-    async fn defragment(&self, _r: Request<pb::DefragmentRequest>) -> Result<Response<pb::DefragmentResponse>, Status> {
+    async fn defragment(
+        &self,
+        _r: Request<pb::DefragmentRequest>,
+    ) -> Result<Response<pb::DefragmentResponse>, Status> {
         Err(unimplemented("Defragment"))
     }
-    async fn hash(&self, _r: Request<pb::HashRequest>) -> Result<Response<pb::HashResponse>, Status> {
+    async fn hash(
+        &self,
+        _r: Request<pb::HashRequest>,
+    ) -> Result<Response<pb::HashResponse>, Status> {
         Err(unimplemented("Hash"))
     }
-    async fn hash_kv(&self, _r: Request<pb::HashKvRequest>) -> Result<Response<pb::HashKvResponse>, Status> {
+    async fn hash_kv(
+        &self,
+        _r: Request<pb::HashKvRequest>,
+    ) -> Result<Response<pb::HashKvResponse>, Status> {
         Err(unimplemented("HashKV"))
     }
     type SnapshotStream = BoxStream<pb::SnapshotResponse>;
-    async fn snapshot(&self, _r: Request<pb::SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
+    async fn snapshot(
+        &self,
+        _r: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
         Err(unimplemented("Snapshot"))
     }
-    async fn move_leader(&self, _r: Request<pb::MoveLeaderRequest>) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+    async fn move_leader(
+        &self,
+        _r: Request<pb::MoveLeaderRequest>,
+    ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
         Err(unimplemented("MoveLeader"))
     }
-    async fn downgrade(&self, _r: Request<pb::DowngradeRequest>) -> Result<Response<pb::DowngradeResponse>, Status> {
+    async fn downgrade(
+        &self,
+        _r: Request<pb::DowngradeRequest>,
+    ) -> Result<Response<pb::DowngradeResponse>, Status> {
         Err(unimplemented("Downgrade"))
     }
 }

@@ -67,7 +67,11 @@ pub struct NodeStatus {
 
 impl NodeStatus {
     pub fn new(member_id: u64, cluster_id: u64) -> Self {
-        NodeStatus { member_id, cluster_id, ..Default::default() }
+        NodeStatus {
+            member_id,
+            cluster_id,
+            ..Default::default()
+        }
     }
     pub fn term(&self) -> u64 {
         self.term.load(Ordering::Acquire)
@@ -146,7 +150,14 @@ impl Core {
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let raw = RawNode::new(&cfg, storage, &logger)?;
         let last_hs = raw.raft.hard_state();
-        let core = Core { raw, mvcc, pending: VecDeque::new(), status, last_hs, since_checkpoint: 0 };
+        let core = Core {
+            raw,
+            mvcc,
+            pending: VecDeque::new(),
+            status,
+            last_hs,
+            since_checkpoint: 0,
+        };
         core.publish_status();
         Ok(core)
     }
@@ -183,7 +194,11 @@ impl Core {
                 let index = self.raw.raft.raft_log.last_index();
                 let term = self.raw.raft.term;
                 debug_assert!(self.pending.back().is_none_or(|b| b.index < index));
-                self.pending.push_back(Pending { index, term, reply: p.reply });
+                self.pending.push_back(Pending {
+                    index,
+                    term,
+                    reply: p.reply,
+                });
             }
             Err(_) => {
                 let _ = p.reply.send(Err(ProposeError::NoLeader));
@@ -245,10 +260,12 @@ impl Core {
         let mut reqs: Vec<Option<Request>> = Vec::with_capacity(entries.len());
         for e in entries {
             let req = match e.get_entry_type() {
-                EntryType::EntryNormal if !e.data.is_empty() => Some(
-                    Request::decode(&e.data)
-                        .map_err(|err| CoreError::BadEntry { index: e.index, reason: err.to_string() })?,
-                ),
+                EntryType::EntryNormal if !e.data.is_empty() => {
+                    Some(Request::decode(&e.data).map_err(|err| CoreError::BadEntry {
+                        index: e.index,
+                        reason: err.to_string(),
+                    })?)
+                }
                 // Empty entries (a new leader's) and configuration changes carry no request; the
                 // single member's configuration never changes.
                 _ => None,
@@ -258,7 +275,11 @@ impl Core {
         let batch: Vec<Applied<'_>> = entries
             .iter()
             .zip(&reqs)
-            .map(|(e, r)| Applied { index: e.index, term: e.term, request: r.as_ref() })
+            .map(|(e, r)| Applied {
+                index: e.index,
+                term: e.term,
+                request: r.as_ref(),
+            })
             .collect();
         let mut results = self.mvcc.apply(&batch)?.into_iter();
         for (e, r) in entries.iter().zip(&reqs) {
@@ -292,10 +313,12 @@ impl Core {
         let s = &self.status;
         s.term.store(self.raw.raft.term, Ordering::Release);
         s.leader.store(self.raw.raft.leader_id, Ordering::Release);
-        s.commit.store(self.raw.raft.raft_log.committed, Ordering::Release);
+        s.commit
+            .store(self.raw.raft.raft_log.committed, Ordering::Release);
         s.applied.store(self.mvcc.applied().0, Ordering::Release);
         s.db_size.store(self.mvcc.db_size(), Ordering::Release);
-        s.db_size_in_use.store(self.mvcc.db_size_in_use(), Ordering::Release);
+        s.db_size_in_use
+            .store(self.mvcc.db_size_in_use(), Ordering::Release);
     }
 
     pub fn checkpoint_due(&self) -> bool {
@@ -317,7 +340,10 @@ impl Core {
     /// The checkpoint's job ran: returns the WAL record that lets the log be trimmed up to it.
     pub fn finish_checkpoint(&mut self, cp: Checkpoint) -> Record {
         self.mvcc.finish_checkpoint(cp.job);
-        Record::Checkpoint { index: cp.applied.0, term: cp.applied.1 }
+        Record::Checkpoint {
+            index: cp.applied.0,
+            term: cp.applied.1,
+        }
     }
 
     /// Drops in-memory log entries up to `index` (they are in the page store).
@@ -339,5 +365,9 @@ impl Core {
 }
 
 fn hs_record(hs: &HardState) -> Record {
-    Record::HardState { term: hs.term, vote: hs.vote, commit: hs.commit }
+    Record::HardState {
+        term: hs.term,
+        vote: hs.vote,
+        commit: hs.commit,
+    }
 }

@@ -24,7 +24,12 @@ pub fn recover(records: &[Record]) -> RecoveredLog {
     let mut log = RecoveredLog::default();
     for r in records {
         match r {
-            Record::Entry { index, term, entry_type, data } => {
+            Record::Entry {
+                index,
+                term,
+                entry_type,
+                data,
+            } => {
                 // Overwrite: drop every entry at or after this index.
                 if let Some(first) = log.entries.first().map(|e| e.index) {
                     if *index < first {
@@ -33,14 +38,23 @@ pub fn recover(records: &[Record]) -> RecoveredLog {
                         log.entries.truncate((*index - first) as usize);
                     }
                 }
-                if log.entries.last().is_some_and(|last| last.index + 1 != *index) {
+                if log
+                    .entries
+                    .last()
+                    .is_some_and(|last| last.index + 1 != *index)
+                {
                     // A gap: the WAL went on after the page store's applied index, which was ahead
                     // of the WAL's last entry (a damaged last entry that a checkpoint already held
                     // was cut as a torn tail, DESIGN.md §2.5). The entries before the gap can never
                     // be needed again; `storage` checks that the page store covers the gap.
                     log.entries.clear();
                 }
-                let mut e = Entry { index: *index, term: *term, data: data.to_vec(), ..Default::default() };
+                let mut e = Entry {
+                    index: *index,
+                    term: *term,
+                    data: data.to_vec(),
+                    ..Default::default()
+                };
                 e.set_entry_type(entry_type_of(*entry_type));
                 log.entries.push(e);
             }
@@ -90,9 +104,17 @@ pub fn entry_record(e: &Entry) -> Record {
 /// Builds raft-rs storage for the recovered log. `applied` is the page store's applied (index,
 /// term), which may be newer than the WAL's last checkpoint (the page store was synced but the
 /// checkpoint record not yet written) and never older.
-pub fn storage(log: &RecoveredLog, conf: ConfState, applied: (u64, u64)) -> raft::Result<MemStorage> {
+pub fn storage(
+    log: &RecoveredLog,
+    conf: ConfState,
+    applied: (u64, u64),
+) -> raft::Result<MemStorage> {
     let storage = MemStorage::new();
-    let base = if applied.0 >= log.checkpoint.0 { applied } else { log.checkpoint };
+    let base = if applied.0 >= log.checkpoint.0 {
+        applied
+    } else {
+        log.checkpoint
+    };
     {
         let mut w = storage.wl();
         if base.0 == 0 {
@@ -104,7 +126,12 @@ pub fn storage(log: &RecoveredLog, conf: ConfState, applied: (u64, u64)) -> raft
             *snap.mut_metadata().mut_conf_state() = conf;
             w.apply_snapshot(snap)?;
         }
-        let newer: Vec<Entry> = log.entries.iter().filter(|e| e.index > base.0).cloned().collect();
+        let newer: Vec<Entry> = log
+            .entries
+            .iter()
+            .filter(|e| e.index > base.0)
+            .cloned()
+            .collect();
         if let Some(first) = newer.first() {
             // Entries must continue right after the state the page store holds (the WAL keeps
             // every segment that holds an entry newer than the checkpoint).
@@ -136,7 +163,12 @@ mod tests {
     use super::*;
 
     fn ent(index: u64, term: u64) -> Record {
-        Record::Entry { index, term, entry_type: 0, data: Bytes::from_static(b"x") }
+        Record::Entry {
+            index,
+            term,
+            entry_type: 0,
+            data: Bytes::from_static(b"x"),
+        }
     }
 
     #[test]
@@ -145,13 +177,23 @@ mod tests {
             ent(1, 1),
             ent(2, 1),
             ent(3, 1),
-            Record::HardState { term: 2, vote: 1, commit: 2 },
+            Record::HardState {
+                term: 2,
+                vote: 1,
+                commit: 2,
+            },
             ent(3, 2),
             ent(4, 2),
             Record::Checkpoint { index: 1, term: 1 },
         ];
         let log = recover(&recs);
-        assert_eq!(log.entries.iter().map(|e| (e.index, e.term)).collect::<Vec<_>>(), vec![(2, 1), (3, 2), (4, 2)]);
+        assert_eq!(
+            log.entries
+                .iter()
+                .map(|e| (e.index, e.term))
+                .collect::<Vec<_>>(),
+            vec![(2, 1), (3, 2), (4, 2)]
+        );
         assert_eq!(log.hard_state.term, 2);
         assert_eq!(log.checkpoint, (1, 1));
         let s = storage(&log, ConfState::from((vec![1], vec![])), (2, 1)).unwrap();
@@ -165,14 +207,19 @@ mod tests {
         // Entry 3 was cut from the WAL after the page store had applied it; the log went on at 4.
         let recs = vec![ent(1, 1), ent(2, 1), ent(4, 2), ent(5, 2)];
         let log = recover(&recs);
-        assert_eq!(log.entries.iter().map(|e| e.index).collect::<Vec<_>>(), vec![4, 5]);
+        assert_eq!(
+            log.entries.iter().map(|e| e.index).collect::<Vec<_>>(),
+            vec![4, 5]
+        );
         let conf = ConfState::from((vec![1], vec![]));
         let s = storage(&log, conf.clone(), (3, 1)).unwrap();
         use raft::Storage;
         assert_eq!(s.first_index().unwrap(), 4);
         assert_eq!(s.last_index().unwrap(), 5);
         // Not covered: entries 2 and 3 are lost, which must not go unnoticed.
-        let err = storage(&log, conf, (1, 1)).err().expect("a gap the page store does not cover");
+        let err = storage(&log, conf, (1, 1))
+            .err()
+            .expect("a gap the page store does not cover");
         assert!(err.to_string().contains("WAL gap"), "{err}");
     }
 }

@@ -31,8 +31,14 @@ mod tests {
 
     #[test]
     fn ids_are_stable_and_order_independent() {
-        let a = member_id(&["http://b:2380".into(), "http://a:2380".into()], "etcd-cluster");
-        let b = member_id(&["http://a:2380".into(), "http://b:2380".into()], "etcd-cluster");
+        let a = member_id(
+            &["http://b:2380".into(), "http://a:2380".into()],
+            "etcd-cluster",
+        );
+        let b = member_id(
+            &["http://a:2380".into(), "http://b:2380".into()],
+            "etcd-cluster",
+        );
         assert_eq!(a, b);
         assert_ne!(a, member_id(&["http://a:2380".into()], "etcd-cluster"));
         assert_eq!(cluster_id(&[1, 2]), cluster_id(&[2, 1]));

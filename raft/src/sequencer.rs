@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use retcd_engine::mvcc::{Mvcc, WriteResult};
+use retcd_engine::page::StoreError;
 use retcd_engine::request::Request;
 use retcd_engine::runtime;
-use retcd_engine::page::StoreError;
 use retcd_engine::wal::{Record, Wal, WalError, WalOptions};
 use tracing::{info, warn};
 
@@ -66,7 +66,13 @@ impl Proposer {
     /// Proposes `req` and waits until it is applied (durable on a quorum).
     pub async fn propose(&self, req: &Request) -> Result<WriteResult, ProposeError> {
         let (reply, rx) = flume::bounded(1);
-        self.tx.send_async(Proposal { data: req.encode(), reply }).await.map_err(|_| ProposeError::Stopped)?;
+        self.tx
+            .send_async(Proposal {
+                data: req.encode(),
+                reply,
+            })
+            .await
+            .map_err(|_| ProposeError::Stopped)?;
         rx.recv_async().await.map_err(|_| ProposeError::Stopped)?
     }
 }
@@ -80,15 +86,32 @@ pub struct Sequencer {
 }
 
 impl Sequencer {
-    pub fn new(opts: SequencerOptions, mvcc: Mvcc, status: Arc<NodeStatus>) -> (Sequencer, Proposer) {
+    pub fn new(
+        opts: SequencerOptions,
+        mvcc: Mvcc,
+        status: Arc<NodeStatus>,
+    ) -> (Sequencer, Proposer) {
         let (tx, rx) = flume::bounded(opts.queue_depth);
-        (Sequencer { opts, mvcc, status, rx }, Proposer { tx })
+        (
+            Sequencer {
+                opts,
+                mvcc,
+                status,
+                rx,
+            },
+            Proposer { tx },
+        )
     }
 
     /// Recovers the log and runs until every [`Proposer`] is dropped or an error stops it.
     /// `started` is called once recovery is complete and the member serves writes.
     pub async fn run(self, started: impl FnOnce()) -> Result<(), SequencerError> {
-        let Sequencer { opts, mvcc, status, rx } = self;
+        let Sequencer {
+            opts,
+            mvcc,
+            status,
+            rx,
+        } = self;
         let (mut wal, recovered) = Wal::open(opts.wal.clone()).await?;
         if let Some((file, offset)) = &recovered.truncated_tail {
             warn!(file = %file.display(), offset, "WAL: truncated a torn tail (an unacknowledged write)");
@@ -142,7 +165,8 @@ async fn drive(
         }
         if !checkpointing
             && (core.checkpoint_due()
-                || (core.applied_since_checkpoint() > 0 && last_checkpoint.elapsed() >= opts.checkpoint_interval))
+                || (core.applied_since_checkpoint() > 0
+                    && last_checkpoint.elapsed() >= opts.checkpoint_interval))
         {
             let cp = core.begin_checkpoint()?;
             let done = done_tx.clone();
@@ -190,7 +214,9 @@ async fn drive(
                 let (cp, result) = *done;
                 result?;
                 let rec = core.finish_checkpoint(cp);
-                let Record::Checkpoint { index, .. } = rec else { unreachable!("a checkpoint record") };
+                let Record::Checkpoint { index, .. } = rec else {
+                    unreachable!("a checkpoint record")
+                };
                 wal.append(&[rec]).await?;
                 wal.release_to(index).await?;
                 core.trim_log(index)?;
