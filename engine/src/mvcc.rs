@@ -28,6 +28,39 @@ struct Version {
     value: Vec<u8>,
 }
 
+/// Stored state of one lease (the `l` key space).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+struct LeaseRecord {
+    /// Granted TTL in seconds.
+    ttl: i64,
+    /// Remaining TTL at the last lease checkpoint (0: never checkpointed).
+    remaining: i64,
+}
+
+/// A lease as the lessor and the Lease service see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseInfo {
+    pub id: i64,
+    pub ttl: i64,
+    /// Remaining TTL at the last checkpoint; 0 when none was taken.
+    pub remaining: i64,
+}
+
+/// etcd's mvccpb.Event type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Put,
+    Delete,
+}
+
+/// One change, as watchers see it: for a delete, `kv` holds the key and the deleting revision only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub kind: EventKind,
+    pub kv: KeyValue,
+    pub prev_kv: Option<KeyValue>,
+}
+
 /// etcd's mvccpb.KeyValue.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct KeyValue {
@@ -49,6 +82,8 @@ pub enum MvccError {
     KeyNotFound,
     #[error("requested lease not found")]
     LeaseNotFound,
+    #[error("lease already exists")]
+    LeaseExist,
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("corrupt record in page store: {0}")]
@@ -93,6 +128,9 @@ pub enum WriteResult {
     DeleteRange(DeleteResult),
     Txn(TxnResult),
     Compact { revision: i64 },
+    LeaseGrant { revision: i64, id: i64, ttl: i64 },
+    LeaseRevoke { revision: i64 },
+    LeaseCheckpoint { revision: i64 },
 }
 
 // Layout of the published tag.
@@ -137,6 +175,67 @@ fn rev_key(main: i64, sub: u32) -> [u8; 17] {
     k[9..17].copy_from_slice(&(sub as u64).to_be_bytes());
     k
 }
+fn lease_key(id: i64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = b'l';
+    k[1..].copy_from_slice(&(id as u64).to_be_bytes());
+    k
+}
+/// `'a' ‖ BE(lease) ‖ key`: the keys attached to a lease (§4.5).
+fn attach_key(id: i64, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9 + key.len());
+    k.push(b'a');
+    k.extend_from_slice(&(id as u64).to_be_bytes());
+    k.extend_from_slice(key);
+    k
+}
+
+fn decode_lease(bytes: &[u8]) -> Result<&ArchivedLeaseRecord, MvccError> {
+    rkyv::access::<ArchivedLeaseRecord, rancor::Error>(bytes)
+        .map_err(|e| MvccError::Record(e.to_string()))
+}
+
+fn get_lease<S: Source>(src: &S, id: i64) -> Result<Option<LeaseInfo>, MvccError> {
+    let Some(v) = btree::get(src, &lease_key(id))? else {
+        return Ok(None);
+    };
+    let r = decode_lease(v)?;
+    Ok(Some(LeaseInfo {
+        id,
+        ttl: r.ttl.to_native(),
+        remaining: r.remaining.to_native(),
+    }))
+}
+
+fn all_leases<S: Source>(src: &S) -> Result<Vec<LeaseInfo>, MvccError> {
+    let mut out = Vec::new();
+    let mut cur = btree::cursor(src);
+    cur.seek(b"l")?;
+    while cur.valid() && cur.key().first() == Some(&b'l') {
+        let id = u64::from_be_bytes(cur.key()[1..9].try_into().expect("8 bytes")) as i64;
+        let r = decode_lease(cur.value())?;
+        out.push(LeaseInfo {
+            id,
+            ttl: r.ttl.to_native(),
+            remaining: r.remaining.to_native(),
+        });
+        cur.advance()?;
+    }
+    Ok(out)
+}
+
+fn attached_keys<S: Source>(src: &S, id: i64) -> Result<Vec<Vec<u8>>, MvccError> {
+    let prefix = attach_key(id, b"");
+    let mut out = Vec::new();
+    let mut cur = btree::cursor(src);
+    cur.seek(&prefix)?;
+    while cur.valid() && cur.key().starts_with(&prefix) {
+        out.push(cur.key()[prefix.len()..].to_vec());
+        cur.advance()?;
+    }
+    Ok(out)
+}
+
 /// Decodes a `k` tree key into (user key, main revision).
 fn split_version_key(tk: &[u8]) -> Result<(Vec<u8>, i64), MvccError> {
     let bad = || MvccError::Record(format!("malformed key-index key {tk:?}"));
@@ -350,6 +449,18 @@ pub struct MvccReader {
 }
 
 impl MvccReader {
+    /// A lease of the latest committed state.
+    pub fn lease(&self, id: i64) -> Result<Option<LeaseInfo>, MvccError> {
+        get_lease(&self.reader.snapshot(), id)
+    }
+    /// Every lease of the latest committed state, by id.
+    pub fn leases(&self) -> Result<Vec<LeaseInfo>, MvccError> {
+        all_leases(&self.reader.snapshot())
+    }
+    /// The keys attached to a lease, in key order.
+    pub fn lease_keys(&self, id: i64) -> Result<Vec<Vec<u8>>, MvccError> {
+        attached_keys(&self.reader.snapshot(), id)
+    }
     /// Current and compacted revision of the latest committed state.
     pub fn revisions(&self) -> (i64, i64) {
         let t = self.reader.snapshot().tag();
@@ -455,6 +566,10 @@ impl Mvcc {
     pub fn db_size_in_use(&self) -> u64 {
         (self.store.high_water() - self.store.free_pages() as u64) * crate::page::PAGE_SIZE as u64
     }
+    /// Every lease, for the lessor at startup.
+    pub fn leases(&self) -> Result<Vec<LeaseInfo>, MvccError> {
+        all_leases(&self.store.reader().snapshot())
+    }
     /// Durable checkpoint (§3.3): after it returns, the state up to [`Mvcc::applied`] survives a
     /// crash without the WAL.
     pub fn sync(&mut self) -> Result<(), MvccError> {
@@ -478,6 +593,15 @@ impl Mvcc {
         &mut self,
         entries: &[Applied<'_>],
     ) -> Result<Vec<Result<WriteResult, MvccError>>, MvccError> {
+        self.apply_with_events(entries, &mut Vec::new())
+    }
+
+    /// [`Mvcc::apply`], appending every change to `events` in revision order (the watch feed).
+    pub fn apply_with_events(
+        &mut self,
+        entries: &[Applied<'_>],
+        events: &mut Vec<Event>,
+    ) -> Result<Vec<Result<WriteResult, MvccError>>, MvccError> {
         let mut results = Vec::new();
         let mut txn = self.store.begin();
         let (mut rev, mut compacted, mut applied) = (self.rev, self.compacted, self.applied);
@@ -493,11 +617,13 @@ impl Mvcc {
             );
             applied = (e.index, e.term);
             let Some(req) = e.request else { continue };
+            let events_before = events.len();
             let mut w = Writer {
                 txn: &mut txn,
                 rev,
                 sub: 0,
                 compacted,
+                events: &mut *events,
             };
             let res = w.execute(req);
             if w.sub > 0 {
@@ -505,7 +631,7 @@ impl Mvcc {
             }
             compacted = w.compacted;
             // A request that failed must not have changed anything.
-            debug_assert!(res.is_ok() || w.sub == 0);
+            debug_assert!(res.is_ok() || (w.sub == 0 && events.len() == events_before));
             match res {
                 Err(MvccError::Store(e)) => return Err(MvccError::Store(e)),
                 Err(MvccError::Record(e)) => return Err(MvccError::Record(e)),
@@ -525,16 +651,17 @@ impl Mvcc {
 }
 
 /// Executes requests inside one page-store transaction at main revision `rev + 1`.
-struct Writer<'t, 's> {
+struct Writer<'t, 's, 'e> {
     txn: &'t mut WriteTxn<'s>,
     /// Revision before this request.
     rev: i64,
     /// Changes made so far by this request (the next sub-revision).
     sub: u32,
     compacted: i64,
+    events: &'e mut Vec<Event>,
 }
 
-impl Writer<'_, '_> {
+impl Writer<'_, '_, '_> {
     /// Revision a read inside this request sees (etcd: begin revision, +1 once it changed something).
     fn read_rev(&self) -> i64 {
         self.rev + i64::from(self.sub > 0)
@@ -545,9 +672,7 @@ impl Writer<'_, '_> {
             Request::Put(p) => {
                 // etcd checks a plain Put's lease before its ignore_value/ignore_lease (inside a
                 // Txn the order is the other way round, see `check_put`).
-                if p.lease != 0 {
-                    return Err(MvccError::LeaseNotFound);
-                }
+                self.check_lease(p.lease)?;
                 self.check_put(p)?;
                 Ok(WriteResult::Put(self.put(p)?))
             }
@@ -571,17 +696,63 @@ impl Writer<'_, '_> {
                 }))
             }
             Request::Compact(c) => self.compact(c),
+            Request::LeaseGrant(g) => {
+                if get_lease(&*self.txn, g.id)?.is_some() {
+                    return Err(MvccError::LeaseExist);
+                }
+                self.put_lease(g.id, g.ttl, 0)?;
+                Ok(WriteResult::LeaseGrant {
+                    revision: self.rev,
+                    id: g.id,
+                    ttl: g.ttl,
+                })
+            }
+            Request::LeaseRevoke(r) => {
+                if get_lease(&*self.txn, r.id)?.is_none() {
+                    return Err(MvccError::LeaseNotFound);
+                }
+                // Every attached key goes in one revision, as one DeleteRange would.
+                for key in attached_keys(&*self.txn, r.id)? {
+                    self.txn.delete(&attach_key(r.id, &key))?;
+                    if let Some(kv) = latest(&*self.txn, &key)? {
+                        self.tombstone(kv)?;
+                    }
+                }
+                self.txn.delete(&lease_key(r.id))?;
+                Ok(WriteResult::LeaseRevoke {
+                    revision: self.read_rev(),
+                })
+            }
+            Request::LeaseCheckpoint(c) => {
+                for &(id, remaining) in &c.checkpoints {
+                    if let Some(l) = get_lease(&*self.txn, id)? {
+                        self.put_lease(id, l.ttl, remaining)?;
+                    }
+                }
+                Ok(WriteResult::LeaseCheckpoint { revision: self.rev })
+            }
         }
+    }
+
+    fn put_lease(&mut self, id: i64, ttl: i64, remaining: i64) -> Result<(), MvccError> {
+        let rec = LeaseRecord { ttl, remaining };
+        let bytes = rkyv::to_bytes::<rancor::Error>(&rec).expect("serializing to memory cannot fail");
+        self.txn.put(&lease_key(id), &bytes)?;
+        Ok(())
+    }
+
+    fn check_lease(&self, lease: i64) -> Result<(), MvccError> {
+        if lease != 0 && get_lease(&*self.txn, lease)?.is_none() {
+            return Err(MvccError::LeaseNotFound);
+        }
+        Ok(())
     }
 
     fn check_put(&self, p: &PutRequest) -> Result<(), MvccError> {
         if (p.ignore_value || p.ignore_lease) && latest(&*self.txn, &p.key)?.is_none() {
             return Err(MvccError::KeyNotFound);
         }
-        if p.lease != 0 {
-            return Err(MvccError::LeaseNotFound);
-        }
-        Ok(())
+        self.check_lease(p.lease)
     }
 
     fn put(&mut self, p: &PutRequest) -> Result<PutResult, MvccError> {
@@ -606,7 +777,26 @@ impl Writer<'_, '_> {
             tombstone: false,
             value,
         };
+        let old_lease = prev.as_ref().map_or(0, |kv| kv.lease);
+        if old_lease != 0 && old_lease != lease {
+            self.txn.delete(&attach_key(old_lease, &p.key))?;
+        }
+        if lease != 0 {
+            self.txn.put(&attach_key(lease, &p.key), b"")?;
+        }
         self.write_version(&p.key, main, &v)?;
+        self.events.push(Event {
+            kind: EventKind::Put,
+            kv: KeyValue {
+                key: p.key.clone(),
+                create_revision: v.create_revision,
+                mod_revision: main,
+                version: v.version,
+                value: v.value.clone(),
+                lease,
+            },
+            prev_kv: prev.clone(),
+        });
         Ok(PutResult {
             revision: main,
             prev_kv: if p.prev_kv { prev } else { None },
@@ -627,23 +817,41 @@ impl Writer<'_, '_> {
             victims.push(to_kv(k, main, v, false));
             true
         })?;
-        let main = self.rev + 1;
         for kv in &victims {
-            let tomb = Version {
-                sub: self.sub,
-                create_revision: 0,
-                version: 0,
-                lease: 0,
-                tombstone: true,
-                value: Vec::new(),
-            };
-            self.write_version(&kv.key, main, &tomb)?;
+            if kv.lease != 0 {
+                self.txn.delete(&attach_key(kv.lease, &kv.key))?;
+            }
+            self.tombstone(kv.clone())?;
         }
         Ok(DeleteResult {
             revision: self.read_rev(),
             deleted: victims.len() as i64,
             prev_kvs: if d.prev_kv { victims } else { Vec::new() },
         })
+    }
+
+    /// Deletes live version `prev` at this request's revision.
+    fn tombstone(&mut self, prev: KeyValue) -> Result<(), MvccError> {
+        let main = self.rev + 1;
+        let tomb = Version {
+            sub: self.sub,
+            create_revision: 0,
+            version: 0,
+            lease: 0,
+            tombstone: true,
+            value: Vec::new(),
+        };
+        self.write_version(&prev.key, main, &tomb)?;
+        self.events.push(Event {
+            kind: EventKind::Delete,
+            kv: KeyValue {
+                key: prev.key.clone(),
+                mod_revision: main,
+                ..KeyValue::default()
+            },
+            prev_kv: Some(prev),
+        });
+        Ok(())
     }
 
     fn compare(&self, c: &Compare) -> Result<bool, MvccError> {

@@ -90,13 +90,37 @@ pub struct CompactRequest {
     pub physical: bool,
 }
 
-/// A state-changing request, as proposed to Raft.
+/// etcd's LeaseGrant, with the id already chosen (the leader picks one when the client did not).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct LeaseGrantRequest {
+    pub id: i64,
+    pub ttl: i64,
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct LeaseRevokeRequest {
+    pub id: i64,
+}
+
+/// etcd's lease checkpoint: the remaining TTL of leases, persisted so that a restart or a new
+/// leader does not extend them to their full TTL.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct LeaseCheckpointRequest {
+    /// (lease id, remaining TTL in seconds).
+    pub checkpoints: Vec<(i64, i64)>,
+}
+
+/// A state-changing request, as proposed to Raft. New variants go at the end (the discriminant is
+/// part of the log format).
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     Put(PutRequest),
     DeleteRange(DeleteRangeRequest),
     Txn(TxnRequest),
     Compact(CompactRequest),
+    LeaseGrant(LeaseGrantRequest),
+    LeaseRevoke(LeaseRevokeRequest),
+    LeaseCheckpoint(LeaseCheckpointRequest),
 }
 
 #[derive(Debug, thiserror::Error)]
