@@ -15,11 +15,15 @@ use retcd_engine::wal::WalOptions;
 use retcd_net::context::{Ctx, Limits, MemberInfo};
 use retcd_net::serve::ServeOptions;
 use retcd_raft::NodeStatus;
+use retcd_raft::feed::Feed;
 use retcd_raft::membership;
 use retcd_raft::sequencer::{Sequencer, SequencerOptions};
 use tracing::{error, info, warn};
 
 use retcd::config::{self, Config, LogOutput, Parsed};
+
+/// Event batches queued per core before the core is marked lagged.
+const FEED_DEPTH: usize = 1024;
 
 fn main() -> ExitCode {
     let (cfg, warnings) = match config::parse() {
@@ -113,7 +117,11 @@ fn run(mut cfg: Config) -> Result<(), String> {
     let mut seq_opts = SequencerOptions::new(WalOptions::new(cfg.wal_dir()));
     seq_opts.tick = cfg.heartbeat_interval;
     seq_opts.election_ticks = cfg.election_ticks() as usize;
-    let (sequencer, proposer) = Sequencer::new(seq_opts, mvcc, status.clone());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // One bounded event queue per core; a core that falls behind catches up from history.
+    let (feed, subscriptions) = Feed::new(cores, FEED_DEPTH);
+    let subscriptions = Mutex::new(subscriptions.into_iter().map(Some).collect::<Vec<_>>());
+    let (sequencer, proposer) = Sequencer::new(seq_opts, mvcc, status.clone(), feed);
 
     let ctx = Arc::new(Ctx {
         reader,
@@ -138,7 +146,6 @@ fn run(mut cfg: Config) -> Result<(), String> {
         addrs: cfg.listen_client_addrs(),
         max_recv_bytes: cfg.max_request_bytes + (512 << 10),
     };
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
 
     // Cores serve clients only once the sequencer has replayed the log: before that, a read could
     // miss an acknowledged write.
@@ -151,6 +158,8 @@ fn run(mut cfg: Config) -> Result<(), String> {
         let go_rx = go_rx.clone();
         let fail_tx = fail_tx.clone();
         let serve_opts = serve_opts.clone();
+        // The watch hub of this core (issue 3) will consume its feed.
+        let _feed = subscriptions.lock().expect("not poisoned")[core].take();
         let seq = if core == 0 {
             sequencer.lock().expect("not poisoned").take()
         } else {

@@ -19,6 +19,7 @@ use retcd_engine::mvcc::{Applied, Mvcc, MvccError, WriteResult};
 use retcd_engine::request::Request;
 use retcd_engine::wal::Record;
 
+use crate::feed::{EventBatch, Feed};
 use crate::log::{RecoveredLog, entry_record};
 
 /// What a client sees of a failed proposal.
@@ -117,6 +118,7 @@ const CHECKPOINT_ENTRIES: u64 = 10_000;
 pub struct Core {
     raw: RawNode<MemStorage>,
     mvcc: Mvcc,
+    feed: Feed,
     pending: VecDeque<Pending>,
     status: Arc<NodeStatus>,
     last_hs: HardState,
@@ -129,6 +131,7 @@ impl Core {
         mvcc: Mvcc,
         log: &RecoveredLog,
         status: Arc<NodeStatus>,
+        feed: Feed,
         heartbeat_ticks: usize,
         election_ticks: usize,
     ) -> Result<Core, CoreError> {
@@ -153,6 +156,7 @@ impl Core {
         let core = Core {
             raw,
             mvcc,
+            feed,
             pending: VecDeque::new(),
             status,
             last_hs,
@@ -281,7 +285,15 @@ impl Core {
                 request: r.as_ref(),
             })
             .collect();
-        let mut results = self.mvcc.apply(&batch)?.into_iter();
+        let mut events = Vec::new();
+        let mut results = self
+            .mvcc
+            .apply_with_events(&batch, &mut events)?
+            .into_iter();
+        self.feed.publish(EventBatch {
+            revision: self.mvcc.revision(),
+            events,
+        });
         for (e, r) in entries.iter().zip(&reqs) {
             if e.index <= applied_before {
                 continue;

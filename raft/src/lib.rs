@@ -8,6 +8,7 @@
 //! This crate uses engine/ and never reaches net/.
 
 pub mod core;
+pub mod feed;
 pub mod log;
 pub mod membership;
 pub mod sequencer;

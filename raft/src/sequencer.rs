@@ -17,6 +17,7 @@ use retcd_engine::wal::{Record, Wal, WalError, WalOptions};
 use tracing::{info, warn};
 
 use crate::core::{Checkpoint, Core, CoreError, NodeStatus, Proposal, ProposeError};
+use crate::feed::Feed;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SequencerError {
@@ -82,6 +83,7 @@ pub struct Sequencer {
     opts: SequencerOptions,
     mvcc: Mvcc,
     status: Arc<NodeStatus>,
+    feed: Feed,
     rx: flume::Receiver<Proposal>,
 }
 
@@ -90,6 +92,7 @@ impl Sequencer {
         opts: SequencerOptions,
         mvcc: Mvcc,
         status: Arc<NodeStatus>,
+        feed: Feed,
     ) -> (Sequencer, Proposer) {
         let (tx, rx) = flume::bounded(opts.queue_depth);
         (
@@ -97,6 +100,7 @@ impl Sequencer {
                 opts,
                 mvcc,
                 status,
+                feed,
                 rx,
             },
             Proposer { tx },
@@ -110,6 +114,7 @@ impl Sequencer {
             opts,
             mvcc,
             status,
+            feed,
             rx,
         } = self;
         let (mut wal, recovered) = Wal::open(opts.wal.clone()).await?;
@@ -124,7 +129,7 @@ impl Sequencer {
             wal_entries = log.entries.len(),
             "recovered storage"
         );
-        let mut core = Core::new(mvcc, &log, status, 1, opts.election_ticks)?;
+        let mut core = Core::new(mvcc, &log, status, feed, 1, opts.election_ticks)?;
         drop(log);
         core.campaign_if_alone()?;
         let result = drive(&mut core, &mut wal, &rx, &opts, started).await;
