@@ -1205,25 +1205,34 @@ fn parse_command_line(args: &[String]) -> Result<CommandLine, ConfigError> {
                 flag: spec.name.to_string(),
             });
         };
-        let origin = Origin::Flag(spec.name);
-        let parsed =
-            parse_value(spec.kind, &value).map_err(|reason| ConfigError::InvalidValue {
-                origin: origin.to_string(),
-                value: value.clone(),
-                reason,
-            })?;
-        settings.insert(
-            spec.name,
-            Setting {
-                value: parsed,
-                origin,
-            },
-        );
+        set_parsed(&mut settings, spec, &value, Origin::Flag(spec.name))?;
     }
     if let Some(extra) = args.get(i) {
         return Err(ConfigError::NotAFlag { arg: extra.clone() });
     }
     Ok(CommandLine::Settings(settings))
+}
+
+/// Parses `value` (command-line syntax) for the flag `spec` and records it as set by `origin`.
+fn set_parsed(
+    settings: &mut Settings,
+    spec: &Spec,
+    value: &str,
+    origin: Origin,
+) -> Result<(), ConfigError> {
+    let parsed = parse_value(spec.kind, value).map_err(|reason| ConfigError::InvalidValue {
+        origin: origin.to_string(),
+        value: value.to_string(),
+        reason,
+    })?;
+    settings.insert(
+        spec.name,
+        Setting {
+            value: parsed,
+            origin,
+        },
+    );
+    Ok(())
 }
 
 /// `--foo=bar` → `--foo` for error messages.
@@ -1266,19 +1275,7 @@ fn apply_env(
             var: var.clone(),
             flag: spec.name,
         };
-        let parsed =
-            parse_value(spec.kind, &value).map_err(|reason| ConfigError::InvalidValue {
-                origin: origin.to_string(),
-                value: value.clone(),
-                reason,
-            })?;
-        settings.insert(
-            spec.name,
-            Setting {
-                value: parsed,
-                origin,
-            },
-        );
+        set_parsed(settings, spec, &value, origin)?;
     }
     Ok(())
 }
@@ -1748,47 +1745,25 @@ fn value(settings: &Settings, name: &'static str) -> (Value, Origin) {
     }
 }
 
-fn str_of(settings: &Settings, name: &'static str) -> String {
-    match value(settings, name).0 {
-        Value::Str(s) => s,
-        other => panic!("--{name} is not a string: {other:?}"),
-    }
+/// `fn $getter(settings, name) -> $ty`: the value of the setting `name`, whose spec kind makes it a
+/// `Value::$variant` (`$what` names that kind in the panic if it does not).
+macro_rules! value_getter {
+    ($getter:ident, $variant:ident, $ty:ty, $what:literal) => {
+        fn $getter(settings: &Settings, name: &'static str) -> $ty {
+            match value(settings, name).0 {
+                Value::$variant(v) => v,
+                other => panic!("--{} is not {}: {:?}", name, $what, other),
+            }
+        }
+    };
 }
 
-fn u64_of(settings: &Settings, name: &'static str) -> u64 {
-    match value(settings, name).0 {
-        Value::U64(v) => v,
-        other => panic!("--{name} is not unsigned: {other:?}"),
-    }
-}
-
-fn i64_of(settings: &Settings, name: &'static str) -> i64 {
-    match value(settings, name).0 {
-        Value::I64(v) => v,
-        other => panic!("--{name} is not an integer: {other:?}"),
-    }
-}
-
-fn bool_of(settings: &Settings, name: &'static str) -> bool {
-    match value(settings, name).0 {
-        Value::Bool(v) => v,
-        other => panic!("--{name} is not a boolean: {other:?}"),
-    }
-}
-
-fn dur_of(settings: &Settings, name: &'static str) -> i64 {
-    match value(settings, name).0 {
-        Value::Dur(v) => v,
-        other => panic!("--{name} is not a duration: {other:?}"),
-    }
-}
-
-fn list_of(settings: &Settings, name: &'static str) -> Vec<String> {
-    match value(settings, name).0 {
-        Value::List(v) => v,
-        other => panic!("--{name} is not a list: {other:?}"),
-    }
-}
+value_getter!(str_of, Str, String, "a string");
+value_getter!(u64_of, U64, u64, "unsigned");
+value_getter!(i64_of, I64, i64, "an integer");
+value_getter!(bool_of, Bool, bool, "a boolean");
+value_getter!(dur_of, Dur, i64, "a duration");
+value_getter!(list_of, List, Vec<String>, "a list");
 
 /// URL list; an empty value keeps etcd's default, as etcd does.
 fn urls_of(settings: &Settings, name: &'static str) -> (Vec<Url>, Origin) {
@@ -1804,11 +1779,23 @@ fn urls_of(settings: &Settings, name: &'static str) -> (Vec<Url>, Origin) {
 
 fn usize_of(settings: &Settings, name: &'static str) -> Result<usize, ConfigError> {
     let v = u64_of(settings, name);
-    usize::try_from(v).map_err(|_| ConfigError::InvalidValue {
+    usize::try_from(v)
+        .map_err(|_| invalid_setting(settings, name, v.to_string(), "too large for this platform"))
+}
+
+/// [`ConfigError::InvalidValue`] for the value `given` to the setting `name`, naming where it was
+/// set.
+fn invalid_setting(
+    settings: &Settings,
+    name: &'static str,
+    given: String,
+    reason: &str,
+) -> ConfigError {
+    ConfigError::InvalidValue {
         origin: value(settings, name).1.to_string(),
-        value: v.to_string(),
-        reason: "too large for this platform".to_string(),
-    })
+        value: given,
+        reason: reason.to_string(),
+    }
 }
 
 fn refused(origin: &Origin, reason: &str) -> ConfigError {
@@ -1884,11 +1871,12 @@ fn build(
     // etcd's validation of settings retcd ignores but etcd would reject.
     let mode = str_of(settings, "auto-compaction-mode");
     if !matches!(mode.as_str(), "" | "periodic" | "revision") {
-        return Err(ConfigError::InvalidValue {
-            origin: value(settings, "auto-compaction-mode").1.to_string(),
-            value: mode,
-            reason: "unknown auto-compaction-mode (use periodic or revision)".to_string(),
-        });
+        return Err(invalid_setting(
+            settings,
+            "auto-compaction-mode",
+            mode,
+            "unknown auto-compaction-mode (use periodic or revision)",
+        ));
     }
     if bool_of(settings, "experimental-enable-lease-checkpoint-persist")
         && !bool_of(settings, "experimental-enable-lease-checkpoint")
@@ -1993,28 +1981,22 @@ fn build(
 
     // Logging.
     let logger = str_of(settings, "logger");
-    match logger.as_str() {
-        "zap" => {}
-        "capnslog" => {
-            return Err(ConfigError::InvalidValue {
-                origin: value(settings, "logger").1.to_string(),
-                value: logger,
-                reason: "--logger=capnslog is removed in etcd 3.5; use zap".to_string(),
-            });
-        }
-        _ => {
-            return Err(ConfigError::InvalidValue {
-                origin: value(settings, "logger").1.to_string(),
-                value: logger,
-                reason: "unknown logger (only 'zap' is supported)".to_string(),
-            });
-        }
+    let unsupported = match logger.as_str() {
+        "zap" => None,
+        "capnslog" => Some("--logger=capnslog is removed in etcd 3.5; use zap"),
+        _ => Some("unknown logger (only 'zap' is supported)"),
+    };
+    if let Some(reason) = unsupported {
+        return Err(invalid_setting(settings, "logger", logger, reason));
     }
     let level_raw = str_of(settings, "log-level");
-    let log_level = LogLevel::parse(&level_raw).ok_or_else(|| ConfigError::InvalidValue {
-        origin: value(settings, "log-level").1.to_string(),
-        value: level_raw.clone(),
-        reason: "must be one of debug, info, warn, error, panic, fatal".to_string(),
+    let log_level = LogLevel::parse(&level_raw).ok_or_else(|| {
+        invalid_setting(
+            settings,
+            "log-level",
+            level_raw.clone(),
+            "must be one of debug, info, warn, error, panic, fatal",
+        )
     })?;
     let log_outputs = resolve_log_outputs(settings, warnings)?;
 
@@ -2722,8 +2704,8 @@ mod tests {
             e.contains("initial-cluster-state") && e.contains("line 2"),
             "{e}"
         );
-        let url = TempFile::new("listen-peer-urls: http://10.0.0.1\n");
-        let e = err(&["--config-file", url.path()], &[]);
+        let no_port = TempFile::new("listen-peer-urls: http://10.0.0.1\n");
+        let e = err(&["--config-file", no_port.path()], &[]);
         assert!(
             e.contains("listen-peer-urls") && e.contains("line 1"),
             "{e}"
@@ -2740,11 +2722,7 @@ mod tests {
         let empty = TempFile::new("initial-cluster-state: ''\nlisten-client-urls: ''\n");
         let (c, _) = ok(&["--config-file", empty.path()], &[]);
         assert_eq!(c.initial_cluster_state, ClusterState::New);
-        assert_eq!(c.listen_client_urls, vec![url_of("http://localhost:2379")]);
-    }
-
-    fn url_of(s: &str) -> Url {
-        url(s)
+        assert_eq!(c.listen_client_urls, vec![url("http://localhost:2379")]);
     }
 
     #[test]

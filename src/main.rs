@@ -25,6 +25,10 @@ use retcd::config::{self, Config, LogOutput, Parsed};
 /// Event batches queued per core before the core is marked lagged.
 const FEED_DEPTH: usize = 1024;
 
+/// Internal knob (tests): the lease checkpoint interval in milliseconds instead of etcd's 5 min
+/// (etcd 3.5 has no flag for it).
+const LEASE_CHECKPOINT_ENV: &str = "RETCD_LEASE_CHECKPOINT_INTERVAL_MS";
+
 fn main() -> ExitCode {
     let (cfg, warnings) = match config::parse() {
         Ok(Parsed::Run(cfg, warnings)) => (cfg, warnings),
@@ -121,11 +125,19 @@ fn run(mut cfg: Config) -> Result<(), String> {
     // One bounded event queue per core; a core that falls behind catches up from history.
     let (feed, subscriptions) = Feed::new(cores, FEED_DEPTH);
     let subscriptions = Mutex::new(subscriptions.into_iter().map(Some).collect::<Vec<_>>());
+    if let Some(ms) = std::env::var(LEASE_CHECKPOINT_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        seq_opts.lease_checkpoint_interval = std::time::Duration::from_millis(ms.max(1));
+    }
     let (sequencer, proposer) = Sequencer::new(seq_opts, mvcc, status.clone(), feed);
+    let leases = sequencer.lease_handle();
 
     let ctx = Arc::new(Ctx {
         reader,
         proposer,
+        leases,
         status,
         member: MemberInfo {
             name: cfg.name.clone(),
@@ -141,6 +153,7 @@ fn run(mut cfg: Config) -> Result<(), String> {
             max_txn_ops: cfg.max_txn_ops,
             quota_bytes: i64::try_from(cfg.quota_bytes()).unwrap_or(i64::MAX),
         },
+        watch_progress_notify_interval: cfg.watch_progress_notify_interval,
     });
     let serve_opts = ServeOptions {
         addrs: cfg.listen_client_addrs(),
@@ -158,8 +171,8 @@ fn run(mut cfg: Config) -> Result<(), String> {
         let go_rx = go_rx.clone();
         let fail_tx = fail_tx.clone();
         let serve_opts = serve_opts.clone();
-        // The watch hub of this core (issue 3) will consume its feed.
-        let _feed = subscriptions.lock().expect("not poisoned")[core].take();
+        // This core's watch hub consumes its feed.
+        let feed = subscriptions.lock().expect("not poisoned")[core].take();
         let seq = if core == 0 {
             sequencer.lock().expect("not poisoned").take()
         } else {
@@ -167,6 +180,9 @@ fn run(mut cfg: Config) -> Result<(), String> {
         };
         let go_tx = go_tx.clone();
         async move {
+            if let Some(feed) = feed {
+                retcd_net::watch::start_hub(feed);
+            }
             if let Some(seq) = seq {
                 let fail = fail_tx.clone();
                 runtime::spawn_local(async move {

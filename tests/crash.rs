@@ -28,8 +28,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, ConnectOptions, GetOptions, KvClient};
-use support::Server;
+use etcd_client::{Client, GetOptions, KvClient};
+use support::{Server, connect, newest_meta};
 
 /// Kill/restart rounds.
 const KILLS: usize = 22;
@@ -137,15 +137,6 @@ async fn writer(
         }
     }
     log
-}
-
-async fn connect(server: &Server) -> Client {
-    let opts = ConnectOptions::new()
-        .with_connect_timeout(Duration::from_secs(5))
-        .with_timeout(REQUEST_TIMEOUT);
-    Client::connect([server.client_url()], Some(opts))
-        .await
-        .unwrap_or_else(|e| panic!("connect to {}: {e}", server.client_url()))
 }
 
 /// Everything the test knows about the store.
@@ -347,39 +338,7 @@ async fn verify(client: &mut Client, model: &mut Model, fresh: &[(String, i64)],
 
 /// (txn, root) of the newest meta page of the page store, if readable.
 fn durable_meta(db: &Path) -> Option<(u64, u64)> {
-    let bytes = std::fs::read(db).ok()?;
-    let mut best: Option<(u64, u64)> = None;
-    for slot in 0..2 {
-        let Some(m) = bytes.get(slot * 4096..slot * 4096 + 52) else {
-            continue;
-        };
-        let crc = u32::from_le_bytes(m[48..52].try_into().unwrap());
-        if &m[0..8] != b"RETCDDB\0" || crc32c(&m[..48]) != crc {
-            continue;
-        }
-        let txn = u64::from_le_bytes(m[16..24].try_into().unwrap());
-        let root = u64::from_le_bytes(m[24..32].try_into().unwrap());
-        if best.is_none_or(|(t, _)| txn > t) {
-            best = Some((txn, root));
-        }
-    }
-    best
-}
-
-/// Bitwise CRC-32C (Castagnoli), enough for a meta page.
-fn crc32c(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= b as u32;
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0x82f6_3b78
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
+    newest_meta(db).map(|m| (m.txn, m.root))
 }
 
 #[test]
@@ -406,7 +365,7 @@ fn puts_survive_repeated_sigkill() {
         .expect("tempdir");
     let test_start = Instant::now();
     let mut server = Server::start_retcd(tmp.path());
-    let db = server.data_dir().join("member/snap/db");
+    let db = server.db_path();
     let mut model = Model {
         max_revision: 1,
         ..Model::default()
@@ -420,7 +379,7 @@ fn puts_survive_repeated_sigkill() {
         let load = Duration::from_millis(rng.range(LOAD_MS.0, LOAD_MS.1));
         let long = round % LONG_EVERY == LONG_AT;
         let (logs, killed_at) = rt.block_on(async {
-            let client = connect(&server).await;
+            let client = connect(&server, REQUEST_TIMEOUT).await;
             let stop = Arc::new(AtomicBool::new(false));
             let acks = Arc::new(AtomicUsize::new(0));
             let tasks: Vec<_> = (0..WRITERS)
@@ -511,7 +470,7 @@ fn puts_survive_repeated_sigkill() {
             if long { " after a long run" } else { "" }
         );
         rt.block_on(async {
-            let mut client = connect(&server).await;
+            let mut client = connect(&server, REQUEST_TIMEOUT).await;
             verify(&mut client, &mut model, &fresh, &when).await;
         });
         unacked_present = model
@@ -530,7 +489,7 @@ fn puts_survive_repeated_sigkill() {
 
     // The restarted server still takes writes, and they survive one more crash.
     let last = rt.block_on(async {
-        let mut client = connect(&server).await;
+        let mut client = connect(&server, REQUEST_TIMEOUT).await;
         let key = "crash/final";
         let resp = client
             .put(key, value_for(key), None)
@@ -549,7 +508,7 @@ fn puts_survive_repeated_sigkill() {
     model.max_revision = last.1;
     server.start_again();
     rt.block_on(async {
-        let mut client = connect(&server).await;
+        let mut client = connect(&server, REQUEST_TIMEOUT).await;
         verify(&mut client, &mut model, &[last], "after the final kill").await;
     });
 

@@ -36,6 +36,10 @@ struct Compat {
     candidate: Server,
     steps: usize,
     mismatches: Vec<Mismatch>,
+    /// Lease ids granted so far: (placeholder, etcd's id, the candidate's id), ids in hex as
+    /// etcdctl prints them. Placeholders in arguments become each server's own id; each server's
+    /// ids in its output (hex, and decimal in JSON) become the placeholder.
+    leases: Vec<(String, String, String)>,
 }
 
 impl Compat {
@@ -59,6 +63,7 @@ impl Compat {
             candidate,
             steps: 0,
             mismatches: Vec::new(),
+            leases: Vec::new(),
         }
     }
 
@@ -90,8 +95,12 @@ impl Compat {
     fn step(&mut self, args: &[&str], stdin: Option<&str>, expect: Expect) -> Output {
         self.steps += 1;
         let command = describe(args, stdin);
-        let want = self.reference.etcdctl_stdin(args, stdin);
-        let got = self.candidate.etcdctl_stdin(args, stdin);
+        let (ref_args, cand_args) = (self.lease_args(args, true), self.lease_args(args, false));
+        let want = self.reference.etcdctl_stdin(&as_strs(&ref_args), stdin);
+        let got = self.candidate.etcdctl_stdin(&as_strs(&cand_args), stdin);
+        if args.starts_with(&["lease", "grant"]) {
+            self.learn_lease(&want.stdout, &got.stdout);
+        }
         assert_eq!(
             want.success(),
             expect == Expect::Ok,
@@ -108,8 +117,10 @@ impl Compat {
                 self.test,
                 self.steps,
                 want.code(),
-                self.reference.normalize(&want.stdout),
-                self.reference.normalize(&want.stderr)
+                self.reference
+                    .normalize(&self.mask_leases(&want.stdout, true)),
+                self.reference
+                    .normalize(&self.mask_leases(&want.stderr, true))
             );
         }
         let mut report = String::new();
@@ -124,8 +135,8 @@ impl Compat {
             ("stdout", &want.stdout, &got.stdout),
             ("stderr", &want.stderr, &got.stderr),
         ] {
-            let w = self.reference.normalize(w);
-            let g = self.candidate.normalize(g);
+            let w = self.reference.normalize(&self.mask_leases(w, true));
+            let g = self.candidate.normalize(&self.mask_leases(g, false));
             if w != g {
                 report.push_str(&format!(
                     "{stream} (- etcd, + candidate):\n{}",
@@ -141,6 +152,45 @@ impl Compat {
             });
         }
         want
+    }
+
+    /// `args` with every lease placeholder replaced by the reference's (or the candidate's) id.
+    fn lease_args(&self, args: &[&str], reference: bool) -> Vec<String> {
+        args.iter()
+            .map(|a| {
+                let mut a = a.to_string();
+                for (ph, r, c) in &self.leases {
+                    a = a.replace(ph.as_str(), if reference { r } else { c });
+                }
+                a
+            })
+            .collect()
+    }
+
+    /// Records the ids of `lease 694d… granted with TTL(…)` as the next `<LEASE_n>`.
+    fn learn_lease(&mut self, want: &str, got: &str) {
+        let id = |s: &str| {
+            s.strip_prefix("lease ")
+                .and_then(|rest| rest.split(' ').next())
+                .map(str::to_string)
+        };
+        if let (Some(r), Some(c)) = (id(want), id(got)) {
+            let ph = format!("<LEASE_{}>", self.leases.len() + 1);
+            self.leases.push((ph, r, c));
+        }
+    }
+
+    /// `s` with this server's lease ids (hex and decimal) replaced by their placeholders.
+    fn mask_leases(&self, s: &str, reference: bool) -> String {
+        let mut s = s.to_string();
+        for (ph, r, c) in &self.leases {
+            let hex = if reference { r } else { c };
+            s = s.replace(hex.as_str(), ph);
+            if let Ok(n) = i64::from_str_radix(hex, 16) {
+                s = s.replace(&n.to_string(), ph);
+            }
+        }
+        s
     }
 
     /// Panics with every recorded mismatch.
@@ -164,6 +214,10 @@ impl Compat {
         }
         panic!("{msg}");
     }
+}
+
+fn as_strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
 }
 
 /// `etcdctl a b 'c d'` plus the stdin script, for reports.
@@ -558,5 +612,154 @@ fn restart_and_kill9() {
     c.ok(&["get", "", "--prefix", "-w", "json"]);
     c.ok(&["endpoint", "status", "-w", "table"]);
     c.ok(&["put", "d", "5", "-w", "json"]);
+    c.finish();
+}
+
+/// lease grant / list / timetolive [--keys] / keep-alive --once / revoke and put --lease. Lease ids
+/// differ per server: `<LEASE_n>` stands for the n-th granted one (see `Compat::leases`).
+#[test]
+fn leases() {
+    let mut c = Compat::start("leases");
+    c.ok(&["lease", "grant", "600"]);
+    c.ok(&["lease", "grant", "300"]);
+    c.ok(&["lease", "list"]);
+    c.ok(&["put", "--lease=<LEASE_1>", "a", "1"]);
+    c.ok(&["put", "--lease=<LEASE_2>", "c", "3"]);
+    c.fail(&["put", "--lease=777", "x", "1"]);
+    c.ok(&["put", "--ignore-lease", "a", "10"]);
+    c.ok(&["get", "a", "-w", "json"]);
+    c.ok(&["lease", "timetolive", "<LEASE_1>"]);
+    c.ok(&["lease", "timetolive", "<LEASE_1>", "--keys"]);
+    c.ok(&["lease", "timetolive", "<LEASE_2>", "--keys", "-w", "json"]);
+    c.ok(&["lease", "timetolive", "1234"]);
+    c.ok(&["lease", "timetolive", "1234", "-w", "json"]);
+    c.ok(&["lease", "keep-alive", "--once", "<LEASE_1>"]);
+    c.fail(&["lease", "keep-alive", "--once", "1234"]);
+    c.ok(&["put", "--lease=<LEASE_1>", "b", "2"]);
+    c.ok(&["lease", "revoke", "<LEASE_1>"]);
+    c.fail(&["lease", "revoke", "<LEASE_1>"]);
+    c.ok(&["get", "", "--prefix", "-w", "json"]);
+    c.ok(&["lease", "list"]);
+    c.ok(&["lease", "timetolive", "<LEASE_1>"]);
+    c.finish();
+}
+
+/// etcdctl watch runs until it is killed: started as a child, it is read until `until` shows up
+/// in its output (or 10 s pass), given 300 ms more for anything that should not come, then
+/// killed. `live` commands run (against the same server) once the watch had time to start.
+fn watch_output(server: &Server, args: &[&str], live: &[&[&str]], until: &str) -> String {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    let mut cmd = Command::new(support::etcdctl_binary());
+    for (key, _) in std::env::vars_os() {
+        if key.to_str().is_some_and(|k| k.starts_with("ETCDCTL_")) {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={}", server.endpoint()))
+        .arg("watch")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn etcdctl watch");
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let reader = {
+        let out = out.clone();
+        let mut pipe = child.stdout.take().expect("stdout piped");
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                out.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        })
+    };
+    if !live.is_empty() {
+        std::thread::sleep(Duration::from_millis(700));
+        for c in live {
+            let o = server.etcdctl(c);
+            assert!(o.success(), "etcdctl {c:?}: {}", o.stderr);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline
+        && !String::from_utf8_lossy(&out.lock().unwrap()).contains(until)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = reader.join();
+    String::from_utf8_lossy(&out.lock().unwrap()).into_owned()
+}
+
+impl Compat {
+    /// `etcdctl watch ARGS` on both servers (see [`watch_output`]); etcd's output must contain
+    /// `until`, and the normalized outputs must be equal.
+    fn watch(&mut self, args: &[&str], live: &[&[&str]], until: &str) {
+        self.steps += 1;
+        let command = describe(&[&["watch"], args].concat(), None);
+        let (want, got) = std::thread::scope(|s| {
+            let w = s.spawn(|| watch_output(&self.reference, args, live, until));
+            let g = s.spawn(|| watch_output(&self.candidate, args, live, until));
+            (w.join().unwrap(), g.join().unwrap())
+        });
+        assert!(
+            want.contains(until),
+            "[{}] reference etcd's `{command}` did not print {until:?}:\n{want}",
+            self.test
+        );
+        let (w, g) = (
+            self.reference.normalize(&want),
+            self.candidate.normalize(&got),
+        );
+        if w != g {
+            self.mismatches.push(Mismatch {
+                step: self.steps,
+                command,
+                report: format!("stdout (- etcd, + candidate):\n{}", line_diff(&w, &g)),
+            });
+        }
+    }
+}
+
+#[test]
+fn watch() {
+    let mut c = Compat::start("watch");
+    c.ok(&["put", "w/a", "1"]); // rev 2
+    c.ok(&["put", "w/b", "2"]); // rev 3
+    c.ok(&["put", "w/a", "3"]); // rev 4
+    c.ok(&["del", "w/b"]); // rev 5
+    c.ok(&["put", "x", "4"]); // rev 6
+    c.ok(&["put", "w/c", "end"]); // rev 7
+    // History (--rev) of one key, a prefix, a range, with and without prev_kv.
+    c.watch(&["w/a", "--rev", "1"], &[], "3");
+    c.watch(&["w/", "--prefix", "--rev", "2"], &[], "end");
+    c.watch(&["w/", "--prefix", "--rev", "3", "--prev-kv"], &[], "end");
+    c.watch(&["w/a", "w/c", "--rev", "1"], &[], "w/b");
+    c.watch(
+        &["w/", "--prefix", "--rev", "4", "-w", "json"],
+        &[],
+        "Events",
+    );
+    // Live events.
+    c.watch(
+        &["live/", "--prefix", "--prev-kv"],
+        &[
+            &["put", "live/1", "a"],
+            &["put", "live/1", "b"],
+            &["del", "live/1"],
+            &["put", "live/2", "last"],
+        ],
+        "last",
+    );
     c.finish();
 }

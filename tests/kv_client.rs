@@ -225,6 +225,16 @@ fn inner(revision: i64) -> Option<Hdr> {
     })
 }
 
+/// A Range response inside a txn (whose header holds only the revision).
+fn get_op(revision: i64, kvs: Vec<Kv>, count: i64, more: bool) -> Op {
+    Op::Get {
+        hdr: inner(revision),
+        kvs,
+        count,
+        more,
+    }
+}
+
 /// One response of a txn, with the full header of the inner response.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Op {
@@ -2210,33 +2220,18 @@ async fn txn_branches_and_responses(t: Target) {
         ops_of(&r),
         vec![
             // Before any change the txn reads at revision 3.
-            Op::Get {
-                hdr: inner(3),
-                kvs: vec![k1.clone()],
-                count: 1,
-                more: false
-            },
+            get_op(3, vec![k1.clone()], 1, false),
             Op::Put {
                 hdr: inner(4),
                 prev: None
             },
-            Op::Get {
-                hdr: inner(4),
-                kvs: vec![k1.clone()],
-                count: 1,
-                more: false
-            },
+            get_op(4, vec![k1.clone()], 1, false),
             Op::Del {
                 hdr: inner(4),
                 deleted: 1,
                 prev: vec![kv("k2", "v2", 3, 3, 1)]
             },
-            Op::Get {
-                hdr: inner(4),
-                kvs: vec![k1.clone(), k3.clone()],
-                count: 2,
-                more: false
-            },
+            get_op(4, vec![k1.clone(), k3.clone()], 2, false),
             Op::Txn {
                 hdr: inner(0),
                 succeeded: false,
@@ -2245,30 +2240,20 @@ async fn txn_branches_and_responses(t: Target) {
                         hdr: inner(4),
                         prev: None
                     },
-                    Op::Get {
-                        hdr: inner(4),
-                        kvs: vec![k3.clone()],
-                        count: 1,
-                        more: false
-                    },
+                    get_op(4, vec![k3.clone()], 1, false),
                 ]
             },
-            Op::Get {
-                hdr: inner(4),
-                kvs: vec![],
-                count: 0,
-                more: false
-            },
-            Op::Get {
-                hdr: inner(4),
-                kvs: vec![
+            get_op(4, vec![], 0, false),
+            get_op(
+                4,
+                vec![
                     kv("k1", "", 2, 2, 1),
                     kv("k3", "", 4, 4, 1),
                     kv("k5", "", 4, 4, 1)
                 ],
-                count: 3,
-                more: false
-            },
+                3,
+                false
+            ),
             Op::Del {
                 hdr: inner(4),
                 deleted: 0,
@@ -2320,40 +2305,15 @@ async fn txn_branches_and_responses(t: Target) {
     assert_eq!(
         ops_of(&r),
         vec![
-            Op::Get {
-                hdr: inner(4),
-                kvs: vec![kv("k2", "v2", 3, 3, 1)],
-                count: 1,
-                more: false
-            },
+            get_op(4, vec![kv("k2", "v2", 3, 3, 1)], 1, false),
             Op::Put {
                 hdr: inner(5),
                 prev: Some(k1.clone())
             },
-            Op::Get {
-                hdr: inner(5),
-                kvs: vec![k1b.clone()],
-                count: 1,
-                more: false
-            },
-            Op::Get {
-                hdr: inner(5),
-                kvs: vec![k1.clone()],
-                count: 1,
-                more: false
-            },
-            Op::Get {
-                hdr: inner(5),
-                kvs: vec![],
-                count: 3,
-                more: false
-            },
-            Op::Get {
-                hdr: inner(5),
-                kvs: vec![k1b.clone(), k3.clone()],
-                count: 3,
-                more: true
-            },
+            get_op(5, vec![k1b.clone()], 1, false),
+            get_op(5, vec![k1.clone()], 1, false),
+            get_op(5, vec![], 3, false),
+            get_op(5, vec![k1b.clone(), k3.clone()], 3, true),
         ]
     );
 
@@ -2367,18 +2327,8 @@ async fn txn_branches_and_responses(t: Target) {
     assert_eq!(
         ops_of(&r),
         vec![
-            Op::Get {
-                hdr: inner(5),
-                kvs: vec![k1b.clone()],
-                count: 1,
-                more: false
-            },
-            Op::Get {
-                hdr: inner(5),
-                kvs: vec![],
-                count: 0,
-                more: false
-            },
+            get_op(5, vec![k1b.clone()], 1, false),
+            get_op(5, vec![], 0, false),
         ]
     );
     let r = c
@@ -2786,15 +2736,7 @@ async fn txn_errors(t: Target) {
     let neg =
         |r: i64| Txn::new().and_then([TxnOp::get("a", Some(GetOptions::new().with_revision(r)))]);
     let r = c.txn(neg(-1)).await.expect("txn range at revision -1");
-    assert_eq!(
-        ops_of(&r),
-        vec![Op::Get {
-            hdr: inner(9),
-            kvs: vec![],
-            count: 0,
-            more: false
-        }]
-    );
+    assert_eq!(ops_of(&r), vec![get_op(9, vec![], 0, false)]);
     assert_status(c.txn(neg(-2)).await, "OutOfRange", E_COMPACTED);
 
     // Ranges at compacted revisions.
@@ -2813,15 +2755,7 @@ async fn txn_errors(t: Target) {
         .txn(Txn::new().and_then([TxnOp::get("a", Some(GetOptions::new().with_revision(5)))]))
         .await
         .expect("range at the compacted revision");
-    assert_eq!(
-        ops_of(&r),
-        vec![Op::Get {
-            hdr: inner(9),
-            kvs: vec![],
-            count: 0,
-            more: false
-        }]
-    );
+    assert_eq!(ops_of(&r), vec![get_op(9, vec![], 0, false)]);
 }
 
 #[test]

@@ -22,8 +22,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, ConnectOptions, GetOptions};
-use support::Server;
+use etcd_client::{Client, GetOptions};
+use support::{Meta, Server, connect, crc32c, newest_meta, u16_at, u32_at, u64_at};
 
 const BLOCK: usize = 4096;
 const PAGE: usize = 4096;
@@ -34,6 +34,8 @@ const W: usize = 4 << 20;
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
 /// Bound of waiting for a checkpoint to show up in the db file.
 const CHECKPOINT_WAIT: Duration = Duration::from_secs(30);
+/// Bound of any single client request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------------------
 // Plumbing
@@ -43,15 +45,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("tokio runtime")
-}
-
-async fn connect(server: &Server) -> Client {
-    let opts = ConnectOptions::new()
-        .with_connect_timeout(Duration::from_secs(5))
-        .with_timeout(Duration::from_secs(10));
-    Client::connect([server.client_url()], Some(opts))
-        .await
-        .unwrap_or_else(|e| panic!("connect to {}: {e}", server.client_url()))
 }
 
 /// Puts `key` and returns the revision of the response.
@@ -146,32 +139,6 @@ fn write_at(path: &Path, offset: u64, data: &[u8]) {
     f.sync_all().expect("fsync");
 }
 
-/// Bitwise CRC-32C (Castagnoli).
-fn crc32c(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= b as u32;
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0x82f6_3b78
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
-fn u16_at(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes(b[at..at + 2].try_into().unwrap())
-}
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
-}
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
-}
-
 // ---------------------------------------------------------------------------
 // WAL layout (DESIGN §2)
 
@@ -237,6 +204,15 @@ fn wal_records(buf: &[u8]) -> Vec<WalRecord> {
     out
 }
 
+/// Overwrites the last 4 payload bytes of `rec` in `seg`, so that it fails its crc.
+fn damage_record(seg: &Path, rec: WalRecord) {
+    write_at(
+        seg,
+        (rec.payload().end - 4) as u64,
+        &[0x5a, 0xa5, 0x5a, 0xa5],
+    );
+}
+
 /// The last segment that holds a record, with its bytes and records.
 fn last_written_segment(wal_dir: &Path) -> (PathBuf, Vec<u8>, Vec<WalRecord>) {
     for seg in wal_segments(wal_dir).into_iter().rev() {
@@ -249,46 +225,8 @@ fn last_written_segment(wal_dir: &Path) -> (PathBuf, Vec<u8>, Vec<WalRecord>) {
     panic!("no WAL segment in {} holds a record", wal_dir.display());
 }
 
-fn wal_dir(server: &Server) -> PathBuf {
-    server.data_dir().join("member/wal")
-}
-
-fn db_path(server: &Server) -> PathBuf {
-    server.data_dir().join("member/snap/db")
-}
-
 // ---------------------------------------------------------------------------
 // Page store layout (DESIGN §3)
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Meta {
-    txn: u64,
-    root: u64,
-    high_water: u64,
-}
-
-/// The newest valid meta page of the db file at `path`.
-fn newest_meta(path: &Path) -> Option<Meta> {
-    let bytes = std::fs::read(path).ok()?;
-    let mut best: Option<Meta> = None;
-    for slot in 0..2 {
-        let Some(m) = bytes.get(slot * PAGE..slot * PAGE + 52) else {
-            continue;
-        };
-        if &m[0..8] != b"RETCDDB\0" || crc32c(&m[..48]) != u32_at(m, 48) {
-            continue;
-        }
-        let meta = Meta {
-            txn: u64_at(m, 16),
-            root: u64_at(m, 24),
-            high_water: u64_at(m, 40),
-        };
-        if best.is_none_or(|b| meta.txn > b.txn) {
-            best = Some(meta);
-        }
-    }
-    best
-}
 
 const KIND_BRANCH: u8 = 1;
 const KIND_LEAF: u8 = 2;
@@ -367,6 +305,13 @@ fn wait_for_checkpoint(db: &Path, after: u64) -> Meta {
 // ---------------------------------------------------------------------------
 // Logs and exits
 
+/// Starts the killed `server` again; returns what it logged while starting.
+fn start_again_logged(server: &mut Server) -> String {
+    let pos = server.log_len();
+    server.start_again();
+    server.log_since(pos)
+}
+
 fn assert_failed_exit(status: Option<ExitStatus>, log: &str) {
     let status = status
         .unwrap_or_else(|| panic!("the server neither became ready nor exited (it hung):\n{log}"));
@@ -388,7 +333,7 @@ fn torn_wal_tail_is_truncated() {
 
     // Phase 1: puts, kill, garbage appended right after the last record.
     rt.block_on(async {
-        let mut c = connect(&server).await;
+        let mut c = connect(&server, REQUEST_TIMEOUT).await;
         for i in 0..30 {
             let key = format!("torn/a/{i:03}");
             let value = format!("value a {i}").into_bytes();
@@ -398,7 +343,7 @@ fn torn_wal_tail_is_truncated() {
         }
     });
     server.kill9();
-    let (seg, _buf, recs) = last_written_segment(&wal_dir(&server));
+    let (seg, _buf, recs) = last_written_segment(&server.wal_dir());
     let end = recs.last().expect("records").end();
     // A plausible record header (len 64, kind Entry) with a wrong crc and
     // junk payload: what a write cut short before its fdatasync leaves.
@@ -410,10 +355,8 @@ fn torn_wal_tail_is_truncated() {
     garbage.extend((0..64u32).map(|i| (i * 37 + 11) as u8));
     write_at(&seg, end as u64, &garbage);
 
-    let pos = server.log_len();
     let restarted = Instant::now();
-    server.start_again();
-    let log = server.log_since(pos);
+    let log = start_again_logged(&mut server);
     assert!(
         log.contains("truncated a torn tail") && log.contains(&format!("\"offset\":{end}")),
         "the server should log that it truncated a torn tail at offset {end}:\n{log}"
@@ -442,7 +385,7 @@ fn torn_wal_tail_is_truncated() {
     // Phase 2: every put survived; new puts work; then the last put's own
     // record is damaged (its last payload bytes overwritten).
     rt.block_on(async {
-        let mut c = connect(&server).await;
+        let mut c = connect(&server, REQUEST_TIMEOUT).await;
         for (key, value, rev) in &acked {
             expect_key(
                 &mut c,
@@ -470,7 +413,7 @@ fn torn_wal_tail_is_truncated() {
     // Within the checkpoint interval of the start no checkpoint can have made
     // the last put durable in the page store: then the WAL is its only copy.
     let strict = restarted.elapsed() < CHECKPOINT_INTERVAL - Duration::from_millis(300);
-    let (seg, buf, recs) = last_written_segment(&wal_dir(&server));
+    let (seg, buf, recs) = last_written_segment(&server.wal_dir());
     let (last_key, last_value, last_rev) = acked.last().cloned().unwrap();
     let holding: Vec<WalRecord> = recs
         .iter()
@@ -488,13 +431,10 @@ fn torn_wal_tail_is_truncated() {
     );
     let victim = holding[0];
     assert_eq!(victim.kind, 1, "the record of {last_key} is an Entry");
-    let p = victim.payload();
-    write_at(&seg, (p.end - 4) as u64, &[0x5a, 0xa5, 0x5a, 0xa5]);
+    damage_record(&seg, victim);
 
-    let pos = server.log_len();
     let restarted = Instant::now();
-    server.start_again();
-    let log = server.log_since(pos);
+    let log = start_again_logged(&mut server);
     assert!(
         log.contains("truncated a torn tail")
             && log.contains(&format!("\"offset\":{}", victim.offset)),
@@ -504,7 +444,7 @@ fn torn_wal_tail_is_truncated() {
 
     let before_last = acked.len() - 1;
     let new_rev = rt.block_on(async {
-        let mut c = connect(&server).await;
+        let mut c = connect(&server, REQUEST_TIMEOUT).await;
         for (key, value, rev) in &acked[..before_last] {
             expect_key(
                 &mut c,
@@ -549,15 +489,13 @@ fn torn_wal_tail_is_truncated() {
 
     // Phase 3: a second crash and restart is clean and loses nothing.
     server.kill9();
-    let pos = server.log_len();
-    server.start_again();
-    let log = server.log_since(pos);
+    let log = start_again_logged(&mut server);
     assert!(
         !log.contains("torn tail") && !log.contains("truncat"),
         "the second restart should find no torn tail:\n{log}"
     );
     rt.block_on(async {
-        let mut c = connect(&server).await;
+        let mut c = connect(&server, REQUEST_TIMEOUT).await;
         for (key, value, rev) in &acked {
             expect_key(&mut c, key, value, *rev, "after a clean restart").await;
         }
@@ -586,20 +524,15 @@ fn wal_corruption_before_the_tail_refuses_to_start() {
     let tmp = tempdir("walflip");
     let mut server = Server::start_retcd(tmp.path());
     const N: i64 = 80;
-    let value_of = |i: i64| -> Vec<u8> {
-        let mut v = vec![b'a' + (i % 26) as u8; 64 << 10];
-        v[..8].copy_from_slice(&(i as u64).to_le_bytes());
-        v
-    };
     rt.block_on(async {
-        let mut c = connect(&server).await;
+        let mut c = connect(&server, REQUEST_TIMEOUT).await;
         for i in 0..N {
-            let rev = put(&mut c, &format!("big/{i:03}"), &value_of(i)).await;
+            let rev = put(&mut c, &format!("big/{i:03}"), &big_value(i as u64)).await;
             assert_eq!(rev, i + 2);
         }
     });
     server.kill9();
-    let (seg, buf, recs) = last_written_segment(&wal_dir(&server));
+    let (seg, buf, recs) = last_written_segment(&server.wal_dir());
     let first = recs[0];
     assert_eq!(first.offset, BLOCK);
     assert!(
@@ -650,12 +583,12 @@ fn wal_corruption_before_the_tail_refuses_to_start() {
     flip_byte(&seg, flip_at as u64);
     server.start_again();
     rt.block_on(async {
-        let mut c = connect(&server).await;
+        let mut c = connect(&server, REQUEST_TIMEOUT).await;
         for i in 0..N {
             expect_key(
                 &mut c,
                 &format!("big/{i:03}"),
-                &value_of(i),
+                &big_value(i as u64),
                 i + 2,
                 "after undoing the flip",
             )
@@ -681,11 +614,11 @@ fn checkpointed_store(
     n: i64,
 ) -> (Server, Vec<(String, Vec<u8>, i64)>) {
     let mut server = Server::start_retcd(tmp);
-    let db = db_path(&server);
+    let db = server.db_path();
     let mut written = Vec::new();
     let value_of = |i: i64| format!("{i:04}:{}", "v".repeat(195)).into_bytes();
     rt.block_on(async {
-        let mut c = connect(&server).await;
+        let mut c = connect(&server, REQUEST_TIMEOUT).await;
         for i in 0..n {
             let key = format!("page/k/{i:04}");
             let value = value_of(i);
@@ -698,7 +631,7 @@ fn checkpointed_store(
     // more write makes sure one more checkpoint is due.
     let before = newest_meta(&db).expect("db meta").txn;
     rt.block_on(async {
-        let mut c = connect(&server).await;
+        let mut c = connect(&server, REQUEST_TIMEOUT).await;
         let rev = put(&mut c, "page/sentinel", b"s").await;
         assert_eq!(rev, n + 2);
     });
@@ -721,12 +654,29 @@ fn assert_names_page(text: &str, db: &Path, offset: u64) {
     );
 }
 
+/// Starts the killed `server` again after a byte of the page at `offset` of `db` was damaged. If
+/// it refuses to start, asserts that it exited with an error naming the page and returns its log
+/// as `Err`; if it starts, returns the log position from before the start.
+fn restart_over_damaged_page(server: &mut Server, db: &Path, offset: u64) -> Result<u64, String> {
+    let pos = server.log_len();
+    let started = server.try_start_again();
+    let log = server.log_since(pos);
+    match started {
+        Err(_) => {
+            assert_failed_exit(server.early_exit(), &log);
+            assert_names_page(&log, db, offset);
+            Err(log)
+        }
+        Ok(()) => Ok(pos),
+    }
+}
+
 #[test]
 fn corrupt_root_page_is_never_served() {
     let rt = runtime();
     let tmp = tempdir("rootflip");
     let (mut server, written) = checkpointed_store(&rt, tmp.path(), 300);
-    let db = db_path(&server);
+    let db = server.db_path();
     let meta = newest_meta(&db).expect("db meta");
     assert_ne!(meta.root, 0, "the tree has a root");
     let bytes = std::fs::read(&db).unwrap();
@@ -734,20 +684,13 @@ fn corrupt_root_page_is_never_served() {
     let offset = meta.root * PAGE as u64;
     flip_byte(&db, offset + 100);
 
-    let pos = server.log_len();
-    let started = server.try_start_again();
-    let log = server.log_since(pos);
-    let outcome = match started {
-        Err(_) => {
-            assert_failed_exit(server.early_exit(), &log);
-            assert_names_page(&log, &db, offset);
-            line_with(&log, "retcd: ").to_string()
-        }
-        Ok(()) => {
+    let outcome = match restart_over_damaged_page(&mut server, &db, offset) {
+        Err(log) => line_with(&log, "retcd: ").to_string(),
+        Ok(_) => {
             // It may start only if it never needs the root; then every read
             // must fail and name the page.
             rt.block_on(async {
-                let mut c = connect(&server).await;
+                let mut c = connect(&server, REQUEST_TIMEOUT).await;
                 let (key, _, _) = &written[0];
                 match c.get(key.as_str(), None).await {
                     Ok(resp) => panic!(
@@ -774,7 +717,7 @@ fn corrupt_leaf_page_is_never_served() {
     let rt = runtime();
     let tmp = tempdir("leafflip");
     let (mut server, written) = checkpointed_store(&rt, tmp.path(), 300);
-    let db = db_path(&server);
+    let db = server.db_path();
     let meta = newest_meta(&db).expect("db meta");
     let bytes = std::fs::read(&db).unwrap();
     // The leaf holding page/k/0150. Restart only touches the leaves of the
@@ -815,17 +758,10 @@ fn corrupt_leaf_page_is_never_served() {
     let offset = leaf * PAGE as u64;
     flip_byte(&db, offset + 200);
 
-    let pos = server.log_len();
-    let started = server.try_start_again();
-    let log = server.log_since(pos);
-    let outcome = match started {
-        Err(_) => {
-            assert_failed_exit(server.early_exit(), &log);
-            assert_names_page(&log, &db, offset);
-            "refused to start".to_string()
-        }
-        Ok(()) => rt.block_on(async {
-            let mut c = connect(&server).await;
+    let outcome = match restart_over_damaged_page(&mut server, &db, offset) {
+        Err(_) => "refused to start".to_string(),
+        Ok(pos) => rt.block_on(async {
+            let mut c = connect(&server, REQUEST_TIMEOUT).await;
             // A point read of a key in the damaged leaf.
             let error = match c.get(target.as_str(), None).await {
                 Ok(resp) => panic!(
@@ -896,7 +832,7 @@ fn damaged_last_entry_already_checkpointed() {
     let mut server = Server::start_retcd(tmp.path());
     let mut acked = Vec::new();
     rt.block_on(async {
-        let mut c = connect(&server).await;
+        let mut c = connect(&server, REQUEST_TIMEOUT).await;
         for i in 0..20 {
             let key = format!("cp/{i:03}");
             let rev = put(&mut c, &key, key.as_bytes()).await;
@@ -909,7 +845,7 @@ fn damaged_last_entry_already_checkpointed() {
     // (written after the page store's durable commit).
     let deadline = Instant::now() + CHECKPOINT_WAIT;
     let (index, victim) = loop {
-        let (cp, entry) = wal_checkpoint_and_entry(&wal_dir(&server), last_key.as_bytes());
+        let (cp, entry) = wal_checkpoint_and_entry(&server.wal_dir(), last_key.as_bytes());
         let (index, rec) = entry.expect("the last put's entry is in the WAL");
         if cp.is_some_and(|c| c >= index) {
             break (index, rec);
@@ -921,16 +857,10 @@ fn damaged_last_entry_already_checkpointed() {
         std::thread::sleep(Duration::from_millis(100));
     };
     server.kill9();
-    let (seg, _, _) = last_written_segment(&wal_dir(&server));
-    write_at(
-        &seg,
-        (victim.payload().end - 4) as u64,
-        &[0x5a, 0xa5, 0x5a, 0xa5],
-    );
+    let (seg, _, _) = last_written_segment(&server.wal_dir());
+    damage_record(&seg, victim);
 
-    let pos = server.log_len();
-    server.start_again();
-    let log = server.log_since(pos);
+    let log = start_again_logged(&mut server);
     assert!(
         log.contains("truncated a torn tail")
             && log.contains(&format!("\"offset\":{}", victim.offset)),
@@ -938,7 +868,7 @@ fn damaged_last_entry_already_checkpointed() {
         victim.offset
     );
     rt.block_on(async {
-        let mut c = connect(&server).await;
+        let mut c = connect(&server, REQUEST_TIMEOUT).await;
         // The page store still has the cut put.
         for (key, rev) in &acked {
             expect_key(
@@ -973,7 +903,7 @@ fn damaged_last_entry_already_checkpointed() {
             "no torn tail expected:\n{log}"
         );
         rt.block_on(async {
-            let mut c = connect(&server).await;
+            let mut c = connect(&server, REQUEST_TIMEOUT).await;
             for (key, rev) in &acked {
                 expect_key(
                     &mut c,
@@ -1017,7 +947,7 @@ async fn load_big(
     limit: u64,
     done: impl Fn() -> bool,
 ) -> Vec<(u64, i64)> {
-    let client = connect(server).await;
+    let client = connect(server, REQUEST_TIMEOUT).await;
     let counter = Arc::new(AtomicU64::new(*next));
     let stop = Arc::new(AtomicBool::new(false));
     let end = *next + limit;
@@ -1073,7 +1003,7 @@ fn wal_segments_roll_and_release_across_crashes() {
     let rt = runtime();
     let tmp = tempdir("segments");
     let mut server = Server::start_retcd(tmp.path());
-    let wal = wal_dir(&server);
+    let wal = server.wal_dir();
     let mut next = 0u64;
     let t0 = Instant::now();
     // ~1000 puts of 64 KiB fill the first 64 MiB segment.
@@ -1087,7 +1017,7 @@ fn wal_segments_roll_and_release_across_crashes() {
     let pos = server.log_len();
     server.start_again();
     rt.block_on(async {
-        let mut c = connect(&server).await;
+        let mut c = connect(&server, REQUEST_TIMEOUT).await;
         expect_big(&mut c, &acked, "after a crash right after a segment roll").await;
     });
     let released = || server.log_since(pos).contains("released WAL segment");
@@ -1104,7 +1034,7 @@ fn wal_segments_roll_and_release_across_crashes() {
     );
     server.start_again();
     rt.block_on(async {
-        let mut c = connect(&server).await;
+        let mut c = connect(&server, REQUEST_TIMEOUT).await;
         expect_big(&mut c, &acked, "after a crash after a segment release").await;
         let rev = put(&mut c, "big/last", b"x").await;
         assert_eq!(rev, acked.len() as i64 + 2, "next revision");

@@ -16,25 +16,17 @@
 //! Environment: `RETCD_BENCH_DIR` (parent of the db files; default cargo's target/tmp),
 //! `RETCD_BTREE_KEYS` (default 1000000).
 
-use std::path::PathBuf;
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{bench_tempdir, env_or};
 use retcd_engine::btree::{self, PageStore, StoreOptions};
 
 const BATCH: usize = 1000;
 const SYNC_EVERY: usize = 100;
 const SCAN_LEN: usize = 1000;
 const PAGE: u64 = 4096;
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(v) => v
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?} does not parse")),
-        Err(_) => default,
-    }
-}
 
 /// splitmix64: a small deterministic PRNG (no dependency needed).
 struct Rng(u64);
@@ -148,14 +140,7 @@ fn load(store: &mut PageStore, order: &[u32], label: &str) -> (Duration, Duratio
 
 fn main() {
     let n: usize = env_or("RETCD_BTREE_KEYS", 1_000_000);
-    let base = std::env::var_os("RETCD_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")));
-    std::fs::create_dir_all(&base).expect("create bench dir");
-    let tmp = tempfile::Builder::new()
-        .prefix("retcd-bench-btree-")
-        .tempdir_in(&base)
-        .expect("temp dir");
+    let tmp = bench_tempdir("retcd-bench-btree-");
     println!(
         "## B+tree page store: {n} keys of 21 B, values 64–100 B, {BATCH} puts per txn, sync every {SYNC_EVERY} txns, dir {}",
         tmp.path().display()

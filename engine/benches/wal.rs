@@ -23,12 +23,15 @@
 //! - `RETCD_WAL_WRITERS`: comma-separated writer counts (default `1,16,256`);
 //! - `RETCD_FIO_FSYNC_IOPS`: fio's fdatasyncs/s on the same filesystem (optional).
 
+mod common;
+
 use std::cell::Cell;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::{bench_tempdir, env_or};
 use retcd_engine::runtime::{block_on_local, sleep, spawn_local};
 use retcd_engine::wal::{Record, Wal, WalOptions};
 
@@ -67,16 +70,6 @@ struct Outcome {
     lat: Vec<u64>,
 }
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(v) => v
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?} does not parse")),
-        Err(_) => default,
-    }
-}
-
 /// Commits the filesystem holding `path` (`syncfs`): the journal, and with it the discards of
 /// deleted WAL segments (ext4 mounted with `discard`), are done before the next measurement
 /// instead of during it.
@@ -85,12 +78,6 @@ fn sync_fs(path: &Path) {
     // SAFETY: `syncfs` only reads the descriptor, which `f` keeps open for the call.
     let rc = unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&f)) };
     assert_eq!(rc, 0, "syncfs: {}", std::io::Error::last_os_error());
-}
-
-fn bench_dir() -> PathBuf {
-    std::env::var_os("RETCD_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")))
 }
 
 /// Runs `writers` writer tasks and one appender against a fresh WAL in `dir` for `run_for`.
@@ -295,12 +282,7 @@ fn main() {
         .ok()
         .and_then(|v| v.trim().parse().ok())
         .filter(|v: &f64| *v > 0.0);
-    let base = bench_dir();
-    std::fs::create_dir_all(&base).expect("create bench dir");
-    let tmp = tempfile::Builder::new()
-        .prefix("retcd-bench-wal-")
-        .tempdir_in(&base)
-        .expect("temp dir");
+    let tmp = bench_tempdir("retcd-bench-wal-");
     println!(
         "## WAL group commit: {} B entry data per record, {secs} s per writer count, dir {}",
         DATA_LEN,

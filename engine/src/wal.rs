@@ -149,6 +149,15 @@ fn std_io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> W
     move |source| WalError::Io { op, path, source }
 }
 
+/// An I/O that completed with fewer bytes than asked for (a short write or an early EOF).
+fn short_io(op: &'static str, path: &Path, kind: std::io::ErrorKind, message: String) -> WalError {
+    WalError::Io {
+        op,
+        path: path.to_path_buf(),
+        source: std::io::Error::new(kind, message),
+    }
+}
+
 fn corrupt(file: &Path, offset: u64, reason: impl Into<String>) -> WalError {
     WalError::Corrupt {
         file: file.to_path_buf(),
@@ -588,14 +597,12 @@ async fn write_blocks(
             .await
             .map_err(io_err("writing", path))?;
         if n != piece {
-            return Err(WalError::Io {
-                op: "writing",
-                path: path.to_path_buf(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::WriteZero,
-                    format!("short write: {n} of {piece} bytes at offset {pos}"),
-                ),
-            });
+            return Err(short_io(
+                "writing",
+                path,
+                std::io::ErrorKind::WriteZero,
+                format!("short write: {n} of {piece} bytes at offset {pos}"),
+            ));
         }
         done += piece;
     }
@@ -650,14 +657,12 @@ async fn zero_fill(file: &DmaFile, path: &Path, size: u64) -> Result<(), WalErro
             .await
             .map_err(io_err("preallocating", path))?;
         if w != n {
-            return Err(WalError::Io {
-                op: "preallocating",
-                path: path.to_path_buf(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::WriteZero,
-                    format!("short write: {w} of {n} bytes at offset {pos}"),
-                ),
-            });
+            return Err(short_io(
+                "preallocating",
+                path,
+                std::io::ErrorKind::WriteZero,
+                format!("short write: {w} of {n} bytes at offset {pos}"),
+            ));
         }
         pos += n as u64;
     }
@@ -683,14 +688,12 @@ async fn publish_segment(
         .await
         .map_err(io_err("writing header", &spare))?;
     if w != BLOCK {
-        return Err(WalError::Io {
-            op: "writing header",
-            path: spare,
-            source: std::io::Error::new(
-                std::io::ErrorKind::WriteZero,
-                format!("short write: {w} of {BLOCK} bytes"),
-            ),
-        });
+        return Err(short_io(
+            "writing header",
+            &spare,
+            std::io::ErrorKind::WriteZero,
+            format!("short write: {w} of {BLOCK} bytes"),
+        ));
     }
     file.fdatasync().await.map_err(io_err("syncing", &spare))?;
     file.rename(&seg.path)
@@ -727,14 +730,12 @@ async fn read_segment(path: &Path) -> Result<(DmaFile, Vec<u8>), WalError> {
             .await
             .map_err(io_err("reading", path))?;
         if r.is_empty() {
-            return Err(WalError::Io {
-                op: "reading",
-                path: path.to_path_buf(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    format!("segment ends at {pos}, expected {size} bytes"),
-                ),
-            });
+            return Err(short_io(
+                "reading",
+                path,
+                std::io::ErrorKind::UnexpectedEof,
+                format!("segment ends at {pos}, expected {size} bytes"),
+            ));
         }
         buf.extend_from_slice(&r);
     }
@@ -997,17 +998,18 @@ impl Wal {
                 }
                 ScanEnd::Clean(at) => (at, None),
                 ScanEnd::Failed(at, reason) => {
-                    let torn = Wal::is_torn_tail(&buf, at, &segs[i + 1..]).await;
-                    match torn {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            file.close().await.map_err(io_err("closing", &seg.path))?;
-                            return Err(corrupt(&seg.path, at, reason));
-                        }
-                        Err(e) => {
-                            file.close().await.map_err(io_err("closing", &seg.path))?;
-                            return Err(e);
-                        }
+                    let torn = Wal::is_torn_tail(&buf, at, &segs[i + 1..])
+                        .await
+                        .and_then(|torn| {
+                            if torn {
+                                Ok(())
+                            } else {
+                                Err(corrupt(&seg.path, at, reason.as_str()))
+                            }
+                        });
+                    if let Err(e) = torn {
+                        file.close().await.map_err(io_err("closing", &seg.path))?;
+                        return Err(e);
                     }
                     warn!(
                         path = %seg.path.display(),
@@ -1038,13 +1040,7 @@ impl Wal {
                 // consecutive seqs and the same torn tail for the next recovery to cut.
                 for later in segs[i + 1..].iter().rev() {
                     warn!(path = %later.path.display(), "deleting WAL segment after a torn tail");
-                    glommio::io::remove(&later.path)
-                        .await
-                        .map_err(io_err("deleting", &later.path))?;
-                    wal.dir_handle
-                        .sync()
-                        .await
-                        .map_err(io_err("syncing", &wal.dir))?;
+                    wal.remove_durably(&later.path).await?;
                 }
                 wal.zero_tail(to).await?;
                 wal.poisoned = false;
@@ -1095,22 +1091,38 @@ impl Wal {
         assert!(to <= self.file_size && to >= self.chunk_start);
         self.staging.resize((to - self.chunk_start) as usize, 0);
         if !self.staging.is_empty() {
-            let path = self.current_path().to_path_buf();
-            self.buffer_allocations += write_blocks(
-                &self.file,
-                &path,
-                &mut self.bufs,
-                &self.staging,
-                self.chunk_start,
-            )
-            .await?;
-            self.file
-                .fdatasync()
-                .await
-                .map_err(io_err("syncing", &path))?;
+            self.write_staging().await?;
         }
         self.begin_chunk();
         Ok(())
+    }
+
+    /// Writes `staging` (whole blocks) at `chunk_start` of the current segment and fdatasyncs.
+    async fn write_staging(&mut self) -> Result<(), WalError> {
+        let path = self.current_path().to_path_buf();
+        self.buffer_allocations += write_blocks(
+            &self.file,
+            &path,
+            &mut self.bufs,
+            &self.staging,
+            self.chunk_start,
+        )
+        .await?;
+        self.file
+            .fdatasync()
+            .await
+            .map_err(io_err("syncing", &path))
+    }
+
+    /// Deletes a file of the WAL directory and fsyncs the directory.
+    async fn remove_durably(&self, path: &Path) -> Result<(), WalError> {
+        glommio::io::remove(path)
+            .await
+            .map_err(io_err("deleting", path))?;
+        self.dir_handle
+            .sync()
+            .await
+            .map_err(io_err("syncing", &self.dir))
     }
 
     fn current_path(&self) -> &Path {
@@ -1244,19 +1256,7 @@ impl Wal {
         assert!(len <= MAX_WRITE_BYTES, "WAL write of {len} bytes exceeds W");
         assert!(self.chunk_start + len <= self.file_size);
         self.staging.resize(len as usize, 0);
-        let path = self.current_path().to_path_buf();
-        self.buffer_allocations += write_blocks(
-            &self.file,
-            &path,
-            &mut self.bufs,
-            &self.staging,
-            self.chunk_start,
-        )
-        .await?;
-        self.file
-            .fdatasync()
-            .await
-            .map_err(io_err("syncing", &path))?;
+        self.write_staging().await?;
         let prefix = (self.tail % BLOCK_SIZE) as usize;
         if prefix == 0 {
             self.tail_block.fill(0);
@@ -1315,13 +1315,7 @@ impl Wal {
         // Segment k's last entry is segment k+1's first_index - 1.
         while self.segments.len() > 1 && self.segments[1].first_index.saturating_sub(1) <= index {
             let path = self.segments[0].path.clone();
-            glommio::io::remove(&path)
-                .await
-                .map_err(io_err("deleting", &path))?;
-            self.dir_handle
-                .sync()
-                .await
-                .map_err(io_err("syncing", &self.dir))?;
+            self.remove_durably(&path).await?;
             self.segments.pop_front();
             info!(path = %path.display(), index, "released WAL segment");
         }

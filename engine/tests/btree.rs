@@ -1,23 +1,31 @@
 //! Page store tests: the B+tree against a BTreeMap model, snapshots, reopen, corruption detection.
 
+mod common;
+
 use std::collections::BTreeMap;
+use std::path::Path;
 
-use retcd_engine::btree::{self, PageStore, StoreOptions};
+use common::{Rng, db_path, store_options};
+use retcd_engine::btree::{self, PageStore};
 
-fn opts(dir: &tempfile::TempDir) -> StoreOptions {
-    StoreOptions {
-        path: dir.path().join("member/snap/db"),
-    }
+fn open_store(dir: &Path) -> PageStore {
+    PageStore::open(&store_options(dir)).unwrap()
 }
 
-/// Deterministic pseudo-random numbers (xorshift) so failures reproduce.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
+/// 20 durable commits, each rewriting the keys `k000000..k002000` with the value
+/// `{prefix}{round}`.
+fn rewrite_2000_keys(store: &mut PageStore, prefix: &str) {
+    for round in 0..20 {
+        let mut txn = store.begin();
+        for i in 0..2000u32 {
+            txn.put(
+                format!("k{i:06}").as_bytes(),
+                format!("{prefix}{round}").as_bytes(),
+            )
+            .unwrap();
+        }
+        txn.commit([0; 4]).unwrap();
+        store.sync().unwrap();
     }
 }
 
@@ -38,7 +46,7 @@ fn random_ops_match_model_across_commits_syncs_and_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let mut model = BTreeMap::new();
     let mut rng = Rng(0x9e3779b97f4a7c15);
-    let mut store = PageStore::open(&opts(&dir)).unwrap();
+    let mut store = open_store(dir.path());
     for round in 0..60 {
         let mut txn = store.begin();
         for _ in 0..200 {
@@ -63,7 +71,7 @@ fn random_ops_match_model_across_commits_syncs_and_reopen() {
         if round % 20 == 19 {
             store.sync().unwrap();
             drop(store);
-            store = PageStore::open(&opts(&dir)).unwrap();
+            store = open_store(dir.path());
         }
         assert_eq!(snapshot_contents(&store), model, "round {round}");
     }
@@ -78,25 +86,14 @@ fn random_ops_match_model_across_commits_syncs_and_reopen() {
 #[test]
 fn old_snapshot_survives_later_commits_and_page_reuse() {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = PageStore::open(&opts(&dir)).unwrap();
+    let mut store = open_store(dir.path());
     let mut txn = store.begin();
     for i in 0..2000u32 {
         txn.put(format!("k{i:06}").as_bytes(), b"old").unwrap();
     }
     txn.commit([0; 4]).unwrap();
     let old = store.reader().snapshot();
-    for round in 0..20 {
-        let mut txn = store.begin();
-        for i in 0..2000u32 {
-            txn.put(
-                format!("k{i:06}").as_bytes(),
-                format!("new{round}").as_bytes(),
-            )
-            .unwrap();
-        }
-        txn.commit([0; 4]).unwrap();
-        store.sync().unwrap();
-    }
+    rewrite_2000_keys(&mut store, "new");
     let mut c = old.cursor();
     c.seek(b"").unwrap();
     let mut n = 0;
@@ -110,18 +107,7 @@ fn old_snapshot_survives_later_commits_and_page_reuse() {
     drop(old);
     // With the old reader gone, space is reused instead of growing forever.
     let before = store.high_water();
-    for round in 0..20 {
-        let mut txn = store.begin();
-        for i in 0..2000u32 {
-            txn.put(
-                format!("k{i:06}").as_bytes(),
-                format!("again{round}").as_bytes(),
-            )
-            .unwrap();
-        }
-        txn.commit([0; 4]).unwrap();
-        store.sync().unwrap();
-    }
+    rewrite_2000_keys(&mut store, "again");
     assert!(
         store.high_water() <= before + 200,
         "{} -> {}",
@@ -133,7 +119,7 @@ fn old_snapshot_survives_later_commits_and_page_reuse() {
 #[test]
 fn unsynced_commits_are_lost_but_the_durable_state_opens() {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = PageStore::open(&opts(&dir)).unwrap();
+    let mut store = open_store(dir.path());
     let mut txn = store.begin();
     txn.put(b"durable", b"1").unwrap();
     txn.commit([0; 4]).unwrap();
@@ -142,7 +128,7 @@ fn unsynced_commits_are_lost_but_the_durable_state_opens() {
     txn.put(b"soft", b"2").unwrap();
     txn.commit([0; 4]).unwrap();
     drop(store); // no sync: like a crash after a soft commit
-    let store = PageStore::open(&opts(&dir)).unwrap();
+    let store = open_store(dir.path());
     let got = snapshot_contents(&store);
     assert_eq!(
         got.into_iter().collect::<Vec<_>>(),
@@ -153,7 +139,7 @@ fn unsynced_commits_are_lost_but_the_durable_state_opens() {
 #[test]
 fn flipped_byte_in_a_page_is_reported_with_file_and_offset() {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = PageStore::open(&opts(&dir)).unwrap();
+    let mut store = open_store(dir.path());
     let mut txn = store.begin();
     for i in 0..500u32 {
         txn.put(format!("k{i:06}").as_bytes(), &[7u8; 100]).unwrap();
@@ -161,12 +147,12 @@ fn flipped_byte_in_a_page_is_reported_with_file_and_offset() {
     txn.commit([0; 4]).unwrap();
     store.sync().unwrap();
     drop(store);
-    let path = opts(&dir).path;
+    let path = db_path(dir.path());
     let mut bytes = std::fs::read(&path).unwrap();
     // Page 2 is the first tree page written (a leaf).
     bytes[2 * 4096 + 100] ^= 0x40;
     std::fs::write(&path, &bytes).unwrap();
-    let store = PageStore::open(&opts(&dir)).unwrap();
+    let store = open_store(dir.path());
     let snap = store.reader().snapshot();
     let mut c = snap.cursor();
     let mut err = c.seek(b"").err();
@@ -183,15 +169,18 @@ fn flipped_byte_in_a_page_is_reported_with_file_and_offset() {
 #[test]
 fn both_meta_pages_corrupt_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = PageStore::open(&opts(&dir)).unwrap();
+    let mut store = open_store(dir.path());
     store.sync().unwrap();
     drop(store);
-    let path = opts(&dir).path;
+    let path = db_path(dir.path());
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[20] ^= 1;
     bytes[4096 + 20] ^= 1;
     std::fs::write(&path, &bytes).unwrap();
-    let msg = PageStore::open(&opts(&dir)).err().unwrap().to_string();
+    let msg = PageStore::open(&store_options(dir.path()))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(
         msg.contains("offset 0") && msg.contains("offset 4096"),
         "{msg}"
@@ -201,7 +190,7 @@ fn both_meta_pages_corrupt_is_an_error() {
 #[test]
 fn soft_commits_reuse_their_own_pages_without_a_durable_commit() {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = PageStore::open(&opts(&dir)).unwrap();
+    let mut store = open_store(dir.path());
     let mut txn = store.begin();
     for i in 0..5000u32 {
         txn.put(format!("k{i:06}").as_bytes(), &[1u8; 50]).unwrap();
@@ -228,7 +217,7 @@ fn soft_commits_reuse_their_own_pages_without_a_durable_commit() {
 #[test]
 fn a_durable_commit_in_flight_does_not_block_soft_commits() {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = PageStore::open(&opts(&dir)).unwrap();
+    let mut store = open_store(dir.path());
     let mut model = BTreeMap::new();
     for round in 0..30u32 {
         let mut txn = store.begin();
@@ -255,7 +244,7 @@ fn a_durable_commit_in_flight_does_not_block_soft_commits() {
             if round % 9 == 0 {
                 // Crash right after the durable commit: exactly its state comes back.
                 drop(store);
-                store = PageStore::open(&opts(&dir)).unwrap();
+                store = open_store(dir.path());
                 assert_eq!(snapshot_contents(&store), durable, "round {round}");
                 model = durable;
             }

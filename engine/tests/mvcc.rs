@@ -1,9 +1,12 @@
 //! MVCC tests: etcd v3.5's exact results for revisions, Range, Put, DeleteRange, Txn and Compact,
 //! restart and replay, and key ordering, driven through `Mvcc::apply` and `MvccReader::range`.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+mod common;
 
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use common::{Rng, db_path, store_options};
 use retcd_engine::btree::{PageStore, StoreOptions};
 use retcd_engine::mvcc::{
     Applied, DeleteResult, KeyValue, Mvcc, MvccError, OpResult, PutResult, RangeResult, TxnResult,
@@ -42,17 +45,10 @@ struct Store {
     term: u64,
 }
 
-fn db_path(dir: &Path) -> PathBuf {
-    dir.join("member/snap/db")
-}
-
 impl Store {
     fn new() -> Store {
         let dir = tempfile::tempdir().unwrap();
-        let m = Mvcc::open(&StoreOptions {
-            path: db_path(dir.path()),
-        })
-        .unwrap();
+        let m = Mvcc::open(&store_options(dir.path())).unwrap();
         Store {
             dir,
             m: Some(m),
@@ -101,12 +97,10 @@ impl Store {
         })
     }
     fn delete(&mut self, key: &[u8], end: &[u8], prev_kv: bool) -> DeleteResult {
-        let req = DeleteRangeRequest {
-            key: key.to_vec(),
-            range_end: end.to_vec(),
-            prev_kv,
-        };
-        match self.apply(Request::DeleteRange(req)).unwrap() {
+        match self
+            .apply(Request::DeleteRange(del_req(key, end, prev_kv)))
+            .unwrap()
+        {
             WriteResult::DeleteRange(d) => d,
             other => panic!("{other:?}"),
         }
@@ -137,10 +131,7 @@ impl Store {
         r.kvs.into_iter().next()
     }
     fn get_at(&self, key: &[u8], revision: i64) -> Result<Option<KeyValue>, MvccError> {
-        let r = self.range(&RangeRequest {
-            revision,
-            ..rr(key, b"")
-        })?;
+        let r = self.range(&at_rev(revision, rr(key, b"")))?;
         Ok(r.kvs.into_iter().next())
     }
     fn keys(&self, key: &[u8], end: &[u8]) -> Vec<Vec<u8>> {
@@ -164,12 +155,7 @@ impl Store {
     /// Drop without a checkpoint, reopen.
     fn crash(&mut self) {
         drop(self.m.take());
-        self.m = Some(
-            Mvcc::open(&StoreOptions {
-                path: db_path(self.dir.path()),
-            })
-            .unwrap(),
-        );
+        self.m = Some(Mvcc::open(&store_options(self.dir.path())).unwrap());
     }
 }
 
@@ -218,6 +204,32 @@ fn val_cmp(key: &[u8], result: i32, value: &[u8]) -> Compare {
         ..Default::default()
     }
 }
+/// `r` at the past revision `revision`.
+fn at_rev(revision: i64, r: RangeRequest) -> RangeRequest {
+    RangeRequest { revision, ..r }
+}
+/// The compare `c` over every key from its key up to `end`.
+fn ranged(c: Compare, end: &[u8]) -> Compare {
+    Compare {
+        range_end: end.to_vec(),
+        ..c
+    }
+}
+/// A txn without compares: it runs `success`.
+fn txn_of(success: Vec<RequestOp>) -> TxnRequest {
+    TxnRequest {
+        compare: vec![],
+        success,
+        failure: vec![],
+    }
+}
+fn del_req(key: &[u8], end: &[u8], prev_kv: bool) -> DeleteRangeRequest {
+    DeleteRangeRequest {
+        key: key.to_vec(),
+        range_end: end.to_vec(),
+        prev_kv,
+    }
+}
 fn op_put(key: &[u8], value: &[u8]) -> RequestOp {
     RequestOp::Put(put_req(key, value))
 }
@@ -225,11 +237,7 @@ fn op_range(key: &[u8], end: &[u8]) -> RequestOp {
     RequestOp::Range(rr(key, end))
 }
 fn op_del(key: &[u8], end: &[u8]) -> RequestOp {
-    RequestOp::DeleteRange(DeleteRangeRequest {
-        key: key.to_vec(),
-        range_end: end.to_vec(),
-        prev_kv: false,
-    })
+    RequestOp::DeleteRange(del_req(key, end, false))
 }
 fn as_range(r: &OpResult) -> &RangeResult {
     match r {
@@ -323,19 +331,9 @@ fn revisions_across_put_put_delete_put() {
         s.get_at(b"foo", 5).unwrap(),
         Some(kv(b"foo", b"qux", 5, 5, 1))
     );
-    let r = s
-        .range(&RangeRequest {
-            revision: 3,
-            ..rr(b"foo", b"")
-        })
-        .unwrap();
+    let r = s.range(&at_rev(3, rr(b"foo", b""))).unwrap();
     assert_eq!((r.revision, r.count), (6, 1));
-    let r = s
-        .range(&RangeRequest {
-            revision: 4,
-            ..rr(b"foo", b"")
-        })
-        .unwrap();
+    let r = s.range(&at_rev(4, rr(b"foo", b""))).unwrap();
     assert_eq!((r.revision, r.count, r.kvs.len()), (6, 0, 0));
     assert_eq!(s.rev(), 6);
 }
@@ -345,11 +343,11 @@ fn one_main_revision_per_request() {
     let mut s = Store::new();
     // Several puts in one txn share the main revision.
     let t = s
-        .txn(TxnRequest {
-            compare: vec![],
-            success: vec![op_put(b"a", b"1"), op_put(b"b", b"2"), op_put(b"c", b"3")],
-            failure: vec![],
-        })
+        .txn(txn_of(vec![
+            op_put(b"a", b"1"),
+            op_put(b"b", b"2"),
+            op_put(b"c", b"3"),
+        ]))
         .unwrap();
     assert!(t.succeeded);
     assert_eq!(t.revision, 2);
@@ -394,13 +392,7 @@ fn one_main_revision_per_request() {
     assert_eq!(s.rev(), 3);
 
     // A read-only txn does not either.
-    let t = s
-        .txn(TxnRequest {
-            compare: vec![],
-            success: vec![op_range(b"c", b"")],
-            failure: vec![],
-        })
-        .unwrap();
+    let t = s.txn(txn_of(vec![op_range(b"c", b"")])).unwrap();
     assert_eq!(t.revision, 3);
     let r = as_range(&t.responses[0]);
     assert_eq!(r.revision, 3);
@@ -426,13 +418,7 @@ fn one_main_revision_per_request() {
             responses: vec![]
         }
     );
-    let t = s
-        .txn(TxnRequest {
-            compare: vec![],
-            success: vec![op_del(b"q", b"")],
-            failure: vec![],
-        })
-        .unwrap();
+    let t = s.txn(txn_of(vec![op_del(b"q", b"")])).unwrap();
     assert_eq!(t.revision, 3);
     assert_eq!(
         as_delete(&t.responses[0]),
@@ -645,12 +631,7 @@ fn range_key_forms_limit_and_options() {
     );
 
     // Past revisions: the range as it was, header the current revision.
-    let r = s
-        .range(&RangeRequest {
-            revision: 4,
-            ..all()
-        })
-        .unwrap();
+    let r = s.range(&at_rev(4, all())).unwrap();
     assert_eq!(keys_of(&r), vec![b"a".as_slice(), b"b", b"c"]);
     assert_eq!((r.revision, r.count), (10, 3));
     let r = s
@@ -662,12 +643,7 @@ fn range_key_forms_limit_and_options() {
         .unwrap();
     assert_eq!((r.kvs.len(), r.more, r.count), (1, true, 3));
     s.delete(b"b", b"", false);
-    let r = s
-        .range(&RangeRequest {
-            revision: 10,
-            ..rr(b"a", b"c")
-        })
-        .unwrap();
+    let r = s.range(&at_rev(10, rr(b"a", b"c"))).unwrap();
     assert_eq!(
         keys_of(&r),
         vec![b"a".as_slice(), b"b"],
@@ -1095,20 +1071,10 @@ fn delete_range_prev_kv_and_counts() {
     );
     assert_eq!(s.get(b"x").unwrap().mod_revision, 11);
     // History stays readable.
-    let r = s
-        .range(&RangeRequest {
-            revision: 7,
-            ..all()
-        })
-        .unwrap();
+    let r = s.range(&at_rev(7, all())).unwrap();
     assert_eq!(keys_of(&r), vec![b"a".as_slice(), b"b", b"c", b"d", b"e"]);
     assert_eq!(r.kvs[2], kv(b"c", b"c2", 4, 7, 2));
-    let r = s
-        .range(&RangeRequest {
-            revision: 8,
-            ..all()
-        })
-        .unwrap();
+    let r = s.range(&at_rev(8, all())).unwrap();
     assert_eq!(keys_of(&r), vec![b"a".as_slice(), b"d", b"e"]);
 }
 
@@ -1184,119 +1150,23 @@ fn txn_compares() {
         (num_cmp(b"zz", T_MOD, GREATER, -1), true),
         (num_cmp(b"zz", T_LEASE, EQUAL, 0), true),
         // Range compares: every key in the range must satisfy.
-        (
-            Compare {
-                range_end: b"c".to_vec(),
-                ..num_cmp(b"a", T_VERSION, GREATER, 0)
-            },
-            true,
-        ),
-        (
-            Compare {
-                range_end: b"c".to_vec(),
-                ..num_cmp(b"a", T_VERSION, EQUAL, 1)
-            },
-            false,
-        ),
-        (
-            Compare {
-                range_end: b"c".to_vec(),
-                ..num_cmp(b"a", T_VERSION, EQUAL, 2)
-            },
-            false,
-        ),
-        (
-            Compare {
-                range_end: b"c".to_vec(),
-                ..num_cmp(b"a", T_CREATE, GREATER, 1)
-            },
-            true,
-        ),
-        (
-            Compare {
-                range_end: b"c".to_vec(),
-                ..num_cmp(b"a", T_MOD, LESS, 4)
-            },
-            false,
-        ),
-        (
-            Compare {
-                range_end: b"c".to_vec(),
-                ..num_cmp(b"a", T_MOD, LESS, 5)
-            },
-            true,
-        ),
-        (
-            Compare {
-                range_end: b"c".to_vec(),
-                ..val_cmp(b"a", NOT_EQUAL, b"")
-            },
-            true,
-        ),
-        (
-            Compare {
-                range_end: b"c".to_vec(),
-                ..val_cmp(b"a", LESS, b"x")
-            },
-            false,
-        ),
-        (
-            Compare {
-                range_end: b"c".to_vec(),
-                ..val_cmp(b"a", LESS, b"y")
-            },
-            true,
-        ),
-        (
-            Compare {
-                range_end: b"\0".to_vec(),
-                ..num_cmp(b"a", T_LEASE, EQUAL, 0)
-            },
-            true,
-        ),
-        (
-            Compare {
-                range_end: b"\0".to_vec(),
-                ..num_cmp(b"b", T_VERSION, EQUAL, 1)
-            },
-            true,
-        ),
-        (
-            Compare {
-                range_end: b"\0".to_vec(),
-                ..num_cmp(b"", T_VERSION, EQUAL, 1)
-            },
-            false,
-        ),
+        (ranged(num_cmp(b"a", T_VERSION, GREATER, 0), b"c"), true),
+        (ranged(num_cmp(b"a", T_VERSION, EQUAL, 1), b"c"), false),
+        (ranged(num_cmp(b"a", T_VERSION, EQUAL, 2), b"c"), false),
+        (ranged(num_cmp(b"a", T_CREATE, GREATER, 1), b"c"), true),
+        (ranged(num_cmp(b"a", T_MOD, LESS, 4), b"c"), false),
+        (ranged(num_cmp(b"a", T_MOD, LESS, 5), b"c"), true),
+        (ranged(val_cmp(b"a", NOT_EQUAL, b""), b"c"), true),
+        (ranged(val_cmp(b"a", LESS, b"x"), b"c"), false),
+        (ranged(val_cmp(b"a", LESS, b"y"), b"c"), true),
+        (ranged(num_cmp(b"a", T_LEASE, EQUAL, 0), b"\0"), true),
+        (ranged(num_cmp(b"b", T_VERSION, EQUAL, 1), b"\0"), true),
+        (ranged(num_cmp(b"", T_VERSION, EQUAL, 1), b"\0"), false),
         // An empty range behaves as a missing key.
-        (
-            Compare {
-                range_end: b"z".to_vec(),
-                ..num_cmp(b"x", T_VERSION, EQUAL, 0)
-            },
-            true,
-        ),
-        (
-            Compare {
-                range_end: b"z".to_vec(),
-                ..num_cmp(b"x", T_CREATE, LESS, 1)
-            },
-            true,
-        ),
-        (
-            Compare {
-                range_end: b"z".to_vec(),
-                ..val_cmp(b"x", EQUAL, b"")
-            },
-            false,
-        ),
-        (
-            Compare {
-                range_end: b"a".to_vec(),
-                ..num_cmp(b"b", T_VERSION, EQUAL, 0)
-            },
-            true,
-        ),
+        (ranged(num_cmp(b"x", T_VERSION, EQUAL, 0), b"z"), true),
+        (ranged(num_cmp(b"x", T_CREATE, LESS, 1), b"z"), true),
+        (ranged(val_cmp(b"x", EQUAL, b""), b"z"), false),
+        (ranged(num_cmp(b"b", T_VERSION, EQUAL, 0), b"a"), true),
     ];
     for (c, want) in cases {
         assert_eq!(eval(&mut s, vec![c.clone()]), want, "{c:?}");
@@ -1419,12 +1289,7 @@ fn txn_branches_and_reads_of_own_writes() {
         s.keys(b"", b"\0"),
         vec![b"a".to_vec(), b"b".to_vec(), b"d".to_vec()]
     );
-    let r = s
-        .range(&RangeRequest {
-            revision: 3,
-            ..all()
-        })
-        .unwrap();
+    let r = s.range(&at_rev(3, all())).unwrap();
     assert_eq!(
         r.kvs,
         vec![kv(b"a", b"1", 2, 2, 1), kv(b"c", b"0", 3, 3, 1)]
@@ -1447,16 +1312,12 @@ fn txn_branches_and_reads_of_own_writes() {
 
     // Deletes inside a txn: beginRev while nothing changed yet, beginRev + 1 after.
     let t = s
-        .txn(TxnRequest {
-            compare: vec![],
-            success: vec![
-                op_del(b"nothing", b""),
-                op_put(b"x", b"1"),
-                op_del(b"nothing2", b""),
-                op_range(b"q", b""),
-            ],
-            failure: vec![],
-        })
+        .txn(txn_of(vec![
+            op_del(b"nothing", b""),
+            op_put(b"x", b"1"),
+            op_del(b"nothing2", b""),
+            op_range(b"q", b""),
+        ]))
         .unwrap();
     assert_eq!(t.revision, 7);
     assert_eq!(
@@ -1488,19 +1349,11 @@ fn txn_branches_and_reads_of_own_writes() {
 
     // Overlapping deletes in one txn (etcd allows them; only puts may not overlap).
     let t = s
-        .txn(TxnRequest {
-            compare: vec![],
-            success: vec![
-                op_put(b"p/1", b"1"),
-                RequestOp::DeleteRange(DeleteRangeRequest {
-                    key: b"f".to_vec(),
-                    range_end: b"g".to_vec(),
-                    prev_kv: true,
-                }),
-                op_del(b"f", b""),
-            ],
-            failure: vec![],
-        })
+        .txn(txn_of(vec![
+            op_put(b"p/1", b"1"),
+            RequestOp::DeleteRange(del_req(b"f", b"g", true)),
+            op_del(b"f", b""),
+        ]))
         .unwrap();
     assert_eq!(t.revision, 8);
     assert_eq!(
@@ -1592,15 +1445,9 @@ fn nested_txn() {
 
     // A nested txn that only reads, in an outer txn that writes nothing: no revision.
     let t = s
-        .txn(TxnRequest {
-            compare: vec![],
-            success: vec![RequestOp::Txn(TxnRequest {
-                compare: vec![],
-                success: vec![op_range(b"a", b"")],
-                failure: vec![],
-            })],
-            failure: vec![],
-        })
+        .txn(txn_of(vec![RequestOp::Txn(txn_of(vec![op_range(
+            b"a", b"",
+        )]))]))
         .unwrap();
     assert_eq!(t.revision, 3);
     let inner = as_txn(&t.responses[0]);
@@ -1608,21 +1455,13 @@ fn nested_txn() {
     assert_eq!(s.rev(), 3);
 
     // A failing check inside a nested txn fails the whole txn; nothing changes.
-    let err = s.txn(TxnRequest {
-        compare: vec![],
-        success: vec![
-            op_put(b"z", b"1"),
-            RequestOp::Txn(TxnRequest {
-                compare: vec![],
-                success: vec![RequestOp::Put(PutRequest {
-                    ignore_value: true,
-                    ..put_req(b"missing", b"")
-                })],
-                failure: vec![],
-            }),
-        ],
-        failure: vec![],
-    });
+    let err = s.txn(txn_of(vec![
+        op_put(b"z", b"1"),
+        RequestOp::Txn(txn_of(vec![RequestOp::Put(PutRequest {
+            ignore_value: true,
+            ..put_req(b"missing", b"")
+        })])),
+    ]));
     assert!(matches!(err, Err(MvccError::KeyNotFound)));
     assert_eq!(s.rev(), 3);
     assert_eq!(s.get(b"z"), None);
@@ -1646,13 +1485,7 @@ fn txn_errors_change_nothing() {
     let before = s.range(&all()).unwrap();
     let fail = |s: &mut Store, ops: Vec<RequestOp>| -> MvccError {
         let idx = s.next_index;
-        let e = s
-            .txn(TxnRequest {
-                compare: vec![],
-                success: ops,
-                failure: vec![],
-            })
-            .unwrap_err();
+        let e = s.txn(txn_of(ops)).unwrap_err();
         assert_eq!(s.m().applied().0, idx);
         e
     };
@@ -1705,10 +1538,7 @@ fn txn_errors_change_nothing() {
         &mut s,
         vec![
             op_put(b"c", b"1"),
-            RequestOp::Range(RangeRequest {
-                revision: 5,
-                ..rr(b"a", b"")
-            }),
+            RequestOp::Range(at_rev(5, rr(b"a", b""))),
         ],
     );
     assert!(matches!(e, MvccError::FutureRev));
@@ -1716,10 +1546,7 @@ fn txn_errors_change_nothing() {
     let e = fail(
         &mut s,
         vec![
-            RequestOp::Range(RangeRequest {
-                revision: 50,
-                ..rr(b"a", b"")
-            }),
+            RequestOp::Range(at_rev(50, rr(b"a", b""))),
             RequestOp::Put(PutRequest {
                 ignore_value: true,
                 ..put_req(b"m", b"")
@@ -1728,13 +1555,7 @@ fn txn_errors_change_nothing() {
     );
     assert!(matches!(e, MvccError::KeyNotFound));
     // A read-only txn with a bad revision fails too.
-    let e = fail(
-        &mut s,
-        vec![RequestOp::Range(RangeRequest {
-            revision: 5,
-            ..rr(b"a", b"")
-        })],
-    );
+    let e = fail(&mut s, vec![RequestOp::Range(at_rev(5, rr(b"a", b"")))]);
     assert!(matches!(e, MvccError::FutureRev));
     assert_eq!(s.rev(), 4);
     assert_eq!(s.range(&all()).unwrap(), before);
@@ -1749,10 +1570,7 @@ fn txn_errors_change_nothing() {
                     ignore_value: true,
                     ..put_req(b"m", b"")
                 }),
-                RequestOp::Range(RangeRequest {
-                    revision: 99,
-                    ..rr(b"a", b"")
-                }),
+                RequestOp::Range(at_rev(99, rr(b"a", b""))),
             ],
         })
         .unwrap();
@@ -1760,25 +1578,12 @@ fn txn_errors_change_nothing() {
 
     // A Range at a past revision inside a txn reads that revision; its header is the txn's.
     let t = s
-        .txn(TxnRequest {
-            compare: vec![],
-            success: vec![
-                RequestOp::Range(RangeRequest {
-                    revision: 2,
-                    ..rr(b"a", b"")
-                }),
-                op_put(b"c", b"1"),
-                RequestOp::Range(RangeRequest {
-                    revision: 3,
-                    ..rr(b"a", b"\0")
-                }),
-                RequestOp::Range(RangeRequest {
-                    revision: 4,
-                    ..rr(b"a", b"\0")
-                }),
-            ],
-            failure: vec![],
-        })
+        .txn(txn_of(vec![
+            RequestOp::Range(at_rev(2, rr(b"a", b""))),
+            op_put(b"c", b"1"),
+            RequestOp::Range(at_rev(3, rr(b"a", b"\0"))),
+            RequestOp::Range(at_rev(4, rr(b"a", b"\0"))),
+        ]))
         .unwrap();
     assert_eq!(t.revision, 5);
     assert_eq!(
@@ -1810,23 +1615,13 @@ fn txn_errors_change_nothing() {
         &mut s,
         vec![
             op_put(b"d", b"1"),
-            RequestOp::Range(RangeRequest {
-                revision: 3,
-                ..rr(b"a", b"")
-            }),
+            RequestOp::Range(at_rev(3, rr(b"a", b""))),
         ],
     );
     assert!(matches!(e, MvccError::Compacted));
     assert_eq!(s.get(b"d"), None);
     let t = s
-        .txn(TxnRequest {
-            compare: vec![],
-            success: vec![RequestOp::Range(RangeRequest {
-                revision: 4,
-                ..rr(b"a", b"")
-            })],
-            failure: vec![],
-        })
+        .txn(txn_of(vec![RequestOp::Range(at_rev(4, rr(b"a", b"")))]))
         .unwrap();
     assert_eq!(as_range(&t.responses[0]).kvs, vec![kv(b"a", b"2", 2, 3, 2)]);
     assert_eq!(s.rev(), 5);
@@ -1896,22 +1691,11 @@ fn compaction() {
     // Below C: Compacted. At C: the newest version <= C of each key.
     for rev in [1, 2, 4] {
         assert!(
-            matches!(
-                s.range(&RangeRequest {
-                    revision: rev,
-                    ..all()
-                }),
-                Err(MvccError::Compacted)
-            ),
+            matches!(s.range(&at_rev(rev, all())), Err(MvccError::Compacted)),
             "rev {rev}"
         );
     }
-    let r = s
-        .range(&RangeRequest {
-            revision: 5,
-            ..all()
-        })
-        .unwrap();
+    let r = s.range(&at_rev(5, all())).unwrap();
     assert_eq!(
         r,
         RangeResult {
@@ -1922,32 +1706,17 @@ fn compaction() {
         }
     );
     // Later revisions are unaffected.
-    let r = s
-        .range(&RangeRequest {
-            revision: 6,
-            ..all()
-        })
-        .unwrap();
+    let r = s.range(&at_rev(6, all())).unwrap();
     assert_eq!(
         r.kvs,
         vec![kv(b"a", b"2", 2, 4, 2), kv(b"c", b"1", 6, 6, 1)]
     );
-    let r = s
-        .range(&RangeRequest {
-            revision: 7,
-            ..all()
-        })
-        .unwrap();
+    let r = s.range(&at_rev(7, all())).unwrap();
     assert_eq!(
         r.kvs,
         vec![kv(b"a", b"3", 2, 7, 3), kv(b"c", b"1", 6, 6, 1)]
     );
-    let r = s
-        .range(&RangeRequest {
-            revision: 9,
-            ..all()
-        })
-        .unwrap();
+    let r = s.range(&at_rev(9, all())).unwrap();
     assert_eq!(
         r.kvs,
         vec![kv(b"a", b"3", 2, 7, 3), kv(b"d", b"1", 9, 9, 1)]
@@ -1977,25 +1746,12 @@ fn compaction() {
     // Compact at 8: c's tombstone at 8 is its newest <= 8, so c disappears entirely; a keeps 7.
     assert_eq!(s.compact(8).unwrap(), 11);
     assert!(matches!(
-        s.range(&RangeRequest {
-            revision: 7,
-            ..all()
-        }),
+        s.range(&at_rev(7, all())),
         Err(MvccError::Compacted)
     ));
-    let r = s
-        .range(&RangeRequest {
-            revision: 8,
-            ..all()
-        })
-        .unwrap();
+    let r = s.range(&at_rev(8, all())).unwrap();
     assert_eq!(r.kvs, vec![kv(b"a", b"3", 2, 7, 3)]);
-    let r = s
-        .range(&RangeRequest {
-            revision: 10,
-            ..all()
-        })
-        .unwrap();
+    let r = s.range(&at_rev(10, all())).unwrap();
     assert_eq!(
         r.kvs,
         vec![kv(b"a", b"3", 2, 7, 3), kv(b"d", b"2", 9, 10, 2)]
@@ -2003,20 +1759,9 @@ fn compaction() {
 
     // Compact at the current revision.
     assert_eq!(s.compact(11).unwrap(), 11);
-    assert_eq!(
-        s.range(&RangeRequest {
-            revision: 11,
-            ..all()
-        })
-        .unwrap()
-        .count,
-        3
-    );
+    assert_eq!(s.range(&at_rev(11, all())).unwrap().count, 3);
     assert!(matches!(
-        s.range(&RangeRequest {
-            revision: 10,
-            ..all()
-        }),
+        s.range(&at_rev(10, all())),
         Err(MvccError::Compacted)
     ));
     assert_eq!(s.rev(), 11);
@@ -2066,28 +1811,14 @@ fn compaction_keeps_versions_after_c_and_handles_tombstone_gaps() {
 fn range_errors() {
     let mut s = Store::new();
     assert!(matches!(
-        s.range(&RangeRequest {
-            revision: 2,
-            ..all()
-        }),
+        s.range(&at_rev(2, all())),
         Err(MvccError::FutureRev)
     ));
-    assert_eq!(
-        s.range(&RangeRequest {
-            revision: 1,
-            ..all()
-        })
-        .unwrap()
-        .count,
-        0
-    );
+    assert_eq!(s.range(&at_rev(1, all())).unwrap().count, 0);
     s.put(b"a", b"1"); // 2
     s.put(b"a", b"2"); // 3
     assert!(matches!(
-        s.range(&RangeRequest {
-            revision: 4,
-            ..rr(b"a", b"")
-        }),
+        s.range(&at_rev(4, rr(b"a", b""))),
         Err(MvccError::FutureRev)
     ));
     assert!(matches!(
@@ -2103,10 +1834,7 @@ fn range_errors() {
     assert_eq!(s.get_at(b"a", -1).unwrap().unwrap().value, b"2");
     s.compact(3).unwrap();
     assert!(matches!(
-        s.range(&RangeRequest {
-            revision: 2,
-            ..rr(b"a", b"")
-        }),
+        s.range(&at_rev(2, rr(b"a", b""))),
         Err(MvccError::Compacted)
     ));
     assert!(matches!(
@@ -2118,10 +1846,7 @@ fn range_errors() {
         Err(MvccError::Compacted)
     ));
     assert!(matches!(
-        s.range(&RangeRequest {
-            revision: 4,
-            ..rr(b"a", b"")
-        }),
+        s.range(&at_rev(4, rr(b"a", b""))),
         Err(MvccError::FutureRev)
     ));
     assert_eq!(s.get_at(b"a", 3).unwrap().unwrap().value, b"2");
@@ -2143,11 +1868,7 @@ fn restart_and_replay() {
             revision: 3,
             physical: true,
         }),
-        Request::Txn(TxnRequest {
-            compare: vec![],
-            success: vec![op_put(b"c", b"1"), op_put(b"d", b"1")],
-            failure: vec![],
-        }),
+        Request::Txn(txn_of(vec![op_put(b"c", b"1"), op_put(b"d", b"1")])),
         Request::Put(PutRequest {
             ignore_value: true,
             ..put_req(b"zz", b"")
@@ -2173,10 +1894,7 @@ fn restart_and_replay() {
     assert!(res.is_empty());
     s.next_index = 10;
     let state = |s: &Store| {
-        let at = |revision: i64| {
-            s.range(&RangeRequest { revision, ..all() })
-                .map_err(|e| e.to_string())
-        };
+        let at = |revision: i64| s.range(&at_rev(revision, all())).map_err(|e| e.to_string());
         (
             s.rev(),
             s.m().compacted(),
@@ -2200,10 +1918,7 @@ fn restart_and_replay() {
     assert_eq!(s.m().reader().applied(), (9, 2));
     assert_eq!(s.m().reader().revisions(), (7, 3));
     assert!(matches!(
-        s.range(&RangeRequest {
-            revision: 2,
-            ..all()
-        }),
+        s.range(&at_rev(2, all())),
         Err(MvccError::Compacted)
     ));
 
@@ -2261,11 +1976,7 @@ fn restart_and_replay() {
     let durable = state(&s);
     let lost: Vec<Request> = vec![
         Request::Put(put_req(b"g", b"1")),
-        Request::DeleteRange(DeleteRangeRequest {
-            key: b"a".to_vec(),
-            range_end: b"d".to_vec(),
-            prev_kv: true,
-        }),
+        Request::DeleteRange(del_req(b"a", b"d", true)),
         Request::Compact(CompactRequest {
             revision: 9,
             physical: false,
@@ -2429,60 +2140,22 @@ fn binary_keys_order_bytewise() {
     assert_eq!(s.keys(b"a", b"b"), sorted[3..9].to_vec());
     let d = s.delete(b"a\0", b"a\x01", false);
     assert_eq!(d.deleted, 4);
-    assert_eq!(
-        s.keys(b"", b"\0"),
-        vec![
-            b"\0".to_vec(),
-            b"\0\0".to_vec(),
-            b"ab".to_vec(),
-            b"a\xff".to_vec(),
-            b"b".to_vec()
-        ]
-    );
+    let left = vec![
+        b"\0".to_vec(),
+        b"\0\0".to_vec(),
+        b"ab".to_vec(),
+        b"a\xff".to_vec(),
+        b"b".to_vec(),
+    ];
+    assert_eq!(s.keys(b"", b"\0"), left);
     // History is per key: at 14, before the deletes, everything is there.
+    assert_eq!(s.range(&at_rev(14, all())).unwrap().count, 10);
     assert_eq!(
-        s.range(&RangeRequest {
-            revision: 14,
-            ..all()
-        })
-        .unwrap()
-        .count,
-        10
-    );
-    assert_eq!(
-        s.range(&RangeRequest {
-            revision: 12,
-            ..rr(b"a", b"")
-        })
-        .unwrap()
-        .kvs,
+        s.range(&at_rev(12, rr(b"a", b""))).unwrap().kvs,
         vec![kv(b"a", b"a2", 4, 12, 2)]
     );
     s.restart();
-    assert_eq!(
-        s.keys(b"", b"\0"),
-        vec![
-            b"\0".to_vec(),
-            b"\0\0".to_vec(),
-            b"ab".to_vec(),
-            b"a\xff".to_vec(),
-            b"b".to_vec()
-        ]
-    );
-}
-
-/// Deterministic pseudo-random numbers (xorshift) so failures reproduce.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
+    assert_eq!(s.keys(b"", b"\0"), left);
 }
 
 /// The model: the full key-value map after every revision.
@@ -2571,13 +2244,7 @@ fn random_history_matches_model() {
                     .iter()
                     .map(|k| op_put(k, format!("t{step}").as_bytes()))
                     .collect();
-                let t = s
-                    .txn(TxnRequest {
-                        compare: vec![],
-                        success: ops,
-                        failure: vec![],
-                    })
-                    .unwrap();
+                let t = s.txn(txn_of(ops)).unwrap();
                 assert_eq!(t.revision, rev);
                 for k in &ks {
                     let (create, version) = next
@@ -2607,10 +2274,7 @@ fn random_history_matches_model() {
                     let r = 1 + rng.below(model.rev() as u64) as i64;
                     let (a, b) = (key(&mut rng), key(&mut rng));
                     let end = if rng.below(2) == 0 { b"\0".to_vec() } else { b };
-                    let req = RangeRequest {
-                        revision: r,
-                        ..rr(&a, &end)
-                    };
+                    let req = at_rev(r, rr(&a, &end));
                     if r < model.compacted {
                         assert!(matches!(s.range(&req), Err(MvccError::Compacted)));
                         continue;
@@ -2629,12 +2293,7 @@ fn random_history_matches_model() {
     }
     // Finally every readable revision, in full.
     for r in model.compacted.max(1)..=model.rev() {
-        let got = s
-            .range(&RangeRequest {
-                revision: r,
-                ..all()
-            })
-            .unwrap();
+        let got = s.range(&at_rev(r, all())).unwrap();
         assert_eq!(
             got.kvs,
             model.states[r as usize - 1]

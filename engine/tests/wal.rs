@@ -27,6 +27,16 @@ where
     ex.run(f());
 }
 
+/// Runs `f` on a fresh executor with a fresh temporary directory (deleted afterwards).
+fn run_in_tempdir<F, Fut>(f: F)
+where
+    F: FnOnce(PathBuf) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let tmp = tempfile::tempdir().unwrap();
+    run(|| f(tmp.path().to_path_buf()));
+}
+
 fn opts(dir: &Path, segment_size: u64) -> WalOptions {
     WalOptions {
         dir: dir.to_path_buf(),
@@ -76,6 +86,11 @@ fn write_at(path: &Path, offset: u64, bytes: &[u8]) {
     f.sync_all().unwrap();
 }
 
+/// Zeroes everything after the header of a 1 MiB segment, as before its first record was written.
+fn erase_records(segment: &Path) {
+    write_at(segment, BLOCK, &vec![0u8; (MIB - BLOCK) as usize]);
+}
+
 fn flip_byte(path: &Path, offset: u64) {
     let f = std::fs::OpenOptions::new()
         .read(true)
@@ -108,8 +123,14 @@ async fn append_entries(wal: &mut Wal, from: u64, to: u64, len: usize, batch: u6
     }
 }
 
-async fn reopen(dir: &Path, segment_size: u64) -> (Wal, Recovered) {
+/// Opens the WAL in `dir`, which must succeed.
+async fn open_wal(dir: &Path, segment_size: u64) -> (Wal, Recovered) {
     Wal::open(opts(dir, segment_size)).await.unwrap()
+}
+
+/// The error of opening the WAL in `dir`, which must fail.
+async fn open_err(dir: &Path, segment_size: u64) -> WalError {
+    Wal::open(opts(dir, segment_size)).await.err().unwrap()
 }
 
 fn expect_corrupt(err: WalError, file: &Path, offset: u64) {
@@ -132,7 +153,7 @@ fn round_trip_all_kinds() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("wal");
     run(|| async {
-        let (mut wal, rec) = Wal::open(opts(&dir, MIB)).await.unwrap();
+        let (mut wal, rec) = open_wal(&dir, MIB).await;
         assert!(rec.records.is_empty() && rec.truncated_tail.is_none());
         assert_eq!(wal.last_index(), 0);
         let mut all = vec![
@@ -168,7 +189,7 @@ fn round_trip_all_kinds() {
         assert_eq!(wal.last_index(), 6);
         wal.close().await.unwrap();
 
-        let (mut wal, rec) = reopen(&dir, MIB).await;
+        let (mut wal, rec) = open_wal(&dir, MIB).await;
         assert_eq!(rec.records, all);
         assert!(rec.truncated_tail.is_none());
         assert_eq!(wal.last_index(), 6);
@@ -178,7 +199,7 @@ fn round_trip_all_kinds() {
         all.extend(later);
         drop(wal);
 
-        let (wal, rec) = reopen(&dir, MIB).await;
+        let (wal, rec) = open_wal(&dir, MIB).await;
         assert_eq!(rec.records, all);
         assert_eq!(wal.last_index(), 8);
         assert_eq!(segments(&dir).len(), 1);
@@ -188,10 +209,8 @@ fn round_trip_all_kinds() {
 
 #[test]
 fn rollover_many_batches() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_path_buf();
-    run(|| async {
-        let (mut wal, _) = Wal::open(opts(&dir, MIB)).await.unwrap();
+    run_in_tempdir(|dir| async move {
+        let (mut wal, _) = open_wal(&dir, MIB).await;
         let mut expected = Vec::new();
         let mut hard_states = Vec::new();
         let mut seed = 0x1234_5678u64;
@@ -229,7 +248,7 @@ fn rollover_many_batches() {
             assert_eq!(std::fs::metadata(s).unwrap().len(), MIB);
         }
 
-        let (mut wal, rec) = reopen(&dir, MIB).await;
+        let (mut wal, rec) = open_wal(&dir, MIB).await;
         assert!(rec.truncated_tail.is_none());
         assert_eq!(entries(&rec.records), entries(&expected));
         let mut got_hs: Vec<Record> = rec
@@ -245,7 +264,7 @@ fn rollover_many_batches() {
         assert_eq!(wal.last_index(), next - 1);
         append_entries(&mut wal, next, next + 300, 2000, 17).await;
         drop(wal);
-        let (wal, rec) = reopen(&dir, MIB).await;
+        let (wal, rec) = open_wal(&dir, MIB).await;
         assert_eq!(wal.last_index(), next + 299);
         assert_eq!(
             entries(&rec.records).len() as u64,
@@ -261,7 +280,7 @@ fn batch_larger_than_w_is_split() {
     for segment_size in [64 * MIB, MIB] {
         let dir = tmp.path().join(format!("wal-{segment_size}"));
         run(|| async {
-            let (mut wal, _) = Wal::open(opts(&dir, segment_size)).await.unwrap();
+            let (mut wal, _) = open_wal(&dir, segment_size).await;
             // 6 MiB in one batch.
             let batch: Vec<Record> = (1..=1536).map(|i| entry(i, 4000)).collect();
             let t = Instant::now();
@@ -272,7 +291,7 @@ fn batch_larger_than_w_is_split() {
             );
             wal.append(&[entry(1537, 10)]).await.unwrap();
             drop(wal);
-            let (_, rec) = reopen(&dir, segment_size).await;
+            let (_, rec) = open_wal(&dir, segment_size).await;
             assert_eq!(rec.records.len(), 1537);
             assert_eq!(rec.records[..1536], batch[..]);
         });
@@ -281,7 +300,7 @@ fn batch_larger_than_w_is_split() {
 
 /// Appends entries 1..=n one per batch with `len` bytes of data; returns the offset of each.
 async fn small_log(dir: &Path, n: u64, len: usize) -> Vec<u64> {
-    let (mut wal, _) = Wal::open(opts(dir, MIB)).await.unwrap();
+    let (mut wal, _) = open_wal(dir, MIB).await;
     let mut offsets = Vec::new();
     let mut at = BLOCK;
     for i in 1..=n {
@@ -296,7 +315,7 @@ async fn small_log(dir: &Path, n: u64, len: usize) -> Vec<u64> {
 /// Reopens after damage; checks the cut and that the log goes on working.
 async fn check_torn(dir: &Path, keep: u64, cut_at: Option<u64>) {
     let seg = segments(dir)[0].clone();
-    let (mut wal, rec) = reopen(dir, MIB).await;
+    let (mut wal, rec) = open_wal(dir, MIB).await;
     let want: Vec<Record> = (1..=keep).map(|i| entry(i, 100)).collect();
     assert_eq!(rec.records, want);
     assert_eq!(rec.truncated_tail, cut_at.map(|o| (seg.clone(), o)));
@@ -306,7 +325,7 @@ async fn check_torn(dir: &Path, keep: u64, cut_at: Option<u64>) {
         .unwrap();
     wal.append(&[entry(keep + 3, 100)]).await.unwrap();
     drop(wal);
-    let (wal, rec) = reopen(dir, MIB).await;
+    let (wal, rec) = open_wal(dir, MIB).await;
     assert!(rec.truncated_tail.is_none());
     assert_eq!(rec.records.len() as u64, keep + 3);
     assert_eq!(rec.records[..keep as usize], want[..]);
@@ -316,9 +335,7 @@ async fn check_torn(dir: &Path, keep: u64, cut_at: Option<u64>) {
 
 #[test]
 fn torn_tail_overwritten_last_record() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_path_buf();
-    run(|| async {
+    run_in_tempdir(|dir| async move {
         let offsets = small_log(&dir, 10, 100).await;
         let last = offsets[9];
         let seg = segments(&dir)[0].clone();
@@ -329,9 +346,7 @@ fn torn_tail_overwritten_last_record() {
 
 #[test]
 fn torn_tail_zeroed_part_of_last_block() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_path_buf();
-    run(|| async {
+    run_in_tempdir(|dir| async move {
         let offsets = small_log(&dir, 40, 100).await;
         let end = offsets[39] + entry_size(100);
         let last_block = (end - 1) / BLOCK * BLOCK;
@@ -351,9 +366,7 @@ fn torn_tail_zeroed_part_of_last_block() {
 
 #[test]
 fn torn_tail_garbage_after_last_record() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_path_buf();
-    run(|| async {
+    run_in_tempdir(|dir| async move {
         let offsets = small_log(&dir, 10, 100).await;
         let end = offsets[9] + entry_size(100);
         let seg = segments(&dir)[0].clone();
@@ -364,9 +377,7 @@ fn torn_tail_garbage_after_last_record() {
 
 #[test]
 fn torn_tail_garbage_behind_a_zero_length() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_path_buf();
-    run(|| async {
+    run_in_tempdir(|dir| async move {
         let offsets = small_log(&dir, 10, 100).await;
         let end = offsets[9] + entry_size(100);
         let seg = segments(&dir)[0].clone();
@@ -378,9 +389,7 @@ fn torn_tail_garbage_behind_a_zero_length() {
 
 #[test]
 fn zeroed_tail_without_damage_is_not_a_cut() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_path_buf();
-    run(|| async {
+    run_in_tempdir(|dir| async move {
         let offsets = small_log(&dir, 10, 100).await;
         let seg = segments(&dir)[0].clone();
         // The last two records never reached the disk at all.
@@ -391,10 +400,8 @@ fn zeroed_tail_without_damage_is_not_a_cut() {
 
 #[test]
 fn torn_tail_in_previous_segment_before_an_empty_one() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_path_buf();
-    run(|| async {
-        let (mut wal, _) = Wal::open(opts(&dir, MIB)).await.unwrap();
+    run_in_tempdir(|dir| async move {
+        let (mut wal, _) = open_wal(&dir, MIB).await;
         append_entries(&mut wal, 1, 7301, 100, 100).await;
         drop(wal);
         let segs = segments(&dir);
@@ -402,17 +409,17 @@ fn torn_tail_in_previous_segment_before_an_empty_one() {
         let per_segment = (MIB - BLOCK) / entry_size(100);
         assert_eq!(first_index_of(&segs[1]), per_segment + 1);
         // The newest segment holds no record; the last record of the one before is damaged.
-        write_at(&segs[1], BLOCK, &vec![0u8; (MIB - BLOCK) as usize]);
+        erase_records(&segs[1]);
         let last = BLOCK + (per_segment - 1) * entry_size(100);
         flip_byte(&segs[0], last + 30);
 
-        let (mut wal, rec) = reopen(&dir, MIB).await;
+        let (mut wal, rec) = open_wal(&dir, MIB).await;
         assert_eq!(rec.truncated_tail, Some((segs[0].clone(), last)));
         assert_eq!(rec.records.len() as u64, per_segment - 1);
         assert_eq!(segments(&dir), vec![segs[0].clone()]);
         append_entries(&mut wal, per_segment, per_segment + 50, 100, 10).await;
         drop(wal);
-        let (wal, rec) = reopen(&dir, MIB).await;
+        let (wal, rec) = open_wal(&dir, MIB).await;
         assert!(rec.truncated_tail.is_none());
         assert_eq!(entries(&rec.records).len() as u64, per_segment + 49);
         assert_eq!(wal.last_index(), per_segment + 49);
@@ -428,13 +435,13 @@ fn corruption_in_early_record_is_reported() {
     for segment_size in [MIB, 16 * MIB] {
         let dir = tmp.path().join(format!("wal-{segment_size}"));
         run(|| async {
-            let (mut wal, _) = Wal::open(opts(&dir, segment_size)).await.unwrap();
+            let (mut wal, _) = open_wal(&dir, segment_size).await;
             append_entries(&mut wal, 1, 1301, 4000, 50).await; // ~5 MiB
             drop(wal);
             let seg = segments(&dir)[0].clone();
             let bad = BLOCK + 2 * entry_size(4000);
             flip_byte(&seg, bad + 100);
-            let err = Wal::open(opts(&dir, segment_size)).await.err().unwrap();
+            let err = open_err(&dir, segment_size).await;
             expect_corrupt(err, &seg, bad);
         });
     }
@@ -442,49 +449,45 @@ fn corruption_in_early_record_is_reported() {
 
 #[test]
 fn corruption_in_header_is_reported() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_path_buf();
-    run(|| async {
-        let (mut wal, _) = Wal::open(opts(&dir, MIB)).await.unwrap();
+    run_in_tempdir(|dir| async move {
+        let (mut wal, _) = open_wal(&dir, MIB).await;
         append_entries(&mut wal, 1, 600, 4000, 25).await;
         drop(wal);
         let segs = segments(&dir);
         assert!(segs.len() >= 3);
 
         flip_byte(&segs[0], 20);
-        let err = Wal::open(opts(&dir, MIB)).await.err().unwrap();
+        let err = open_err(&dir, MIB).await;
         expect_corrupt(err, &segs[0], 0);
         flip_byte(&segs[0], 20);
 
         // Even the newest segment's header is checked (it is durable before any record).
         let newest = segs.last().unwrap();
         flip_byte(newest, 33);
-        let err = Wal::open(opts(&dir, MIB)).await.err().unwrap();
+        let err = open_err(&dir, MIB).await;
         expect_corrupt(err, newest, 0);
         flip_byte(newest, 33);
 
         // A byte in the header's reserved area.
         flip_byte(&segs[1], 2000);
-        let err = Wal::open(opts(&dir, MIB)).await.err().unwrap();
+        let err = open_err(&dir, MIB).await;
         expect_corrupt(err, &segs[1], 2000);
         flip_byte(&segs[1], 2000);
 
-        let (_, rec) = reopen(&dir, MIB).await;
+        let (_, rec) = open_wal(&dir, MIB).await;
         assert_eq!(entries(&rec.records).len(), 599);
     });
 }
 
 #[test]
 fn missing_segment_is_reported() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_path_buf();
-    run(|| async {
-        let (mut wal, _) = Wal::open(opts(&dir, MIB)).await.unwrap();
+    run_in_tempdir(|dir| async move {
+        let (mut wal, _) = open_wal(&dir, MIB).await;
         append_entries(&mut wal, 1, 600, 4000, 25).await;
         drop(wal);
         let segs = segments(&dir);
         std::fs::remove_file(&segs[1]).unwrap();
-        let err = Wal::open(opts(&dir, MIB)).await.err().unwrap();
+        let err = open_err(&dir, MIB).await;
         assert!(
             matches!(&err, WalError::Corrupt { file, .. } if file == &segs[2]),
             "{err}"
@@ -494,10 +497,8 @@ fn missing_segment_is_reported() {
 
 #[test]
 fn release_to_deletes_only_covered_segments() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_path_buf();
-    run(|| async {
-        let (mut wal, _) = Wal::open(opts(&dir, MIB)).await.unwrap();
+    run_in_tempdir(|dir| async move {
+        let (mut wal, _) = open_wal(&dir, MIB).await;
         let hs = Record::HardState {
             term: 7,
             vote: 2,
@@ -543,7 +544,7 @@ fn release_to_deletes_only_covered_segments() {
         assert_eq!(segments(&dir), after);
         drop(wal);
 
-        let (mut wal, rec) = reopen(&dir, MIB).await;
+        let (mut wal, rec) = open_wal(&dir, MIB).await;
         let first = first_index_of(&after[0]);
         let got = entries(&rec.records);
         assert_eq!(got.first(), Some(&entry(first, 1000)));
@@ -565,7 +566,7 @@ fn release_to_deletes_only_covered_segments() {
         wal.release_to(5000).await.unwrap();
         assert_eq!(segments(&dir), vec![after.last().unwrap().clone()]);
         drop(wal);
-        let (_, rec) = reopen(&dir, MIB).await;
+        let (_, rec) = open_wal(&dir, MIB).await;
         assert!(rec.records.contains(&hs));
         assert_eq!(
             rec.records.last(),
@@ -579,10 +580,8 @@ fn release_to_deletes_only_covered_segments() {
 
 #[test]
 fn release_after_rollover_into_an_empty_segment_keeps_state() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_path_buf();
-    run(|| async {
-        let (mut wal, _) = Wal::open(opts(&dir, MIB)).await.unwrap();
+    run_in_tempdir(|dir| async move {
+        let (mut wal, _) = open_wal(&dir, MIB).await;
         let hs = Record::HardState {
             term: 3,
             vote: 1,
@@ -604,23 +603,21 @@ fn release_after_rollover_into_an_empty_segment_keeps_state() {
         // Simulate a crash right after the new segment was published: zero its records.
         let newest = segs.last().unwrap();
         assert_eq!(first_index_of(newest), 1500);
-        write_at(newest, BLOCK, &vec![0u8; (MIB - BLOCK) as usize]);
-        let (mut wal, _) = reopen(&dir, MIB).await;
+        erase_records(newest);
+        let (mut wal, _) = open_wal(&dir, MIB).await;
         assert_eq!(wal.last_index(), first_index_of(newest) - 1);
         wal.release_to(first_index_of(newest) - 1).await.unwrap();
         assert_eq!(segments(&dir), vec![newest.clone()]);
         drop(wal);
-        let (_, rec) = reopen(&dir, MIB).await;
+        let (_, rec) = open_wal(&dir, MIB).await;
         assert_eq!(rec.records, vec![hs, cp]);
     });
 }
 
 #[test]
 fn oversized_record_is_rejected_and_wal_stays_usable() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_path_buf();
-    run(|| async {
-        let (mut wal, _) = Wal::open(opts(&dir, MIB)).await.unwrap();
+    run_in_tempdir(|dir| async move {
+        let (mut wal, _) = open_wal(&dir, MIB).await;
         wal.append(&[entry(1, 10)]).await.unwrap();
         let err = wal
             .append(&[entry(2, 10), entry(3, MIB as usize)])
@@ -634,7 +631,7 @@ fn oversized_record_is_rejected_and_wal_stays_usable() {
         wal.append(&[entry(2, max - 24)]).await.unwrap();
         wal.append(&[entry(3, 10)]).await.unwrap();
         drop(wal);
-        let (_, rec) = reopen(&dir, MIB).await;
+        let (_, rec) = open_wal(&dir, MIB).await;
         assert_eq!(rec.records.len(), 3);
         assert_eq!(rec.records[1], entry(2, max - 24));
     });
@@ -643,25 +640,21 @@ fn oversized_record_is_rejected_and_wal_stays_usable() {
 #[test]
 #[should_panic(expected = "increasing indexes")]
 fn decreasing_indexes_in_one_batch_panic() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_path_buf();
-    run(|| async {
-        let (mut wal, _) = Wal::open(opts(&dir, MIB)).await.unwrap();
+    run_in_tempdir(|dir| async move {
+        let (mut wal, _) = open_wal(&dir, MIB).await;
         let _ = wal.append(&[entry(5, 1), entry(5, 1)]).await;
     });
 }
 
 #[test]
 fn leftover_tmp_segment_is_deleted() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_path_buf();
-    run(|| async {
-        let (mut wal, _) = Wal::open(opts(&dir, MIB)).await.unwrap();
+    run_in_tempdir(|dir| async move {
+        let (mut wal, _) = open_wal(&dir, MIB).await;
         wal.append(&[entry(1, 10)]).await.unwrap();
         drop(wal);
         let tmp_seg = dir.join("0000000000000001-0000000000000002.wal.tmp");
         std::fs::write(&tmp_seg, b"half-prepared").unwrap();
-        let (_, rec) = reopen(&dir, MIB).await;
+        let (_, rec) = open_wal(&dir, MIB).await;
         assert_eq!(rec.records, vec![entry(1, 10)]);
         assert!(!tmp_seg.exists());
     });
@@ -669,11 +662,9 @@ fn leftover_tmp_segment_is_deleted() {
 
 #[test]
 fn invalid_segment_size_is_rejected() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_path_buf();
-    run(|| async {
+    run_in_tempdir(|dir| async move {
         for size in [0, 4096, 10_000] {
-            let err = Wal::open(opts(&dir, size)).await.err().unwrap();
+            let err = open_err(&dir, size).await;
             assert!(matches!(err, WalError::InvalidOptions(_)), "{err}");
         }
     });
@@ -681,10 +672,8 @@ fn invalid_segment_size_is_rejected() {
 
 #[test]
 fn small_append_latency() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_path_buf();
-    run(|| async {
-        let (mut wal, _) = Wal::open(opts(&dir, 64 * MIB)).await.unwrap();
+    run_in_tempdir(|dir| async move {
+        let (mut wal, _) = open_wal(&dir, 64 * MIB).await;
         let n = 200u64;
         let t = Instant::now();
         for i in 1..=n {
@@ -694,7 +683,7 @@ fn small_append_latency() {
         eprintln!("append of one 64-byte entry incl. fdatasync: {per:?} per batch (n = {n})");
         assert!(wal.buffer_allocations() <= 2);
         drop(wal);
-        let (_, rec) = reopen(&dir, 64 * MIB).await;
+        let (_, rec) = open_wal(&dir, 64 * MIB).await;
         assert_eq!(rec.records.len() as u64, n);
     });
 }
@@ -717,10 +706,8 @@ async fn wait_until_file(path: &Path, size: u64) {
 
 #[test]
 fn spare_is_prepared_in_the_background_and_consumed_by_rollover() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_path_buf();
-    run(|| async {
-        let (mut wal, _) = Wal::open(opts(&dir, MIB)).await.unwrap();
+    run_in_tempdir(|dir| async move {
+        let (mut wal, _) = open_wal(&dir, MIB).await;
         // The first segment exists before open returns; the spare comes after.
         assert_eq!(segments(&dir).len(), 1);
         wait_until_file(&spare(&dir), MIB).await;
@@ -749,7 +736,7 @@ fn spare_is_prepared_in_the_background_and_consumed_by_rollover() {
         assert_eq!(std::fs::metadata(spare(&dir)).unwrap().len(), MIB);
         wal.close().await.unwrap();
 
-        let (wal, rec) = reopen(&dir, MIB).await;
+        let (wal, rec) = open_wal(&dir, MIB).await;
         assert!(rec.truncated_tail.is_none());
         let want: Vec<Record> = (1..=per_segment + 1).map(|i| entry(i, 1000)).collect();
         assert_eq!(rec.records, want);
@@ -759,16 +746,14 @@ fn spare_is_prepared_in_the_background_and_consumed_by_rollover() {
 
 #[test]
 fn leftover_spare_file_is_deleted() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_path_buf();
-    run(|| async {
-        let (mut wal, _) = Wal::open(opts(&dir, MIB)).await.unwrap();
+    run_in_tempdir(|dir| async move {
+        let (mut wal, _) = open_wal(&dir, MIB).await;
         wal.append(&[entry(1, 10)]).await.unwrap();
         wal.close().await.unwrap();
         // Garbage where the spare goes (a crash early in its preparation, or a foreign file):
         // it must neither be read as a segment nor be used for a rollover.
         std::fs::write(spare(&dir), vec![0xabu8; 3 * BLOCK as usize]).unwrap();
-        let (mut wal, rec) = reopen(&dir, MIB).await;
+        let (mut wal, rec) = open_wal(&dir, MIB).await;
         assert_eq!(rec.records, vec![entry(1, 10)]);
         assert!(rec.truncated_tail.is_none());
         assert!(
@@ -783,7 +768,7 @@ fn leftover_spare_file_is_deleted() {
         append_entries(&mut wal, 2, 3000, 1000, 40).await;
         drop(wal);
         assert!(segments(&dir).len() >= 3);
-        let (wal, rec) = reopen(&dir, MIB).await;
+        let (wal, rec) = open_wal(&dir, MIB).await;
         assert!(rec.truncated_tail.is_none());
         assert_eq!(entries(&rec.records).len(), 2999);
         assert_eq!(wal.last_index(), 2999);
@@ -793,7 +778,7 @@ fn leftover_spare_file_is_deleted() {
 /// Writes a log whose last batch (one large entry) rolled over into segment 1; returns the
 /// records before that batch and the large entry.
 async fn log_with_one_rollover(dir: &Path) -> (Vec<Record>, Record) {
-    let (mut wal, _) = Wal::open(opts(dir, MIB)).await.unwrap();
+    let (mut wal, _) = open_wal(dir, MIB).await;
     let hs = Record::HardState {
         term: 2,
         vote: 1,
@@ -830,7 +815,7 @@ fn crash_around_rollover_with_spare() {
             let seg1 = segs[1].clone();
             assert_eq!(first_index_of(&seg1), 801);
             // Undo the records of the last batch: segment 1 as it was when it was published.
-            write_at(&seg1, BLOCK, &vec![0u8; (MIB - BLOCK) as usize]);
+            erase_records(&seg1);
             let header = std::fs::read(&seg1).unwrap()[..BLOCK as usize].to_vec();
             let _ = std::fs::remove_file(spare(&dir));
             match case {
@@ -849,7 +834,7 @@ fn crash_around_rollover_with_spare() {
                 _ => unreachable!(),
             }
             let renamed = case == "renamed_empty_segment";
-            let (mut wal, rec) = reopen(&dir, MIB).await;
+            let (mut wal, rec) = open_wal(&dir, MIB).await;
             assert!(rec.truncated_tail.is_none(), "{case}");
             // A renamed, empty segment contributes nothing (its carried records were never
             // written: they are written with the segment's first batch).
@@ -872,7 +857,7 @@ fn crash_around_rollover_with_spare() {
             );
             append_entries(&mut wal, 802, 1500, 1000, 40).await;
             drop(wal);
-            let (wal, rec) = reopen(&dir, MIB).await;
+            let (wal, rec) = open_wal(&dir, MIB).await;
             assert!(rec.truncated_tail.is_none(), "{case}");
             let mut want = entries(&before);
             want.push(big.clone());
@@ -885,10 +870,8 @@ fn crash_around_rollover_with_spare() {
 
 #[test]
 fn failed_spare_preparation_poisons_at_the_next_rollover() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_path_buf();
-    run(|| async {
-        let (mut wal, _) = Wal::open(opts(&dir, MIB)).await.unwrap();
+    run_in_tempdir(|dir| async move {
+        let (mut wal, _) = open_wal(&dir, MIB).await;
         // The background preparation has not run yet (it starts at the next await): make it
         // fail, creating its file where a directory is.
         std::fs::create_dir(spare(&dir)).unwrap();
@@ -909,14 +892,14 @@ fn failed_spare_preparation_poisons_at_the_next_rollover() {
         drop(wal);
 
         std::fs::remove_dir(spare(&dir)).unwrap();
-        let (mut wal, rec) = reopen(&dir, MIB).await;
+        let (mut wal, rec) = open_wal(&dir, MIB).await;
         assert!(rec.truncated_tail.is_none());
         let want: Vec<Record> = (1..=per_segment).map(|i| entry(i, 1000)).collect();
         assert_eq!(rec.records, want);
         append_entries(&mut wal, per_segment + 1, per_segment + 100, 1000, 10).await;
         drop(wal);
         assert_eq!(segments(&dir).len(), 2);
-        let (wal, _) = reopen(&dir, MIB).await;
+        let (wal, _) = open_wal(&dir, MIB).await;
         assert_eq!(wal.last_index(), per_segment + 99);
     });
 }
@@ -927,7 +910,7 @@ fn dropping_wals_while_their_spare_is_prepared() {
     run(|| async {
         for i in 0..24 {
             let dir = tmp.path().join(format!("wal-{i}"));
-            let (mut wal, _) = Wal::open(opts(&dir, 16 * MIB)).await.unwrap();
+            let (mut wal, _) = open_wal(&dir, 16 * MIB).await;
             // Lets the preparation start; a varying number of appends (each waits for an
             // fdatasync) leaves it at varying points of its zero-fill.
             wal.append(&[entry(1, 10)]).await.unwrap();
@@ -945,7 +928,7 @@ fn dropping_wals_while_their_spare_is_prepared() {
                     continue;
                 }
             }
-            let (wal, rec) = reopen(&dir, 16 * MIB).await;
+            let (wal, rec) = open_wal(&dir, 16 * MIB).await;
             assert_eq!(rec.records, vec![entry(1, 10)]);
             drop(wal);
             std::fs::remove_dir_all(&dir).unwrap();
@@ -960,11 +943,9 @@ fn dropping_wals_while_their_spare_is_prepared() {
 /// of a whole segment.
 #[test]
 fn rollover_latency_is_printed() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_path_buf();
-    run(|| async {
+    run_in_tempdir(|dir| async move {
         let segment_size = 8 * MIB;
-        let (mut wal, _) = Wal::open(opts(&dir, segment_size)).await.unwrap();
+        let (mut wal, _) = open_wal(&dir, segment_size).await;
         let t = Instant::now();
         wal.wait_for_spare().await.unwrap();
         eprintln!(
@@ -999,7 +980,7 @@ fn rollover_latency_is_printed() {
             rollovers
         );
         drop(wal);
-        let (_, rec) = reopen(&dir, segment_size).await;
+        let (_, rec) = open_wal(&dir, segment_size).await;
         assert_eq!(entries(&rec.records).len() as u64, next - 1);
     });
 }

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use retcd_engine::mvcc::MvccReader;
+use retcd_raft::lessor::LeaseHandle;
 use retcd_raft::{NodeStatus, Proposer};
 
 use crate::pb::etcdserverpb::ResponseHeader;
@@ -31,9 +32,13 @@ pub struct Limits {
 pub struct Ctx {
     pub reader: MvccReader,
     pub proposer: Proposer,
+    /// The lessor on the sequencer core (lease grant, keep-alive, time-to-live, list).
+    pub leases: LeaseHandle,
     pub status: Arc<NodeStatus>,
     pub member: MemberInfo,
     pub limits: Limits,
+    /// etcd's --experimental-watch-progress-notify-interval.
+    pub watch_progress_notify_interval: std::time::Duration,
 }
 
 impl Ctx {

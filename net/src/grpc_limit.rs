@@ -368,11 +368,20 @@ mod tests {
 
     use super::*;
 
-    /// A request body of given frames.
+    /// A body of given frames.
     struct Frames {
         frames: VecDeque<Frame<Bytes>>,
         /// How many frames were taken.
         taken: Arc<Mutex<usize>>,
+    }
+
+    impl Frames {
+        fn new(frames: Vec<Frame<Bytes>>) -> Frames {
+            Frames {
+                frames: frames.into(),
+                taken: Arc::default(),
+            }
+        }
     }
 
     impl Body for Frames {
@@ -411,20 +420,9 @@ mod tests {
 
         fn call(&mut self, req: Request<tonic::body::Body>) -> Self::Future {
             Box::pin(async move {
-                let mut body = req.into_body();
-                let mut data = Vec::new();
-                let mut trailer = None;
-                while let Some(frame) =
-                    std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
-                {
-                    let frame = frame.expect("no body error");
-                    match frame.into_data() {
-                        Ok(d) => data.extend_from_slice(&d),
-                        Err(frame) => trailer = frame.into_trailers().ok(),
-                    }
-                }
-                let mut response =
-                    Response::new(tonic::body::Body::new(Full(Some(Bytes::from(data)))));
+                let (data, trailer) = read_body(req.into_body()).await;
+                let body = Frames::new(vec![Frame::data(Bytes::from(data))]);
+                let mut response = Response::new(tonic::body::Body::new(body));
                 if let Some(t) = trailer.and_then(|t| t.get("x-trailer").cloned()) {
                     response.headers_mut().insert("x-trailer", t);
                 }
@@ -433,19 +431,22 @@ mod tests {
         }
     }
 
-    /// A body of one data frame.
-    struct Full(Option<Bytes>);
-
-    impl Body for Full {
-        type Data = Bytes;
-        type Error = Infallible;
-
-        fn poll_frame(
-            self: Pin<&mut Self>,
-            _cx: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-            Poll::Ready(self.get_mut().0.take().map(|d| Ok(Frame::data(d))))
+    /// Reads `body` to its end: the bytes of its data frames, and its trailers if it has some.
+    async fn read_body<B>(mut body: B) -> (Vec<u8>, Option<http::HeaderMap>)
+    where
+        B: Body<Data = Bytes> + Unpin,
+        B::Error: std::fmt::Debug,
+    {
+        let mut data = Vec::new();
+        let mut trailers = None;
+        while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+        {
+            match frame.expect("no body error").into_data() {
+                Ok(d) => data.extend_from_slice(&d),
+                Err(frame) => trailers = frame.into_trailers().ok(),
+            }
         }
+        (data, trailers)
     }
 
     const LIMIT: usize = 100;
@@ -459,24 +460,14 @@ mod tests {
 
     /// Serves a request of `frames` to `/retcd.test.Collect/X`: the response and its body.
     fn serve(frames: Vec<Frame<Bytes>>) -> (Response<()>, Vec<u8>, usize) {
-        let taken = Arc::new(Mutex::new(0));
-        let body = Frames {
-            frames: frames.into(),
-            taken: Arc::clone(&taken),
-        };
+        let body = Frames::new(frames);
+        let taken = Arc::clone(&body.taken);
         let request = Request::post("/retcd.test.Collect/X").body(body).unwrap();
         let svc = GrpcLimit::new(Routes::new(Collect), LIMIT);
         futures_lite::future::block_on(async move {
             let response = svc.call(request).await.unwrap();
-            let (parts, mut body) = response.into_parts();
-            let mut data = Vec::new();
-            while let Some(frame) =
-                std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
-            {
-                if let Ok(d) = frame.unwrap().into_data() {
-                    data.extend_from_slice(&d);
-                }
-            }
+            let (parts, body) = response.into_parts();
+            let (data, _) = read_body(body).await;
             let taken = *taken.lock().unwrap();
             (Response::from_parts(parts, ()), data, taken)
         })
@@ -496,17 +487,15 @@ mod tests {
         frames
     }
 
+    /// Where a body starting with a message prefix is cut into frames: whole, after the prefix,
+    /// and with the prefix split over several frames (an empty one included).
+    const PREFIX_SPLITS: &[&[usize]] = &[&[], &[5], &[1, 3], &[0, 1, 2, 3, 4], &[2, 2, 9]];
+
     #[test]
     fn refuses_an_oversized_first_message_from_its_prefix() {
         let m = message(LIMIT as u32 + 10);
-        for at in [
-            vec![],
-            vec![5],
-            vec![1, 3],
-            vec![0, 1, 2, 3, 4],
-            vec![2, 2, 9],
-        ] {
-            let (response, body, taken) = serve(split(&m, &at));
+        for &at in PREFIX_SPLITS {
+            let (response, body, taken) = serve(split(&m, at));
             let h = response.headers();
             assert_eq!(response.status(), 200);
             assert_eq!(h["content-type"], "application/grpc");
@@ -526,15 +515,9 @@ mod tests {
     fn passes_the_body_whole() {
         let mut m = message(LIMIT as u32);
         m.extend_from_slice(&message(3));
-        for at in [
-            vec![],
-            vec![5],
-            vec![1, 3],
-            vec![0, 1, 2, 3, 4],
-            vec![2, 2, 9],
-            vec![4, 104],
-        ] {
-            let (response, body, _) = serve(split(&m, &at));
+        // The same splits, and one inside the second message's prefix too.
+        for &at in PREFIX_SPLITS.iter().chain(&[&[4, 104][..]]) {
+            let (response, body, _) = serve(split(&m, at));
             assert!(response.headers().get("grpc-status").is_none());
             assert_eq!(body, m, "split at {at:?}");
         }

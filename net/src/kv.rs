@@ -42,6 +42,7 @@ pub fn mvcc_status(e: mvcc::MvccError) -> Status {
         mvcc::MvccError::FutureRev => EtcdError::FutureRev.status(),
         mvcc::MvccError::KeyNotFound => EtcdError::KeyNotFound.status(),
         mvcc::MvccError::LeaseNotFound => EtcdError::LeaseNotFound.status(),
+        mvcc::MvccError::LeaseExist => EtcdError::LeaseExist.status(),
         other => {
             tracing::error!(error = %other, "storage error");
             Status::internal(format!("retcd: {other}"))

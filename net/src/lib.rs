@@ -14,10 +14,14 @@ pub mod grpc_limit;
 #[cfg(feature = "server")]
 pub mod kv;
 #[cfg(feature = "server")]
+pub mod lease;
+#[cfg(feature = "server")]
 pub mod maintenance;
 pub mod pb;
 #[cfg(feature = "server")]
 pub mod serve;
+#[cfg(feature = "server")]
+pub mod watch;
 
 /// Every gRPC service of a member, for one core's listeners. Each service accepts messages up to
 /// etcd's gRPC limit: --max-request-bytes plus 512 KiB of framing (larger ones are refused from
@@ -25,7 +29,8 @@ pub mod serve;
 #[cfg(feature = "server")]
 pub fn routes(ctx: std::sync::Arc<context::Ctx>) -> tonic::service::Routes {
     use pb::etcdserverpb::{
-        cluster_server::ClusterServer, kv_server::KvServer, maintenance_server::MaintenanceServer,
+        cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
+        maintenance_server::MaintenanceServer,
     };
     let limit = ctx.limits.max_request_bytes + (512 << 10);
     tonic::service::Routes::new(
@@ -33,6 +38,13 @@ pub fn routes(ctx: std::sync::Arc<context::Ctx>) -> tonic::service::Routes {
     )
     .add_service(
         MaintenanceServer::new(maintenance::MaintenanceService::new(ctx.clone()))
+            .max_decoding_message_size(limit),
+    )
+    .add_service(
+        LeaseServer::new(lease::LeaseService::new(ctx.clone())).max_decoding_message_size(limit),
+    )
+    .add_service(
+        pb::etcdserverpb::watch_server::WatchServer::new(watch::WatchService::new(ctx.clone()))
             .max_decoding_message_size(limit),
     )
     .add_service(

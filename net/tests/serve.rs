@@ -140,6 +140,24 @@ async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
         .unwrap_or_else(|_| panic!("timed out: {what}"))
 }
 
+/// Waits for every task of `tasks`, failing on a panic of any.
+async fn join_all(mut tasks: tokio::task::JoinSet<()>) {
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+}
+
+/// Tells the cores to stop (dropping `stop`) and waits until every one returned without a panic.
+async fn stop_cores(stop: flume::Sender<()>, cores: runtime::Cores) {
+    drop(stop);
+    let joined = within(
+        "cores stop",
+        tokio::task::spawn_blocking(move || cores.join()),
+    )
+    .await;
+    joined.unwrap().expect("cores ran without panics");
+}
+
 #[tokio::test]
 async fn grpc_on_two_reuseport_cores() {
     // Core 0 binds port 0 and passes the address to the other cores, which bind it too.
@@ -232,12 +250,7 @@ async fn grpc_on_two_reuseport_cores() {
             assert_eq!(reply.payload, payload);
         });
     }
-    within("concurrent calls", async {
-        while let Some(done) = tasks.join_next().await {
-            done.unwrap();
-        }
-    })
-    .await;
+    within("concurrent calls", join_all(tasks)).await;
 
     // A message just under the limit passes; one over it is refused from its length prefix, as
     // grpc-go refuses it (`oversized_message_refused_like_grpc_go` checks the details).
@@ -276,13 +289,7 @@ async fn grpc_on_two_reuseport_cores() {
     // returns well before the drain timeout.
     drop(channel);
     let started = Instant::now();
-    drop(stop_tx);
-    let joined = within(
-        "cores stop",
-        tokio::task::spawn_blocking(move || cores.join()),
-    )
-    .await;
-    joined.unwrap().expect("cores ran without panics");
+    stop_cores(stop_tx, cores).await;
     let stopped_in = started.elapsed();
     assert!(
         stopped_in < retcd_net::serve::DRAIN_TIMEOUT,
@@ -402,12 +409,7 @@ async fn oversized_message_refused_like_grpc_go() {
             }
         });
     }
-    within("concurrent calls", async {
-        while let Some(done) = tasks.join_next().await {
-            done.unwrap();
-        }
-    })
-    .await;
+    within("concurrent calls", join_all(tasks)).await;
     let reply = within(
         "call after refusals",
         call(&channel, ECHO, b"after".to_vec()),
@@ -417,14 +419,7 @@ async fn oversized_message_refused_like_grpc_go() {
     assert_eq!(reply.payload, b"after");
 
     drop(channel);
-    drop(stop_tx);
-    within(
-        "core stops",
-        tokio::task::spawn_blocking(move || cores.join()),
-    )
-    .await
-    .unwrap()
-    .expect("core ran without panics");
+    stop_cores(stop_tx, cores).await;
 }
 
 #[test]

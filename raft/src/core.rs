@@ -20,6 +20,7 @@ use retcd_engine::request::Request;
 use retcd_engine::wal::Record;
 
 use crate::feed::{EventBatch, Feed};
+use crate::lessor::LeaseChange;
 use crate::log::{RecoveredLog, entry_record};
 
 /// What a client sees of a failed proposal.
@@ -123,6 +124,8 @@ pub struct Core {
     status: Arc<NodeStatus>,
     last_hs: HardState,
     since_checkpoint: u64,
+    /// Lease changes applied since the last [`Core::take_lease_changes`] (for the lessor).
+    lease_changes: Vec<LeaseChange>,
 }
 
 impl Core {
@@ -161,6 +164,7 @@ impl Core {
             status,
             last_hs,
             since_checkpoint: 0,
+            lease_changes: Vec::new(),
         };
         core.publish_status();
         Ok(core)
@@ -299,6 +303,9 @@ impl Core {
                 continue;
             }
             let result = if r.is_some() { results.next() } else { None };
+            if let (Some(req), Some(Ok(w))) = (r, &result) {
+                LeaseChange::collect(req, w, &mut self.lease_changes);
+            }
             while let Some(p) = self.pending.front() {
                 if p.index > e.index {
                     break;
@@ -331,6 +338,11 @@ impl Core {
         s.db_size.store(self.mvcc.db_size(), Ordering::Release);
         s.db_size_in_use
             .store(self.mvcc.db_size_in_use(), Ordering::Release);
+    }
+
+    /// The lease changes applied since the last call (grants, revokes, checkpoints), in order.
+    pub fn take_lease_changes(&mut self) -> Vec<LeaseChange> {
+        std::mem::take(&mut self.lease_changes)
     }
 
     pub fn checkpoint_due(&self) -> bool {

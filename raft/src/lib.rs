@@ -3,12 +3,14 @@
 //!
 //! - [`log`]: rebuilds raft-rs's log storage from the WAL at startup;
 //! - [`core`]: the deterministic, I/O-free state machine around `RawNode` (drivable by tests);
-//! - [`sequencer`]: the task on core 0 that feeds the core with proposals and does its I/O.
+//! - [`sequencer`]: the task on core 0 that feeds the core with proposals and does its I/O;
+//! - [`lessor`]: lease expiry, renewal and checkpointing, driven by the sequencer.
 //!
 //! This crate uses engine/ and never reaches net/.
 
 pub mod core;
 pub mod feed;
+pub mod lessor;
 pub mod log;
 pub mod membership;
 pub mod sequencer;

@@ -18,6 +18,7 @@ use tracing::{info, warn};
 
 use crate::core::{Checkpoint, Core, CoreError, NodeStatus, Proposal, ProposeError};
 use crate::feed::Feed;
+use crate::lessor::{LeaseCall, LeaseHandle, Lessor, LessorOptions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SequencerError {
@@ -42,6 +43,10 @@ pub struct SequencerOptions {
     pub max_batch_bytes: usize,
     /// Longest time between page-store checkpoints while writes are applied.
     pub checkpoint_interval: Duration,
+    /// How often the lessor checkpoints the remaining TTL of long leases (etcd's default: 5 min).
+    pub lease_checkpoint_interval: Duration,
+    /// Lease calls (keep-alive, time-to-live, …) that may wait before callers block.
+    pub lease_queue_depth: usize,
 }
 
 impl SequencerOptions {
@@ -53,6 +58,8 @@ impl SequencerOptions {
             queue_depth: 16_384,
             max_batch_bytes: 2 << 20,
             checkpoint_interval: Duration::from_secs(5),
+            lease_checkpoint_interval: crate::lessor::DEFAULT_CHECKPOINT_INTERVAL,
+            lease_queue_depth: 4096,
         }
     }
 }
@@ -85,6 +92,8 @@ pub struct Sequencer {
     status: Arc<NodeStatus>,
     feed: Feed,
     rx: flume::Receiver<Proposal>,
+    leases: LeaseHandle,
+    lease_rx: flume::Receiver<LeaseCall>,
 }
 
 impl Sequencer {
@@ -95,6 +104,7 @@ impl Sequencer {
         feed: Feed,
     ) -> (Sequencer, Proposer) {
         let (tx, rx) = flume::bounded(opts.queue_depth);
+        let (leases, lease_rx) = LeaseHandle::channel(opts.lease_queue_depth);
         (
             Sequencer {
                 opts,
@@ -102,9 +112,16 @@ impl Sequencer {
                 status,
                 feed,
                 rx,
+                leases,
+                lease_rx,
             },
             Proposer { tx },
         )
+    }
+
+    /// Reaches this member's lessor (lease grant, keep-alive, time-to-live, list) from any core.
+    pub fn lease_handle(&self) -> LeaseHandle {
+        self.leases.clone()
     }
 
     /// Recovers the log and runs until every [`Proposer`] is dropped or an error stops it.
@@ -116,6 +133,9 @@ impl Sequencer {
             status,
             feed,
             rx,
+            // Held until the sequencer stops: the lease queue never reads as disconnected.
+            leases: _own_handle,
+            lease_rx,
         } = self;
         let (mut wal, recovered) = Wal::open(opts.wal.clone()).await?;
         if let Some((file, offset)) = &recovered.truncated_tail {
@@ -129,10 +149,28 @@ impl Sequencer {
             wal_entries = log.entries.len(),
             "recovered storage"
         );
+        let member_id = status.member_id;
         let mut core = Core::new(mvcc, &log, status, feed, 1, opts.election_ticks)?;
         drop(log);
+        let mut lessor = Lessor::new(
+            LessorOptions {
+                min_ttl: crate::lessor::min_lease_ttl(opts.tick, opts.election_ticks),
+                checkpoint_interval: opts.lease_checkpoint_interval,
+                ..LessorOptions::default()
+            },
+            member_id,
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            &core.mvcc().leases().map_err(CoreError::Mvcc)?,
+            Instant::now(),
+        );
         core.campaign_if_alone()?;
-        let result = drive(&mut core, &mut wal, &rx, &opts, started).await;
+        let mut leases = Leases {
+            lessor: &mut lessor,
+            rx: &lease_rx,
+        };
+        let result = drive(&mut core, &mut wal, &rx, &opts, &mut leases, started).await;
         core.fail_pending();
         result
     }
@@ -142,7 +180,92 @@ impl Sequencer {
 enum Event {
     Proposal(Result<Proposal, flume::RecvError>),
     Checkpointed(Box<(Checkpoint, Result<(), StoreError>)>),
+    Lease(LeaseCall),
     Tick,
+}
+
+/// The lessor and the queue of the cores' lease calls.
+struct Leases<'a> {
+    lessor: &'a mut Lessor,
+    rx: &'a flume::Receiver<LeaseCall>,
+}
+
+/// Lease calls served per wake-up before the loop goes on.
+const LEASE_CALLS_PER_ROUND: usize = 1024;
+
+/// Proposes a request of the sequencer's own (a revoke of an expired lease, a lease checkpoint);
+/// nobody waits for its outcome.
+fn propose_internal(core: &mut Core, req: Request) {
+    let (reply, _) = flume::bounded(1);
+    core.propose(Proposal {
+        data: req.encode(),
+        reply,
+    });
+}
+
+/// Answers one core's lease call (grants are proposed; the rest is answered from memory).
+fn serve_lease_call(core: &mut Core, lessor: &mut Lessor, call: LeaseCall, now: Instant) {
+    use retcd_engine::request::LeaseCheckpointRequest;
+    let leader = core.is_leader();
+    match call {
+        LeaseCall::Grant { id, ttl, reply } => {
+            let req = lessor.grant_request(id, ttl);
+            core.propose(Proposal {
+                data: Request::LeaseGrant(req).encode(),
+                reply,
+            });
+        }
+        LeaseCall::KeepAlive { id, reply } => {
+            if !leader {
+                let _ = reply.send(Err(ProposeError::NoLeader));
+                return;
+            }
+            let ttl = match lessor.renew(id, now) {
+                Some(r) => {
+                    if r.clear_checkpoint {
+                        propose_internal(
+                            core,
+                            Request::LeaseCheckpoint(LeaseCheckpointRequest {
+                                checkpoints: vec![(id, 0)],
+                            }),
+                        );
+                    }
+                    r.ttl
+                }
+                None => 0,
+            };
+            let _ = reply.send(Ok(ttl));
+        }
+        LeaseCall::TimeToLive { id, reply } => {
+            let _ = reply.send(if leader {
+                Ok(lessor.time_to_live(id, now))
+            } else {
+                Err(ProposeError::NoLeader)
+            });
+        }
+        LeaseCall::Leases { reply } => {
+            let _ = reply.send(Ok(lessor.ids_by_expiry()));
+        }
+    }
+}
+
+/// The leader's periodic lease work: revoke what expired, checkpoint remaining TTLs.
+fn lease_duties(core: &mut Core, lessor: &mut Lessor, now: Instant) {
+    use retcd_engine::request::{LeaseCheckpointRequest, LeaseRevokeRequest};
+    lessor.maintain();
+    if !core.is_leader() {
+        return;
+    }
+    for id in lessor.expired(now) {
+        propose_internal(core, Request::LeaseRevoke(LeaseRevokeRequest { id }));
+    }
+    let checkpoints = lessor.due_checkpoints(now);
+    if !checkpoints.is_empty() {
+        propose_internal(
+            core,
+            Request::LeaseCheckpoint(LeaseCheckpointRequest { checkpoints }),
+        );
+    }
 }
 
 async fn drive(
@@ -150,6 +273,7 @@ async fn drive(
     wal: &mut Wal,
     rx: &flume::Receiver<Proposal>,
     opts: &SequencerOptions,
+    leases: &mut Leases<'_>,
     started: impl FnOnce(),
 ) -> Result<(), SequencerError> {
     let mut started = Some(started);
@@ -158,12 +282,24 @@ async fn drive(
     // At most one checkpoint in flight; its blocking fdatasyncs run off the core.
     let (done_tx, done_rx) = flume::bounded::<Box<(Checkpoint, Result<(), StoreError>)>>(1);
     let mut checkpointing = false;
+    // Leases expire from when this member leads (after its log is replayed): etcd's Promote.
+    let mut leading = false;
     loop {
         while let Some(step) = core.ready()? {
             if !step.records.is_empty() {
                 wal.append(&step.records).await?;
             }
             core.persisted(step)?;
+        }
+        let changes = core.take_lease_changes();
+        if !changes.is_empty() {
+            leases.lessor.applied(&changes, Instant::now());
+        }
+        if core.is_leader() != leading {
+            leading = core.is_leader();
+            if leading {
+                leases.lessor.promote(Instant::now());
+            }
         }
         if started.is_some() && core.is_leader() {
             (started.take().expect("checked"))();
@@ -196,10 +332,19 @@ async fn drive(
                         Err(_) => std::future::pending().await,
                     }
                 },
-                async {
-                    runtime::sleep(wait).await;
-                    Event::Tick
-                },
+                futures_lite::future::or(
+                    async {
+                        match leases.rx.recv_async().await {
+                            Ok(call) => Event::Lease(call),
+                            // The sequencer's own handle keeps the queue open.
+                            Err(_) => std::future::pending().await,
+                        }
+                    },
+                    async {
+                        runtime::sleep(wait).await;
+                        Event::Tick
+                    },
+                ),
             ),
         )
         .await;
@@ -228,11 +373,22 @@ async fn drive(
                 checkpointing = false;
                 last_checkpoint = Instant::now();
             }
+            Event::Lease(call) => {
+                let now = Instant::now();
+                serve_lease_call(core, leases.lessor, call, now);
+                for _ in 1..LEASE_CALLS_PER_ROUND {
+                    let Ok(call) = leases.rx.try_recv() else {
+                        break;
+                    };
+                    serve_lease_call(core, leases.lessor, call, now);
+                }
+            }
             Event::Tick => {}
         }
         if last_tick.elapsed() >= opts.tick {
             core.tick();
             last_tick = Instant::now();
+            lease_duties(core, leases.lessor, last_tick);
         }
     }
 }

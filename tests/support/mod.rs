@@ -152,6 +152,8 @@ pub struct Server {
     client_port: u16,
     peer_port: u16,
     extra_args: Vec<String>,
+    /// Environment variables set for the process (on top of the test's, minus ETCD_*).
+    envs: Vec<(String, String)>,
     child: Option<Child>,
     /// Kept alive until the process is gone (fields drop after `Drop::drop`).
     tempdir: Option<tempfile::TempDir>,
@@ -179,13 +181,7 @@ impl Server {
     /// Starts a server in a fresh temporary directory owned by the `Server`
     /// (removed after the process is killed).
     pub fn start_in_tempdir(kind: Kind) -> Server {
-        let tmp = tempfile::Builder::new()
-            .prefix(&format!("{}-test-", kind.label()))
-            .tempdir()
-            .expect("create tempdir");
-        let mut server = Server::start(kind, tmp.path());
-        server.tempdir = Some(tmp);
-        server
+        Server::start_in_tempdir_with_args(kind, &[])
     }
 
     /// [`Server::start_in_tempdir`] with `extra_args` appended to the standard
@@ -201,10 +197,37 @@ impl Server {
         server
     }
 
+    /// [`Server::start_in_tempdir_with_args`] with environment variables set
+    /// for the process (e.g. retcd's internal test knobs).
+    pub fn start_in_tempdir_with_env(
+        kind: Kind,
+        extra_args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Server {
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!("{}-test-", kind.label()))
+            .tempdir()
+            .expect("create tempdir");
+        let mut server = Server::try_start_with_env(kind, tmp.path(), extra_args, envs)
+            .unwrap_or_else(|e| panic!("{e}"));
+        server.tempdir = Some(tmp);
+        server
+    }
+
     /// Starts a server with `extra_args` appended to the standard flags.
     /// Retries with fresh ports when the process exits complaining that an
     /// address is in use; any other failure is returned with the log tail.
     pub fn try_start(kind: Kind, dir: &Path, extra_args: &[&str]) -> Result<Server, String> {
+        Server::try_start_with_env(kind, dir, extra_args, &[])
+    }
+
+    /// [`Server::try_start`] with environment variables for the process.
+    pub fn try_start_with_env(
+        kind: Kind,
+        dir: &Path,
+        extra_args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Result<Server, String> {
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let name = format!("{}-{}-{id}", kind.label(), std::process::id());
         let mut last_error = String::new();
@@ -222,6 +245,10 @@ impl Server {
                 client_port: ports[0],
                 peer_port: ports[1],
                 extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+                envs: envs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
                 child: None,
                 tempdir: None,
                 early_exit: None,
@@ -268,6 +295,16 @@ impl Server {
 
     pub fn log_path(&self) -> &Path {
         &self.log_path
+    }
+
+    /// The page store's file (`member/snap/db` in the data dir, etcd's layout).
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("member/snap/db")
+    }
+
+    /// The WAL directory (`member/wal` in the data dir).
+    pub fn wal_dir(&self) -> PathBuf {
+        self.data_dir.join("member/wal")
     }
 
     pub fn client_port(&self) -> u16 {
@@ -471,6 +508,7 @@ impl Server {
             .stderr(log_err);
         // ETCD_* variables are read by etcd as flags; keep the run hermetic.
         remove_env_with_prefixes(&mut cmd, &["ETCD_", "ETCDCTL_"]);
+        cmd.envs(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let child = cmd
             .spawn()
             .map_err(|e| format!("spawn {}: {e}", bin.display()))?;
@@ -913,6 +951,79 @@ fn json_scalar_len(s: &str) -> usize {
     b.iter()
         .take_while(|c| c.is_ascii_digit() || matches!(c, b'-' | b'+' | b'.' | b'e' | b'E'))
         .count()
+}
+
+// ---------------------------------------------------------------------------
+// Client and on-disk layout helpers (the crash and recovery tests)
+
+/// An etcd client of `server` that connects within 5 s and bounds each request by `timeout`.
+pub async fn connect(server: &Server, timeout: Duration) -> etcd_client::Client {
+    let opts = etcd_client::ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(5))
+        .with_timeout(timeout);
+    etcd_client::Client::connect([server.client_url()], Some(opts))
+        .await
+        .unwrap_or_else(|e| panic!("connect to {}: {e}", server.client_url()))
+}
+
+/// Size of a page of the page store (engine/DESIGN.md §3).
+const DB_PAGE: usize = 4096;
+
+/// Bitwise CRC-32C (Castagnoli), enough for the few records and pages a test checks.
+pub fn crc32c(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x82f6_3b78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+pub fn u16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes(b[at..at + 2].try_into().unwrap())
+}
+pub fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+}
+pub fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
+}
+
+/// A meta page of the page store (engine/DESIGN.md §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meta {
+    pub txn: u64,
+    pub root: u64,
+    pub high_water: u64,
+}
+
+/// The newest valid meta page of the db file at `path`, if it can be read.
+pub fn newest_meta(path: &Path) -> Option<Meta> {
+    let bytes = std::fs::read(path).ok()?;
+    let mut best: Option<Meta> = None;
+    for slot in 0..2 {
+        let Some(m) = bytes.get(slot * DB_PAGE..slot * DB_PAGE + 52) else {
+            continue;
+        };
+        if &m[0..8] != b"RETCDDB\0" || crc32c(&m[..48]) != u32_at(m, 48) {
+            continue;
+        }
+        let meta = Meta {
+            txn: u64_at(m, 16),
+            root: u64_at(m, 24),
+            high_water: u64_at(m, 40),
+        };
+        if best.is_none_or(|b| meta.txn > b.txn) {
+            best = Some(meta);
+        }
+    }
+    best
 }
 
 #[cfg(test)]

@@ -1,0 +1,195 @@
+//! The Lease service (LeaseGrant, LeaseRevoke, LeaseKeepAlive, LeaseTimeToLive, LeaseLeases) with
+//! etcd's answers (etcd's `api/v3rpc/lease.go` and `etcdserver/v3_server.go`).
+//!
+//! Grant and revoke go through Raft (grant through the lessor on the sequencer core, which picks the
+//! id when the client gave none and raises the TTL to the member's minimum; revoke straight to the
+//! proposer). Keep-alive, time-to-live and the list are answered by the lessor from memory, as
+//! etcd's leader does; the keys of a lease are read from the committed state on the calling core.
+//! Every response carries the member's header at the current revision (etcd's `hdr.fill`).
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures_lite::Stream;
+use retcd_engine::mvcc::WriteResult;
+use retcd_engine::request::{LeaseRevokeRequest as EngineRevoke, Request};
+use retcd_raft::lessor::MAX_LEASE_TTL;
+use tonic::{Request as Req, Response, Status, Streaming};
+
+use crate::context::Ctx;
+use crate::errors::EtcdError;
+use crate::kv::{mvcc_status, propose_status};
+use crate::pb::etcdserverpb::{
+    LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
+    LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus,
+    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, lease_server::Lease,
+};
+
+pub struct LeaseService {
+    ctx: Arc<Ctx>,
+}
+
+impl LeaseService {
+    pub fn new(ctx: Arc<Ctx>) -> Self {
+        LeaseService { ctx }
+    }
+}
+
+type KeepAliveStream =
+    Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send + 'static>>;
+
+/// One keep-alive stream: a response per request, in order.
+struct KeepAlive {
+    inbound: Streaming<LeaseKeepAliveRequest>,
+    ctx: Arc<Ctx>,
+    done: bool,
+}
+
+impl KeepAlive {
+    async fn next(mut self) -> Option<(Result<LeaseKeepAliveResponse, Status>, KeepAlive)> {
+        if self.done {
+            return None;
+        }
+        match self.inbound.message().await {
+            Ok(Some(req)) => {
+                // The header is taken before the renewal (etcd: a keep-alive must never look
+                // newer than a revoke that follows it).
+                let header = self.ctx.current_header();
+                match self.ctx.leases.keep_alive(req.id).await {
+                    Ok(ttl) => Some((
+                        Ok(LeaseKeepAliveResponse {
+                            header,
+                            id: req.id,
+                            ttl,
+                        }),
+                        self,
+                    )),
+                    Err(e) => {
+                        self.done = true;
+                        Some((Err(propose_status(e)), self))
+                    }
+                }
+            }
+            // The client closed its side: end the stream cleanly.
+            Ok(None) => None,
+            Err(status) => {
+                self.done = true;
+                Some((Err(status), self))
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Lease for LeaseService {
+    async fn lease_grant(
+        &self,
+        request: Req<LeaseGrantRequest>,
+    ) -> Result<Response<LeaseGrantResponse>, Status> {
+        let r = request.into_inner();
+        if r.ttl > MAX_LEASE_TTL {
+            return Err(EtcdError::LeaseTTLTooLarge.status());
+        }
+        match self
+            .ctx
+            .leases
+            .grant(r.id, r.ttl)
+            .await
+            .map_err(propose_status)?
+        {
+            WriteResult::LeaseGrant { id, ttl, .. } => Ok(Response::new(LeaseGrantResponse {
+                header: self.ctx.current_header(),
+                id,
+                ttl,
+                error: String::new(),
+            })),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn lease_revoke(
+        &self,
+        request: Req<LeaseRevokeRequest>,
+    ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        let r = request.into_inner();
+        let req = Request::LeaseRevoke(EngineRevoke { id: r.id });
+        match self
+            .ctx
+            .proposer
+            .propose(&req)
+            .await
+            .map_err(propose_status)?
+        {
+            WriteResult::LeaseRevoke { .. } => Ok(Response::new(LeaseRevokeResponse {
+                header: self.ctx.current_header(),
+            })),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    type LeaseKeepAliveStream = KeepAliveStream;
+
+    async fn lease_keep_alive(
+        &self,
+        request: Req<Streaming<LeaseKeepAliveRequest>>,
+    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        let state = KeepAlive {
+            inbound: request.into_inner(),
+            ctx: self.ctx.clone(),
+            done: false,
+        };
+        let stream = futures_lite::stream::unfold(state, KeepAlive::next);
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        request: Req<LeaseTimeToLiveRequest>,
+    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        let r = request.into_inner();
+        let ttl = self
+            .ctx
+            .leases
+            .time_to_live(r.id)
+            .await
+            .map_err(propose_status)?;
+        let Some(ttl) = ttl else {
+            // etcd answers a missing lease with TTL -1, not an error.
+            return Ok(Response::new(LeaseTimeToLiveResponse {
+                header: self.ctx.current_header(),
+                id: r.id,
+                ttl: -1,
+                granted_ttl: 0,
+                keys: Vec::new(),
+            }));
+        };
+        let keys = if r.keys {
+            self.ctx.reader.lease_keys(r.id).map_err(mvcc_status)?
+        } else {
+            Vec::new()
+        };
+        Ok(Response::new(LeaseTimeToLiveResponse {
+            header: self.ctx.current_header(),
+            id: r.id,
+            ttl: ttl.ttl,
+            granted_ttl: ttl.granted_ttl,
+            keys,
+        }))
+    }
+
+    async fn lease_leases(
+        &self,
+        _request: Req<LeaseLeasesRequest>,
+    ) -> Result<Response<LeaseLeasesResponse>, Status> {
+        let ids = self.ctx.leases.leases().await.map_err(propose_status)?;
+        Ok(Response::new(LeaseLeasesResponse {
+            header: self.ctx.current_header(),
+            leases: ids.into_iter().map(|id| LeaseStatus { id }).collect(),
+        }))
+    }
+}
+
+fn unexpected(w: WriteResult) -> Status {
+    tracing::error!(result = ?w, "apply returned a result of another kind");
+    Status::internal("retcd: unexpected apply result")
+}
