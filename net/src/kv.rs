@@ -365,6 +365,28 @@ impl KvService {
         Ok(())
     }
 
+    /// etcd's backend quota: a write that would take the store past --quota-backend-bytes raises
+    /// the NOSPACE alarm, and while it is raised every write that adds data is refused. The size
+    /// compared is the bytes of live pages (retcd has no defragmentation yet, so the file itself
+    /// never shrinks; live pages do after a compaction).
+    fn check_quota(&self, cost: usize) -> Result<(), Status> {
+        let status = &self.ctx.status;
+        if status.nospace() {
+            return Err(EtcdError::NoSpace.status());
+        }
+        let quota = self.ctx.limits.quota_bytes;
+        if quota > 0 && status.db_size_in_use().saturating_add(cost as u64) > quota as u64 {
+            status.set_nospace(true);
+            tracing::warn!(
+                quota,
+                in_use = status.db_size_in_use(),
+                "backend quota exceeded: NOSPACE alarm raised"
+            );
+            return Err(EtcdError::NoSpace.status());
+        }
+        Ok(())
+    }
+
     async fn write(&self, req: Request) -> Result<WriteResult, Status> {
         self.ctx
             .proposer
@@ -388,6 +410,7 @@ impl pb::kv_server::Kv for KvService {
         let r = request.into_inner();
         check_put(&r)?;
         self.check_size(&r)?;
+        self.check_quota(r.key.len() + r.value.len())?;
         match self.write(Request::Put(put_req(r))).await? {
             WriteResult::Put(p) => {
                 let h = self.ctx.header(p.revision);
@@ -418,6 +441,7 @@ impl pb::kv_server::Kv for KvService {
         check_txn(&r, self.ctx.limits.max_txn_ops)?;
         if !txn_is_read_only(&r) {
             self.check_size(&r)?;
+            self.check_quota(r.encoded_len())?;
         }
         match self.write(Request::Txn(txn_req(r))).await? {
             WriteResult::Txn(t) => {

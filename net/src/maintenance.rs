@@ -34,15 +34,29 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<pb::AlarmRequest>,
     ) -> Result<Response<pb::AlarmResponse>, Status> {
+        use pb::alarm_request::AlarmAction;
         let r = request.into_inner();
-        // No alarm is ever raised yet (quota enforcement and corruption checks come later), so GET
-        // lists none and DEACTIVATE has nothing to clear.
-        if r.action == pb::alarm_request::AlarmAction::Activate as i32 {
-            return Err(unimplemented("raising alarms"));
-        }
+        let status = &self.ctx.status;
+        // The only alarm retcd raises so far is NOSPACE (the backend quota, see net::kv).
+        let nospace = || pb::AlarmMember {
+            member_id: status.member_id,
+            alarm: pb::AlarmType::Nospace as i32,
+        };
+        let wants_nospace =
+            r.alarm == pb::AlarmType::None as i32 || r.alarm == pb::AlarmType::Nospace as i32;
+        let alarms = match AlarmAction::try_from(r.action) {
+            Ok(AlarmAction::Get) => status.nospace().then(nospace).into_iter().collect(),
+            Ok(AlarmAction::Deactivate) if wants_nospace && status.nospace() => {
+                status.set_nospace(false);
+                tracing::info!("NOSPACE alarm disarmed");
+                vec![nospace()]
+            }
+            Ok(AlarmAction::Deactivate) => Vec::new(),
+            Ok(AlarmAction::Activate) | Err(_) => return Err(unimplemented("raising alarms")),
+        };
         Ok(Response::new(pb::AlarmResponse {
             header: self.ctx.current_header(),
-            alarms: Vec::new(),
+            alarms,
         }))
     }
 

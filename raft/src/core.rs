@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use raft::prelude::{ConfState, Entry, EntryType, HardState};
 use raft::storage::MemStorage;
@@ -65,6 +65,9 @@ pub struct NodeStatus {
     applied: AtomicU64,
     db_size: AtomicU64,
     db_size_in_use: AtomicU64,
+    /// etcd's NOSPACE alarm: raised when a write would take the store past its quota, cleared by
+    /// `alarm disarm`. Kept in memory (etcd persists its alarms; a restart clears this one).
+    nospace: AtomicBool,
 }
 
 impl NodeStatus {
@@ -92,6 +95,12 @@ impl NodeStatus {
     }
     pub fn db_size_in_use(&self) -> u64 {
         self.db_size_in_use.load(Ordering::Acquire)
+    }
+    pub fn nospace(&self) -> bool {
+        self.nospace.load(Ordering::Acquire)
+    }
+    pub fn set_nospace(&self, raised: bool) {
+        self.nospace.store(raised, Ordering::Release);
     }
 }
 
