@@ -646,7 +646,8 @@ fn leases() {
 
 /// etcdctl watch runs until it is killed: started as a child, it is read until `until` shows up
 /// in its output (or 10 s pass), given 300 ms more for anything that should not come, then
-/// killed. `live` commands run (against the same server) once the watch had time to start.
+/// killed. `live` commands run (against the same server) right after the start: callers pass a
+/// `--rev` at or below their first revision, so no event depends on when the watch got created.
 fn watch_output(server: &Server, args: &[&str], live: &[&[&str]], until: &str) -> String {
     use std::io::Read;
     use std::process::{Command, Stdio};
@@ -682,7 +683,6 @@ fn watch_output(server: &Server, args: &[&str], live: &[&[&str]], until: &str) -
         })
     };
     if !live.is_empty() {
-        std::thread::sleep(Duration::from_millis(700));
         for c in live {
             let o = server.etcdctl(c);
             assert!(o.success(), "etcdctl {c:?}: {}", o.stderr);
@@ -750,9 +750,9 @@ fn watch() {
         &[],
         "Events",
     );
-    // Live events.
+    // Live events (from revision 8, the first of them, however fast the watch starts).
     c.watch(
-        &["live/", "--prefix", "--prev-kv"],
+        &["live/", "--prefix", "--prev-kv", "--rev", "8"],
         &[
             &["put", "live/1", "a"],
             &["put", "live/1", "b"],

@@ -14,8 +14,11 @@
 //!   unsynced group). A watcher created with a start revision in the past starts unsynced; a
 //!   stream that finds itself lagged moves all its watchers to unsynced (etcd's victims), so a slow
 //!   consumer gets every event later instead of blocking anybody.
-//! - Responses go to the client through a bounded queue ([`SEND_DEPTH`], etcd's `chanBufLen`); a
-//!   full one makes only this stream's task wait, which in turn lets its feed queue overflow.
+//! - Responses go to the client through a queue bounded in responses ([`SEND_DEPTH`], etcd's
+//!   `chanBufLen`) and in encoded bytes ([`SEND_BYTES`]); a full one makes only this stream's task
+//!   wait, which in turn lets its feed queue overflow. So a stream that does not read holds at most
+//!   its two queues (the batches are shared with every other stream of the core) and one
+//!   catch-up step ([`CATCH_UP_EVENTS`], [`CATCH_UP_BYTES`]).
 //!
 //! Why nothing is skipped or repeated: a batch is published only after its revision is committed,
 //! and a stream registers its queue before it reads any snapshot, so every revision after a
@@ -29,11 +32,13 @@
 //! watch_id -1 and the error as cancel_reason; watch_id 0 picks the next free id; start_revision 0
 //! is the current revision + 1; a start revision below the compacted revision gives created, then
 //! a response canceled with compact_revision (no cancel_reason, header revision 0); events of one
-//! revision stay in one response (with fragment set, responses over --max-request-bytes are split
-//! with fragment=true on all but the last, `sendFragments`); prev_kv is the key's version before
-//! the event; progress notifications go only to synced watchers that got no events since the last
-//! interval; a progress request is answered (watch_id -1) when every watcher of the stream is
-//! synced, or else as soon as they are (etcd 3.5's `progressIfSync`, deferred as in 3.6).
+//! revision stay in one response (with fragment set, responses of at least --max-request-bytes +
+//! 512 KiB are split with fragment=true on all but the last, `sendFragments`); prev_kv is the key's
+//! version before the event; progress notifications go only to synced watchers that got no events
+//! since the last interval; a progress request is answered (watch_id -1) when every watcher of the
+//! stream is synced (etcd 3.5's `progressIfSync`), and when some are not, as soon as they are (as
+//! etcd 3.6 defers it) — and only once every watcher was given every event up to the revision that
+//! was current when the request came, which is the revision the answer carries at least.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -357,6 +362,10 @@ impl WatchStreamTask {
                     if feed.take_lagged() {
                         // Batches were dropped: everything queued is older than the snapshot
                         // the catch-up will read, so drop it too.
+                        tracing::debug!(
+                            watchers = self.watchers.len(),
+                            "watch stream lagged: catching up from history"
+                        );
                         self.unsync_all();
                         while feed.rx.try_recv().is_ok() {}
                         Ok(())
