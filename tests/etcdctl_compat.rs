@@ -763,3 +763,416 @@ fn watch() {
     );
     c.finish();
 }
+
+/// One step of a [`session_output`] run.
+#[derive(Clone, Copy, Debug)]
+enum Act<'a> {
+    /// Writes this line (a newline is added) to the streaming command's stdin.
+    Line(&'a str),
+    /// Runs another etcdctl command against the same server; it must succeed.
+    Ctl(&'a [&'a str]),
+    /// Waits (at most [`SESSION_WAIT`]) until stdout shows this text after the previous `Out`
+    /// match: each `Out` consumes one occurrence, so `Out(x)` twice waits for two.
+    Out(&'a str),
+    /// Like `Out`, on stderr.
+    Err(&'a str),
+    /// Waits (at most [`SESSION_WAIT`]) until the command exits by itself.
+    Exit,
+}
+
+/// Bound of every wait of a session.
+const SESSION_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What a streaming etcdctl command printed and how it ended.
+struct Session {
+    stdout: String,
+    stderr: String,
+    /// `Some(code)` if it exited by itself (an `Act::Exit`, or at the end of stdin), `None` if
+    /// it had to be killed.
+    code: Option<Option<i32>>,
+    /// The `Out` / `Err` / `Exit` steps that timed out.
+    missed: Vec<String>,
+}
+
+/// Runs `etcdctl ARGS` against `server` as a child with stdin piped and plays `acts` in order:
+/// stdin lines, other etcdctl commands, and bounded waits for output. No event depends on timing
+/// as long as every watch names a `--rev` at or below its first event and every wait names output
+/// that must come. After the last act it gets [`QUIET`] more for anything that should not come,
+/// then stdin is closed; a command that reads stdin gets 2 s to exit, then it (or at once any
+/// other command) is killed.
+fn session_output(server: &Server, args: &[String], acts: &[Act<'_>]) -> Session {
+    use std::io::{Read, Write};
+    use std::process::{Command, Stdio};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+    /// The "nothing more" window after the last act.
+    const QUIET: Duration = Duration::from_millis(300);
+
+    let mut cmd = Command::new(support::etcdctl_binary());
+    for (key, _) in std::env::vars_os() {
+        if key.to_str().is_some_and(|k| k.starts_with("ETCDCTL_")) {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={}", server.endpoint()))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn etcdctl");
+    let mut stdin = child.stdin.take();
+    let collect = |mut pipe: Box<dyn Read + Send>| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let sink = buf.clone();
+        let t = std::thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&chunk[..n]);
+            }
+        });
+        (buf, t)
+    };
+    let (out, out_reader) = collect(Box::new(child.stdout.take().expect("stdout piped")));
+    let (err, err_reader) = collect(Box::new(child.stderr.take().expect("stderr piped")));
+    let text = |b: &Arc<Mutex<Vec<u8>>>| String::from_utf8_lossy(&b.lock().unwrap()).into_owned();
+
+    let mut missed = Vec::new();
+    let mut code = None;
+    // Where the next `Out` / `Err` match may start.
+    let (mut out_pos, mut err_pos) = (0, 0);
+    for act in acts {
+        match *act {
+            Act::Line(l) => {
+                if let Some(pipe) = stdin.as_mut() {
+                    let _ = pipe.write_all(format!("{l}\n").as_bytes());
+                    let _ = pipe.flush();
+                }
+            }
+            Act::Ctl(a) => {
+                let o = server.etcdctl(a);
+                assert!(o.success(), "etcdctl {a:?}: {}", o.stderr);
+            }
+            Act::Out(m) | Act::Err(m) => {
+                let (buf, pos) = match act {
+                    Act::Out(_) => (&out, &mut out_pos),
+                    _ => (&err, &mut err_pos),
+                };
+                let deadline = Instant::now() + SESSION_WAIT;
+                loop {
+                    let s = text(buf);
+                    if let Some(i) = s.get(*pos..).and_then(|rest| rest.find(m)) {
+                        *pos += i + m.len();
+                        break;
+                    }
+                    if Instant::now() >= deadline {
+                        missed.push(format!("{act:?}"));
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+            Act::Exit => {
+                let deadline = Instant::now() + SESSION_WAIT;
+                loop {
+                    if let Some(status) = child.try_wait().expect("try_wait") {
+                        code = Some(status.code());
+                        break;
+                    }
+                    if Instant::now() >= deadline {
+                        missed.push("Exit".to_string());
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+    }
+    if code.is_none() {
+        std::thread::sleep(QUIET);
+        drop(stdin.take());
+        // Only a command that reads its stdin (`watch -i`) is expected to end with it.
+        let reads_stdin = acts.iter().any(|a| matches!(a, Act::Line(_)));
+        let deadline = Instant::now() + Duration::from_secs(if reads_stdin { 2 } else { 0 });
+        while code.is_none() && Instant::now() < deadline {
+            match child.try_wait().expect("try_wait") {
+                Some(status) => code = Some(status.code()),
+                None => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+        if code.is_none() {
+            let _ = child.kill();
+        }
+    }
+    let _ = child.wait();
+    let _ = out_reader.join();
+    let _ = err_reader.join();
+    Session {
+        stdout: text(&out),
+        stderr: text(&err),
+        code,
+        missed,
+    }
+}
+
+/// Collapses runs of identical consecutive lines into one: how many `keepalived` lines a
+/// keep-alive prints in a time window is a matter of timing (the waits check that enough came).
+fn dedup_lines(s: &str) -> String {
+    let mut lines: Vec<&str> = s.split('\n').collect();
+    lines.dedup();
+    lines.join("\n")
+}
+
+impl Compat {
+    /// `etcdctl ARGS` as a streaming session (see [`session_output`]) on both servers at once,
+    /// lease placeholders replaced in the arguments, stdin lines and other commands; every wait
+    /// must succeed on etcd, and etcd's and the candidate's normalized stdout, stderr and ending
+    /// must be equal. `dedup` compares stdout with repeated lines collapsed ([`dedup_lines`]).
+    fn session(&mut self, args: &[&str], acts: &[Act<'_>], dedup: bool) {
+        self.steps += 1;
+        let mut command = describe(args, None);
+        for a in acts {
+            command.push_str(&format!("\n    {a:?}"));
+        }
+        let per_server = |reference: bool| {
+            let args = self.lease_args(args, reference);
+            let lines: Vec<String> = acts
+                .iter()
+                .map(|a| match a {
+                    Act::Line(l) => self.lease_args(&[l], reference).remove(0),
+                    _ => String::new(),
+                })
+                .collect();
+            let ctls: Vec<Vec<String>> = acts
+                .iter()
+                .map(|a| match a {
+                    Act::Ctl(c) => self.lease_args(c, reference),
+                    _ => Vec::new(),
+                })
+                .collect();
+            (args, lines, ctls)
+        };
+        let run =
+            |server: &Server, (args, lines, ctls): (Vec<String>, Vec<String>, Vec<Vec<String>>)| {
+                let ctl_strs: Vec<Vec<&str>> = ctls.iter().map(|c| as_strs(c)).collect();
+                let acts: Vec<Act<'_>> = acts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| match a {
+                        Act::Line(_) => Act::Line(&lines[i]),
+                        Act::Ctl(_) => Act::Ctl(&ctl_strs[i]),
+                        other => *other,
+                    })
+                    .collect();
+                session_output(server, &args, &acts)
+            };
+        let (ref_in, cand_in) = (per_server(true), per_server(false));
+        let (want, got) = std::thread::scope(|s| {
+            let w = s.spawn(|| run(&self.reference, ref_in));
+            let g = s.spawn(|| run(&self.candidate, cand_in));
+            (w.join().unwrap(), g.join().unwrap())
+        });
+        assert!(
+            want.missed.is_empty(),
+            "[{}] reference etcd's `{command}` missed {:?}:\nstdout:\n{}\nstderr:\n{}",
+            self.test,
+            want.missed,
+            want.stdout,
+            want.stderr
+        );
+        if std::env::var_os(VERBOSE_ENV).is_some() {
+            eprintln!(
+                "[{}] step {}: {command}\n  ending: {:?}\n  stdout:\n{}\n  stderr:\n{}",
+                self.test, self.steps, want.code, want.stdout, want.stderr
+            );
+        }
+        let mut report = String::new();
+        if !got.missed.is_empty() {
+            report.push_str(&format!("candidate missed {:?}\n", got.missed));
+        }
+        if want.code != got.code {
+            report.push_str(&format!(
+                "ending (None: killed): etcd {:?}, candidate {:?}\n",
+                want.code, got.code
+            ));
+        }
+        for (stream, w, g) in [
+            ("stdout", &want.stdout, &got.stdout),
+            ("stderr", &want.stderr, &got.stderr),
+        ] {
+            let mut w = self.reference.normalize(&self.mask_leases(w, true));
+            let mut g = self.candidate.normalize(&self.mask_leases(g, false));
+            if dedup && stream == "stdout" {
+                (w, g) = (dedup_lines(&w), dedup_lines(&g));
+            }
+            if w != g {
+                report.push_str(&format!(
+                    "{stream} (- etcd, + candidate):\n{}",
+                    line_diff(&w, &g)
+                ));
+            }
+        }
+        if !report.is_empty() {
+            self.mismatches.push(Mismatch {
+                step: self.steps,
+                command,
+                report,
+            });
+        }
+    }
+}
+
+#[test]
+fn dedup_lines_collapses_runs() {
+    assert_eq!(dedup_lines("a\na\nb\na\n\n"), "a\nb\na\n");
+}
+
+/// `etcdctl watch -i`: watches (key, prefix, range, --prev-kv, history by --rev) and `progress`
+/// requests on stdin, writes by other etcdctl commands while it runs, the interactive mode's
+/// input errors, and a watch from a compacted revision. Every watch starts at a revision at or
+/// below its first event, each write matches one watcher, and every next step waits for the
+/// previous one's output, so the output's order does not depend on timing (etcdctl prints each
+/// watcher's responses from its own goroutine).
+#[test]
+fn watch_interactive() {
+    use Act::{Ctl, Err, Line, Out};
+    let mut c = Compat::start("watch_interactive");
+    c.ok(&["put", "one", "o1"]); // rev 2
+    c.ok(&["put", "p/a", "pa1"]); // rev 3
+    c.ok(&["put", "one", "o2"]); // rev 4
+    c.ok(&["put", "p/b", "pb1"]); // rev 5
+    c.ok(&["del", "p/a"]); // rev 6
+    c.ok(&["put", "r/b", "rb1"]); // rev 7
+    c.ok(&["put", "zz", "z1"]); // rev 8
+    c.session(
+        &["watch", "-i"],
+        &[
+            // History: one key from rev 2, a prefix with prev_kv from 1, a range from 1.
+            Line("watch --rev 2 one"),
+            Out("o2"),
+            Line("watch --prefix --prev-kv --rev 1 p/"),
+            Out("DELETE"),
+            Out("pa1"),
+            Line("watch r/a r/c --rev 1"),
+            Out("rb1"),
+            // Flags after the key; a watch that only sees future events (rev 9 is the next).
+            Line("watch live --rev 9 --prev-kv"),
+            // Live writes, each seen by one watcher.
+            Ctl(&["put", "live", "l1"]), // rev 9
+            Out("l1"),
+            Ctl(&["put", "live", "l2"]), // rev 10
+            Out("l2"),
+            // Only now is every watcher known to be created: etcdctl sends a progress request
+            // without waiting for pending creates, and broadcasts the answer to created ones.
+            Line("progress"),
+            Out("progress notify: 10"),
+            Out("progress notify: 10"),
+            Out("progress notify: 10"),
+            Out("progress notify: 10"),
+            Ctl(&["put", "p/c", "pc1"]), // rev 11
+            Out("pc1"),
+            Ctl(&["del", "p/", "--prefix"]), // rev 12: p/b and p/c
+            Out("DELETE"),
+            Out("DELETE"),
+            Out("pc1"),
+            Ctl(&["put", "r/bb", "rbb"]), // rev 13
+            Out("rbb"),
+            Ctl(&["put", "r/c", "outside"]), // rev 14: no watcher
+            Ctl(&["del", "live"]),           // rev 15
+            Out("DELETE"),
+            Out("live"),
+            Out("l2"),
+            Line("progress"),
+            Out("progress notify: 15"),
+            Out("progress notify: 15"),
+            Out("progress notify: 15"),
+            Out("progress notify: 15"),
+            // Input errors (client side; etcdctl goes on).
+            Line("cancel 0"),
+            Err("only support watch"),
+            Line(""),
+            Err("watch and progress supported"),
+            Line("watch"),
+            Err("key is not provided"),
+            Line("watch p/ q/ --prefix"),
+            Err("mutually exclusive"),
+            // A watch from a compacted revision is canceled; the others go on.
+            Ctl(&["compaction", "10"]),
+            Line("watch --rev 3 one"),
+            Err("watch was canceled"),
+            Ctl(&["put", "one", "o3"]), // rev 16
+            Out("o3"),
+            Line("progress"),
+            Out("progress notify: 16"),
+            Out("progress notify: 16"),
+            Out("progress notify: 16"),
+            Out("progress notify: 16"),
+        ],
+        false,
+    );
+    // A watch from the future only reports once its revision is reached; the stdin is closed
+    // right after the last event (etcdctl exits, status 3).
+    c.session(
+        &["watch", "-i"],
+        &[
+            Line("watch --rev 18 f/ --prefix"),
+            Ctl(&["put", "f/1", "f1"]), // rev 17
+            Ctl(&["put", "f/2", "f2"]), // rev 18
+            Out("f2"),
+            Line("watch --rev 17 f/1"),
+            Out("f1"),
+        ],
+        false,
+    );
+    c.finish();
+}
+
+/// `etcdctl lease keep-alive` as a stream: a few renewals (in simple and JSON output), a lease
+/// revoked while it runs (etcdctl notices on its next renewal and exits), and an unknown lease
+/// (exits at once). With TTL 3 etcdctl renews every second.
+#[test]
+fn lease_keep_alive_stream() {
+    use Act::{Ctl, Exit, Out};
+    let mut c = Compat::start("lease_keep_alive_stream");
+    c.ok(&["lease", "grant", "3"]);
+    let renewed = Out("keepalived with TTL(3)");
+    c.session(
+        &["lease", "keep-alive", "<LEASE_1>"],
+        &[renewed, renewed, renewed],
+        true,
+    );
+    c.session(
+        &["lease", "keep-alive", "-w", "json", "<LEASE_1>"],
+        &[Out("\"TTL\":3"), Out("\"TTL\":3"), Out("\"TTL\":3")],
+        true,
+    );
+    // Granted only now: nothing renews it before its session.
+    c.ok(&["lease", "grant", "3"]);
+    c.ok(&["put", "--lease=<LEASE_2>", "k", "v"]);
+    c.session(
+        &["lease", "keep-alive", "<LEASE_2>"],
+        &[
+            renewed,
+            Ctl(&["lease", "revoke", "<LEASE_2>"]),
+            Out("expired or revoked."),
+            Exit,
+        ],
+        true,
+    );
+    c.ok(&["get", "k"]);
+    c.session(
+        &["lease", "keep-alive", "1234"],
+        &[Out("expired or revoked."), Exit],
+        false,
+    );
+    c.session(
+        &["lease", "keep-alive", "-w", "json", "1234"],
+        &[Exit],
+        false,
+    );
+    c.session(&["lease", "keep-alive", "<LEASE_2>"], &[Exit], false);
+    c.finish();
+}
