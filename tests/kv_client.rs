@@ -23,111 +23,18 @@ use etcd_client::{
     Client, CompactionOptions, Compare, CompareOp, DeleteOptions, Error, GetOptions, GetResponse,
     PutOptions, ResponseHeader, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse, TxnResponse,
 };
-use support::{Kind, Server};
+use support::{Kind, Target, assert_status};
 
 /// Longest a test body may run against one server (with the servers' start,
 /// bounded by `support::READY_TIMEOUT`, a test stays under 30 s).
 const BODY_TIMEOUT: Duration = Duration::from_secs(12);
 
-/// One server a test body runs against.
-#[derive(Clone, Debug)]
-struct Target {
-    kind: Kind,
-    /// `127.0.0.1:PORT`.
-    endpoint: String,
-    /// The member name it was started with.
-    name: String,
-    client_url: String,
-    peer_url: String,
-}
-
-impl Target {
-    fn of(s: &Server) -> Target {
-        Target {
-            kind: s.kind(),
-            endpoint: s.endpoint(),
-            name: s.name().to_string(),
-            client_url: s.client_url(),
-            peer_url: s.peer_url(),
-        }
-    }
-
-    async fn client(&self) -> Client {
-        Client::connect([self.endpoint.as_str()], None)
-            .await
-            .unwrap_or_else(|e| panic!("connect to {}: {e}", self.endpoint))
-    }
-}
-
-/// Starts etcd and retcd (each in its own tempdir, with `extra_args`), runs
-/// `body` against both concurrently, and fails with both outcomes if either
-/// run panicked or timed out.
 fn run_both<F, Fut>(extra_args: &[&str], body: F)
 where
     F: Fn(Target) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let (etcd, retcd) = std::thread::scope(|s| {
-        let e = s.spawn(|| Server::start_in_tempdir_with_args(Kind::Etcd, extra_args));
-        let r = s.spawn(|| Server::start_in_tempdir_with_args(Kind::Retcd, extra_args));
-        // Join both before unwrapping so a started server is never leaked.
-        match (e.join(), r.join()) {
-            (Ok(e), Ok(r)) => (e, r),
-            (Err(p), _) | (_, Err(p)) => std::panic::resume_unwind(p),
-        }
-    });
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let outcomes: Vec<(Kind, Result<(), String>)> = rt.block_on(async {
-        let handles: Vec<_> = [&etcd, &retcd]
-            .into_iter()
-            .map(|s| {
-                let t = Target::of(s);
-                (
-                    t.kind,
-                    tokio::spawn(tokio::time::timeout(BODY_TIMEOUT, body(t))),
-                )
-            })
-            .collect();
-        let mut out = Vec::new();
-        for (kind, h) in handles {
-            let r = match h.await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(_)) => Err(format!("timed out after {BODY_TIMEOUT:?}")),
-                Err(e) if e.is_panic() => Err(panic_message(e.into_panic())),
-                Err(e) => Err(format!("task failed: {e}")),
-            };
-            out.push((kind, r));
-        }
-        out
-    });
-    drop(rt);
-    let failed = outcomes.iter().any(|(_, r)| r.is_err());
-    if failed {
-        let report: Vec<String> = outcomes
-            .iter()
-            .map(|(k, r)| match r {
-                Ok(()) => format!("[{}] passed", k.label()),
-                Err(e) => format!("[{}] FAILED: {e}", k.label()),
-            })
-            .collect();
-        // Dropping the servers while panicking prints their logs.
-        panic!("{}", report.join("\n"));
-    }
-    drop((etcd, retcd));
-}
-
-fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
-    if let Some(s) = p.downcast_ref::<String>() {
-        s.clone()
-    } else if let Some(s) = p.downcast_ref::<&str>() {
-        s.to_string()
-    } else {
-        "non-string panic".to_string()
-    }
+    support::run_both(extra_args, BODY_TIMEOUT, body)
 }
 
 // ---- comparable views of responses ----
@@ -324,22 +231,6 @@ async fn put(c: &mut Client, key: &str, value: &str) -> i64 {
         .header()
         .expect("put header")
         .revision()
-}
-
-/// Asserts that `r` failed with a gRPC status of `code` (the Debug name of
-/// the tonic code, e.g. `OutOfRange`) and exactly `message`.
-#[track_caller]
-fn assert_status<T: std::fmt::Debug>(r: Result<T, Error>, code: &str, message: &str) {
-    match r {
-        Err(Error::GRpcStatus(s)) => {
-            assert_eq!(
-                (format!("{:?}", s.code()), s.message()),
-                (code.to_string(), message),
-                "gRPC status"
-            );
-        }
-        other => panic!("expected {code} {message:?}, got {other:?}"),
-    }
 }
 
 const E_EMPTY_KEY: &str = "etcdserver: key is not provided";

@@ -16,7 +16,6 @@ use std::time::Duration;
 use etcd_client::{
     Client, Event, EventType, GetOptions, PutOptions, WatchOptions, WatchResponse, WatchStream,
 };
-use support::{Kind, Server};
 
 /// Longest a test body may run against one server.
 const BODY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -26,68 +25,13 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(8);
 /// Flags for both servers: etcd's minimum lease TTL becomes 1 s.
 const ARGS: &[&str] = &["--election-timeout", "500", "--heartbeat-interval", "100"];
 
-/// Starts etcd and retcd, runs `body` (given the endpoint) against both concurrently, and fails
-/// with both outcomes if either run panicked or timed out.
+/// Runs `body` (given the endpoint) against etcd and retcd ([`support::run_both`]).
 fn run_both<F, Fut>(body: F)
 where
     F: Fn(String) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let (etcd, retcd) = std::thread::scope(|s| {
-        let e = s.spawn(|| Server::start_in_tempdir_with_args(Kind::Etcd, ARGS));
-        let r = s.spawn(|| Server::start_in_tempdir_with_args(Kind::Retcd, ARGS));
-        match (e.join(), r.join()) {
-            (Ok(e), Ok(r)) => (e, r),
-            (Err(p), _) | (_, Err(p)) => std::panic::resume_unwind(p),
-        }
-    });
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let outcomes: Vec<(Kind, Result<(), String>)> = rt.block_on(async {
-        let handles: Vec<_> = [&etcd, &retcd]
-            .into_iter()
-            .map(|s| {
-                let fut = tokio::time::timeout(BODY_TIMEOUT, body(s.endpoint()));
-                (s.kind(), tokio::spawn(fut))
-            })
-            .collect();
-        let mut out = Vec::new();
-        for (kind, h) in handles {
-            let r = match h.await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(_)) => Err(format!("timed out after {BODY_TIMEOUT:?}")),
-                Err(e) if e.is_panic() => Err(panic_message(e.into_panic())),
-                Err(e) => Err(format!("task failed: {e}")),
-            };
-            out.push((kind, r));
-        }
-        out
-    });
-    drop(rt);
-    if outcomes.iter().any(|(_, r)| r.is_err()) {
-        let report: Vec<String> = outcomes
-            .iter()
-            .map(|(k, r)| match r {
-                Ok(()) => format!("[{}] passed", k.label()),
-                Err(e) => format!("[{}] FAILED: {e}", k.label()),
-            })
-            .collect();
-        panic!("{}", report.join("\n"));
-    }
-    drop((etcd, retcd));
-}
-
-fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
-    if let Some(s) = p.downcast_ref::<String>() {
-        s.clone()
-    } else if let Some(s) = p.downcast_ref::<&str>() {
-        s.to_string()
-    } else {
-        "non-string panic".to_string()
-    }
+    support::run_both(ARGS, BODY_TIMEOUT, move |t| body(t.endpoint))
 }
 
 async fn client(endpoint: String) -> Client {

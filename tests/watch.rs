@@ -23,65 +23,13 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(15);
 /// Longest a test waits for one expected watch response.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Runs `body` (given the endpoint) against etcd and retcd ([`support::run_both`]).
 fn run_both<F, Fut>(extra_args: &[&str], body: F)
 where
     F: Fn(String) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let (etcd, retcd) = std::thread::scope(|s| {
-        let e = s.spawn(|| Server::start_in_tempdir_with_args(Kind::Etcd, extra_args));
-        let r = s.spawn(|| Server::start_in_tempdir_with_args(Kind::Retcd, extra_args));
-        match (e.join(), r.join()) {
-            (Ok(e), Ok(r)) => (e, r),
-            (Err(p), _) | (_, Err(p)) => std::panic::resume_unwind(p),
-        }
-    });
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let outcomes: Vec<(Kind, Result<(), String>)> = rt.block_on(async {
-        let handles: Vec<_> = [&etcd, &retcd]
-            .into_iter()
-            .map(|s| {
-                (
-                    s.kind(),
-                    tokio::spawn(tokio::time::timeout(BODY_TIMEOUT, body(s.endpoint()))),
-                )
-            })
-            .collect();
-        let mut out = Vec::new();
-        for (kind, h) in handles {
-            let r = match h.await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(_)) => Err(format!("timed out after {BODY_TIMEOUT:?}")),
-                Err(e) if e.is_panic() => {
-                    let p = e.into_panic();
-                    Err(p
-                        .downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                        .unwrap_or_else(|| "non-string panic".into()))
-                }
-                Err(e) => Err(format!("task failed: {e}")),
-            };
-            out.push((kind, r));
-        }
-        out
-    });
-    drop(rt);
-    if outcomes.iter().any(|(_, r)| r.is_err()) {
-        let report: Vec<String> = outcomes
-            .iter()
-            .map(|(k, r)| match r {
-                Ok(()) => format!("[{}] passed", k.label()),
-                Err(e) => format!("[{}] FAILED: {e}", k.label()),
-            })
-            .collect();
-        panic!("{}", report.join("\n"));
-    }
-    drop((etcd, retcd));
+    support::run_both(extra_args, BODY_TIMEOUT, move |t| body(t.endpoint))
 }
 
 async fn connect(endpoint: &str) -> Client {

@@ -1070,3 +1070,126 @@ mod tests {
         );
     }
 }
+
+// ---------------------------------------------------------------------------
+// One test body against both servers
+// ---------------------------------------------------------------------------
+
+/// One server a test body runs against.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub kind: Kind,
+    /// `127.0.0.1:PORT`.
+    pub endpoint: String,
+    /// The member name it was started with.
+    pub name: String,
+    pub client_url: String,
+    pub peer_url: String,
+}
+
+impl Target {
+    pub fn of(s: &Server) -> Target {
+        Target {
+            kind: s.kind(),
+            endpoint: s.endpoint(),
+            name: s.name().to_string(),
+            client_url: s.client_url(),
+            peer_url: s.peer_url(),
+        }
+    }
+
+    pub async fn client(&self) -> etcd_client::Client {
+        etcd_client::Client::connect([self.endpoint.as_str()], None)
+            .await
+            .unwrap_or_else(|e| panic!("connect to {}: {e}", self.endpoint))
+    }
+}
+
+/// Starts etcd and retcd (each in its own tempdir, with `extra_args`), runs
+/// `body` against both concurrently (each run bounded by `timeout`), and fails
+/// with both outcomes if either run panicked or timed out. The expectations a
+/// body asserts are thereby proven to be etcd's.
+pub fn run_both<F, Fut>(extra_args: &[&str], timeout: Duration, body: F)
+where
+    F: Fn(Target) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let (etcd, retcd) = std::thread::scope(|s| {
+        let e = s.spawn(|| Server::start_in_tempdir_with_args(Kind::Etcd, extra_args));
+        let r = s.spawn(|| Server::start_in_tempdir_with_args(Kind::Retcd, extra_args));
+        // Join both before unwrapping so a started server is never leaked.
+        match (e.join(), r.join()) {
+            (Ok(e), Ok(r)) => (e, r),
+            (Err(p), _) | (_, Err(p)) => std::panic::resume_unwind(p),
+        }
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let outcomes: Vec<(Kind, Result<(), String>)> = rt.block_on(async {
+        let handles: Vec<_> = [&etcd, &retcd]
+            .into_iter()
+            .map(|s| {
+                let t = Target::of(s);
+                (t.kind, tokio::spawn(tokio::time::timeout(timeout, body(t))))
+            })
+            .collect();
+        let mut out = Vec::new();
+        for (kind, h) in handles {
+            let r = match h.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(_)) => Err(format!("timed out after {timeout:?}")),
+                Err(e) if e.is_panic() => Err(panic_message(e.into_panic())),
+                Err(e) => Err(format!("task failed: {e}")),
+            };
+            out.push((kind, r));
+        }
+        out
+    });
+    drop(rt);
+    let failed = outcomes.iter().any(|(_, r)| r.is_err());
+    if failed {
+        let report: Vec<String> = outcomes
+            .iter()
+            .map(|(k, r)| match r {
+                Ok(()) => format!("[{}] passed", k.label()),
+                Err(e) => format!("[{}] FAILED: {e}", k.label()),
+            })
+            .collect();
+        // Dropping the servers while panicking prints their logs.
+        panic!("{}", report.join("\n"));
+    }
+    drop((etcd, retcd));
+}
+
+pub fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else if let Some(s) = p.downcast_ref::<&str>() {
+        s.to_string()
+    } else {
+        "non-string panic".to_string()
+    }
+}
+
+/// Asserts that `r` failed with a gRPC status of `code` (the Debug name of
+/// the tonic code, e.g. `OutOfRange`) and exactly `message`.
+#[track_caller]
+pub fn assert_status<T: std::fmt::Debug>(
+    r: Result<T, etcd_client::Error>,
+    code: &str,
+    message: &str,
+) {
+    match r {
+        Err(etcd_client::Error::GRpcStatus(s)) => {
+            assert_eq!(
+                (format!("{:?}", s.code()), s.message()),
+                (code.to_string(), message),
+                "gRPC status"
+            );
+        }
+        other => panic!("expected {code} {message:?}, got {other:?}"),
+    }
+}
