@@ -28,8 +28,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// The etcd release whose API and command line retcd implements.
-pub const ETCD_API_VERSION: &str = "3.5.0";
+/// The etcd release whose API and command line retcd implements (Status reports the same).
+pub use retcd_net::maintenance::ETCD_API_VERSION;
 /// retcd's own version.
 pub const RETCD_VERSION: &str = env!("CARGO_PKG_VERSION");
 

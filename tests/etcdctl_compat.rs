@@ -131,26 +131,12 @@ impl Compat {
                 "exit status: etcd {want_code}, candidate {got_code}\n"
             ));
         }
-        for (stream, w, g) in [
-            ("stdout", &want.stdout, &got.stdout),
-            ("stderr", &want.stderr, &got.stderr),
-        ] {
-            let w = self.reference.normalize(&self.mask_leases(w, true));
-            let g = self.candidate.normalize(&self.mask_leases(g, false));
-            if w != g {
-                report.push_str(&format!(
-                    "{stream} (- etcd, + candidate):\n{}",
-                    line_diff(&w, &g)
-                ));
-            }
-        }
-        if !report.is_empty() {
-            self.mismatches.push(Mismatch {
-                step: self.steps,
-                command,
-                report,
-            });
-        }
+        self.compare_streams(
+            command,
+            report,
+            [(&want.stdout, &got.stdout), (&want.stderr, &got.stderr)],
+            false,
+        );
         want
     }
 
@@ -177,6 +163,37 @@ impl Compat {
         if let (Some(r), Some(c)) = (id(want), id(got)) {
             let ph = format!("<LEASE_{}>", self.leases.len() + 1);
             self.leases.push((ph, r, c));
+        }
+    }
+
+    /// Normalizes (stdout, stderr) of both servers, adds any difference to `report` (with
+    /// repeated lines collapsed in stdout when `dedup`), and records a mismatch if there is one.
+    fn compare_streams(
+        &mut self,
+        command: String,
+        mut report: String,
+        streams: [(&String, &String); 2],
+        dedup: bool,
+    ) {
+        for (stream, (w, g)) in ["stdout", "stderr"].into_iter().zip(streams) {
+            let mut w = self.reference.normalize(&self.mask_leases(w, true));
+            let mut g = self.candidate.normalize(&self.mask_leases(g, false));
+            if dedup && stream == "stdout" {
+                (w, g) = (dedup_lines(&w), dedup_lines(&g));
+            }
+            if w != g {
+                report.push_str(&format!(
+                    "{stream} (- etcd, + candidate):\n{}",
+                    line_diff(&w, &g)
+                ));
+            }
+        }
+        if !report.is_empty() {
+            self.mismatches.push(Mismatch {
+                step: self.steps,
+                command,
+                report,
+            });
         }
     }
 
@@ -999,29 +1016,12 @@ impl Compat {
                 want.code, got.code
             ));
         }
-        for (stream, w, g) in [
-            ("stdout", &want.stdout, &got.stdout),
-            ("stderr", &want.stderr, &got.stderr),
-        ] {
-            let mut w = self.reference.normalize(&self.mask_leases(w, true));
-            let mut g = self.candidate.normalize(&self.mask_leases(g, false));
-            if dedup && stream == "stdout" {
-                (w, g) = (dedup_lines(&w), dedup_lines(&g));
-            }
-            if w != g {
-                report.push_str(&format!(
-                    "{stream} (- etcd, + candidate):\n{}",
-                    line_diff(&w, &g)
-                ));
-            }
-        }
-        if !report.is_empty() {
-            self.mismatches.push(Mismatch {
-                step: self.steps,
-                command,
-                report,
-            });
-        }
+        self.compare_streams(
+            command,
+            report,
+            [(&want.stdout, &got.stdout), (&want.stderr, &got.stderr)],
+            dedup,
+        );
     }
 }
 

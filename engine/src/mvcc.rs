@@ -1150,8 +1150,3 @@ impl Writer<'_, '_, '_> {
         Ok(WriteResult::Compact { revision: self.rev })
     }
 }
-
-/// Read-side validation of a Range's revision against a reader (for callers outside the engine).
-pub fn check_revision(rev: i64, current: i64, compacted: i64) -> Result<i64, MvccError> {
-    check_rev(rev, current, compacted)
-}

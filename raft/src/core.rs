@@ -131,7 +131,6 @@ pub struct Core {
     feed: Feed,
     pending: VecDeque<Pending>,
     status: Arc<NodeStatus>,
-    last_hs: HardState,
     since_checkpoint: u64,
     /// Lease changes applied since the last [`Core::take_lease_changes`] (for the lessor).
     lease_changes: Vec<LeaseChange>,
@@ -164,14 +163,12 @@ impl Core {
         cfg.validate()?;
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let raw = RawNode::new(&cfg, storage, &logger)?;
-        let last_hs = raw.raft.hard_state();
         let core = Core {
             raw,
             mvcc,
             feed,
             pending: VecDeque::new(),
             status,
-            last_hs,
             since_checkpoint: 0,
             lease_changes: Vec::new(),
         };
@@ -238,7 +235,6 @@ impl Core {
         self.apply(&committed)?;
         let mut records: Vec<Record> = rd.entries().iter().map(entry_record).collect();
         if let Some(hs) = rd.hs() {
-            self.last_hs = hs.clone();
             records.push(hs_record(hs));
         }
         Ok(Some(Step { ready: rd, records }))
@@ -259,7 +255,6 @@ impl Core {
         }
         let mut light = self.raw.advance(ready);
         if let Some(commit) = light.commit_index() {
-            self.last_hs.commit = commit;
             self.raw.mut_store().wl().mut_hard_state().commit = commit;
         }
         let committed = light.take_committed_entries();
