@@ -383,6 +383,10 @@ pub struct CompareArgs {
     /// Label of the store compared with it (e.g. retcd)
     #[arg(long)]
     pub contender: String,
+    /// CPU seconds per results file (lines: LABEL ROUND PROFILE SERVER_S GENERATOR_S): adds a
+    /// table of CPU time per request
+    #[arg(long, value_name = "FILE")]
+    pub cpu: Option<PathBuf>,
     /// JSON results written by `run --output json`, named LABEL-ROUND-PROFILE.json
     pub files: Vec<PathBuf>,
 }
@@ -914,6 +918,11 @@ async fn execute(cli: &Cli, out: &mut dyn Write) -> Result<Vec<Titled>, Fatal> {
             let table =
                 crate::compare::markdown(&a.baseline, &a.contender, &a.files).map_err(Fatal)?;
             write!(out, "{table}").map_err(Fatal::from)?;
+            if let Some(cpu) = &a.cpu {
+                let t = crate::compare::cpu_markdown(&a.baseline, &a.contender, &a.files, cpu)
+                    .map_err(Fatal)?;
+                write!(out, "\n{t}").map_err(Fatal::from)?;
+            }
             return Ok(Vec::new());
         }
     };

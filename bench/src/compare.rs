@@ -86,8 +86,17 @@ fn mean(v: impl Iterator<Item = f64>) -> f64 {
 }
 
 fn ratio(a: f64, b: f64) -> String {
-    if b > 0.0 {
+    if a > 0.0 && b > 0.0 {
         format!("{:.2}×", a / b)
+    } else {
+        "—".into()
+    }
+}
+
+/// Milliseconds, or a dash where etcd's percentile rule has no sample (p99 of fewer than 100).
+fn ms(seconds: f64) -> String {
+    if seconds > 0.0 {
+        format!("{:.3}", seconds * 1e3)
     } else {
         "—".into()
     }
@@ -127,12 +136,12 @@ pub fn markdown(baseline: &str, contender: &str, files: &[PathBuf]) -> Result<St
             class.clone()
         };
         out.push_str(&format!(
-            "| {profile} | {job} | {op} | {a_rps:.0} | {b_rps:.0} | **{}** | {:.3} | {:.3} | {:.3} | {:.3} | {} | {baseline}: {}; {contender}: {} |\n",
+            "| {profile} | {job} | {op} | {a_rps:.0} | {b_rps:.0} | **{}** | {} | {} | {} | {} | {} | {baseline}: {}; {contender}: {} |\n",
             ratio(b_rps, a_rps),
-            a50 * 1e3,
-            b50 * 1e3,
-            a99 * 1e3,
-            b99 * 1e3,
+            ms(a50),
+            ms(b50),
+            ms(a99),
+            ms(b99),
             ratio(a99, b99),
             rounds(a),
             rounds(b),
@@ -142,6 +151,97 @@ pub fn markdown(baseline: &str, contender: &str, files: &[PathBuf]) -> Result<St
         out.push_str(&format!(
             "\nMissing in one of the stores: {}\n",
             missing.join(", ")
+        ));
+    }
+    Ok(out)
+}
+
+/// Requests (every class but watch events) in one results file.
+fn requests_in(path: &std::path::Path) -> Result<u64, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut n = 0;
+    for job in v["jobs"].as_array().into_iter().flatten() {
+        for (class, st) in job["classes"].as_object().into_iter().flatten() {
+            if class != "event" {
+                n += st["count"].as_u64().unwrap_or(0) + st["error_count"].as_u64().unwrap_or(0);
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// CPU time per request of each store's server and of the generator, from `cpu` (lines
+/// `LABEL ROUND PROFILE SERVER_CPU_SECONDS GENERATOR_CPU_SECONDS`, one per results file). On a
+/// machine where the generator and the server share the cores, CPU per request is the measure
+/// that their competition does not distort.
+pub fn cpu_markdown(
+    baseline: &str,
+    contender: &str,
+    files: &[PathBuf],
+    cpu: &std::path::Path,
+) -> Result<String, String> {
+    let text = std::fs::read_to_string(cpu).map_err(|e| format!("{}: {e}", cpu.display()))?;
+    // profile → label → (server s, generator s, requests) summed over rounds.
+    let mut sums: BTreeMap<String, BTreeMap<String, (f64, f64, u64)>> = BTreeMap::new();
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let bad = || {
+            format!(
+                "{}:{}: expected LABEL ROUND PROFILE SERVER_S GENERATOR_S",
+                cpu.display(),
+                i + 1
+            )
+        };
+        let [label, round, profile, server, generator] = f[..] else {
+            return Err(bad());
+        };
+        let (server, generator): (f64, f64) = (
+            server.parse().map_err(|_| bad())?,
+            generator.parse().map_err(|_| bad())?,
+        );
+        let name = format!("{label}-{round}-{profile}.json");
+        let Some(path) = files.iter().find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_str() == Some(name.as_str()))
+        }) else {
+            continue;
+        };
+        let e = sums
+            .entry(profile.to_string())
+            .or_default()
+            .entry(label.to_string())
+            .or_default();
+        e.0 += server;
+        e.1 += generator;
+        e.2 += requests_in(path)?;
+    }
+    let per = |e: &(f64, f64, u64), server: bool| {
+        if e.2 == 0 {
+            0.0
+        } else {
+            (if server { e.0 } else { e.1 }) / e.2 as f64 * 1e6
+        }
+    };
+    let mut out = format!(
+        "| profile | {baseline} server µs CPU / request | {contender} server µs CPU / request | {baseline} ÷ {contender} | \
+         generator µs CPU / request ({baseline} runs, {contender} runs) |\n|---|---:|---:|---:|---|\n"
+    );
+    for (profile, stores) in &sums {
+        let (Some(a), Some(b)) = (stores.get(baseline), stores.get(contender)) else {
+            continue;
+        };
+        let (sa, sb) = (per(a, true), per(b, true));
+        out.push_str(&format!(
+            "| {profile} | {sa:.1} | {sb:.1} | **{}** | {:.1}, {:.1} |\n",
+            ratio(sa, sb),
+            per(a, false),
+            per(b, false)
         ));
     }
     Ok(out)
@@ -175,6 +275,33 @@ mod tests {
         assert_eq!(
             row,
             "| p | w | op | 1100 | 3300 | **3.00×** | 2.000 | 1.000 | 4.000 | 2.000 | 2.00× | etcd: 1000 1200; retcd: 3000 3600 |"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn cpu_per_request() {
+        let dir = std::env::temp_dir().join(format!("retcd-bench-cpu-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut files = Vec::new();
+        for (name, count) in [("etcd-1-p.json", 1000), ("retcd-1-p.json", 2000)] {
+            let v = serde_json::json!({"jobs": [{"name": "w", "classes": {
+                "op": {"count": count, "error_count": 0}, "event": {"count": 99999}}}]});
+            std::fs::write(dir.join(name), v.to_string()).unwrap();
+            files.push(dir.join(name));
+        }
+        let cpu = dir.join("cpu.txt");
+        std::fs::write(&cpu, "etcd 1 p 0.1 0.02\nretcd 1 p 0.05 0.04\n").unwrap();
+        let md = cpu_markdown("etcd", "retcd", &files, &cpu).unwrap();
+        assert_eq!(
+            md.lines().nth(2).unwrap(),
+            "| p | 100.0 | 25.0 | **4.00×** | 20.0, 20.0 |"
+        );
+        std::fs::write(&cpu, "etcd 1 p\n").unwrap();
+        assert!(
+            cpu_markdown("etcd", "retcd", &files, &cpu)
+                .unwrap_err()
+                .contains("cpu.txt:1:")
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }

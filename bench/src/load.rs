@@ -107,8 +107,16 @@ pub async fn drive<O: Op>(
             stop.clone(),
         );
         let total = plan.total;
+        // Sized up front for a fair share of the total, so that recording never reallocates
+        // and copies on the hot path (bounded: a time-based run grows as it must).
+        let share = total
+            .map_or(4096, |t| t / plan.clients.max(1) as u64 + 64)
+            .min(1 << 20) as usize;
         tasks.push(tokio::spawn(async move {
-            let mut recs: Vec<Recorder> = classes.iter().map(|_| Recorder::default()).collect();
+            let mut recs: Vec<Recorder> = classes
+                .iter()
+                .map(|_| Recorder::with_capacity(share))
+                .collect();
             loop {
                 if stop.load(Ordering::Relaxed) {
                     break;
