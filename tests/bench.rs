@@ -1,5 +1,5 @@
-//! retcd-bench (the `bench/` crate) against the real retcd binary, through its CLI entry point
-//! `retcd_bench::cli::main_with`:
+//! retcd-bench (the `bench/` crate) against the real retcd binary and against real etcd, through
+//! its CLI entry point `retcd_bench::cli::main_with`:
 //!
 //! - etcd benchmark's `put`: etcd's report layout, the HTML report, and what the store then
 //!   holds (keys within the key space, one revision per put);
@@ -85,7 +85,17 @@ fn class_count(job: &Value, class: &str) -> u64 {
 
 #[test]
 fn etcd_commands_and_job_files_against_retcd() {
-    let server = Server::start_in_tempdir(Kind::Retcd);
+    commands_and_job_files(Kind::Retcd);
+}
+
+/// The same against real etcd: the generator speaks etcd's API, nothing of retcd's.
+#[test]
+fn etcd_commands_and_job_files_against_etcd() {
+    commands_and_job_files(Kind::Etcd);
+}
+
+fn commands_and_job_files(kind: Kind) {
+    let server = Server::start_in_tempdir(kind);
     let endpoint = server.endpoint();
     let tmp = tempfile::tempdir().expect("tempdir");
 
@@ -265,4 +275,90 @@ fn job_file_errors_name_file_line_and_key() {
         .expect_err("clients=0 must be refused");
     let expected = "--set:0: bad value \"0\" for clients: expected a positive integer";
     assert!(err.contains(expected), "{err:?} lacks {expected:?}");
+}
+
+/// Every etcd benchmark command, small, against `kind`: each report counts requests and no errors.
+fn every_command(kind: Kind) {
+    let server = Server::start_in_tempdir(kind);
+    let endpoint = server.endpoint();
+    let commands: &[&[&str]] = &[
+        &[
+            "txn-put",
+            "--txn-ops",
+            "4",
+            "--key-space-size",
+            "40",
+            "--total",
+            "100",
+        ],
+        &["txn-mixed", "--key-space-size", "40", "--total", "100"],
+        &["lease-keepalive", "--total", "100"],
+        &[
+            "stm",
+            "--keys",
+            "10",
+            "--keys-per-txn",
+            "2",
+            "--total",
+            "100",
+        ],
+        &[
+            "watch",
+            "--streams",
+            "2",
+            "--watch-per-stream",
+            "5",
+            "--put-total",
+            "50",
+        ],
+        &[
+            "watch-latency",
+            "--streams",
+            "2",
+            "--watchers-per-stream",
+            "2",
+            "--put-total",
+            "50",
+            "--put-rate",
+            "500",
+        ],
+        &["watch-get", "--watchers", "50", "--events", "4"],
+    ];
+    for command in commands {
+        let mut args = vec![
+            "--endpoints",
+            &endpoint,
+            "--clients",
+            "4",
+            "--conns",
+            "2",
+            "--output",
+            "json",
+        ];
+        args.extend_from_slice(command);
+        let out = bench_ok(&args);
+        let reports: Value =
+            serde_json::from_str(&out).unwrap_or_else(|e| panic!("{command:?}: {e}: {out}"));
+        let reports = reports
+            .as_array()
+            .unwrap_or_else(|| panic!("{command:?}: not an array: {out}"));
+        assert!(!reports.is_empty(), "{command:?}: no report");
+        for r in reports {
+            assert_eq!(r["error_count"], 0, "{command:?}: errors in {r}");
+            assert!(
+                r["count"].as_u64().unwrap_or(0) > 0,
+                "{command:?}: nothing measured in {r}"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_etcd_command_against_retcd() {
+    every_command(Kind::Retcd);
+}
+
+#[test]
+fn every_etcd_command_against_etcd() {
+    every_command(Kind::Etcd);
 }
