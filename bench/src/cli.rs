@@ -404,7 +404,14 @@ impl Fatal {
 
 /// Entry point of the binary: parses `args`, runs, writes the reports to `out`.
 pub fn main_with(args: impl IntoIterator<Item = String>, out: &mut dyn Write) -> Result<(), Fatal> {
-    let cli = Cli::try_parse_from(args).map_err(|e| Fatal(e.render().to_string()))?;
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        // --help and --version are answers, not errors: printed to `out`, exit status 0.
+        Err(e) if !e.use_stderr() => {
+            return write!(out, "{}", e.render()).map_err(Fatal::from);
+        }
+        Err(e) => return Err(Fatal(e.render().to_string())),
+    };
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)

@@ -174,10 +174,16 @@ async fn dial(ep: &str, opts: &ConnectOptions, token: Token) -> Result<Conn, Con
 
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
+    let mut last = s.clone();
     let mut src = e.source();
     while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
+        // Wrappers often repeat their source's message; say each thing once.
+        let m = c.to_string();
+        if m != last {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        last = m;
         src = c.source();
     }
     s

@@ -8,12 +8,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() {
     let mut out = std::io::stdout().lock();
     if let Err(e) = retcd_bench::cli::main_with(std::env::args(), &mut out) {
+        // clap's usage errors end with their own newline; ours do not.
         let msg = e.to_string();
-        // clap's own --help/--version output arrives as an "error" to print as is.
-        if msg.starts_with("Usage:") || msg.contains("\nUsage:") || !msg.contains("error") {
-            eprint!("{msg}");
-        } else {
-            eprintln!("{msg}");
+        eprint!("{msg}");
+        if !msg.ends_with('\n') {
+            eprintln!();
         }
         std::process::exit(1);
     }
