@@ -429,6 +429,38 @@ fn range<S: Source>(
     })
 }
 
+/// etcd's Compare against the newest state of `src`: every key of the range must satisfy it; a
+/// missing key compares as an empty KeyValue (no key for a value compare fails it).
+fn compare<S: Source>(src: &S, c: &Compare) -> Result<bool, MvccError> {
+    let mut kvs = Vec::new();
+    scan(src, &c.key, &c.range_end, i64::MAX, |k, main, v| {
+        kvs.push(to_kv(k, main, v, false));
+        true
+    })?;
+    if kvs.is_empty() {
+        if c.target == 3 {
+            return Ok(false);
+        }
+        kvs.push(KeyValue::default());
+    }
+    Ok(kvs.iter().all(|kv| {
+        let ord = match c.target {
+            0 => kv.version.cmp(&c.number),
+            1 => kv.create_revision.cmp(&c.number),
+            2 => kv.mod_revision.cmp(&c.number),
+            3 => kv.value.as_slice().cmp(c.value.as_slice()),
+            _ => kv.lease.cmp(&c.number),
+        };
+        match c.result {
+            0 => ord == Ordering::Equal,
+            1 => ord == Ordering::Greater,
+            2 => ord == Ordering::Less,
+            3 => ord != Ordering::Equal,
+            _ => true,
+        }
+    }))
+}
+
 fn check_rev(rev: i64, current: i64, compacted: i64) -> Result<i64, MvccError> {
     if rev <= 0 {
         return Ok(current);
@@ -477,6 +509,55 @@ impl MvccReader {
         let (current, compacted) = (t[TAG_REV] as i64, t[TAG_COMPACT] as i64);
         let rev = check_rev(r.revision, current, compacted)?;
         range(&snap, r, rev, current)
+    }
+
+    /// A Txn whose every operation is a Range (no nested Txn), on the latest committed snapshot —
+    /// what etcd serves without going through Raft. `None` when the Txn has any other operation
+    /// (it must be proposed). Same answers as the write path: compares on the newest state, each
+    /// Range checked against the snapshot's revision and compaction (future / compacted), the
+    /// header at the snapshot's revision.
+    pub fn txn_read_only(&self, t: &TxnRequest) -> Result<Option<TxnResult>, MvccError> {
+        if !t
+            .success
+            .iter()
+            .chain(&t.failure)
+            .all(|op| matches!(op, RequestOp::Range(_)))
+        {
+            return Ok(None);
+        }
+        let snap = self.reader.snapshot();
+        let tag = snap.tag();
+        let (current, compacted) = (tag[TAG_REV] as i64, tag[TAG_COMPACT] as i64);
+        let mut succeeded = true;
+        for c in &t.compare {
+            if !compare(&snap, c)? {
+                succeeded = false;
+                break;
+            }
+        }
+        let ops = if succeeded { &t.success } else { &t.failure };
+        let ranges = ops.iter().filter_map(|op| match op {
+            RequestOp::Range(r) => Some(r),
+            _ => None,
+        });
+        for r in ranges.clone() {
+            if r.revision > current {
+                return Err(MvccError::FutureRev);
+            }
+            if r.revision != 0 && r.revision < compacted {
+                return Err(MvccError::Compacted);
+            }
+        }
+        let mut responses = Vec::with_capacity(ops.len());
+        for r in ranges {
+            let rev = if r.revision > 0 { r.revision } else { current };
+            responses.push(OpResult::Range(range(&snap, r, rev, current)?));
+        }
+        Ok(Some(TxnResult {
+            revision: current,
+            succeeded,
+            responses,
+        }))
     }
 
     /// The changes of revisions `from_rev..=to_rev` (`to_rev` capped at the current revision) from
@@ -982,33 +1063,7 @@ impl Writer<'_, '_, '_> {
     }
 
     fn compare(&self, c: &Compare) -> Result<bool, MvccError> {
-        let mut kvs = Vec::new();
-        scan(&*self.txn, &c.key, &c.range_end, i64::MAX, |k, main, v| {
-            kvs.push(to_kv(k, main, v, false));
-            true
-        })?;
-        if kvs.is_empty() {
-            if c.target == 3 {
-                return Ok(false);
-            }
-            kvs.push(KeyValue::default());
-        }
-        Ok(kvs.iter().all(|kv| {
-            let ord = match c.target {
-                0 => kv.version.cmp(&c.number),
-                1 => kv.create_revision.cmp(&c.number),
-                2 => kv.mod_revision.cmp(&c.number),
-                3 => kv.value.as_slice().cmp(c.value.as_slice()),
-                _ => kv.lease.cmp(&c.number),
-            };
-            match c.result {
-                0 => ord == Ordering::Equal,
-                1 => ord == Ordering::Greater,
-                2 => ord == Ordering::Less,
-                3 => ord != Ordering::Equal,
-                _ => true,
-            }
-        }))
+        compare(&*self.txn, c)
     }
 
     /// Evaluates every compare up front (etcd's txn path): one bool per txn, nested in order.

@@ -2304,3 +2304,113 @@ fn random_history_matches_model() {
         );
     }
 }
+
+/// A Txn of only Ranges answers the same from the reader's snapshot (how the server serves it,
+/// without Raft) as through the write path: compares, branches, every Range's revision checks and
+/// data, the header revision; and through the write path it changes nothing.
+#[test]
+fn read_only_txn_from_the_snapshot_matches_the_write_path() {
+    let mut s = Store::new();
+    s.put(b"a", b"1"); // rev 2
+    s.put(b"b", b"1"); // rev 3
+    s.put(b"a", b"2"); // rev 4
+    s.delete(b"b", b"", false); // rev 5
+    s.put(b"c", b"3"); // rev 6
+    s.compact(3).unwrap();
+    let at = |key: &[u8], end: &[u8], revision: i64| RangeRequest {
+        revision,
+        ..rr(key, end)
+    };
+    let limited = RangeRequest {
+        limit: 1,
+        sort_order: SORT_DESCEND,
+        sort_target: BY_MOD,
+        ..all()
+    };
+    let txns = vec![
+        // No compares: success branch, ranges now and in the past.
+        TxnRequest {
+            success: vec![RequestOp::Range(all()), RequestOp::Range(at(b"a", b"", 3))],
+            ..Default::default()
+        },
+        // A true and a false compare pick their branches.
+        TxnRequest {
+            compare: vec![num_cmp(b"a", T_MOD, EQUAL, 4)],
+            success: vec![RequestOp::Range(rr(b"a", b""))],
+            failure: vec![RequestOp::Range(rr(b"c", b""))],
+        },
+        TxnRequest {
+            compare: vec![
+                val_cmp(b"a", EQUAL, b"1"),
+                num_cmp(b"zz", T_VERSION, EQUAL, 0),
+            ],
+            success: vec![RequestOp::Range(rr(b"a", b""))],
+            failure: vec![
+                RequestOp::Range(limited.clone()),
+                RequestOp::Range(at(b"", b"\0", 5)),
+            ],
+        },
+        // A missing key fails a value compare; range compares cover every key.
+        TxnRequest {
+            compare: vec![
+                val_cmp(b"b", NOT_EQUAL, b"x"),
+                Compare {
+                    range_end: b"d".to_vec(),
+                    ..num_cmp(b"a", T_CREATE, GREATER, 1)
+                },
+            ],
+            success: vec![RequestOp::Range(all())],
+            failure: vec![],
+        },
+        // Revision errors: compacted, future; the compacted revision itself is readable.
+        TxnRequest {
+            success: vec![RequestOp::Range(at(b"a", b"", 2))],
+            ..Default::default()
+        },
+        TxnRequest {
+            success: vec![RequestOp::Range(at(b"a", b"", 7))],
+            ..Default::default()
+        },
+        TxnRequest {
+            success: vec![RequestOp::Range(at(b"a", b"", 3))],
+            ..Default::default()
+        },
+        // An error only in the branch not taken is no error.
+        TxnRequest {
+            compare: vec![num_cmp(b"a", T_VERSION, EQUAL, 2)],
+            success: vec![RequestOp::Range(rr(b"a", b""))],
+            failure: vec![RequestOp::Range(at(b"a", b"", 99))],
+        },
+        TxnRequest::default(),
+    ];
+    for t in txns {
+        let from_snapshot = s
+            .m()
+            .reader()
+            .txn_read_only(&t)
+            .map(|r| r.expect("read-only"));
+        let before = s.m().revision();
+        let through_raft = s.txn(t.clone());
+        assert_eq!(
+            s.m().revision(),
+            before,
+            "a read-only txn changed the revision: {t:?}"
+        );
+        match (&from_snapshot, &through_raft) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "{t:?}"),
+            (Err(a), Err(b)) => assert_eq!(format!("{a:?}"), format!("{b:?}"), "{t:?}"),
+            _ => panic!("{t:?}: snapshot {from_snapshot:?} vs write path {through_raft:?}"),
+        }
+    }
+    // Any other operation is not the reader's to answer.
+    let with_put = TxnRequest {
+        success: vec![RequestOp::Put(put_req(b"a", b"3"))],
+        ..Default::default()
+    };
+    assert!(s.m().reader().txn_read_only(&with_put).unwrap().is_none());
+    let nested = TxnRequest {
+        success: vec![RequestOp::Txn(TxnRequest::default())],
+        ..Default::default()
+    };
+    assert!(s.m().reader().txn_read_only(&nested).unwrap().is_none());
+}

@@ -439,11 +439,22 @@ impl pb::kv_server::Kv for KvService {
     async fn txn(&self, request: Req<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
         let r = request.into_inner();
         check_txn(&r, self.ctx.limits.max_txn_ops)?;
-        if !txn_is_read_only(&r) {
+        let read_only = txn_is_read_only(&r);
+        if !read_only {
             self.check_size(&r)?;
             self.check_quota(r.encoded_len())?;
         }
-        match self.write(Request::Txn(txn_req(r))).await? {
+        let t = txn_req(r);
+        if read_only {
+            // Like a Range, served from this core's view of the committed state: every write
+            // acknowledged before this request arrived is in it (single member: acknowledged
+            // means applied and published).
+            if let Some(res) = self.ctx.reader.txn_read_only(&t).map_err(mvcc_status)? {
+                let h = self.ctx.header(res.revision);
+                return Ok(Response::new(txn_resp(res, h)));
+            }
+        }
+        match self.write(Request::Txn(t)).await? {
             WriteResult::Txn(t) => {
                 let h = self.ctx.header(t.revision);
                 Ok(Response::new(txn_resp(t, h)))
