@@ -161,7 +161,7 @@ impl Core {
             ..Default::default()
         };
         cfg.validate()?;
-        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let logger = crate::trace::logger();
         let raw = RawNode::new(&cfg, storage, &logger)?;
         let core = Core {
             raw,

@@ -4,7 +4,8 @@
 //! - [`log`]: rebuilds raft-rs's log storage from the WAL at startup;
 //! - [`core`]: the deterministic, I/O-free state machine around `RawNode` (drivable by tests);
 //! - [`sequencer`]: the task on core 0 that feeds the core with proposals and does its I/O;
-//! - [`lessor`]: lease expiry, renewal and checkpointing, driven by the sequencer.
+//! - [`lessor`]: lease expiry, renewal and checkpointing, driven by the sequencer;
+//! - `trace`: raft-rs's slog records into tracing.
 //!
 //! This crate uses engine/ and never reaches net/.
 
@@ -14,6 +15,7 @@ pub mod lessor;
 pub mod log;
 pub mod membership;
 pub mod sequencer;
+mod trace;
 
 pub use crate::core::{NodeStatus, ProposeError};
 pub use crate::sequencer::{Proposer, SequencerOptions};
