@@ -6,6 +6,8 @@
 //! - `range ... --output json`: one JSON report with every request counted;
 //! - a fio-style job file in two reporting groups (put; then range and mixed together), as JSON
 //!   and as fio's text;
+//! - every other etcd benchmark command (JSON: requests counted, no errors), and --target-leader
+//!   with --sample;
 //! - job-file and `--set` errors, which are refused before any connection (no server).
 
 mod support;
@@ -351,6 +353,22 @@ fn every_command(kind: Kind) {
             );
         }
     }
+    // The leader is found through Maintenance.Status; --sample appends etcd's per-second CSV.
+    let text = bench_ok(&[
+        "--endpoints",
+        &endpoint,
+        "--target-leader",
+        "--sample",
+        "--precise",
+        "put",
+        "--total",
+        "50",
+    ]);
+    assert!(text.contains("\nSummary:\n"), "{text}");
+    assert!(
+        text.contains("Sample in one second (unix latency throughput):\nUNIX-SECOND,"),
+        "{text}"
+    );
 }
 
 #[test]
