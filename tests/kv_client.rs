@@ -23,7 +23,7 @@ use etcd_client::{
     Client, CompactionOptions, Compare, CompareOp, DeleteOptions, Error, GetOptions, GetResponse,
     PutOptions, ResponseHeader, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse, TxnResponse,
 };
-use support::{Kind, Target, assert_status};
+use support::{Kind, Target, assert_status, rev};
 
 /// Longest a test body may run against one server (with the servers' start,
 /// bounded by `support::READY_TIMEOUT`, a test stays under 30 s).
@@ -214,15 +214,6 @@ async fn get_bytes(c: &mut Client, key: &[u8], opts: GetOptions) -> Got {
 }
 
 /// Current revision (header of a count-only range).
-async fn rev(c: &mut Client) -> i64 {
-    c.get("\0", Some(GetOptions::new().with_count_only()))
-        .await
-        .expect("count-only get")
-        .header()
-        .expect("header")
-        .revision()
-}
-
 /// Puts and returns the header revision.
 async fn put(c: &mut Client, key: &str, value: &str) -> i64 {
     c.put(key, value, None)

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use etcd_client::{
     Client, Error, GetOptions, LeaseGrantOptions, LeaseTimeToLiveOptions, PutOptions,
 };
-use support::{Kind, Server, assert_status};
+use support::{Kind, Server, assert_status, rev};
 
 /// Longest a test body may run against one server.
 const BODY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -39,15 +39,6 @@ where
     Fut: Future<Output = ()> + Send + 'static,
 {
     support::run_both(ARGS, BODY_TIMEOUT, move |t| body(t.endpoint))
-}
-
-async fn rev(c: &mut Client) -> i64 {
-    c.get("\0", Some(GetOptions::new().with_count_only()))
-        .await
-        .expect("count-only get")
-        .header()
-        .expect("header")
-        .revision()
 }
 
 async fn put_lease(c: &mut Client, key: &str, value: &str, lease: i64) -> i64 {

@@ -16,6 +16,7 @@ use std::time::Duration;
 use etcd_client::{
     Client, Event, EventType, GetOptions, PutOptions, WatchOptions, WatchResponse, WatchStream,
 };
+use support::rev;
 
 /// Longest a test body may run against one server.
 const BODY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -38,15 +39,6 @@ async fn client(endpoint: String) -> Client {
     Client::connect([endpoint.as_str()], None)
         .await
         .unwrap_or_else(|e| panic!("connect to {endpoint}: {e}"))
-}
-
-async fn rev(c: &mut Client) -> i64 {
-    c.get("\0", Some(GetOptions::new().with_count_only()))
-        .await
-        .expect("count-only get")
-        .header()
-        .expect("header")
-        .revision()
 }
 
 async fn put(c: &mut Client, key: &str, value: &str, lease: i64) -> i64 {

@@ -18,7 +18,7 @@ use rand::rngs::SmallRng;
 use retcd_net::pb::etcdserverpb::{CompactionRequest, RangeRequest};
 
 use crate::client::{ConnectOptions, TlsOptions, connect, status_text};
-use crate::keys::{KeyStyle, Picker, prefix_end};
+use crate::keys::{KeyStyle, Picker, prefix_range};
 use crate::load::{
     Isolation, KeepaliveOp, Keys, MixedOp, Op, Outcome, Plan, PutOp, RangeOp, RangeTarget, StmOp,
     TxnPutOp, Value, drive,
@@ -529,12 +529,7 @@ async fn execute(cli: &Cli, out: &mut dyn Write) -> Result<Vec<Titled>, Fatal> {
     let rng = SmallRng::from_entropy;
     let reports: Vec<Titled> = match &cli.command {
         Command::Put(a) => {
-            if a.key_space_size == 0 {
-                return Err(Fatal(format!(
-                    "expected positive --key-space-size, got ({})",
-                    a.key_space_size
-                )));
-            }
+            positive_key_space(a.key_space_size)?;
             let conns = connect(&opts, g.conns).await.map_err(Fatal::from)?;
             let dist = if a.sequential_keys {
                 Distribution::Sequential
@@ -596,16 +591,14 @@ async fn execute(cli: &Cli, out: &mut dyn Write) -> Result<Vec<Titled>, Fatal> {
                     "range: a key is required (usage: range key [end-range])".into(),
                 ));
             };
-            let (mut key, mut end) = (
-                key.into_bytes(),
-                a.end.clone().unwrap_or_default().into_bytes(),
-            );
-            if a.prefix {
-                end = prefix_end(&key);
-                if key.is_empty() {
-                    key = vec![0];
-                }
-            }
+            let (key, end) = if a.prefix {
+                prefix_range(key.as_bytes())
+            } else {
+                (
+                    key.into_bytes(),
+                    a.end.clone().unwrap_or_default().into_bytes(),
+                )
+            };
             announce_consistency(g, out, a.consistency)?;
             let conns = connect(&opts, g.conns).await.map_err(Fatal::from)?;
             let template = RangeRequest {
@@ -632,12 +625,7 @@ async fn execute(cli: &Cli, out: &mut dyn Write) -> Result<Vec<Titled>, Fatal> {
             )
         }
         Command::TxnPut(a) => {
-            if a.key_space_size == 0 {
-                return Err(Fatal(format!(
-                    "expected positive --key-space-size, got ({})",
-                    a.key_space_size
-                )));
-            }
+            positive_key_space(a.key_space_size)?;
             if a.txn_ops as u64 > a.key_space_size {
                 return Err(Fatal(format!(
                     "expected --txn-ops no larger than --key-space-size, got txn-ops({}) key-space-size({})",
@@ -667,12 +655,7 @@ async fn execute(cli: &Cli, out: &mut dyn Write) -> Result<Vec<Titled>, Fatal> {
             )
         }
         Command::TxnMixed(a) => {
-            if a.key_space_size == 0 {
-                return Err(Fatal(format!(
-                    "expected positive --key-space-size, got ({})",
-                    a.key_space_size
-                )));
-            }
+            positive_key_space(a.key_space_size)?;
             announce_consistency(g, out, a.consistency)?;
             let conns = connect(&opts, g.conns).await.map_err(Fatal::from)?;
             let keys = keys(
@@ -682,10 +665,8 @@ async fn execute(cli: &Cli, out: &mut dyn Write) -> Result<Vec<Titled>, Fatal> {
             )?;
             let value = Value::random(a.val_size, false);
             // etcd's reads: every key ("" with prefix), at most --limit of them.
-            let reads = RangeTarget::Fixed {
-                key: vec![0],
-                end: vec![0],
-            };
+            let (key, end) = prefix_range(b"");
+            let reads = RangeTarget::Fixed { key, end };
             let template = RangeRequest {
                 limit: a.limit,
                 serializable: a.consistency,
@@ -722,12 +703,7 @@ async fn execute(cli: &Cli, out: &mut dyn Write) -> Result<Vec<Titled>, Fatal> {
             v
         }
         Command::Watch(a) => {
-            if a.key_space_size == 0 {
-                return Err(Fatal(format!(
-                    "expected positive --key-space-size, got ({})",
-                    a.key_space_size
-                )));
-            }
+            positive_key_space(a.key_space_size)?;
             let wanted = 1 + a.streams / 100;
             if g.conns.min(g.clients) < wanted {
                 eprintln!(
@@ -935,6 +911,16 @@ async fn execute(cli: &Cli, out: &mut dyn Write) -> Result<Vec<Titled>, Fatal> {
     };
     emit(g, out, &reports)?;
     Ok(reports)
+}
+
+/// etcd's check of --key-space-size, with its message.
+fn positive_key_space(n: u64) -> Result<(), Fatal> {
+    if n == 0 {
+        return Err(Fatal(format!(
+            "expected positive --key-space-size, got ({n})"
+        )));
+    }
+    Ok(())
 }
 
 /// etcd prints which reads it benchmarks before the report; only in the text format, so that

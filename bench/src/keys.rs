@@ -78,6 +78,17 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
+/// The range (key, range end) of every key that starts with `prefix`, as etcd's `WithPrefix`
+/// spells it: an empty prefix is every key (`\0` to `\0`).
+pub fn prefix_range(prefix: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let key = if prefix.is_empty() {
+        vec![0]
+    } else {
+        prefix.to_vec()
+    };
+    (key, prefix_end(prefix))
+}
+
 /// Chooses key indexes for one job; shared by its clients.
 #[derive(Debug)]
 pub struct Picker {
@@ -182,6 +193,8 @@ mod tests {
         assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
         assert_eq!(prefix_end(b"\xff\xff"), vec![0]);
         assert_eq!(prefix_end(b""), vec![0]);
+        assert_eq!(prefix_range(b""), (vec![0], vec![0]));
+        assert_eq!(prefix_range(b"/a/"), (b"/a/".to_vec(), b"/a0".to_vec()));
     }
 
     #[test]

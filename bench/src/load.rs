@@ -548,17 +548,12 @@ impl KeepaliveOp {
             .into_inner()
             .id;
         let (tx, rx) = mpsc::channel(1);
-        let call = tokio::spawn(async move {
-            Ok(lease
+        let rx = Inbound::spawn(async move {
+            lease
                 .lease_keep_alive(tokio_stream::wrappers::ReceiverStream::new(rx))
-                .await?
-                .into_inner())
+                .await
         });
-        Ok(KeepaliveOp {
-            id,
-            tx,
-            rx: Inbound::Pending(call),
-        })
+        Ok(KeepaliveOp { id, tx, rx })
     }
 }
 

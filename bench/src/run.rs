@@ -16,7 +16,7 @@ use rand::rngs::SmallRng;
 use retcd_net::pb::etcdserverpb::RangeRequest;
 
 use crate::client::{Conn, ConnectError, ConnectOptions, connect};
-use crate::keys::{KeyStyle, Picker, prefix_end};
+use crate::keys::{KeyStyle, Picker, prefix_range};
 use crate::load::{
     Isolation, KeepaliveOp, Keys, MixedOp, Op, Outcome, Plan, PutOp, RangeOp, RangeTarget,
     SharedLease, StmOp, TxnPutOp, Value, drive, unix_nanos,
@@ -191,11 +191,8 @@ pub async fn run_job(
         }
         Rw::Range => {
             let target = if spec.prefix {
-                let p = keys.style.prefix().to_vec();
-                RangeTarget::Fixed {
-                    end: prefix_end(&p),
-                    key: if p.is_empty() { vec![0] } else { p },
-                }
+                let (key, end) = prefix_range(keys.style.prefix());
+                RangeTarget::Fixed { key, end }
             } else {
                 RangeTarget::Pick(keys.clone())
             };
@@ -267,11 +264,7 @@ pub async fn run_job(
         }
         Rw::Watch => {
             let targets = if spec.prefix {
-                let p = keys.style.prefix().to_vec();
-                vec![(
-                    if p.is_empty() { vec![0] } else { p.clone() },
-                    prefix_end(&p),
-                )]
+                vec![prefix_range(keys.style.prefix())]
             } else {
                 let mut r = rng();
                 (0..spec.watchers)

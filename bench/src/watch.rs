@@ -9,6 +9,7 @@
 //! Invariants: every wait here is bounded (by the job's runtime, by a stop signal, or by the
 //! expected number of events); a watcher is only counted once the server confirmed its creation.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -39,6 +40,15 @@ pub enum Inbound<T> {
     Open(Box<Streaming<T>>),
 }
 
+impl<T: Send + 'static> Inbound<T> {
+    /// Runs `call` (a bidirectional call whose request stream the caller feeds) in its own task.
+    pub fn spawn(
+        call: impl Future<Output = Result<tonic::Response<Streaming<T>>, Status>> + Send + 'static,
+    ) -> Inbound<T> {
+        Inbound::Pending(tokio::spawn(async move { Ok(call.await?.into_inner()) }))
+    }
+}
+
 impl<T> Inbound<T> {
     pub async fn message(&mut self) -> Result<Option<T>, Status> {
         if let Inbound::Pending(call) = self {
@@ -58,16 +68,12 @@ impl WatchStream {
     pub fn open(mut client: WatchClient<Svc>) -> WatchStream {
         // Requests are sent one at a time and each waits for its answer: a small queue suffices.
         let (tx, rx) = mpsc::channel(16);
-        let call = tokio::spawn(async move {
-            Ok(client
+        let rx = Inbound::spawn(async move {
+            client
                 .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
-                .await?
-                .into_inner())
+                .await
         });
-        WatchStream {
-            tx,
-            rx: Inbound::Pending(call),
-        }
+        WatchStream { tx, rx }
     }
 
     /// Creates one watcher and waits until the server confirms it; events that arrive meanwhile

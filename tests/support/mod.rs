@@ -973,6 +973,16 @@ pub async fn connect(server: &Server, timeout: Duration) -> etcd_client::Client 
         .unwrap_or_else(|e| panic!("connect to {}: {e}", server.client_url()))
 }
 
+/// The store's current revision, from the header of a count-only read of every key.
+pub async fn rev(c: &mut etcd_client::Client) -> i64 {
+    c.get("\0", Some(etcd_client::GetOptions::new().with_count_only()))
+        .await
+        .expect("count-only get")
+        .header()
+        .expect("header")
+        .revision()
+}
+
 /// Size of a page of the page store (engine/DESIGN.md §3).
 const DB_PAGE: usize = 4096;
 
