@@ -461,6 +461,22 @@ fn compare<S: Source>(src: &S, c: &Compare) -> Result<bool, MvccError> {
     }))
 }
 
+/// etcd's checkRequestRange for a Range inside a Txn, against the state before the txn: `revision`
+/// 0 reads the txn's own revision; a later one is ErrFutureRev, one below the compacted revision
+/// ErrCompacted (before any compaction that is -1, [`NEVER_COMPACTED`], which only matters for
+/// negative revisions).
+fn check_txn_range(r: &RangeRequest, current: i64, compacted: i64) -> Result<(), MvccError> {
+    if r.revision == 0 {
+        Ok(())
+    } else if r.revision > current {
+        Err(MvccError::FutureRev)
+    } else if r.revision < compacted {
+        Err(MvccError::Compacted)
+    } else {
+        Ok(())
+    }
+}
+
 fn check_rev(rev: i64, current: i64, compacted: i64) -> Result<i64, MvccError> {
     if rev <= 0 {
         return Ok(current);
@@ -541,12 +557,7 @@ impl MvccReader {
             _ => None,
         });
         for r in ranges.clone() {
-            if r.revision > current {
-                return Err(MvccError::FutureRev);
-            }
-            if r.revision != 0 && r.revision < compacted {
-                return Err(MvccError::Compacted);
-            }
+            check_txn_range(r, current, compacted)?;
         }
         let mut responses = Vec::with_capacity(ops.len());
         for r in ranges {
@@ -1089,20 +1100,9 @@ impl Writer<'_, '_, '_> {
         Ok(())
     }
 
-    /// etcd's checkRequestRange: a Range inside a Txn must read a revision that exists before the
-    /// txn (`revision` 0 reads the txn's own revision). Before any compaction the first readable
-    /// revision is -1 ([`NEVER_COMPACTED`]), which only matters for negative revisions.
+    /// [`check_txn_range`] against the state before this txn.
     fn check_range(&self, r: &RangeRequest) -> Result<(), MvccError> {
-        let first = self.compacted;
-        if r.revision == 0 {
-            Ok(())
-        } else if r.revision > self.rev {
-            Err(MvccError::FutureRev)
-        } else if r.revision < first {
-            Err(MvccError::Compacted)
-        } else {
-            Ok(())
-        }
+        check_txn_range(r, self.rev, self.compacted)
     }
 
     /// Runs `check` on every non-txn op of the chosen branches (nested txns included) against the
