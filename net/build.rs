@@ -11,6 +11,7 @@ const PROTOS: &[&str] = &[
     "proto/etcdserverpb/rpc.proto",
     "proto/v3lockpb/v3lock.proto",
     "proto/v3electionpb/v3election.proto",
+    "proto/retcdpeer/peer.proto",
 ];
 
 /// Include root: imports are written as `etcdserverpb/rpc.proto` etc.

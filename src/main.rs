@@ -21,11 +21,11 @@ use retcd_net::context::{Ctx, Limits, MemberInfo};
 use retcd_net::serve::ServeOptions;
 use retcd_raft::NodeStatus;
 use retcd_raft::feed::Feed;
-use retcd_raft::membership;
 use retcd_raft::sequencer::{Sequencer, SequencerOptions};
 use tracing::{error, info, warn};
 
 use retcd::config::{self, Config, LogOutput, Parsed};
+use retcd::identity;
 
 /// Event batches queued per core before the core is marked lagged.
 const FEED_DEPTH: usize = 1024;
@@ -101,12 +101,6 @@ fn run(mut cfg: Config) -> Result<(), String> {
         data_dir = %cfg.data_dir.display(),
         "starting retcd"
     );
-    if cfg.initial_cluster.len() > 1 {
-        return Err(format!(
-            "--initial-cluster lists {} members: clustering is not implemented yet, only a single member",
-            cfg.initial_cluster.len()
-        ));
-    }
     runtime::probe_io_uring().map_err(|e| e.to_string())?;
 
     let peer_urls: Vec<String> = cfg
@@ -114,18 +108,29 @@ fn run(mut cfg: Config) -> Result<(), String> {
         .iter()
         .map(|u| u.to_string())
         .collect();
-    let member_id = membership::member_id(&peer_urls, &cfg.initial_cluster_token);
-    let cluster_id = membership::cluster_id(&[member_id]);
-    let status = Arc::new(NodeStatus::new(member_id, cluster_id));
-
-    let mvcc = Mvcc::open(&StoreOptions {
+    let client_urls: Vec<String> = cfg
+        .advertise_client_urls
+        .iter()
+        .map(|u| u.to_string())
+        .collect();
+    let mut mvcc = Mvcc::open(&StoreOptions {
         path: cfg.db_path(),
     })
     .map_err(|e| e.to_string())?;
+    let identity = identity::resolve(&cfg, &mut mvcc)?;
+    let status = Arc::new(NodeStatus::new(identity.member_id, identity.cluster_id));
+    if let Some(m) = identity.fetched {
+        status.seed_members(m);
+    }
     let reader = mvcc.reader();
     let mut seq_opts = SequencerOptions::new(WalOptions::new(cfg.wal_dir()));
     seq_opts.tick = cfg.heartbeat_interval;
     seq_opts.election_ticks = cfg.election_ticks() as usize;
+    // etcd's request timeout: 5 s plus two election timeouts.
+    seq_opts.request_timeout = std::time::Duration::from_secs(5) + 2 * cfg.election_timeout;
+    seq_opts.bootstrap = identity.bootstrap;
+    seq_opts.name = cfg.name.clone();
+    seq_opts.client_urls = client_urls.clone();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     // One bounded event queue per core; a core that falls behind catches up from history.
     let (feed, subscriptions) = Feed::new(cores, FEED_DEPTH);
@@ -136,8 +141,14 @@ fn run(mut cfg: Config) -> Result<(), String> {
     {
         seq_opts.lease_checkpoint_interval = std::time::Duration::from_millis(ms.max(1));
     }
-    let (sequencer, proposer) = Sequencer::new(seq_opts, mvcc, status.clone(), feed);
+    let (sequencer, proposer, peer_links) = Sequencer::new(seq_opts, mvcc, status.clone(), feed);
     let leases = sequencer.lease_handle();
+    let peer_inbox = sequencer.peer_inbox();
+    let peer_addrs = cfg.listen_peer_addrs();
+    // Peer frames carry whole Raft batches: room for a few of the largest requests.
+    let peer_max_bytes = 2 * cfg.max_request_bytes + (8 << 20);
+    let peer_status = status.clone();
+    let peer = Mutex::new(Some((peer_links, peer_inbox)));
 
     let ctx = Arc::new(Ctx {
         reader,
@@ -147,11 +158,7 @@ fn run(mut cfg: Config) -> Result<(), String> {
         member: MemberInfo {
             name: cfg.name.clone(),
             peer_urls,
-            client_urls: cfg
-                .advertise_client_urls
-                .iter()
-                .map(|u| u.to_string())
-                .collect(),
+            client_urls,
         },
         limits: Limits {
             max_request_bytes: cfg.max_request_bytes,
@@ -183,6 +190,14 @@ fn run(mut cfg: Config) -> Result<(), String> {
         } else {
             None
         };
+        // Core 0 also carries the peer traffic, next to the sequencer.
+        let peer = if core == 0 {
+            peer.lock().expect("not poisoned").take()
+        } else {
+            None
+        };
+        let peer_status = peer_status.clone();
+        let peer_addrs = peer_addrs.clone();
         let go_tx = go_tx.clone();
         async move {
             if let Some(feed) = feed {
@@ -204,15 +219,41 @@ fn run(mut cfg: Config) -> Result<(), String> {
                     let _ = fail.send(msg);
                 });
             }
-            if go_rx.recv_async().await.is_err() {
-                return;
-            }
-            let routes = retcd_net::routes(ctx);
-            if let Err(e) =
-                retcd_net::serve::serve(serve_opts, routes, std::future::pending()).await
-            {
-                let _ = fail_tx.send(format!("core {core}: {e}"));
-            }
+            // Peers are served from the start (a follower needs its leader before it serves
+            // clients); clients once the log is replayed. Both run in this core's own future: a
+            // detached glommio task that waits on nothing that can wake it is dropped.
+            let peers = async {
+                let Some((links, inbox)) = peer else { return };
+                let listeners = match retcd_net::serve::bind_all(&peer_addrs) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        let _ = fail_tx.send(format!("cannot listen for peers: {e}"));
+                        return;
+                    }
+                };
+                retcd_net::peer::start_links(links, peer_status.clone(), inbox.clone());
+                let routes =
+                    retcd_net::peer::PeerService::new(peer_status, inbox).routes(peer_max_bytes);
+                retcd_net::serve::serve_listeners(
+                    listeners,
+                    routes,
+                    peer_max_bytes,
+                    std::future::pending(),
+                )
+                .await;
+            };
+            let clients = async {
+                if go_rx.recv_async().await.is_err() {
+                    return;
+                }
+                let routes = retcd_net::routes(ctx);
+                if let Err(e) =
+                    retcd_net::serve::serve(serve_opts, routes, std::future::pending()).await
+                {
+                    let _ = fail_tx.send(format!("core {core}: {e}"));
+                }
+            };
+            futures_lite::future::zip(peers, clients).await;
         }
     })
     .map_err(|e| e.to_string())?;

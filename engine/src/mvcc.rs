@@ -146,6 +146,11 @@ pub const NEVER_COMPACTED: i64 = -1;
 const META_APPLIED: &[u8] = b"mapplied";
 const META_REV: &[u8] = b"mrev";
 const META_COMPACT: &[u8] = b"mcompact";
+/// The cluster membership (raft/'s encoding, opaque here), written with the applied index of the
+/// entry that changed it.
+const META_MEMBERS: &[u8] = b"mmembers";
+/// This member's identity: [member id, cluster id]. Local state, never replicated.
+const META_LOCAL: &[u8] = b"mlocal";
 
 /// `enc(key)` of §4.1 appended to `out`.
 fn push_enc(out: &mut Vec<u8>, key: &[u8]) {
@@ -704,6 +709,9 @@ pub struct Applied<'a> {
     pub term: u64,
     /// None for entries that carry no request (empty entries, configuration changes).
     pub request: Option<&'a Request>,
+    /// The membership after this entry, when the entry changed it (stored in the same
+    /// transaction as the applied index, so the two never disagree after a crash).
+    pub membership: Option<&'a [u8]>,
 }
 
 /// The single writer of the MVCC state.
@@ -784,6 +792,25 @@ impl Mvcc {
     pub fn db_size_in_use(&self) -> u64 {
         (self.store.high_water() - self.store.free_pages() as u64) * crate::page::PAGE_SIZE as u64
     }
+    /// The stored membership (raft/'s encoding), if any entry or bootstrap stored one.
+    pub fn membership(&self) -> Result<Option<Vec<u8>>, MvccError> {
+        Ok(btree::get(&self.store.reader().snapshot(), META_MEMBERS)?.map(|v| v.to_vec()))
+    }
+
+    /// This member's (member id, cluster id), once [`Mvcc::set_local_identity`] stored them.
+    pub fn local_identity(&self) -> Result<Option<(u64, u64)>, MvccError> {
+        Ok(get_u64s::<2, _>(&self.store.reader().snapshot(), META_LOCAL)?.map(|a| (a[0], a[1])))
+    }
+
+    /// Stores this member's identity and makes it durable before returning.
+    pub fn set_local_identity(&mut self, member_id: u64, cluster_id: u64) -> Result<(), MvccError> {
+        let tag = self.tag();
+        let mut txn = self.store.begin();
+        txn.put(META_LOCAL, &u64s(&[member_id, cluster_id]))?;
+        txn.commit(tag)?;
+        self.sync()
+    }
+
     /// Every lease, for the lessor at startup.
     pub fn leases(&self) -> Result<Vec<LeaseInfo>, MvccError> {
         all_leases(&self.store.reader().snapshot())
@@ -834,6 +861,9 @@ impl Mvcc {
                 applied.0
             );
             applied = (e.index, e.term);
+            if let Some(m) = e.membership {
+                txn.put(META_MEMBERS, m)?;
+            }
             let Some(req) = e.request else { continue };
             let events_before = events.len();
             let mut w = Writer {

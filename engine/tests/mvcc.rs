@@ -72,6 +72,7 @@ impl Store {
                 index,
                 term,
                 request: Some(&req),
+                membership: None,
             }])
             .unwrap();
         self.next_index += 1;
@@ -438,6 +439,7 @@ fn one_main_revision_per_request() {
             index: idx,
             term: 1,
             request: None,
+            membership: None,
         }])
         .unwrap();
     assert!(res.is_empty());
@@ -462,21 +464,25 @@ fn one_main_revision_per_request() {
                 index: i,
                 term: 2,
                 request: Some(&p1),
+                membership: None,
             },
             Applied {
                 index: i + 1,
                 term: 2,
                 request: None,
+                membership: None,
             },
             Applied {
                 index: i + 2,
                 term: 2,
                 request: Some(&d1),
+                membership: None,
             },
             Applied {
                 index: i + 3,
                 term: 2,
                 request: Some(&p2),
+                membership: None,
             },
         ])
         .unwrap();
@@ -1889,6 +1895,7 @@ fn restart_and_replay() {
             index: 9,
             term: 2,
             request: None,
+            membership: None,
         }])
         .unwrap();
     assert!(res.is_empty());
@@ -1930,6 +1937,7 @@ fn restart_and_replay() {
             index: i as u64 + 1,
             term: if i < 5 { 1 } else { 2 },
             request: Some(r),
+            membership: None,
         })
         .collect();
     let res = s.mm().apply(&entries).unwrap();
@@ -1945,17 +1953,20 @@ fn restart_and_replay() {
             index: i as u64 + 7,
             term: 2,
             request: Some(r),
+            membership: None,
         })
         .collect();
     batch.push(Applied {
         index: 9,
         term: 2,
         request: None,
+        membership: None,
     });
     batch.push(Applied {
         index: 10,
         term: 3,
         request: Some(&extra),
+        membership: None,
     });
     let res = s.mm().apply(&batch).unwrap();
     assert_eq!(res.len(), 1);
@@ -1990,6 +2001,7 @@ fn restart_and_replay() {
             index: 11 + i as u64,
             term: 3,
             request: Some(r),
+            membership: None,
         })
         .collect();
     let first: Vec<_> = s

@@ -187,6 +187,8 @@ etcd_errors! {
     Timeout => (Unavailable, "etcdserver: request timed out"),
     /// `ErrGRPCTimeoutDueToLeaderFail`.
     TimeoutDueToLeaderFail => (Unavailable, "etcdserver: request timed out, possibly due to previous leader failure"),
+    /// `ErrGRPCTimeoutLeaderTransfer`.
+    TimeoutLeaderTransfer => (Unavailable, "etcdserver: request timed out, leader transfer took too long"),
     /// `ErrGRPCTimeoutDueToConnectionLost`.
     TimeoutDueToConnectionLost => (Unavailable, "etcdserver: request timed out, possibly due to connection lost"),
     /// `ErrGRPCTimeoutWaitAppliedIndex`.
@@ -367,7 +369,7 @@ mod tests {
             assert_eq!(EtcdError::from_message(err.message()), Some(err));
             assert_eq!(EtcdError::from_status(&err.status()), Some(err));
         }
-        assert_eq!(EtcdError::ALL.len(), 63);
+        assert_eq!(EtcdError::ALL.len(), 64);
         assert_eq!(EtcdError::from_message("etcdserver: something else"), None);
     }
 }

@@ -13,7 +13,7 @@ use retcd_engine::mvcc::{
     self, DeleteResult, KeyValue, OpResult, PutResult, RangeResult, TxnResult, WriteResult,
 };
 use retcd_engine::request::{self as er, Request};
-use retcd_raft::ProposeError;
+use retcd_raft::{MemberError, ProposeError};
 use tonic::{Request as Req, Response, Status};
 
 use crate::context::Ctx;
@@ -56,7 +56,33 @@ pub fn propose_status(e: ProposeError) -> Status {
         ProposeError::NoLeader => EtcdError::NoLeader.status(),
         ProposeError::LeaderChanged => EtcdError::LeaderChanged.status(),
         ProposeError::Stopped => EtcdError::Stopped.status(),
+        ProposeError::NotLeader => EtcdError::NotLeader.status(),
+        ProposeError::Timeout => EtcdError::Timeout.status(),
+        ProposeError::TimeoutDueToLeaderFail => EtcdError::TimeoutDueToLeaderFail.status(),
+        ProposeError::Member(e) => match e {
+            MemberError::NotFound | MemberError::IdRemoved => EtcdError::MemberNotFound,
+            MemberError::PeerUrlExists => EtcdError::PeerURLExist,
+            MemberError::NotLearner => EtcdError::MemberNotLearner,
+            MemberError::LearnerNotReady => EtcdError::LearnerNotReady,
+            MemberError::TooManyLearners => EtcdError::TooManyLearners,
+            MemberError::NotEnoughStarted => EtcdError::MemberNotEnoughStarted,
+        }
+        .status(),
     }
+}
+
+/// Waits until a read on this member sees every write acknowledged before it was asked (Raft's
+/// ReadIndex). A sole voter needs no round: it acknowledges a write only once it is applied and
+/// published. A learner serves only serializable reads, as etcd's do.
+pub async fn linearizable(ctx: &Ctx) -> Result<(), Status> {
+    if ctx.status.is_sole_voter() {
+        return Ok(());
+    }
+    if ctx.status.is_learner() {
+        return Err(EtcdError::NotSupportedForLearner.status());
+    }
+    ctx.proposer.read_index().await.map_err(propose_status)?;
+    Ok(())
 }
 
 // ---- validation (etcd's api/v3rpc/key.go rules) ----
@@ -328,6 +354,14 @@ fn txn_resp(r: TxnResult, header: Option<ResponseHeader>) -> TxnResponse {
     }
 }
 
+/// etcd's isTxnSerializable: every Range of both branches asks for a serializable read.
+fn txn_is_serializable(t: &er::TxnRequest) -> bool {
+    t.success
+        .iter()
+        .chain(&t.failure)
+        .all(|op| matches!(op, er::RequestOp::Range(r) if r.serializable))
+}
+
 /// etcd's isTxnReadonly: every op of both branches is a Range (a nested txn, even a read-only one,
 /// is not). etcd serves such a txn without Raft, so it is never refused as too large.
 fn txn_is_read_only(r: &TxnRequest) -> bool {
@@ -401,6 +435,9 @@ impl pb::kv_server::Kv for KvService {
     async fn range(&self, request: Req<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
         let r = request.into_inner();
         check_range(&r)?;
+        if !r.serializable {
+            linearizable(&self.ctx).await?;
+        }
         let res = self.ctx.reader.range(&range_req(&r)).map_err(mvcc_status)?;
         let h = self.ctx.header(res.revision);
         Ok(Response::new(range_resp(res, h)))
@@ -446,9 +483,11 @@ impl pb::kv_server::Kv for KvService {
         }
         let t = txn_req(r);
         if read_only {
-            // Like a Range, served from this core's view of the committed state: every write
-            // acknowledged before this request arrived is in it (single member: acknowledged
-            // means applied and published).
+            // Like a Range, served from this core's view of the committed state once it holds
+            // every write acknowledged before this request arrived.
+            if !txn_is_serializable(&t) {
+                linearizable(&self.ctx).await?;
+            }
             if let Some(res) = self.ctx.reader.txn_read_only(&t).map_err(mvcc_status)? {
                 let h = self.ctx.header(res.revision);
                 return Ok(Response::new(txn_resp(res, h)));

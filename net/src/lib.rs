@@ -19,6 +19,8 @@ pub mod lease;
 pub mod maintenance;
 pub mod pb;
 #[cfg(feature = "server")]
+pub mod peer;
+#[cfg(feature = "server")]
 pub mod serve;
 #[cfg(feature = "server")]
 pub mod watch;

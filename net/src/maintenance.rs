@@ -1,6 +1,6 @@
-//! The Maintenance service: Status (what `etcdctl endpoint status` shows) and Alarm. The other RPCs
-//! (Defragment, Hash, HashKV, Snapshot, MoveLeader, Downgrade) answer Unimplemented until their
-//! issues land.
+//! The Maintenance service: Status (what `etcdctl endpoint status` shows), Alarm and MoveLeader.
+//! The other RPCs (Defragment, Hash, HashKV, Snapshot, Downgrade) answer Unimplemented until
+//! their issues land.
 
 use std::sync::Arc;
 
@@ -8,7 +8,10 @@ use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
 
 use crate::context::Ctx;
+use crate::errors::EtcdError;
+use crate::kv::propose_status;
 use crate::pb::etcdserverpb::{self as pb, maintenance_server::Maintenance};
+use retcd_raft::ProposeError;
 
 /// The etcd release whose client API retcd implements; clients (Kubernetes among them) gate
 /// features on Status.version.
@@ -75,7 +78,7 @@ impl Maintenance for MaintenanceService {
             raft_applied_index: s.applied_index(),
             errors: Vec::new(),
             db_size_in_use: s.db_size_in_use() as i64,
-            is_learner: false,
+            is_learner: s.is_learner(),
             storage_version: String::new(),
             db_size_quota: self.ctx.limits.quota_bytes,
             downgrade_info: None,
@@ -109,9 +112,24 @@ impl Maintenance for MaintenanceService {
     }
     async fn move_leader(
         &self,
-        _r: Request<pb::MoveLeaderRequest>,
+        r: Request<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
-        Err(unimplemented("MoveLeader"))
+        let to = r.into_inner().target_id;
+        let s = &self.ctx.status;
+        if s.leader() != s.member_id {
+            return Err(EtcdError::NotLeader.status());
+        }
+        if s.members().voters().all(|m| m.id != to) {
+            return Err(EtcdError::BadLeaderTransferee.status());
+        }
+        match self.ctx.proposer.transfer_leader(to).await {
+            Ok(()) => Ok(Response::new(pb::MoveLeaderResponse {
+                header: self.ctx.current_header(),
+            })),
+            Err(ProposeError::Timeout) => Err(EtcdError::TimeoutLeaderTransfer.status()),
+            Err(ProposeError::Member(_)) => Err(EtcdError::BadLeaderTransferee.status()),
+            Err(e) => Err(propose_status(e)),
+        }
     }
     async fn downgrade(
         &self,

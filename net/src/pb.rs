@@ -52,6 +52,11 @@ pub mod v3lockpb {
     tonic::include_proto!("v3lockpb");
 }
 
+/// retcd's own peer protocol (package `retcdpeer`): Raft messages between members.
+pub mod retcdpeer {
+    tonic::include_proto!("retcdpeer");
+}
+
 /// etcd's leader election service (package `v3electionpb`).
 pub mod v3electionpb {
     tonic::include_proto!("v3electionpb");

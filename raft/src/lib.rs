@@ -5,6 +5,8 @@
 //! - [`core`]: the deterministic, I/O-free state machine around `RawNode` (drivable by tests);
 //! - [`sequencer`]: the task on core 0 that feeds the core with proposals and does its I/O;
 //! - [`lessor`]: lease expiry, renewal and checkpointing, driven by the sequencer;
+//! - [`membership`]: members, ids, the configuration they make;
+//! - [`transport`]: raft messages to and from peers (the connections are net/'s);
 //! - `trace`: raft-rs's slog records into tracing.
 //!
 //! This crate uses engine/ and never reaches net/.
@@ -16,6 +18,7 @@ pub mod log;
 pub mod membership;
 pub mod sequencer;
 mod trace;
+pub mod transport;
 
-pub use crate::core::{NodeStatus, ProposeError};
-pub use crate::sequencer::{Proposer, SequencerOptions};
+pub use crate::core::{MemberChange, MemberError, NodeStatus, ProposeError};
+pub use crate::sequencer::{PeerInbox, Proposer, SequencerOptions};

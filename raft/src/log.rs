@@ -7,7 +7,8 @@
 
 use bytes::Bytes;
 use raft::prelude::{ConfState, Entry, EntryType, HardState, Snapshot};
-use raft::storage::MemStorage;
+use raft::storage::{MemStorage, MemStorageCore, RaftState};
+use raft::{GetEntriesContext, StorageError};
 use retcd_engine::wal::Record;
 
 /// Log state recovered from the WAL.
@@ -101,14 +102,75 @@ pub fn entry_record(e: &Entry) -> Record {
     }
 }
 
+/// The first entries of a new cluster's log, as etcd writes them: one configuration change
+/// adding each initial member (index 1.., term 1), committed. Every initial member writes the same.
+pub fn bootstrap_records(members: &[crate::membership::Member]) -> Vec<Record> {
+    use raft::prelude::{ConfChange, ConfChangeType};
+    let mut records = Vec::with_capacity(members.len() + 1);
+    for (i, m) in members.iter().enumerate() {
+        let mut cc = ConfChange::default();
+        cc.set_change_type(ConfChangeType::AddNode);
+        cc.node_id = m.id;
+        cc.context = m.encode();
+        records.push(Record::Entry {
+            index: i as u64 + 1,
+            term: 1,
+            entry_type: entry_type_byte(EntryType::EntryConfChange),
+            data: Bytes::from(prost011::Message::encode_to_vec(&cc)),
+        });
+    }
+    records.push(Record::HardState {
+        term: 1,
+        vote: 0,
+        commit: members.len() as u64,
+    });
+    records
+}
+
+/// raft-rs's view of the log: the in-memory entries after the last trim. Snapshots of the page
+/// store are not sent yet, so a follower that needs entries older than the first one waits
+/// (raft-rs retries while the snapshot is "temporarily unavailable").
+pub struct LogStore(MemStorage);
+
+impl LogStore {
+    pub fn wl(&self) -> std::sync::RwLockWriteGuard<'_, MemStorageCore> {
+        self.0.wl()
+    }
+}
+
+impl raft::Storage for LogStore {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        self.0.initial_state()
+    }
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        self.0.entries(low, high, max_size, context)
+    }
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        self.0.term(idx)
+    }
+    fn first_index(&self) -> raft::Result<u64> {
+        self.0.first_index()
+    }
+    fn last_index(&self) -> raft::Result<u64> {
+        self.0.last_index()
+    }
+    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        Err(raft::Error::Store(
+            StorageError::SnapshotTemporarilyUnavailable,
+        ))
+    }
+}
+
 /// Builds raft-rs storage for the recovered log. `applied` is the page store's applied (index,
 /// term), which may be newer than the WAL's last checkpoint (the page store was synced but the
 /// checkpoint record not yet written) and never older.
-pub fn storage(
-    log: &RecoveredLog,
-    conf: ConfState,
-    applied: (u64, u64),
-) -> raft::Result<MemStorage> {
+pub fn storage(log: &RecoveredLog, conf: ConfState, applied: (u64, u64)) -> raft::Result<LogStore> {
     let storage = MemStorage::new();
     let base = if applied.0 >= log.checkpoint.0 {
         applied
@@ -155,7 +217,7 @@ pub fn storage(
         hs.term = hs.term.max(base.1).max(1);
         w.set_hardstate(hs);
     }
-    Ok(storage)
+    Ok(LogStore(storage))
 }
 
 #[cfg(test)]

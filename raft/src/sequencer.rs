@@ -5,6 +5,10 @@
 //! proposes it, writes the resulting records with one WAL append (one fdatasync), applies what is
 //! committed and replies. While a flush is in progress, new proposals queue up: that is the group
 //! commit. The queue's bound is the backpressure: a full queue makes callers wait.
+//!
+//! A second bounded queue carries everything else that drives Raft: messages from peers, reads
+//! asking for a read index, membership changes and leader transfers ([`Input`]). Outgoing
+//! messages go to the peers' outboxes ([`crate::transport::Router`]) without waiting.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,9 +20,16 @@ use retcd_engine::runtime;
 use retcd_engine::wal::{Record, Wal, WalError, WalOptions};
 use tracing::{info, warn};
 
-use crate::core::{Checkpoint, Core, CoreError, NodeStatus, Proposal, ProposeError};
+use bytes::Bytes;
+
+use crate::core::{
+    Checkpoint, Core, CoreError, CoreOptions, DoneReply, MemberChange, MembersReply, NodeStatus,
+    Proposal, ProposeError, ReadReply,
+};
 use crate::feed::Feed;
 use crate::lessor::{LeaseCall, LeaseHandle, Lessor, LessorOptions};
+use crate::membership::{Member, Membership};
+use crate::transport::{PeerLink, Router};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SequencerError {
@@ -28,6 +39,10 @@ pub enum SequencerError {
     Core(#[from] CoreError),
     #[error("checkpoint: {0}")]
     Store(#[from] StoreError),
+    #[error("stored membership: {0}")]
+    Membership(String),
+    #[error("the member has been permanently removed from the cluster")]
+    Removed,
 }
 
 #[derive(Debug, Clone)]
@@ -47,6 +62,16 @@ pub struct SequencerOptions {
     pub lease_checkpoint_interval: Duration,
     /// Lease calls (keep-alive, time-to-live, …) that may wait before callers block.
     pub lease_queue_depth: usize,
+    /// Peer messages, reads and membership calls that may wait before their senders block.
+    pub input_depth: usize,
+    /// How long a proposal or a read waits before it fails (etcd: 5 s + 2 × election timeout).
+    pub request_timeout: Duration,
+    /// The initial members when this member bootstraps a new cluster (ignored once the log
+    /// holds anything).
+    pub bootstrap: Option<Vec<Member>>,
+    /// What this member publishes about itself once it runs (etcd's name and client URLs).
+    pub name: String,
+    pub client_urls: Vec<String>,
 }
 
 impl SequencerOptions {
@@ -60,17 +85,94 @@ impl SequencerOptions {
             checkpoint_interval: Duration::from_secs(5),
             lease_checkpoint_interval: crate::lessor::DEFAULT_CHECKPOINT_INTERVAL,
             lease_queue_depth: 4096,
+            input_depth: 4096,
+            request_timeout: Duration::from_secs(7),
+            bootstrap: None,
+            name: String::new(),
+            client_urls: Vec::new(),
         }
     }
+}
+
+/// What drives Raft besides client writes.
+pub enum Input {
+    /// Encoded messages from a peer.
+    Messages(Vec<Bytes>),
+    /// A peer's connection failed.
+    Unreachable(u64),
+    Read(ReadReply),
+    Members(MemberChange, MembersReply),
+    TransferLeader(u64, DoneReply),
+    /// A peer said this member was removed from the cluster.
+    Removed,
 }
 
 /// Hands requests to the sequencer; cheap to clone, usable from any core.
 #[derive(Clone)]
 pub struct Proposer {
     tx: flume::Sender<Proposal>,
+    inputs: flume::Sender<Input>,
+}
+
+/// What the peer transport gives the sequencer: the peers' messages and their failures.
+#[derive(Clone)]
+pub struct PeerInbox {
+    inputs: flume::Sender<Input>,
+}
+
+impl PeerInbox {
+    /// Hands a peer's messages to Raft (waits while the input queue is full).
+    pub async fn deliver(&self, msgs: Vec<Bytes>) -> Result<(), ProposeError> {
+        self.inputs
+            .send_async(Input::Messages(msgs))
+            .await
+            .map_err(|_| ProposeError::Stopped)
+    }
+
+    /// Tells Raft that a peer's connection failed (dropped when the queue is full: the next
+    /// failure reports it again).
+    pub fn unreachable(&self, id: u64) {
+        let _ = self.inputs.try_send(Input::Unreachable(id));
+    }
+
+    /// A peer refused this member as removed: the sequencer stops.
+    pub fn removed(&self) {
+        let _ = self.inputs.try_send(Input::Removed);
+    }
 }
 
 impl Proposer {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(flume::Sender<Result<T, ProposeError>>) -> Input,
+    ) -> Result<T, ProposeError> {
+        let (reply, rx) = flume::bounded(1);
+        self.inputs
+            .send_async(make(reply))
+            .await
+            .map_err(|_| ProposeError::Stopped)?;
+        rx.recv_async().await.map_err(|_| ProposeError::Stopped)?
+    }
+
+    /// Waits until this member has applied everything committed when the call was made, as
+    /// confirmed by the leader (Raft's ReadIndex); returns that index.
+    pub async fn read_index(&self) -> Result<u64, ProposeError> {
+        self.ask(Input::Read).await
+    }
+
+    /// Proposes a membership change; returns the membership once it is applied.
+    pub async fn change_members(
+        &self,
+        change: MemberChange,
+    ) -> Result<std::sync::Arc<Membership>, ProposeError> {
+        self.ask(|r| Input::Members(change, r)).await
+    }
+
+    /// Hands leadership to `to` (this member must lead); returns once `to` leads.
+    pub async fn transfer_leader(&self, to: u64) -> Result<(), ProposeError> {
+        self.ask(|r| Input::TransferLeader(to, r)).await
+    }
+
     /// Proposes `req` and waits until it is applied (durable on a quorum).
     pub async fn propose(&self, req: &Request) -> Result<WriteResult, ProposeError> {
         let (reply, rx) = flume::bounded(1);
@@ -92,19 +194,27 @@ pub struct Sequencer {
     status: Arc<NodeStatus>,
     feed: Feed,
     rx: flume::Receiver<Proposal>,
+    inputs_tx: flume::Sender<Input>,
+    inputs: flume::Receiver<Input>,
+    links: flume::Sender<PeerLink>,
     leases: LeaseHandle,
     lease_rx: flume::Receiver<LeaseCall>,
 }
 
 impl Sequencer {
+    /// The sequencer, the handle for clients' requests, and the queue on which it announces each
+    /// peer it starts talking to (for the peer transport).
     pub fn new(
         opts: SequencerOptions,
         mvcc: Mvcc,
         status: Arc<NodeStatus>,
         feed: Feed,
-    ) -> (Sequencer, Proposer) {
+    ) -> (Sequencer, Proposer, flume::Receiver<PeerLink>) {
         let (tx, rx) = flume::bounded(opts.queue_depth);
+        let (inputs_tx, inputs) = flume::bounded(opts.input_depth);
         let (leases, lease_rx) = LeaseHandle::channel(opts.lease_queue_depth);
+        // Peers are members: the bound is never reached in practice.
+        let (links, links_rx) = flume::bounded(64);
         (
             Sequencer {
                 opts,
@@ -112,11 +222,25 @@ impl Sequencer {
                 status,
                 feed,
                 rx,
+                inputs_tx: inputs_tx.clone(),
+                inputs,
+                links,
                 leases,
                 lease_rx,
             },
-            Proposer { tx },
+            Proposer {
+                tx,
+                inputs: inputs_tx,
+            },
+            links_rx,
         )
+    }
+
+    /// Where the peer transport delivers messages.
+    pub fn peer_inbox(&self) -> PeerInbox {
+        PeerInbox {
+            inputs: self.inputs_tx.clone(),
+        }
     }
 
     /// Reaches this member's lessor (lease grant, keep-alive, time-to-live, list) from any core.
@@ -133,7 +257,11 @@ impl Sequencer {
             status,
             feed,
             rx,
-            // Held until the sequencer stops: the lease queue never reads as disconnected.
+            // Held until the sequencer stops: the input and lease queues never read as
+            // disconnected.
+            inputs_tx: _own_inputs,
+            inputs,
+            links,
             leases: _own_handle,
             lease_rx,
         } = self;
@@ -141,8 +269,28 @@ impl Sequencer {
         if let Some((file, offset)) = &recovered.truncated_tail {
             warn!(file = %file.display(), offset, "WAL: truncated a torn tail (an unacknowledged write)");
         }
-        let log = crate::log::recover(&recovered.records);
+        let mut log = crate::log::recover(&recovered.records);
         drop(recovered);
+        if let Some(members) = &opts.bootstrap
+            && log.entries.is_empty()
+            && log.hard_state.term == 0
+            && mvcc.applied().0 == 0
+        {
+            // A new cluster: the initial members' configuration changes open the log.
+            let records = crate::log::bootstrap_records(members);
+            wal.append(&records).await?;
+            log = crate::log::recover(&records);
+            info!(members = members.len(), "bootstrapped a new cluster");
+        }
+        let membership = match mvcc.membership().map_err(CoreError::Mvcc)? {
+            Some(bytes) => {
+                Membership::decode(&bytes).map_err(|e| SequencerError::Membership(e.to_string()))?
+            }
+            None => Membership::default(),
+        };
+        if membership.is_removed(status.member_id) {
+            return Err(SequencerError::Removed);
+        }
         info!(
             applied = mvcc.applied().0,
             revision = mvcc.revision(),
@@ -150,7 +298,24 @@ impl Sequencer {
             "recovered storage"
         );
         let member_id = status.member_id;
-        let mut core = Core::new(mvcc, &log, status, feed, 1, opts.election_ticks)?;
+        // Serve once everything committed before the restart is applied again.
+        let replay_to = log.hard_state.commit;
+        let seq_base = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64);
+        let mut core = Core::new(
+            mvcc,
+            &log,
+            membership,
+            status,
+            feed,
+            CoreOptions {
+                heartbeat_ticks: 1,
+                election_ticks: opts.election_ticks,
+                request_timeout: opts.request_timeout,
+            },
+            seq_base,
+        )?;
         drop(log);
         let mut lessor = Lessor::new(
             LessorOptions {
@@ -170,7 +335,21 @@ impl Sequencer {
             lessor: &mut lessor,
             rx: &lease_rx,
         };
-        let result = drive(&mut core, &mut wal, &rx, &opts, &mut leases, started).await;
+        let mut io = Io {
+            wal: &mut wal,
+            router: Router::new(links),
+            unreachable: Vec::new(),
+        };
+        let result = drive(
+            &mut core,
+            &mut io,
+            &rx,
+            &inputs,
+            &opts,
+            &mut leases,
+            (replay_to, started),
+        )
+        .await;
         core.fail_pending();
         result
     }
@@ -179,6 +358,7 @@ impl Sequencer {
 /// What wakes the sequencer between rounds.
 enum Event {
     Proposal(Result<Proposal, flume::RecvError>),
+    Input(Input),
     Checkpointed(Box<(Checkpoint, Result<(), StoreError>)>),
     Lease(LeaseCall),
     Tick,
@@ -196,11 +376,48 @@ const LEASE_CALLS_PER_ROUND: usize = 1024;
 /// Proposes a request of the sequencer's own (a revoke of an expired lease, a lease checkpoint);
 /// nobody waits for its outcome.
 fn propose_internal(core: &mut Core, req: Request) {
-    let (reply, _) = flume::bounded(1);
-    core.propose(Proposal {
-        data: req.encode(),
-        reply,
-    });
+    core.propose_internal(req.encode(), Instant::now());
+}
+
+/// Inputs served per wake-up before the loop goes on.
+const INPUTS_PER_ROUND: usize = 1024;
+
+fn serve_input(core: &mut Core, input: Input, now: Instant) -> Result<(), SequencerError> {
+    match input {
+        Input::Messages(msgs) => {
+            for b in msgs {
+                match crate::transport::decode(&b) {
+                    Ok(m) => core.step(m)?,
+                    Err(e) => warn!(error = %e, "dropped a peer message"),
+                }
+            }
+        }
+        Input::Unreachable(id) => core.report_unreachable(id),
+        Input::Read(reply) => core.read(reply),
+        Input::Members(change, reply) => core.change_members(change, reply, now),
+        Input::TransferLeader(to, reply) => core.transfer_leader(to, reply, now),
+        Input::Removed => return Err(SequencerError::Removed),
+    }
+    Ok(())
+}
+
+/// The sequencer's I/O: the WAL and the peers' outboxes.
+struct Io<'a> {
+    wal: &'a mut Wal,
+    router: Router,
+    unreachable: Vec<u64>,
+}
+
+impl Io<'_> {
+    fn send(&mut self, core: &mut Core, msgs: Vec<raft::prelude::Message>) {
+        if msgs.is_empty() {
+            return;
+        }
+        self.router.send(msgs, &mut self.unreachable);
+        for id in self.unreachable.drain(..) {
+            core.report_unreachable(id);
+        }
+    }
 }
 
 /// Answers one core's lease call (grants are proposed; the rest is answered from memory).
@@ -210,10 +427,13 @@ fn serve_lease_call(core: &mut Core, lessor: &mut Lessor, call: LeaseCall, now: 
     match call {
         LeaseCall::Grant { id, ttl, reply } => {
             let req = lessor.grant_request(id, ttl);
-            core.propose(Proposal {
-                data: Request::LeaseGrant(req).encode(),
-                reply,
-            });
+            core.propose(
+                Proposal {
+                    data: Request::LeaseGrant(req).encode(),
+                    reply,
+                },
+                now,
+            );
         }
         LeaseCall::KeepAlive { id, reply } => {
             if !leader {
@@ -270,11 +490,12 @@ fn lease_duties(core: &mut Core, lessor: &mut Lessor, now: Instant) {
 
 async fn drive(
     core: &mut Core,
-    wal: &mut Wal,
+    io: &mut Io<'_>,
     rx: &flume::Receiver<Proposal>,
+    inputs: &flume::Receiver<Input>,
     opts: &SequencerOptions,
     leases: &mut Leases<'_>,
-    started: impl FnOnce(),
+    (replay_to, started): (u64, impl FnOnce()),
 ) -> Result<(), SequencerError> {
     let mut started = Some(started);
     let mut last_tick = Instant::now();
@@ -285,11 +506,20 @@ async fn drive(
     // Leases expire from when this member leads (after its log is replayed): etcd's Promote.
     let mut leading = false;
     loop {
-        while let Some(step) = core.ready()? {
+        core.issue_reads(Instant::now());
+        while let Some(mut step) = core.ready()? {
+            // A leader's appends leave before its own fsync (etcd's pipelining).
+            let now_msgs = std::mem::take(&mut step.messages);
+            io.send(core, now_msgs);
             if !step.records.is_empty() {
-                wal.append(&step.records).await?;
+                io.wal.append(&step.records).await?;
             }
-            core.persisted(step)?;
+            let later = core.persisted(step)?;
+            io.send(core, later);
+        }
+        core.refresh_status();
+        if core.removed() {
+            return Err(SequencerError::Removed);
         }
         let changes = core.take_lease_changes();
         if !changes.is_empty() {
@@ -301,7 +531,14 @@ async fn drive(
                 leases.lessor.promote(Instant::now());
             }
         }
-        if started.is_some() && core.is_leader() {
+        // Close the connections of removed members (a joining member has not applied its
+        // membership yet, so "not listed" does not mean "gone").
+        let members = core.membership();
+        io.router.retain(|id| !members.is_removed(id));
+        if started.is_some()
+            && core.mvcc().applied().0 >= replay_to
+            && core.publish(&opts.name, &opts.client_urls, Instant::now())
+        {
             (started.take().expect("checked"))();
         }
         if !checkpointing
@@ -321,45 +558,66 @@ async fn drive(
             });
             checkpointing = true;
         }
+        if core.has_ready() {
+            // Stepping a message or an apply produced more work: do it before sleeping.
+            continue;
+        }
         let wait = opts.tick.saturating_sub(last_tick.elapsed());
         let next = futures_lite::future::or(
             async { Event::Proposal(rx.recv_async().await) },
             futures_lite::future::or(
                 async {
-                    match done_rx.recv_async().await {
-                        Ok(done) => Event::Checkpointed(done),
-                        // `done_tx` lives in this frame: never disconnected.
+                    match inputs.recv_async().await {
+                        Ok(i) => Event::Input(i),
+                        // The sequencer's own sender keeps the queue open.
                         Err(_) => std::future::pending().await,
                     }
                 },
                 futures_lite::future::or(
                     async {
-                        match leases.rx.recv_async().await {
-                            Ok(call) => Event::Lease(call),
-                            // The sequencer's own handle keeps the queue open.
+                        match done_rx.recv_async().await {
+                            Ok(done) => Event::Checkpointed(done),
+                            // `done_tx` lives in this frame: never disconnected.
                             Err(_) => std::future::pending().await,
                         }
                     },
-                    async {
-                        runtime::sleep(wait).await;
-                        Event::Tick
-                    },
+                    futures_lite::future::or(
+                        async {
+                            match leases.rx.recv_async().await {
+                                Ok(call) => Event::Lease(call),
+                                // The sequencer's own handle keeps the queue open.
+                                Err(_) => std::future::pending().await,
+                            }
+                        },
+                        async {
+                            runtime::sleep(wait).await;
+                            Event::Tick
+                        },
+                    ),
                 ),
             ),
         )
         .await;
+        let now = Instant::now();
         match next {
             Event::Proposal(Ok(p)) => {
                 let mut bytes = p.data.len();
-                core.propose(p);
+                core.propose(p, now);
                 while bytes < opts.max_batch_bytes {
                     let Ok(p) = rx.try_recv() else { break };
                     bytes += p.data.len();
-                    core.propose(p);
+                    core.propose(p, now);
                 }
             }
             // Every proposer is gone: the server is shutting down.
             Event::Proposal(Err(_)) => return Ok(()),
+            Event::Input(input) => {
+                serve_input(core, input, now)?;
+                for _ in 1..INPUTS_PER_ROUND {
+                    let Ok(input) = inputs.try_recv() else { break };
+                    serve_input(core, input, now)?;
+                }
+            }
             Event::Checkpointed(done) => {
                 let (cp, result) = *done;
                 result?;
@@ -367,14 +625,13 @@ async fn drive(
                 let Record::Checkpoint { index, .. } = rec else {
                     unreachable!("a checkpoint record")
                 };
-                wal.append(&[rec]).await?;
-                wal.release_to(index).await?;
+                io.wal.append(&[rec]).await?;
+                io.wal.release_to(index).await?;
                 core.trim_log(index)?;
                 checkpointing = false;
                 last_checkpoint = Instant::now();
             }
             Event::Lease(call) => {
-                let now = Instant::now();
                 serve_lease_call(core, leases.lessor, call, now);
                 for _ in 1..LEASE_CALLS_PER_ROUND {
                     let Ok(call) = leases.rx.try_recv() else {
@@ -386,8 +643,8 @@ async fn drive(
             Event::Tick => {}
         }
         if last_tick.elapsed() >= opts.tick {
-            core.tick();
             last_tick = Instant::now();
+            core.tick(last_tick);
             lease_duties(core, leases.lessor, last_tick);
         }
     }

@@ -1,0 +1,284 @@
+//! The peer transport: Raft messages between members over gRPC streams (`net/proto/retcdpeer`),
+//! served and dialed on core 0, next to the sequencer.
+//!
+//! - Receiving: [`PeerService`] takes each member's stream of [`RaftFrame`]s, checks that the
+//!   frame is for this cluster and this member and that its sender was not removed, and hands the
+//!   messages to the sequencer ([`PeerInbox`]; a full input queue holds the stream, which is
+//!   HTTP/2's backpressure).
+//! - Sending: the sequencer announces a [`PeerLink`] (a bounded outbox) for each peer it talks
+//!   to; [`start_links`] gives each its own task, which dials the member's first peer URL, opens
+//!   one `Raft` stream and sends whatever the outbox holds as one frame (up to
+//!   [`FRAME_BYTES`]), so messages are batched exactly as much as the connection is behind.
+//!   A failed connection drops the queued messages (they are stale: Raft resends), reports the
+//!   peer unreachable and dials again after a backoff (100 ms doubling to 1 s). The task ends when
+//!   the sequencer closes the outbox (the member was removed).
+//! - Joining: [`fetch_members`] asks a running member for the cluster id and membership.
+//!
+//! Invariant: nothing here blocks the sequencer; the only waits are on sockets and on the
+//! bounded queues between this module and the sequencer.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use glommio::net::TcpStream;
+use retcd_engine::runtime;
+use retcd_raft::NodeStatus;
+use retcd_raft::PeerInbox;
+use retcd_raft::transport::PeerLink;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{debug, info, warn};
+
+use crate::pb::retcdpeer::peer_client::PeerClient;
+use crate::pb::retcdpeer::peer_server::{Peer, PeerServer};
+use crate::pb::retcdpeer::{MembersRequest, MembersResponse, RaftAck, RaftFrame};
+use crate::serve::{HyperIo, LocalExec};
+
+/// Bytes of messages sent in one frame (a single larger message goes alone).
+pub const FRAME_BYTES: usize = 4 << 20;
+/// How long dialing a peer may take.
+pub const DIAL_TIMEOUT: Duration = Duration::from_secs(1);
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// What a removed member is told (etcd's words); it stops when it hears them.
+pub const REMOVED_MESSAGE: &str = "the member has been permanently removed from the cluster";
+
+/// Serves the peer protocol for this member.
+pub struct PeerService {
+    status: Arc<NodeStatus>,
+    inbox: PeerInbox,
+}
+
+impl PeerService {
+    pub fn new(status: Arc<NodeStatus>, inbox: PeerInbox) -> Self {
+        PeerService { status, inbox }
+    }
+
+    /// The peer routes, accepting frames up to `max_bytes`.
+    pub fn routes(self, max_bytes: usize) -> tonic::service::Routes {
+        tonic::service::Routes::new(PeerServer::new(self).max_decoding_message_size(max_bytes))
+    }
+
+    fn check(&self, f: &RaftFrame) -> Result<(), Status> {
+        if f.cluster_id != self.status.cluster_id {
+            return Err(Status::failed_precondition(format!(
+                "cluster ID mismatch: this member belongs to {:x}, the frame to {:x}",
+                self.status.cluster_id, f.cluster_id
+            )));
+        }
+        if f.to != self.status.member_id {
+            return Err(Status::failed_precondition(format!(
+                "member ID mismatch: this member is {:x}, the frame is for {:x}",
+                self.status.member_id, f.to
+            )));
+        }
+        if self.status.members().is_removed(f.from) {
+            return Err(Status::permission_denied(REMOVED_MESSAGE));
+        }
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl Peer for PeerService {
+    async fn raft(&self, req: Request<Streaming<RaftFrame>>) -> Result<Response<RaftAck>, Status> {
+        let mut frames = req.into_inner();
+        while let Some(frame) = frames.message().await? {
+            self.check(&frame)?;
+            tracing::trace!(from = %format!("{:x}", frame.from), messages = frame.messages.len(), "peer frame");
+            let msgs = frame.messages.into_iter().map(Bytes::from).collect();
+            self.inbox
+                .deliver(msgs)
+                .await
+                .map_err(|_| Status::unavailable("etcdserver: server stopped"))?;
+        }
+        Ok(Response::new(RaftAck {}))
+    }
+
+    async fn members(
+        &self,
+        _req: Request<MembersRequest>,
+    ) -> Result<Response<MembersResponse>, Status> {
+        Ok(Response::new(MembersResponse {
+            cluster_id: self.status.cluster_id,
+            membership: self.status.members().encode(),
+        }))
+    }
+}
+
+/// Gives every peer link the sequencer announces its own sending task (call on core 0).
+pub fn start_links(links: flume::Receiver<PeerLink>, status: Arc<NodeStatus>, inbox: PeerInbox) {
+    runtime::spawn_local(async move {
+        while let Ok(link) = links.recv_async().await {
+            runtime::spawn_local(run_link(link, status.clone(), inbox.clone()));
+        }
+    });
+}
+
+async fn run_link(link: PeerLink, status: Arc<NodeStatus>, inbox: PeerInbox) {
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        if link.rx.is_disconnected() {
+            return;
+        }
+        let url = status
+            .members()
+            .get(link.id)
+            .and_then(|m| m.peer_urls.first().cloned());
+        let result = match &url {
+            Some(url) => stream_to(url, &link, &status, &mut backoff).await,
+            None => Err(format!("member {:x} has no peer URL", link.id)),
+        };
+        match result {
+            Ok(()) => return,
+            Err(e) if e.contains(REMOVED_MESSAGE) => {
+                warn!(peer = %format!("{:x}", link.id), "{REMOVED_MESSAGE}");
+                inbox.removed();
+                return;
+            }
+            Err(e) => debug!(peer = %format!("{:x}", link.id), error = %e, "peer stream failed"),
+        }
+        // Stale messages: Raft resends what matters once the peer answers again.
+        while link.rx.try_recv().is_ok() {}
+        inbox.unreachable(link.id);
+        runtime::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Sends the link's messages over one stream until it fails (`Err`) or the outbox closes (`Ok`).
+async fn stream_to(
+    url: &str,
+    link: &PeerLink,
+    status: &NodeStatus,
+    backoff: &mut Duration,
+) -> Result<(), String> {
+    let mut client = dial(url).await?;
+    debug!(peer = %format!("{:x}", link.id), url, "peer stream connected");
+    *backoff = MIN_BACKOFF;
+    let (cluster_id, from, to) = (status.cluster_id, status.member_id, link.id);
+    let rx = link.rx.clone();
+    let frames = futures_lite::stream::unfold(rx, move |rx| async move {
+        let first = rx.recv_async().await.ok()?;
+        let mut bytes = first.len();
+        let mut messages = vec![first.to_vec()];
+        while bytes < FRAME_BYTES {
+            let Ok(m) = rx.try_recv() else { break };
+            bytes += m.len();
+            messages.push(m.to_vec());
+        }
+        Some((
+            RaftFrame {
+                cluster_id,
+                from,
+                to,
+                messages,
+            },
+            rx,
+        ))
+    });
+    match client.raft(frames).await {
+        Ok(_) => Ok(()),
+        Err(s) => Err(s.message().to_owned()),
+    }
+}
+
+/// One HTTP/2 connection to a peer URL, as a tonic client.
+async fn dial(url: &str) -> Result<PeerClient<H2Channel>, String> {
+    let (channel, origin) = connect(url).await?;
+    Ok(PeerClient::with_origin(channel, origin)
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(usize::MAX))
+}
+
+/// One HTTP/2 connection to `url` (a peer or client URL of a member) for any tonic client, with
+/// the origin to give it.
+pub async fn connect(url: &str) -> Result<(H2Channel, http::Uri), String> {
+    let addr = resolve(url)?;
+    let stream = TcpStream::connect_timeout(addr, DIAL_TIMEOUT)
+        .await
+        .map_err(|e| format!("dial {url}: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let (send, conn) = hyper::client::conn::http2::Builder::new(LocalExec)
+        .initial_stream_window_size(crate::serve::INITIAL_STREAM_WINDOW)
+        .initial_connection_window_size(crate::serve::INITIAL_CONNECTION_WINDOW)
+        .handshake(HyperIo::new(stream))
+        .await
+        .map_err(|e| format!("HTTP/2 with {url}: {e}"))?;
+    let peer = url.to_owned();
+    runtime::spawn_local(async move {
+        if let Err(e) = conn.await {
+            debug!(peer, error = %e, "peer connection ended");
+        }
+    });
+    let origin: http::Uri = url.parse().map_err(|e| format!("URL {url}: {e}"))?;
+    Ok((H2Channel(send), origin))
+}
+
+fn resolve(url: &str) -> Result<SocketAddr, String> {
+    let hostport = url
+        .split_once("://")
+        .map_or(url, |(_, rest)| rest)
+        .trim_end_matches('/');
+    let hostport = match hostport.strip_prefix("localhost:") {
+        Some(port) => format!("127.0.0.1:{port}"),
+        None => hostport.to_owned(),
+    };
+    hostport
+        .to_socket_addrs()
+        .map_err(|e| format!("peer URL {url}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("peer URL {url}: no address"))
+}
+
+/// Asks the members at `urls` (the first that answers) for the cluster id and membership.
+pub async fn fetch_members(urls: &[String]) -> Result<(u64, Vec<u8>), String> {
+    let mut errors = Vec::new();
+    for url in urls {
+        match dial(url).await {
+            Ok(mut c) => match c.members(MembersRequest {}).await {
+                Ok(r) => {
+                    let r = r.into_inner();
+                    info!(peer = url, cluster_id = %format!("{:x}", r.cluster_id), "fetched the membership");
+                    return Ok((r.cluster_id, r.membership));
+                }
+                Err(s) => errors.push(format!("{url}: {}", s.message())),
+            },
+            Err(e) => errors.push(e),
+        }
+    }
+    Err(format!(
+        "could not fetch the cluster's membership from any peer: {}",
+        errors.join("; ")
+    ))
+}
+
+/// hyper's HTTP/2 client connection as the tower service tonic's clients call.
+#[derive(Clone)]
+pub struct H2Channel(hyper::client::conn::http2::SendRequest<tonic::body::Body>);
+
+type ResponseFuture = Pin<
+    Box<
+        dyn std::future::Future<
+                Output = Result<http::Response<hyper::body::Incoming>, hyper::Error>,
+            > + Send,
+    >,
+>;
+
+impl tower::Service<http::Request<tonic::body::Body>> for H2Channel {
+    type Response = http::Response<hyper::body::Incoming>;
+    type Error = hyper::Error;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        Box::pin(self.0.send_request(req))
+    }
+}
