@@ -111,6 +111,7 @@ pub fn resolve(cfg: &Config, mvcc: &mut Mvcc) -> Result<Identity, String> {
     let identity = if cfg.is_new_cluster() {
         let members = initial_members(cfg);
         let me = local_initial(cfg, &members)?;
+        refuse_if_bootstrapped(cfg, &me)?;
         let cluster_id = membership::cluster_id(&members.iter().map(|m| m.id).collect::<Vec<_>>());
         info!(member_id = %format!("{:x}", me.id), cluster_id = %format!("{cluster_id:x}"), members = members.len(), "starting a member of a new cluster");
         Identity {
@@ -125,6 +126,38 @@ pub fn resolve(cfg: &Config, mvcc: &mut Mvcc) -> Result<Identity, String> {
     mvcc.set_local_identity(identity.member_id, identity.cluster_id)
         .map_err(|e| format!("storing the member's identity: {e}"))?;
     Ok(identity)
+}
+
+/// etcd's isMemberBootstrapped: an empty data dir told to bootstrap a new cluster whose running
+/// members already know this member as started (it published its name and client URLs) lost its
+/// data; bootstrapping again would make a second, empty copy of it. Asks each other initial member
+/// once; members that do not answer (the usual case: they are starting too) are skipped.
+fn refuse_if_bootstrapped(cfg: &Config, me: &Member) -> Result<(), String> {
+    let others: Vec<String> = cfg
+        .initial_cluster
+        .iter()
+        .filter(|m| m.name != cfg.name)
+        .flat_map(|m| urls(&m.peer_urls))
+        .collect();
+    if others.is_empty() {
+        return Ok(());
+    }
+    let found = runtime::block_on_local(retcd_net::peer::fetch_members(&others));
+    let Ok((_, bytes)) = found else {
+        return Ok(());
+    };
+    let Ok(remote) = Membership::decode(&bytes) else {
+        return Ok(());
+    };
+    if remote.get(me.id).is_some_and(|m| !m.client_urls.is_empty()) {
+        return Err(format!(
+            "member {:x} ({}) has already been bootstrapped: its data dir {} is empty or lost;              remove it with `etcdctl member remove`, add it again with `etcdctl member add`, and              start it with --initial-cluster-state existing",
+            me.id,
+            cfg.name,
+            cfg.data_dir.display()
+        ));
+    }
+    Ok(())
 }
 
 /// Fetches the membership from the other members of --initial-cluster and finds this member.

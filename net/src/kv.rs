@@ -66,6 +66,7 @@ pub fn propose_status(e: ProposeError) -> Status {
             MemberError::LearnerNotReady => EtcdError::LearnerNotReady,
             MemberError::TooManyLearners => EtcdError::TooManyLearners,
             MemberError::NotEnoughStarted => EtcdError::MemberNotEnoughStarted,
+            MemberError::Unhealthy => EtcdError::Unhealthy,
         }
         .status(),
     }

@@ -52,6 +52,8 @@ pub enum MemberError {
     IdRemoved,
     #[error("not enough started members")]
     NotEnoughStarted,
+    #[error("unhealthy cluster")]
+    Unhealthy,
 }
 
 /// What a client sees of a failed proposal or read.
@@ -573,12 +575,15 @@ impl Core {
                 if *is_learner && m.members.iter().filter(|x| x.is_learner).count() >= 1 {
                     return Err(MemberError::TooManyLearners);
                 }
-                if !is_learner && self.is_leader() {
+                if !is_learner {
                     // etcd's strict reconfiguration check: the new voter must not take the
-                    // started members below a quorum.
+                    // started members below a quorum, and every voter must be reachable.
                     let voters = m.voters().count() + 1;
-                    if self.active_voters() < voters / 2 + 1 {
+                    if started(m.voters()) < voters / 2 + 1 {
                         return Err(MemberError::NotEnoughStarted);
+                    }
+                    if self.is_leader() && self.active_voters() < m.voters().count() {
+                        return Err(MemberError::Unhealthy);
                     }
                 }
                 Ok(())
@@ -589,11 +594,18 @@ impl Core {
                 } else {
                     MemberError::NotFound
                 })?;
-                if !target.is_learner && self.is_leader() {
+                if !target.is_learner {
+                    // etcd: the started voters left must make a quorum, and removing a voter
+                    // that is up must leave a reachable quorum.
                     let voters = m.voters().count() - 1;
-                    let active = self.active_voters() - usize::from(self.is_active(*id));
-                    if active < voters / 2 + 1 {
+                    if started(m.voters().filter(|x| x.id != *id)) < voters / 2 + 1 {
                         return Err(MemberError::NotEnoughStarted);
+                    }
+                    if self.is_leader()
+                        && self.is_active(*id)
+                        && self.active_voters() - 1 < voters / 2 + 1
+                    {
+                        return Err(MemberError::Unhealthy);
                     }
                 }
                 Ok(())
@@ -1090,6 +1102,11 @@ impl Core {
             let _ = reply.send(Err(ProposeError::Stopped));
         }
     }
+}
+
+/// Members that published their attributes (etcd's "started").
+fn started<'a>(members: impl Iterator<Item = &'a Member>) -> usize {
+    members.filter(|m| !m.name.is_empty()).count()
 }
 
 fn fail(waiter: Waiter, err: ProposeError) {

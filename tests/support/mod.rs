@@ -14,6 +14,8 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -159,6 +161,9 @@ pub struct Server {
     tempdir: Option<tempfile::TempDir>,
     /// Exit status of the last run that exited before it became ready.
     early_exit: Option<ExitStatus>,
+    /// For a cluster member: its --initial-cluster and --initial-cluster-state (a single-node
+    /// server lists only itself).
+    cluster: Option<(String, String)>,
 }
 
 impl Server {
@@ -252,6 +257,7 @@ impl Server {
                 child: None,
                 tempdir: None,
                 early_exit: None,
+                cluster: None,
             };
             match server.spawn_and_wait() {
                 Ok(()) => return Ok(server),
@@ -279,6 +285,85 @@ impl Server {
 
     pub fn kind(&self) -> Kind {
         self.kind
+    }
+
+    /// A cluster member that is not started yet ([`Server::spawn_member`], then
+    /// [`Server::wait_member_ready`] once a quorum runs). `dir` holds its data dir and log.
+    pub fn member(
+        kind: Kind,
+        dir: &Path,
+        name: &str,
+        ports: (u16, u16),
+        initial_cluster: &str,
+        state: &str,
+        extra_args: &[&str],
+    ) -> Server {
+        Server {
+            kind,
+            name: name.to_string(),
+            dir: dir.to_path_buf(),
+            data_dir: dir.join("data"),
+            log_path: dir.join(format!("{}.log", kind.label())),
+            client_port: ports.0,
+            peer_port: ports.1,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            envs: Vec::new(),
+            child: None,
+            tempdir: None,
+            early_exit: None,
+            cluster: Some((initial_cluster.to_string(), state.to_string())),
+        }
+    }
+
+    /// Changes a member's --initial-cluster-state for its next start.
+    pub fn set_cluster_state(&mut self, state: &str) {
+        if let Some((_, s)) = self.cluster.as_mut() {
+            *s = state.to_string();
+        }
+    }
+
+    /// Starts the process without waiting for it to serve (a member waits for a quorum).
+    pub fn spawn_member(&mut self) {
+        assert!(self.child.is_none(), "{} is running", self.name);
+        self.early_exit = None;
+        self.spawn().unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Waits until the member serves (`endpoint health`), panicking with its log otherwise.
+    pub fn wait_member_ready(&mut self) {
+        if let Err(e) = self.wait_ready(Instant::now() + READY_TIMEOUT) {
+            panic!(
+                "{} did not become ready: {}\n--- {} ---\n{}--- end of log ---",
+                self.name,
+                e.message,
+                self.log_path.display(),
+                self.log_tail()
+            );
+        }
+    }
+
+    /// Waits (bounded) until the process exits by itself; returns its status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let child = self.child.as_mut()?;
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(POLL);
+        }
+        None
+    }
+
+    /// Sends `signal` (SIGSTOP, SIGCONT, …) to the running process.
+    pub fn signal(&self, signal: i32) {
+        if let Some(child) = self.child.as_ref() {
+            // SAFETY: plain kill(2) on the pid of a child we have not reaped.
+            unsafe {
+                libc::kill(child.id() as libc::pid_t, signal);
+            }
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -348,9 +433,19 @@ impl Server {
             self.peer_url(),
             "--initial-advertise-peer-urls".to_string(),
             self.peer_url(),
-            "--initial-cluster".to_string(),
-            format!("{}={}", self.name, self.peer_url()),
         ];
+        match &self.cluster {
+            None => args.extend([
+                "--initial-cluster".to_string(),
+                format!("{}={}", self.name, self.peer_url()),
+            ]),
+            Some((initial, state)) => args.extend([
+                "--initial-cluster".to_string(),
+                initial.clone(),
+                "--initial-cluster-state".to_string(),
+                state.clone(),
+            ]),
+        }
         if self.kind == Kind::Etcd {
             for a in [
                 "--logger",
@@ -648,7 +743,7 @@ impl Drop for Server {
 
 /// Unsets, for `cmd`, every inherited environment variable whose name starts
 /// with one of `prefixes`.
-fn remove_env_with_prefixes(cmd: &mut Command, prefixes: &[&str]) {
+pub fn remove_env_with_prefixes(cmd: &mut Command, prefixes: &[&str]) {
     for (key, _) in std::env::vars_os() {
         if let Some(k) = key.to_str()
             && prefixes.iter().any(|p| k.starts_with(p))
