@@ -7,7 +7,7 @@
 
 mod support;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use support::cluster::Cluster;
 use support::{Kind, Output};
@@ -211,4 +211,83 @@ fn retcd_cluster_procedures() {
 #[test]
 fn etcd_cluster_procedures() {
     procedures(Kind::Etcd);
+}
+
+/// A 5-member cluster keeps serving with two members down (and they catch up when they come
+/// back); a learner is added, catches up, serves serializable reads only, and is promoted.
+fn five_members_and_a_learner(kind: Kind) {
+    let mut c = Cluster::start(kind, 5, &[]);
+    let leader = c.leader();
+    // Two followers fail.
+    let down: Vec<usize> = (1..=2).map(|d| (leader + d) % 5).collect();
+    for &i in &down {
+        c.members[i].kill9();
+    }
+    let mut expect = String::new();
+    for i in 0..20 {
+        assert_eq!(
+            ok(c.etcdctl(&["put", &format!("f{i:02}"), &format!("{i}")])),
+            "OK\n"
+        );
+        expect.push_str(&format!("f{i:02}\n{i}\n"));
+    }
+    assert_eq!(ok(c.etcdctl(&["get", "f", "--prefix"])), expect);
+    for &i in &down {
+        c.members[i].start_again();
+    }
+    assert_same_data(&mut c, &expect);
+
+    // A learner joins, catches up, and is promoted once in sync.
+    let l = c.add_member("learner", true);
+    let id = {
+        let list = ok(c.etcdctl(&["member", "list"]));
+        let line = list
+            .lines()
+            .find(|l| l.ends_with(", true"))
+            .unwrap_or_else(|| panic!("a learner in {list}"))
+            .to_string();
+        u64::from_str_radix(line.split(',').next().unwrap_or_default(), 16).expect("hex id")
+    };
+    c.members[l].wait_member_ready_serializable();
+    let got = ok(c.members[l].etcdctl(&["get", "f", "--prefix", "--consistency=s"]));
+    assert_eq!(got, expect);
+    let lin = c.members[l].etcdctl(&["get", "f", "--prefix"]);
+    assert!(!lin.success(), "a learner refuses linearizable reads");
+    assert!(
+        lin.stderr
+            .contains("etcdserver: rpc not supported for learner"),
+        "{lin:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let promoted = loop {
+        let out = c.etcdctl(&["member", "promote", &format!("{id:x}")]);
+        if out.success() {
+            break out.stdout;
+        }
+        assert!(
+            out.stderr
+                .contains("can only promote a learner member which is in sync with leader"),
+            "{out:?}"
+        );
+        assert!(Instant::now() < deadline, "never in sync: {out:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        promoted.starts_with(&format!("Member {id:x} promoted in cluster ")),
+        "{promoted}"
+    );
+    assert_eq!(ok(c.members[l].etcdctl(&["get", "f", "--prefix"])), expect);
+    let list = ok(c.etcdctl(&["member", "list"]));
+    assert_eq!(list.lines().count(), 6, "{list}");
+    assert!(list.lines().all(|l| l.ends_with(", false")), "{list}");
+}
+
+#[test]
+fn retcd_five_members_and_a_learner() {
+    five_members_and_a_learner(Kind::Retcd);
+}
+
+#[test]
+fn etcd_five_members_and_a_learner() {
+    five_members_and_a_learner(Kind::Etcd);
 }

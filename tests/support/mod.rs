@@ -342,6 +342,29 @@ impl Server {
         }
     }
 
+    /// Waits until a learner serves serializable reads (a learner refuses `endpoint health`'s
+    /// linearizable read).
+    pub fn wait_member_ready_serializable(&mut self) {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let out = self.run_etcdctl(
+                &["--command-timeout=2s", "get", "health", "--consistency=s"],
+                None,
+                Duration::from_secs(5),
+            );
+            if out.as_ref().is_ok_and(|o| o.success()) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline && self.is_running(),
+                "{} does not serve: {out:?}\n{}",
+                self.name,
+                self.log_tail()
+            );
+            std::thread::sleep(POLL);
+        }
+    }
+
     /// Waits (bounded) until the process exits by itself; returns its status.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
