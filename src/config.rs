@@ -280,6 +280,8 @@ pub struct Config {
     pub initial_cluster_token: String,
     /// `--snapshot-count` (0 already replaced by the default).
     pub snapshot_count: u64,
+    /// `--experimental-snapshot-catchup-entries`.
+    pub snapshot_catchup_entries: u64,
     /// `--quota-backend-bytes` as given: 0 = default, negative = no quota.
     /// Use [`Config::quota_bytes`].
     pub quota_backend_bytes: i64,
@@ -842,7 +844,7 @@ static SPECS: &[Spec] = &[
     f("experimental-txn-mode-write-with-shared-buffer", K::Bool, "true", S::Ignored, Sec::Experimental, "Let write transactions read through the shared buffer."),
     f("experimental-bootstrap-defrag-threshold-megabytes", K::Uint, "0", S::Ignored, Sec::Experimental, "Defragment at boot if that frees at least this many MB (0: never)."),
     f("experimental-stop-grpc-service-on-defrag", K::Bool, "false", S::Ignored, Sec::Experimental, "Stop serving gRPC while defragmenting."),
-    f("experimental-snapshot-catchup-entries", K::Uint, "5000", S::Ignored, Sec::Experimental, "Entries kept after a snapshot for slow followers to catch up."),
+    f("experimental-snapshot-catchup-entries", K::Uint, "5000", S::Implemented, Sec::Experimental, "Entries kept after a snapshot for slow followers to catch up."),
     // Unsafe
     f("force-new-cluster", K::Bool, "false", S::Unsupported, Sec::Unsafe, "Restart as a one-member cluster, dropping the others (recovery only)."),
     f("unsafe-no-fsync", K::Bool, "false", S::Ignored, Sec::Unsafe, "Never fsync (loses data on crash)."),
@@ -2053,6 +2055,7 @@ fn build(
         initial_cluster_state,
         initial_cluster_token: str_of(settings, "initial-cluster-token"),
         snapshot_count,
+        snapshot_catchup_entries: u64_of(settings, "experimental-snapshot-catchup-entries"),
         quota_backend_bytes,
         max_request_bytes,
         max_txn_ops,

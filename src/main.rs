@@ -129,6 +129,8 @@ fn run(mut cfg: Config) -> Result<(), String> {
     // etcd's request timeout: 5 s plus two election timeouts.
     seq_opts.request_timeout = std::time::Duration::from_secs(5) + 2 * cfg.election_timeout;
     seq_opts.bootstrap = identity.bootstrap;
+    seq_opts.snapshot_count = cfg.snapshot_count;
+    seq_opts.catch_up_entries = cfg.snapshot_catchup_entries;
     seq_opts.name = cfg.name.clone();
     seq_opts.client_urls = client_urls.clone();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -141,14 +143,15 @@ fn run(mut cfg: Config) -> Result<(), String> {
     {
         seq_opts.lease_checkpoint_interval = std::time::Duration::from_millis(ms.max(1));
     }
-    let (sequencer, proposer, peer_links) = Sequencer::new(seq_opts, mvcc, status.clone(), feed);
+    let (sequencer, proposer, peer_queues) = Sequencer::new(seq_opts, mvcc, status.clone(), feed);
     let leases = sequencer.lease_handle();
     let peer_inbox = sequencer.peer_inbox();
     let peer_addrs = cfg.listen_peer_addrs();
     // Peer frames carry whole Raft batches: room for a few of the largest requests.
     let peer_max_bytes = 2 * cfg.max_request_bytes + (8 << 20);
     let peer_status = status.clone();
-    let peer = Mutex::new(Some((peer_links, peer_inbox)));
+    let peer = Mutex::new(Some((peer_queues, peer_inbox)));
+    let snap_dir = cfg.snap_dir();
 
     let ctx = Arc::new(Ctx {
         reader,
@@ -198,6 +201,7 @@ fn run(mut cfg: Config) -> Result<(), String> {
         };
         let peer_status = peer_status.clone();
         let peer_addrs = peer_addrs.clone();
+        let snap_dir = snap_dir.clone();
         let go_tx = go_tx.clone();
         async move {
             if let Some(feed) = feed {
@@ -232,8 +236,8 @@ fn run(mut cfg: Config) -> Result<(), String> {
                     }
                 };
                 retcd_net::peer::start_links(links, peer_status.clone(), inbox.clone());
-                let routes =
-                    retcd_net::peer::PeerService::new(peer_status, inbox).routes(peer_max_bytes);
+                let routes = retcd_net::peer::PeerService::new(peer_status, inbox, snap_dir)
+                    .routes(peer_max_bytes);
                 retcd_net::serve::serve_listeners(
                     listeners,
                     routes,

@@ -495,6 +495,51 @@ fn check_rev(rev: i64, current: i64, compacted: i64) -> Result<i64, MvccError> {
     Ok(rev)
 }
 
+/// A page-store entry as a snapshot carries it: (key, value).
+pub type RawEntry = (Vec<u8>, Vec<u8>);
+
+/// A consistent copy of the whole replicated state at one applied index, for a member that is
+/// too far behind for the Raft log (a Raft snapshot): every entry of the page store except this
+/// member's own identity, read in key order from one committed version.
+pub struct StateSnapshot {
+    snap: btree::Snapshot,
+}
+
+impl StateSnapshot {
+    /// The applied Raft (index, term) the copy holds.
+    pub fn applied(&self) -> (u64, u64) {
+        let t = self.snap.tag();
+        (t[TAG_APPLIED], t[TAG_TERM])
+    }
+
+    /// Entries after `after` (from the first when `None`), at least one and about `max_bytes`;
+    /// empty once every entry was returned.
+    pub fn chunk(
+        &self,
+        after: Option<&[u8]>,
+        max_bytes: usize,
+    ) -> Result<Vec<RawEntry>, MvccError> {
+        let mut cur = self.snap.cursor();
+        cur.seek(after.unwrap_or(b""))?;
+        if let Some(a) = after
+            && cur.valid()
+            && cur.key() == a
+        {
+            cur.advance()?;
+        }
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        while cur.valid() && (out.is_empty() || bytes < max_bytes) {
+            if cur.key() != META_LOCAL {
+                bytes += cur.key().len() + cur.value().len();
+                out.push((cur.key().to_vec(), cur.value().to_vec()));
+            }
+            cur.advance()?;
+        }
+        Ok(out)
+    }
+}
+
 /// Read access to the latest committed state, from any core.
 #[derive(Clone)]
 pub struct MvccReader {
@@ -523,6 +568,35 @@ impl MvccReader {
     pub fn applied(&self) -> (u64, u64) {
         let t = self.reader.snapshot().tag();
         (t[TAG_APPLIED], t[TAG_TERM])
+    }
+
+    /// The whole latest committed state, for a Raft snapshot.
+    pub fn state_snapshot(&self) -> StateSnapshot {
+        StateSnapshot {
+            snap: self.reader.snapshot(),
+        }
+    }
+
+    /// etcd's HashKV: a hash of every version of every key up to `rev` (0: the current
+    /// revision) that compaction kept, and the revision it covers. Members that applied the same
+    /// entries answer the same hash.
+    pub fn hash_kv(&self, rev: i64) -> Result<(u32, i64, i64), MvccError> {
+        let snap = self.reader.snapshot();
+        let t = snap.tag();
+        let (current, compacted) = (t[TAG_REV] as i64, t[TAG_COMPACT] as i64);
+        let rev = check_rev(rev, current, compacted)?;
+        let mut cur = snap.cursor();
+        cur.seek(b"k")?;
+        let mut h = 0u32;
+        while cur.valid() && cur.key().first() == Some(&b'k') {
+            let (_, main) = split_version_key(cur.key())?;
+            if main <= rev {
+                h = crc32c::crc32c_append(h, cur.key());
+                h = crc32c::crc32c_append(h, cur.value());
+            }
+            cur.advance()?;
+        }
+        Ok((h, rev, compacted))
     }
     pub fn range(&self, r: &RangeRequest) -> Result<RangeResult, MvccError> {
         let snap = self.reader.snapshot();
@@ -808,6 +882,51 @@ impl Mvcc {
         let mut txn = self.store.begin();
         txn.put(META_LOCAL, &u64s(&[member_id, cluster_id]))?;
         txn.commit(tag)?;
+        self.sync()
+    }
+
+    /// Replaces the whole state with a Raft snapshot's entries (this member's identity kept) in
+    /// one transaction, and makes it durable before returning: the WAL holds nothing before the
+    /// snapshot, so the page store must.
+    pub fn install<E: std::fmt::Display>(
+        &mut self,
+        entries: impl Iterator<Item = Result<RawEntry, E>>,
+    ) -> Result<(), MvccError> {
+        let mut txn = self.store.begin();
+        // Delete in batches: a cursor cannot outlive the changes it would see.
+        loop {
+            let mut keys = Vec::new();
+            {
+                let mut cur = txn.cursor();
+                cur.seek(b"")?;
+                while cur.valid() && keys.len() < 4096 {
+                    if cur.key() != META_LOCAL {
+                        keys.push(cur.key().to_vec());
+                    }
+                    cur.advance()?;
+                }
+            }
+            if keys.is_empty() {
+                break;
+            }
+            for k in &keys {
+                txn.delete(k)?;
+            }
+        }
+        for e in entries {
+            let (k, v) = e.map_err(|e| MvccError::Record(format!("snapshot: {e}")))?;
+            if k != META_LOCAL {
+                txn.put(&k, &v)?;
+            }
+        }
+        let rev = get_u64s::<2, _>(&txn, META_REV)?.map_or(1, |r| r[0] as i64);
+        let compacted =
+            get_u64s::<1, _>(&txn, META_COMPACT)?.map_or(NEVER_COMPACTED, |r| r[0] as i64);
+        let applied = get_u64s::<2, _>(&txn, META_APPLIED)?.map_or((0, 0), |a| (a[0], a[1]));
+        txn.commit([rev as u64, compacted as u64, applied.0, applied.1])?;
+        self.rev = rev;
+        self.compacted = compacted;
+        self.applied = applied;
         self.sync()
     }
 

@@ -1,5 +1,5 @@
-//! The Maintenance service: Status (what `etcdctl endpoint status` shows), Alarm and MoveLeader.
-//! The other RPCs (Defragment, Hash, HashKV, Snapshot, Downgrade) answer Unimplemented until
+//! The Maintenance service: Status (what `etcdctl endpoint status` shows), Alarm, MoveLeader
+//! and HashKV. The other RPCs (Defragment, Hash, Snapshot, Downgrade) answer Unimplemented until
 //! their issues land.
 
 use std::sync::Arc;
@@ -97,11 +97,24 @@ impl Maintenance for MaintenanceService {
     ) -> Result<Response<pb::HashResponse>, Status> {
         Err(unimplemented("Hash"))
     }
+    /// A hash of the key space's versions up to a revision: members that applied the same
+    /// entries answer the same hash (retcd's own hash function: comparable between retcd
+    /// members, not with etcd's).
     async fn hash_kv(
         &self,
-        _r: Request<pb::HashKvRequest>,
+        r: Request<pb::HashKvRequest>,
     ) -> Result<Response<pb::HashKvResponse>, Status> {
-        Err(unimplemented("HashKV"))
+        let (hash, hash_revision, compact_revision) = self
+            .ctx
+            .reader
+            .hash_kv(r.into_inner().revision)
+            .map_err(crate::kv::mvcc_status)?;
+        Ok(Response::new(pb::HashKvResponse {
+            header: self.ctx.header(hash_revision),
+            hash,
+            compact_revision,
+            hash_revision,
+        }))
     }
     type SnapshotStream = BoxStream<pb::SnapshotResponse>;
     async fn snapshot(

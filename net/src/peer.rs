@@ -12,12 +12,17 @@
 //!   A failed connection drops the queued messages (they are stale: Raft resends), reports the
 //!   peer unreachable and dials again after a backoff (100 ms doubling to 1 s). The task ends when
 //!   the sequencer closes the outbox (the member was removed).
+//! - Snapshots: a member too far behind for the leader's log gets the whole state, streamed from
+//!   a consistent read view of the page store in ~1 MiB chunks ([`SnapshotJob`]); the receiver
+//!   spools it to a file under the snap directory (memory stays bounded) and hands it to the
+//!   sequencer, which installs it in one transaction when Raft accepts the snapshot.
 //! - Joining: [`fetch_members`] asks a running member for the cluster id and membership.
 //!
 //! Invariant: nothing here blocks the sequencer; the only waits are on sockets and on the
 //! bounded queues between this module and the sequencer.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -28,13 +33,16 @@ use glommio::net::TcpStream;
 use retcd_engine::runtime;
 use retcd_raft::NodeStatus;
 use retcd_raft::PeerInbox;
-use retcd_raft::transport::PeerLink;
+use retcd_raft::sequencer::PeerQueues;
+use retcd_raft::transport::{PeerLink, SnapshotJob};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
 use crate::pb::retcdpeer::peer_client::PeerClient;
 use crate::pb::retcdpeer::peer_server::{Peer, PeerServer};
-use crate::pb::retcdpeer::{MembersRequest, MembersResponse, RaftAck, RaftFrame};
+use crate::pb::retcdpeer::{
+    MembersRequest, MembersResponse, RaftAck, RaftFrame, SnapshotAck, SnapshotChunk, SnapshotEntry,
+};
 use crate::serve::{HyperIo, LocalExec};
 
 /// Bytes of messages sent in one frame (a single larger message goes alone).
@@ -47,15 +55,24 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// What a removed member is told (etcd's words); it stops when it hears them.
 pub const REMOVED_MESSAGE: &str = "the member has been permanently removed from the cluster";
 
+/// Bytes of entries per snapshot chunk.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+
 /// Serves the peer protocol for this member.
 pub struct PeerService {
     status: Arc<NodeStatus>,
     inbox: PeerInbox,
+    /// Where received snapshots are spooled.
+    snap_dir: PathBuf,
 }
 
 impl PeerService {
-    pub fn new(status: Arc<NodeStatus>, inbox: PeerInbox) -> Self {
-        PeerService { status, inbox }
+    pub fn new(status: Arc<NodeStatus>, inbox: PeerInbox, snap_dir: PathBuf) -> Self {
+        PeerService {
+            status,
+            inbox,
+            snap_dir,
+        }
     }
 
     /// The peer routes, accepting frames up to `max_bytes`.
@@ -63,20 +80,21 @@ impl PeerService {
         tonic::service::Routes::new(PeerServer::new(self).max_decoding_message_size(max_bytes))
     }
 
-    fn check(&self, f: &RaftFrame) -> Result<(), Status> {
-        if f.cluster_id != self.status.cluster_id {
+    /// Refuses a sender of another cluster, a frame for another member, a removed sender.
+    fn check(&self, cluster_id: u64, from: u64, to: u64) -> Result<(), Status> {
+        if cluster_id != self.status.cluster_id {
             return Err(Status::failed_precondition(format!(
-                "cluster ID mismatch: this member belongs to {:x}, the frame to {:x}",
-                self.status.cluster_id, f.cluster_id
+                "cluster ID mismatch: this member belongs to {:x}, the sender to {cluster_id:x}",
+                self.status.cluster_id
             )));
         }
-        if f.to != self.status.member_id {
+        if to != self.status.member_id {
             return Err(Status::failed_precondition(format!(
-                "member ID mismatch: this member is {:x}, the frame is for {:x}",
-                self.status.member_id, f.to
+                "member ID mismatch: this member is {:x}, the sender wants {to:x}",
+                self.status.member_id
             )));
         }
-        if self.status.members().is_removed(f.from) {
+        if self.status.members().is_removed(from) {
             return Err(Status::permission_denied(REMOVED_MESSAGE));
         }
         Ok(())
@@ -88,7 +106,7 @@ impl Peer for PeerService {
     async fn raft(&self, req: Request<Streaming<RaftFrame>>) -> Result<Response<RaftAck>, Status> {
         let mut frames = req.into_inner();
         while let Some(frame) = frames.message().await? {
-            self.check(&frame)?;
+            self.check(frame.cluster_id, frame.from, frame.to)?;
             tracing::trace!(from = %format!("{:x}", frame.from), messages = frame.messages.len(), "peer frame");
             let msgs = frame.messages.into_iter().map(Bytes::from).collect();
             self.inbox
@@ -97,6 +115,47 @@ impl Peer for PeerService {
                 .map_err(|_| Status::unavailable("etcdserver: server stopped"))?;
         }
         Ok(Response::new(RaftAck {}))
+    }
+
+    async fn snapshot(
+        &self,
+        req: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<SnapshotAck>, Status> {
+        let mut chunks = req.into_inner();
+        let Some(mut chunk) = chunks.message().await? else {
+            return Err(Status::invalid_argument("an empty snapshot stream"));
+        };
+        self.check(chunk.cluster_id, chunk.from, chunk.to)?;
+        let message = Bytes::from(std::mem::take(&mut chunk.message));
+        let io = |e: std::io::Error| Status::internal(format!("spooling a snapshot: {e}"));
+        std::fs::create_dir_all(&self.snap_dir).map_err(io)?;
+        let path = self
+            .snap_dir
+            .join(format!("incoming-{:x}.snap", chunk.from));
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&path).map_err(io)?);
+        let mut entries = 0u64;
+        loop {
+            for e in &chunk.entries {
+                write_record(&mut file, &e.key, &e.value).map_err(io)?;
+                entries += 1;
+            }
+            if chunk.last {
+                break;
+            }
+            chunk = chunks
+                .message()
+                .await?
+                .ok_or_else(|| Status::invalid_argument("the snapshot stream ended early"))?;
+        }
+        std::io::Write::flush(&mut file).map_err(io)?;
+        drop(file);
+        info!(from = %format!("{:x}", chunk.from), entries, "received a snapshot");
+        let spooled = SpooledSnapshot::open(path).map_err(io)?;
+        self.inbox
+            .snapshot(message, Box::new(spooled))
+            .await
+            .map_err(|_| Status::unavailable("etcdserver: server stopped"))?;
+        Ok(Response::new(SnapshotAck {}))
     }
 
     async fn members(
@@ -110,13 +169,140 @@ impl Peer for PeerService {
     }
 }
 
-/// Gives every peer link the sequencer announces its own sending task (call on core 0).
-pub fn start_links(links: flume::Receiver<PeerLink>, status: Arc<NodeStatus>, inbox: PeerInbox) {
+/// Gives every peer link the sequencer announces its own sending task, and every snapshot its
+/// own streaming task (call on core 0).
+pub fn start_links(queues: PeerQueues, status: Arc<NodeStatus>, inbox: PeerInbox) {
+    let PeerQueues { links, snapshots } = queues;
+    let (s, i) = (status.clone(), inbox.clone());
     runtime::spawn_local(async move {
         while let Ok(link) = links.recv_async().await {
-            runtime::spawn_local(run_link(link, status.clone(), inbox.clone()));
+            runtime::spawn_local(run_link(link, s.clone(), i.clone()));
         }
     });
+    runtime::spawn_local(async move {
+        while let Ok(job) = snapshots.recv_async().await {
+            let (status, inbox) = (status.clone(), inbox.clone());
+            runtime::spawn_local(async move {
+                let to = job.to;
+                let result = send_snapshot(job, &status).await;
+                if let Err(e) = &result {
+                    warn!(peer = %format!("{to:x}"), error = %e, "sending a snapshot failed");
+                }
+                inbox.snapshot_sent(to, result.is_ok()).await;
+            });
+        }
+    });
+}
+
+/// Streams one snapshot to its member.
+async fn send_snapshot(job: SnapshotJob, status: &NodeStatus) -> Result<(), String> {
+    let SnapshotJob { to, message, state } = job;
+    let url = status
+        .members()
+        .get(to)
+        .and_then(|m| m.peer_urls.first().cloned())
+        .ok_or_else(|| format!("member {to:x} has no peer URL"))?;
+    let mut client = dial(&url).await?;
+    let (tx, rx) = flume::bounded::<SnapshotChunk>(2);
+    let (cluster_id, from) = (status.cluster_id, status.member_id);
+    // The chunks are read here, on this core (the read view is not Send); the request stream
+    // only passes them on.
+    runtime::spawn_local(async move {
+        let mut after: Option<Vec<u8>> = None;
+        let mut message = message.to_vec();
+        let mut sent = 0u64;
+        loop {
+            let entries = match state.chunk(after.as_deref(), SNAPSHOT_CHUNK_BYTES) {
+                Ok(e) => e,
+                Err(e) => {
+                    warn!(error = %e, "reading the state for a snapshot");
+                    return;
+                }
+            };
+            let last = entries.is_empty();
+            after = entries.last().map(|(k, _)| k.clone());
+            sent += entries.len() as u64;
+            let chunk = SnapshotChunk {
+                cluster_id,
+                from,
+                to,
+                message: std::mem::take(&mut message),
+                entries: entries
+                    .into_iter()
+                    .map(|(key, value)| SnapshotEntry { key, value })
+                    .collect(),
+                last,
+            };
+            if tx.send_async(chunk).await.is_err() || last {
+                debug!(peer = %format!("{to:x}"), entries = sent, "snapshot streamed");
+                return;
+            }
+        }
+    });
+    client
+        .snapshot(rx.into_stream())
+        .await
+        .map(|_| ())
+        .map_err(|s| s.message().to_owned())
+}
+
+/// One record of a spooled snapshot: key and value lengths (u32 LE) and bytes.
+fn write_record(w: &mut impl std::io::Write, key: &[u8], value: &[u8]) -> std::io::Result<()> {
+    let len = |n: usize| {
+        u32::try_from(n)
+            .map(u32::to_le_bytes)
+            .map_err(|_| std::io::Error::other("snapshot entry over 4 GiB"))
+    };
+    w.write_all(&len(key.len())?)?;
+    w.write_all(&len(value.len())?)?;
+    w.write_all(key)?;
+    w.write_all(value)
+}
+
+/// A received snapshot's entries, read back from its spool file (removed when dropped).
+struct SpooledSnapshot {
+    path: PathBuf,
+    file: std::io::BufReader<std::fs::File>,
+}
+
+impl SpooledSnapshot {
+    fn open(path: PathBuf) -> std::io::Result<SpooledSnapshot> {
+        let file = std::io::BufReader::new(std::fs::File::open(&path)?);
+        Ok(SpooledSnapshot { path, file })
+    }
+
+    fn next_record(&mut self) -> std::io::Result<Option<(Vec<u8>, Vec<u8>)>> {
+        use std::io::Read;
+        let mut head = [0u8; 8];
+        match self.file.read_exact(&mut head) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        let klen = u32::from_le_bytes(head[..4].try_into().expect("4 bytes")) as usize;
+        let vlen = u32::from_le_bytes(head[4..].try_into().expect("4 bytes")) as usize;
+        let mut key = vec![0; klen];
+        let mut value = vec![0; vlen];
+        self.file.read_exact(&mut key)?;
+        self.file.read_exact(&mut value)?;
+        Ok(Some((key, value)))
+    }
+}
+
+impl Iterator for SpooledSnapshot {
+    type Item = Result<(Vec<u8>, Vec<u8>), String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_record()
+            .map_err(|e| format!("{}: {e}", self.path.display()))
+            .transpose()
+    }
+}
+
+impl Drop for SpooledSnapshot {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 async fn run_link(link: PeerLink, status: Arc<NodeStatus>, inbox: PeerInbox) {

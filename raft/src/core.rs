@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use raft::prelude::{ConfChange, ConfChangeType, Entry, EntryType, HardState, Message};
 use raft::{Config, RawNode, StateRole};
-use retcd_engine::mvcc::{Applied, Mvcc, MvccError, WriteResult};
+use retcd_engine::mvcc::{Applied, Mvcc, MvccError, RawEntry, StateSnapshot, WriteResult};
 use retcd_engine::request::Request;
 use retcd_engine::wal::Record;
 
@@ -198,11 +198,22 @@ pub struct Checkpoint {
     pub applied: (u64, u64),
 }
 
-/// One round's work for the caller: send `messages` now, make `records` durable, then call
+/// Messages for peers. A snapshot message goes with the state it stands for, captured when the
+/// message left Raft (the peer transport streams it).
+#[derive(Default)]
+pub struct Outgoing {
+    pub messages: Vec<Message>,
+    pub snapshots: Vec<(Message, StateSnapshot)>,
+}
+
+/// A received Raft snapshot's entries, in key order.
+pub type SnapshotEntries = Box<dyn Iterator<Item = Result<RawEntry, String>> + Send>;
+
+/// One round's work for the caller: send `out` now, make `records` durable, then call
 /// [`Core::persisted`].
 pub struct Step {
     ready: raft::Ready,
-    pub messages: Vec<Message>,
+    pub out: Outgoing,
     pub records: Vec<Record>,
 }
 
@@ -245,9 +256,8 @@ const READ_RETRY: Duration = Duration::from_millis(500);
 /// Applied entries between page-store checkpoints.
 const CHECKPOINT_ENTRIES: u64 = 10_000;
 
-/// Entries kept in memory behind a checkpoint for followers that are behind (etcd's
-/// SnapshotCatchUpEntries).
-const CATCH_UP_ENTRIES: u64 = 5_000;
+/// etcd's default --experimental-snapshot-catchup-entries.
+pub const CATCH_UP_ENTRIES: u64 = 5_000;
 
 /// Raft settings (etcd's flags, in ticks of --heartbeat-interval).
 #[derive(Debug, Clone, Copy)]
@@ -256,6 +266,12 @@ pub struct CoreOptions {
     pub election_ticks: usize,
     /// How long a proposal or read may wait (etcd: 5 s + 2 × election timeout).
     pub request_timeout: Duration,
+    /// etcd's --snapshot-count: applied entries between two checkpoints at most (fewer when
+    /// [`CHECKPOINT_ENTRIES`] is smaller), after which the log is trimmed.
+    pub snapshot_count: u64,
+    /// etcd's --experimental-snapshot-catchup-entries: entries kept in memory behind a
+    /// checkpoint for members that are behind; one further behind gets a snapshot.
+    pub catch_up_entries: u64,
 }
 
 pub struct Core {
@@ -269,11 +285,17 @@ pub struct Core {
     reads: Reads,
     transfers: Vec<(u64, DoneReply, Instant)>,
     request_timeout: Duration,
+    checkpoint_entries: u64,
+    catch_up_entries: u64,
     since_checkpoint: u64,
     /// Lease changes applied since the last [`Core::take_lease_changes`] (for the lessor).
     lease_changes: Vec<LeaseChange>,
     /// This member applied its own removal.
     removed: bool,
+    /// A snapshot received from the leader, waiting for Raft to hand it over: (index, entries).
+    incoming: Option<(u64, SnapshotEntries)>,
+    /// A snapshot was installed since the last [`Core::take_installed`].
+    installed: bool,
 }
 
 fn context(member: u64, seq: u64) -> Vec<u8> {
@@ -339,9 +361,13 @@ impl Core {
             },
             transfers: Vec::new(),
             request_timeout: opts.request_timeout,
+            checkpoint_entries: opts.snapshot_count.clamp(1, CHECKPOINT_ENTRIES),
+            catch_up_entries: opts.catch_up_entries,
             since_checkpoint: 0,
             lease_changes: Vec::new(),
             removed: false,
+            incoming: None,
+            installed: false,
         };
         if !core.membership.members.is_empty() {
             core.status.members.store(Arc::new(core.membership.clone()));
@@ -396,6 +422,96 @@ impl Core {
             Err(raft::Error::StepPeerNotFound) => Ok(()),
             r => Ok(r?),
         }
+    }
+
+    /// A snapshot message from the leader, with the state it stands for.
+    pub fn receive_snapshot(
+        &mut self,
+        m: Message,
+        entries: SnapshotEntries,
+    ) -> Result<(), CoreError> {
+        self.incoming = Some((m.get_snapshot().get_metadata().index, entries));
+        self.step(m)
+    }
+
+    /// The outcome of streaming a snapshot to `to`.
+    pub fn report_snapshot(&mut self, to: u64, ok: bool) {
+        self.raw.report_snapshot(
+            to,
+            if ok {
+                raft::SnapshotStatus::Finish
+            } else {
+                raft::SnapshotStatus::Failure
+            },
+        );
+    }
+
+    /// Whether a snapshot replaced the state since the last call (leases must be reloaded).
+    pub fn take_installed(&mut self) -> bool {
+        std::mem::take(&mut self.installed)
+    }
+
+    /// Splits `msgs` into plain messages and snapshots, capturing each snapshot's state now:
+    /// raft-rs took its metadata (the applied index) from the storage since the last apply.
+    fn outgoing(&self, msgs: Vec<Message>) -> Outgoing {
+        let mut out = Outgoing::default();
+        for m in msgs {
+            if m.get_msg_type() == raft::prelude::MessageType::MsgSnapshot {
+                let state = self.mvcc.reader().state_snapshot();
+                assert_eq!(
+                    state.applied().0,
+                    m.get_snapshot().get_metadata().index,
+                    "a snapshot's state is the one at its index"
+                );
+                out.snapshots.push((m, state));
+            } else {
+                out.messages.push(m);
+            }
+        }
+        out
+    }
+
+    /// Replaces the state with the snapshot Raft hands over (the one received with it).
+    fn install(&mut self, snap: &raft::prelude::Snapshot) -> Result<(), CoreError> {
+        let index = snap.get_metadata().index;
+        let entries = match self.incoming.take() {
+            Some((i, e)) if i == index => e,
+            _ => {
+                return Err(CoreError::BadEntry {
+                    index,
+                    reason: "Raft restored a snapshot whose state was not received".into(),
+                });
+            }
+        };
+        self.mvcc.install(entries)?;
+        debug_assert_eq!(self.mvcc.applied().0, index);
+        let membership = match self.mvcc.membership()? {
+            Some(b) => Membership::decode(&b).map_err(|e| CoreError::BadEntry {
+                index,
+                reason: e.to_string(),
+            })?,
+            None => Membership::default(),
+        };
+        self.membership = membership;
+        self.status.members.store(Arc::new(self.membership.clone()));
+        self.raw.mut_store().set_snapshot_meta(
+            index,
+            snap.get_metadata().term,
+            Some(self.membership.conf_state()),
+        );
+        // Every watcher catches up from the history the snapshot carries.
+        self.feed.lag_all();
+        self.feed.publish(EventBatch {
+            revision: self.mvcc.revision(),
+            events: Vec::new(),
+        });
+        self.installed = true;
+        tracing::info!(
+            index,
+            revision = self.mvcc.revision(),
+            "installed a snapshot from the leader"
+        );
+        Ok(())
     }
 
     /// A peer's connection failed: raft-rs probes it again instead of streaming appends.
@@ -683,36 +799,46 @@ impl Core {
             return Ok(None);
         }
         let mut rd = self.raw.ready();
+        let out = self.outgoing(rd.take_messages());
         if !rd.snapshot().is_empty() {
-            return Err(CoreError::BadEntry {
-                index: rd.snapshot().get_metadata().index,
-                reason: "snapshots from the leader are not supported yet".into(),
-            });
+            let snap = rd.snapshot().clone();
+            self.install(&snap)?;
         }
-        let messages = rd.take_messages();
         for rs in rd.take_read_states() {
             self.read_state(rs.index, &rs.request_ctx);
         }
         let committed = rd.take_committed_entries();
         self.apply(&committed)?;
-        let mut records: Vec<Record> = rd.entries().iter().map(entry_record).collect();
+        let mut records: Vec<Record> = Vec::new();
+        if !rd.snapshot().is_empty() {
+            // The page store holds the snapshot durably: the log may start after it.
+            let m = rd.snapshot().get_metadata();
+            records.push(Record::Checkpoint {
+                index: m.index,
+                term: m.term,
+            });
+        }
+        records.extend(rd.entries().iter().map(entry_record));
         if let Some(hs) = rd.hs() {
             records.push(hs_record(hs));
         }
         Ok(Some(Step {
             ready: rd,
-            messages,
+            out,
             records,
         }))
     }
 
     /// The step's records are durable: hand them to Raft's storage, apply what became committed
     /// and return the messages that waited for the fsync.
-    pub fn persisted(&mut self, step: Step) -> Result<Vec<Message>, CoreError> {
+    pub fn persisted(&mut self, step: Step) -> Result<Outgoing, CoreError> {
         let Step { mut ready, .. } = step;
         {
             let store = self.raw.mut_store();
             let mut w = store.wl();
+            if !ready.snapshot().is_empty() {
+                w.apply_snapshot(ready.snapshot().clone())?;
+            }
             if !ready.entries().is_empty() {
                 w.append(ready.entries())?;
             }
@@ -726,6 +852,7 @@ impl Core {
             self.raw.mut_store().wl().mut_hard_state().commit = commit;
         }
         messages.extend(light.take_messages());
+        let messages = self.outgoing(messages);
         let committed = light.take_committed_entries();
         self.apply(&committed)?;
         self.raw.advance_apply();
@@ -1005,6 +1132,12 @@ impl Core {
             }
         }
         self.since_checkpoint += entries.len() as u64;
+        let (index, term) = self.mvcc.applied();
+        let conf = memberships
+            .iter()
+            .any(Option::is_some)
+            .then(|| self.membership.conf_state());
+        self.raw.mut_store().set_snapshot_meta(index, term, conf);
         Ok(())
     }
 
@@ -1039,7 +1172,7 @@ impl Core {
     }
 
     pub fn checkpoint_due(&self) -> bool {
-        self.since_checkpoint >= CHECKPOINT_ENTRIES
+        self.since_checkpoint >= self.checkpoint_entries
     }
     pub fn applied_since_checkpoint(&self) -> u64 {
         self.since_checkpoint
@@ -1070,7 +1203,7 @@ impl Core {
         let upto = if self.status.is_sole_voter() && self.membership.members.len() == 1 {
             index
         } else {
-            index.saturating_sub(CATCH_UP_ENTRIES)
+            index.saturating_sub(self.catch_up_entries)
         };
         let store = self.raw.mut_store();
         let first = raft::Storage::first_index(store)?;

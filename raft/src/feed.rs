@@ -53,6 +53,14 @@ impl Feed {
         (Feed { subs }, ends)
     }
 
+    /// Marks every core lagged: the state jumped (a Raft snapshot was installed), so every
+    /// watcher catches up from the history, which the snapshot carries.
+    pub fn lag_all(&self) {
+        for (_, lagged) in &self.subs {
+            lagged.store(true, Ordering::Release);
+        }
+    }
+
     /// A feed nobody listens to (tests, tools).
     pub fn none() -> Feed {
         Feed { subs: Vec::new() }

@@ -209,6 +209,26 @@ impl Lessor {
         l
     }
 
+    /// Replaces every lease with `stored` (a Raft snapshot was installed), as [`Lessor::new`]
+    /// would load them; lease ids keep coming from the same generator.
+    pub fn reload(&mut self, stored: &[LeaseInfo], now: Instant) {
+        self.leases.clear();
+        self.expiries.clear();
+        self.checkpoints.clear();
+        for info in stored {
+            let lease = Lease {
+                ttl: info.ttl,
+                remaining: info.remaining,
+                expiry: now,
+                due: now,
+            };
+            let secs = lease.remaining_ttl();
+            self.leases.insert(info.id, lease);
+            self.set_expiry(info.id, now + secs_duration(secs));
+            self.schedule_checkpoint(info.id, now);
+        }
+    }
+
     /// This member became the leader (or finished replaying its log as a lone member): every lease
     /// expires its remaining TTL from `now` — the checkpointed one if any, else the full TTL
     /// (etcd's Promote with persisted checkpoints). Checkpoints replayed from the log only set the

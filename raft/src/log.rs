@@ -127,20 +127,35 @@ pub fn bootstrap_records(members: &[crate::membership::Member]) -> Vec<Record> {
     records
 }
 
-/// raft-rs's view of the log: the in-memory entries after the last trim. Snapshots of the page
-/// store are not sent yet, so a follower that needs entries older than the first one waits
-/// (raft-rs retries while the snapshot is "temporarily unavailable").
-pub struct LogStore(MemStorage);
+/// raft-rs's view of the log: the in-memory entries after the last trim, and the snapshot a
+/// follower that needs older entries gets: its metadata is the applied (index, term) and
+/// configuration, kept current by the core after every apply; its data, the page store's state
+/// at that index, is streamed by the peer transport (crate::core captures it when the message
+/// leaves).
+pub struct LogStore {
+    mem: MemStorage,
+    snapshot: std::cell::RefCell<raft::prelude::SnapshotMetadata>,
+}
 
 impl LogStore {
     pub fn wl(&self) -> std::sync::RwLockWriteGuard<'_, MemStorageCore> {
-        self.0.wl()
+        self.mem.wl()
+    }
+
+    /// What a snapshot taken now holds: the applied (index, term) and the configuration there.
+    pub fn set_snapshot_meta(&self, index: u64, term: u64, conf: Option<ConfState>) {
+        let mut m = self.snapshot.borrow_mut();
+        m.index = index;
+        m.term = term;
+        if let Some(c) = conf {
+            m.set_conf_state(c);
+        }
     }
 }
 
 impl raft::Storage for LogStore {
     fn initial_state(&self) -> raft::Result<RaftState> {
-        self.0.initial_state()
+        self.mem.initial_state()
     }
     fn entries(
         &self,
@@ -149,21 +164,27 @@ impl raft::Storage for LogStore {
         max_size: impl Into<Option<u64>>,
         context: GetEntriesContext,
     ) -> raft::Result<Vec<Entry>> {
-        self.0.entries(low, high, max_size, context)
+        self.mem.entries(low, high, max_size, context)
     }
     fn term(&self, idx: u64) -> raft::Result<u64> {
-        self.0.term(idx)
+        self.mem.term(idx)
     }
     fn first_index(&self) -> raft::Result<u64> {
-        self.0.first_index()
+        self.mem.first_index()
     }
     fn last_index(&self) -> raft::Result<u64> {
-        self.0.last_index()
+        self.mem.last_index()
     }
     fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        Err(raft::Error::Store(
-            StorageError::SnapshotTemporarilyUnavailable,
-        ))
+        let meta = self.snapshot.borrow();
+        if meta.index == 0 {
+            return Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        }
+        let mut s = Snapshot::default();
+        *s.mut_metadata() = meta.clone();
+        Ok(s)
     }
 }
 
@@ -180,12 +201,12 @@ pub fn storage(log: &RecoveredLog, conf: ConfState, applied: (u64, u64)) -> raft
     {
         let mut w = storage.wl();
         if base.0 == 0 {
-            w.set_conf_state(conf);
+            w.set_conf_state(conf.clone());
         } else {
             let mut snap = Snapshot::default();
             snap.mut_metadata().index = base.0;
             snap.mut_metadata().term = base.1;
-            *snap.mut_metadata().mut_conf_state() = conf;
+            *snap.mut_metadata().mut_conf_state() = conf.clone();
             w.apply_snapshot(snap)?;
         }
         let newer: Vec<Entry> = log
@@ -217,7 +238,16 @@ pub fn storage(log: &RecoveredLog, conf: ConfState, applied: (u64, u64)) -> raft
         hs.term = hs.term.max(base.1).max(1);
         w.set_hardstate(hs);
     }
-    Ok(LogStore(storage))
+    let mut meta = raft::prelude::SnapshotMetadata {
+        index: base.0,
+        term: base.1,
+        ..Default::default()
+    };
+    meta.set_conf_state(conf);
+    Ok(LogStore {
+        mem: storage,
+        snapshot: std::cell::RefCell::new(meta),
+    })
 }
 
 #[cfg(test)]

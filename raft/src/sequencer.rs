@@ -26,10 +26,11 @@ use crate::core::{
     Checkpoint, Core, CoreError, CoreOptions, DoneReply, MemberChange, MembersReply, NodeStatus,
     Proposal, ProposeError, ReadReply,
 };
+use crate::core::{Outgoing, SnapshotEntries};
 use crate::feed::Feed;
 use crate::lessor::{LeaseCall, LeaseHandle, Lessor, LessorOptions};
 use crate::membership::{Member, Membership};
-use crate::transport::{PeerLink, Router};
+use crate::transport::{PeerLink, Router, SnapshotJob};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SequencerError {
@@ -69,6 +70,10 @@ pub struct SequencerOptions {
     /// The initial members when this member bootstraps a new cluster (ignored once the log
     /// holds anything).
     pub bootstrap: Option<Vec<Member>>,
+    /// etcd's --snapshot-count and --experimental-snapshot-catchup-entries (see
+    /// [`CoreOptions`]).
+    pub snapshot_count: u64,
+    pub catch_up_entries: u64,
     /// What this member publishes about itself once it runs (etcd's name and client URLs).
     pub name: String,
     pub client_urls: Vec<String>,
@@ -87,6 +92,8 @@ impl SequencerOptions {
             lease_queue_depth: 4096,
             input_depth: 4096,
             request_timeout: Duration::from_secs(7),
+            snapshot_count: 100_000,
+            catch_up_entries: crate::core::CATCH_UP_ENTRIES,
             bootstrap: None,
             name: String::new(),
             client_urls: Vec::new(),
@@ -105,6 +112,19 @@ pub enum Input {
     TransferLeader(u64, DoneReply),
     /// A peer said this member was removed from the cluster.
     Removed,
+    /// A snapshot from the leader (the encoded message) with its state.
+    Snapshot(Bytes, SnapshotEntries),
+    /// How streaming a snapshot to a member ended.
+    SnapshotSent {
+        to: u64,
+        ok: bool,
+    },
+}
+
+/// What the peer transport serves: the outboxes of peers and the snapshots to stream.
+pub struct PeerQueues {
+    pub links: flume::Receiver<PeerLink>,
+    pub snapshots: flume::Receiver<SnapshotJob>,
 }
 
 /// Hands requests to the sequencer; cheap to clone, usable from any core.
@@ -138,6 +158,23 @@ impl PeerInbox {
     /// A peer refused this member as removed: the sequencer stops.
     pub fn removed(&self) {
         let _ = self.inputs.try_send(Input::Removed);
+    }
+
+    /// A snapshot received from the leader (waits while the input queue is full).
+    pub async fn snapshot(
+        &self,
+        message: Bytes,
+        entries: SnapshotEntries,
+    ) -> Result<(), ProposeError> {
+        self.inputs
+            .send_async(Input::Snapshot(message, entries))
+            .await
+            .map_err(|_| ProposeError::Stopped)
+    }
+
+    /// How streaming a snapshot to `to` ended.
+    pub async fn snapshot_sent(&self, to: u64, ok: bool) {
+        let _ = self.inputs.send_async(Input::SnapshotSent { to, ok }).await;
     }
 }
 
@@ -197,6 +234,7 @@ pub struct Sequencer {
     inputs_tx: flume::Sender<Input>,
     inputs: flume::Receiver<Input>,
     links: flume::Sender<PeerLink>,
+    snapshots: flume::Sender<SnapshotJob>,
     leases: LeaseHandle,
     lease_rx: flume::Receiver<LeaseCall>,
 }
@@ -209,12 +247,13 @@ impl Sequencer {
         mvcc: Mvcc,
         status: Arc<NodeStatus>,
         feed: Feed,
-    ) -> (Sequencer, Proposer, flume::Receiver<PeerLink>) {
+    ) -> (Sequencer, Proposer, PeerQueues) {
         let (tx, rx) = flume::bounded(opts.queue_depth);
         let (inputs_tx, inputs) = flume::bounded(opts.input_depth);
         let (leases, lease_rx) = LeaseHandle::channel(opts.lease_queue_depth);
         // Peers are members: the bound is never reached in practice.
         let (links, links_rx) = flume::bounded(64);
+        let (snapshots, snapshots_rx) = flume::bounded(crate::transport::SNAPSHOT_DEPTH);
         (
             Sequencer {
                 opts,
@@ -225,6 +264,7 @@ impl Sequencer {
                 inputs_tx: inputs_tx.clone(),
                 inputs,
                 links,
+                snapshots,
                 leases,
                 lease_rx,
             },
@@ -232,7 +272,10 @@ impl Sequencer {
                 tx,
                 inputs: inputs_tx,
             },
-            links_rx,
+            PeerQueues {
+                links: links_rx,
+                snapshots: snapshots_rx,
+            },
         )
     }
 
@@ -262,6 +305,7 @@ impl Sequencer {
             inputs_tx: _own_inputs,
             inputs,
             links,
+            snapshots,
             leases: _own_handle,
             lease_rx,
         } = self;
@@ -313,6 +357,8 @@ impl Sequencer {
                 heartbeat_ticks: 1,
                 election_ticks: opts.election_ticks,
                 request_timeout: opts.request_timeout,
+                snapshot_count: opts.snapshot_count,
+                catch_up_entries: opts.catch_up_entries,
             },
             seq_base,
         )?;
@@ -337,7 +383,7 @@ impl Sequencer {
         };
         let mut io = Io {
             wal: &mut wal,
-            router: Router::new(links),
+            router: Router::new(links, snapshots),
             unreachable: Vec::new(),
         };
         let result = drive(
@@ -397,6 +443,11 @@ fn serve_input(core: &mut Core, input: Input, now: Instant) -> Result<(), Sequen
         Input::Members(change, reply) => core.change_members(change, reply, now),
         Input::TransferLeader(to, reply) => core.transfer_leader(to, reply, now),
         Input::Removed => return Err(SequencerError::Removed),
+        Input::Snapshot(message, entries) => match crate::transport::decode(&message) {
+            Ok(m) => core.receive_snapshot(m, entries)?,
+            Err(e) => warn!(error = %e, "dropped a snapshot message"),
+        },
+        Input::SnapshotSent { to, ok } => core.report_snapshot(to, ok),
     }
     Ok(())
 }
@@ -409,11 +460,16 @@ struct Io<'a> {
 }
 
 impl Io<'_> {
-    fn send(&mut self, core: &mut Core, msgs: Vec<raft::prelude::Message>) {
-        if msgs.is_empty() {
+    fn send(&mut self, core: &mut Core, out: Outgoing) {
+        for (m, state) in out.snapshots {
+            if !self.router.send_snapshot(&m, state) {
+                core.report_snapshot(m.to, false);
+            }
+        }
+        if out.messages.is_empty() {
             return;
         }
-        self.router.send(msgs, &mut self.unreachable);
+        self.router.send(out.messages, &mut self.unreachable);
         for id in self.unreachable.drain(..) {
             core.report_unreachable(id);
         }
@@ -509,7 +565,7 @@ async fn drive(
         core.issue_reads(Instant::now());
         while let Some(mut step) = core.ready()? {
             // A leader's appends leave before its own fsync (etcd's pipelining).
-            let now_msgs = std::mem::take(&mut step.messages);
+            let now_msgs = std::mem::take(&mut step.out);
             io.send(core, now_msgs);
             if !step.records.is_empty() {
                 io.wal.append(&step.records).await?;
@@ -520,6 +576,10 @@ async fn drive(
         core.refresh_status();
         if core.removed() {
             return Err(SequencerError::Removed);
+        }
+        if core.take_installed() {
+            let stored = core.mvcc().leases().map_err(CoreError::Mvcc)?;
+            leases.lessor.reload(&stored, Instant::now());
         }
         let changes = core.take_lease_changes();
         if !changes.is_empty() {

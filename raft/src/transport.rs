@@ -10,6 +10,7 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use raft::prelude::Message;
+use retcd_engine::mvcc::StateSnapshot;
 
 /// A new peer's outbox, for the network layer to drain into a connection.
 pub struct PeerLink {
@@ -18,12 +19,23 @@ pub struct PeerLink {
     pub rx: flume::Receiver<Bytes>,
 }
 
+/// A snapshot to stream to a member: the encoded snapshot message and the state it stands for.
+pub struct SnapshotJob {
+    pub to: u64,
+    pub message: Bytes,
+    pub state: StateSnapshot,
+}
+
+/// Snapshots waiting to be streamed; more are refused (reported failed, Raft asks again).
+pub const SNAPSHOT_DEPTH: usize = 4;
+
 /// Messages queued per peer before they are dropped.
 pub const OUTBOX_DEPTH: usize = 4096;
 
 pub struct Router {
     outboxes: HashMap<u64, flume::Sender<Bytes>>,
     links: flume::Sender<PeerLink>,
+    snapshots: flume::Sender<SnapshotJob>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,12 +51,25 @@ pub fn decode(b: &[u8]) -> Result<Message, MessageDecodeError> {
 }
 
 impl Router {
-    /// A router announcing each new peer's outbox on `links`.
-    pub fn new(links: flume::Sender<PeerLink>) -> Router {
+    /// A router announcing each new peer's outbox on `links` and handing snapshots to
+    /// `snapshots`.
+    pub fn new(links: flume::Sender<PeerLink>, snapshots: flume::Sender<SnapshotJob>) -> Router {
         Router {
             outboxes: HashMap::new(),
             links,
+            snapshots,
         }
+    }
+
+    /// Queues a snapshot for streaming; false when too many are queued already.
+    pub fn send_snapshot(&mut self, m: &Message, state: StateSnapshot) -> bool {
+        self.snapshots
+            .try_send(SnapshotJob {
+                to: m.to,
+                message: encode(m),
+                state,
+            })
+            .is_ok()
     }
 
     /// Queues `msgs`; the ids of peers whose outbox was full are added to `unreachable`.
@@ -78,7 +103,8 @@ mod tests {
     #[test]
     fn outboxes_are_bounded_and_announced() {
         let (links_tx, links_rx) = flume::unbounded();
-        let mut r = Router::new(links_tx);
+        let (snap_tx, _snap_rx) = flume::unbounded();
+        let mut r = Router::new(links_tx, snap_tx);
         let mut m = Message::default();
         m.set_msg_type(MessageType::MsgHeartbeat);
         m.to = 7;

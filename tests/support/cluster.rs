@@ -148,22 +148,23 @@ impl Cluster {
     /// cluster": etcd refuses to change the voters until its connections to them are 5 s old
     /// (its HealthInterval). Bounded.
     pub fn reconfigure(&mut self, args: &[&str]) -> Output {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let out = self.etcdctl(args);
-            if out.success()
-                || !out.stderr.contains("unhealthy cluster")
-                || Instant::now() > deadline
-            {
-                return out;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        let endpoints = self.endpoints();
+        reconfigure_at(&endpoints, args)
     }
 
-    /// `member remove ID` (see [`Cluster::reconfigure`]).
-    pub fn member_remove(&mut self, id: u64) -> Output {
-        self.reconfigure(&["member", "remove", &format!("{id:x}")])
+    /// `member remove` of member `i`, asked of the others (the removed member itself may stop
+    /// before it answers: etcd then says "server stopped"); see [`Cluster::reconfigure`].
+    pub fn member_remove(&mut self, i: usize, id: u64) -> Output {
+        let endpoints: Vec<String> = self
+            .members
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(j, m)| (j != i && m.is_running()).then(|| m.endpoint()))
+            .collect();
+        reconfigure_at(
+            &endpoints.join(","),
+            &["member", "remove", &format!("{id:x}")],
+        )
     }
 
     /// `member add NAME --peer-urls=…` (a learner with `learner`), then starts the new member
@@ -209,8 +210,7 @@ impl Cluster {
         self.members.len() - 1
     }
 
-    /// The member ids as `member list` shows them, by index of `members` (None when a member
-    /// is not listed).
+    /// The member id of member `i` (from its `endpoint status`).
     pub fn member_id(&mut self, i: usize) -> u64 {
         let m = &mut self.members[i];
         let out = m.etcdctl(&["endpoint", "status", "-w", "json"]);
@@ -218,6 +218,19 @@ impl Cluster {
             .first()
             .unwrap_or_else(|| panic!("no status from {}: {out:?}", m.name()))
             .member_id
+    }
+}
+
+/// A membership change at `endpoints`, asked again while the answer is "unhealthy cluster"
+/// (etcd's HealthInterval: 5 s after its connections came up). Bounded.
+pub fn reconfigure_at(endpoints: &str, args: &[&str]) -> Output {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let out = etcdctl_at(endpoints, args);
+        if out.success() || !out.stderr.contains("unhealthy cluster") || Instant::now() > deadline {
+            return out;
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
