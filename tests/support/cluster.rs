@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::proxy::Proxy;
 use super::{Kind, Output, Server, free_ports, run_with_timeout};
 
 /// How long a member may take to apply what the leader applied.
@@ -12,6 +13,8 @@ pub const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(20);
 pub struct Cluster {
     pub kind: Kind,
     pub members: Vec<Server>,
+    /// With [`Cluster::start_proxied`]: the proxy in front of each initial member's peer port.
+    pub proxies: Vec<Proxy>,
     extra_args: Vec<String>,
     tmp: tempfile::TempDir,
 }
@@ -33,14 +36,33 @@ impl Cluster {
     /// Starts `n` members (names m0, m1, …) with one --initial-cluster and waits until each
     /// serves.
     pub fn start(kind: Kind, n: usize, extra_args: &[&str]) -> Cluster {
+        Cluster::start_with(kind, n, extra_args, false)
+    }
+
+    /// [`Cluster::start`] with a [`Proxy`] in front of every member's peer port: the members
+    /// advertise the proxies, so cutting a proxy cuts its member off from the others' traffic.
+    pub fn start_proxied(kind: Kind, n: usize, extra_args: &[&str]) -> Cluster {
+        Cluster::start_with(kind, n, extra_args, true)
+    }
+
+    fn start_with(kind: Kind, n: usize, extra_args: &[&str], proxied: bool) -> Cluster {
         let tmp = tempfile::Builder::new()
             .prefix(&format!("{}-cluster-", kind.label()))
             .tempdir()
             .expect("tempdir");
-        let ports = free_ports(2 * n);
-        let initial: Vec<String> = (0..n)
-            .map(|i| format!("m{i}=http://127.0.0.1:{}", ports[2 * i + 1]))
-            .collect();
+        let ports = free_ports(3 * n);
+        let proxies: Vec<Proxy> = if proxied {
+            (0..n)
+                .map(|i| Proxy::start(ports[2 * n + i], ports[2 * i + 1]))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let peer_url = |i: usize| match proxies.get(i) {
+            Some(p) => p.url(),
+            None => format!("http://127.0.0.1:{}", ports[2 * i + 1]),
+        };
+        let initial: Vec<String> = (0..n).map(|i| format!("m{i}={}", peer_url(i))).collect();
         let initial = initial.join(",");
         let mut members: Vec<Server> = (0..n)
             .map(|i| {
@@ -55,6 +77,11 @@ impl Cluster {
                 )
             })
             .collect();
+        if proxied {
+            for (i, m) in members.iter_mut().enumerate() {
+                m.set_advertise_peer(&peer_url(i));
+            }
+        }
         for m in &mut members {
             m.spawn_member();
         }
@@ -64,6 +91,7 @@ impl Cluster {
         Cluster {
             kind,
             members,
+            proxies,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             tmp,
         }

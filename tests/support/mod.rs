@@ -15,6 +15,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod proxy;
 
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
@@ -164,6 +165,8 @@ pub struct Server {
     /// For a cluster member: its --initial-cluster and --initial-cluster-state (a single-node
     /// server lists only itself).
     cluster: Option<(String, String)>,
+    /// The peer URL other members use, when it is not the one listened on (a proxy in front).
+    advertise_peer: Option<String>,
 }
 
 impl Server {
@@ -258,6 +261,7 @@ impl Server {
                 tempdir: None,
                 early_exit: None,
                 cluster: None,
+                advertise_peer: None,
             };
             match server.spawn_and_wait() {
                 Ok(()) => return Ok(server),
@@ -312,7 +316,13 @@ impl Server {
             tempdir: None,
             early_exit: None,
             cluster: Some((initial_cluster.to_string(), state.to_string())),
+            advertise_peer: None,
         }
+    }
+
+    /// Advertises `url` as this member's peer URL (a proxy that forwards to its peer port).
+    pub fn set_advertise_peer(&mut self, url: &str) {
+        self.advertise_peer = Some(url.to_string());
     }
 
     /// Changes a member's --initial-cluster-state for its next start.
@@ -455,7 +465,9 @@ impl Server {
             "--listen-peer-urls".to_string(),
             self.peer_url(),
             "--initial-advertise-peer-urls".to_string(),
-            self.peer_url(),
+            self.advertise_peer
+                .clone()
+                .unwrap_or_else(|| self.peer_url()),
         ];
         match &self.cluster {
             None => args.extend([
