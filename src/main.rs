@@ -145,6 +145,7 @@ fn run(mut cfg: Config) -> Result<(), String> {
     }
     let (sequencer, proposer, peer_queues) = Sequencer::new(seq_opts, mvcc, status.clone(), feed);
     let leases = sequencer.lease_handle();
+    let peer_leases = leases.clone();
     let peer_inbox = sequencer.peer_inbox();
     let peer_addrs = cfg.listen_peer_addrs();
     // Peer frames carry whole Raft batches: room for a few of the largest requests.
@@ -202,6 +203,7 @@ fn run(mut cfg: Config) -> Result<(), String> {
         let peer_status = peer_status.clone();
         let peer_addrs = peer_addrs.clone();
         let snap_dir = snap_dir.clone();
+        let peer_leases = peer_leases.clone();
         let go_tx = go_tx.clone();
         async move {
             if let Some(feed) = feed {
@@ -236,8 +238,9 @@ fn run(mut cfg: Config) -> Result<(), String> {
                     }
                 };
                 retcd_net::peer::start_links(links, peer_status.clone(), inbox.clone());
-                let routes = retcd_net::peer::PeerService::new(peer_status, inbox, snap_dir)
-                    .routes(peer_max_bytes);
+                let routes =
+                    retcd_net::peer::PeerService::new(peer_status, inbox, snap_dir, peer_leases)
+                        .routes(peer_max_bytes);
                 retcd_net::serve::serve_listeners(
                     listeners,
                     routes,

@@ -370,3 +370,50 @@ fn retcd_snapshot_to_a_new_member() {
         "crash\n"
     );
 }
+
+/// Leases through followers: grant, keep-alive, time-to-live, attach and revoke asked of a member
+/// that does not lead (keep-alive and time-to-live are the leader lessor's: forwarded).
+fn leases_on_followers(kind: Kind) {
+    let mut c = Cluster::start(kind, 3, &[]);
+    let leader = c.leader();
+    let f = &c.members[(leader + 1) % 3];
+    let out = ok(f.etcdctl(&["lease", "grant", "60"]));
+    let id = out
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_else(|| panic!("lease id in {out}"))
+        .to_string();
+    assert_eq!(out, format!("lease {id} granted with TTL(60s)\n"));
+    let out = ok(f.etcdctl(&["lease", "keep-alive", "--once", &id]));
+    assert_eq!(out, format!("lease {id} keepalived with TTL(60)\n"));
+    assert_eq!(
+        ok(f.etcdctl(&["put", "leased", "v", "--lease", &id])),
+        "OK\n"
+    );
+    let out = ok(f.etcdctl(&["lease", "timetolive", &id, "--keys"]));
+    assert!(
+        out.starts_with(&format!("lease {id} granted with TTL(60s), remaining(")),
+        "{out}"
+    );
+    assert!(out.ends_with("attached keys([leased])\n"), "{out}");
+    let other = &c.members[(leader + 2) % 3];
+    let out = ok(other.etcdctl(&["lease", "list"]));
+    assert!(out.contains(&id), "{out}");
+    assert_eq!(
+        ok(other.etcdctl(&["lease", "revoke", &id])),
+        format!("lease {id} revoked\n")
+    );
+    assert_eq!(ok(f.etcdctl(&["get", "leased"])), "");
+    let out = ok(f.etcdctl(&["lease", "timetolive", &id]));
+    assert_eq!(out, format!("lease {id} already expired\n"));
+}
+
+#[test]
+fn retcd_leases_on_followers() {
+    leases_on_followers(Kind::Retcd);
+}
+
+#[test]
+fn etcd_leases_on_followers() {
+    leases_on_followers(Kind::Etcd);
+}

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use futures_lite::Stream;
 use retcd_engine::mvcc::WriteResult;
 use retcd_engine::request::{LeaseRevokeRequest as EngineRevoke, Request};
+use retcd_raft::ProposeError;
 use retcd_raft::lessor::MAX_LEASE_TTL;
 use tonic::{Request as Req, Response, Status, Streaming};
 
@@ -55,7 +56,15 @@ impl KeepAlive {
                 // The header is taken before the renewal (etcd: a keep-alive must never look
                 // newer than a revoke that follows it).
                 let header = self.ctx.current_header();
-                match self.ctx.leases.keep_alive(req.id).await {
+                let renewed = match self.ctx.leases.keep_alive(req.id).await {
+                    Err(ProposeError::NotLeader) => {
+                        crate::peer::forward_lease(self.ctx.status.clone(), req.id, false)
+                            .await
+                            .map(|(ttl, _, _)| ttl)
+                    }
+                    other => other.map_err(propose_status),
+                };
+                match renewed {
                     Ok(ttl) => Some((
                         Ok(LeaseKeepAliveResponse {
                             header,
@@ -66,7 +75,7 @@ impl KeepAlive {
                     )),
                     Err(e) => {
                         self.done = true;
-                        Some((Err(propose_status(e)), self))
+                        Some((Err(e), self))
                     }
                 }
             }
@@ -147,12 +156,14 @@ impl Lease for LeaseService {
         request: Req<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
         let r = request.into_inner();
-        let ttl = self
-            .ctx
-            .leases
-            .time_to_live(r.id)
-            .await
-            .map_err(propose_status)?;
+        let ttl = match self.ctx.leases.time_to_live(r.id).await {
+            Err(ProposeError::NotLeader) => {
+                let (ttl, granted_ttl, found) =
+                    crate::peer::forward_lease(self.ctx.status.clone(), r.id, true).await?;
+                found.then_some(retcd_raft::lessor::TimeToLive { ttl, granted_ttl })
+            }
+            other => other.map_err(propose_status)?,
+        };
         let Some(ttl) = ttl else {
             // etcd answers a missing lease with TTL -1, not an error.
             return Ok(Response::new(LeaseTimeToLiveResponse {

@@ -41,9 +41,12 @@ use tracing::{debug, info, warn};
 use crate::pb::retcdpeer::peer_client::PeerClient;
 use crate::pb::retcdpeer::peer_server::{Peer, PeerServer};
 use crate::pb::retcdpeer::{
-    MembersRequest, MembersResponse, RaftAck, RaftFrame, SnapshotAck, SnapshotChunk, SnapshotEntry,
+    LeaseAnswer, LeaseCall, MembersRequest, MembersResponse, RaftAck, RaftFrame, SnapshotAck,
+    SnapshotChunk, SnapshotEntry,
 };
 use crate::serve::{HyperIo, LocalExec};
+use retcd_raft::ProposeError;
+use retcd_raft::lessor::LeaseHandle;
 
 /// Bytes of messages sent in one frame (a single larger message goes alone).
 pub const FRAME_BYTES: usize = 4 << 20;
@@ -64,14 +67,22 @@ pub struct PeerService {
     inbox: PeerInbox,
     /// Where received snapshots are spooled.
     snap_dir: PathBuf,
+    /// This member's lessor (for lease calls forwarded by followers).
+    leases: LeaseHandle,
 }
 
 impl PeerService {
-    pub fn new(status: Arc<NodeStatus>, inbox: PeerInbox, snap_dir: PathBuf) -> Self {
+    pub fn new(
+        status: Arc<NodeStatus>,
+        inbox: PeerInbox,
+        snap_dir: PathBuf,
+        leases: LeaseHandle,
+    ) -> Self {
         PeerService {
             status,
             inbox,
             snap_dir,
+            leases,
         }
     }
 
@@ -156,6 +167,35 @@ impl Peer for PeerService {
             .await
             .map_err(|_| Status::unavailable("etcdserver: server stopped"))?;
         Ok(Response::new(SnapshotAck {}))
+    }
+
+    async fn lease(&self, req: Request<LeaseCall>) -> Result<Response<LeaseAnswer>, Status> {
+        let r = req.into_inner();
+        if r.cluster_id != self.status.cluster_id {
+            return Err(Status::failed_precondition("cluster ID mismatch"));
+        }
+        let not_leader = |e: ProposeError| match e {
+            ProposeError::NotLeader | ProposeError::NoLeader => {
+                Status::unavailable("etcdserver: no leader")
+            }
+            other => Status::unavailable(format!("etcdserver: {other}")),
+        };
+        let answer = if r.time_to_live {
+            match self.leases.time_to_live(r.id).await.map_err(not_leader)? {
+                Some(t) => LeaseAnswer {
+                    ttl: t.ttl,
+                    granted_ttl: t.granted_ttl,
+                    found: true,
+                },
+                None => LeaseAnswer::default(),
+            }
+        } else {
+            LeaseAnswer {
+                ttl: self.leases.keep_alive(r.id).await.map_err(not_leader)?,
+                ..Default::default()
+            }
+        };
+        Ok(Response::new(answer))
     }
 
     async fn members(
@@ -419,6 +459,76 @@ fn resolve(url: &str) -> Result<SocketAddr, String> {
         .map_err(|e| format!("peer URL {url}: {e}"))?
         .next()
         .ok_or_else(|| format!("peer URL {url}: no address"))
+}
+
+thread_local! {
+    /// This core's connection to the leader for forwarded lease calls: (leader id, client).
+    static LEADER: std::cell::RefCell<Option<(u64, PeerClient<H2Channel>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Forwards a keep-alive (`time_to_live` false) or time-to-live of lease `id` to the leader;
+/// returns the leader's answer (ttl, granted ttl, found). The connection is kept per core.
+pub async fn forward_lease(
+    status: Arc<NodeStatus>,
+    id: i64,
+    time_to_live: bool,
+) -> Result<(i64, i64, bool), Status> {
+    let (tx, rx) = flume::bounded(1);
+    // glommio's sockets are not Send: the call runs as a task of this core.
+    runtime::spawn_local(async move {
+        let _ = tx.send(forward_lease_local(&status, id, time_to_live).await);
+    });
+    rx.recv_async()
+        .await
+        .map_err(|_| Status::unavailable("etcdserver: server stopped"))?
+}
+
+async fn forward_lease_local(
+    status: &NodeStatus,
+    id: i64,
+    time_to_live: bool,
+) -> Result<(i64, i64, bool), Status> {
+    let no_leader = || Status::unavailable("etcdserver: no leader");
+    let leader = status.leader();
+    if leader == 0 || leader == status.member_id {
+        return Err(no_leader());
+    }
+    let cached = LEADER.with(|l| {
+        l.borrow()
+            .as_ref()
+            .filter(|(id, _)| *id == leader)
+            .map(|(_, c)| c.clone())
+    });
+    let mut client = match cached {
+        Some(c) => c,
+        None => {
+            let url = status
+                .members()
+                .get(leader)
+                .and_then(|m| m.peer_urls.first().cloned())
+                .ok_or_else(no_leader)?;
+            let c = dial(&url).await.map_err(|_| no_leader())?;
+            LEADER.with(|l| *l.borrow_mut() = Some((leader, c.clone())));
+            c
+        }
+    };
+    let call = LeaseCall {
+        cluster_id: status.cluster_id,
+        id,
+        time_to_live,
+    };
+    match client.lease(call).await {
+        Ok(a) => {
+            let a = a.into_inner();
+            Ok((a.ttl, a.granted_ttl, a.found))
+        }
+        Err(s) => {
+            // A broken connection or a leader that moved: dial again next time.
+            LEADER.with(|l| *l.borrow_mut() = None);
+            Err(s)
+        }
+    }
 }
 
 /// Asks the members at `urls` (the first that answers) for the cluster id and membership.

@@ -493,7 +493,8 @@ fn serve_lease_call(core: &mut Core, lessor: &mut Lessor, call: LeaseCall, now: 
         }
         LeaseCall::KeepAlive { id, reply } => {
             if !leader {
-                let _ = reply.send(Err(ProposeError::NoLeader));
+                // Only the leader's lessor knows when leases expire: the caller forwards.
+                let _ = reply.send(Err(ProposeError::NotLeader));
                 return;
             }
             let ttl = match lessor.renew(id, now) {
@@ -516,7 +517,7 @@ fn serve_lease_call(core: &mut Core, lessor: &mut Lessor, call: LeaseCall, now: 
             let _ = reply.send(if leader {
                 Ok(lessor.time_to_live(id, now))
             } else {
-                Err(ProposeError::NoLeader)
+                Err(ProposeError::NotLeader)
             });
         }
         LeaseCall::Leases { reply } => {
