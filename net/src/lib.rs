@@ -14,6 +14,8 @@ pub mod grpc_limit;
 #[cfg(feature = "server")]
 pub mod kv;
 #[cfg(feature = "server")]
+pub mod learner;
+#[cfg(feature = "server")]
 pub mod lease;
 #[cfg(feature = "server")]
 pub mod maintenance;
@@ -30,26 +32,33 @@ pub mod watch;
 /// their length prefix, before they are buffered).
 #[cfg(feature = "server")]
 pub fn routes(ctx: std::sync::Arc<context::Ctx>) -> tonic::service::Routes {
+    use learner::LearnerGuard;
     use pb::etcdserverpb::{
         cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
         maintenance_server::MaintenanceServer,
     };
     let limit = ctx.limits.max_request_bytes + (512 << 10);
-    tonic::service::Routes::new(
+    let status = ctx.status.clone();
+    tonic::service::Routes::new(LearnerGuard::new(
         KvServer::new(kv::KvService::new(ctx.clone())).max_decoding_message_size(limit),
-    )
-    .add_service(
+        status.clone(),
+    ))
+    .add_service(LearnerGuard::new(
         MaintenanceServer::new(maintenance::MaintenanceService::new(ctx.clone()))
             .max_decoding_message_size(limit),
-    )
-    .add_service(
+        status.clone(),
+    ))
+    .add_service(LearnerGuard::new(
         LeaseServer::new(lease::LeaseService::new(ctx.clone())).max_decoding_message_size(limit),
-    )
-    .add_service(
+        status.clone(),
+    ))
+    .add_service(LearnerGuard::new(
         pb::etcdserverpb::watch_server::WatchServer::new(watch::WatchService::new(ctx.clone()))
             .max_decoding_message_size(limit),
-    )
-    .add_service(
+        status.clone(),
+    ))
+    .add_service(LearnerGuard::new(
         ClusterServer::new(cluster::ClusterService::new(ctx)).max_decoding_message_size(limit),
-    )
+        status,
+    ))
 }
