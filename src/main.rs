@@ -30,6 +30,9 @@ use retcd::identity;
 /// Event batches queued per core before the core is marked lagged.
 const FEED_DEPTH: usize = 1024;
 
+/// Internal knob: `0` runs the cores unpinned.
+const PIN_CORES_ENV: &str = "RETCD_PIN_CORES";
+
 /// Internal knob (tests): the lease checkpoint interval in milliseconds instead of etcd's 5 min
 /// (etcd 3.5 has no flag for it).
 const LEASE_CHECKPOINT_ENV: &str = "RETCD_LEASE_CHECKPOINT_INTERVAL_MS";
@@ -182,7 +185,10 @@ fn run(mut cfg: Config) -> Result<(), String> {
     let (fail_tx, fail_rx) = flume::bounded::<String>(cores + 1);
     let go_main = go_rx.clone();
     let sequencer = Mutex::new(Some(sequencer));
-    let started = runtime::start_cores(cores, runtime::DEFAULT_IO_MEMORY, true, move |core| {
+    // Pinned to one CPU each unless RETCD_PIN_CORES=0 (several members on one machine, as in a
+    // local cluster benchmark, would otherwise pin their sequencers to the same CPU).
+    let pin = std::env::var(PIN_CORES_ENV).map_or(true, |v| v != "0");
+    let started = runtime::start_cores(cores, runtime::DEFAULT_IO_MEMORY, pin, move |core| {
         let ctx = ctx.clone();
         let go_rx = go_rx.clone();
         let fail_tx = fail_tx.clone();

@@ -819,7 +819,13 @@ impl Core {
             });
         }
         records.extend(rd.entries().iter().map(entry_record));
-        if let Some(hs) = rd.hs() {
+        // A HardState whose only change is the commit index needs no fdatasync (etcd's
+        // MustSync): the commit index is learnt again after a restart (from the leader, or by a
+        // lone voter committing its whole log in its first term). Not writing it at all spares
+        // a leader one fdatasync per commit advance.
+        if let Some(hs) = rd.hs()
+            && rd.must_sync()
+        {
             records.push(hs_record(hs));
         }
         Ok(Some(Step {
