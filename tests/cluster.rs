@@ -292,6 +292,31 @@ fn five_members_and_a_learner(kind: Kind) {
     let list = ok(c.etcdctl(&["member", "list"]));
     assert_eq!(list.lines().count(), 6, "{list}");
     assert!(list.lines().all(|l| l.ends_with(", false")), "{list}");
+
+    // member update (to the URL the member already has: it keeps working).
+    let url = c.members[l].peer_url();
+    let out = ok(c.etcdctl(&[
+        "member",
+        "update",
+        &format!("{id:x}"),
+        &format!("--peer-urls={url}"),
+    ]));
+    assert!(
+        out.starts_with(&format!("Member {id:16x} updated in cluster ")),
+        "{out}"
+    );
+    let bad = c.etcdctl(&[
+        "member",
+        "update",
+        &format!("{id:x}"),
+        "--peer-urls=not-a-url",
+    ]);
+    assert!(!bad.success(), "{bad:?}");
+    let missing = c.etcdctl(&["member", "update", "1234", &format!("--peer-urls={url}")]);
+    assert!(
+        missing.stderr.contains("etcdserver: member not found"),
+        "{missing:?}"
+    );
 }
 
 #[test]
