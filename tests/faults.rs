@@ -216,13 +216,20 @@ fn faults_under_load_lose_nothing_and_stay_linearizable() {
         progress(&format!("SIGSTOP {target}"));
     }
 
-    // Cut the leader off from the others' traffic, then restore it.
-    let leader = c.leader();
-    c.proxies[leader].cut();
-    hold(Duration::from_millis(3000));
-    c.proxies[leader].restore();
-    c.leader();
-    progress("partitioned leader");
+    // Cut the leader, then a follower, off from the others' traffic, then restore it.
+    for target in ["leader", "follower"] {
+        let leader = c.leader();
+        let i = if target == "leader" {
+            leader
+        } else {
+            (leader + 1) % 3
+        };
+        c.proxies[i].cut();
+        hold(Duration::from_millis(3000));
+        c.proxies[i].restore();
+        c.leader();
+        progress(&format!("partitioned {target}"));
+    }
 
     hold(Duration::from_millis(500));
     stop.store(true, Ordering::Release);
