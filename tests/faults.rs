@@ -216,6 +216,18 @@ fn faults_under_load_lose_nothing_and_stay_linearizable() {
         progress(&format!("SIGSTOP {target}"));
     }
 
+    // Leadership moved twice while followers forward writes (a forwarded proposal that reaches
+    // a leader in transfer is dropped, not fatal).
+    for _ in 0..2 {
+        let leader = c.leader();
+        let to = c.member_id((leader + 1) % 3);
+        let out = c.members[leader].etcdctl(&["move-leader", &format!("{to:x}")]);
+        assert!(out.success(), "{out:?}");
+        assert_eq!(c.leader(), (leader + 1) % 3);
+        hold(Duration::from_millis(500));
+    }
+    progress("move-leader");
+
     // Cut the leader, then a follower, off from the others' traffic, then restore it.
     for target in ["leader", "follower"] {
         let leader = c.leader();

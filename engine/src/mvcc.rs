@@ -888,9 +888,12 @@ impl Mvcc {
     /// Replaces the whole state with a Raft snapshot's entries (this member's identity kept) in
     /// one transaction, and makes it durable before returning: the WAL holds nothing before the
     /// snapshot, so the page store must.
+    /// `index` is the snapshot's applied index: a copy that does not say it (a truncated or mixed
+    /// stream) is refused before anything is committed.
     pub fn install<E: std::fmt::Display>(
         &mut self,
         entries: impl Iterator<Item = Result<RawEntry, E>>,
+        index: u64,
     ) -> Result<(), MvccError> {
         let mut txn = self.store.begin();
         // Delete in batches: a cursor cannot outlive the changes it would see.
@@ -923,6 +926,12 @@ impl Mvcc {
         let compacted =
             get_u64s::<1, _>(&txn, META_COMPACT)?.map_or(NEVER_COMPACTED, |r| r[0] as i64);
         let applied = get_u64s::<2, _>(&txn, META_APPLIED)?.map_or((0, 0), |a| (a[0], a[1]));
+        if applied.0 != index {
+            return Err(MvccError::Record(format!(
+                "snapshot: its state is at applied index {}, its metadata says {index}",
+                applied.0
+            )));
+        }
         txn.commit([rev as u64, compacted as u64, applied.0, applied.1])?;
         self.rev = rev;
         self.compacted = compacted;

@@ -140,9 +140,12 @@ impl Peer for PeerService {
         let message = Bytes::from(std::mem::take(&mut chunk.message));
         let io = |e: std::io::Error| Status::internal(format!("spooling a snapshot: {e}"));
         std::fs::create_dir_all(&self.snap_dir).map_err(io)?;
+        // A name of its own per stream: a spool still queued is never overwritten.
+        static SPOOLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = SPOOLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path = self
             .snap_dir
-            .join(format!("incoming-{:x}.snap", chunk.from));
+            .join(format!("incoming-{:x}-{n}.snap", chunk.from));
         let mut file = std::io::BufWriter::new(std::fs::File::create(&path).map_err(io)?);
         let mut entries = 0u64;
         loop {
@@ -151,6 +154,13 @@ impl Peer for PeerService {
                 entries += 1;
             }
             if chunk.last {
+                if chunk.total != entries {
+                    let _ = std::fs::remove_file(&path);
+                    return Err(Status::invalid_argument(format!(
+                        "snapshot: {entries} entries received, the sender sent {}",
+                        chunk.total
+                    )));
+                }
                 break;
             }
             chunk = chunks
@@ -272,6 +282,7 @@ async fn send_snapshot(job: SnapshotJob, status: &NodeStatus) -> Result<(), Stri
                     .map(|(key, value)| SnapshotEntry { key, value })
                     .collect(),
                 last,
+                total: if last { sent } else { 0 },
             };
             if tx.send_async(chunk).await.is_err() || last {
                 debug!(peer = %format!("{to:x}"), entries = sent, "snapshot streamed");
@@ -363,7 +374,7 @@ async fn run_link(link: PeerLink, status: Arc<NodeStatus>, inbox: PeerInbox) {
             Ok(()) => return,
             Err(e) if e.contains(REMOVED_MESSAGE) => {
                 warn!(peer = %format!("{:x}", link.id), "{REMOVED_MESSAGE}");
-                inbox.removed();
+                inbox.removed().await;
                 return;
             }
             Err(e) => debug!(peer = %format!("{:x}", link.id), error = %e, "peer stream failed"),

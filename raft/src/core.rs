@@ -240,7 +240,7 @@ struct Reads {
     /// silently while there is no leader or the leader has not committed in its term).
     inflight: BTreeMap<u64, ReadBatch>,
     /// Batches whose index is known, waiting for the apply to reach it.
-    waiting: VecDeque<(u64, Vec<ReadReply>)>,
+    waiting: VecDeque<(u64, Instant, Vec<ReadReply>)>,
     next_ctx: u64,
 }
 
@@ -296,6 +296,8 @@ pub struct Core {
     incoming: Option<(u64, SnapshotEntries)>,
     /// A snapshot was installed since the last [`Core::take_installed`].
     installed: bool,
+    /// Peers whose snapshot was not sent, to report to raft-rs before the next round.
+    failed_snapshots: Vec<u64>,
 }
 
 fn context(member: u64, seq: u64) -> Vec<u8> {
@@ -368,6 +370,7 @@ impl Core {
             removed: false,
             incoming: None,
             installed: false,
+            failed_snapshots: Vec::new(),
         };
         if !core.membership.members.is_empty() {
             core.status.members.store(Arc::new(core.membership.clone()));
@@ -415,12 +418,24 @@ impl Core {
         self.removed
     }
 
-    /// A message from a peer.
+    /// A message from a peer. What raft-rs refuses (a forwarded proposal that arrives while this
+    /// member cannot take it, a late answer from a peer that left, a message type peers do not
+    /// send) is dropped: the proposer's waiter times out, as a lost message would make it. Only a
+    /// storage error stops the member.
     pub fn step(&mut self, m: Message) -> Result<(), CoreError> {
+        // raft-rs treats an empty proposal as a bug of the caller (it panics); from the network
+        // it is just a bad message.
+        if m.get_msg_type() == raft::prelude::MessageType::MsgPropose && m.entries.is_empty() {
+            tracing::warn!(from = m.from, "dropped an empty forwarded proposal");
+            return Ok(());
+        }
         match self.raw.step(m) {
-            // A late answer from a peer that left the configuration.
-            Err(raft::Error::StepPeerNotFound) => Ok(()),
-            r => Ok(r?),
+            Ok(()) => Ok(()),
+            Err(e @ raft::Error::Store(_)) => Err(e.into()),
+            Err(e) => {
+                tracing::debug!(error = %e, "dropped a peer message");
+                Ok(())
+            }
         }
     }
 
@@ -430,8 +445,28 @@ impl Core {
         m: Message,
         entries: SnapshotEntries,
     ) -> Result<(), CoreError> {
-        self.incoming = Some((m.get_snapshot().get_metadata().index, entries));
-        self.step(m)
+        let index = m.get_snapshot().get_metadata().index;
+        self.step(m)?;
+        // Keep the state only if Raft took this snapshot (a stale one, from a deposed leader, is
+        // ignored by raft-rs and must not replace the one it did take).
+        let pending = self.raw.raft.raft_log.unstable.snapshot.as_ref();
+        if pending.is_some_and(|s| s.get_metadata().index == index) {
+            self.incoming = Some((index, entries));
+        }
+        Ok(())
+    }
+
+    /// A snapshot that could not be streamed, for [`Core::report_failures`].
+    pub fn snapshot_failed(&mut self, to: u64) {
+        self.failed_snapshots.push(to);
+    }
+
+    /// Tells raft-rs about snapshots that were not sent (outside a Ready's processing, as
+    /// raft-rs requires).
+    pub fn report_failures(&mut self) {
+        for to in std::mem::take(&mut self.failed_snapshots) {
+            self.report_snapshot(to, false);
+        }
     }
 
     /// The outcome of streaming a snapshot to `to`.
@@ -453,17 +488,18 @@ impl Core {
 
     /// Splits `msgs` into plain messages and snapshots, capturing each snapshot's state now:
     /// raft-rs took its metadata (the applied index) from the storage since the last apply.
-    fn outgoing(&self, msgs: Vec<Message>) -> Outgoing {
+    fn outgoing(&mut self, msgs: Vec<Message>) -> Outgoing {
         let mut out = Outgoing::default();
         for m in msgs {
             if m.get_msg_type() == raft::prelude::MessageType::MsgSnapshot {
                 let state = self.mvcc.reader().state_snapshot();
-                assert_eq!(
-                    state.applied().0,
-                    m.get_snapshot().get_metadata().index,
-                    "a snapshot's state is the one at its index"
-                );
-                out.snapshots.push((m, state));
+                if state.applied().0 == m.get_snapshot().get_metadata().index {
+                    out.snapshots.push((m, state));
+                } else {
+                    // Applies ran since raft-rs took the metadata (a leader that stepped down
+                    // and applied before the message left): the state no longer matches it.
+                    self.failed_snapshots.push(m.to);
+                }
             } else {
                 out.messages.push(m);
             }
@@ -483,8 +519,7 @@ impl Core {
                 });
             }
         };
-        self.mvcc.install(entries)?;
-        debug_assert_eq!(self.mvcc.applied().0, index);
+        self.mvcc.install(entries, index)?;
         let membership = match self.mvcc.membership()? {
             Some(b) => Membership::decode(&b).map_err(|e| CoreError::BadEntry {
                 index,
@@ -873,7 +908,9 @@ impl Core {
             return;
         };
         if let Some(batch) = self.reads.inflight.remove(&u64::from_le_bytes(bytes)) {
-            self.reads.waiting.push_back((index, batch.readers));
+            self.reads
+                .waiting
+                .push_back((index, batch.deadline, batch.readers));
         }
     }
 
@@ -882,7 +919,7 @@ impl Core {
         let mut i = 0;
         while i < self.reads.waiting.len() {
             if self.reads.waiting[i].0 <= applied {
-                let (index, readers) = self.reads.waiting.remove(i).expect("in bounds");
+                let (index, _, readers) = self.reads.waiting.remove(i).expect("in bounds");
                 for r in readers {
                     let _ = r.send(Ok(index));
                 }
@@ -942,6 +979,17 @@ impl Core {
         for ctx in again {
             self.raw.read_index(ctx.to_le_bytes().to_vec());
         }
+        // Reads whose index this member has not applied in time (it is cut off from the leader).
+        self.reads.waiting.retain_mut(|(_, deadline, readers)| {
+            if *deadline <= now {
+                for r in readers.drain(..) {
+                    let _ = r.send(Err(ProposeError::Timeout));
+                }
+                false
+            } else {
+                true
+            }
+        });
         self.transfers.retain(|(_, reply, deadline)| {
             if *deadline <= now {
                 let _ = reply.send(Err(ProposeError::Timeout));
@@ -1232,7 +1280,7 @@ impl Core {
                 let _ = r.send(Err(ProposeError::Stopped));
             }
         }
-        for (_, readers) in self.reads.waiting.drain(..) {
+        for (_, _, readers) in self.reads.waiting.drain(..) {
             for r in readers {
                 let _ = r.send(Err(ProposeError::Stopped));
             }

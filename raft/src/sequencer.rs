@@ -156,8 +156,8 @@ impl PeerInbox {
     }
 
     /// A peer refused this member as removed: the sequencer stops.
-    pub fn removed(&self) {
-        let _ = self.inputs.try_send(Input::Removed);
+    pub async fn removed(&self) {
+        let _ = self.inputs.send_async(Input::Removed).await;
     }
 
     /// A snapshot received from the leader (waits while the input queue is full).
@@ -428,6 +428,9 @@ fn propose_internal(core: &mut Core, req: Request) {
 /// Inputs served per wake-up before the loop goes on.
 const INPUTS_PER_ROUND: usize = 1024;
 
+/// Ticks a member that applied its own removal goes on running (etcd: 10 ticks).
+const REMOVED_LINGER_TICKS: u32 = 10;
+
 fn serve_input(core: &mut Core, input: Input, now: Instant) -> Result<(), SequencerError> {
     match input {
         Input::Messages(msgs) => {
@@ -460,19 +463,25 @@ struct Io<'a> {
 }
 
 impl Io<'_> {
+    /// Queues `out` for the peers; what could not be queued is noted for [`Io::report`].
     fn send(&mut self, core: &mut Core, out: Outgoing) {
         for (m, state) in out.snapshots {
             if !self.router.send_snapshot(&m, state) {
-                core.report_snapshot(m.to, false);
+                core.snapshot_failed(m.to);
             }
         }
-        if out.messages.is_empty() {
-            return;
+        if !out.messages.is_empty() {
+            self.router.send(out.messages, &mut self.unreachable);
         }
-        self.router.send(out.messages, &mut self.unreachable);
+    }
+
+    /// Tells raft-rs which peers could not be reached and which snapshots were not sent. Called
+    /// between rounds: raft-rs must not be stepped between a Ready and its advance.
+    fn report(&mut self, core: &mut Core) {
         for id in self.unreachable.drain(..) {
             core.report_unreachable(id);
         }
+        core.report_failures();
     }
 }
 
@@ -562,7 +571,14 @@ async fn drive(
     let mut checkpointing = false;
     // Leases expire from when this member leads (after its log is replayed): etcd's Promote.
     let mut leading = false;
+    // A snapshot received while a checkpoint runs waits for it: installing syncs the page store,
+    // and one durable commit runs at a time.
+    let mut held_snapshot: Option<Input> = None;
+    // When this member applied its own removal: it goes on sending for a while so that the
+    // others learn the removal is committed (etcd's stopWithDelay), then stops.
+    let mut removed_at: Option<Instant> = None;
     loop {
+        io.report(core);
         core.issue_reads(Instant::now());
         while let Some(mut step) = core.ready()? {
             // A leader's appends leave before its own fsync (etcd's pipelining).
@@ -576,7 +592,14 @@ async fn drive(
         }
         core.refresh_status();
         if core.removed() {
-            return Err(SequencerError::Removed);
+            let at = *removed_at.get_or_insert_with(Instant::now);
+            if at.elapsed() >= opts.tick * REMOVED_LINGER_TICKS {
+                return Err(SequencerError::Removed);
+            }
+        }
+        if !checkpointing && let Some(input) = held_snapshot.take() {
+            serve_input(core, input, Instant::now())?;
+            continue;
         }
         if core.take_installed() {
             let stored = core.mvcc().leases().map_err(CoreError::Mvcc)?;
@@ -673,9 +696,16 @@ async fn drive(
             // Every proposer is gone: the server is shutting down.
             Event::Proposal(Err(_)) => return Ok(()),
             Event::Input(input) => {
-                serve_input(core, input, now)?;
-                for _ in 1..INPUTS_PER_ROUND {
-                    let Ok(input) = inputs.try_recv() else { break };
+                let mut next = Some(input);
+                for _ in 0..INPUTS_PER_ROUND {
+                    let Some(input) = next.take().or_else(|| inputs.try_recv().ok()) else {
+                        break;
+                    };
+                    if checkpointing && matches!(input, Input::Snapshot(..)) {
+                        // A newer snapshot replaces a held one (Raft asks again if needed).
+                        held_snapshot = Some(input);
+                        continue;
+                    }
                     serve_input(core, input, now)?;
                 }
             }
