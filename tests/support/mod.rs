@@ -325,6 +325,11 @@ impl Server {
         self.advertise_peer = Some(url.to_string());
     }
 
+    /// Appends flags for the member's next start.
+    pub fn push_args(&mut self, args: &[&str]) {
+        self.extra_args.extend(args.iter().map(|a| a.to_string()));
+    }
+
     /// Changes a member's --initial-cluster-state for its next start.
     pub fn set_cluster_state(&mut self, state: &str) {
         if let Some((_, s)) = self.cluster.as_mut() {
