@@ -113,6 +113,16 @@ fn procedures(kind: Kind) {
         );
     }
     assert_same_data(&mut c, all);
+    // Each member's response headers carry its own id and the cluster's one term.
+    let term = c.statuses()[0].1.raft_term;
+    for (i, m) in c.members.iter().enumerate() {
+        for consistency in ["l", "s"] {
+            let out = ok(m.etcdctl(&["get", "k0", "-w", "json", "--consistency", consistency]));
+            let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+            assert_eq!(v["header"]["member_id"].as_u64(), Some(ids[i]), "{out}");
+            assert_eq!(v["header"]["raft_term"].as_u64(), Some(term), "{out}");
+        }
+    }
 
     // move-leader to a follower.
     let leader = c.leader();
