@@ -162,6 +162,13 @@ fn start_load(
     (stop, handle)
 }
 
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    Kill,
+    Stop,
+    Cut,
+}
+
 /// Holds a fault for `d` while the load runs through it.
 fn hold(d: Duration) {
     std::thread::sleep(d);
@@ -186,34 +193,35 @@ fn faults_under_load_lose_nothing_and_stay_linearizable() {
     hold(Duration::from_secs(1));
     progress("steady");
 
-    // SIGKILL the leader, then a follower; each restarts on its data.
-    for target in ["leader", "follower"] {
-        let leader = c.leader();
-        let i = if target == "leader" {
-            leader
-        } else {
-            (leader + 1) % 3
-        };
-        c.members[i].kill9();
-        hold(Duration::from_millis(1500));
-        c.members[i].start_again();
-        c.leader();
-        progress(&format!("kill -9 {target}"));
-    }
-
-    // SIGSTOP past the election timeout, then SIGCONT.
-    for target in ["leader", "follower"] {
-        let leader = c.leader();
-        let i = if target == "leader" {
-            leader
-        } else {
-            (leader + 2) % 3
-        };
-        c.members[i].signal(libc::SIGSTOP);
-        hold(Duration::from_millis(2500));
-        c.members[i].signal(libc::SIGCONT);
-        c.leader();
-        progress(&format!("SIGSTOP {target}"));
+    // Each fault hits the leader, then a follower: SIGKILL (restarted on its data), SIGSTOP past
+    // the election timeout (then SIGCONT), and a cut-off from the others' traffic (then
+    // restored).
+    for (fault, offset, duration) in [
+        (Fault::Kill, 1, 1500),
+        (Fault::Stop, 2, 2500),
+        (Fault::Cut, 1, 3000),
+    ] {
+        for target in ["leader", "follower"] {
+            let leader = c.leader();
+            let i = if target == "leader" {
+                leader
+            } else {
+                (leader + offset) % 3
+            };
+            match fault {
+                Fault::Kill => c.members[i].kill9(),
+                Fault::Stop => c.members[i].signal(libc::SIGSTOP),
+                Fault::Cut => c.proxies[i].cut(),
+            }
+            hold(Duration::from_millis(duration));
+            match fault {
+                Fault::Kill => c.members[i].start_again(),
+                Fault::Stop => c.members[i].signal(libc::SIGCONT),
+                Fault::Cut => c.proxies[i].restore(),
+            }
+            c.leader();
+            progress(&format!("{fault:?} {target}"));
+        }
     }
 
     // Leadership moved twice while followers forward writes (a forwarded proposal that reaches
@@ -227,21 +235,6 @@ fn faults_under_load_lose_nothing_and_stay_linearizable() {
         hold(Duration::from_millis(500));
     }
     progress("move-leader");
-
-    // Cut the leader, then a follower, off from the others' traffic, then restore it.
-    for target in ["leader", "follower"] {
-        let leader = c.leader();
-        let i = if target == "leader" {
-            leader
-        } else {
-            (leader + 1) % 3
-        };
-        c.proxies[i].cut();
-        hold(Duration::from_millis(3000));
-        c.proxies[i].restore();
-        c.leader();
-        progress(&format!("partitioned {target}"));
-    }
 
     hold(Duration::from_millis(500));
     stop.store(true, Ordering::Release);
