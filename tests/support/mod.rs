@@ -325,9 +325,9 @@ impl Server {
         self.advertise_peer = Some(url.to_string());
     }
 
-    /// Appends flags for the member's next start.
-    pub fn push_args(&mut self, args: &[&str]) {
-        self.extra_args.extend(args.iter().map(|a| a.to_string()));
+    /// The --initial-cluster this member is started with (`None` for a single server).
+    pub fn initial_cluster(&self) -> Option<&str> {
+        self.cluster.as_ref().map(|(initial, _)| initial.as_str())
     }
 
     /// Changes a member's --initial-cluster-state for its next start.
