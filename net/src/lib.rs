@@ -5,12 +5,16 @@
 //! - [`errors`]: etcd's gRPC errors with their exact codes and messages.
 
 #[cfg(feature = "server")]
+pub mod authority;
+#[cfg(feature = "server")]
 pub mod cluster;
 #[cfg(feature = "server")]
 pub mod context;
 pub mod errors;
 #[cfg(feature = "server")]
 pub mod grpc_limit;
+#[cfg(feature = "server")]
+pub mod hpack;
 #[cfg(feature = "server")]
 pub mod kv;
 #[cfg(feature = "server")]

@@ -44,6 +44,7 @@ use retcd_engine::runtime;
 use socket2::{Domain, Protocol, Socket, Type};
 use tonic::service::Routes;
 
+use crate::authority::AuthorityFront;
 use crate::grpc_limit::GrpcLimit;
 
 /// Streams one client connection may have open at once (etcd's default is unlimited; clients
@@ -251,7 +252,7 @@ async fn serve_connection(
     _live: flume::Sender<()>,
 ) {
     let peer = stream.peer_addr().ok();
-    let conn = builder.serve_connection(HyperIo::new(stream), service);
+    let conn = builder.serve_connection(AuthorityFront::new(HyperIo::new(stream)), service);
     let mut conn = pin!(conn);
     let finished = futures_lite::future::or(async { Some(conn.as_mut().await) }, async {
         let _ = stop.recv_async().await;

@@ -438,9 +438,11 @@ impl Server {
         self.peer_port
     }
 
-    /// `127.0.0.1:PORT`, what etcdctl's `--endpoints` takes.
+    /// `http://127.0.0.1:PORT`: the endpoint as the seed's operators write it for etcdctl's
+    /// `--endpoints` (etcdctl 3.4 sends it whole as the HTTP/2 `:authority` of its maintenance
+    /// calls, which retcd must accept as etcd does).
     pub fn endpoint(&self) -> String {
-        format!("127.0.0.1:{}", self.client_port)
+        self.client_url()
     }
 
     pub fn client_url(&self) -> String {
