@@ -18,7 +18,7 @@ use retcd_engine::wal::WalOptions;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use retcd_net::context::{Ctx, Limits, MemberInfo};
-use retcd_net::serve::ServeOptions;
+use retcd_net::serve::{ListenAddr, Security, ServeOptions};
 use retcd_raft::NodeStatus;
 use retcd_raft::feed::Feed;
 use retcd_raft::sequencer::{Sequencer, SequencerOptions};
@@ -175,7 +175,11 @@ fn run(mut cfg: Config) -> Result<(), String> {
         watch_progress_notify_interval: cfg.watch_progress_notify_interval,
     });
     let serve_opts = ServeOptions {
-        addrs: cfg.listen_client_addrs(),
+        listen: cfg
+            .listen_client_addrs()
+            .into_iter()
+            .map(ListenAddr::plain)
+            .collect(),
         max_recv_bytes: cfg.max_request_bytes + (512 << 10),
     };
 
@@ -247,7 +251,12 @@ fn run(mut cfg: Config) -> Result<(), String> {
                 let routes =
                     retcd_net::peer::PeerService::new(peer_status, inbox, snap_dir, peer_leases)
                         .routes(peer_max_bytes);
+                let listeners = listeners
+                    .into_iter()
+                    .map(|l| (l, Security::plain()))
+                    .collect();
                 retcd_net::serve::serve_listeners(
+                    "peer",
                     listeners,
                     routes,
                     peer_max_bytes,

@@ -29,6 +29,8 @@ pub mod peer;
 #[cfg(feature = "server")]
 pub mod serve;
 #[cfg(feature = "server")]
+pub mod tls;
+#[cfg(feature = "server")]
 pub mod watch;
 
 /// Every gRPC service of a member, for one core's listeners. Each service accepts messages up to

@@ -33,8 +33,9 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
 use std::pin::{Pin, pin};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_lite::io::{AsyncRead, AsyncWrite};
 use glommio::net::{TcpListener, TcpStream};
@@ -63,16 +64,59 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest prefix of hyper's read buffer handed to glommio when a read must wait (glommio
 /// needs an initialized buffer; the fast path reads into hyper's buffer as is).
 const SLOW_READ_MAX: usize = 16 * 1024;
+/// How long a TLS handshake may take before the connection is closed (etcd: 10 s).
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A rejected connection is logged at most once per this interval per core (with the count of
+/// those left out), so that a flood of bad handshakes cannot flood the log.
+const REJECTED_LOG_INTERVAL: Duration = Duration::from_secs(1);
+/// The first byte of a TLS record carrying a handshake (a ClientHello).
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 /// The most buffers one vectored write sends.
 const MAX_IOVECS: usize = 64;
 /// How long the accept loop pauses after a resource error (out of file descriptors, memory).
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
+/// How a listening address speaks: plain HTTP/2, TLS, or both. etcd serves both on one
+/// host:port listed as `http://` and `https://`; a connection whose first byte opens a TLS
+/// handshake record is then TLS.
+#[derive(Clone, Debug, Default)]
+pub struct Security {
+    pub plain: bool,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl Security {
+    /// Plain HTTP/2 only.
+    pub fn plain() -> Self {
+        Security {
+            plain: true,
+            tls: None,
+        }
+    }
+}
+
+/// One listening address and how it speaks.
+#[derive(Clone, Debug)]
+pub struct ListenAddr {
+    pub addr: SocketAddr,
+    pub security: Security,
+}
+
+impl ListenAddr {
+    /// `addr` speaking plain HTTP/2.
+    pub fn plain(addr: SocketAddr) -> Self {
+        ListenAddr {
+            addr,
+            security: Security::plain(),
+        }
+    }
+}
+
 /// What [`serve`] serves on.
 #[derive(Clone, Debug)]
 pub struct ServeOptions {
     /// The client URL addresses; every core binds each of them with `SO_REUSEPORT`.
-    pub addrs: Vec<SocketAddr>,
+    pub listen: Vec<ListenAddr>,
     /// The largest gRPC message a service accepts, in bytes. The first message of every request
     /// is checked here ([`GrpcLimit`]); callers also pass it to every generated server's
     /// `.max_decoding_message_size`, which checks the later messages of client streams (see the
@@ -127,22 +171,28 @@ pub async fn serve(
     routes: Routes,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let listeners = bind_all(&opts.addrs)?;
-    serve_listeners(listeners, routes, opts.max_recv_bytes, shutdown).await;
+    let addrs: Vec<SocketAddr> = opts.listen.iter().map(|e| e.addr).collect();
+    let listeners = bind_all(&addrs)?
+        .into_iter()
+        .zip(opts.listen.iter().map(|e| e.security.clone()))
+        .collect();
+    serve_listeners("client", listeners, routes, opts.max_recv_bytes, shutdown).await;
     Ok(())
 }
 
 /// Serves `routes` on already bound listeners until `shutdown` completes: each listener accepts
 /// in its own task, each connection is served by its own task (an error on one connection is
 /// logged and ends only that one). A request whose first message is longer than
-/// `max_recv_bytes` is refused from its length prefix ([`GrpcLimit`]).
+/// `max_recv_bytes` is refused from its length prefix ([`GrpcLimit`]). `kind` (`client`,
+/// `peer`) names the endpoint in logs, as etcd's "rejected connection on client endpoint".
 ///
 /// On shutdown the listeners close, every connection is told to finish (HTTP/2 GOAWAY: the
 /// streams in progress complete, new ones are refused), and this returns once all connections
 /// have ended or after [`DRAIN_TIMEOUT`], whichever is first; connections still open then are
 /// left to the executor.
 pub async fn serve_listeners(
-    listeners: Vec<TcpListener>,
+    kind: &'static str,
+    listeners: Vec<(TcpListener, Security)>,
     routes: Routes,
     max_recv_bytes: usize,
     shutdown: impl Future<Output = ()>,
@@ -154,9 +204,11 @@ pub async fn serve_listeners(
     // Every accept loop and connection holds a clone of `live_tx`: when all are dropped, the
     // receiver reports disconnection.
     let (live_tx, live_rx) = flume::bounded::<()>(1);
-    for listener in listeners {
+    for (listener, security) in listeners {
         runtime::spawn_local(accept_loop(
+            kind,
             listener,
+            security,
             service.clone(),
             Rc::clone(&builder),
             stop_rx.clone(),
@@ -196,7 +248,9 @@ fn http2_builder() -> http2::Builder<LocalExec> {
 
 /// Accepts connections on `listener` until `stop` disconnects, serving each in its own task.
 async fn accept_loop(
+    kind: &'static str,
     listener: TcpListener,
+    security: Security,
     service: GrpcLimit,
     builder: Rc<http2::Builder<LocalExec>>,
     stop: flume::Receiver<()>,
@@ -225,7 +279,9 @@ async fn accept_loop(
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
         runtime::spawn_local(serve_connection(
+            kind,
             stream,
+            security.clone(),
             service.clone(),
             Rc::clone(&builder),
             stop.clone(),
@@ -243,16 +299,78 @@ fn is_resource_error(e: &io::Error) -> bool {
 }
 
 /// Serves one connection until the client closes it, it fails, or `stop` disconnects (then
-/// gracefully). `_live` is dropped when the connection ends.
+/// gracefully). A TLS connection first completes its handshake, within
+/// [`TLS_HANDSHAKE_TIMEOUT`]; a failed one is logged (rate-limited) and closed. `_live` is
+/// dropped when the connection ends.
 async fn serve_connection(
+    kind: &'static str,
     stream: TcpStream,
+    security: Security,
     service: GrpcLimit,
     builder: Rc<http2::Builder<LocalExec>>,
     stop: flume::Receiver<()>,
     _live: flume::Sender<()>,
 ) {
     let peer = stream.peer_addr().ok();
-    let conn = builder.serve_connection(AuthorityFront::new(HyperIo::new(stream)), service);
+    let tls = match (security.tls, security.plain) {
+        (None, _) => None,
+        (Some(config), false) => Some(config),
+        (Some(config), true) => {
+            let mut first = [0u8; 1];
+            let peeked = within(TLS_HANDSHAKE_TIMEOUT, &stop, stream.peek(&mut first)).await;
+            match peeked {
+                Some(Ok(1)) if first[0] == TLS_HANDSHAKE_RECORD => Some(config),
+                Some(Ok(_)) => None,
+                _ => return,
+            }
+        }
+    };
+    let io = HyperIo::new(stream);
+    let Some(config) = tls else {
+        let conn = builder.serve_connection(AuthorityFront::new(io), service);
+        return drive(conn, &stop, peer).await;
+    };
+    let accept = futures_rustls::TlsAcceptor::from(config).accept(io);
+    match within(TLS_HANDSHAKE_TIMEOUT, &stop, accept).await {
+        Some(Ok(tls)) => {
+            let conn = builder.serve_connection(AuthorityFront::new(TlsIo(tls)), service);
+            drive(conn, &stop, peer).await;
+        }
+        Some(Err(e)) => log_rejected(kind, peer, &e.to_string()),
+        None => log_rejected(kind, peer, "TLS handshake timed out"),
+    }
+}
+
+/// `fut`'s output, or `None` once `timeout` passed or `stop` disconnected.
+async fn within<T>(
+    timeout: Duration,
+    stop: &flume::Receiver<()>,
+    fut: impl Future<Output = T>,
+) -> Option<T> {
+    futures_lite::future::or(
+        async { Some(fut.await) },
+        futures_lite::future::or(
+            async {
+                runtime::sleep(timeout).await;
+                None
+            },
+            async {
+                let _ = stop.recv_async().await;
+                None
+            },
+        ),
+    )
+    .await
+}
+
+/// Runs an HTTP/2 connection to its end (gracefully once `stop` disconnects).
+async fn drive<IO>(
+    conn: http2::Connection<IO, GrpcLimit, LocalExec>,
+    stop: &flume::Receiver<()>,
+    peer: Option<SocketAddr>,
+) where
+    IO: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+{
     let mut conn = pin!(conn);
     let finished = futures_lite::future::or(async { Some(conn.as_mut().await) }, async {
         let _ = stop.recv_async().await;
@@ -273,6 +391,32 @@ async fn serve_connection(
             tracing::info!(?peer, error = %e, "gRPC connection failed");
         }
     }
+}
+
+thread_local! {
+    /// When this core last logged a rejected connection, and how many it left out since.
+    static REJECTED: std::cell::Cell<(Option<Instant>, u64)> = const { std::cell::Cell::new((None, 0)) };
+}
+
+/// Logs a connection refused at the TLS layer as etcd does ("rejected connection on client
+/// endpoint"), at most once per [`REJECTED_LOG_INTERVAL`] per core.
+fn log_rejected(kind: &str, peer: Option<SocketAddr>, error: &str) {
+    REJECTED.with(|cell| {
+        let (last, left_out) = cell.get();
+        let now = Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < REJECTED_LOG_INTERVAL) {
+            cell.set((last, left_out + 1));
+            return;
+        }
+        cell.set((Some(now), 0));
+        let remote = peer.map(|p| p.to_string()).unwrap_or_default();
+        tracing::warn!(
+            remote_addr = %remote,
+            error,
+            more_rejected_not_logged = left_out,
+            "rejected connection on {kind} endpoint"
+        );
+    });
 }
 
 /// Whether `e` comes from the socket (a client gone) rather than the protocol.
@@ -353,6 +497,41 @@ impl HyperIo {
     }
 }
 
+impl HyperIo {
+    /// One non-blocking `recv` into `dst`; `None` if the socket would block.
+    ///
+    /// # Safety
+    ///
+    /// `dst` must be valid for `len` bytes of writes.
+    unsafe fn try_recv(&self, dst: *mut u8, len: usize) -> Option<io::Result<usize>> {
+        loop {
+            // SAFETY: the caller guarantees `dst` is valid for `len` bytes of writes.
+            let n = unsafe { libc::recv(self.fd(), dst.cast(), len, libc::MSG_DONTWAIT) };
+            if n >= 0 {
+                return Some(Ok(n as usize));
+            }
+            let err = io::Error::last_os_error();
+            match err.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => return None,
+                _ => return Some(Err(err)),
+            }
+        }
+    }
+}
+
+/// The first `max` bytes of a hyper read buffer, zeroed so that they can be lent as `&mut [u8]`
+/// to a reader that needs an initialized slice (glommio's wait, the TLS stream).
+fn initialized_prefix(dst: &mut [MaybeUninit<u8>], max: usize) -> &mut [u8] {
+    let len = dst.len().min(max);
+    let dst = &mut dst[..len];
+    // SAFETY: zeroing makes all `len` bytes initialized, so the cast is sound.
+    unsafe {
+        std::ptr::write_bytes(dst.as_mut_ptr(), 0, len);
+        &mut *(dst as *mut [MaybeUninit<u8>] as *mut [u8])
+    }
+}
+
 impl hyper::rt::Read for HyperIo {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -360,40 +539,19 @@ impl hyper::rt::Read for HyperIo {
         mut buf: ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let fd = this.fd();
         // SAFETY: recv only writes bytes into the buffer; nothing is de-initialized.
         let dst = unsafe { buf.as_mut() };
         if dst.is_empty() {
             return Poll::Ready(Ok(()));
         }
-        let read = loop {
-            // SAFETY: `dst` is valid for `dst.len()` bytes of writes.
-            let n =
-                unsafe { libc::recv(fd, dst.as_mut_ptr().cast(), dst.len(), libc::MSG_DONTWAIT) };
-            if n >= 0 {
-                break Some(n as usize);
-            }
-            let err = io::Error::last_os_error();
-            match err.kind() {
-                io::ErrorKind::Interrupted => continue,
-                io::ErrorKind::WouldBlock => break None,
-                _ => return Poll::Ready(Err(err)),
-            }
-        };
-        let n = match read {
-            Some(n) => n,
-            None => {
-                // Nothing to read yet: let glommio wait for readability. It retries the read
-                // itself, so it needs an initialized slice.
-                let len = dst.len().min(SLOW_READ_MAX);
-                let dst = &mut dst[..len];
-                // SAFETY: zeroing makes all `len` bytes initialized, so the cast is sound.
-                let dst: &mut [u8] = unsafe {
-                    std::ptr::write_bytes(dst.as_mut_ptr(), 0, len);
-                    &mut *(dst as *mut [MaybeUninit<u8>] as *mut [u8])
-                };
-                ready!(Pin::new(&mut this.stream).poll_read(cx, dst))?
-            }
+        // SAFETY: `dst` is valid for `dst.len()` bytes of writes.
+        let n = match unsafe { this.try_recv(dst.as_mut_ptr().cast(), dst.len()) } {
+            Some(result) => result?,
+            // Nothing to read yet: let glommio wait for readability. It retries the read itself,
+            // so it needs an initialized slice.
+            None => ready!(
+                Pin::new(&mut this.stream).poll_read(cx, initialized_prefix(dst, SLOW_READ_MAX))
+            )?,
         };
         // SAFETY: the first `n` bytes were written by recv.
         unsafe { buf.advance(n) };
@@ -402,6 +560,53 @@ impl hyper::rt::Read for HyperIo {
 }
 
 impl hyper::rt::Write for HyperIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        AsyncWrite::poll_write(self, cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        AsyncWrite::poll_write_vectored(self, cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Writes are not buffered.
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_close(cx)
+    }
+}
+
+/// The same socket for the TLS layer (futures-rustls reads and writes through these).
+impl AsyncRead for HyperIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        // SAFETY: `buf` is valid for `buf.len()` bytes of writes.
+        match unsafe { this.try_recv(buf.as_mut_ptr(), buf.len()) } {
+            Some(result) => Poll::Ready(result),
+            None => Pin::new(&mut this.stream).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for HyperIo {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -432,16 +637,64 @@ impl hyper::rt::Write for HyperIo {
         }
     }
 
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_close(cx)
+    }
+}
+
+/// A TLS stream (futures-rustls over [`HyperIo`]) as hyper I/O.
+pub struct TlsIo<T>(pub T);
+
+impl<T: AsyncRead + Unpin> hyper::rt::Read for TlsIo<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        mut buf: ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        // SAFETY: the reader only writes bytes into the buffer; nothing is de-initialized.
+        let dst = unsafe { buf.as_mut() };
+        if dst.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        let n = ready!(
+            Pin::new(&mut self.get_mut().0).poll_read(cx, initialized_prefix(dst, SLOW_READ_MAX))
+        )?;
+        // SAFETY: `initialized_prefix` initialized at least the first `n` bytes.
+        unsafe { buf.advance(n) };
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncWrite + Unpin> hyper::rt::Write for TlsIo<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write_vectored(cx, bufs)
+    }
+
     fn is_write_vectored(&self) -> bool {
         true
     }
 
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // Writes are not buffered.
-        Poll::Ready(Ok(()))
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_close(cx)
+        Pin::new(&mut self.get_mut().0).poll_close(cx)
     }
 }

@@ -13,7 +13,9 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use retcd_engine::runtime::{self, DEFAULT_IO_MEMORY};
-use retcd_net::serve::{ServeOptions, bind_all, bind_reuseport, serve, serve_listeners};
+use retcd_net::serve::{
+    ListenAddr, Security, ServeOptions, bind_all, bind_reuseport, serve, serve_listeners,
+};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::codegen::{BoxFuture, Bytes, Service, StdError, http};
 use tonic::server::{Grpc, NamedService, UnaryService};
@@ -186,7 +188,8 @@ async fn grpc_on_two_reuseport_cores() {
                 let _ = stop_rx.recv_async().await;
             };
             serve_listeners(
-                vec![listener],
+                "client",
+                vec![(listener, Security::plain())],
                 routes(core, MAX_RECV_BYTES),
                 MAX_RECV_BYTES,
                 stop,
@@ -336,7 +339,8 @@ async fn oversized_message_refused_like_grpc_go() {
             };
             // tonic's own limit is higher, so that only the length-prefix check can refuse.
             serve_listeners(
-                vec![listener],
+                "client",
+                vec![(listener, Security::plain())],
                 routes(0, 2 * MAX_RECV_BYTES),
                 MAX_RECV_BYTES,
                 stop,
@@ -428,7 +432,7 @@ fn serve_reports_bind_errors() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();
     let opts = ServeOptions {
-        addrs: vec![addr],
+        listen: vec![ListenAddr::plain(addr)],
         max_recv_bytes: MAX_RECV_BYTES,
     };
     let result = runtime::block_on_local(serve(opts, routes(0, MAX_RECV_BYTES), async {}));
@@ -441,14 +445,17 @@ fn serve_reports_bind_errors() {
 fn serve_returns_after_shutdown() {
     // No connections: shutdown returns at once (nothing to drain).
     let opts = ServeOptions {
-        addrs: vec!["127.0.0.1:0".parse().unwrap(), "[::1]:0".parse().unwrap()],
+        listen: vec![
+            ListenAddr::plain("127.0.0.1:0".parse().unwrap()),
+            ListenAddr::plain("[::1]:0".parse().unwrap()),
+        ],
         max_recv_bytes: MAX_RECV_BYTES,
     };
     let opts = if std::net::TcpListener::bind("[::1]:0").is_ok() {
         opts
     } else {
         ServeOptions {
-            addrs: opts.addrs[..1].to_vec(),
+            listen: opts.listen[..1].to_vec(),
             ..opts
         }
     };
