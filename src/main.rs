@@ -1,7 +1,9 @@
 //! `retcd`: the server binary. It only wires the parts together from the configuration: storage
 //! (engine/), the sequencer (raft/) on core 0, and the gRPC services (net/) on every core.
 
+use std::collections::BTreeMap;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::process::ExitCode;
@@ -19,6 +21,7 @@ use retcd_engine::wal::WalOptions;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use retcd_net::context::{Ctx, Limits, MemberInfo};
 use retcd_net::serve::{ListenAddr, Security, ServeOptions};
+use retcd_net::tls;
 use retcd_raft::NodeStatus;
 use retcd_raft::feed::Feed;
 use retcd_raft::sequencer::{Sequencer, SequencerOptions};
@@ -66,6 +69,61 @@ fn main() -> ExitCode {
     }
 }
 
+/// The client listening addresses and how each speaks (etcd groups the client URLs by
+/// host:port: plain if any is http://, TLS if any is https://). The TLS configuration is built
+/// once, here, so that a bad certificate, key or CA is a start-up error; with `--auto-tls` and no
+/// certificate, one is generated into `<data-dir>/fixtures/client` first.
+fn client_listen(cfg: &Config) -> Result<Vec<ListenAddr>, String> {
+    let secure = cfg.listen_client_urls.iter().any(|u| u.is_tls());
+    let files = match (&cfg.client_tls, cfg.client_auto_tls) {
+        _ if !secure => None,
+        (Some(files), _) => Some(files.clone()),
+        (None, true) => {
+            warn!("automatically generate certificates");
+            let hosts: Vec<String> = cfg
+                .listen_client_urls
+                .iter()
+                .map(|u| u.host.clone())
+                .collect();
+            let dir = cfg.data_dir.join("fixtures").join("client");
+            let files = tls::self_signed(&dir, &hosts, cfg.self_signed_cert_validity)
+                .map_err(|e| format!("failed to get client self-signed certs: {e}"))?;
+            Some(files)
+        }
+        (None, false) => None,
+    };
+    let server_tls = match files {
+        Some(files) => Some(
+            tls::server_config(&files, &cfg.tls_policy, &[b"h2"])
+                .map_err(|e| format!("client TLS: {e}"))?,
+        ),
+        None => None,
+    };
+    let mut by_addr: BTreeMap<SocketAddr, Security> = BTreeMap::new();
+    for url in &cfg.listen_client_urls {
+        let addr = url
+            .socket_addr()
+            .ok_or_else(|| format!("cannot listen on {url}"))?;
+        let security = by_addr.entry(addr).or_default();
+        if url.is_tls() {
+            security.tls.clone_from(&server_tls);
+        } else {
+            security.plain = true;
+        }
+    }
+    for (addr, security) in &by_addr {
+        if security.tls.is_some() {
+            info!(address = %addr, "serving client traffic securely");
+        } else {
+            warn!(address = %addr, "serving client traffic insecurely; this is strongly discouraged!");
+        }
+    }
+    Ok(by_addr
+        .into_iter()
+        .map(|(addr, security)| ListenAddr { addr, security })
+        .collect())
+}
+
 fn init_logging(cfg: &Config) -> std::io::Result<()> {
     let level = cfg.log_level.tracing_level();
     let builder = tracing_subscriber::fmt()
@@ -105,6 +163,7 @@ fn run(mut cfg: Config) -> Result<(), String> {
         "starting retcd"
     );
     runtime::probe_io_uring().map_err(|e| e.to_string())?;
+    let client_listen = client_listen(&cfg)?;
 
     let peer_urls: Vec<String> = cfg
         .initial_advertise_peer_urls
@@ -175,11 +234,7 @@ fn run(mut cfg: Config) -> Result<(), String> {
         watch_progress_notify_interval: cfg.watch_progress_notify_interval,
     });
     let serve_opts = ServeOptions {
-        listen: cfg
-            .listen_client_addrs()
-            .into_iter()
-            .map(ListenAddr::plain)
-            .collect(),
+        listen: client_listen,
         max_recv_bytes: cfg.max_request_bytes + (512 << 10),
     };
 

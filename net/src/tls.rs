@@ -340,6 +340,84 @@ pub fn load_certified_key(
     }
 }
 
+/// etcd's `--auto-tls` / `--peer-auto-tls`: a self-signed certificate (subject `O=etcd`, server
+/// authentication, valid from now for `validity_years` years, SANs the listen URLs' hosts: IP
+/// literals as IP SANs, names as DNS SANs) written to `dir/cert.pem` and `dir/key.pem` (the
+/// directory 0700, the key 0600). Files already there are reused as they are, as etcd does, so
+/// a restart keeps the certificate clients may have pinned. etcd's key is ECDSA P-521, which
+/// ring cannot sign with; this one is P-256.
+pub fn self_signed(
+    dir: &Path,
+    hosts: &[String],
+    validity_years: u64,
+) -> Result<TlsFiles, TlsError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let files = TlsFiles {
+        cert_file: dir.join("cert.pem"),
+        key_file: dir.join("key.pem"),
+        ..TlsFiles::default()
+    };
+    if files.cert_file.exists() && files.key_file.exists() {
+        return Ok(files);
+    }
+    if validity_years == 0 {
+        return Err(TlsError::Policy(
+            "selfSignedCertValidity is invalid,it should be greater than 0".into(),
+        ));
+    }
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| TlsError::Read { path, source }
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io(dir))?;
+    let generate = || -> Result<(String, String), rcgen::Error> {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let mut hosts = hosts.to_vec();
+        hosts.sort();
+        hosts.dedup();
+        let mut params = rcgen::CertificateParams::new(hosts)?;
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "etcd");
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyEncipherment,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now;
+        let days = i64::try_from(validity_years.saturating_mul(365)).unwrap_or(i64::MAX / 2);
+        params.not_after = now.saturating_add(time::Duration::days(days));
+        let cert = params.self_signed(&key)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    };
+    let (cert, key) = generate()
+        .map_err(|e| TlsError::Policy(format!("cannot generate x509 certificate: {e}")))?;
+    let write = |path: &Path, mode: u32, text: &str| -> Result<(), TlsError> {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(path)
+            .map_err(io(path))?;
+        f.write_all(text.as_bytes())
+            .and_then(|()| f.sync_all())
+            .map_err(io(path))
+    };
+    write(&files.key_file, 0o600, &key)?;
+    write(&files.cert_file, 0o644, &cert)?;
+    tracing::info!(path = %files.cert_file.display(), "created cert file");
+    tracing::info!(path = %files.key_file.display(), "created key file");
+    Ok(files)
+}
+
 /// The server's certificate, re-read when its files change (checked once per handshake).
 #[derive(Debug)]
 struct ReloadingCert {

@@ -6,10 +6,10 @@
 //! [`build`] runs one function per section, in a fixed order: with several
 //! faults, the first section's is the one reported, and warnings come out in
 //! section order. Each section reads `&Settings` and returns its part of the
-//! [`Config`] under the field names `Config` uses. TLS will be a section of
-//! this shape (`fn tls(&Settings) -> Result<Tls, ConfigError>`, in its own
-//! `tls` module next to this one); until it exists, [`check_no_tls`] refuses
-//! https URLs and the TLS flags are refused with the other unimplemented ones.
+//! [`Config`] under the field names `Config` uses; TLS is such a section in
+//! its own module (`super::tls`). Peer TLS is not implemented yet: https peer
+//! URLs are refused here ([`check_no_tls`]) and the peer TLS flags with the
+//! other unimplemented ones.
 //!
 //! Only the top-level flow in `config` and `Config::default` call [`build`].
 
@@ -21,6 +21,7 @@ use super::settings::{
     Origin, Settings, bool_of, dur_of, i64_of, invalid_setting, list_of, str_of, u64_of, urls_of,
     usize_of, value,
 };
+use super::tls::{Tls, tls};
 use super::url::Url;
 use super::value::{Value, differs_from_default};
 use super::{
@@ -71,6 +72,12 @@ pub(super) fn build(
         election_timeout,
         watch_progress_notify_interval,
     } = timing(settings, warnings)?;
+    let Tls {
+        client_tls,
+        client_auto_tls,
+        self_signed_cert_validity,
+        tls_policy,
+    } = tls(settings, &listen_client_urls, warnings)?;
 
     Ok(Config {
         name,
@@ -94,6 +101,10 @@ pub(super) fn build(
         heartbeat_interval,
         election_timeout,
         watch_progress_notify_interval,
+        client_tls,
+        client_auto_tls,
+        self_signed_cert_validity,
+        tls_policy,
         // Only the caller knows whether the settings came from a file.
         config_file: None,
     })
@@ -209,12 +220,10 @@ struct Urls {
 fn urls(settings: &Settings, file_mode: bool) -> Result<Urls, ConfigError> {
     let (listen_client_urls, lc_origin) = urls_of(settings, "listen-client-urls");
     check_bind(&listen_client_urls, "listen-client-urls", &lc_origin)?;
-    check_no_tls(&listen_client_urls, &lc_origin)?;
     let (listen_peer_urls, lp_origin) = urls_of(settings, "listen-peer-urls");
     check_bind(&listen_peer_urls, "listen-peer-urls", &lp_origin)?;
     check_no_tls(&listen_peer_urls, &lp_origin)?;
-    let (advertise_client_urls, ac_origin) = urls_of(settings, "advertise-client-urls");
-    check_no_tls(&advertise_client_urls, &ac_origin)?;
+    let (advertise_client_urls, _) = urls_of(settings, "advertise-client-urls");
     let (initial_advertise_peer_urls, ap_origin) = urls_of(settings, "initial-advertise-peer-urls");
     check_no_tls(&initial_advertise_peer_urls, &ap_origin)?;
     if !file_mode
@@ -421,10 +430,11 @@ fn refused(origin: &Origin, reason: &str) -> ConfigError {
     }
 }
 
-const HTTPS_REASON: &str = "https URLs need TLS, which retcd does not implement yet; use http URLs";
+const HTTPS_REASON: &str =
+    "https peer URLs need peer TLS, which retcd does not implement yet; use http peer URLs";
 
-/// Clients and peers told to use https must not get plain text, so https URLs
-/// are refused until the TLS section replaces this check.
+/// Peers told to use https must not get plain text, so https peer URLs are
+/// refused until peer TLS exists (client URLs are checked by the TLS section).
 fn check_no_tls(urls: &[Url], origin: &Origin) -> Result<(), ConfigError> {
     match urls.iter().find(|u| u.is_tls()) {
         Some(u) => Err(refused(origin, &format!("{HTTPS_REASON} (got {u})"))),

@@ -33,7 +33,8 @@
 //! * `env` — `ETCD_*` variables;
 //! * `file` — the YAML config file, and refusing what it would make etcd drop;
 //! * `build` — settings → [`Config`], one function per section (member,
-//!   URLs, cluster, limits, logging, timing), plus the refusals.
+//!   URLs, cluster, limits, logging, timing), plus the refusals;
+//! * `tls` — the TLS section: client TLS files, auto TLS, the shared policy.
 
 mod build;
 mod cmdline;
@@ -43,6 +44,7 @@ mod flags;
 mod settings;
 #[cfg(test)]
 mod tests;
+mod tls;
 mod url;
 mod value;
 
@@ -205,6 +207,15 @@ pub struct Config {
     /// `--experimental-watch-progress-notify-interval`, resolved (0 or
     /// negative → 10m, below 100ms → 100ms).
     pub watch_progress_notify_interval: Duration,
+    /// The client transport's TLS files (`--cert-file`, `--key-file`, …); `None` without them.
+    pub client_tls: Option<retcd_net::tls::TlsFiles>,
+    /// `--auto-tls` in effect: no certificate given, so one is generated into
+    /// `<data-dir>/fixtures/client`.
+    pub client_auto_tls: bool,
+    /// `--self-signed-cert-validity`, in years.
+    pub self_signed_cert_validity: u64,
+    /// `--cipher-suites`, `--tls-min-version`, `--tls-max-version`.
+    pub tls_policy: retcd_net::tls::TlsPolicy,
     /// The config file the settings came from, if any.
     pub config_file: Option<PathBuf>,
 }

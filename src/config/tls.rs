@@ -1,0 +1,135 @@
+//! The TLS section of the configuration: the client transport's files and checks
+//! (`--cert-file`, `--key-file`, `--trusted-ca-file`, `--client-cert-auth`, `--client-crl-file`,
+//! `--client-cert-allowed-hostname`, `--auto-tls`, `--self-signed-cert-validity`) and the policy
+//! every TLS listener shares (`--cipher-suites`, `--tls-min-version`, `--tls-max-version`), with
+//! etcd's validation and wording. Peer TLS is still refused (flags and https peer URLs).
+//!
+//! Only [`super::build`] calls [`tls`], after the URLs are known.
+
+use std::path::PathBuf;
+
+use retcd_net::tls::{TlsFiles, TlsPolicy, TlsVersion, check_cipher_suites};
+
+use super::settings::{Settings, bool_of, invalid_setting, list_of, str_of, u64_of};
+use super::url::Url;
+use super::{ConfigError, Scheme};
+
+/// The TLS part of [`super::Config`], under its field names.
+pub(super) struct Tls {
+    pub client_tls: Option<TlsFiles>,
+    pub client_auto_tls: bool,
+    pub self_signed_cert_validity: u64,
+    pub tls_policy: TlsPolicy,
+}
+
+fn path_of(settings: &Settings, name: &'static str) -> Option<PathBuf> {
+    Some(str_of(settings, name))
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from)
+}
+
+/// A list flag as etcd's `StringsValue` would hold it, without its empty items (an empty flag
+/// value is no list).
+fn names_of(settings: &Settings, name: &'static str) -> Vec<String> {
+    list_of(settings, name)
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+pub(super) fn tls(
+    settings: &Settings,
+    listen_client_urls: &[Url],
+    warnings: &mut Vec<String>,
+) -> Result<Tls, ConfigError> {
+    let tls_policy = policy(settings)?;
+    let cert_file = path_of(settings, "cert-file");
+    let key_file = path_of(settings, "key-file");
+    let client_auto_tls = bool_of(settings, "auto-tls");
+    let self_signed_cert_validity = u64_of(settings, "self-signed-cert-validity");
+    let client_tls = match (cert_file, key_file) {
+        (None, None) => None,
+        (Some(cert_file), Some(key_file)) => Some(TlsFiles {
+            cert_file,
+            key_file,
+            trusted_ca_file: path_of(settings, "trusted-ca-file"),
+            client_cert_auth: bool_of(settings, "client-cert-auth"),
+            crl_file: path_of(settings, "client-crl-file"),
+            allowed_cn: Vec::new(),
+            allowed_hostname: names_of(settings, "client-cert-allowed-hostname"),
+        }),
+        (cert, key) => {
+            return Err(ConfigError::Invalid(format!(
+                "KeyFile and CertFile must both be present[key: {}, cert: {}]",
+                key.map(|p| p.display().to_string()).unwrap_or_default(),
+                cert.map(|p| p.display().to_string()).unwrap_or_default(),
+            )));
+        }
+    };
+    if client_auto_tls && client_tls.is_some() {
+        warnings.push("ignoring client auto TLS since certs given".into());
+    }
+    let auto = client_auto_tls && client_tls.is_none();
+    if auto && self_signed_cert_validity == 0 {
+        return Err(invalid_setting(
+            settings,
+            "self-signed-cert-validity",
+            "0".into(),
+            "selfSignedCertValidity is invalid,it should be greater than 0",
+        ));
+    }
+    for url in listen_client_urls {
+        match url.scheme {
+            Scheme::Https if client_tls.is_none() && !auto => {
+                return Err(ConfigError::Invalid(format!(
+                    "TLS key/cert (--cert-file, --key-file) must be provided for client url {url} \
+                     with HTTPS scheme"
+                )));
+            }
+            Scheme::Http if client_tls.is_some() => warnings.push(format!(
+                "scheme is http or unix while key and cert files are present; ignoring key and \
+                 cert files (client-url {url})"
+            )),
+            _ => {}
+        }
+    }
+    Ok(Tls {
+        client_tls,
+        client_auto_tls: auto,
+        self_signed_cert_validity,
+        tls_policy,
+    })
+}
+
+fn policy(settings: &Settings) -> Result<TlsPolicy, ConfigError> {
+    let version = |name: &'static str| -> Result<Option<TlsVersion>, ConfigError> {
+        let s = str_of(settings, name);
+        if s.is_empty() {
+            return Ok(None);
+        }
+        TlsVersion::parse(&s)
+            .map(Some)
+            .map_err(|reason| invalid_setting(settings, name, s, &reason))
+    };
+    let min_version = version("tls-min-version")?.unwrap_or(TlsVersion::Tls12);
+    let max_version = version("tls-max-version")?;
+    if let Some(max) = max_version.filter(|&max| min_version > max) {
+        return Err(ConfigError::Invalid(format!(
+            "min version ({min_version}) is greater than max version ({max})"
+        )));
+    }
+    let cipher_suites = names_of(settings, "cipher-suites");
+    if min_version == TlsVersion::Tls13 && !cipher_suites.is_empty() {
+        return Err(ConfigError::Invalid(
+            "cipher suites cannot be configured when only TLS1.3 is enabled".into(),
+        ));
+    }
+    check_cipher_suites(&cipher_suites).map_err(|reason| {
+        invalid_setting(settings, "cipher-suites", cipher_suites.join(","), &reason)
+    })?;
+    Ok(TlsPolicy {
+        min_version,
+        max_version,
+        cipher_suites,
+    })
+}
