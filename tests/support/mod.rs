@@ -167,6 +167,9 @@ pub struct Server {
     cluster: Option<(String, String)>,
     /// The peer URL other members use, when it is not the one listened on (a proxy in front).
     advertise_peer: Option<String>,
+    /// Clients reach it over TLS: its client URL is https://, and etcdctl gets these flags
+    /// (`--cacert`/`--cert`/`--key`, or `--insecure-skip-tls-verify`).
+    client_tls: Option<Vec<String>>,
 }
 
 impl Server {
@@ -236,6 +239,28 @@ impl Server {
         extra_args: &[&str],
         envs: &[(&str, &str)],
     ) -> Result<Server, String> {
+        Server::try_start_full(kind, dir, extra_args, envs, None)
+    }
+
+    /// [`Server::try_start`] with its client URLs https:// (`extra_args` bring the server's TLS
+    /// flags); etcdctl, also for the readiness check, is run with `etcdctl_tls`.
+    pub fn try_start_tls(
+        kind: Kind,
+        dir: &Path,
+        extra_args: &[&str],
+        etcdctl_tls: &[&str],
+    ) -> Result<Server, String> {
+        let etcdctl_tls = etcdctl_tls.iter().map(|s| s.to_string()).collect();
+        Server::try_start_full(kind, dir, extra_args, &[], Some(etcdctl_tls))
+    }
+
+    fn try_start_full(
+        kind: Kind,
+        dir: &Path,
+        extra_args: &[&str],
+        envs: &[(&str, &str)],
+        client_tls: Option<Vec<String>>,
+    ) -> Result<Server, String> {
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let name = format!("{}-{}-{id}", kind.label(), std::process::id());
         let mut last_error = String::new();
@@ -262,6 +287,7 @@ impl Server {
                 early_exit: None,
                 cluster: None,
                 advertise_peer: None,
+                client_tls: client_tls.clone(),
             };
             match server.spawn_and_wait() {
                 Ok(()) => return Ok(server),
@@ -317,6 +343,7 @@ impl Server {
             early_exit: None,
             cluster: Some((initial_cluster.to_string(), state.to_string())),
             advertise_peer: None,
+            client_tls: None,
         }
     }
 
@@ -446,7 +473,12 @@ impl Server {
     }
 
     pub fn client_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.client_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
     pub fn peer_url(&self) -> String {
@@ -740,8 +772,22 @@ impl Server {
         remove_env_with_prefixes(&mut cmd, &["ETCDCTL_"]);
         cmd.env("ETCDCTL_API", "3");
         cmd.arg(format!("--endpoints={}", self.endpoint()));
+        cmd.args(self.client_tls.iter().flatten());
         cmd.args(args);
         run_with_timeout(cmd, stdin, timeout)
+    }
+
+    /// Runs etcdctl against this server with `tls` instead of the server's own client TLS flags
+    /// (a client with another certificate, or none).
+    pub fn etcdctl_as(&self, tls: &[&str], args: &[&str]) -> Output {
+        let mut cmd = Command::new(etcdctl_binary());
+        remove_env_with_prefixes(&mut cmd, &["ETCDCTL_"]);
+        cmd.env("ETCDCTL_API", "3");
+        cmd.arg(format!("--endpoints={}", self.endpoint()));
+        cmd.args(tls);
+        cmd.args(args);
+        run_with_timeout(cmd, None, ETCDCTL_TIMEOUT)
+            .unwrap_or_else(|e| panic!("etcdctl {args:?} against {}: {e}", self.name))
     }
 
     /// [`normalize`] plus this server's own details: its client and peer
