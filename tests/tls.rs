@@ -221,7 +221,10 @@ fn failed_handshakes_leave_the_server_answering() {
         "resident memory grew from {before} KiB to {after} KiB over {HANDSHAKES} failed handshakes"
     );
     assert_eq!(ok(server.etcdctl(&["put", "k", "v"])), "OK\n");
-    eprintln!("{HANDSHAKES} failed handshakes took {:?}", flood_started.elapsed());
+    eprintln!(
+        "{HANDSHAKES} failed handshakes took {:?}",
+        flood_started.elapsed()
+    );
     wait_closed(&server, stalled);
     // Logged, but not once per connection.
     let log = std::fs::read_to_string(server.log_path()).unwrap();

@@ -176,7 +176,11 @@ impl FileLoader<'_> {
                     {
                         self.set(spec.name, &key, None, value)?
                     }
-                    Some(spec) if matches!(spec.support, Support::Security) && !value.is_null() => {
+                    Some(spec)
+                        if (spec.support == Support::Security
+                            || spec.is_implemented_security())
+                            && !value.is_null() =>
+                    {
                         // etcd would silently drop these (they are not keys of
                         // its file); running without them would be insecure.
                         let origin = self.origin(&key, None);
@@ -185,14 +189,18 @@ impl FileLoader<'_> {
                             .and_then(|r| parse_value(spec.kind, &r).ok())
                             .is_some_and(|v| !differs_from_default(spec, &v));
                         if !harmless {
+                            let besides = if spec.support == Support::Security {
+                                format!("; besides, {}", refusal_reason(spec.name))
+                            } else {
+                                String::new()
+                            };
                             return Err(ConfigError::Refused {
                                 origin: origin.to_string(),
                                 reason: format!(
                                     "etcd does not read this key at the top level of its config \
                                      file (TLS settings go under client-transport-security or \
-                                     peer-transport-security) and would silently run without it; \
-                                     besides, {}",
-                                    refusal_reason(spec.name)
+                                     peer-transport-security) and would silently run without \
+                                     it{besides}"
                                 ),
                             });
                         }
@@ -417,19 +425,20 @@ pub(super) fn refuse_or_report_ignored(
 /// Refuses a security setting that the config file would make etcd drop;
 /// anything else given besides the file is only reported as ignored.
 fn check_security_only(spec: &Spec, setting: &Setting) -> Result<(), ConfigError> {
-    let refuse = match spec.support {
-        Support::Security => differs_from_default(spec, &setting.value),
-        Support::Bcrypt => matches!(setting.value, Value::U64(c) if c > 10),
-        _ => false,
+    let reason = match spec.support {
+        Support::Security if differs_from_default(spec, &setting.value) => {
+            refusal_reason(spec.name)
+        }
+        Support::Bcrypt if matches!(setting.value, Value::U64(c) if c > 10) => {
+            refusal_reason(spec.name)
+        }
+        _ if spec.is_implemented_security() && differs_from_default(spec, &setting.value) => {
+            "a transport security setting; put it in the config file instead"
+        }
+        _ => return Ok(()),
     };
-    if refuse {
-        return Err(ConfigError::Refused {
-            origin: setting.origin.to_string(),
-            reason: format!(
-                "{} (etcd would silently ignore it because a config file is given)",
-                refusal_reason(spec.name)
-            ),
-        });
-    }
-    Ok(())
+    Err(ConfigError::Refused {
+        origin: setting.origin.to_string(),
+        reason: format!("{reason} (etcd would silently ignore it because a config file is given)"),
+    })
 }

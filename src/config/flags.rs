@@ -121,6 +121,14 @@ pub(super) struct Spec {
     pub(super) help: &'static str,
 }
 
+impl Spec {
+    /// A transport security setting retcd honours: dropping it (as etcd does with flags next
+    /// to a config file) would run the server less secure than asked, so such drops are refused.
+    pub(super) fn is_implemented_security(&self) -> bool {
+        self.support == Support::Implemented && self.section == Section::Security
+    }
+}
+
 const fn f(
     name: &'static str,
     kind: Kind,
@@ -337,7 +345,7 @@ pub(super) fn refusal_reason(name: &str) -> &'static str {
              ordinary member instead"
         }
         _ => {
-            "TLS is not implemented in retcd yet; refusing to start without the transport \
+            "peer TLS is not implemented in retcd yet; refusing to start without the transport \
              security this setting asks for"
         }
     }

@@ -267,21 +267,12 @@ fn help_and_version() {
 #[test]
 fn security_flags_refused() {
     for args in [
-        &["--cert-file", "/tls/server.crt"][..],
-        &["--key-file=/k"],
-        &["--client-cert-auth"],
-        &["--trusted-ca-file", "/ca"],
-        &["--auto-tls=true"],
-        &["--peer-cert-file", "/p"],
+        &["--peer-cert-file", "/p"][..],
         &["--peer-key-file", "/p"],
         &["--peer-client-cert-auth"],
         &["--peer-trusted-ca-file", "/ca"],
         &["--peer-auto-tls"],
-        &["--client-crl-file", "/crl"],
         &["--peer-crl-file", "/crl"],
-        &["--cipher-suites", "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"],
-        &["--tls-min-version", "TLS1.3"],
-        &["--tls-max-version", "TLS1.3"],
         &["--auth-token", "jwt,pub-key=a,priv-key=b,sign-method=RS256"],
         &["--host-whitelist", "example.com"],
         &["--cors", "http://example.com:80"],
@@ -308,12 +299,12 @@ fn security_flags_refused() {
     );
     assert!(w.is_empty(), "{w:?}");
     // Environment variables too.
-    let e = err(&[], &[("ETCD_CERT_FILE", "/c")]);
+    let e = err(&[], &[("ETCD_PEER_CERT_FILE", "/c")]);
     assert!(
-        e.contains("ETCD_CERT_FILE") && e.contains("--cert-file"),
+        e.contains("ETCD_PEER_CERT_FILE") && e.contains("--peer-cert-file"),
         "{e}"
     );
-    // https URLs need TLS.
+    // https client URLs need a certificate (etcd's message); https peer URLs, peer TLS.
     let e = err(
         &[
             "--listen-client-urls=https://127.0.0.1:2379",
@@ -321,9 +312,10 @@ fn security_flags_refused() {
         ],
         &[],
     );
-    assert!(
-        e.contains("--listen-client-urls") && e.contains("https"),
-        "{e}"
+    assert_eq!(
+        e,
+        "TLS key/cert (--cert-file, --key-file) must be provided for client url \
+         https://127.0.0.1:2379 with HTTPS scheme"
     );
     let e = err(&["--initial-cluster=default=https://127.0.0.1:2380"], &[]);
     assert!(
@@ -544,10 +536,10 @@ fn yaml_config_file() {
 
 #[test]
 fn yaml_config_file_errors() {
-    let tls = TempFile::new("name: a\nclient-transport-security:\n  cert-file: /tls/c.crt\n");
+    let tls = TempFile::new("name: a\npeer-transport-security:\n  cert-file: /tls/c.crt\n");
     let e = err(&["--config-file", tls.path()], &[]);
     assert!(
-        e.contains("client-transport-security.cert-file")
+        e.contains("peer-transport-security.cert-file")
             && e.contains("line 3")
             && e.contains("refused"),
         "{e}"
@@ -674,4 +666,65 @@ fn every_etcd_flag_is_recognised() {
     let (c, w) = ok(&args, &[]);
     assert!(w.is_empty(), "{w:?}");
     assert_eq!(c, Config::default());
+}
+
+#[test]
+fn client_tls_settings() {
+    use retcd_net::tls::{TlsFiles, TlsVersion};
+    let want = TlsFiles {
+        cert_file: PathBuf::from("/tls/s.crt"),
+        key_file: PathBuf::from("/tls/s.key"),
+        trusted_ca_file: Some(PathBuf::from("/tls/ca.crt")),
+        client_cert_auth: true,
+        crl_file: None,
+        allowed_cn: vec![],
+        allowed_hostname: vec![],
+    };
+    // Flags, ETCD_* variables and the YAML section mean the same.
+    let (c, w) = ok(
+        &[
+            "--cert-file=/tls/s.crt",
+            "--key-file=/tls/s.key",
+            "--trusted-ca-file=/tls/ca.crt",
+            "--client-cert-auth",
+            "--listen-client-urls=https://127.0.0.1:2379",
+            "--advertise-client-urls=https://127.0.0.1:2379",
+            "--tls-max-version=TLS1.2",
+            "--cipher-suites=TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+        ],
+        &[],
+    );
+    assert!(w.is_empty(), "{w:?}");
+    assert_eq!(c.client_tls.as_ref(), Some(&want));
+    assert_eq!(c.tls_policy.max_version, Some(TlsVersion::Tls12));
+    let (c, _) = ok(
+        &[],
+        &[
+            ("ETCD_CERT_FILE", "/tls/s.crt"),
+            ("ETCD_KEY_FILE", "/tls/s.key"),
+            ("ETCD_TRUSTED_CA_FILE", "/tls/ca.crt"),
+            ("ETCD_CLIENT_CERT_AUTH", "true"),
+        ],
+    );
+    assert_eq!(c.client_tls.as_ref(), Some(&want));
+    let file = TempFile::new(
+        "client-transport-security:\n  cert-file: /tls/s.crt\n  key-file: /tls/s.key\n  \
+         trusted-ca-file: /tls/ca.crt\n  client-cert-auth: true\n",
+    );
+    let (c, _) = ok(&["--config-file", file.path()], &[]);
+    assert_eq!(c.client_tls.as_ref(), Some(&want));
+    // Certificates with only http URLs: etcd warns that it ignores them.
+    let (_, w) = ok(&["--cert-file=/c", "--key-file=/k"], &[]);
+    assert!(
+        w.iter().any(|w| w.contains("ignoring key and cert files")),
+        "{w:?}"
+    );
+    // --auto-tls with certificates given: ignored, as etcd says.
+    let (c, w) = ok(&["--auto-tls", "--cert-file=/c", "--key-file=/k"], &[]);
+    assert!(!c.client_auto_tls);
+    assert!(
+        w.iter()
+            .any(|w| w == "ignoring client auto TLS since certs given"),
+        "{w:?}"
+    );
 }
