@@ -69,59 +69,130 @@ fn main() -> ExitCode {
     }
 }
 
-/// The client listening addresses and how each speaks (etcd groups the client URLs by
+/// The TLS files of one transport (client or peer): the configured ones, or with auto TLS a
+/// self-signed certificate generated into `<data-dir>/fixtures/<kind>` for the listen URLs'
+/// hosts; `None` without either.
+fn transport_files(
+    cfg: &Config,
+    kind: &str,
+    files: &Option<tls::TlsFiles>,
+    auto: bool,
+    listen: &[config::Url],
+) -> Result<Option<tls::TlsFiles>, String> {
+    if let Some(files) = files {
+        return Ok(Some(files.clone()));
+    }
+    if !auto {
+        return Ok(None);
+    }
+    warn!(kind, "automatically generate certificates");
+    let hosts: Vec<String> = listen.iter().map(|u| u.host.clone()).collect();
+    let dir = cfg.data_dir.join("fixtures").join(kind);
+    tls::self_signed(&dir, &hosts, cfg.self_signed_cert_validity)
+        .map(Some)
+        .map_err(|e| format!("failed to get {kind} self-signed certs: {e}"))
+}
+
+/// The listening addresses of one transport and how each speaks (etcd groups the URLs by
 /// host:port: plain if any is http://, TLS if any is https://). The TLS configuration is built
-/// once, here, so that a bad certificate, key or CA is a start-up error; with `--auto-tls` and no
-/// certificate, one is generated into `<data-dir>/fixtures/client` first.
-fn client_listen(cfg: &Config) -> Result<Vec<ListenAddr>, String> {
-    let secure = cfg.listen_client_urls.iter().any(|u| u.is_tls());
-    let files = match (&cfg.client_tls, cfg.client_auto_tls) {
-        _ if !secure => None,
-        (Some(files), _) => Some(files.clone()),
-        (None, true) => {
-            warn!("automatically generate certificates");
-            let hosts: Vec<String> = cfg
-                .listen_client_urls
-                .iter()
-                .map(|u| u.host.clone())
-                .collect();
-            let dir = cfg.data_dir.join("fixtures").join("client");
-            let files = tls::self_signed(&dir, &hosts, cfg.self_signed_cert_validity)
-                .map_err(|e| format!("failed to get client self-signed certs: {e}"))?;
-            Some(files)
-        }
-        (None, false) => None,
-    };
+/// once, here, so that a bad certificate, key or CA is a start-up error.
+fn listen_addrs(
+    cfg: &Config,
+    kind: &'static str,
+    urls: &[config::Url],
+    files: Option<&tls::TlsFiles>,
+    verify_client_san: bool,
+) -> Result<Vec<ListenAddr>, String> {
     let server_tls = match files {
-        Some(files) => Some(
-            tls::server_config(&files, &cfg.tls_policy, &[b"h2"])
-                .map_err(|e| format!("client TLS: {e}"))?,
+        Some(files) if urls.iter().any(|u| u.is_tls()) => Some(
+            tls::server_config(files, &cfg.tls_policy, &[b"h2"])
+                .map_err(|e| format!("{kind} TLS: {e}"))?,
         ),
-        None => None,
+        _ => None,
     };
     let mut by_addr: BTreeMap<SocketAddr, Security> = BTreeMap::new();
-    for url in &cfg.listen_client_urls {
+    for url in urls {
         let addr = url
             .socket_addr()
             .ok_or_else(|| format!("cannot listen on {url}"))?;
         let security = by_addr.entry(addr).or_default();
         if url.is_tls() {
             security.tls.clone_from(&server_tls);
+            security.verify_client_san = verify_client_san;
         } else {
             security.plain = true;
         }
     }
     for (addr, security) in &by_addr {
         if security.tls.is_some() {
-            info!(address = %addr, "serving client traffic securely");
+            info!(address = %addr, "serving {kind} traffic securely");
         } else {
-            warn!(address = %addr, "serving client traffic insecurely; this is strongly discouraged!");
+            warn!(address = %addr, "serving {kind} traffic insecurely; this is strongly discouraged!");
         }
     }
     Ok(by_addr
         .into_iter()
         .map(|(addr, security)| ListenAddr { addr, security })
         .collect())
+}
+
+/// The client and peer listening addresses; sets how this member dials https peer URLs.
+fn transports(cfg: &Config) -> Result<(Vec<ListenAddr>, Vec<ListenAddr>), String> {
+    let client_files = transport_files(
+        cfg,
+        "client",
+        &cfg.client_tls,
+        cfg.client_auto_tls,
+        &cfg.listen_client_urls,
+    )?;
+    let client = listen_addrs(
+        cfg,
+        "client",
+        &cfg.listen_client_urls,
+        client_files.as_ref(),
+        false,
+    )?;
+    let peer_files = transport_files(
+        cfg,
+        "peer",
+        &cfg.peer_tls,
+        cfg.peer_auto_tls,
+        &cfg.listen_peer_urls,
+    )?;
+    let verify_san = !cfg.peer_skip_client_san_verification && !cfg.peer_auto_tls;
+    let peer = listen_addrs(
+        cfg,
+        "peer",
+        &cfg.listen_peer_urls,
+        peer_files.as_ref(),
+        verify_san,
+    )?;
+    if let Some(files) = &peer_files {
+        if !cfg.peer_auto_tls {
+            // Other members check this certificate against the URL they dial: say so now, not
+            // as their handshake failures later.
+            for url in cfg
+                .initial_advertise_peer_urls
+                .iter()
+                .filter(|u| u.is_tls())
+            {
+                tls::check_cert_covers(&files.cert_file, &url.host).map_err(|e| {
+                    format!(
+                        "--peer-cert-file {} does not cover --initial-advertise-peer-urls {url}: {e}",
+                        files.cert_file.display()
+                    )
+                })?;
+            }
+        }
+        let client_cert = match &cfg.peer_client_cert {
+            Some((cert, key)) => (cert.as_path(), key.as_path()),
+            None => (files.cert_file.as_path(), files.key_file.as_path()),
+        };
+        let dial = tls::client_config(files, client_cert, &cfg.tls_policy, cfg.peer_auto_tls)
+            .map_err(|e| format!("peer TLS: {e}"))?;
+        retcd_net::peer::set_peer_tls(dial);
+    }
+    Ok((client, peer))
 }
 
 fn init_logging(cfg: &Config) -> std::io::Result<()> {
@@ -163,7 +234,7 @@ fn run(mut cfg: Config) -> Result<(), String> {
         "starting retcd"
     );
     runtime::probe_io_uring().map_err(|e| e.to_string())?;
-    let client_listen = client_listen(&cfg)?;
+    let (client_listen, peer_listen) = transports(&cfg)?;
 
     let peer_urls: Vec<String> = cfg
         .initial_advertise_peer_urls
@@ -209,7 +280,8 @@ fn run(mut cfg: Config) -> Result<(), String> {
     let leases = sequencer.lease_handle();
     let peer_leases = leases.clone();
     let peer_inbox = sequencer.peer_inbox();
-    let peer_addrs = cfg.listen_peer_addrs();
+    let peer_addrs: Vec<SocketAddr> = peer_listen.iter().map(|l| l.addr).collect();
+    let peer_security: Vec<Security> = peer_listen.into_iter().map(|l| l.security).collect();
     // Peer frames carry whole Raft batches: room for a few of the largest requests.
     let peer_max_bytes = 2 * cfg.max_request_bytes + (8 << 20);
     let peer_status = status.clone();
@@ -267,6 +339,7 @@ fn run(mut cfg: Config) -> Result<(), String> {
         };
         let peer_status = peer_status.clone();
         let peer_addrs = peer_addrs.clone();
+        let peer_security = peer_security.clone();
         let snap_dir = snap_dir.clone();
         let peer_leases = peer_leases.clone();
         let go_tx = go_tx.clone();
@@ -306,10 +379,7 @@ fn run(mut cfg: Config) -> Result<(), String> {
                 let routes =
                     retcd_net::peer::PeerService::new(peer_status, inbox, snap_dir, peer_leases)
                         .routes(peer_max_bytes);
-                let listeners = listeners
-                    .into_iter()
-                    .map(|l| (l, Security::plain()))
-                    .collect();
+                let listeners = listeners.into_iter().zip(peer_security).collect();
                 retcd_net::serve::serve_listeners(
                     "peer",
                     listeners,

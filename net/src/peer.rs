@@ -432,18 +432,56 @@ async fn dial(url: &str) -> Result<PeerClient<H2Channel>, String> {
         .max_encoding_message_size(usize::MAX))
 }
 
+/// The TLS client configuration for https:// peer URLs, set once at start-up
+/// ([`set_peer_tls`]) before any dial.
+static PEER_TLS: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+
+/// Sets how this member dials https:// peer URLs (its client certificate, the CA it trusts).
+/// Without it, dialing an https:// URL fails: a member never falls back to plain text.
+pub fn set_peer_tls(config: Arc<rustls::ClientConfig>) {
+    let _ = PEER_TLS.set(config);
+}
+
 /// One HTTP/2 connection to `url` (a peer or client URL of a member) for any tonic client, with
-/// the origin to give it.
+/// the origin to give it. An https:// URL is dialed over TLS with the peer TLS configuration.
 pub async fn connect(url: &str) -> Result<(H2Channel, http::Uri), String> {
     let addr = resolve(url)?;
     let stream = TcpStream::connect_timeout(addr, DIAL_TIMEOUT)
         .await
         .map_err(|e| format!("dial {url}: {e}"))?;
     let _ = stream.set_nodelay(true);
+    let origin: http::Uri = url.parse().map_err(|e| format!("URL {url}: {e}"))?;
+    let io = HyperIo::new(stream);
+    let send = if origin.scheme_str() == Some("https") {
+        let config = PEER_TLS
+            .get()
+            .ok_or_else(|| format!("dial {url}: https peer URL but no peer TLS is configured"))?;
+        let host = origin.host().unwrap_or_default().trim_matches(['[', ']']);
+        let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+            .map_err(|e| format!("dial {url}: {e}"))?;
+        let tls = futures_rustls::TlsConnector::from(config.clone())
+            .connect(name, io)
+            .await
+            .map_err(|e| format!("TLS with {url}: {e}"))?;
+        h2_handshake(crate::serve::TlsIo(tls), url).await?
+    } else {
+        h2_handshake(io, url).await?
+    };
+    Ok((H2Channel(send), origin))
+}
+
+/// The HTTP/2 client handshake on `io`; the connection runs as a task of this core.
+async fn h2_handshake<IO>(
+    io: IO,
+    url: &str,
+) -> Result<hyper::client::conn::http2::SendRequest<tonic::body::Body>, String>
+where
+    IO: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+{
     let (send, conn) = hyper::client::conn::http2::Builder::new(LocalExec)
         .initial_stream_window_size(crate::serve::INITIAL_STREAM_WINDOW)
         .initial_connection_window_size(crate::serve::INITIAL_CONNECTION_WINDOW)
-        .handshake(HyperIo::new(stream))
+        .handshake(io)
         .await
         .map_err(|e| format!("HTTP/2 with {url}: {e}"))?;
     let peer = url.to_owned();
@@ -452,8 +490,7 @@ pub async fn connect(url: &str) -> Result<(H2Channel, http::Uri), String> {
             debug!(peer, error = %e, "peer connection ended");
         }
     });
-    let origin: http::Uri = url.parse().map_err(|e| format!("URL {url}: {e}"))?;
-    Ok((H2Channel(send), origin))
+    Ok(send)
 }
 
 fn resolve(url: &str) -> Result<SocketAddr, String> {

@@ -83,6 +83,9 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 pub struct Security {
     pub plain: bool,
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// After the handshake, check the client certificate's SANs against the address it
+    /// connects from (etcd's peer listeners, unless --experimental-peer-skip-client-san-verification).
+    pub verify_client_san: bool,
 }
 
 impl Security {
@@ -91,6 +94,7 @@ impl Security {
         Security {
             plain: true,
             tls: None,
+            verify_client_san: false,
         }
     }
 }
@@ -312,6 +316,7 @@ async fn serve_connection(
     _live: flume::Sender<()>,
 ) {
     let peer = stream.peer_addr().ok();
+    let verify_client_san = security.verify_client_san;
     let tls = match (security.tls, security.plain) {
         (None, _) => None,
         (Some(config), false) => Some(config),
@@ -333,6 +338,14 @@ async fn serve_connection(
     let accept = futures_rustls::TlsAcceptor::from(config).accept(io);
     match within(TLS_HANDSHAKE_TIMEOUT, &stop, accept).await {
         Some(Ok(tls)) => {
+            if verify_client_san {
+                let leaf = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
+                if let (Some(leaf), Some(peer)) = (leaf, peer)
+                    && let Err(e) = crate::tls::check_client_san(leaf, peer.ip())
+                {
+                    return log_rejected(kind, Some(peer), &e);
+                }
+            }
             let conn = builder.serve_connection(AuthorityFront::new(TlsIo(tls)), service);
             drive(conn, &stop, peer).await;
         }

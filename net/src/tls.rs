@@ -272,6 +272,148 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
+/// The client side of peer TLS (dialing other members): their certificates are verified
+/// against `files.trusted_ca_file` (with `skip_verify`, not at all: etcd's peers on
+/// `--peer-auto-tls` trust each other's self-signed certificates blindly), and this member
+/// presents `client_cert`/`client_key` (re-read when they change).
+pub fn client_config(
+    files: &TlsFiles,
+    client_cert: (&Path, &Path),
+    policy: &TlsPolicy,
+    skip_verify: bool,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let provider = provider(policy)?;
+    let resolver = Arc::new(ReloadingCert::new(
+        &TlsFiles {
+            cert_file: client_cert.0.to_path_buf(),
+            key_file: client_cert.1.to_path_buf(),
+            ..TlsFiles::default()
+        },
+        provider.clone(),
+    )?);
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&versions(policy)?)?;
+    let builder = if skip_verify {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyServer(provider)))
+    } else {
+        let mut roots = RootCertStore::empty();
+        if let Some(ca) = &files.trusted_ca_file {
+            for cert in load_certs(ca)? {
+                roots.add(cert).map_err(|e| TlsError::Pem {
+                    path: ca.clone(),
+                    what: format!("x509: {e}"),
+                })?;
+            }
+        }
+        builder.with_root_certificates(roots)
+    };
+    let mut config = builder.with_client_cert_resolver(resolver);
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Accepts any server certificate (signatures are still checked): `--peer-auto-tls` only.
+#[derive(Debug)]
+struct AnyServer(Arc<CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Whether the first certificate of `cert_file` is valid for `host` (an IP or DNS SAN); the
+/// error says what it is valid for, in Go's x509 words.
+pub fn check_cert_covers(cert_file: &Path, host: &str) -> Result<(), String> {
+    let certs = load_certs(cert_file).map_err(|e| e.to_string())?;
+    let leaf = certificate::Leaf::parse(&certs[0]).map_err(|e| e.to_string())?;
+    if leaf.valid_for_host(host) {
+        return Ok(());
+    }
+    let (ips, names) = leaf.sans();
+    let mut valid: Vec<String> = ips.iter().map(|ip| ip.to_string()).collect();
+    valid.extend(names);
+    Err(format!(
+        "x509: certificate is valid for {}, not {host}",
+        valid.join(", ")
+    ))
+}
+
+/// etcd's check of a peer's client certificate against the address it connects from: with IP
+/// SANs, one must be that address; with DNS SANs only, one of them must resolve to it; a
+/// certificate with neither passes. Runs after the handshake, on the peer listener only.
+pub fn check_client_san(leaf: &CertificateDer<'_>, remote: std::net::IpAddr) -> Result<(), String> {
+    let leaf = certificate::Leaf::parse(leaf).map_err(|e| e.to_string())?;
+    let (ips, names) = leaf.sans();
+    if ips.is_empty() && names.is_empty() {
+        return Ok(());
+    }
+    if ips.contains(&remote) {
+        return Ok(());
+    }
+    if names.is_empty() {
+        let ips: Vec<String> = ips.iter().map(|ip| ip.to_string()).collect();
+        return Err(format!(
+            "x509: certificate is valid for {}, not {remote}",
+            ips.join(", ")
+        ));
+    }
+    let resolves_to_remote = |name: &String| {
+        use std::net::ToSocketAddrs;
+        !name.starts_with("*.")
+            && (name.as_str(), 0)
+                .to_socket_addrs()
+                .is_ok_and(|mut addrs| addrs.any(|a| a.ip() == remote))
+    };
+    if names.iter().any(resolves_to_remote) {
+        return Ok(());
+    }
+    Err(format!(
+        "tls: {remote:?} does not match any of DNSNames {names:?}"
+    ))
+}
+
 /// When a file was last seen changed (modification time and length).
 type Stamp = Option<(SystemTime, u64)>;
 
@@ -443,8 +585,9 @@ impl ReloadingCert {
     }
 }
 
-impl ResolvesServerCert for ReloadingCert {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+impl ReloadingCert {
+    /// The current pair, re-read first if its files changed.
+    fn current(&self) -> Arc<CertifiedKey> {
         let (cert_stamp, key_stamp) = (stamp(&self.cert), stamp(&self.key));
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if (cert_stamp, key_stamp) != (state.0, state.1) {
@@ -460,7 +603,27 @@ impl ResolvesServerCert for ReloadingCert {
                 }
             }
         }
-        Some(state.2.clone())
+        state.2.clone()
+    }
+}
+
+impl ResolvesServerCert for ReloadingCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+}
+
+impl rustls::client::ResolvesClientCert for ReloadingCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
     }
 }
 
@@ -632,6 +795,27 @@ mod certificate {
         /// The serial's magnitude, big-endian, without leading zeros.
         pub fn serial(&self) -> &[u8] {
             strip_zeros(self.0.raw_serial())
+        }
+
+        /// The IP and DNS SANs.
+        pub fn sans(&self) -> (Vec<std::net::IpAddr>, Vec<String>) {
+            let (mut ips, mut names) = (Vec::new(), Vec::new());
+            if let Ok(Some(san)) = self.0.subject_alternative_name() {
+                for name in &san.value.general_names {
+                    match name {
+                        GeneralName::IPAddress(b) => {
+                            if let Ok(v4) = <[u8; 4]>::try_from(*b) {
+                                ips.push(std::net::IpAddr::from(v4));
+                            } else if let Ok(v6) = <[u8; 16]>::try_from(*b) {
+                                ips.push(std::net::IpAddr::from(v6));
+                            }
+                        }
+                        GeneralName::DNSName(n) => names.push(n.to_string()),
+                        _ => {}
+                    }
+                }
+            }
+            (ips, names)
         }
 
         /// Whether a DNS or IP SAN covers `host` (a `*.` wildcard covers one label).

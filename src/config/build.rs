@@ -7,9 +7,8 @@
 //! faults, the first section's is the one reported, and warnings come out in
 //! section order. Each section reads `&Settings` and returns its part of the
 //! [`Config`] under the field names `Config` uses; TLS is such a section in
-//! its own module (`super::tls`). Peer TLS is not implemented yet: https peer
-//! URLs are refused here ([`check_no_tls`]) and the peer TLS flags with the
-//! other unimplemented ones.
+//! its own module (`super::tls`), which also checks https URLs against the
+//! certificates given.
 //!
 //! Only the top-level flow in `config` and `Config::default` call [`build`].
 
@@ -77,7 +76,11 @@ pub(super) fn build(
         client_auto_tls,
         self_signed_cert_validity,
         tls_policy,
-    } = tls(settings, &listen_client_urls, warnings)?;
+        peer_tls,
+        peer_client_cert,
+        peer_auto_tls,
+        peer_skip_client_san_verification,
+    } = tls(settings, &listen_client_urls, &listen_peer_urls, warnings)?;
 
     Ok(Config {
         name,
@@ -105,6 +108,10 @@ pub(super) fn build(
         client_auto_tls,
         self_signed_cert_validity,
         tls_policy,
+        peer_tls,
+        peer_client_cert,
+        peer_auto_tls,
+        peer_skip_client_san_verification,
         // Only the caller knows whether the settings came from a file.
         config_file: None,
     })
@@ -222,10 +229,8 @@ fn urls(settings: &Settings, file_mode: bool) -> Result<Urls, ConfigError> {
     check_bind(&listen_client_urls, "listen-client-urls", &lc_origin)?;
     let (listen_peer_urls, lp_origin) = urls_of(settings, "listen-peer-urls");
     check_bind(&listen_peer_urls, "listen-peer-urls", &lp_origin)?;
-    check_no_tls(&listen_peer_urls, &lp_origin)?;
     let (advertise_client_urls, _) = urls_of(settings, "advertise-client-urls");
-    let (initial_advertise_peer_urls, ap_origin) = urls_of(settings, "initial-advertise-peer-urls");
-    check_no_tls(&initial_advertise_peer_urls, &ap_origin)?;
+    let (initial_advertise_peer_urls, _) = urls_of(settings, "initial-advertise-peer-urls");
     if !file_mode
         && settings.contains_key("listen-client-urls")
         && !settings.contains_key("advertise-client-urls")
@@ -284,9 +289,6 @@ fn cluster(
             value: ic_value.clone(),
             reason,
         })?;
-    for member in &initial_cluster {
-        check_no_tls(&member.peer_urls, &ic_origin)?;
-    }
 
     let initial_cluster_state = match str_of(settings, "initial-cluster-state").as_str() {
         "existing" => ClusterState::Existing,
@@ -427,18 +429,6 @@ fn refused(origin: &Origin, reason: &str) -> ConfigError {
     ConfigError::Refused {
         origin: origin.to_string(),
         reason: reason.to_string(),
-    }
-}
-
-const HTTPS_REASON: &str =
-    "https peer URLs need peer TLS, which retcd does not implement yet; use http peer URLs";
-
-/// Peers told to use https must not get plain text, so https peer URLs are
-/// refused until peer TLS exists (client URLs are checked by the TLS section).
-fn check_no_tls(urls: &[Url], origin: &Origin) -> Result<(), ConfigError> {
-    match urls.iter().find(|u| u.is_tls()) {
-        Some(u) => Err(refused(origin, &format!("{HTTPS_REASON} (got {u})"))),
-        None => Ok(()),
     }
 }
 

@@ -216,6 +216,16 @@ pub struct Config {
     pub self_signed_cert_validity: u64,
     /// `--cipher-suites`, `--tls-min-version`, `--tls-max-version`.
     pub tls_policy: retcd_net::tls::TlsPolicy,
+    /// The peer transport's TLS files (`--peer-cert-file`, `--peer-key-file`, …).
+    pub peer_tls: Option<retcd_net::tls::TlsFiles>,
+    /// `--peer-client-cert-file` / `--peer-client-key-file`: presented when dialing peers
+    /// instead of the peer certificate.
+    pub peer_client_cert: Option<(PathBuf, PathBuf)>,
+    /// `--peer-auto-tls` in effect (no peer certificate given): generated into
+    /// `<data-dir>/fixtures/peer`; peers then do not verify each other (etcd's behaviour).
+    pub peer_auto_tls: bool,
+    /// `--experimental-peer-skip-client-san-verification`.
+    pub peer_skip_client_san_verification: bool,
     /// The config file the settings came from, if any.
     pub config_file: Option<PathBuf>,
 }
