@@ -1,6 +1,7 @@
 //! Test certificates: a CA, a server certificate for 127.0.0.1 and localhost, client
 //! certificates (one revoked by a CRL, one from another CA), written as PEM files the servers
 //! and etcdctl read. Generated with rcgen so that the tests need no tool beyond the build.
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 
