@@ -119,11 +119,14 @@ fn client_certificates_as_etcd_checks_them() {
         revoked.extend(FAST);
         let mut expired = client_flags(&pki, &pki.expired_cert, &pki.expired_key);
         expired.extend(FAST);
+        let mut future = client_flags(&pki, &pki.future_cert, &pki.future_key);
+        future.extend(FAST);
         for (what, flags) in [
             ("no certificate", &no_cert),
             ("another CA", &stranger),
             ("revoked", &revoked),
             ("expired", &expired),
+            ("not yet valid", &future),
         ] {
             let out = server.etcdctl_as(flags, &["get", "k"]);
             assert!(
@@ -145,6 +148,70 @@ fn client_certificates_as_etcd_checks_them() {
         refused_and_closed(&server, &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00]);
         assert_eq!(
             ok(server.etcdctl(&["get", "k", "--print-value-only"])),
+            "v\n"
+        );
+    }
+}
+
+#[test]
+fn an_https_client_on_a_plain_port_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = Pki::new(tmp.path());
+    for kind in [Kind::Etcd, Kind::Retcd] {
+        let server = Server::start_in_tempdir(kind);
+        let url = server.client_url().replace("http://", "https://");
+        let mut cmd = std::process::Command::new(support::etcdctl_binary());
+        support::remove_env_with_prefixes(&mut cmd, &["ETCDCTL_"]);
+        cmd.env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={url}"))
+            .args(["--cacert", s(&pki.ca)])
+            .args(FAST)
+            .args(["get", "k"]);
+        let out = support::run_with_timeout(cmd, None, Duration::from_secs(30)).unwrap();
+        assert!(
+            !out.success(),
+            "{kind:?} answered TLS on a plain port: {}",
+            out.stdout
+        );
+        // A ClientHello on the plain port, then the server goes on answering.
+        refused_and_closed(
+            &server,
+            &[0x16, 0x03, 0x01, 0x00, 0x05, 0x01, 0x00, 0x00, 0x01, 0x03],
+        );
+        assert_eq!(ok(server.etcdctl(&["put", "k", "v"])), "OK\n");
+    }
+}
+
+#[test]
+fn a_rotated_certificate_is_served_without_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = Pki::new(tmp.path());
+    // The server reads its certificate from these paths; the test replaces their contents.
+    let (cert, key) = (tmp.path().join("live.pem"), tmp.path().join("live-key.pem"));
+    std::fs::copy(&pki.server_cert, &cert).unwrap();
+    std::fs::copy(&pki.server_key, &key).unwrap();
+    for kind in [Kind::Etcd, Kind::Retcd] {
+        std::fs::copy(&pki.server_cert, &cert).unwrap();
+        std::fs::copy(&pki.server_key, &key).unwrap();
+        let dir = tmp.path().join(kind.label());
+        std::fs::create_dir_all(&dir).unwrap();
+        let flags = ["--cert-file", s(&cert), "--key-file", s(&key)];
+        let server = Server::try_start_tls(kind, &dir, &flags, &["--cacert", s(&pki.ca)])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(ok(server.etcdctl(&["put", "k", "v"])), "OK\n");
+        // Rotate to a certificate of another CA: new connections get it at once.
+        std::fs::copy(&pki.other_server_key, &key).unwrap();
+        std::fs::copy(&pki.other_server_cert, &cert).unwrap();
+        let mut old_ca = vec!["--cacert", s(&pki.ca)];
+        old_ca.extend(FAST);
+        assert!(
+            !server.etcdctl_as(&old_ca, &["get", "k"]).success(),
+            "{kind:?}"
+        );
+        let mut new_ca = vec!["--cacert", s(&pki.other_ca)];
+        new_ca.extend(FAST);
+        assert_eq!(
+            ok(server.etcdctl_as(&new_ca, &["get", "k", "--print-value-only"])),
             "v\n"
         );
     }

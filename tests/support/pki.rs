@@ -25,11 +25,19 @@ pub struct Pki {
     /// Signed by the CA, but its validity ended yesterday.
     pub expired_cert: PathBuf,
     pub expired_key: PathBuf,
+    /// Signed by the CA, valid only from tomorrow.
+    pub future_cert: PathBuf,
+    pub future_key: PathBuf,
     /// Signed by another CA.
     pub stranger_cert: PathBuf,
     pub stranger_key: PathBuf,
     /// DER, revoking `revoked_cert`.
     pub crl: PathBuf,
+    /// The other CA, and a server certificate for 127.0.0.1 it signed (a rotation to another
+    /// CA).
+    pub other_ca: PathBuf,
+    pub other_server_cert: PathBuf,
+    pub other_server_key: PathBuf,
 }
 
 fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
@@ -103,6 +111,10 @@ impl Pki {
         let (revoked_cert, revoked_key) = leaf(&ca_issuer, "revoked", &[], 3, dir, "revoked");
         let (stranger_cert, stranger_key) = leaf(&other, "root", &[], 4, dir, "stranger");
         let now = time::OffsetDateTime::now_utc();
+        let (future_cert, future_key) = leaf_with(&ca_issuer, "root", &[], 6, dir, "future", |p| {
+            p.not_before = now + time::Duration::days(1);
+            p.not_after = now + time::Duration::days(30);
+        });
         let (expired_cert, expired_key) =
             leaf_with(&ca_issuer, "root", &[], 5, dir, "expired", |p| {
                 p.not_before = now - time::Duration::days(30);
@@ -123,6 +135,16 @@ impl Pki {
         }
         .signed_by(&ca_issuer)
         .unwrap();
+        let other_ca = dir.join("other-ca.pem");
+        std::fs::write(&other_ca, other.pem()).unwrap();
+        let (other_server_cert, other_server_key) = leaf(
+            &other,
+            "server",
+            &["127.0.0.1", "localhost"],
+            7,
+            dir,
+            "other-server",
+        );
         let crl_path = dir.join("crl.der");
         std::fs::write(&crl_path, crl.der()).unwrap();
         Pki {
@@ -135,9 +157,14 @@ impl Pki {
             revoked_key,
             expired_cert,
             expired_key,
+            future_cert,
+            future_key,
             stranger_cert,
             stranger_key,
             crl: crl_path,
+            other_ca,
+            other_server_cert,
+            other_server_key,
         }
     }
 }
