@@ -10,26 +10,11 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::cluster::{Cluster, etcdctl_at};
-use support::{Kind, Output, Server};
+use support::{Kind, Output, Server, table_rows};
 
 fn ok(out: Output) -> String {
     assert!(out.success(), "etcdctl failed: {out:?}");
     out.stdout
-}
-
-/// The rows of an etcdctl table (lines starting with `|`, header excluded), cells trimmed.
-fn table_rows(table: &str) -> Vec<Vec<String>> {
-    table
-        .lines()
-        .filter(|l| l.starts_with('|'))
-        .skip(1)
-        .map(|l| {
-            l.trim_matches('|')
-                .split('|')
-                .map(|c| c.trim().to_string())
-                .collect()
-        })
-        .collect()
 }
 
 /// Every member answers the same values for the key space (serializable reads: each member's

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use support::{
     Kind, Output, etcdctl_binary, free_ports, remove_env_with_prefixes, run_with_timeout,
+    table_rows,
 };
 
 /// How long three members may take to elect a leader and serve.
@@ -72,30 +73,18 @@ fn cfssl_pki(dir: &Path) {
         std::fs::write(dir.join(name), text).unwrap();
     }
     cfssl(dir, &["gencert", "-initca", "ca-csr.json"], "ca");
-    cfssl(
-        dir,
-        &[
+    for name in ["server", "intruder"] {
+        let csr = format!("{name}-csr.json");
+        let args = [
             "gencert",
             "-ca=ca.pem",
             "-ca-key=ca-key.pem",
             "-config=ca-config.json",
             "-profile=server",
-            "server-csr.json",
-        ],
-        "server",
-    );
-    cfssl(
-        dir,
-        &[
-            "gencert",
-            "-ca=ca.pem",
-            "-ca-key=ca-key.pem",
-            "-config=ca-config.json",
-            "-profile=server",
-            "intruder-csr.json",
-        ],
-        "intruder",
-    );
+            &csr,
+        ];
+        cfssl(dir, &args, name);
+    }
 }
 
 /// Three members started from environment files; killed when dropped.
@@ -309,21 +298,6 @@ impl TlsCluster {
             assert_eq!(out.stdout, "k0\nv0\nk1\nv1\nk2\nv2\n", "{url}: {out:?}");
         }
     }
-}
-
-/// The rows of an etcdctl table (lines starting with `|`, header excluded), cells trimmed.
-fn table_rows(table: &str) -> Vec<Vec<String>> {
-    table
-        .lines()
-        .filter(|l| l.starts_with('|'))
-        .skip(1)
-        .map(|l| {
-            l.trim_matches('|')
-                .split('|')
-                .map(|c| c.trim().to_string())
-                .collect()
-        })
-        .collect()
 }
 
 fn seed_tls(dir: &Path) -> Vec<(&'static str, String)> {

@@ -16,8 +16,14 @@
 //!   nothing that needs one is configured (no HTTP/2 keep-alive pings). The adaptive flow-control
 //!   window needs only a clock, which hyper reads itself.
 //!
-//! Only HTTP/2 with prior knowledge (what gRPC clients speak) is served; an HTTP/1 request fails
-//! its connection.
+//! Only HTTP/2 (what gRPC clients speak) is served: with prior knowledge on plain addresses,
+//! negotiated by ALPN (`h2`) on TLS ones; an HTTP/1 request fails its connection.
+//!
+//! TLS ([`Security`]): an address is plain, TLS (rustls, the configuration from [`crate::tls`]),
+//! or both, as etcd serves a host:port listed with both schemes (a first byte that opens a TLS
+//! handshake record means TLS). The handshake runs on the accepting core within
+//! [`TLS_HANDSHAKE_TIMEOUT`]; a failed one closes the connection and is logged at most once a
+//! second per core. Every connection then goes through [`AuthorityFront`] on its way to hyper.
 //!
 //! Message size ([`ServeOptions::max_recv_bytes`]; etcd: `--max-request-bytes` + 512 KiB, the
 //! gRPC overhead allowance): every request goes through [`GrpcLimit`], which refuses a first
@@ -487,20 +493,10 @@ impl HyperIo {
         // IoSlice is guaranteed ABI-compatible with iovec on Unix; sendmsg only reads them.
         msg.msg_iov = bufs.as_ptr().cast_mut().cast::<libc::iovec>();
         msg.msg_iovlen = bufs.len() as _;
-        loop {
-            // SAFETY: `msg` points at `bufs.len()` valid iovecs that outlive the call.
-            let n =
-                unsafe { libc::sendmsg(self.fd(), &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
-            if n >= 0 {
-                return Some(Ok(n as usize));
-            }
-            let err = io::Error::last_os_error();
-            match err.kind() {
-                io::ErrorKind::Interrupted => continue,
-                io::ErrorKind::WouldBlock => return None,
-                _ => return Some(Err(err)),
-            }
-        }
+        // SAFETY: `msg` points at `bufs.len()` valid iovecs that outlive the call.
+        nonblocking(|| unsafe {
+            libc::sendmsg(self.fd(), &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+        })
     }
 
     /// Waits for writability through glommio, writing (part of) `buf` if the socket became
@@ -517,18 +513,24 @@ impl HyperIo {
     ///
     /// `dst` must be valid for `len` bytes of writes.
     unsafe fn try_recv(&self, dst: *mut u8, len: usize) -> Option<io::Result<usize>> {
-        loop {
-            // SAFETY: the caller guarantees `dst` is valid for `len` bytes of writes.
-            let n = unsafe { libc::recv(self.fd(), dst.cast(), len, libc::MSG_DONTWAIT) };
-            if n >= 0 {
-                return Some(Ok(n as usize));
-            }
-            let err = io::Error::last_os_error();
-            match err.kind() {
-                io::ErrorKind::Interrupted => continue,
-                io::ErrorKind::WouldBlock => return None,
-                _ => return Some(Err(err)),
-            }
+        // SAFETY: the caller guarantees `dst` is valid for `len` bytes of writes.
+        nonblocking(|| unsafe { libc::recv(self.fd(), dst.cast(), len, libc::MSG_DONTWAIT) })
+    }
+}
+
+/// Runs a non-blocking socket call until it is not interrupted: its byte count, `None` if it
+/// would block, or its error.
+fn nonblocking(mut call: impl FnMut() -> isize) -> Option<io::Result<usize>> {
+    loop {
+        let n = call();
+        if n >= 0 {
+            return Some(Ok(n as usize));
+        }
+        let err = io::Error::last_os_error();
+        match err.kind() {
+            io::ErrorKind::Interrupted => continue,
+            io::ErrorKind::WouldBlock => return None,
+            _ => return Some(Err(err)),
         }
     }
 }

@@ -115,6 +115,21 @@ static HANDED_OUT: Mutex<Vec<u16>> = Mutex::new(Vec::new());
 /// Makes member names unique within the process.
 static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
 
+/// The rows of an etcdctl table (lines starting with `|`, header excluded), cells trimmed.
+pub fn table_rows(table: &str) -> Vec<Vec<String>> {
+    table
+        .lines()
+        .filter(|l| l.starts_with('|'))
+        .skip(1)
+        .map(|l| {
+            l.trim_matches('|')
+                .split('|')
+                .map(|c| c.trim().to_string())
+                .collect()
+        })
+        .collect()
+}
+
 /// `n` distinct free TCP ports on 127.0.0.1: bind port 0, read the port, and
 /// release it (all listeners are held until the end so they are distinct).
 pub fn free_ports(n: usize) -> Vec<u16> {
