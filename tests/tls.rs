@@ -218,6 +218,27 @@ fn a_rotated_certificate_is_served_without_a_restart() {
 }
 
 #[test]
+fn a_tls12_only_server_with_one_cipher_suite_serves_etcdctl() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = Pki::new(tmp.path());
+    let client = client_flags(&pki, &pki.client_cert, &pki.client_key);
+    let mut fast = client.clone();
+    fast.extend(FAST);
+    // TLS 1.2 with one ECDSA suite: etcdctl (Go) negotiates it with the ECDSA certificate.
+    let mut flags = server_flags(&pki);
+    flags.extend([
+        "--tls-max-version",
+        "TLS1.2",
+        "--cipher-suites",
+        "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+    ]);
+    let dir = tmp.path().join("ecdsa");
+    let server =
+        Server::try_start_tls(Kind::Retcd, &dir, &flags, &client).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(ok(server.etcdctl(&["put", "k", "v"])), "OK\n");
+}
+
+#[test]
 fn auto_tls_serves_with_a_generated_certificate() {
     for kind in [Kind::Etcd, Kind::Retcd] {
         let tmp = tempfile::tempdir().unwrap();

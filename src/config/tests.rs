@@ -709,6 +709,18 @@ fn client_tls_settings() {
     );
     let (c, _) = ok(&["--config-file", file.path()], &[]);
     assert_eq!(c.client_tls.as_ref(), Some(&want));
+    // The peer section too, with its allowed CN.
+    let file = TempFile::new(
+        "listen-peer-urls: https://127.0.0.1:2380\ninitial-advertise-peer-urls: https://127.0.0.1:2380\n\
+         initial-cluster: default=https://127.0.0.1:2380\npeer-transport-security:\n  \
+         cert-file: /tls/p.crt\n  key-file: /tls/p.key\n  trusted-ca-file: /tls/ca.crt\n  \
+         client-cert-auth: true\n  allowed-cn: [etcd-peer]\n",
+    );
+    let (c, _) = ok(&["--config-file", file.path()], &[]);
+    let peer = c.peer_tls.expect("peer TLS");
+    assert_eq!(peer.cert_file, PathBuf::from("/tls/p.crt"));
+    assert!(peer.client_cert_auth);
+    assert_eq!(peer.allowed_cn, ["etcd-peer"]);
     // Certificates with only http URLs: etcd warns that it ignores them.
     let (_, w) = ok(&["--cert-file=/c", "--key-file=/k"], &[]);
     assert!(
