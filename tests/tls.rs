@@ -222,8 +222,6 @@ fn a_tls12_only_server_with_one_cipher_suite_serves_etcdctl() {
     let tmp = tempfile::tempdir().unwrap();
     let pki = Pki::new(tmp.path());
     let client = client_flags(&pki, &pki.client_cert, &pki.client_key);
-    let mut fast = client.clone();
-    fast.extend(FAST);
     // TLS 1.2 with one ECDSA suite: etcdctl (Go) negotiates it with the ECDSA certificate.
     let mut flags = server_flags(&pki);
     flags.extend([
