@@ -105,7 +105,7 @@ fn listen_addrs(
 ) -> Result<Vec<ListenAddr>, String> {
     let server_tls = match files {
         Some(files) if urls.iter().any(|u| u.is_tls()) => Some(
-            tls::server_config(files, &cfg.tls_policy, &[b"h2"])
+            tls::server_config(files, &cfg.tls_policy, alpn(kind))
                 .map_err(|e| format!("{kind} TLS: {e}"))?,
         ),
         _ => None,
@@ -134,6 +134,15 @@ fn listen_addrs(
         .into_iter()
         .map(|(addr, security)| ListenAddr { addr, security })
         .collect())
+}
+
+/// The protocols a TLS listener offers by ALPN: gRPC's `h2` everywhere, and HTTP/1.1 on the
+/// client port (its HTTP endpoints), as etcd's client port offers both.
+fn alpn(kind: &str) -> &'static [&'static [u8]] {
+    match kind {
+        "client" => &[b"h2", b"http/1.1"],
+        _ => &[b"h2"],
+    }
 }
 
 /// The client and peer listening addresses; sets how this member dials https peer URLs.

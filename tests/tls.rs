@@ -13,6 +13,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use pki::Pki;
+use rustls::pki_types::pem::PemObject;
 use support::{Kind, Output, Server};
 
 /// How long a client may wait for the server to close a connection it refuses.
@@ -234,6 +235,71 @@ fn a_tls12_only_server_with_one_cipher_suite_serves_etcdctl() {
     let server =
         Server::try_start_tls(Kind::Retcd, &dir, &flags, &client).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(ok(server.etcdctl(&["put", "k", "v"])), "OK\n");
+}
+
+/// One HTTP/1.1 request (`Connection: close`) on `conn`; the whole response.
+fn http1_get(mut conn: impl Read + Write, path: &str) -> String {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    conn.write_all(request.as_bytes()).unwrap();
+    let mut response = Vec::new();
+    // A TLS peer that closes without close_notify ends the read with an error: what came counts.
+    let _ = conn.read_to_end(&mut response);
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+#[test]
+fn http1_on_the_client_port_plain_and_tls() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = Pki::new(tmp.path());
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = std::fs::read(&pki.ca).unwrap();
+    let ca = rustls::pki_types::CertificateDer::from_pem_slice(&ca).unwrap();
+    roots.add(ca).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let config = std::sync::Arc::new(config);
+    for kind in [Kind::Etcd, Kind::Retcd] {
+        let plain = Server::start_in_tempdir(kind);
+        let addr = format!("127.0.0.1:{}", plain.client_port());
+        let response = http1_get(TcpStream::connect(&addr).unwrap(), "/not-served");
+        assert!(
+            response.starts_with("HTTP/1.1 404 Not Found\r\n"),
+            "{kind:?}: {response}"
+        );
+        assert!(
+            response.ends_with("\r\n\r\n404 page not found\n"),
+            "{kind:?}: {response}"
+        );
+
+        let dir = tmp.path().join(kind.label());
+        std::fs::create_dir_all(&dir).unwrap();
+        let flags = [
+            "--cert-file",
+            s(&pki.server_cert),
+            "--key-file",
+            s(&pki.server_key),
+        ];
+        let server = Server::try_start_tls(kind, &dir, &flags, &["--cacert", s(&pki.ca)])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let tcp = TcpStream::connect(format!("127.0.0.1:{}", server.client_port())).unwrap();
+        tcp.set_read_timeout(Some(CLOSE_TIMEOUT)).unwrap();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let conn = rustls::ClientConnection::new(config.clone(), name).unwrap();
+        let response = http1_get(rustls::StreamOwned::new(conn, tcp), "/not-served");
+        assert!(
+            response.starts_with("HTTP/1.1 404 Not Found\r\n"),
+            "{kind:?}: {response}"
+        );
+        assert!(
+            response.ends_with("404 page not found\n"),
+            "{kind:?}: {response}"
+        );
+    }
 }
 
 #[test]

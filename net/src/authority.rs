@@ -65,6 +65,8 @@ pub struct AuthorityFront<IO> {
     output: Vec<u8>,
     out_pos: usize,
     eof: bool,
+    /// Whether the client sent the HTTP/2 preface; `None` until its first bytes tell.
+    http2: Option<bool>,
 }
 
 impl<IO> AuthorityFront<IO> {
@@ -77,6 +79,7 @@ impl<IO> AuthorityFront<IO> {
             output: Vec::new(),
             out_pos: 0,
             eof: false,
+            http2: None,
         }
     }
 
@@ -85,12 +88,60 @@ impl<IO> AuthorityFront<IO> {
         self.front.as_ref().is_some_and(|f| f.decoder.is_some())
     }
 
+    /// Reads until the client's first bytes show whether it speaks HTTP/2 (the connection
+    /// preface) or not (anything else, or nothing before it closed); what was read is kept for
+    /// hyper either way.
+    pub async fn is_http2(&mut self) -> io::Result<bool>
+    where
+        IO: hyper::rt::Read + Unpin,
+    {
+        std::future::poll_fn(|cx| {
+            loop {
+                if let Some(http2) = self.http2 {
+                    return Poll::Ready(Ok(http2));
+                }
+                ready!(self.poll_fill(cx))?;
+            }
+        })
+        .await
+    }
+
+    /// Reads once from `io` into `input` and processes it (at the end of the stream, hands
+    /// whatever is pending on and passes through).
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>
+    where
+        IO: hyper::rt::Read + Unpin,
+    {
+        let len = self.input.len();
+        self.input.resize(len + READ_CHUNK, 0);
+        let mut read = ReadBuf::new(&mut self.input[len..]);
+        let polled = Pin::new(&mut self.io).poll_read(cx, read.unfilled());
+        let n = read.filled().len();
+        self.input.truncate(len + n);
+        ready!(polled)?;
+        if n == 0 {
+            // The client closed its side: whatever is pending goes to hyper as it is.
+            self.eof = true;
+            self.output.extend_from_slice(&self.input);
+            self.input.clear();
+            self.front = None;
+            self.http2.get_or_insert(false);
+            return Poll::Ready(Ok(()));
+        }
+        Poll::Ready(self.process())
+    }
+
     /// Runs the front end over what was read; on a pass-through decision, hands all the rest on.
     fn process(&mut self) -> io::Result<()> {
         let Some(front) = self.front.as_mut() else {
             return Ok(());
         };
         let (consumed, pass) = front.process(&self.input, &mut self.output)?;
+        if front.preface_left == 0 {
+            self.http2 = Some(true);
+        } else if pass {
+            self.http2 = Some(false);
+        }
         if pass {
             self.output.extend_from_slice(&self.input[consumed..]);
             self.input.clear();
@@ -409,22 +460,7 @@ impl<IO: hyper::rt::Read + Unpin> hyper::rt::Read for AuthorityFront<IO> {
             if this.front.is_none() || this.eof {
                 return Pin::new(&mut this.io).poll_read(cx, buf);
             }
-            let len = this.input.len();
-            this.input.resize(len + READ_CHUNK, 0);
-            let mut read = ReadBuf::new(&mut this.input[len..]);
-            let polled = Pin::new(&mut this.io).poll_read(cx, read.unfilled());
-            let n = read.filled().len();
-            this.input.truncate(len + n);
-            ready!(polled)?;
-            if n == 0 {
-                // The client closed its side: whatever is pending goes to h2 as it is.
-                this.eof = true;
-                this.output.extend_from_slice(&this.input);
-                this.input.clear();
-                this.front = None;
-                continue;
-            }
-            this.process()?;
+            ready!(this.poll_fill(cx))?;
         }
     }
 }
@@ -661,6 +697,22 @@ mod tests {
             let (output, rewriting) = run(&input, 3);
             assert_eq!(output, input);
             assert!(!rewriting);
+        }
+    }
+
+    #[test]
+    fn the_first_bytes_tell_http2_from_http1() {
+        for (input, http2) in [
+            (client_bytes("127.0.0.1:2379", 2), Some(true)),
+            (client_bytes("http://127.0.0.1:2379", 2), Some(true)),
+            (PREFACE[..10].to_vec(), None),
+            (b"GET /health HTTP/1.1\r\n".to_vec(), Some(false)),
+            (b"PUT".to_vec(), Some(false)),
+        ] {
+            let mut front = AuthorityFront::new(());
+            front.input = input.clone();
+            front.process().unwrap();
+            assert_eq!(front.http2, http2, "{input:?}");
         }
     }
 

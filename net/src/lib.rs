@@ -16,6 +16,8 @@ pub mod grpc_limit;
 #[cfg(feature = "server")]
 pub mod hpack;
 #[cfg(feature = "server")]
+pub mod http;
+#[cfg(feature = "server")]
 pub mod kv;
 #[cfg(feature = "server")]
 pub mod learner;

@@ -16,8 +16,9 @@
 //!   nothing that needs one is configured (no HTTP/2 keep-alive pings). The adaptive flow-control
 //!   window needs only a clock, which hyper reads itself.
 //!
-//! Only HTTP/2 (what gRPC clients speak) is served: with prior knowledge on plain addresses,
-//! negotiated by ALPN (`h2`) on TLS ones; an HTTP/1 request fails its connection.
+//! gRPC is served over HTTP/2: with prior knowledge on plain addresses, after ALPN (`h2`) on TLS
+//! ones. A connection whose first bytes are not the HTTP/2 preface is served as HTTP/1.1
+//! ([`crate::http`]), as etcd's client port serves both.
 //!
 //! TLS ([`Security`]): an address is plain, TLS (rustls, the configuration from [`crate::tls`]),
 //! or both, as etcd serves a host:port listed with both schemes (a first byte that opens a TLS
@@ -338,8 +339,7 @@ async fn serve_connection(
     };
     let io = HyperIo::new(stream);
     let Some(config) = tls else {
-        let conn = builder.serve_connection(AuthorityFront::new(io), service);
-        return drive(conn, &stop, peer).await;
+        return serve_http(AuthorityFront::new(io), service, builder, &stop, peer).await;
     };
     let accept = futures_rustls::TlsAcceptor::from(config).accept(io);
     match within(TLS_HANDSHAKE_TIMEOUT, &stop, accept).await {
@@ -352,11 +352,40 @@ async fn serve_connection(
                     return log_rejected(kind, Some(peer), &e);
                 }
             }
-            let conn = builder.serve_connection(AuthorityFront::new(TlsIo(tls)), service);
-            drive(conn, &stop, peer).await;
+            let io = AuthorityFront::new(TlsIo(tls));
+            serve_http(io, service, builder, &stop, peer).await;
         }
         Some(Err(e)) => log_rejected(kind, peer, &e.to_string()),
         None => log_rejected(kind, peer, "TLS handshake timed out"),
+    }
+}
+
+/// Serves a connection as HTTP/2 (gRPC) when its first bytes are the HTTP/2 preface, else as
+/// HTTP/1.1 ([`crate::http`]). A client that sends nothing within [`TLS_HANDSHAKE_TIMEOUT`] is
+/// dropped.
+async fn serve_http<IO>(
+    mut io: AuthorityFront<IO>,
+    service: GrpcLimit,
+    builder: Rc<http2::Builder<LocalExec>>,
+    stop: &flume::Receiver<()>,
+    peer: Option<SocketAddr>,
+) where
+    IO: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+{
+    match within(TLS_HANDSHAKE_TIMEOUT, stop, io.is_http2()).await {
+        Some(Ok(true)) => {
+            let conn = builder.serve_connection(io, service);
+            drive(conn, |c| c.graceful_shutdown(), stop, peer).await;
+        }
+        Some(Ok(false)) => {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, hyper::service::service_fn(crate::http::handle));
+            drive(conn, |c| c.graceful_shutdown(), stop, peer).await;
+        }
+        Some(Err(e)) => {
+            tracing::debug!(?peer, error = %e, "connection failed before its first request")
+        }
+        None => tracing::debug!(?peer, "connection sent nothing"),
     }
 }
 
@@ -382,13 +411,14 @@ async fn within<T>(
     .await
 }
 
-/// Runs an HTTP/2 connection to its end (gracefully once `stop` disconnects).
-async fn drive<IO>(
-    conn: http2::Connection<IO, GrpcLimit, LocalExec>,
+/// Runs a connection to its end (with `graceful` once `stop` disconnects).
+async fn drive<C>(
+    conn: C,
+    graceful: impl FnOnce(Pin<&mut C>),
     stop: &flume::Receiver<()>,
     peer: Option<SocketAddr>,
 ) where
-    IO: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+    C: Future<Output = Result<(), hyper::Error>>,
 {
     let mut conn = pin!(conn);
     let finished = futures_lite::future::or(async { Some(conn.as_mut().await) }, async {
@@ -399,7 +429,7 @@ async fn drive<IO>(
     let result = match finished {
         Some(result) => result,
         None => {
-            conn.as_mut().graceful_shutdown();
+            graceful(conn.as_mut());
             conn.await
         }
     };
