@@ -93,14 +93,6 @@ pub(super) fn tls(
         warnings.push("ignoring client auto TLS since certs given".into());
     }
     let auto = client_auto_tls && client_tls.is_none();
-    if auto && self_signed_cert_validity == 0 {
-        return Err(invalid_setting(
-            settings,
-            "self-signed-cert-validity",
-            "0".into(),
-            "selfSignedCertValidity is invalid,it should be greater than 0",
-        ));
-    }
     for url in listen_client_urls {
         match url.scheme {
             Scheme::Https if client_tls.is_none() && !auto => {
@@ -122,7 +114,8 @@ pub(super) fn tls(
         peer_auto_tls,
         peer_skip_client_san_verification,
     } = peer(settings, listen_peer_urls, warnings)?;
-    if peer_auto_tls && self_signed_cert_validity == 0 {
+    // etcd checks the validity only where it generates a certificate.
+    if (auto || peer_auto_tls) && self_signed_cert_validity == 0 {
         return Err(invalid_setting(
             settings,
             "self-signed-cert-validity",
