@@ -2,7 +2,6 @@
 //! (engine/), the sequencer (raft/) on core 0, and the gRPC services (net/) on every core.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::process::ExitCode;
@@ -19,7 +18,7 @@ use retcd_engine::wal::WalOptions;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use retcd_net::context::{Ctx, Limits, MemberInfo};
-use retcd_net::serve::{Security, ServeOptions};
+use retcd_net::serve::ServeOptions;
 use retcd_raft::NodeStatus;
 use retcd_raft::feed::Feed;
 use retcd_raft::sequencer::{Sequencer, SequencerOptions};
@@ -152,8 +151,6 @@ fn run(mut cfg: Config) -> Result<(), String> {
     let leases = sequencer.lease_handle();
     let peer_leases = leases.clone();
     let peer_inbox = sequencer.peer_inbox();
-    let peer_addrs: Vec<SocketAddr> = peer_listen.iter().map(|l| l.addr).collect();
-    let peer_security: Vec<Security> = peer_listen.into_iter().map(|l| l.security).collect();
     // Peer frames carry whole Raft batches: room for a few of the largest requests.
     let peer_max_bytes = 2 * cfg.max_request_bytes + (8 << 20);
     let peer_status = status.clone();
@@ -210,8 +207,7 @@ fn run(mut cfg: Config) -> Result<(), String> {
             None
         };
         let peer_status = peer_status.clone();
-        let peer_addrs = peer_addrs.clone();
-        let peer_security = peer_security.clone();
+        let peer_listen = peer_listen.clone();
         let snap_dir = snap_dir.clone();
         let peer_leases = peer_leases.clone();
         let go_tx = go_tx.clone();
@@ -240,7 +236,7 @@ fn run(mut cfg: Config) -> Result<(), String> {
             // detached glommio task that waits on nothing that can wake it is dropped.
             let peers = async {
                 let Some((links, inbox)) = peer else { return };
-                let listeners = match retcd_net::serve::bind_all(&peer_addrs) {
+                let listeners = match retcd_net::serve::bind_listen(&peer_listen) {
                     Ok(l) => l,
                     Err(e) => {
                         let _ = fail_tx.send(format!("cannot listen for peers: {e}"));
@@ -251,7 +247,6 @@ fn run(mut cfg: Config) -> Result<(), String> {
                 let routes =
                     retcd_net::peer::PeerService::new(peer_status, inbox, snap_dir, peer_leases)
                         .routes(peer_max_bytes);
-                let listeners = listeners.into_iter().zip(peer_security).collect();
                 retcd_net::serve::serve_listeners(
                     "peer",
                     listeners,

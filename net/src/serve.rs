@@ -172,6 +172,15 @@ pub fn bind_all(addrs: &[SocketAddr]) -> io::Result<Vec<TcpListener>> {
         .collect()
 }
 
+/// Binds every address of `listen` on the current core ([`bind_all`]), each with how it speaks.
+pub fn bind_listen(listen: &[ListenAddr]) -> io::Result<Vec<(TcpListener, Security)>> {
+    let addrs: Vec<SocketAddr> = listen.iter().map(|l| l.addr).collect();
+    Ok(bind_all(&addrs)?
+        .into_iter()
+        .zip(listen.iter().map(|l| l.security.clone()))
+        .collect())
+}
+
 /// Serves `routes` over gRPC on every address of `opts` from the current core until `shutdown`
 /// completes, then drains (see [`serve_listeners`]).
 ///
@@ -182,11 +191,7 @@ pub async fn serve(
     routes: Routes,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let addrs: Vec<SocketAddr> = opts.listen.iter().map(|e| e.addr).collect();
-    let listeners = bind_all(&addrs)?
-        .into_iter()
-        .zip(opts.listen.iter().map(|e| e.security.clone()))
-        .collect();
+    let listeners = bind_listen(&opts.listen)?;
     serve_listeners("client", listeners, routes, opts.max_recv_bytes, shutdown).await;
     Ok(())
 }

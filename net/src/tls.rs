@@ -259,7 +259,11 @@ pub fn server_config(
     alpn: &[&[u8]],
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let provider = provider(policy)?;
-    let resolver = Arc::new(ReloadingCert::new(files, provider.clone())?);
+    let resolver = Arc::new(ReloadingCert::new(
+        &files.cert_file,
+        &files.key_file,
+        provider.clone(),
+    )?);
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&versions(policy)?)?;
     let builder = if files.trusted_ca_file.is_some() || files.client_cert_auth {
@@ -284,11 +288,8 @@ pub fn client_config(
 ) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let provider = provider(policy)?;
     let resolver = Arc::new(ReloadingCert::new(
-        &TlsFiles {
-            cert_file: client_cert.0.to_path_buf(),
-            key_file: client_cert.1.to_path_buf(),
-            ..TlsFiles::default()
-        },
+        client_cert.0,
+        client_cert.1,
         provider.clone(),
     )?);
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
@@ -298,16 +299,7 @@ pub fn client_config(
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AnyServer(provider)))
     } else {
-        let mut roots = RootCertStore::empty();
-        if let Some(ca) = &files.trusted_ca_file {
-            for cert in load_certs(ca)? {
-                roots.add(cert).map_err(|e| TlsError::Pem {
-                    path: ca.clone(),
-                    what: format!("x509: {e}"),
-                })?;
-            }
-        }
-        builder.with_root_certificates(roots)
+        builder.with_root_certificates(trusted_roots(files.trusted_ca_file.as_deref())?)
     };
     let mut config = builder.with_client_cert_resolver(resolver);
     config.alpn_protocols = vec![b"h2".to_vec()];
@@ -455,6 +447,20 @@ fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     })
 }
 
+/// The CAs of a trusted-CA file (none without one).
+fn trusted_roots(ca: Option<&Path>) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    if let Some(ca) = ca {
+        for cert in load_certs(ca)? {
+            roots.add(cert).map_err(|e| TlsError::Pem {
+                path: ca.to_path_buf(),
+                what: format!("x509: {e}"),
+            })?;
+        }
+    }
+    Ok(roots)
+}
+
 /// Loads a certificate chain and its key and checks that they belong together.
 pub fn load_certified_key(
     cert: &Path,
@@ -570,16 +576,12 @@ struct ReloadingCert {
 }
 
 impl ReloadingCert {
-    fn new(files: &TlsFiles, provider: Arc<CryptoProvider>) -> Result<Self, TlsError> {
-        let key = load_certified_key(&files.cert_file, &files.key_file, &provider)?;
+    fn new(cert: &Path, key: &Path, provider: Arc<CryptoProvider>) -> Result<Self, TlsError> {
+        let certified = load_certified_key(cert, key, &provider)?;
         Ok(ReloadingCert {
-            state: Mutex::new((
-                stamp(&files.cert_file),
-                stamp(&files.key_file),
-                Arc::new(key),
-            )),
-            cert: files.cert_file.clone(),
-            key: files.key_file.clone(),
+            state: Mutex::new((stamp(cert), stamp(key), Arc::new(certified))),
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
             provider,
         })
     }
@@ -639,15 +641,7 @@ struct ClientVerifier {
 
 impl ClientVerifier {
     fn new(files: &TlsFiles, provider: Arc<CryptoProvider>) -> Result<Self, TlsError> {
-        let mut roots = RootCertStore::empty();
-        if let Some(ca) = &files.trusted_ca_file {
-            for cert in load_certs(ca)? {
-                roots.add(cert).map_err(|e| TlsError::Pem {
-                    path: ca.clone(),
-                    what: format!("x509: {e}"),
-                })?;
-            }
-        }
+        let roots = trusted_roots(files.trusted_ca_file.as_deref())?;
         let inner = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
             .build()
             .map_err(|e| TlsError::Policy(format!("client certificate verification: {e}")))?;

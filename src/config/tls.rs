@@ -27,6 +27,9 @@ pub(super) struct Tls {
     pub peer_skip_client_san_verification: bool,
 }
 
+/// etcd's message for a certificate given without its key, or a key without its certificate.
+const BOTH: &str = "KeyFile and CertFile must both be present[key: {key}, cert: {cert}]";
+
 /// A certificate and key flag pair: both or neither (etcd's message otherwise).
 fn pair(
     settings: &Settings,
@@ -78,7 +81,6 @@ pub(super) fn tls(
     let tls_policy = policy(settings)?;
     let client_auto_tls = bool_of(settings, "auto-tls");
     let self_signed_cert_validity = u64_of(settings, "self-signed-cert-validity");
-    const BOTH: &str = "KeyFile and CertFile must both be present[key: {key}, cert: {cert}]";
     let client_tls =
         pair(settings, "cert-file", "key-file", BOTH)?.map(|(cert_file, key_file)| TlsFiles {
             cert_file,
@@ -147,7 +149,6 @@ fn peer(
     listen_peer_urls: &[Url],
     warnings: &mut Vec<String>,
 ) -> Result<Peer, ConfigError> {
-    const BOTH: &str = "KeyFile and CertFile must both be present[key: {key}, cert: {cert}]";
     const CLIENT_BOTH: &str = "ClientKeyFile and ClientCertFile must both be present or both absent: key: {key}, cert: {cert}]";
     let allowed_cn = names_of(settings, "peer-cert-allowed-cn");
     let allowed_hostname = names_of(settings, "peer-cert-allowed-hostname");
