@@ -1,6 +1,6 @@
 //! The Cluster service: etcd's member list and membership changes, proposed through Raft
 //! (configuration changes for add, remove and promote; an attributes entry for update) and
-//! answered once applied, with etcd's checks and errors (raft/src/core.rs).
+//! answered once applied, with etcd's checks and errors (raft/src/core/conf.rs).
 //!
 //! A promotion needs the leader's view of the learner's progress: a member that does not lead
 //! forwards the request to the leader's client URL, as etcd forwards it over its peer API.

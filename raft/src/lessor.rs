@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use retcd_engine::mvcc::{LeaseInfo, WriteResult};
 use retcd_engine::request::{LeaseGrantRequest, Request};
 
-use crate::core::{ProposeError, Reply};
+use crate::reply::{ProposeError, Reply};
 
 /// etcd's MaxLeaseTTL (seconds): a longer grant is refused with "etcdserver: too large lease TTL".
 pub const MAX_LEASE_TTL: i64 = 9_000_000_000;

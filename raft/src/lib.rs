@@ -6,6 +6,8 @@
 //! - [`sequencer`]: the task on core 0 that feeds the core with proposals and does its I/O;
 //! - [`lessor`]: lease expiry, renewal and checkpointing, driven by the sequencer;
 //! - [`membership`]: members, ids, the configuration they make;
+//! - [`status`]: what every core may read of the member's Raft state ([`NodeStatus`]);
+//! - [`reply`]: what callers are answered: [`ProposeError`], [`MemberError`], the reply channels;
 //! - [`transport`]: raft messages to and from peers (the connections are net/'s);
 //! - `trace`: raft-rs's slog records into tracing.
 //!
@@ -16,9 +18,13 @@ pub mod feed;
 pub mod lessor;
 pub mod log;
 pub mod membership;
+pub mod reply;
 pub mod sequencer;
+pub mod status;
 mod trace;
 pub mod transport;
 
-pub use crate::core::{MemberChange, MemberError, NodeStatus, ProposeError};
+pub use crate::core::MemberChange;
+pub use crate::reply::{MemberError, ProposeError};
 pub use crate::sequencer::{PeerInbox, Proposer, SequencerOptions};
+pub use crate::status::NodeStatus;

@@ -23,13 +23,13 @@ use tracing::{info, warn};
 use bytes::Bytes;
 
 use crate::core::{
-    Checkpoint, Core, CoreError, CoreOptions, DoneReply, MemberChange, MembersReply, NodeStatus,
-    Proposal, ProposeError, ReadReply,
+    Checkpoint, Core, CoreError, CoreOptions, MemberChange, Outgoing, Proposal, SnapshotEntries,
 };
-use crate::core::{Outgoing, SnapshotEntries};
 use crate::feed::Feed;
 use crate::lessor::{LeaseCall, LeaseHandle, Lessor, LessorOptions};
 use crate::membership::{Member, Membership};
+use crate::reply::{DoneReply, MembersReply, ProposeError, ReadReply};
+use crate::status::NodeStatus;
 use crate::transport::{PeerLink, Router, SnapshotJob};
 
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,360 @@
+//! The deterministic core of a member: raft-rs `RawNode` + the MVCC apply, with no I/O of its own
+//! (the page store's soft commits aside) and no clock of its own (callers pass `now`). The
+//! [`crate::sequencer`] drives it; tests drive it directly.
+//!
+//! Protocol per round: [`Core::ready`] applies what Raft says is committed and returns a [`Step`]
+//! with the messages that may go out at once (a leader's appends go to followers before its own
+//! fsync, as etcd's do) and the records that must be durable (WAL) before [`Core::persisted`] may
+//! be called with it; `persisted` returns the messages that had to wait for that fsync (votes,
+//! a follower's acknowledgements).
+//!
+//! Invariants: an entry is applied only after it is committed; a client's reply is sent only after
+//! its entry is applied (so it is durable on a quorum, and visible to every core's readers); the
+//! applied index, the state it produced and the membership are committed together by the MVCC
+//! store; the membership's voters and learners are raft-rs's configuration at the applied index.
+//!
+//! This module owns the [`Core`] itself (construction, ticks, peer messages, the Ready/persisted
+//! round, publishing [`crate::status::NodeStatus`]); the rest of `Core`'s methods live with what
+//! they own:
+//! - `apply`: decoding committed entries, applying them to the MVCC store, answering waiters;
+//! - `conf`: membership changes (etcd's checks, proposing, applying), attributes, leader transfer;
+//! - `waiters`: pending proposals, their contexts and deadlines, expiry, failing them all;
+//! - `reads`: linearizable reads, batched into ReadIndex requests and released once applied;
+//! - `snapshot`: Raft snapshots received and installed, sent and reported;
+//! - `checkpoint`: page-store checkpoints and trimming the in-memory log behind them.
+
+mod apply;
+mod checkpoint;
+mod conf;
+mod reads;
+mod snapshot;
+mod waiters;
+
+pub use checkpoint::{CATCH_UP_ENTRIES, Checkpoint};
+pub use conf::MemberChange;
+pub use snapshot::SnapshotEntries;
+pub use waiters::Proposal;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use raft::prelude::{HardState, Message};
+use raft::{Config, RawNode, StateRole};
+use retcd_engine::mvcc::{Mvcc, MvccError, StateSnapshot};
+use retcd_engine::wal::Record;
+
+use crate::feed::Feed;
+use crate::lessor::LeaseChange;
+use crate::log::{LogStore, RecoveredLog, entry_record};
+use crate::membership::Membership;
+use crate::reply::DoneReply;
+use crate::status::NodeStatus;
+
+use checkpoint::CHECKPOINT_ENTRIES;
+use reads::Reads;
+use waiters::Pending;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
+    #[error("apply: {0}")]
+    Mvcc(#[from] MvccError),
+    #[error("raft log entry {index}: {reason}")]
+    BadEntry { index: u64, reason: String },
+}
+
+/// Messages for peers. A snapshot message goes with the state it stands for, captured when the
+/// message left Raft (the peer transport streams it).
+#[derive(Default)]
+pub struct Outgoing {
+    pub messages: Vec<Message>,
+    pub snapshots: Vec<(Message, StateSnapshot)>,
+}
+
+/// One round's work for the caller: send `out` now, make `records` durable, then call
+/// [`Core::persisted`].
+pub struct Step {
+    ready: raft::Ready,
+    pub out: Outgoing,
+    pub records: Vec<Record>,
+}
+
+/// Raft settings (etcd's flags, in ticks of --heartbeat-interval).
+#[derive(Debug, Clone, Copy)]
+pub struct CoreOptions {
+    pub heartbeat_ticks: usize,
+    pub election_ticks: usize,
+    /// How long a proposal or read may wait (etcd: 5 s + 2 × election timeout).
+    pub request_timeout: Duration,
+    /// etcd's --snapshot-count: applied entries between two checkpoints at most (fewer when
+    /// [`CHECKPOINT_ENTRIES`] is smaller), after which the log is trimmed.
+    pub snapshot_count: u64,
+    /// etcd's --experimental-snapshot-catchup-entries: entries kept in memory behind a
+    /// checkpoint for members that are behind; one further behind gets a snapshot.
+    pub catch_up_entries: u64,
+}
+
+pub struct Core {
+    raw: RawNode<LogStore>,
+    mvcc: Mvcc,
+    feed: Feed,
+    status: Arc<NodeStatus>,
+    membership: Membership,
+    pending: BTreeMap<u64, Pending>,
+    next_seq: u64,
+    reads: Reads,
+    transfers: Vec<(u64, DoneReply, Instant)>,
+    request_timeout: Duration,
+    checkpoint_entries: u64,
+    catch_up_entries: u64,
+    since_checkpoint: u64,
+    /// Lease changes applied since the last [`Core::take_lease_changes`] (for the lessor).
+    lease_changes: Vec<LeaseChange>,
+    /// This member applied its own removal.
+    removed: bool,
+    /// A snapshot received from the leader, waiting for Raft to hand it over: (index, entries).
+    incoming: Option<(u64, SnapshotEntries)>,
+    /// A snapshot was installed since the last [`Core::take_installed`].
+    installed: bool,
+    /// Peers whose snapshot was not sent, to report to raft-rs before the next round.
+    failed_snapshots: Vec<u64>,
+}
+
+impl Core {
+    /// A member over a recovered log, the MVCC store and the stored membership. `seq_base` makes
+    /// this run's proposal contexts differ from an earlier run's (the clock in nanoseconds).
+    pub fn new(
+        mvcc: Mvcc,
+        log: &RecoveredLog,
+        membership: Membership,
+        status: Arc<NodeStatus>,
+        feed: Feed,
+        opts: CoreOptions,
+        seq_base: u64,
+    ) -> Result<Core, CoreError> {
+        let id = status.member_id;
+        let storage = crate::log::storage(log, membership.conf_state(), mvcc.applied())?;
+        let cfg = Config {
+            id,
+            election_tick: opts.election_ticks,
+            heartbeat_tick: opts.heartbeat_ticks,
+            applied: mvcc.applied().0,
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 256,
+            pre_vote: true,
+            check_quorum: true,
+            ..Default::default()
+        };
+        cfg.validate()?;
+        let logger = crate::trace::logger();
+        let raw = RawNode::new(&cfg, storage, &logger)?;
+        let core = Core {
+            raw,
+            mvcc,
+            feed,
+            status,
+            membership,
+            pending: BTreeMap::new(),
+            next_seq: seq_base,
+            reads: Reads {
+                next_ctx: seq_base,
+                ..Default::default()
+            },
+            transfers: Vec::new(),
+            request_timeout: opts.request_timeout,
+            checkpoint_entries: opts.snapshot_count.clamp(1, CHECKPOINT_ENTRIES),
+            catch_up_entries: opts.catch_up_entries,
+            since_checkpoint: 0,
+            lease_changes: Vec::new(),
+            removed: false,
+            incoming: None,
+            installed: false,
+            failed_snapshots: Vec::new(),
+        };
+        if !core.membership.members.is_empty() {
+            core.status.members.store(Arc::new(core.membership.clone()));
+        }
+        core.publish_status();
+        Ok(core)
+    }
+
+    /// A lone voter elects itself at once instead of waiting for an election timeout.
+    pub fn campaign_if_alone(&mut self) -> Result<(), CoreError> {
+        let voters = self.raw.raft.prs().conf().voters().ids().len();
+        let me = self.status.member_id;
+        if voters == 1
+            && self.raw.raft.prs().conf().voters().contains(me)
+            && self.raw.raft.state != StateRole::Leader
+        {
+            self.raw.campaign()?;
+        }
+        Ok(())
+    }
+
+    pub fn tick(&mut self, now: Instant) {
+        self.raw.tick();
+        self.expire(now);
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raw.raft.state == StateRole::Leader
+    }
+
+    pub fn leader_id(&self) -> u64 {
+        self.raw.raft.leader_id
+    }
+
+    pub fn mvcc(&self) -> &Mvcc {
+        &self.mvcc
+    }
+
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+
+    /// Whether this member applied its own removal (it must stop).
+    pub fn removed(&self) -> bool {
+        self.removed
+    }
+
+    /// A message from a peer. What raft-rs refuses (a forwarded proposal that arrives while this
+    /// member cannot take it, a late answer from a peer that left, a message type peers do not
+    /// send) is dropped: the proposer's waiter times out, as a lost message would make it. Only a
+    /// storage error stops the member.
+    pub fn step(&mut self, m: Message) -> Result<(), CoreError> {
+        // raft-rs treats an empty proposal as a bug of the caller (it panics); from the network
+        // it is just a bad message.
+        if m.get_msg_type() == raft::prelude::MessageType::MsgPropose && m.entries.is_empty() {
+            tracing::warn!(from = m.from, "dropped an empty forwarded proposal");
+            return Ok(());
+        }
+        match self.raw.step(m) {
+            Ok(()) => Ok(()),
+            Err(e @ raft::Error::Store(_)) => Err(e.into()),
+            Err(e) => {
+                tracing::debug!(error = %e, "dropped a peer message");
+                Ok(())
+            }
+        }
+    }
+
+    /// A peer's connection failed: raft-rs probes it again instead of streaming appends.
+    pub fn report_unreachable(&mut self, id: u64) {
+        self.raw.report_unreachable(id);
+    }
+
+    pub fn has_ready(&self) -> bool {
+        self.raw.has_ready()
+    }
+
+    /// Applies committed entries of the next Ready and returns what must be sent and persisted.
+    pub fn ready(&mut self) -> Result<Option<Step>, CoreError> {
+        if !self.raw.has_ready() {
+            return Ok(None);
+        }
+        let mut rd = self.raw.ready();
+        let out = self.outgoing(rd.take_messages());
+        if !rd.snapshot().is_empty() {
+            let snap = rd.snapshot().clone();
+            self.install(&snap)?;
+        }
+        for rs in rd.take_read_states() {
+            self.read_state(rs.index, &rs.request_ctx);
+        }
+        let committed = rd.take_committed_entries();
+        self.apply(&committed)?;
+        let mut records: Vec<Record> = Vec::new();
+        if !rd.snapshot().is_empty() {
+            // The page store holds the snapshot durably: the log may start after it.
+            let m = rd.snapshot().get_metadata();
+            records.push(Record::Checkpoint {
+                index: m.index,
+                term: m.term,
+            });
+        }
+        records.extend(rd.entries().iter().map(entry_record));
+        // A HardState whose only change is the commit index needs no fdatasync (etcd's
+        // MustSync): the commit index is learnt again after a restart (from the leader, or by a
+        // lone voter committing its whole log in its first term). Not writing it at all spares
+        // a leader one fdatasync per commit advance.
+        if let Some(hs) = rd.hs()
+            && rd.must_sync()
+        {
+            records.push(hs_record(hs));
+        }
+        Ok(Some(Step {
+            ready: rd,
+            out,
+            records,
+        }))
+    }
+
+    /// The step's records are durable: hand them to Raft's storage, apply what became committed
+    /// and return the messages that waited for the fsync.
+    pub fn persisted(&mut self, step: Step) -> Result<Outgoing, CoreError> {
+        let Step { mut ready, .. } = step;
+        {
+            let store = self.raw.mut_store();
+            let mut w = store.wl();
+            if !ready.snapshot().is_empty() {
+                w.apply_snapshot(ready.snapshot().clone())?;
+            }
+            if !ready.entries().is_empty() {
+                w.append(ready.entries())?;
+            }
+            if let Some(hs) = ready.hs() {
+                w.set_hardstate(hs.clone());
+            }
+        }
+        let mut messages = ready.take_persisted_messages();
+        let mut light = self.raw.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            self.raw.mut_store().wl().mut_hard_state().commit = commit;
+        }
+        messages.extend(light.take_messages());
+        let messages = self.outgoing(messages);
+        let committed = light.take_committed_entries();
+        self.apply(&committed)?;
+        self.raw.advance_apply();
+        self.release_reads();
+        self.finish_transfers();
+        self.publish_status();
+        Ok(messages)
+    }
+
+    fn publish_status(&self) {
+        let s = &self.status;
+        let r = &self.raw.raft;
+        s.term.store(r.term, Ordering::Release);
+        s.leader.store(r.leader_id, Ordering::Release);
+        s.commit.store(r.raft_log.committed, Ordering::Release);
+        s.last_index
+            .store(r.raft_log.last_index(), Ordering::Release);
+        s.applied.store(self.mvcc.applied().0, Ordering::Release);
+        s.learner.store(
+            self.membership
+                .get(s.member_id)
+                .is_some_and(|m| m.is_learner),
+            Ordering::Release,
+        );
+        s.db_size.store(self.mvcc.db_size(), Ordering::Release);
+        s.db_size_in_use
+            .store(self.mvcc.db_size_in_use(), Ordering::Release);
+    }
+
+    /// Publishes term and leader after a round that changed no entries (elections).
+    pub fn refresh_status(&self) {
+        self.publish_status();
+    }
+}
+
+fn hs_record(hs: &HardState) -> Record {
+    Record::HardState {
+        term: hs.term,
+        vote: hs.vote,
+        commit: hs.commit,
+    }
+}

@@ -1,0 +1,95 @@
+//! What every core may read of this member's Raft state ([`NodeStatus`]): term, leader, commit
+//! and applied indexes, the last log index, whether it is a learner, the page store's size, the
+//! NOSPACE alarm and the applied membership (response headers, Status, the Cluster service).
+//!
+//! A leaf: it knows only [`crate::membership`], so the core, the lessor, the sequencer and net/
+//! can share it without knowing each other.
+//!
+//! Invariants: only [`crate::core`] writes the Raft values and the membership (after each round,
+//! and when an applied entry or an installed snapshot changed the membership); the fields are
+//! `pub(crate)` for that alone. Everyone else reads, except for the NOSPACE alarm (raised and
+//! disarmed by net/'s services through [`NodeStatus::set_nospace`]) and the membership a joining
+//! member fetched ([`NodeStatus::seed_members`], at startup, before the core runs).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
+
+use crate::membership::Membership;
+
+/// Member state every core may read (response headers, Status, the Cluster service).
+#[derive(Debug, Default)]
+pub struct NodeStatus {
+    pub member_id: u64,
+    pub cluster_id: u64,
+    pub(crate) term: AtomicU64,
+    pub(crate) leader: AtomicU64,
+    pub(crate) commit: AtomicU64,
+    pub(crate) applied: AtomicU64,
+    pub(crate) last_index: AtomicU64,
+    pub(crate) learner: AtomicBool,
+    pub(crate) db_size: AtomicU64,
+    pub(crate) db_size_in_use: AtomicU64,
+    /// etcd's NOSPACE alarm: raised when a write would take the store past its quota, cleared by
+    /// `alarm disarm`. Kept in memory (etcd persists its alarms; a restart clears this one).
+    pub(crate) nospace: AtomicBool,
+    pub(crate) members: ArcSwap<Membership>,
+}
+
+impl NodeStatus {
+    pub fn new(member_id: u64, cluster_id: u64) -> Self {
+        NodeStatus {
+            member_id,
+            cluster_id,
+            ..Default::default()
+        }
+    }
+    pub fn term(&self) -> u64 {
+        self.term.load(Ordering::Acquire)
+    }
+    pub fn leader(&self) -> u64 {
+        self.leader.load(Ordering::Acquire)
+    }
+    pub fn commit_index(&self) -> u64 {
+        self.commit.load(Ordering::Acquire)
+    }
+    pub fn applied_index(&self) -> u64 {
+        self.applied.load(Ordering::Acquire)
+    }
+    /// The index of the last entry in this member's log (etcd's raftIndex).
+    pub fn last_index(&self) -> u64 {
+        self.last_index.load(Ordering::Acquire)
+    }
+    pub fn is_learner(&self) -> bool {
+        self.learner.load(Ordering::Acquire)
+    }
+    pub fn db_size(&self) -> u64 {
+        self.db_size.load(Ordering::Acquire)
+    }
+    pub fn db_size_in_use(&self) -> u64 {
+        self.db_size_in_use.load(Ordering::Acquire)
+    }
+    pub fn nospace(&self) -> bool {
+        self.nospace.load(Ordering::Acquire)
+    }
+    pub fn set_nospace(&self, raised: bool) {
+        self.nospace.store(raised, Ordering::Release);
+    }
+    /// The applied membership (before this member applied any: the one it joined with).
+    pub fn members(&self) -> Arc<Membership> {
+        self.members.load_full()
+    }
+    /// The membership a joining member fetched, until its own log replaces it.
+    pub fn seed_members(&self, m: Membership) {
+        self.members.store(Arc::new(m));
+    }
+    /// Whether this member is the only voter: then a write is acknowledged only once it is
+    /// applied and published, so every read of the published state is linearizable without
+    /// asking Raft for a read index.
+    pub fn is_sole_voter(&self) -> bool {
+        let m = self.members.load();
+        let mut voters = m.voters();
+        voters.next().is_some_and(|v| v.id == self.member_id) && voters.next().is_none()
+    }
+}
