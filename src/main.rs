@@ -127,6 +127,7 @@ fn run(mut cfg: Config) -> Result<(), String> {
         status.seed_members(m);
     }
     let reader = mvcc.reader();
+    let auth_state = mvcc.auth_reader();
     let mut seq_opts = SequencerOptions::new(WalOptions::new(cfg.wal_dir()));
     seq_opts.tick = cfg.heartbeat_interval;
     seq_opts.election_ticks = cfg.election_ticks() as usize;
@@ -137,6 +138,7 @@ fn run(mut cfg: Config) -> Result<(), String> {
     seq_opts.catch_up_entries = cfg.snapshot_catchup_entries;
     seq_opts.name = cfg.name.clone();
     seq_opts.client_urls = client_urls.clone();
+    seq_opts.auth_token_ttl = cfg.auth_token_ttl;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     // One bounded event queue per core; a core that falls behind catches up from history.
     let (feed, subscriptions) = Feed::new(cores, FEED_DEPTH);
@@ -149,6 +151,13 @@ fn run(mut cfg: Config) -> Result<(), String> {
     }
     let (sequencer, proposer, peer_queues) = Sequencer::new(seq_opts, mvcc, status.clone(), feed);
     let leases = sequencer.lease_handle();
+    let auth = retcd_net::auth::AuthGate::new(
+        auth_state,
+        sequencer.tokens(),
+        cfg.client_tls.as_ref().is_some_and(|t| t.client_cert_auth),
+    );
+    let passwords = retcd_net::auth::Passwords::start(cfg.bcrypt_cost)
+        .map_err(|e| format!("cannot start the bcrypt thread: {e}"))?;
     let peer_leases = leases.clone();
     let peer_inbox = sequencer.peer_inbox();
     // Peer frames carry whole Raft batches: room for a few of the largest requests.
@@ -173,6 +182,8 @@ fn run(mut cfg: Config) -> Result<(), String> {
             quota_bytes: i64::try_from(cfg.quota_bytes()).unwrap_or(i64::MAX),
         },
         watch_progress_notify_interval: cfg.watch_progress_notify_interval,
+        auth,
+        passwords,
     });
     let serve_opts = ServeOptions {
         listen: client_listen,

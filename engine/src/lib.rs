@@ -4,6 +4,7 @@
 //! This crate knows nothing of consensus or the network: raft/ drives the WAL and the apply, net/
 //! reads committed snapshots from any core.
 
+pub mod auth;
 pub mod btree;
 pub mod mvcc;
 pub mod page;

@@ -10,11 +10,14 @@ use std::cmp::Ordering;
 
 use rkyv::{Archive, Deserialize, Serialize, rancor};
 
+use std::sync::Arc;
+
+use crate::auth::{self, AuthError, AuthOutcome, AuthReader, AuthState, Denied, Touched};
 use crate::btree::{self, Cursor, PageStore, Reader, Source, StoreOptions, Tag, WriteTxn};
 use crate::page::StoreError;
 use crate::request::{
-    CompactRequest, Compare, DeleteRangeRequest, PutRequest, RangeRequest, Request, RequestOp,
-    TxnRequest,
+    Caller, CompactRequest, Compare, DeleteRangeRequest, PutRequest, RangeRequest, Request,
+    RequestOp, TxnRequest,
 };
 
 /// Stored value of one version of a key (the `k` key space, §4.1).
@@ -85,6 +88,8 @@ pub enum MvccError {
     #[error("lease already exists")]
     LeaseExist,
     #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error("corrupt record in page store: {0}")]
     Record(String),
@@ -131,6 +136,7 @@ pub enum WriteResult {
     LeaseGrant { revision: i64, id: i64, ttl: i64 },
     LeaseRevoke { revision: i64 },
     LeaseCheckpoint { revision: i64 },
+    Auth { revision: i64, outcome: AuthOutcome },
 }
 
 // Layout of the published tag.
@@ -151,6 +157,8 @@ const META_COMPACT: &[u8] = b"mcompact";
 const META_MEMBERS: &[u8] = b"mmembers";
 /// This member's identity: [member id, cluster id]. Local state, never replicated.
 const META_LOCAL: &[u8] = b"mlocal";
+/// Auth: [enabled (0/1), auth revision] (§4.8).
+const META_AUTH: &[u8] = b"mauth";
 
 /// `enc(key)` of §4.1 appended to `out`.
 fn push_enc(out: &mut Vec<u8>, key: &[u8]) {
@@ -193,6 +201,34 @@ fn attach_key(id: i64, key: &[u8]) -> Vec<u8> {
     k.extend_from_slice(&(id as u64).to_be_bytes());
     k.extend_from_slice(key);
     k
+}
+
+/// `'U' ‖ name`: one user; `'R' ‖ name`: one role (§4.8).
+fn user_key(name: &str) -> Vec<u8> {
+    [b"U", name.as_bytes()].concat()
+}
+fn role_key(name: &str) -> Vec<u8> {
+    [b"R", name.as_bytes()].concat()
+}
+
+/// The auth state as stored in `src`.
+fn load_auth<S: Source>(src: &S) -> Result<AuthState, MvccError> {
+    let (enabled, revision) =
+        get_u64s::<2, _>(src, META_AUTH)?.map_or((false, 1), |a| (a[0] == 1, a[1]));
+    let mut users = Vec::new();
+    let mut roles = Vec::new();
+    let mut cur = btree::cursor(src);
+    cur.seek(b"R")?;
+    while cur.valid() && cur.key().first() == Some(&b'R') {
+        roles.push(auth::decode_role(cur.value()).map_err(MvccError::Record)?);
+        cur.advance()?;
+    }
+    cur.seek(b"U")?;
+    while cur.valid() && cur.key().first() == Some(&b'U') {
+        users.push(auth::decode_user(cur.value()).map_err(MvccError::Record)?);
+        cur.advance()?;
+    }
+    Ok(AuthState::from_parts(enabled, revision, users, roles))
 }
 
 fn decode_lease(bytes: &[u8]) -> Result<&ArchivedLeaseRecord, MvccError> {
@@ -783,6 +819,9 @@ pub struct Applied<'a> {
     pub term: u64,
     /// None for entries that carry no request (empty entries, configuration changes).
     pub request: Option<&'a Request>,
+    /// Who proposed `request`: checked against the auth state at this entry; None for the
+    /// member's own requests (lease expiry, checkpoints).
+    pub caller: Option<&'a Caller>,
     /// The membership after this entry, when the entry changed it (stored in the same
     /// transaction as the applied index, so the two never disagree after a crash).
     pub membership: Option<&'a [u8]>,
@@ -794,6 +833,9 @@ pub struct Mvcc {
     rev: i64,
     compacted: i64,
     applied: (u64, u64),
+    /// The auth state after the last applied entry; `auth_reader` holds it once published.
+    auth: Arc<AuthState>,
+    auth_reader: AuthReader,
 }
 
 fn get_u64s<const N: usize, S: Source>(src: &S, key: &[u8]) -> Result<Option<[u64; N]>, MvccError> {
@@ -822,12 +864,15 @@ impl Mvcc {
         let compacted =
             get_u64s::<1, _>(&snap, META_COMPACT)?.map_or(NEVER_COMPACTED, |r| r[0] as i64);
         let applied = get_u64s::<2, _>(&snap, META_APPLIED)?.map_or((0, 0), |a| (a[0], a[1]));
+        let auth = Arc::new(load_auth(&snap)?);
         drop(snap);
         let mut m = Mvcc {
             store,
             rev,
             compacted,
             applied,
+            auth_reader: AuthReader::new(auth.clone()),
+            auth,
         };
         // Publish the tag so readers see the recovered revisions.
         let tag = m.tag();
@@ -850,6 +895,14 @@ impl Mvcc {
     }
     pub fn revision(&self) -> i64 {
         self.rev
+    }
+    /// The auth state every core reads (republished after each batch that changed it).
+    pub fn auth_reader(&self) -> AuthReader {
+        self.auth_reader.clone()
+    }
+    /// The auth state after the last applied entry.
+    pub fn auth(&self) -> &AuthState {
+        &self.auth
     }
     pub fn compacted(&self) -> i64 {
         self.compacted
@@ -932,10 +985,13 @@ impl Mvcc {
                 applied.0
             )));
         }
+        let auth = Arc::new(load_auth(&txn)?);
         txn.commit([rev as u64, compacted as u64, applied.0, applied.1])?;
         self.rev = rev;
         self.compacted = compacted;
         self.applied = applied;
+        self.auth = auth;
+        self.auth_reader.publish(self.auth.clone());
         self.sync()
     }
 
@@ -976,6 +1032,7 @@ impl Mvcc {
         events: &mut Vec<Event>,
     ) -> Result<Vec<Result<WriteResult, MvccError>>, MvccError> {
         let mut results = Vec::new();
+        let published_auth = self.auth.clone();
         let mut txn = self.store.begin();
         let (mut rev, mut compacted, mut applied) = (self.rev, self.compacted, self.applied);
         for e in entries {
@@ -1000,8 +1057,13 @@ impl Mvcc {
                 sub: 0,
                 compacted,
                 events: &mut *events,
+                auth: &mut self.auth,
+                index: e.index,
             };
-            let res = w.execute(req);
+            let res = match e.caller {
+                Some(c) => w.check(c, req).and_then(|()| w.execute(req)),
+                None => w.execute(req),
+            };
             if w.sub > 0 {
                 rev += 1;
             }
@@ -1022,6 +1084,9 @@ impl Mvcc {
         self.rev = rev;
         self.compacted = compacted;
         self.applied = applied;
+        if !Arc::ptr_eq(&published_auth, &self.auth) {
+            self.auth_reader.publish(self.auth.clone());
+        }
         Ok(results)
     }
 }
@@ -1035,6 +1100,9 @@ struct Writer<'t, 's, 'e> {
     sub: u32,
     compacted: i64,
     events: &'e mut Vec<Event>,
+    auth: &'e mut Arc<AuthState>,
+    /// The Raft index of the entry (part of a simple token).
+    index: u64,
 }
 
 impl Writer<'_, '_, '_> {
@@ -1043,8 +1111,53 @@ impl Writer<'_, '_, '_> {
         self.rev + i64::from(self.sub > 0)
     }
 
+    /// etcd's apply-time auth checks (apply_auth.go), against the state at this entry.
+    fn check(&self, caller: &Caller, req: &Request) -> Result<(), MvccError> {
+        let txn = &*self.txn;
+        self.auth
+            .check_request(caller, req, &mut |id| attached_keys(txn, id))
+            .map_err(|d| match d {
+                Denied::Auth(e) => MvccError::Auth(e),
+                Denied::Read(e) => e,
+            })
+    }
+
+    fn apply_auth(&mut self, req: &crate::request::AuthRequest) -> Result<WriteResult, MvccError> {
+        let (was_enabled, was_rev) = (self.auth.enabled(), self.auth.revision());
+        let mut touched = Vec::new();
+        let outcome = Arc::make_mut(self.auth).apply(req, self.index, &mut touched)?;
+        let auth = &**self.auth;
+        for t in &touched {
+            match t {
+                Touched::User(name) => match auth.user(name) {
+                    Some(u) => self.txn.put(&user_key(name), &auth::encode_user(u))?,
+                    None => {
+                        self.txn.delete(&user_key(name))?;
+                    }
+                },
+                Touched::Role(name) => match auth.role(name) {
+                    Some(r) => self.txn.put(&role_key(name), &auth::encode_role(r))?,
+                    None => {
+                        self.txn.delete(&role_key(name))?;
+                    }
+                },
+            }
+        }
+        if (was_enabled, was_rev) != (auth.enabled(), auth.revision()) {
+            self.txn.put(
+                META_AUTH,
+                &u64s(&[u64::from(auth.enabled()), auth.revision()]),
+            )?;
+        }
+        Ok(WriteResult::Auth {
+            revision: self.rev,
+            outcome,
+        })
+    }
+
     fn execute(&mut self, req: &Request) -> Result<WriteResult, MvccError> {
         match req {
+            Request::Auth(a) => self.apply_auth(a),
             Request::Put(p) => {
                 // etcd checks a plain Put's lease before its ignore_value/ignore_lease (inside a
                 // Txn the order is the other way round, see `check_put`).

@@ -7,8 +7,13 @@
 
 use rkyv::{Archive, Deserialize, Serialize, rancor};
 
-/// Format byte in front of every encoded request.
+/// Format byte in front of a request proposed by the member itself (lease expiry, checkpoints):
+/// no caller, never checked against auth.
 pub const FORMAT: u8 = 1;
+/// Format byte in front of a client's request: `[FORMAT_CALLER] ‖ LE u32 n ‖ rkyv(Caller) (n
+/// bytes) ‖ rkyv(Request)`, the caller checked against the auth state at the entry's place in
+/// the log.
+pub const FORMAT_CALLER: u8 = 2;
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
 pub struct RangeRequest {
@@ -110,6 +115,107 @@ pub struct LeaseCheckpointRequest {
     pub checkpoints: Vec<(i64, i64)>,
 }
 
+/// etcd's authpb.Permission type: 0 READ, 1 WRITE, 2 READWRITE.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PermKind {
+    #[default]
+    Read,
+    Write,
+    ReadWrite,
+}
+
+impl PermKind {
+    pub fn from_i32(v: i32) -> Option<PermKind> {
+        match v {
+            0 => Some(PermKind::Read),
+            1 => Some(PermKind::Write),
+            2 => Some(PermKind::ReadWrite),
+            _ => None,
+        }
+    }
+    pub fn as_i32(self) -> i32 {
+        match self {
+            PermKind::Read => 0,
+            PermKind::Write => 1,
+            PermKind::ReadWrite => 2,
+        }
+    }
+    pub fn reads(self) -> bool {
+        matches!(self, PermKind::Read | PermKind::ReadWrite)
+    }
+    pub fn writes(self) -> bool {
+        matches!(self, PermKind::Write | PermKind::ReadWrite)
+    }
+}
+
+/// etcd's authpb.Permission: `range_end` empty for one key, `[0]` for every key from `key` on.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct Permission {
+    pub kind: PermKind,
+    pub key: Vec<u8>,
+    pub range_end: Vec<u8>,
+}
+
+/// The Auth service's state changes (etcd's InternalRaftRequest auth_* fields). Passwords travel
+/// only as bcrypt hashes, made before proposing (etcd 3.5: no plaintext in the log).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum AuthRequest {
+    Enable,
+    Disable,
+    /// A password checked at auth revision `checked_revision` by the proposer; the apply hands
+    /// out the token `token_prefix.<index>` on every member (etcd's simple token).
+    Authenticate {
+        name: String,
+        token_prefix: String,
+        checked_revision: u64,
+    },
+    UserAdd {
+        name: String,
+        /// bcrypt hash; empty with `no_password`.
+        password: Vec<u8>,
+        no_password: bool,
+    },
+    UserDelete {
+        name: String,
+    },
+    UserChangePassword {
+        name: String,
+        password: Vec<u8>,
+    },
+    UserGrantRole {
+        user: String,
+        role: String,
+    },
+    UserRevokeRole {
+        name: String,
+        role: String,
+    },
+    RoleAdd {
+        name: String,
+    },
+    RoleDelete {
+        role: String,
+    },
+    RoleGrantPermission {
+        name: String,
+        perm: Permission,
+    },
+    RoleRevokePermission {
+        role: String,
+        key: Vec<u8>,
+        range_end: Vec<u8>,
+    },
+}
+
+/// Who sent a client's request (etcd's RequestHeader username and auth_revision): the user of
+/// its token or certificate and the auth revision it was checked at; `user` empty and
+/// `revision` 0 when it carried neither.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct Caller {
+    pub user: String,
+    pub revision: u64,
+}
+
 /// A state-changing request, as proposed to Raft. New variants go at the end (the discriminant is
 /// part of the log format).
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -121,6 +227,7 @@ pub enum Request {
     LeaseGrant(LeaseGrantRequest),
     LeaseRevoke(LeaseRevokeRequest),
     LeaseCheckpoint(LeaseCheckpointRequest),
+    Auth(AuthRequest),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -137,13 +244,48 @@ impl Request {
         out
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<Request, DecodeError> {
+    /// Encodes a client's request with its caller.
+    pub fn encode_as(&self, caller: &Caller) -> Vec<u8> {
+        let c = rkyv::to_bytes::<rancor::Error>(caller).expect("serializing to memory cannot fail");
+        let r = rkyv::to_bytes::<rancor::Error>(self).expect("serializing to memory cannot fail");
+        let mut out = Vec::with_capacity(5 + c.len() + r.len());
+        out.push(FORMAT_CALLER);
+        out.extend_from_slice(&(c.len() as u32).to_le_bytes());
+        out.extend_from_slice(&c);
+        out.extend_from_slice(&r);
+        out
+    }
+
+    /// Decodes a request of either format; the caller is `None` for the member's own requests.
+    pub fn decode_with_caller(bytes: &[u8]) -> Result<(Request, Option<Caller>), DecodeError> {
         match bytes.split_first() {
             Some((&FORMAT, body)) => rkyv::from_bytes::<Request, rancor::Error>(body)
+                .map(|r| (r, None))
                 .map_err(|e| DecodeError(e.to_string())),
+            Some((&FORMAT_CALLER, body)) => {
+                let bad = |e: rancor::Error| DecodeError(e.to_string());
+                let (n, rest) = body
+                    .split_first_chunk::<4>()
+                    .ok_or_else(|| DecodeError("no caller length".into()))?;
+                let n = u32::from_le_bytes(*n) as usize;
+                if n > rest.len() {
+                    return Err(DecodeError(format!(
+                        "caller of {n} bytes in {}",
+                        rest.len()
+                    )));
+                }
+                let (c, r) = rest.split_at(n);
+                let caller = rkyv::from_bytes::<Caller, rancor::Error>(c).map_err(bad)?;
+                let req = rkyv::from_bytes::<Request, rancor::Error>(r).map_err(bad)?;
+                Ok((req, Some(caller)))
+            }
             Some((f, _)) => Err(DecodeError(format!("unknown format {f}"))),
             None => Err(DecodeError("empty".into())),
         }
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Request, DecodeError> {
+        Self::decode_with_caller(bytes).map(|(r, _)| r)
     }
 }
 
@@ -184,5 +326,17 @@ mod tests {
         assert_eq!(Request::decode(&bytes).unwrap(), req);
         assert!(Request::decode(&bytes[..bytes.len() / 2]).is_err());
         assert!(Request::decode(&[]).is_err());
+
+        let caller = Caller {
+            user: "alice".into(),
+            revision: 7,
+        };
+        let bytes = req.encode_as(&caller);
+        assert_eq!(
+            Request::decode_with_caller(&bytes).unwrap(),
+            (req.clone(), Some(caller))
+        );
+        assert_eq!(Request::decode_with_caller(&req.encode()).unwrap().1, None);
+        assert!(Request::decode(&bytes[..bytes.len() / 2]).is_err());
     }
 }

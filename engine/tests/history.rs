@@ -23,6 +23,7 @@ fn apply(m: &mut Mvcc, index: &mut u64, req: Request, events: &mut Vec<Event>) {
                 index: *index,
                 term: 1,
                 request: Some(&req),
+                caller: None,
                 membership: None,
             }],
             events,

@@ -36,6 +36,7 @@ impl Store {
                     index: self.index,
                     term: 1,
                     request: Some(&req),
+                    caller: None,
                     membership: None,
                 }],
                 &mut events,
@@ -244,6 +245,7 @@ fn checkpoints_persist_remaining_ttl_across_reopen() {
             index: i as u64 + 1,
             term: 1,
             request: Some(r),
+            caller: None,
             membership: None,
         })
         .collect();

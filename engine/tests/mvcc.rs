@@ -72,6 +72,7 @@ impl Store {
                 index,
                 term,
                 request: Some(&req),
+                caller: None,
                 membership: None,
             }])
             .unwrap();
@@ -439,6 +440,7 @@ fn one_main_revision_per_request() {
             index: idx,
             term: 1,
             request: None,
+            caller: None,
             membership: None,
         }])
         .unwrap();
@@ -464,24 +466,28 @@ fn one_main_revision_per_request() {
                 index: i,
                 term: 2,
                 request: Some(&p1),
+                caller: None,
                 membership: None,
             },
             Applied {
                 index: i + 1,
                 term: 2,
                 request: None,
+                caller: None,
                 membership: None,
             },
             Applied {
                 index: i + 2,
                 term: 2,
                 request: Some(&d1),
+                caller: None,
                 membership: None,
             },
             Applied {
                 index: i + 3,
                 term: 2,
                 request: Some(&p2),
+                caller: None,
                 membership: None,
             },
         ])
@@ -1895,6 +1901,7 @@ fn restart_and_replay() {
             index: 9,
             term: 2,
             request: None,
+            caller: None,
             membership: None,
         }])
         .unwrap();
@@ -1937,6 +1944,7 @@ fn restart_and_replay() {
             index: i as u64 + 1,
             term: if i < 5 { 1 } else { 2 },
             request: Some(r),
+            caller: None,
             membership: None,
         })
         .collect();
@@ -1953,6 +1961,7 @@ fn restart_and_replay() {
             index: i as u64 + 7,
             term: 2,
             request: Some(r),
+            caller: None,
             membership: None,
         })
         .collect();
@@ -1960,12 +1969,14 @@ fn restart_and_replay() {
         index: 9,
         term: 2,
         request: None,
+        caller: None,
         membership: None,
     });
     batch.push(Applied {
         index: 10,
         term: 3,
         request: Some(&extra),
+        caller: None,
         membership: None,
     });
     let res = s.mm().apply(&batch).unwrap();
@@ -2001,6 +2012,7 @@ fn restart_and_replay() {
             index: 11 + i as u64,
             term: 3,
             request: Some(r),
+            caller: None,
             membership: None,
         })
         .collect();

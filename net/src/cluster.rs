@@ -33,6 +33,12 @@ impl ClusterService {
             .await
             .map_err(propose_status)
     }
+
+    /// etcd's checkMembershipOperationPermission: the caller holds the root role.
+    fn admin<T>(&self, r: &Request<T>) -> Result<(), Status> {
+        let caller = self.ctx.auth.caller(r)?;
+        self.ctx.auth.check_admin(&caller)
+    }
 }
 
 fn member_pb(m: &membership::Member) -> pb::Member {
@@ -77,6 +83,7 @@ impl Cluster for ClusterService {
         &self,
         r: Request<pb::MemberAddRequest>,
     ) -> Result<Response<pb::MemberAddResponse>, Status> {
+        self.admin(&r)?;
         let r = r.into_inner();
         check_urls(&r.peer_ur_ls)?;
         // etcd: a hash of the peer URLs, the cluster and the time, so re-adding the same URLs
@@ -106,6 +113,7 @@ impl Cluster for ClusterService {
         &self,
         r: Request<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
+        self.admin(&r)?;
         let members = self.change(MemberChange::Remove(r.into_inner().id)).await?;
         Ok(Response::new(pb::MemberRemoveResponse {
             header: self.ctx.header(0),
@@ -117,6 +125,7 @@ impl Cluster for ClusterService {
         &self,
         r: Request<pb::MemberUpdateRequest>,
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
+        self.admin(&r)?;
         let r = r.into_inner();
         check_urls(&r.peer_ur_ls)?;
         let members = self
@@ -133,8 +142,9 @@ impl Cluster for ClusterService {
 
     async fn member_list(
         &self,
-        _r: Request<pb::MemberListRequest>,
+        r: Request<pb::MemberListRequest>,
     ) -> Result<Response<pb::MemberListResponse>, Status> {
+        self.ctx.auth.require_user(&r)?;
         // etcd's Cluster service fills no revision in its headers.
         Ok(Response::new(pb::MemberListResponse {
             header: self.ctx.header(0),
@@ -146,6 +156,10 @@ impl Cluster for ClusterService {
         &self,
         r: Request<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
+        self.admin(&r)?;
+        // The leader checks the caller again: its token goes along (simple tokens are known to
+        // every member).
+        let token = r.metadata().get("token").cloned();
         let r = r.into_inner();
         let status = &self.ctx.status;
         let leader = status.leader();
@@ -158,7 +172,7 @@ impl Cluster for ClusterService {
             // glommio's sockets are not Send: the call runs as a task of this core.
             let (tx, rx) = flume::bounded(1);
             retcd_engine::runtime::spawn_local(async move {
-                let _ = tx.send(forward_promote(&url, r).await);
+                let _ = tx.send(forward_promote(&url, r, token).await);
             });
             return rx
                 .recv_async()
@@ -177,7 +191,12 @@ impl Cluster for ClusterService {
 async fn forward_promote(
     url: &str,
     r: pb::MemberPromoteRequest,
+    token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
 ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
+    let mut r = Request::new(r);
+    if let Some(t) = token {
+        r.metadata_mut().insert("token", t);
+    }
     let (channel, origin) = crate::peer::connect(url)
         .await
         .map_err(|e| Status::unavailable(format!("forwarding to the leader: {e}")))?;

@@ -37,6 +37,10 @@ pub struct Ctx {
     pub status: Arc<NodeStatus>,
     pub member: MemberInfo,
     pub limits: Limits,
+    /// Callers and their permissions (auth).
+    pub auth: crate::auth::AuthGate,
+    /// bcrypt, off the request cores.
+    pub passwords: crate::auth::Passwords,
     /// etcd's --experimental-watch-progress-notify-interval.
     pub watch_progress_notify_interval: std::time::Duration,
 }

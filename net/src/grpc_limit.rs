@@ -57,6 +57,8 @@ const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 pub struct GrpcLimit {
     routes: Routes,
     limit: usize,
+    /// The connection's verified client certificate name, given to every request.
+    common_name: Option<crate::auth::ClientCommonName>,
 }
 
 impl GrpcLimit {
@@ -65,6 +67,16 @@ impl GrpcLimit {
         GrpcLimit {
             routes,
             limit: max_recv_bytes,
+            common_name: None,
+        }
+    }
+
+    /// The same service for a connection whose client presented a verified certificate with
+    /// this CommonName (etcd's identity under --client-cert-auth).
+    pub fn with_common_name(&self, cn: Option<String>) -> Self {
+        GrpcLimit {
+            common_name: cn.map(|c| crate::auth::ClientCommonName(c.into())),
+            ..self.clone()
         }
     }
 
@@ -84,7 +96,10 @@ where
     type Future = GrpcLimitFuture<B>;
 
     fn call(&self, req: Request<B>) -> Self::Future {
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
+        if let Some(cn) = &self.common_name {
+            parts.extensions.insert(cn.clone());
+        }
         GrpcLimitFuture {
             state: State::Peek(Peek {
                 routes: self.routes.clone(),

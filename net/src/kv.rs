@@ -43,6 +43,7 @@ pub fn mvcc_status(e: mvcc::MvccError) -> Status {
         mvcc::MvccError::KeyNotFound => EtcdError::KeyNotFound.status(),
         mvcc::MvccError::LeaseNotFound => EtcdError::LeaseNotFound.status(),
         mvcc::MvccError::LeaseExist => EtcdError::LeaseExist.status(),
+        mvcc::MvccError::Auth(e) => crate::auth::auth_status(e),
         other => {
             tracing::error!(error = %other, "storage error");
             Status::internal(format!("retcd: {other}"))
@@ -422,10 +423,14 @@ impl KvService {
         Ok(())
     }
 
-    async fn write(&self, req: Request) -> Result<WriteResult, Status> {
+    /// Proposes `req` for `caller` once etcd's auth rules allow it (checked again at apply).
+    async fn write(&self, caller: &er::Caller, req: Request) -> Result<WriteResult, Status> {
+        self.ctx
+            .auth
+            .check_request(caller, &req, &self.ctx.reader)?;
         self.ctx
             .proposer
-            .propose(&req)
+            .propose_as(&req, caller)
             .await
             .map_err(propose_status)
     }
@@ -434,22 +439,26 @@ impl KvService {
 #[tonic::async_trait]
 impl pb::kv_server::Kv for KvService {
     async fn range(&self, request: Req<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
+        let caller = self.ctx.auth.caller(&request)?;
         let r = request.into_inner();
         check_range(&r)?;
         if !r.serializable {
             linearizable(&self.ctx).await?;
         }
+        // After the barrier, as etcd: a permission revoked before this read began is gone.
+        self.ctx.auth.check_read(&caller, &r.key, &r.range_end)?;
         let res = self.ctx.reader.range(&range_req(&r)).map_err(mvcc_status)?;
         let h = self.ctx.header(res.revision);
         Ok(Response::new(range_resp(res, h)))
     }
 
     async fn put(&self, request: Req<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let caller = self.ctx.auth.caller(&request)?;
         let r = request.into_inner();
         check_put(&r)?;
         self.check_size(&r)?;
         self.check_quota(r.key.len() + r.value.len())?;
-        match self.write(Request::Put(put_req(r))).await? {
+        match self.write(&caller, Request::Put(put_req(r))).await? {
             WriteResult::Put(p) => {
                 let h = self.ctx.header(p.revision);
                 Ok(Response::new(put_resp(p, h)))
@@ -462,10 +471,14 @@ impl pb::kv_server::Kv for KvService {
         &self,
         request: Req<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
+        let caller = self.ctx.auth.caller(&request)?;
         let r = request.into_inner();
         check_delete(&r)?;
         self.check_size(&r)?;
-        match self.write(Request::DeleteRange(delete_req(r))).await? {
+        match self
+            .write(&caller, Request::DeleteRange(delete_req(r)))
+            .await?
+        {
             WriteResult::DeleteRange(d) => {
                 let h = self.ctx.header(d.revision);
                 Ok(Response::new(delete_resp(d, h)))
@@ -475,6 +488,7 @@ impl pb::kv_server::Kv for KvService {
     }
 
     async fn txn(&self, request: Req<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let caller = self.ctx.auth.caller(&request)?;
         let r = request.into_inner();
         check_txn(&r, self.ctx.limits.max_txn_ops)?;
         let read_only = txn_is_read_only(&r);
@@ -482,19 +496,25 @@ impl pb::kv_server::Kv for KvService {
             self.check_size(&r)?;
             self.check_quota(r.encoded_len())?;
         }
-        let t = txn_req(r);
+        let req = Request::Txn(txn_req(r));
+        let Request::Txn(t) = &req else {
+            unreachable!("built above")
+        };
         if read_only {
             // Like a Range, served from this core's view of the committed state once it holds
             // every write acknowledged before this request arrived.
-            if !txn_is_serializable(&t) {
+            if !txn_is_serializable(t) {
                 linearizable(&self.ctx).await?;
             }
-            if let Some(res) = self.ctx.reader.txn_read_only(&t).map_err(mvcc_status)? {
+            self.ctx
+                .auth
+                .check_request(&caller, &req, &self.ctx.reader)?;
+            if let Some(res) = self.ctx.reader.txn_read_only(t).map_err(mvcc_status)? {
                 let h = self.ctx.header(res.revision);
                 return Ok(Response::new(txn_resp(res, h)));
             }
         }
-        match self.write(Request::Txn(t)).await? {
+        match self.write(&caller, req).await? {
             WriteResult::Txn(t) => {
                 let h = self.ctx.header(t.revision);
                 Ok(Response::new(txn_resp(t, h)))
@@ -507,12 +527,13 @@ impl pb::kv_server::Kv for KvService {
         &self,
         request: Req<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
+        let caller = self.ctx.auth.caller(&request)?;
         let r = request.into_inner();
         let req = Request::Compact(er::CompactRequest {
             revision: r.revision,
             physical: r.physical,
         });
-        match self.write(req).await? {
+        match self.write(&caller, req).await? {
             WriteResult::Compact { revision } => Ok(Response::new(CompactionResponse {
                 header: self.ctx.header(revision),
             })),

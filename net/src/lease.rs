@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use futures_lite::Stream;
 use retcd_engine::mvcc::WriteResult;
-use retcd_engine::request::{LeaseRevokeRequest as EngineRevoke, Request};
+use retcd_engine::request::{Caller, LeaseRevokeRequest as EngineRevoke, Request};
 use retcd_raft::ProposeError;
 use retcd_raft::lessor::MAX_LEASE_TTL;
 use tonic::{Request as Req, Response, Status, Streaming};
@@ -95,6 +95,8 @@ impl Lease for LeaseService {
         &self,
         request: Req<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
+        // etcd checks no permission for a grant, only that the caller is someone.
+        self.ctx.auth.require_user(&request)?;
         let r = request.into_inner();
         if r.ttl > MAX_LEASE_TTL {
             return Err(EtcdError::LeaseTTLTooLarge.status());
@@ -120,12 +122,17 @@ impl Lease for LeaseService {
         &self,
         request: Req<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        let caller = self.ctx.auth.require_user(&request)?;
         let r = request.into_inner();
         let req = Request::LeaseRevoke(EngineRevoke { id: r.id });
+        // etcd: write permission on every key attached to the lease.
+        self.ctx
+            .auth
+            .check_request(&caller, &req, &self.ctx.reader)?;
         match self
             .ctx
             .proposer
-            .propose(&req)
+            .propose_as(&req, &caller)
             .await
             .map_err(propose_status)?
         {
@@ -155,7 +162,12 @@ impl Lease for LeaseService {
         &self,
         request: Req<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        let caller = self.ctx.auth.require_user(&request)?;
         let r = request.into_inner();
+        if r.keys {
+            // etcd: the keys of a lease are shown to whoever may read every one of them.
+            self.check_lease_keys(&caller, &[r.id])?;
+        }
         let ttl = match self.ctx.leases.time_to_live(r.id).await {
             Err(ProposeError::NotLeader) => {
                 let (ttl, granted_ttl, found) =
@@ -190,13 +202,32 @@ impl Lease for LeaseService {
 
     async fn lease_leases(
         &self,
-        _request: Req<LeaseLeasesRequest>,
+        request: Req<LeaseLeasesRequest>,
     ) -> Result<Response<LeaseLeasesResponse>, Status> {
+        let caller = self.ctx.auth.require_user(&request)?;
         let ids = self.ctx.leases.leases().await.map_err(propose_status)?;
+        // etcd's checkLeaseLeases: root, or read permission on every key of every lease.
+        self.check_lease_keys(&caller, &ids)?;
         Ok(Response::new(LeaseLeasesResponse {
             header: self.ctx.current_header(),
             leases: ids.into_iter().map(|id| LeaseStatus { id }).collect(),
         }))
+    }
+}
+
+impl LeaseService {
+    /// Root, or read permission on every key attached to the leases `ids`.
+    fn check_lease_keys(&self, caller: &Caller, ids: &[i64]) -> Result<(), Status> {
+        let auth = &self.ctx.auth;
+        if !auth.state().enabled() || auth.check_admin(caller).is_ok() {
+            return Ok(());
+        }
+        for &id in ids {
+            for key in self.ctx.reader.lease_keys(id).map_err(mvcc_status)? {
+                auth.check_read(caller, &key, &[])?;
+            }
+        }
+        Ok(())
     }
 }
 

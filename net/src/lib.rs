@@ -5,6 +5,8 @@
 //! - [`errors`]: etcd's gRPC errors with their exact codes and messages.
 
 #[cfg(feature = "server")]
+pub mod auth;
+#[cfg(feature = "server")]
 pub mod authority;
 #[cfg(feature = "server")]
 pub mod cluster;
@@ -66,7 +68,13 @@ pub fn routes(ctx: std::sync::Arc<context::Ctx>) -> tonic::service::Routes {
         status.clone(),
     ))
     .add_service(LearnerGuard::new(
-        ClusterServer::new(cluster::ClusterService::new(ctx)).max_decoding_message_size(limit),
+        ClusterServer::new(cluster::ClusterService::new(ctx.clone()))
+            .max_decoding_message_size(limit),
+        status.clone(),
+    ))
+    .add_service(LearnerGuard::new(
+        pb::etcdserverpb::auth_server::AuthServer::new(auth::AuthService::new(ctx))
+            .max_decoding_message_size(limit),
         status,
     ))
 }

@@ -27,6 +27,14 @@ impl MaintenanceService {
     }
 }
 
+impl MaintenanceService {
+    /// etcd's authMaintenanceServer: the caller holds the root role (or auth is off).
+    fn admin<T>(&self, r: &Request<T>) -> Result<(), Status> {
+        let caller = self.ctx.auth.caller(r)?;
+        self.ctx.auth.check_admin(&caller)
+    }
+}
+
 fn unimplemented(what: &str) -> Status {
     Status::unimplemented(format!("retcd: {what} is not implemented yet"))
 }
@@ -38,6 +46,12 @@ impl Maintenance for MaintenanceService {
         request: Request<pb::AlarmRequest>,
     ) -> Result<Response<pb::AlarmResponse>, Status> {
         use pb::alarm_request::AlarmAction;
+        // etcd: listing alarms needs a known caller, changing them root.
+        if request.get_ref().action == AlarmAction::Get as i32 {
+            self.ctx.auth.require_user(&request)?;
+        } else {
+            self.admin(&request)?;
+        }
         let r = request.into_inner();
         let status = &self.ctx.status;
         // The only alarm retcd raises so far is NOSPACE (the backend quota, see net::kv).
@@ -65,8 +79,9 @@ impl Maintenance for MaintenanceService {
 
     async fn status(
         &self,
-        _request: Request<pb::StatusRequest>,
+        request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
+        self.ctx.auth.require_user(&request)?;
         let s = &self.ctx.status;
         Ok(Response::new(pb::StatusResponse {
             header: self.ctx.current_header(),
@@ -87,14 +102,16 @@ impl Maintenance for MaintenanceService {
 
     async fn defragment(
         &self,
-        _r: Request<pb::DefragmentRequest>,
+        r: Request<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
+        self.admin(&r)?;
         Err(unimplemented("Defragment"))
     }
     async fn hash(
         &self,
-        _r: Request<pb::HashRequest>,
+        r: Request<pb::HashRequest>,
     ) -> Result<Response<pb::HashResponse>, Status> {
+        self.admin(&r)?;
         Err(unimplemented("Hash"))
     }
     /// A hash of the key space's versions up to a revision: members that applied the same
@@ -104,6 +121,7 @@ impl Maintenance for MaintenanceService {
         &self,
         r: Request<pb::HashKvRequest>,
     ) -> Result<Response<pb::HashKvResponse>, Status> {
+        self.admin(&r)?;
         let (hash, hash_revision, compact_revision) = self
             .ctx
             .reader
@@ -119,14 +137,16 @@ impl Maintenance for MaintenanceService {
     type SnapshotStream = BoxStream<pb::SnapshotResponse>;
     async fn snapshot(
         &self,
-        _r: Request<pb::SnapshotRequest>,
+        r: Request<pb::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
+        self.admin(&r)?;
         Err(unimplemented("Snapshot"))
     }
     async fn move_leader(
         &self,
         r: Request<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        self.admin(&r)?;
         let to = r.into_inner().target_id;
         let s = &self.ctx.status;
         if s.leader() != s.member_id {

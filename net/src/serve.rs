@@ -357,8 +357,14 @@ async fn serve_connection(
                     return log_rejected(kind, Some(peer), &e);
                 }
             }
+            let cn = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(crate::tls::common_name);
             let io = AuthorityFront::new(TlsIo(tls));
-            serve_http(io, service, builder, &stop, peer).await;
+            serve_http(io, service.with_common_name(cn), builder, &stop, peer).await;
         }
         Some(Err(e)) => log_rejected(kind, peer, &e.to_string()),
         None => log_rejected(kind, peer, "TLS handshake timed out"),

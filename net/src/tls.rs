@@ -763,6 +763,14 @@ impl Crl {
     }
 }
 
+/// The CommonName of a (verified) certificate: a client's identity under --client-cert-auth.
+pub fn common_name(der: &CertificateDer<'_>) -> Option<String> {
+    certificate::Leaf::parse(der)
+        .ok()?
+        .common_name()
+        .map(str::to_string)
+}
+
 /// What TLS needs to read from X.509 itself (x509-parser): a certificate's CN, serial and
 /// names, and a CRL's revoked serials.
 mod certificate {

@@ -8,6 +8,7 @@
 //! - [`membership`]: members, ids, the configuration they make;
 //! - [`status`]: what every core may read of the member's Raft state ([`NodeStatus`]);
 //! - [`reply`]: what callers are answered: [`ProposeError`], [`MemberError`], the reply channels;
+//! - [`tokens`]: the simple auth tokens handed out by the apply;
 //! - [`transport`]: raft messages to and from peers (the connections are net/'s);
 //! - `trace`: raft-rs's slog records into tracing.
 //!
@@ -21,6 +22,7 @@ pub mod membership;
 pub mod reply;
 pub mod sequencer;
 pub mod status;
+pub mod tokens;
 mod trace;
 pub mod transport;
 

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use retcd_engine::mvcc::{Mvcc, WriteResult};
 use retcd_engine::page::StoreError;
-use retcd_engine::request::Request;
+use retcd_engine::request::{Caller, Request};
+
+use crate::tokens::SimpleTokens;
 use retcd_engine::runtime;
 use retcd_engine::wal::{Record, Wal, WalError, WalOptions};
 use tracing::{info, warn};
@@ -63,6 +65,8 @@ pub struct SequencerOptions {
     pub lease_checkpoint_interval: Duration,
     /// Lease calls (keep-alive, time-to-live, …) that may wait before callers block.
     pub lease_queue_depth: usize,
+    /// etcd's --auth-token-ttl: how long a simple token lives after its last use.
+    pub auth_token_ttl: Duration,
     /// Peer messages, reads and membership calls that may wait before their senders block.
     pub input_depth: usize,
     /// How long a proposal or a read waits before it fails (etcd: 5 s + 2 × election timeout).
@@ -90,6 +94,7 @@ impl SequencerOptions {
             checkpoint_interval: Duration::from_secs(5),
             lease_checkpoint_interval: crate::lessor::DEFAULT_CHECKPOINT_INTERVAL,
             lease_queue_depth: 4096,
+            auth_token_ttl: Duration::from_secs(300),
             input_depth: 4096,
             request_timeout: Duration::from_secs(7),
             snapshot_count: 100_000,
@@ -210,14 +215,26 @@ impl Proposer {
         self.ask(|r| Input::TransferLeader(to, r)).await
     }
 
-    /// Proposes `req` and waits until it is applied (durable on a quorum).
+    /// Proposes the member's own `req` (checked against no caller) and waits until it is
+    /// applied (durable on a quorum).
     pub async fn propose(&self, req: &Request) -> Result<WriteResult, ProposeError> {
+        self.propose_bytes(req.encode()).await
+    }
+
+    /// Proposes a client's `req`, which the apply checks against `caller`'s permissions at its
+    /// place in the log; waits until it is applied.
+    pub async fn propose_as(
+        &self,
+        req: &Request,
+        caller: &Caller,
+    ) -> Result<WriteResult, ProposeError> {
+        self.propose_bytes(req.encode_as(caller)).await
+    }
+
+    async fn propose_bytes(&self, data: Vec<u8>) -> Result<WriteResult, ProposeError> {
         let (reply, rx) = flume::bounded(1);
         self.tx
-            .send_async(Proposal {
-                data: req.encode(),
-                reply,
-            })
+            .send_async(Proposal { data, reply })
             .await
             .map_err(|_| ProposeError::Stopped)?;
         rx.recv_async().await.map_err(|_| ProposeError::Stopped)?
@@ -237,6 +254,7 @@ pub struct Sequencer {
     snapshots: flume::Sender<SnapshotJob>,
     leases: LeaseHandle,
     lease_rx: flume::Receiver<LeaseCall>,
+    tokens: Arc<SimpleTokens>,
 }
 
 impl Sequencer {
@@ -249,6 +267,7 @@ impl Sequencer {
         feed: Feed,
     ) -> (Sequencer, Proposer, PeerQueues) {
         let (tx, rx) = flume::bounded(opts.queue_depth);
+        let tokens = Arc::new(SimpleTokens::new(opts.auth_token_ttl));
         let (inputs_tx, inputs) = flume::bounded(opts.input_depth);
         let (leases, lease_rx) = LeaseHandle::channel(opts.lease_queue_depth);
         // Peers are members: the bound is never reached in practice.
@@ -265,6 +284,7 @@ impl Sequencer {
                 inputs,
                 links,
                 snapshots,
+                tokens,
                 leases,
                 lease_rx,
             },
@@ -291,6 +311,11 @@ impl Sequencer {
         self.leases.clone()
     }
 
+    /// The simple auth tokens this member's apply hands out, for every core's services.
+    pub fn tokens(&self) -> Arc<SimpleTokens> {
+        self.tokens.clone()
+    }
+
     /// Recovers the log and runs until every [`Proposer`] is dropped or an error stops it.
     /// `started` is called once recovery is complete and the member serves writes.
     pub async fn run(self, started: impl FnOnce()) -> Result<(), SequencerError> {
@@ -308,6 +333,7 @@ impl Sequencer {
             snapshots,
             leases: _own_handle,
             lease_rx,
+            tokens,
         } = self;
         let (mut wal, recovered) = Wal::open(opts.wal.clone()).await?;
         if let Some((file, offset)) = &recovered.truncated_tail {
@@ -359,6 +385,7 @@ impl Sequencer {
                 request_timeout: opts.request_timeout,
                 snapshot_count: opts.snapshot_count,
                 catch_up_entries: opts.catch_up_entries,
+                tokens: tokens.clone(),
             },
             seq_base,
         )?;

@@ -81,6 +81,10 @@ pub(super) fn build(
         peer_auto_tls,
         peer_skip_client_san_verification,
     } = tls(settings, &listen_client_urls, &listen_peer_urls, warnings)?;
+    let Auth {
+        auth_token_ttl,
+        bcrypt_cost,
+    } = auth(settings, warnings);
 
     Ok(Config {
         name,
@@ -104,6 +108,8 @@ pub(super) fn build(
         heartbeat_interval,
         election_timeout,
         watch_progress_notify_interval,
+        auth_token_ttl,
+        bcrypt_cost,
         client_tls,
         client_auto_tls,
         self_signed_cert_validity,
@@ -145,16 +151,6 @@ fn refuse_or_warn_unimplemented(
                     return Err(refused(&setting.origin, refusal_reason(name)));
                 }
             }
-            Support::Bcrypt => match setting.value {
-                Value::U64(cost) if cost > 10 => {
-                    return Err(refused(&setting.origin, refusal_reason(name)));
-                }
-                Value::U64(10) => {}
-                _ => warnings.push(format!(
-                    "flag --{name} is accepted but not implemented yet; ignored{}",
-                    setting.origin.suffix()
-                )),
-            },
         }
     }
     Ok(())
@@ -299,6 +295,29 @@ fn cluster(
         initial_cluster_state,
         initial_cluster_token: str_of(settings, "initial-cluster-token"),
     })
+}
+
+/// Authentication.
+struct Auth {
+    auth_token_ttl: Duration,
+    bcrypt_cost: u32,
+}
+
+fn auth(settings: &Settings, warnings: &mut Vec<String>) -> Auth {
+    let cost = u64_of(settings, "bcrypt-cost");
+    // etcd's NewAuthStore: a cost outside bcrypt's range is replaced by the default.
+    let bcrypt_cost = if (4..=31).contains(&cost) {
+        cost as u32
+    } else {
+        warnings.push(format!(
+            "use default bcrypt cost instead of the invalid given cost {cost} (min 4, max 31)"
+        ));
+        10
+    };
+    Auth {
+        auth_token_ttl: Duration::from_secs(u64_of(settings, "auth-token-ttl")),
+        bcrypt_cost,
+    }
 }
 
 /// Snapshot, storage and request sizes.

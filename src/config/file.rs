@@ -19,7 +19,7 @@ use super::ConfigError;
 use super::env::{env_var_name, non_empty};
 use super::flags::{Kind, SPECS, Spec, Support, lookup, refusal_reason, spec};
 use super::settings::{Origin, Setting, Settings};
-use super::value::{Value, differs_from_default, parse_value};
+use super::value::{differs_from_default, parse_value};
 
 /// Keys of etcd's YAML file that are not flag names, mapped to the flags
 /// that mean the same thing.
@@ -427,9 +427,6 @@ pub(super) fn refuse_or_report_ignored(
 fn check_security_only(spec: &Spec, setting: &Setting) -> Result<(), ConfigError> {
     let reason = match spec.support {
         Support::Security if differs_from_default(spec, &setting.value) => {
-            refusal_reason(spec.name)
-        }
-        Support::Bcrypt if matches!(setting.value, Value::U64(c) if c > 10) => {
             refusal_reason(spec.name)
         }
         _ if spec.is_implemented_security() && differs_from_default(spec, &setting.value) => {

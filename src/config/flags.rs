@@ -54,8 +54,6 @@ pub(super) enum Support {
     /// Refused with a non-default value: ignoring it would start a different
     /// kind of server or cluster.
     Unsupported,
-    /// `--bcrypt-cost`: refused above the default, warned below it.
-    Bcrypt,
     /// Flags etcd itself ignores with a warning.
     Legacy,
 }
@@ -246,8 +244,8 @@ pub(super) static SPECS: &[Spec] = &[
     f("experimental-peer-skip-client-san-verification", K::Bool, "false", S::Implemented, Sec::Security, "Do not check the SAN of peer client certificates."),
     // Auth
     f("auth-token", K::Str, "simple", S::Security, Sec::Auth, "Authentication token provider and its options ('simple' or 'jwt,...')."),
-    f("bcrypt-cost", K::Uint, "10", S::Bcrypt, Sec::Auth, "bcrypt cost factor for password hashes (4 to 31)."),
-    f("auth-token-ttl", K::Uint, "300", S::Ignored, Sec::Auth, "Lifetime of simple tokens, in seconds."),
+    f("bcrypt-cost", K::Uint, "10", S::Implemented, Sec::Auth, "bcrypt cost factor for password hashes (4 to 31)."),
+    f("auth-token-ttl", K::Uint, "300", S::Implemented, Sec::Auth, "Lifetime of simple tokens, in seconds."),
     // Profiling and monitoring
     f("enable-pprof", K::Bool, "false", S::Ignored, Sec::Monitoring, "Serve runtime profiles under <client-url>/debug/pprof/."),
     f("metrics", K::Str, "basic", S::Ignored, Sec::Monitoring, "Metrics detail: 'basic' or 'extensive' (adds gRPC latency histograms)."),
@@ -322,19 +320,16 @@ pub(super) fn spec(name: &str) -> &'static Spec {
     lookup(name).unwrap_or_else(|| panic!("no flag spec for {name}"))
 }
 
-/// Why a refused flag (`Support::Security`/`Unsupported`/`Bcrypt`) is refused.
+/// Why a refused flag (`Support::Security`/`Unsupported`) is refused.
 pub(super) fn refusal_reason(name: &str) -> &'static str {
     match name {
         "auth-token" => {
-            "only the 'simple' auth token provider is implemented; refusing to start with another one"
+            "only the 'simple' auth token provider is implemented yet (JWT is not); refusing to \
+             start with another one"
         }
         "cors" | "host-whitelist" => {
             "origin/host filtering is not implemented yet; refusing to start rather than accept \
              every origin and host"
-        }
-        "bcrypt-cost" => {
-            "bcrypt costs above the default (10) are not implemented yet; refusing to hash \
-             passwords more weakly than asked"
         }
         "discovery" | "discovery-srv" | "discovery-srv-name" => {
             "cluster discovery is not implemented yet; bootstrap with --initial-cluster instead"

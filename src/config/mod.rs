@@ -183,6 +183,10 @@ pub struct Config {
     pub initial_cluster_state: ClusterState,
     /// `--initial-cluster-token`.
     pub initial_cluster_token: String,
+    /// `--auth-token-ttl`: how long a simple token lives after its last use.
+    pub auth_token_ttl: std::time::Duration,
+    /// `--bcrypt-cost` (an invalid one already replaced by the default).
+    pub bcrypt_cost: u32,
     /// `--snapshot-count` (0 already replaced by the default).
     pub snapshot_count: u64,
     /// `--experimental-snapshot-catchup-entries`.
@@ -414,7 +418,7 @@ pub fn help_text() -> String {
                 Support::Ignored => {
                     out.push_str("    (retcd: accepted but not implemented yet; ignored)\n")
                 }
-                Support::Security | Support::Unsupported | Support::Bcrypt => out.push_str(
+                Support::Security | Support::Unsupported => out.push_str(
                     "    (retcd: not implemented yet; refused unless left at its default)\n",
                 ),
                 _ => {}

@@ -270,7 +270,6 @@ fn security_flags_refused() {
         &["--auth-token", "jwt,pub-key=a,priv-key=b,sign-method=RS256"][..],
         &["--host-whitelist", "example.com"],
         &["--cors", "http://example.com:80"],
-        &["--bcrypt-cost", "12"],
         &["--discovery", "https://discovery.etcd.io/abc"],
         &["--proxy", "on"],
         &["--force-new-cluster"],
@@ -327,7 +326,6 @@ fn tuning_flags_warned() {
             "1h",
             "--enable-pprof",
             "--auto-compaction-retention=1",
-            "--bcrypt-cost=4",
             "--max-wals=5",
             "--snapshot",
         ],
@@ -339,7 +337,6 @@ fn tuning_flags_warned() {
         "flag --grpc-keepalive-interval is accepted but not implemented yet; ignored",
         "flag --enable-pprof is accepted but not implemented yet; ignored",
         "flag --auto-compaction-retention is accepted but not implemented yet; ignored",
-        "flag --bcrypt-cost is accepted but not implemented yet; ignored",
         "flag --pre-vote is accepted but not implemented yet; ignored (set by environment variable ETCD_PRE_VOTE (flag --pre-vote))",
         "flag --snapshot is no longer supported by etcd; ignored",
     ];
@@ -352,6 +349,20 @@ fn tuning_flags_warned() {
     // etcd's own validation still applies to ignored flags.
     assert!(err(&["--auto-compaction-mode=weekly"], &[]).contains("auto-compaction-mode"));
     assert!(err(&["--grpc-keepalive-interval=soon"], &[]).contains("--grpc-keepalive-interval"));
+}
+
+#[test]
+fn auth_settings() {
+    let (c, w) = ok(&["--bcrypt-cost=4", "--auth-token-ttl=7"], &[]);
+    assert_eq!((c.bcrypt_cost, c.auth_token_ttl.as_secs()), (4, 7));
+    assert!(w.is_empty(), "{w:?}");
+    // etcd replaces a cost bcrypt cannot use by its default, with a warning.
+    let (c, w) = ok(&[], &[("ETCD_BCRYPT_COST", "3")]);
+    assert_eq!(c.bcrypt_cost, 10);
+    assert!(
+        w.iter().any(|w| w.contains("invalid given cost 3")),
+        "{w:?}"
+    );
 }
 
 #[test]

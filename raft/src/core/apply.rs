@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use raft::prelude::{ConfChange, Entry, EntryType};
 use retcd_engine::mvcc::Applied;
-use retcd_engine::request::Request;
+use retcd_engine::request::{Caller, Request};
 
 use crate::feed::EventBatch;
 use crate::lessor::LeaseChange;
@@ -26,7 +26,7 @@ use super::{Core, CoreError};
 /// What a committed entry asks of the state machine.
 enum Kind {
     Nothing,
-    Request(Request),
+    Request(Request, Option<Caller>),
     Members(Result<(), MemberError>),
 }
 
@@ -46,9 +46,11 @@ impl Core {
                 self.membership.set_attrs(&a);
                 Ok(Kind::Members(Ok(())))
             }
-            EntryType::EntryNormal => Ok(Kind::Request(
-                Request::decode(&e.data).map_err(|err| bad(err.to_string()))?,
-            )),
+            EntryType::EntryNormal => {
+                let (req, caller) =
+                    Request::decode_with_caller(&e.data).map_err(|err| bad(err.to_string()))?;
+                Ok(Kind::Request(req, caller))
+            }
             EntryType::EntryConfChange => {
                 let cc: ConfChange = prost011::Message::decode(&e.data[..])
                     .map_err(|err| bad(format!("configuration change: {err}")))?;
@@ -88,7 +90,11 @@ impl Core {
                 index: e.index,
                 term: e.term,
                 request: match k {
-                    Kind::Request(r) => Some(r),
+                    Kind::Request(r, _) => Some(r),
+                    _ => None,
+                },
+                caller: match k {
+                    Kind::Request(_, c) => c.as_ref(),
                     _ => None,
                 },
                 membership: m.as_deref(),
@@ -109,22 +115,26 @@ impl Core {
         }
         let me = self.status.member_id;
         let mut members_now: Option<Arc<Membership>> = None;
+        let now = std::time::Instant::now();
         for (e, kind) in entries.iter().zip(kinds) {
             if e.index <= applied_before {
                 continue;
             }
             let result = match &kind {
-                Kind::Request(_) => results.next(),
+                Kind::Request(..) => results.next(),
                 _ => None,
             };
-            if let (Kind::Request(req), Some(Ok(w))) = (&kind, &result) {
-                LeaseChange::collect(req, w, &mut self.lease_changes);
+            if let (Kind::Request(req, _), Some(r)) = (&kind, &result) {
+                if let Ok(w) = r {
+                    LeaseChange::collect(req, w, &mut self.lease_changes);
+                }
+                self.tokens.on_applied(req, r, now);
             }
             let Some(p) = seq_of(me, &e.context).and_then(|s| self.pending.remove(&s)) else {
                 continue;
             };
             match (p.waiter, kind) {
-                (Waiter::Write(reply), Kind::Request(_)) => {
+                (Waiter::Write(reply), Kind::Request(..)) => {
                     let _ = reply.send(match result.expect("a request has a result") {
                         Ok(w) => Ok(w),
                         Err(err) => Err(ProposeError::Apply(err)),

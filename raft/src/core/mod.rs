@@ -51,6 +51,7 @@ use crate::log::{LogStore, RecoveredLog, entry_record};
 use crate::membership::Membership;
 use crate::reply::DoneReply;
 use crate::status::NodeStatus;
+use crate::tokens::SimpleTokens;
 
 use checkpoint::CHECKPOINT_ENTRIES;
 use reads::Reads;
@@ -83,7 +84,7 @@ pub struct Step {
 }
 
 /// Raft settings (etcd's flags, in ticks of --heartbeat-interval).
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct CoreOptions {
     pub heartbeat_ticks: usize,
     pub election_ticks: usize,
@@ -95,6 +96,8 @@ pub struct CoreOptions {
     /// etcd's --experimental-snapshot-catchup-entries: entries kept in memory behind a
     /// checkpoint for members that are behind; one further behind gets a snapshot.
     pub catch_up_entries: u64,
+    /// The simple auth tokens the apply hands out and withdraws (read by every core).
+    pub tokens: Arc<SimpleTokens>,
 }
 
 pub struct Core {
@@ -113,6 +116,7 @@ pub struct Core {
     since_checkpoint: u64,
     /// Lease changes applied since the last [`Core::take_lease_changes`] (for the lessor).
     lease_changes: Vec<LeaseChange>,
+    tokens: Arc<SimpleTokens>,
     /// This member applied its own removal.
     removed: bool,
     /// A snapshot received from the leader, waiting for Raft to hand it over: (index, entries).
@@ -169,6 +173,7 @@ impl Core {
             catch_up_entries: opts.catch_up_entries,
             since_checkpoint: 0,
             lease_changes: Vec::new(),
+            tokens: opts.tokens,
             removed: false,
             incoming: None,
             installed: false,

@@ -1,0 +1,192 @@
+//! etcd's simple auth tokens on this member: `<random prefix>.<raft index>`, handed out by the
+//! apply of an Authenticate on every member (so a token works on whichever member a client
+//! reaches next), kept in memory only (a restarted member knows none, as in etcd), valid for
+//! `--auth-token-ttl` after their last use.
+//!
+//! Written by the apply on the sequencer core ([`SimpleTokens::on_applied`]), read by every
+//! core's services ([`SimpleTokens::user`]). Invariants: a user's tokens die with a change of
+//! their password or their deletion, all tokens die when auth is disabled; the table is bounded
+//! by the Authenticate rate times the TTL (expired tokens are swept every few hundred
+//! assignments and dropped when looked up).
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use retcd_engine::auth::AuthOutcome;
+use retcd_engine::mvcc::{MvccError, WriteResult};
+use retcd_engine::request::{AuthRequest, Request};
+
+const SHARDS: usize = 16;
+/// Assignments between two sweeps of expired tokens.
+const SWEEP_EVERY: u64 = 256;
+
+struct Entry {
+    user: String,
+    /// Milliseconds since `SimpleTokens::epoch` of the last use.
+    last_used: AtomicU64,
+}
+
+pub struct SimpleTokens {
+    shards: [RwLock<HashMap<String, Entry>>; SHARDS],
+    ttl_ms: u64,
+    epoch: Instant,
+    assigned: AtomicU64,
+}
+
+fn shard_of(token: &str) -> usize {
+    // FNV-1a: tokens are random already, any spread will do.
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in token.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x100000001b3);
+    }
+    (h % SHARDS as u64) as usize
+}
+
+impl SimpleTokens {
+    pub fn new(ttl: Duration) -> SimpleTokens {
+        SimpleTokens {
+            shards: std::array::from_fn(|_| RwLock::new(HashMap::new())),
+            ttl_ms: ttl.as_millis().max(1) as u64,
+            epoch: Instant::now(),
+            assigned: AtomicU64::new(0),
+        }
+    }
+
+    fn ms(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_millis() as u64
+    }
+
+    pub fn assign(&self, token: &str, user: &str, now: Instant) {
+        let entry = Entry {
+            user: user.to_string(),
+            last_used: AtomicU64::new(self.ms(now)),
+        };
+        self.shards[shard_of(token)]
+            .write()
+            .expect("token shard poisoned")
+            .insert(token.to_string(), entry);
+        if self.assigned.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            self.sweep(now);
+        }
+    }
+
+    /// The user of a live token, renewing it (etcd resets a simple token's TTL on each use).
+    pub fn user(&self, token: &str, now: Instant) -> Option<String> {
+        let now_ms = self.ms(now);
+        let shard = &self.shards[shard_of(token)];
+        {
+            let map = shard.read().expect("token shard poisoned");
+            let e = map.get(token)?;
+            let last = e.last_used.load(Ordering::Relaxed);
+            if now_ms.saturating_sub(last) < self.ttl_ms {
+                e.last_used.fetch_max(now_ms, Ordering::Relaxed);
+                return Some(e.user.clone());
+            }
+        }
+        shard.write().expect("token shard poisoned").remove(token);
+        None
+    }
+
+    pub fn invalidate_user(&self, user: &str) {
+        for s in &self.shards {
+            s.write()
+                .expect("token shard poisoned")
+                .retain(|_, e| e.user != user);
+        }
+    }
+
+    pub fn clear(&self) {
+        for s in &self.shards {
+            s.write().expect("token shard poisoned").clear();
+        }
+    }
+
+    pub fn sweep(&self, now: Instant) {
+        let now_ms = self.ms(now);
+        for s in &self.shards {
+            s.write().expect("token shard poisoned").retain(|_, e| {
+                now_ms.saturating_sub(e.last_used.load(Ordering::Relaxed)) < self.ttl_ms
+            });
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.read().expect("token shard poisoned").len())
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Follows one applied request: a token handed out, a user's tokens or every token dropped.
+    pub fn on_applied(&self, req: &Request, result: &Result<WriteResult, MvccError>, now: Instant) {
+        let Request::Auth(a) = req else { return };
+        let Ok(WriteResult::Auth { outcome, .. }) = result else {
+            return;
+        };
+        match (a, outcome) {
+            (AuthRequest::Authenticate { .. }, AuthOutcome::Token { user, token })
+                if !token.is_empty() =>
+            {
+                self.assign(token, user, now);
+            }
+            (AuthRequest::UserDelete { name }, _)
+            | (AuthRequest::UserChangePassword { name, .. }, _) => self.invalidate_user(name),
+            (AuthRequest::Disable, _) => self.clear(),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_expire_after_their_last_use() {
+        let t = SimpleTokens::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        t.assign("abc.5", "alice", t0);
+        assert_eq!(
+            t.user("abc.5", t0 + Duration::from_secs(9)).as_deref(),
+            Some("alice")
+        );
+        // Renewed at 9 s: still valid at 18 s, gone 10 s after that use.
+        assert!(t.user("abc.5", t0 + Duration::from_secs(18)).is_some());
+        assert!(t.user("abc.5", t0 + Duration::from_secs(29)).is_none());
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn user_changes_drop_their_tokens() {
+        let t = SimpleTokens::new(Duration::from_secs(300));
+        let now = Instant::now();
+        t.assign("a.1", "alice", now);
+        t.assign("a.2", "alice", now);
+        t.assign("b.3", "bob", now);
+        t.invalidate_user("alice");
+        assert_eq!(t.len(), 1);
+        assert!(t.user("b.3", now).is_some());
+        t.clear();
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn sweeps_bound_the_table() {
+        let t = SimpleTokens::new(Duration::from_secs(1));
+        let t0 = Instant::now();
+        for i in 0..SWEEP_EVERY {
+            t.assign(&format!("x.{i}"), "u", t0);
+        }
+        let later = t0 + Duration::from_secs(5);
+        for i in 0..SWEEP_EVERY {
+            t.assign(&format!("y.{i}"), "u", later);
+        }
+        assert_eq!(t.len(), SWEEP_EVERY as usize);
+    }
+}
