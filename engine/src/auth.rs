@@ -323,8 +323,9 @@ impl AuthState {
             }
             Request::Txn(t) => self.check_txn(caller, t, attached),
             Request::LeaseRevoke(r) => self.check_lease_puts(caller, r.id, attached),
-            // etcd checks no permission for a compaction (Kubernetes compacts as its own user).
-            Request::Compact(_) | Request::LeaseGrant(_) | Request::LeaseCheckpoint(_) => Ok(()),
+            // etcd 3.7: compaction is root's (3.4 let any user compact).
+            Request::Compact(_) => Ok(self.check_admin(caller)?),
+            Request::LeaseGrant(_) | Request::LeaseCheckpoint(_) => Ok(()),
             Request::Auth(AuthRequest::Authenticate { .. }) => Ok(()),
             Request::Auth(_) => Ok(self.check_admin(caller)?),
         }

@@ -44,9 +44,28 @@ struct KeepAlive {
     inbound: Streaming<LeaseKeepAliveRequest>,
     ctx: Arc<Ctx>,
     done: bool,
+    /// The stream's metadata and connection attributes (its caller, checked at every renewal).
+    metadata: tonic::metadata::MetadataMap,
+    extensions: tonic::Extensions,
 }
 
 impl KeepAlive {
+    /// etcd 3.7's checkLeaseRenew: a known caller, root or allowed to write every attached key
+    /// (who could not revoke the lease may not keep it alive either).
+    fn check_renew(&self, id: i64) -> Result<(), Status> {
+        let auth = &self.ctx.auth;
+        if !auth.state().enabled() {
+            return Ok(());
+        }
+        let caller = auth.caller_of(&self.metadata, &self.extensions)?;
+        auth.check_user(&caller)?;
+        auth.check_request(
+            &caller,
+            &Request::LeaseRevoke(EngineRevoke { id }),
+            &self.ctx.reader,
+        )
+    }
+
     async fn next(mut self) -> Option<(Result<LeaseKeepAliveResponse, Status>, KeepAlive)> {
         if self.done {
             return None;
@@ -56,6 +75,10 @@ impl KeepAlive {
                 // The header is taken before the renewal (etcd: a keep-alive must never look
                 // newer than a revoke that follows it).
                 let header = self.ctx.current_header();
+                if let Err(e) = self.check_renew(req.id) {
+                    self.done = true;
+                    return Some((Err(e), self));
+                }
                 let renewed = match self.ctx.leases.keep_alive(req.id).await {
                     Err(ProposeError::NotLeader) => {
                         crate::peer::forward_lease(self.ctx.status.clone(), req.id, false)
@@ -150,6 +173,8 @@ impl Lease for LeaseService {
         request: Req<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
         let state = KeepAlive {
+            metadata: request.metadata().clone(),
+            extensions: request.extensions().clone(),
             inbound: request.into_inner(),
             ctx: self.ctx.clone(),
             done: false,

@@ -38,6 +38,8 @@ pub struct Pki {
     pub other_ca: PathBuf,
     pub other_server_cert: PathBuf,
     pub other_server_key: PathBuf,
+    /// The CA, to sign more client certificates.
+    issuer: CertifiedIssuer<'static, KeyPair>,
 }
 
 fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
@@ -93,6 +95,12 @@ fn leaf_with(
 }
 
 impl Pki {
+    /// Another client certificate signed by this PKI's CA, with CommonName `cn`, written to
+    /// `dir/<cn>.pem` and `dir/<cn>-key.pem` (the CA's key is kept for this).
+    pub fn client(&self, cn: &str, dir: &Path) -> (PathBuf, PathBuf) {
+        leaf(&self.issuer, cn, &[], 100 + cn.len() as u64, dir, cn)
+    }
+
     /// Generates everything into `dir`.
     pub fn new(dir: &Path) -> Pki {
         let ca_issuer = ca("retcd test CA");
@@ -165,6 +173,7 @@ impl Pki {
             other_ca,
             other_server_cert,
             other_server_key,
+            issuer: ca_issuer,
         }
     }
 }
