@@ -620,8 +620,7 @@ fn certificate_common_name_is_the_user() {
 
 fn last_line(s: &str) -> String {
     s.lines()
-        .filter(|l| !l.contains("retry_interceptor"))
-        .last()
+        .rfind(|l| !l.contains("retry_interceptor"))
         .unwrap_or_default()
         .to_string()
 }
