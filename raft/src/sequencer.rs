@@ -370,6 +370,7 @@ impl Sequencer {
         let member_id = status.member_id;
         // Serve once everything committed before the restart is applied again.
         let replay_to = log.hard_state.commit;
+        tokens.replayed_to(replay_to);
         let seq_base = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64);

@@ -33,6 +33,9 @@ pub struct SimpleTokens {
     ttl_ms: u64,
     epoch: Instant,
     assigned: AtomicU64,
+    /// Entries up to this index were applied before this run (the WAL's replay at start-up):
+    /// their tokens died with the previous run, as etcd's do.
+    replayed_to: AtomicU64,
 }
 
 fn shard_of(token: &str) -> usize {
@@ -51,11 +54,17 @@ impl SimpleTokens {
             ttl_ms: ttl.as_millis().max(1) as u64,
             epoch: Instant::now(),
             assigned: AtomicU64::new(0),
+            replayed_to: AtomicU64::new(0),
         }
     }
 
     fn ms(&self, now: Instant) -> u64 {
         now.saturating_duration_since(self.epoch).as_millis() as u64
+    }
+
+    /// Entries up to `index` are a replay of an earlier run: they hand out no token.
+    pub fn replayed_to(&self, index: u64) {
+        self.replayed_to.store(index, Ordering::Relaxed);
     }
 
     pub fn assign(&self, token: &str, user: &str, now: Instant) {
@@ -123,15 +132,22 @@ impl SimpleTokens {
         self.len() == 0
     }
 
-    /// Follows one applied request: a token handed out, a user's tokens or every token dropped.
-    pub fn on_applied(&self, req: &Request, result: &Result<WriteResult, MvccError>, now: Instant) {
+    /// Follows the request applied at `index`: a token handed out, a user's tokens or every
+    /// token dropped.
+    pub fn on_applied(
+        &self,
+        index: u64,
+        req: &Request,
+        result: &Result<WriteResult, MvccError>,
+        now: Instant,
+    ) {
         let Request::Auth(a) = req else { return };
         let Ok(WriteResult::Auth { outcome, .. }) = result else {
             return;
         };
         match (a, outcome) {
             (AuthRequest::Authenticate { .. }, AuthOutcome::Token { user, token })
-                if !token.is_empty() =>
+                if !token.is_empty() && index > self.replayed_to.load(Ordering::Relaxed) =>
             {
                 self.assign(token, user, now);
             }
@@ -174,6 +190,32 @@ mod tests {
         assert!(t.user("b.3", now).is_some());
         t.clear();
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn a_replayed_authenticate_hands_out_no_token() {
+        use retcd_engine::mvcc::WriteResult;
+        let t = SimpleTokens::new(Duration::from_secs(300));
+        t.replayed_to(10);
+        let req = Request::Auth(AuthRequest::Authenticate {
+            name: "alice".into(),
+            token_prefix: "p".into(),
+            checked_revision: 1,
+        });
+        let applied = |token: &str| {
+            Ok(WriteResult::Auth {
+                revision: 1,
+                outcome: AuthOutcome::Token {
+                    user: "alice".into(),
+                    token: token.into(),
+                },
+            })
+        };
+        let now = Instant::now();
+        t.on_applied(10, &req, &applied("p.10"), now);
+        t.on_applied(11, &req, &applied("p.11"), now);
+        assert!(t.user("p.10", now).is_none());
+        assert_eq!(t.user("p.11", now).as_deref(), Some("alice"));
     }
 
     #[test]

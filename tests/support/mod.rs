@@ -185,6 +185,9 @@ pub struct Server {
     /// Clients reach it over TLS: its client URL is https://, and etcdctl gets these flags
     /// (`--cacert`/`--cert`/`--key`, or `--insecure-skip-tls-verify`).
     client_tls: Option<Vec<String>>,
+    /// `--user` for every etcdctl run through this server (its readiness checks included), once
+    /// auth is on.
+    etcdctl_user: Option<String>,
 }
 
 impl Server {
@@ -303,6 +306,7 @@ impl Server {
                 cluster: None,
                 advertise_peer: None,
                 client_tls: client_tls.clone(),
+                etcdctl_user: None,
             };
             match server.spawn_and_wait() {
                 Ok(()) => return Ok(server),
@@ -359,7 +363,14 @@ impl Server {
             cluster: Some((initial_cluster.to_string(), state.to_string())),
             advertise_peer: None,
             client_tls: None,
+            etcdctl_user: None,
         }
+    }
+
+    /// Runs every later etcdctl of this server (readiness checks included) as `user`
+    /// (`name:password`): for a server whose auth is on.
+    pub fn set_etcdctl_user(&mut self, user: &str) {
+        self.etcdctl_user = Some(format!("--user={user}"));
     }
 
     /// Advertises `url` as this member's peer URL (a proxy that forwards to its peer port).
@@ -788,6 +799,7 @@ impl Server {
         cmd.env("ETCDCTL_API", "3");
         cmd.arg(format!("--endpoints={}", self.endpoint()));
         cmd.args(self.client_tls.iter().flatten());
+        cmd.args(self.etcdctl_user.iter());
         cmd.args(args);
         run_with_timeout(cmd, stdin, timeout)
     }

@@ -128,7 +128,7 @@ impl Core {
                 if let Ok(w) = r {
                     LeaseChange::collect(req, w, &mut self.lease_changes);
                 }
-                self.tokens.on_applied(req, r, now);
+                self.tokens.on_applied(e.index, req, r, now);
             }
             let Some(p) = seq_of(me, &e.context).and_then(|s| self.pending.remove(&s)) else {
                 continue;
