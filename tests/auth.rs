@@ -696,3 +696,82 @@ fn etcd_37_rules() {
     ok(&["--user=root:root", "lease", "timetolive", &lease, "--keys"]);
     ok(&["--user=root:root", "compaction", "1"]);
 }
+
+/// AuthStatus (etcd 3.5+: Debian's etcd 3.4 does not serve it) reports auth on and etcd's auth
+/// revision: 1 for a new store, one more per change, none for `auth enable`.
+#[test]
+fn auth_status_reports_etcds_revision() {
+    run_both(&[], |t| async move {
+        setup(&t).await;
+        let opts = retcd_bench::client::ConnectOptions {
+            endpoints: vec![t.endpoint.clone()],
+            user: Some("root:root".into()),
+            ..Default::default()
+        };
+        let conn = retcd_bench::client::connect(&opts, 1)
+            .await
+            .unwrap()
+            .remove(0);
+        let status = conn
+            .auth()
+            .auth_status(retcd_net::pb::etcdserverpb::AuthStatusRequest {})
+            .await;
+        match (t.kind, status) {
+            (Kind::Etcd, Err(s)) => assert_eq!(format!("{:?}", s.code()), "Unimplemented", "{s:?}"),
+            (Kind::Retcd, Ok(s)) => {
+                let s = s.into_inner();
+                // 1, + user root, + role root, + its grant, + role r, + 4 permissions, + user
+                // alice, + her role.
+                assert_eq!((s.enabled, s.auth_revision), (true, 11));
+            }
+            (k, other) => panic!("{}: {other:?}", k.label()),
+        }
+    });
+}
+
+/// Password guessing cannot pile up work: bcrypt runs on one thread behind a bounded queue, and
+/// what does not fit is refused at once with etcd's "too many requests". Against retcd only
+/// (etcd answers every guess, one bcrypt at a time per request).
+#[test]
+fn password_guessing_is_bounded() {
+    let server = Server::start_in_tempdir(Kind::Retcd);
+    let t = Target::of(&server);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        setup(&t).await;
+        let anon = t.client().await;
+        let guesses: Vec<_> = (0..200)
+            .map(|i| {
+                let mut c = anon.clone();
+                tokio::spawn(async move {
+                    c.auth_client()
+                        .authenticate("root".to_string(), format!("guess{i}"))
+                        .await
+                })
+            })
+            .collect();
+        let (mut failed, mut refused) = (0, 0);
+        for g in guesses {
+            match g.await.unwrap() {
+                Err(etcd_client::Error::GRpcStatus(s))
+                    if s.message()
+                        == "etcdserver: authentication failed, invalid user ID or password" =>
+                {
+                    failed += 1
+                }
+                Err(etcd_client::Error::GRpcStatus(s))
+                    if s.message() == "etcdserver: too many requests" =>
+                {
+                    refused += 1
+                }
+                other => panic!("a guess got {other:?}"),
+            }
+        }
+        assert!(
+            failed >= 1 && refused >= 1,
+            "failed {failed}, refused {refused}"
+        );
+        // The right password still works afterwards.
+        as_user(&t, "root", "root").await;
+    });
+}

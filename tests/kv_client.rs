@@ -2865,3 +2865,44 @@ async fn status_and_member_list(t: Target) {
 fn status_and_member_list_match_etcd() {
     run_both(&[], status_and_member_list);
 }
+
+/// Many small requests at once on one HTTP/2 connection (as a client that multiplexes many
+/// callers does): every one is answered, errors included, and the connection survives (h2's
+/// guard against floods of small frames once closed such connections in retcd).
+#[test]
+fn a_burst_of_small_requests_on_one_connection() {
+    run_both(&[], |t| async move {
+        let c = t.client().await;
+        let burst: Vec<_> = (0..1000)
+            .map(|i| {
+                let mut c = c.clone();
+                tokio::spawn(async move {
+                    if i % 2 == 0 {
+                        c.put(format!("k{i}"), "v", None).await.map(drop)
+                    } else {
+                        // An empty key: answered at once with etcd's error.
+                        c.get("", None).await.map(drop)
+                    }
+                })
+            })
+            .collect();
+        let mut refused = 0;
+        for (i, b) in burst.into_iter().enumerate() {
+            match b.await.unwrap() {
+                Ok(()) => assert_eq!(i % 2, 0, "request {i}"),
+                Err(e) => {
+                    assert_eq!(i % 2, 1, "request {i}: {e}");
+                    refused += 1;
+                }
+            }
+        }
+        assert_eq!(refused, 500);
+        let mut c = c;
+        let n = c
+            .get("k", Some(GetOptions::new().with_prefix().with_count_only()))
+            .await
+            .unwrap()
+            .count();
+        assert_eq!(n, 500);
+    });
+}

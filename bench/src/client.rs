@@ -107,6 +107,9 @@ impl Conn {
     pub fn maintenance(&self) -> MaintenanceClient<Svc> {
         MaintenanceClient::new(self.svc()).max_decoding_message_size(MAX_MESSAGE)
     }
+    pub fn auth(&self) -> AuthClient<Svc> {
+        AuthClient::new(self.svc()).max_decoding_message_size(MAX_MESSAGE)
+    }
 }
 
 /// `127.0.0.1:2379`, `http://…` or `https://…` (etcd's benchmark takes all three).

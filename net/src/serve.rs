@@ -58,10 +58,14 @@ use crate::grpc_limit::GrpcLimit;
 /// Streams one client connection may have open at once (etcd's default is unlimited; clients
 /// multiplex watches and concurrent requests over few connections).
 pub const MAX_CONCURRENT_STREAMS: u32 = 4096;
-/// The initial HTTP/2 flow-control window of a stream, before the adaptive window adjusts it:
-/// large enough for an etcd request of the default maximum size (1.5 MiB) in one round trip.
+/// The HTTP/2 flow-control window of a stream: large enough for an etcd request of the default
+/// maximum size (1.5 MiB) in one round trip. Fixed: hyper's adaptive window would start every
+/// connection at the protocol's 64 KiB instead, and h2 sizes its budget of small buffered DATA
+/// frames from the connection window — at 64 KiB a burst of ~130 small concurrent requests on one
+/// connection (many clients multiplexed, as Kubernetes does) got the connection closed with
+/// ENHANCE_YOUR_CALM.
 pub const INITIAL_STREAM_WINDOW: u32 = 2 << 20;
-/// The initial HTTP/2 flow-control window of a connection.
+/// The HTTP/2 flow-control window of a connection.
 pub const INITIAL_CONNECTION_WINDOW: u32 = 8 << 20;
 /// The listen backlog of every listening socket.
 pub const LISTEN_BACKLOG: i32 = 4096;
@@ -257,7 +261,6 @@ fn http2_builder() -> http2::Builder<LocalExec> {
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .initial_stream_window_size(INITIAL_STREAM_WINDOW)
         .initial_connection_window_size(INITIAL_CONNECTION_WINDOW)
-        .adaptive_window(true)
         .auto_date_header(false);
     builder
 }
@@ -448,7 +451,8 @@ async fn drive<C>(
         if is_io_error(&e) {
             tracing::debug!(?peer, error = %e, "gRPC connection ended with an I/O error");
         } else {
-            tracing::info!(?peer, error = %e, "gRPC connection failed");
+            let cause = std::error::Error::source(&e).map(|c| c.to_string());
+            tracing::info!(?peer, error = %e, ?cause, "gRPC connection failed");
         }
     }
 }
