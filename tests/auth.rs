@@ -742,7 +742,7 @@ fn password_guessing_is_bounded() {
         let anon = t.client().await;
         let guesses: Vec<_> = (0..200)
             .map(|i| {
-                let mut c = anon.clone();
+                let c = anon.clone();
                 tokio::spawn(async move {
                     c.auth_client()
                         .authenticate("root".to_string(), format!("guess{i}"))
