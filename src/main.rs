@@ -17,6 +17,7 @@ use retcd_engine::wal::WalOptions;
 // the core that served it: glibc's malloc was 10–15% of a busy core's samples (perf/findings.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+use retcd_net::auth::TokenProvider;
 use retcd_net::context::{Ctx, Limits, MemberInfo};
 use retcd_net::serve::ServeOptions;
 use retcd_raft::NodeStatus;
@@ -24,7 +25,7 @@ use retcd_raft::feed::Feed;
 use retcd_raft::sequencer::{Sequencer, SequencerOptions};
 use tracing::{error, info, warn};
 
-use retcd::config::{self, Config, LogOutput, Parsed};
+use retcd::config::{self, AuthTokenConfig, Config, LogOutput, Parsed};
 use retcd::{identity, transport};
 
 /// Event batches queued per core before the core is marked lagged.
@@ -151,9 +152,14 @@ fn run(mut cfg: Config) -> Result<(), String> {
     }
     let (sequencer, proposer, peer_queues) = Sequencer::new(seq_opts, mvcc, status.clone(), feed);
     let leases = sequencer.lease_handle();
+    let tokens = match &cfg.auth_token {
+        AuthTokenConfig::Simple => TokenProvider::Simple(sequencer.tokens()),
+        AuthTokenConfig::Jwt(jwt) => TokenProvider::Jwt(jwt.tokens.clone()),
+        AuthTokenConfig::None => TokenProvider::None,
+    };
     let auth = retcd_net::auth::AuthGate::new(
         auth_state,
-        sequencer.tokens(),
+        tokens,
         cfg.client_tls.as_ref().is_some_and(|t| t.client_cert_auth),
     );
     let passwords = retcd_net::auth::Passwords::start(cfg.bcrypt_cost)

@@ -153,10 +153,13 @@ pub enum Touched {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthOutcome {
     Done,
-    /// An Authenticate: the simple token every member now knows, for `user`.
+    /// An Authenticate of `user` at auth revision `revision`: `token` is the simple token every
+    /// member now knows, or empty when the proposal carried no token prefix (JWT: the proposer
+    /// signs a token for `user` and `revision` itself).
     Token {
         user: String,
         token: String,
+        revision: u64,
     },
 }
 
@@ -449,9 +452,15 @@ impl AuthState {
                 if *checked_revision != self.revision {
                     return Err(AuthError::OldRevision);
                 }
+                let token = if token_prefix.is_empty() {
+                    String::new()
+                } else {
+                    format!("{token_prefix}.{index}")
+                };
                 return Ok(AuthOutcome::Token {
                     user: name.clone(),
-                    token: format!("{token_prefix}.{index}"),
+                    token,
+                    revision: self.revision,
                 });
             }
             A::UserAdd {
@@ -736,6 +745,39 @@ mod tests {
             Err(AuthError::RootRoleNotExist)
         );
         assert!(!s.enabled());
+    }
+
+    #[test]
+    fn authenticate_hands_out_simple_or_no_token() {
+        let mut s = seeded();
+        let r = s.revision();
+        let auth = |prefix: &str, checked_revision| AuthRequest::Authenticate {
+            name: "alice".into(),
+            token_prefix: prefix.into(),
+            checked_revision,
+        };
+        assert_eq!(
+            s.apply(&auth("abc", r), 42, &mut Vec::new()),
+            Ok(AuthOutcome::Token {
+                user: "alice".into(),
+                token: "abc.42".into(),
+                revision: r,
+            })
+        );
+        // JWT: no prefix, no token; the revision is the one the proposer signs.
+        assert_eq!(
+            s.apply(&auth("", r), 43, &mut Vec::new()),
+            Ok(AuthOutcome::Token {
+                user: "alice".into(),
+                token: String::new(),
+                revision: r,
+            })
+        );
+        assert_eq!(s.revision(), r, "authenticate changes nothing");
+        assert_eq!(
+            s.apply(&auth("", r - 1), 44, &mut Vec::new()),
+            Err(AuthError::OldRevision)
+        );
     }
 
     #[test]

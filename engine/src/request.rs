@@ -163,7 +163,8 @@ pub enum AuthRequest {
     Enable,
     Disable,
     /// A password checked at auth revision `checked_revision` by the proposer; the apply hands
-    /// out the token `token_prefix.<index>` on every member (etcd's simple token).
+    /// out the token `token_prefix.<index>` on every member (etcd's simple token), or none with
+    /// an empty prefix (JWT: the proposer signs the token).
     Authenticate {
         name: String,
         token_prefix: String,

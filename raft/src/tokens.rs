@@ -1,7 +1,8 @@
 //! etcd's simple auth tokens on this member: `<random prefix>.<raft index>`, handed out by the
 //! apply of an Authenticate on every member (so a token works on whichever member a client
 //! reaches next), kept in memory only (a restarted member knows none, as in etcd), valid for
-//! `--auth-token-ttl` after their last use.
+//! `--auth-token-ttl` after their last use. With JWT tokens (net/src/auth/jwt.rs) the
+//! Authenticate carries no token prefix, the apply hands out no token and this table stays empty.
 //!
 //! Written by the apply on the sequencer core ([`SimpleTokens::on_applied`]), read by every
 //! core's services ([`SimpleTokens::user`]). Invariants: a user's tokens die with a change of
@@ -146,7 +147,7 @@ impl SimpleTokens {
             return;
         };
         match (a, outcome) {
-            (AuthRequest::Authenticate { .. }, AuthOutcome::Token { user, token })
+            (AuthRequest::Authenticate { .. }, AuthOutcome::Token { user, token, .. })
                 if !token.is_empty() && index > self.replayed_to.load(Ordering::Relaxed) =>
             {
                 self.assign(token, user, now);
@@ -208,6 +209,7 @@ mod tests {
                 outcome: AuthOutcome::Token {
                     user: "alice".into(),
                     token: token.into(),
+                    revision: 1,
                 },
             })
         };

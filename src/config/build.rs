@@ -8,13 +8,14 @@
 //! section order. Each section reads `&Settings` and returns its part of the
 //! [`Config`] under the field names `Config` uses; TLS is such a section in
 //! its own module (`super::tls`), which also checks https URLs against the
-//! certificates given.
+//! certificates given; so is auth (`super::auth`), which loads the JWT keys.
 //!
 //! Only the top-level flow in `config` and `Config::default` call [`build`].
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::auth::{Auth, auth};
 use super::flags::{DEFAULT_INITIAL_CLUSTER, Support, refusal_reason, spec};
 use super::settings::{
     Origin, Settings, bool_of, dur_of, i64_of, invalid_setting, list_of, str_of, u64_of, urls_of,
@@ -82,9 +83,10 @@ pub(super) fn build(
         peer_skip_client_san_verification,
     } = tls(settings, &listen_client_urls, &listen_peer_urls, warnings)?;
     let Auth {
+        auth_token,
         auth_token_ttl,
         bcrypt_cost,
-    } = auth(settings, warnings);
+    } = auth(settings, warnings)?;
 
     Ok(Config {
         name,
@@ -108,6 +110,7 @@ pub(super) fn build(
         heartbeat_interval,
         election_timeout,
         watch_progress_notify_interval,
+        auth_token,
         auth_token_ttl,
         bcrypt_cost,
         client_tls,
@@ -295,29 +298,6 @@ fn cluster(
         initial_cluster_state,
         initial_cluster_token: str_of(settings, "initial-cluster-token"),
     })
-}
-
-/// Authentication.
-struct Auth {
-    auth_token_ttl: Duration,
-    bcrypt_cost: u32,
-}
-
-fn auth(settings: &Settings, warnings: &mut Vec<String>) -> Auth {
-    let cost = u64_of(settings, "bcrypt-cost");
-    // etcd's NewAuthStore: a cost outside bcrypt's range is replaced by the default.
-    let bcrypt_cost = if (4..=31).contains(&cost) {
-        cost as u32
-    } else {
-        warnings.push(format!(
-            "use default bcrypt cost instead of the invalid given cost {cost} (min 4, max 31)"
-        ));
-        10
-    };
-    Auth {
-        auth_token_ttl: Duration::from_secs(u64_of(settings, "auth-token-ttl")),
-        bcrypt_cost,
-    }
 }
 
 /// Snapshot, storage and request sizes.

@@ -243,7 +243,7 @@ pub(super) static SPECS: &[Spec] = &[
     f("tls-max-version", K::Str, "", S::Implemented, Sec::Security, "Highest TLS version accepted (TLS1.2, TLS1.3; empty: newest)."),
     f("experimental-peer-skip-client-san-verification", K::Bool, "false", S::Implemented, Sec::Security, "Do not check the SAN of peer client certificates."),
     // Auth
-    f("auth-token", K::Str, "simple", S::Security, Sec::Auth, "Authentication token provider and its options ('simple' or 'jwt,...')."),
+    f("auth-token", K::Str, "simple", S::Implemented, Sec::Auth, "Authentication token provider and its options ('simple' or 'jwt,sign-method=M,pub-key=F,priv-key=F,ttl=D')."),
     f("bcrypt-cost", K::Uint, "10", S::Implemented, Sec::Auth, "bcrypt cost factor for password hashes (4 to 31)."),
     f("auth-token-ttl", K::Uint, "300", S::Implemented, Sec::Auth, "Lifetime of simple tokens, in seconds."),
     // Profiling and monitoring
@@ -323,10 +323,6 @@ pub(super) fn spec(name: &str) -> &'static Spec {
 /// Why a refused flag (`Support::Security`/`Unsupported`) is refused.
 pub(super) fn refusal_reason(name: &str) -> &'static str {
     match name {
-        "auth-token" => {
-            "only the 'simple' auth token provider is implemented yet (JWT is not); refusing to \
-             start with another one"
-        }
         "cors" | "host-whitelist" => {
             "origin/host filtering is not implemented yet; refusing to start rather than accept \
              every origin and host"

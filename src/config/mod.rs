@@ -13,8 +13,8 @@
 //! * the split between settings retcd implements (typed fields of [`Config`]),
 //!   settings it accepts but does not honour yet (a warning naming the flag),
 //!   and settings it refuses until implemented because running without them
-//!   would weaken security or form a different cluster (TLS, non-simple auth
-//!   tokens, origin filtering, discovery, proxy mode, `--force-new-cluster`),
+//!   would weaken security or form a different cluster (origin filtering,
+//!   discovery, proxy mode, `--force-new-cluster`),
 //! * `--help` / `--version` texts and the resolved paths and socket addresses
 //!   the server needs.
 //!
@@ -34,8 +34,11 @@
 //! * `file` — the YAML config file, and refusing what it would make etcd drop;
 //! * `build` — settings → [`Config`], one function per section (member,
 //!   URLs, cluster, limits, logging, timing), plus the refusals;
-//! * `tls` — the TLS section: client TLS files, auto TLS, the shared policy.
+//! * `tls` — the TLS section: client TLS files, auto TLS, the shared policy;
+//! * `auth` — the auth section: `--auth-token` (simple or JWT, with its keys
+//!   loaded), `--auth-token-ttl`, `--bcrypt-cost`.
 
+mod auth;
 mod build;
 mod cmdline;
 mod env;
@@ -53,6 +56,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use auth::{AuthTokenConfig, JwtConfig};
 pub use url::{Scheme, Url};
 
 use build::build;
@@ -183,6 +187,8 @@ pub struct Config {
     pub initial_cluster_state: ClusterState,
     /// `--initial-cluster-token`.
     pub initial_cluster_token: String,
+    /// `--auth-token`: simple tokens, JWT (keys loaded) or none.
+    pub auth_token: AuthTokenConfig,
     /// `--auth-token-ttl`: how long a simple token lives after its last use.
     pub auth_token_ttl: std::time::Duration,
     /// `--bcrypt-cost` (an invalid one already replaced by the default).

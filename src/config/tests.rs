@@ -267,8 +267,7 @@ fn help_and_version() {
 #[test]
 fn security_flags_refused() {
     for args in [
-        &["--auth-token", "jwt,pub-key=a,priv-key=b,sign-method=RS256"][..],
-        &["--host-whitelist", "example.com"],
+        &["--host-whitelist", "example.com"][..],
         &["--cors", "http://example.com:80"],
         &["--discovery", "https://discovery.etcd.io/abc"],
         &["--proxy", "on"],
@@ -292,11 +291,8 @@ fn security_flags_refused() {
     );
     assert!(w.is_empty(), "{w:?}");
     // Environment variables too.
-    let e = err(&[], &[("ETCD_AUTH_TOKEN", "jwt")]);
-    assert!(
-        e.contains("ETCD_AUTH_TOKEN") && e.contains("--auth-token"),
-        "{e}"
-    );
+    let e = err(&[], &[("ETCD_CORS", "http://example.com:80")]);
+    assert!(e.contains("ETCD_CORS") && e.contains("--cors"), "{e}");
     // https client URLs need a certificate (etcd's message); https peer URLs, peer TLS.
     let e = err(
         &[
@@ -363,6 +359,208 @@ fn auth_settings() {
         w.iter().any(|w| w.contains("invalid given cost 3")),
         "{w:?}"
     );
+}
+
+/// Key files for the JWT tests, made by openssl in a directory removed afterwards.
+struct KeyFiles(tempfile::TempDir);
+
+impl KeyFiles {
+    fn new() -> KeyFiles {
+        KeyFiles(tempfile::tempdir().unwrap())
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.0.path().join(name).to_str().unwrap().to_string()
+    }
+
+    fn openssl(&self, args: &[&str]) {
+        let out = std::process::Command::new("/usr/bin/openssl")
+            .args(args)
+            .current_dir(self.0.path())
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `<name>.pem` (private) and `<name>.pub` (public) with openssl's `genpkey` arguments.
+    fn pair(&self, name: &str, genpkey: &[&str]) -> (String, String) {
+        let (private, public) = (format!("{name}.pem"), format!("{name}.pub"));
+        let mut args = vec!["genpkey", "-out", &private];
+        args.extend_from_slice(genpkey);
+        self.openssl(&args);
+        self.openssl(&["pkey", "-in", &private, "-pubout", "-out", &public]);
+        (self.path(&private), self.path(&public))
+    }
+
+    fn p256(&self, name: &str) -> (String, String) {
+        self.pair(
+            name,
+            &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        )
+    }
+}
+
+fn jwt_of(c: &Config) -> &JwtConfig {
+    match &c.auth_token {
+        AuthTokenConfig::Jwt(j) => j,
+        other => panic!("not JWT: {other:?}"),
+    }
+}
+
+#[test]
+fn auth_token_providers() {
+    assert_eq!(Config::default().auth_token, AuthTokenConfig::Simple);
+    for (given, provider) in [
+        ("simple", AuthTokenConfig::Simple),
+        // etcd's simple provider takes options and ignores them.
+        ("simple,ttl=1s", AuthTokenConfig::Simple),
+        ("", AuthTokenConfig::None),
+    ] {
+        let (c, w) = ok(&["--auth-token", given], &[]);
+        assert_eq!(c.auth_token, provider, "{given:?}");
+        assert!(w.is_empty(), "{w:?}");
+    }
+
+    let keys = KeyFiles::new();
+    let (rsa, rsa_pub) = keys.pair(
+        "rsa",
+        &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
+    );
+    let arg = format!("jwt,pub-key={rsa_pub},priv-key={rsa},sign-method=RS256");
+    let (c, w) = ok(&["--auth-token", &arg], &[]);
+    assert!(w.is_empty(), "{w:?}");
+    let j = jwt_of(&c);
+    assert_eq!(
+        (
+            j.sign_method,
+            j.ttl,
+            j.pub_key.as_deref(),
+            j.priv_key.as_deref()
+        ),
+        (
+            retcd_net::auth::jwt::SignMethod::Rs256,
+            Duration::from_secs(300),
+            Some(Path::new(&rsa_pub)),
+            Some(Path::new(&rsa)),
+        )
+    );
+    let token = j.tokens.sign("root", 2).unwrap();
+    assert_eq!(j.tokens.verify(&token).unwrap().user, "root");
+
+    // A public key only: verify-only; from the environment and the config file too.
+    let (p256, p256_pub) = keys.p256("p256");
+    let arg = format!("jwt,sign-method=ES256,pub-key={p256_pub},ttl=1h30m");
+    let (c, _) = ok(&[], &[("ETCD_AUTH_TOKEN", &arg)]);
+    let j = jwt_of(&c);
+    assert!(j.tokens.verify_only());
+    assert_eq!(j.ttl, Duration::from_secs(5400));
+    let file = TempFile::new(&format!(
+        "name: a\nauth-token: jwt,sign-method=ES256,priv-key={p256}\n"
+    ));
+    let (c, _) = ok(&["--config-file", file.path()], &[]);
+    assert!(!jwt_of(&c).tokens.verify_only());
+    // HMAC: the private key file's bytes are the secret.
+    let arg = format!("jwt,sign-method=HS512,priv-key={p256_pub}");
+    let (c, _) = ok(&["--auth-token", &arg], &[]);
+    assert!(!jwt_of(&c).tokens.verify_only());
+    // Options etcd does not know are warned about, as etcd does.
+    let arg = format!("jwt,sign-method=ES256,priv-key={p256},colour=blue");
+    let (_, w) = ok(&["--auth-token", &arg], &[]);
+    assert_eq!(w, vec![r#"unknown JWT options: ["colour"]"#.to_string()]);
+}
+
+#[test]
+fn auth_token_refusals() {
+    let keys = KeyFiles::new();
+    let (p256, p256_pub) = keys.p256("p256");
+    let (other, _) = keys.p256("other");
+    let (_, ed_pub) = keys.pair("ed", &["-algorithm", "ed25519"]);
+    let garbage = keys.path("garbage.pem");
+    std::fs::write(&garbage, "not a key\n").unwrap();
+    let missing = keys.path("missing.pem");
+    let invalid = "auth: invalid auth options";
+    let cases = [
+        (
+            "jwt".to_string(),
+            format!("{invalid} (problem loading JWT options: auth: invalid auth signature method)"),
+        ),
+        (
+            "jwt,sign-method=XX256".into(),
+            "auth: invalid auth signature method".into(),
+        ),
+        (
+            "jwt,sign-method=none".into(),
+            "unsupported signing method: none".into(),
+        ),
+        (
+            "jwt,foo".into(),
+            format!("{invalid} (invalid token specific option: jwt,foo)"),
+        ),
+        (
+            "jwt,sign-method=ES256=x".into(),
+            "invalid token specific option".into(),
+        ),
+        (
+            "jwt,,sign-method=ES256".into(),
+            "invalid token specific option".into(),
+        ),
+        (
+            "jwt,ttl=1s,ttl=2s".into(),
+            "duplicated parameters (ttl)".into(),
+        ),
+        (
+            "bogus".into(),
+            format!("{invalid} (unknown token type: bogus)"),
+        ),
+        (
+            "jwt,sign-method=ES256,ttl=5x".into(),
+            "problem loading JWT options: ttl \"5x\"".into(),
+        ),
+        (
+            format!("jwt,sign-method=ES256,priv-key={missing}"),
+            format!("problem loading JWT options: open {missing}: "),
+        ),
+        (
+            "jwt,sign-method=RS256".into(),
+            "auth: missing key data".into(),
+        ),
+        (
+            "jwt,sign-method=HS256".into(),
+            "auth: missing key data".into(),
+        ),
+        (
+            format!("jwt,sign-method=ES256,priv-key={other},pub-key={p256_pub}"),
+            "auth: public and private keys don't match".into(),
+        ),
+        (
+            format!("jwt,sign-method=ES256,priv-key={garbage}"),
+            format!(
+                "private key {garbage}: invalid key: Key must be a PEM encoded PKCS1 or PKCS8 key"
+            ),
+        ),
+        (
+            format!("jwt,sign-method=ES256,pub-key={ed_pub}"),
+            format!("public key {ed_pub}: key is not a valid ECDSA public key"),
+        ),
+        (
+            format!("jwt,sign-method=RS256,priv-key={p256}"),
+            format!("private key {p256}: key is not a valid RSA private key"),
+        ),
+    ];
+    for (given, needle) in cases {
+        let e = err(&["--auth-token", &given], &[]);
+        assert!(
+            e.starts_with(&format!("invalid value {given:?} for flag --auth-token: "))
+                && e.contains(&needle),
+            "{given}: {e}\nexpected to contain: {needle}"
+        );
+    }
+    let e = err(&[], &[("ETCD_AUTH_TOKEN", "jwt")]);
+    assert!(e.contains("ETCD_AUTH_TOKEN") && e.contains(invalid), "{e}");
 }
 
 #[test]

@@ -154,7 +154,7 @@ fn parse_go_int(s: &str) -> Result<i64, String> {
 }
 
 /// Go's `time.ParseDuration`, in nanoseconds: "300ms", "-1.5h", "2h45m".
-fn parse_go_duration(input: &str) -> Result<i64, String> {
+pub(super) fn parse_go_duration(input: &str) -> Result<i64, String> {
     let err = |what: &str| format!("invalid duration ({what}; e.g. 500ms, 10s, 1h30m)");
     let (neg, mut s) = match input.as_bytes().first() {
         Some(b'-') => (true, &input[1..]),

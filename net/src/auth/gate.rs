@@ -2,6 +2,10 @@
 //! `authorization` metadata, else with --client-cert-auth the CommonName of the connection's
 //! verified client certificate) and the checks every service makes before it reads or proposes.
 //!
+//! A token is looked up in the simple tokens every member's apply hands out, or verified as a JWT
+//! whose `revision` claim becomes the caller's revision (so a token older than the last auth
+//! change is refused at the permission check, as in etcd); see [`TokenProvider`].
+//!
 //! Services call [`AuthGate::caller`] first, then the check for what they do, against the auth
 //! state published by the apply (one atomic load). Writes are proposed with the caller, and the
 //! apply checks it again at the entry's place in the log (engine/src/auth.rs), so a change of
@@ -18,6 +22,7 @@ use retcd_raft::tokens::SimpleTokens;
 use tonic::Status;
 use tonic::metadata::MetadataMap;
 
+use super::jwt::JwtTokens;
 use crate::errors::EtcdError;
 use crate::kv::mvcc_status;
 
@@ -49,15 +54,27 @@ pub fn auth_status(e: AuthError) -> Status {
     .status()
 }
 
+/// Where the tokens of `--auth-token` come from (etcd's TokenProvider).
+#[derive(Clone)]
+pub enum TokenProvider {
+    /// `simple`: the tokens every member's apply hands out (raft/src/tokens.rs).
+    Simple(Arc<SimpleTokens>),
+    /// `jwt,...`: signed by the member that authenticated the user, verified by every member.
+    Jwt(Arc<JwtTokens>),
+    /// An empty `--auth-token`: etcd's nop provider, which knows no token and hands out none
+    /// (only client certificates identify users).
+    None,
+}
+
 pub struct AuthGate {
     state: AuthReader,
-    tokens: Arc<SimpleTokens>,
+    tokens: TokenProvider,
     /// --client-cert-auth: a certificate's CommonName is the user of a request without token.
     client_cert_auth: bool,
 }
 
 impl AuthGate {
-    pub fn new(state: AuthReader, tokens: Arc<SimpleTokens>, client_cert_auth: bool) -> Self {
+    pub fn new(state: AuthReader, tokens: TokenProvider, client_cert_auth: bool) -> Self {
         AuthGate {
             state,
             tokens,
@@ -70,7 +87,7 @@ impl AuthGate {
         self.state.load()
     }
 
-    pub fn tokens(&self) -> &SimpleTokens {
+    pub fn tokens(&self) -> &TokenProvider {
         &self.tokens
     }
 
@@ -87,13 +104,24 @@ impl AuthGate {
         if let Some(v) = md.get("token").or_else(|| md.get("authorization")) {
             let token = v.to_str().unwrap_or_default();
             let token = token.strip_prefix("Bearer ").unwrap_or(token);
-            return match self.tokens.user(token, Instant::now()) {
-                Some(user) => Ok(Caller {
+            let caller = match &self.tokens {
+                TokenProvider::Simple(t) => t.user(token, Instant::now()).map(|user| Caller {
                     user,
                     revision: state.revision(),
                 }),
-                None => Err(EtcdError::InvalidAuthToken.status()),
+                TokenProvider::Jwt(j) => match j.verify(token) {
+                    Ok(c) => Some(Caller {
+                        user: c.user,
+                        revision: c.revision,
+                    }),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "failed to parse a JWT token");
+                        None
+                    }
+                },
+                TokenProvider::None => None,
             };
+            return caller.ok_or_else(|| EtcdError::InvalidAuthToken.status());
         }
         if self.client_cert_auth
             && let Some(cn) = ext.get::<ClientCommonName>()
