@@ -10,10 +10,13 @@
 //!   gets "revision of auth store is old", an altered or unsigned one "invalid auth token", and a
 //!   verify-only server (public key only) refuses to hand out tokens with etcd's error.
 
+#[path = "support/jwt_keys.rs"]
+mod jwt_keys;
 mod support;
 
+use jwt_keys::Keys;
+
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use retcd_net::auth::jwt::{DEFAULT_TTL, JwtTokens, SignMethod};
@@ -24,61 +27,6 @@ use support::{Kind, Server};
 
 /// Longest one gRPC call of the test may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// An RSA key pair in PEM files, in a directory removed afterwards.
-struct Keys {
-    _dir: tempfile::TempDir,
-    private: String,
-    public: String,
-}
-
-impl Keys {
-    fn new() -> Keys {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
-        let (private, public) = (path("jwt.pem"), path("jwt.pub"));
-        openssl(&[
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-            &private,
-        ]);
-        openssl(&["pkey", "-in", &private, "-pubout", "-out", &public]);
-        Keys {
-            _dir: dir,
-            private,
-            public,
-        }
-    }
-
-    /// The `--auth-token` value signing with RS256.
-    fn auth_token(&self) -> String {
-        format!(
-            "jwt,pub-key={},priv-key={},sign-method=RS256",
-            self.public, self.private
-        )
-    }
-
-    /// The `--auth-token` value of a verify-only provider.
-    fn verify_only(&self) -> String {
-        format!("jwt,pub-key={},sign-method=RS256", self.public)
-    }
-}
-
-fn openssl(args: &[&str]) {
-    let out = Command::new("/usr/bin/openssl")
-        .args(args)
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// etcdctl's answer: stdout, or the `Error: …` line of a failure.
 fn answer(server: &Server, args: &[&str]) -> Result<String, String> {

@@ -370,7 +370,13 @@ impl Sequencer {
         let member_id = status.member_id;
         // Serve once everything committed before the restart is applied again.
         let replay_to = log.hard_state.commit;
-        tokens.replayed_to(replay_to);
+        // Every entry already in the log was proposed before this run: whatever token one of
+        // them hands out died with that run (applied then or not).
+        tokens.replayed_to(
+            log.entries
+                .last()
+                .map_or(replay_to, |e| e.index.max(replay_to)),
+        );
         let seq_base = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64);

@@ -34,7 +34,7 @@ pub struct SimpleTokens {
     ttl_ms: u64,
     epoch: Instant,
     assigned: AtomicU64,
-    /// Entries up to this index were applied before this run (the WAL's replay at start-up):
+    /// Entries up to this index were in the log before this run started (the WAL's replay):
     /// their tokens died with the previous run, as etcd's do.
     replayed_to: AtomicU64,
 }
