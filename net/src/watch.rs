@@ -473,9 +473,23 @@ impl WatchStreamTask {
     async fn create(&mut self, c: WatchCreateRequest) -> Result<(), Gone> {
         let key = if c.key.is_empty() { vec![0] } else { c.key };
         let current = self.ctx.reader.revisions().0;
-        // etcd's isWatchPermitted, on the range as asked (`[0]` is every key from `key` on; etcd
-        // 3.4 checked it as the single key, a bypass).
-        if let Err(reason) = self.permitted(&key, &c.range_end) {
+        let end = match c.range_end.as_slice() {
+            [] => None,
+            [0] => Some(Vec::new()),
+            _ => Some(c.range_end.clone()),
+        };
+        // etcd's isWatchPermitted first, on the range as asked (`[0]` is every key from `key` on;
+        // etcd 3.4 checked it as the single key, a bypass); then the request itself.
+        let refusal = if let Err(reason) = self.permitted(&key, &c.range_end) {
+            Some(reason)
+        } else if end.as_ref().is_some_and(|e| !e.is_empty() && key >= *e) {
+            Some(ERR_EMPTY_RANGE.to_owned())
+        } else if c.watch_id != 0 && self.watchers.contains_key(&c.watch_id) {
+            Some(ERR_DUPLICATE_ID.to_owned())
+        } else {
+            None
+        };
+        if let Some(reason) = refusal {
             return self
                 .send(WatchResponse {
                     header: self.ctx.header(current),
@@ -483,30 +497,6 @@ impl WatchStreamTask {
                     created: true,
                     canceled: true,
                     cancel_reason: reason,
-                    ..WatchResponse::default()
-                })
-                .await;
-        }
-        let end = match c.range_end.as_slice() {
-            [] => None,
-            [0] => Some(Vec::new()),
-            _ => Some(c.range_end),
-        };
-        let err = if end.as_ref().is_some_and(|e| !e.is_empty() && key >= *e) {
-            Some(ERR_EMPTY_RANGE)
-        } else if c.watch_id != 0 && self.watchers.contains_key(&c.watch_id) {
-            Some(ERR_DUPLICATE_ID)
-        } else {
-            None
-        };
-        if let Some(reason) = err {
-            return self
-                .send(WatchResponse {
-                    header: self.ctx.header(current),
-                    watch_id: -1,
-                    created: true,
-                    canceled: true,
-                    cancel_reason: reason.to_owned(),
                     ..WatchResponse::default()
                 })
                 .await;
