@@ -361,7 +361,29 @@ pub struct JwtTokens {
     signer: Option<Signer>,
     verifier: Verifier,
     rng: SystemRandom,
+    /// Tells this provider's entries in the per-core cache of verified tokens from another's.
+    id: u64,
 }
+
+/// Tokens each core verified lately: a request carrying a JWT pays the signature check (tens of
+/// microseconds for RSA or ECDSA) once per core and token, then only the clock checks. Bounded:
+/// emptied when it holds [`VERIFIED_PER_CORE`] tokens.
+const VERIFIED_PER_CORE: usize = 4096;
+
+/// A verified token's claims and the Unix seconds it is valid in: from `from` (its iat and nbf)
+/// up to, not including, `until` (its exp).
+struct Verified {
+    claims: TokenClaims,
+    from: i64,
+    until: i64,
+}
+
+thread_local! {
+    static VERIFIED: std::cell::RefCell<std::collections::HashMap<(u64, String), Verified>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+static NEXT_PROVIDER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl fmt::Debug for JwtTokens {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -419,6 +441,7 @@ impl JwtTokens {
             signer,
             verifier,
             rng,
+            id: NEXT_PROVIDER.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         })
     }
 
@@ -463,8 +486,39 @@ impl JwtTokens {
         self.verify_at(token, unix_seconds(SystemTime::now()))
     }
 
-    /// [`JwtTokens::verify`] at `now`, in seconds since the Unix epoch.
+    /// [`JwtTokens::verify`] at `now`, in seconds since the Unix epoch: from this core's cache
+    /// of verified tokens while `now` is in the token's validity, else checked in full.
     pub fn verify_at(&self, token: &str, now: i64) -> Result<TokenClaims, TokenRefused> {
+        let key = (self.id, token.to_string());
+        let cached = VERIFIED.with(|v| {
+            v.borrow()
+                .get(&key)
+                .filter(|c| c.from <= now && now < c.until)
+                .map(|c| c.claims.clone())
+        });
+        if let Some(claims) = cached {
+            return Ok(claims);
+        }
+        let (claims, from, until) = self.verify_fully(token, now)?;
+        VERIFIED.with(|v| {
+            let mut v = v.borrow_mut();
+            if v.len() >= VERIFIED_PER_CORE {
+                v.clear();
+            }
+            v.insert(
+                key,
+                Verified {
+                    claims: claims.clone(),
+                    from,
+                    until,
+                },
+            );
+        });
+        Ok(claims)
+    }
+
+    /// Every check of a token: its claims and the seconds it is valid in (`from..until`).
+    fn verify_fully(&self, token: &str, now: i64) -> Result<(TokenClaims, i64, i64), TokenRefused> {
         let mut parts = token.split('.');
         let (Some(header), Some(claims), Some(signature), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -505,11 +559,25 @@ impl JwtTokens {
             .get("revision")
             .and_then(Value::as_f64)
             .ok_or(TokenRefused::Malformed("no revision claim"))?;
-        Ok(TokenClaims {
+        let claims = TokenClaims {
             user: user.to_string(),
             // Go's uint64(float64): JSON numbers are doubles there too.
             revision: revision as u64,
-        })
+        };
+        // The time claims passed above, so each is absent, 0 or a number.
+        let secs = |name| {
+            body.get(name)
+                .and_then(Value::as_f64)
+                .filter(|s| *s != 0.0)
+                .map(|s| s.floor() as i64)
+        };
+        let from = secs("iat")
+            .into_iter()
+            .chain(secs("nbf"))
+            .max()
+            .unwrap_or(i64::MIN);
+        let until = secs("exp").unwrap_or(i64::MAX);
+        Ok((claims, from, until))
     }
 }
 
