@@ -775,3 +775,26 @@ fn password_guessing_is_bounded() {
         as_user(&t, "root", "root").await;
     });
 }
+
+/// etcd 3.5+'s UserChangePassword: without a password (and without a client-made hash) the
+/// user's password becomes empty and the user can no longer log in. Against retcd only (etcd 3.4
+/// hashes the empty password instead).
+#[test]
+fn an_empty_new_password_locks_the_user() {
+    let server = Server::start_in_tempdir(Kind::Retcd);
+    let t = Target::of(&server);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut root = setup(&t).await;
+        root.user_change_password("alice", "").await.unwrap();
+        for password in ["", "pw"] {
+            assert_status(
+                as_user_err(&t, "alice", password).await,
+                "InvalidArgument",
+                "etcdserver: authentication failed, invalid user ID or password",
+            );
+        }
+        root.user_change_password("alice", "new").await.unwrap();
+        as_user(&t, "alice", "new").await;
+    });
+}

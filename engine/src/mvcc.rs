@@ -985,13 +985,13 @@ impl Mvcc {
                 applied.0
             )));
         }
-        let auth = Arc::new(load_auth(&txn)?);
+        self.auth = Arc::new(load_auth(&txn)?);
+        // The auth state goes out before the data it guards (see `apply_with_events`).
+        self.auth_reader.publish(self.auth.clone());
         txn.commit([rev as u64, compacted as u64, applied.0, applied.1])?;
         self.rev = rev;
         self.compacted = compacted;
         self.applied = applied;
-        self.auth = auth;
-        self.auth_reader.publish(self.auth.clone());
         self.sync()
     }
 
@@ -1080,13 +1080,16 @@ impl Mvcc {
         txn.put(META_REV, &u64s(&[rev as u64, 0]))?;
         txn.put(META_COMPACT, &u64s(&[compacted as u64]))?;
         let tag = [rev as u64, compacted as u64, applied.0, applied.1];
+        // The batch's auth state goes out before its data: a reader that checked its permission
+        // against the old state and then sees data written after a revoke finds the auth
+        // revision moved when it checks again after its read (etcd's doSerialize).
+        if !Arc::ptr_eq(&published_auth, &self.auth) {
+            self.auth_reader.publish(self.auth.clone());
+        }
         txn.commit(tag)?;
         self.rev = rev;
         self.compacted = compacted;
         self.applied = applied;
-        if !Arc::ptr_eq(&published_auth, &self.auth) {
-            self.auth_reader.publish(self.auth.clone());
-        }
         Ok(results)
     }
 }

@@ -159,7 +159,9 @@ impl Cluster for ClusterService {
         self.admin(&r)?;
         // The leader checks the caller again: its token goes along (simple tokens are known to
         // every member).
-        let token = r.metadata().get("token").cloned();
+        let token = ["token", "authorization"]
+            .iter()
+            .find_map(|k| r.metadata().get(*k).map(|v| (*k, v.clone())));
         let r = r.into_inner();
         let status = &self.ctx.status;
         let leader = status.leader();
@@ -191,11 +193,14 @@ impl Cluster for ClusterService {
 async fn forward_promote(
     url: &str,
     r: pb::MemberPromoteRequest,
-    token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    token: Option<(
+        &'static str,
+        tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+    )>,
 ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
     let mut r = Request::new(r);
-    if let Some(t) = token {
-        r.metadata_mut().insert("token", t);
+    if let Some((key, t)) = token {
+        r.metadata_mut().insert(key, t);
     }
     let (channel, origin) = crate::peer::connect(url)
         .await

@@ -439,24 +439,25 @@ impl KvService {
 #[tonic::async_trait]
 impl pb::kv_server::Kv for KvService {
     async fn range(&self, request: Req<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
-        let caller = self.ctx.auth.caller(&request)?;
-        let r = request.into_inner();
+        let (md, ext, r) = request.into_parts();
         check_range(&r)?;
         if !r.serializable {
             linearizable(&self.ctx).await?;
         }
         // After the barrier, as etcd: a permission revoked before this read began is gone.
+        let caller = self.ctx.auth.caller_of(&md, &ext)?;
         self.ctx.auth.check_read(&caller, &r.key, &r.range_end)?;
         let res = self.ctx.reader.range(&range_req(&r)).map_err(mvcc_status)?;
+        self.ctx.auth.check_unchanged(&caller)?;
         let h = self.ctx.header(res.revision);
         Ok(Response::new(range_resp(res, h)))
     }
 
     async fn put(&self, request: Req<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        let caller = self.ctx.auth.caller(&request)?;
-        let r = request.into_inner();
+        let (md, ext, r) = request.into_parts();
         check_put(&r)?;
         self.check_size(&r)?;
+        let caller = self.ctx.auth.caller_of(&md, &ext)?;
         self.check_quota(r.key.len() + r.value.len())?;
         match self.write(&caller, Request::Put(put_req(r))).await? {
             WriteResult::Put(p) => {
@@ -471,10 +472,10 @@ impl pb::kv_server::Kv for KvService {
         &self,
         request: Req<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
-        let caller = self.ctx.auth.caller(&request)?;
-        let r = request.into_inner();
+        let (md, ext, r) = request.into_parts();
         check_delete(&r)?;
         self.check_size(&r)?;
+        let caller = self.ctx.auth.caller_of(&md, &ext)?;
         match self
             .write(&caller, Request::DeleteRange(delete_req(r)))
             .await?
@@ -488,8 +489,7 @@ impl pb::kv_server::Kv for KvService {
     }
 
     async fn txn(&self, request: Req<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
-        let caller = self.ctx.auth.caller(&request)?;
-        let r = request.into_inner();
+        let (md, ext, r) = request.into_parts();
         check_txn(&r, self.ctx.limits.max_txn_ops)?;
         let read_only = txn_is_read_only(&r);
         if !read_only {
@@ -506,14 +506,17 @@ impl pb::kv_server::Kv for KvService {
             if !txn_is_serializable(t) {
                 linearizable(&self.ctx).await?;
             }
+            let caller = self.ctx.auth.caller_of(&md, &ext)?;
             self.ctx
                 .auth
                 .check_request(&caller, &req, &self.ctx.reader)?;
             if let Some(res) = self.ctx.reader.txn_read_only(t).map_err(mvcc_status)? {
+                self.ctx.auth.check_unchanged(&caller)?;
                 let h = self.ctx.header(res.revision);
                 return Ok(Response::new(txn_resp(res, h)));
             }
         }
+        let caller = self.ctx.auth.caller_of(&md, &ext)?;
         match self.write(&caller, req).await? {
             WriteResult::Txn(t) => {
                 let h = self.ctx.header(t.revision);

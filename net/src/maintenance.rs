@@ -166,8 +166,9 @@ impl Maintenance for MaintenanceService {
     }
     async fn downgrade(
         &self,
-        _r: Request<pb::DowngradeRequest>,
+        r: Request<pb::DowngradeRequest>,
     ) -> Result<Response<pb::DowngradeResponse>, Status> {
+        self.admin(&r)?;
         Err(unimplemented("Downgrade"))
     }
 }

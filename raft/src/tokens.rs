@@ -49,7 +49,14 @@ fn shard_of(token: &str) -> usize {
 }
 
 impl SimpleTokens {
+    /// Tokens living `ttl` after their last use; 0 means etcd's default, 300 s (etcd's
+    /// tokenSimple takes a TTL ≤ 0 as the default).
     pub fn new(ttl: Duration) -> SimpleTokens {
+        let ttl = if ttl.is_zero() {
+            Duration::from_secs(300)
+        } else {
+            ttl
+        };
         SimpleTokens {
             shards: std::array::from_fn(|_| RwLock::new(HashMap::new())),
             ttl_ms: ttl.as_millis().max(1) as u64,

@@ -157,6 +157,17 @@ impl AuthGate {
         Ok(caller)
     }
 
+    /// etcd's doSerialize epilogue: a read whose caller was checked at one auth revision
+    /// answers only if the revision has not moved meanwhile (the apply publishes a change before
+    /// the data written after it, so data past a revoke is never returned under the old grant).
+    pub fn check_unchanged(&self, caller: &Caller) -> Result<(), Status> {
+        let state = self.state.load();
+        if state.enabled() && caller.revision != 0 && caller.revision != state.revision() {
+            return Err(auth_status(AuthError::OldRevision));
+        }
+        Ok(())
+    }
+
     /// Does `caller` hold the root role (or is auth off)?
     pub fn check_admin(&self, caller: &Caller) -> Result<(), Status> {
         self.state.load().check_admin(caller).map_err(auth_status)

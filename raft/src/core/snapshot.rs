@@ -106,6 +106,9 @@ impl Core {
             }
         };
         self.mvcc.install(entries, index)?;
+        // The entries this member skipped may have changed a password or deleted a user: no
+        // token handed out before the snapshot can be trusted any more.
+        self.tokens.clear();
         let membership = match self.mvcc.membership()? {
             Some(b) => Membership::decode(&b).map_err(|e| CoreError::BadEntry {
                 index,
