@@ -355,6 +355,9 @@ pub struct PageStore {
     high_water: u64,
     txn: u64,
     durable_txn: u64,
+    /// The meta slot (0 or 1) holding the durable meta of `durable_txn`: the next durable commit
+    /// writes the other one (DESIGN.md §3.1).
+    durable_slot: u64,
     root: u64,
     freelist_pages: Vec<u64>,
     free: BTreeSet<u64>,
@@ -381,6 +384,7 @@ pub struct SyncJob {
     path: PathBuf,
     meta: Vec<u8>,
     meta_offset: u64,
+    slot: u64,
     txn: u64,
 }
 
@@ -440,16 +444,16 @@ impl PageStore {
                     .map_err(&err)?;
             }
         }
-        let meta = match (Meta::decode(&metas[0]), Meta::decode(&metas[1])) {
+        let (meta, durable_slot) = match (Meta::decode(&metas[0]), Meta::decode(&metas[1])) {
             (Ok(a), Ok(b)) => {
                 if a.txn >= b.txn {
-                    a
+                    (a, 0)
                 } else {
-                    b
+                    (b, 1)
                 }
             }
-            (Ok(a), Err(_)) => a,
-            (Err(_), Ok(b)) => b,
+            (Ok(a), Err(_)) => (a, 0),
+            (Err(_), Ok(b)) => (b, 1),
             (Err(a), Err(b)) => {
                 return Err(corrupt(
                     &path,
@@ -517,6 +521,7 @@ impl PageStore {
             high_water: meta.high_water,
             txn: meta.txn,
             durable_txn: meta.txn,
+            durable_slot,
             root: meta.root,
             freelist_pages,
             free,
@@ -722,7 +727,8 @@ impl PageStore {
             file,
             path: self.shared.path.clone(),
             meta: meta.encode(),
-            meta_offset: (t % 2) * PAGE_SIZE as u64,
+            meta_offset: (1 - self.durable_slot) * PAGE_SIZE as u64,
+            slot: 1 - self.durable_slot,
             txn: t,
         })
     }
@@ -732,6 +738,7 @@ impl PageStore {
         assert!(self.syncing && job.txn > self.durable_txn);
         self.syncing = false;
         self.durable_txn = job.txn;
+        self.durable_slot = job.slot;
         self.reclaim();
     }
 }

@@ -252,3 +252,50 @@ fn a_durable_commit_in_flight_does_not_block_soft_commits() {
         assert_eq!(snapshot_contents(&store), model, "round {round}");
     }
 }
+
+/// Two durable commits in a row land in different meta slots, whatever soft commits came between
+/// (they advance the txn id too): a torn write of the newest meta then falls back to the durable
+/// tree just before it, not to an older one whose freed pages may have been reused (DESIGN §3.1).
+#[test]
+fn a_torn_newest_meta_falls_back_to_the_previous_durable_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open_store(dir.path());
+    let write = |store: &mut PageStore, value: &str| {
+        let mut txn = store.begin();
+        for i in 0..300u32 {
+            txn.put(format!("k{i:04}").as_bytes(), value.as_bytes())
+                .unwrap();
+        }
+        txn.commit([0; 4]).unwrap();
+    };
+    write(&mut store, "durable-1");
+    store.sync().unwrap();
+    // One soft commit between the two durable ones (the durable commit takes the next txn id
+    // after it): the two durable commits' txn ids have the same parity.
+    write(&mut store, "durable-2");
+    store.sync().unwrap();
+    drop(store);
+
+    let path = db_path(dir.path());
+    let mut bytes = std::fs::read(&path).unwrap();
+    let meta = |b: &[u8], slot: usize| {
+        retcd_engine::page::Meta::decode(&b[slot * 4096..(slot + 1) * 4096])
+            .unwrap_or_else(|e| panic!("meta slot {slot} holds no durable meta: {e}"))
+    };
+    let (m0, m1) = (meta(&bytes, 0), meta(&bytes, 1));
+    let newest = if m0.txn > m1.txn { 0 } else { 1 };
+    // The newest meta write was torn: its checksum fails.
+    bytes[newest * 4096 + 20] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    let store = open_store(dir.path());
+    let contents = snapshot_contents(&store);
+    assert_eq!(
+        contents.len(),
+        300,
+        "the previous durable tree, not an older one"
+    );
+    assert!(
+        contents.values().all(|v| v == b"durable-1"),
+        "the previous durable tree"
+    );
+}
