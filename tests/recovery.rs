@@ -1047,3 +1047,38 @@ fn wal_segments_roll_and_release_across_crashes() {
         t0.elapsed()
     );
 }
+
+/// A second retcd on a data dir another retcd is using is refused at start with a clear error,
+/// and the first goes on serving (etcd and bbolt lock theirs too).
+#[test]
+fn a_data_dir_in_use_is_refused() {
+    let first = Server::start_in_tempdir(support::Kind::Retcd);
+    first.etcdctl(&["put", "k", "v"]);
+    let ports = support::free_ports(2);
+    let client = format!("http://127.0.0.1:{}", ports[0]);
+    let peer = format!("http://127.0.0.1:{}", ports[1]);
+    let mut cmd = std::process::Command::new(support::Kind::Retcd.binary());
+    cmd.args([
+        "--data-dir",
+        first.data_dir().to_str().unwrap(),
+        "--listen-client-urls",
+        &client,
+        "--advertise-client-urls",
+        &client,
+        "--listen-peer-urls",
+        &peer,
+        "--initial-advertise-peer-urls",
+        &peer,
+        "--initial-cluster",
+        &format!("default={peer}"),
+    ]);
+    let out = support::run_with_timeout(cmd, None, Duration::from_secs(20)).unwrap();
+    assert!(!out.success(), "a second retcd started: {}", out.stderr);
+    assert!(
+        out.stderr.contains("in use by another process"),
+        "{}",
+        out.stderr
+    );
+    let got = first.etcdctl(&["get", "k", "--print-value-only"]);
+    assert_eq!(got.stdout, "v\n");
+}

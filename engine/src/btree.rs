@@ -421,6 +421,16 @@ impl PageStore {
             .truncate(false)
             .open(&path)
             .map_err(&err)?;
+        // One process per store (bbolt and etcd lock theirs too): a second writer would reuse
+        // pages under the first one's readers and interleave its WAL. The lock (flock) lives as
+        // long as this file description, so it ends with the store or the process.
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Locked { file: path.clone() });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(err(e)),
+        }
         if file.metadata().map_err(&err)?.len() == 0 {
             let meta = Meta {
                 txn: 1,

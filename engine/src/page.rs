@@ -27,6 +27,11 @@ pub enum StoreError {
         offset: u64,
         reason: String,
     },
+    #[error(
+        "page store {file} is in use by another process (another retcd, or a tool, on the same \
+         data dir); refusing to open it twice"
+    )]
+    Locked { file: PathBuf },
     #[error("page store {file}: {source}")]
     Io {
         file: PathBuf,

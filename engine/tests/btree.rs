@@ -299,3 +299,22 @@ fn a_torn_newest_meta_falls_back_to_the_previous_durable_tree() {
         "the previous durable tree"
     );
 }
+
+/// One process at a time: a second open of the same store (another retcd on the same data dir,
+/// or an offline tool) is refused while the first holds it, and allowed once it is closed.
+#[test]
+fn a_store_in_use_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    let msg = PageStore::open(&store_options(dir.path()))
+        .err()
+        .expect("a second open must be refused")
+        .to_string();
+    assert!(
+        msg.contains("in use by another process")
+            && msg.contains(&db_path(dir.path()).display().to_string()),
+        "{msg}"
+    );
+    drop(store);
+    open_store(dir.path());
+}
