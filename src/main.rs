@@ -122,6 +122,15 @@ fn run(mut cfg: Config) -> Result<(), String> {
         path: cfg.db_path(),
     })
     .map_err(|e| e.to_string())?;
+    // The store is ours now (its lock): snapshot spools of an earlier run are garbage.
+    match retcd_net::peer::remove_leftover_spools(&cfg.snap_dir()) {
+        Ok(0) => {}
+        Ok(n) => info!(
+            removed = n,
+            "removed snapshot spools left by an earlier run"
+        ),
+        Err(e) => return Err(format!("cannot clean {}: {e}", cfg.snap_dir().display())),
+    }
     let identity = identity::resolve(&cfg, &mut mvcc)?;
     let status = Arc::new(NodeStatus::new(identity.member_id, identity.cluster_id));
     if let Some(m) = identity.fetched {

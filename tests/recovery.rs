@@ -1082,3 +1082,22 @@ fn a_data_dir_in_use_is_refused() {
     let got = first.etcdctl(&["get", "k", "--print-value-only"]);
     assert_eq!(got.stdout, "v\n");
 }
+
+/// Snapshot spools a crash left behind (`member/snap/incoming-*.snap`) are removed at the next
+/// start; other files there are kept.
+#[test]
+fn leftover_snapshot_spools_are_removed_at_start() {
+    let mut server = Server::start_in_tempdir(support::Kind::Retcd);
+    server.etcdctl(&["put", "k", "v"]);
+    server.kill9();
+    let snap = server.data_dir().join("member").join("snap");
+    let spool = snap.join("incoming-2a-7.snap");
+    let other = snap.join("keep.me");
+    std::fs::write(&spool, b"half a snapshot").unwrap();
+    std::fs::write(&other, b"x").unwrap();
+    server.start_again();
+    assert!(!spool.exists(), "the spool is still there");
+    assert!(other.exists());
+    let got = server.etcdctl(&["get", "k", "--print-value-only"]);
+    assert_eq!(got.stdout, "v\n");
+}

@@ -61,6 +61,28 @@ pub const REMOVED_MESSAGE: &str = "the member has been permanently removed from 
 /// Bytes of entries per snapshot chunk.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 
+/// Deletes the snapshot spools (`incoming-*.snap`) a previous run left in `snap_dir` when it
+/// stopped while receiving or before installing a snapshot; returns how many. Call at start-up,
+/// before the peer port serves (the data dir's lock is held by then, so no one else spools).
+pub fn remove_leftover_spools(snap_dir: &std::path::Path) -> std::io::Result<usize> {
+    let entries = match std::fs::read_dir(snap_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("incoming-") && name.ends_with(".snap") {
+            std::fs::remove_file(entry.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 /// Serves the peer protocol for this member.
 pub struct PeerService {
     status: Arc<NodeStatus>,
