@@ -10,7 +10,6 @@
 mod pki;
 mod support;
 
-use std::path::Path;
 use std::time::Duration;
 
 use etcd_client::{
@@ -525,45 +524,19 @@ fn etcd_34_bypasses_are_closed() {
     });
 }
 
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
-
 /// With --client-cert-auth a certificate's CommonName is the user of a request without a token.
 #[test]
 fn certificate_common_name_is_the_user() {
     let dir = tempfile::tempdir().unwrap();
     let p = pki::Pki::new(dir.path());
     let (alice_cert, alice_key) = p.client("alice", dir.path());
-    let tls = [
-        "--cert-file",
-        s(&p.server_cert),
-        "--key-file",
-        s(&p.server_key),
-        "--trusted-ca-file",
-        s(&p.ca),
-        "--client-cert-auth",
-    ];
+    let tls = p.server_flags();
     for kind in [Kind::Etcd, Kind::Retcd] {
         let sd = tempfile::tempdir().unwrap();
-        let as_root = [
-            "--cacert",
-            s(&p.ca),
-            "--cert",
-            s(&p.client_cert),
-            "--key",
-            s(&p.client_key),
-        ];
+        let as_root = p.client_flags(&p.client_cert, &p.client_key);
         let server = Server::try_start_tls(kind, sd.path(), &tls, &as_root)
             .unwrap_or_else(|e| panic!("{}: {e}", kind.label()));
-        let as_alice = [
-            "--cacert",
-            s(&p.ca),
-            "--cert",
-            s(&alice_cert),
-            "--key",
-            s(&alice_key),
-        ];
+        let as_alice = p.client_flags(&alice_cert, &alice_key);
         let run = |tls: &[&str], args: &[&str]| {
             let o = server.etcdctl_as(tls, args);
             (o.code(), o.stdout.trim().to_string(), last_line(&o.stderr))

@@ -24,21 +24,13 @@ fn s(p: &Path) -> &str {
 }
 
 fn server_flags(p: &Pki) -> Vec<&str> {
-    vec![
-        "--cert-file",
-        s(&p.server_cert),
-        "--key-file",
-        s(&p.server_key),
-        "--trusted-ca-file",
-        s(&p.ca),
-        "--client-cert-auth",
-        "--client-crl-file",
-        s(&p.crl),
-    ]
+    let mut flags = p.server_flags();
+    flags.extend(["--client-crl-file", s(&p.crl)]);
+    flags
 }
 
 fn client_flags<'a>(p: &'a Pki, cert: &'a Path, key: &'a Path) -> Vec<&'a str> {
-    vec!["--cacert", s(&p.ca), "--cert", s(cert), "--key", s(key)]
+    p.client_flags(cert, key)
 }
 
 /// etcdctl flags that fail fast against a server that refuses the connection.

@@ -94,7 +94,29 @@ fn leaf_with(
     (cert_path, key_path)
 }
 
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
 impl Pki {
+    /// A server's client-TLS flags: its certificate, this CA, client certificates required.
+    pub fn server_flags(&self) -> Vec<&str> {
+        vec![
+            "--cert-file",
+            s(&self.server_cert),
+            "--key-file",
+            s(&self.server_key),
+            "--trusted-ca-file",
+            s(&self.ca),
+            "--client-cert-auth",
+        ]
+    }
+
+    /// etcdctl's flags for a client presenting `cert` and `key` and trusting this CA.
+    pub fn client_flags<'a>(&'a self, cert: &'a Path, key: &'a Path) -> Vec<&'a str> {
+        vec!["--cacert", s(&self.ca), "--cert", s(cert), "--key", s(key)]
+    }
+
     /// Another client certificate signed by this PKI's CA, with CommonName `cn`, written to
     /// `dir/<cn>.pem` and `dir/<cn>-key.pem` (the CA's key is kept for this).
     pub fn client(&self, cn: &str, dir: &Path) -> (PathBuf, PathBuf) {
