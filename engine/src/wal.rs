@@ -72,8 +72,12 @@ pub const SPARE_FILE_NAME: &str = "segment.spare";
 const BLOCK: usize = BLOCK_SIZE as usize;
 const W: usize = MAX_WRITE_BYTES as usize;
 const MAGIC: &[u8; 8] = b"RETCDWAL";
-const FORMAT_VERSION: u32 = 1;
-const RECORD_HEADER: usize = 16;
+const FORMAT_VERSION: u32 = 2;
+const RECORD_HEADER: usize = 24;
+/// Largest segment: a record's `write` field (DESIGN §2.3) holds an offset ÷ 8 in 32 bits.
+const MAX_SEGMENT_SIZE: u64 = 8 << 32;
+/// The unit a disk writes atomically (DESIGN §1): a torn write leaves whole sectors unwritten.
+const SECTOR: usize = 512;
 const KIND_ENTRY: u8 = 1;
 const KIND_HARD_STATE: u8 = 2;
 const KIND_CHECKPOINT: u8 = 3;
@@ -246,11 +250,62 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(a)
 }
 
-/// crc of a record: over (previous crc ‖ header bytes 0..8 ‖ payload).
-fn record_crc(prev: u32, header8: &[u8], payload: &[u8]) -> u32 {
-    let c = crc32c::crc32c(&prev.to_le_bytes());
-    let c = crc32c::crc32c_append(c, header8);
+/// crc of a record (DESIGN §2.3): over header bytes 0..8 ‖ 12..24 (`prev` and `write` included)
+/// ‖ payload, so a record can be verified on its own as well as in its chain.
+fn record_crc(header: &[u8], payload: &[u8]) -> u32 {
+    let c = crc32c::crc32c(&header[0..8]);
+    let c = crc32c::crc32c_append(c, &header[12..RECORD_HEADER]);
     crc32c::crc32c_append(c, payload)
+}
+
+/// A record at the start of `rest` that is intact on its own (plausible header, matching crc;
+/// not its place in the chain): its encoded size and its `write` offset (DESIGN §2.5, rule 3).
+fn intact_record(rest: &[u8]) -> Option<(usize, u64)> {
+    if rest.len() < RECORD_HEADER {
+        return None;
+    }
+    let len = u32_at(rest, 0) as usize;
+    let kind = rest[4];
+    if len == 0
+        || len > MAX_PAYLOAD
+        || !(KIND_ENTRY..=KIND_CHECKPOINT).contains(&kind)
+        || !all_zero(&rest[5..8])
+        || !all_zero(&rest[20..24])
+    {
+        return None;
+    }
+    let total = RECORD_HEADER + pad8(len);
+    if total > rest.len() {
+        return None;
+    }
+    let crc = record_crc(
+        &rest[..RECORD_HEADER],
+        &rest[RECORD_HEADER..RECORD_HEADER + len],
+    );
+    (crc == u32_at(rest, 8)).then(|| (total, u64::from(u32_at(rest, 16)) * 8))
+}
+
+/// Whether the failed record at `at` shows the mark of an interrupted write (DESIGN §2.5, rule
+/// 4): its extent is unknown, or a sector of its extent holds only zeros there.
+fn shows_tear(buf: &[u8], at: usize) -> bool {
+    let rest = &buf[at..];
+    if rest.len() < RECORD_HEADER {
+        return true;
+    }
+    let len = u32_at(rest, 0) as usize;
+    if len == 0 || len > MAX_PAYLOAD || RECORD_HEADER + pad8(len) > rest.len() {
+        return true;
+    }
+    let end = at + RECORD_HEADER + pad8(len);
+    let mut from = at;
+    while from < end {
+        let to = ((from / SECTOR + 1) * SECTOR).min(end);
+        if all_zero(&buf[from..to]) {
+            return true;
+        }
+        from = to;
+    }
+    false
 }
 
 impl Record {
@@ -276,14 +331,19 @@ impl Record {
         RECORD_HEADER + pad8(self.payload_len())
     }
 
-    /// Appends the framed record to `out`, chained from `prev_crc`; returns the record's crc.
-    fn encode_into(&self, prev_crc: u32, out: &mut Vec<u8>) -> u32 {
+    /// Appends the framed record to `out`, chained from `prev_crc` and marked as written by the
+    /// write whose first record is at offset `write` (DESIGN §2.3); returns the record's crc.
+    fn encode_into(&self, prev_crc: u32, write: u64, out: &mut Vec<u8>) -> u32 {
         let start = out.len();
         let len = self.payload_len();
         debug_assert!(len <= MAX_PAYLOAD);
+        debug_assert!(write.is_multiple_of(8) && write / 8 <= u64::from(u32::MAX));
         out.extend_from_slice(&(len as u32).to_le_bytes());
         out.extend_from_slice(&[self.kind(), 0, 0, 0]);
-        out.extend_from_slice(&[0u8; 8]);
+        out.extend_from_slice(&[0u8; 4]);
+        out.extend_from_slice(&prev_crc.to_le_bytes());
+        out.extend_from_slice(&((write / 8) as u32).to_le_bytes());
+        out.extend_from_slice(&[0u8; 4]);
         match self {
             Record::Entry {
                 index,
@@ -308,8 +368,7 @@ impl Record {
         }
         out.resize(start + RECORD_HEADER + pad8(len), 0);
         let crc = record_crc(
-            prev_crc,
-            &out[start..start + 8],
+            &out[start..start + RECORD_HEADER],
             &out[start + RECORD_HEADER..start + RECORD_HEADER + len],
         );
         out[start + 8..start + 12].copy_from_slice(&crc.to_le_bytes());
@@ -446,8 +505,15 @@ fn check_header(buf: &[u8], seg: &Segment) -> Result<u32, WalError> {
     if crc32c::crc32c(&buf[0..36]) != u32_at(buf, 36) {
         return Err(bad(0, "segment header checksum mismatch"));
     }
-    if u32_at(buf, 8) != FORMAT_VERSION {
-        return Err(bad(8, "unsupported segment format version"));
+    match u32_at(buf, 8) {
+        FORMAT_VERSION => {}
+        1 => {
+            return Err(bad(
+                8,
+                "segment format version 1 (written by a development build of retcd) is not supported",
+            ));
+        }
+        _ => return Err(bad(8, "unsupported segment format version")),
     }
     if u32_at(buf, 12) != BLOCK as u32 {
         return Err(bad(12, "unsupported segment block size"));
@@ -497,7 +563,7 @@ fn scan_records(buf: &[u8], state: &mut LogState, out: &mut Vec<Record>) -> Scan
             return fail("zero length field followed by non-zero bytes".into());
         }
         let kind = rest[4];
-        if !all_zero(&rest[5..8]) || !all_zero(&rest[12..16]) {
+        if !all_zero(&rest[5..8]) || !all_zero(&rest[20..24]) {
             return fail("non-zero reserved bytes in record header".into());
         }
         if !(KIND_ENTRY..=KIND_CHECKPOINT).contains(&kind) {
@@ -513,9 +579,15 @@ fn scan_records(buf: &[u8], state: &mut LogState, out: &mut Vec<Record>) -> Scan
             ));
         }
         let payload = &rest[RECORD_HEADER..RECORD_HEADER + len];
-        let crc = record_crc(state.crc, &rest[0..8], payload);
+        let crc = record_crc(&rest[..RECORD_HEADER], payload);
         if crc != u32_at(rest, 8) {
             return fail("record checksum mismatch".into());
+        }
+        if u32_at(rest, 12) != state.crc {
+            return fail("record does not chain from the record before it".into());
+        }
+        if u64::from(u32_at(rest, 16)) * 8 > at as u64 {
+            return fail("record claims a write that starts after it".into());
         }
         if !all_zero(&rest[RECORD_HEADER + len..total]) {
             return fail("non-zero record padding".into());
@@ -834,9 +906,12 @@ impl Wal {
     /// Opens (creating it and its first segment if empty) the WAL in `opts.dir` and recovers its
     /// records (DESIGN §2.5): a torn tail is cut and zeroed; corruption is an error.
     pub async fn open(opts: WalOptions) -> Result<(Wal, Recovered), WalError> {
-        if !opts.segment_size.is_multiple_of(BLOCK_SIZE) || opts.segment_size < 2 * BLOCK_SIZE {
+        if !opts.segment_size.is_multiple_of(BLOCK_SIZE)
+            || opts.segment_size < 2 * BLOCK_SIZE
+            || opts.segment_size > MAX_SEGMENT_SIZE
+        {
             return Err(WalError::InvalidOptions(format!(
-                "segment_size {} is not a multiple of {BLOCK_SIZE} of at least {}",
+                "segment_size {} is not a multiple of {BLOCK_SIZE} between {} and {MAX_SEGMENT_SIZE}",
                 opts.segment_size,
                 2 * BLOCK_SIZE
             )));
@@ -998,14 +1073,11 @@ impl Wal {
                 }
                 ScanEnd::Clean(at) => (at, None),
                 ScanEnd::Failed(at, reason) => {
-                    let torn = Wal::is_torn_tail(&buf, at, &segs[i + 1..])
+                    let torn = Wal::why_not_torn(&buf, at, &segs[i + 1..])
                         .await
-                        .and_then(|torn| {
-                            if torn {
-                                Ok(())
-                            } else {
-                                Err(corrupt(&seg.path, at, reason.as_str()))
-                            }
+                        .and_then(|why| match why {
+                            None => Ok(()),
+                            Some(why) => Err(corrupt(&seg.path, at, format!("{reason}; {why}"))),
                         });
                     if let Err(e) = torn {
                         file.close().await.map_err(io_err("closing", &seg.path))?;
@@ -1056,22 +1128,50 @@ impl Wal {
         unreachable!("the loop returns at the last segment")
     }
 
-    /// DESIGN §2.5: the failure at `at` of a segment is a torn tail iff every byte from `at + W`
-    /// to the segment end is zero and no later segment holds any record.
-    async fn is_torn_tail(buf: &[u8], at: u64, later: &[Segment]) -> Result<bool, WalError> {
-        let from = (at as usize).saturating_add(W).min(buf.len());
-        if !all_zero(&buf[from..]) {
-            return Ok(false);
+    /// DESIGN §2.5: the failure at `at` of a segment is a torn tail (`None`) unless one of the
+    /// four rules says the damaged bytes were synced (`Some(the rule that failed)`).
+    async fn why_not_torn(
+        buf: &[u8],
+        at: u64,
+        later: &[Segment],
+    ) -> Result<Option<String>, WalError> {
+        let at_us = at as usize;
+        let from = at_us.saturating_add(W).min(buf.len());
+        if let Some(i) = buf[from..].iter().position(|&b| b != 0) {
+            return Ok(Some(format!(
+                "non-zero bytes at offset {} lie beyond one write from it",
+                from + i
+            )));
+        }
+        let end = buf.iter().rposition(|&b| b != 0).map_or(at_us, |i| i + 1);
+        let mut p = at_us + 8;
+        while p < end {
+            if let Some((_, write)) = intact_record(&buf[p..]).filter(|&(_, w)| w > at) {
+                return Ok(Some(format!(
+                    "the intact record at offset {p} was written by a later write (from offset {write}), so this one was synced"
+                )));
+            }
+            p += 8;
+        }
+        if !shows_tear(buf, at_us) {
+            return Ok(Some(
+                "every sector of the record was written, so it was damaged after it was written"
+                    .into(),
+            ));
         }
         for seg in later {
             let (file, lbuf) = read_segment(&seg.path).await?;
             file.close().await.map_err(io_err("closing", &seg.path))?;
             check_header(&lbuf, seg)?;
-            if !all_zero(&lbuf[BLOCK..]) {
-                return Ok(false);
+            if let Some(i) = lbuf[BLOCK..].iter().position(|&b| b != 0) {
+                return Ok(Some(format!(
+                    "a later segment, {}, holds records (offset {})",
+                    seg.path.display(),
+                    BLOCK + i
+                )));
             }
         }
-        Ok(true)
+        Ok(None)
     }
 
     /// Sets the write position of the current segment; `prefix` is the tail block's bytes before
@@ -1214,7 +1314,7 @@ impl Wal {
     }
 
     fn encode(&mut self, rec: &Record) {
-        let crc = rec.encode_into(self.state.crc, &mut self.staging);
+        let crc = rec.encode_into(self.state.crc, self.chunk_from, &mut self.staging);
         self.state.crc = crc;
         self.state.note(rec);
         self.tail += rec.encoded_len() as u64;

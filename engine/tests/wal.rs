@@ -62,7 +62,7 @@ fn entry(index: u64, len: usize) -> Record {
 
 /// Bytes a record with `data_len` bytes of entry data takes in a segment.
 fn entry_size(data_len: usize) -> u64 {
-    16 + (24 + data_len as u64).div_ceil(8) * 8
+    24 + (24 + data_len as u64).div_ceil(8) * 8
 }
 
 fn segments(dir: &Path) -> Vec<PathBuf> {
@@ -333,14 +333,86 @@ async fn check_torn(dir: &Path, keep: u64, cut_at: Option<u64>) {
     assert_eq!(wal.last_index(), keep + 3);
 }
 
+/// A record whose every sector landed cannot be torn (sectors are written whole, DESIGN §1): a
+/// changed byte in it — even in the very last record — is damage to synced data.
 #[test]
-fn torn_tail_overwritten_last_record() {
+fn damaged_last_record_whose_sectors_all_landed_is_corruption() {
     run_in_tempdir(|dir| async move {
         let offsets = small_log(&dir, 10, 100).await;
         let last = offsets[9];
         let seg = segments(&dir)[0].clone();
         write_at(&seg, last + entry_size(100) - 12, &[0xde, 0xad, 0xbe, 0xef]);
-        check_torn(&dir, 9, Some(last)).await;
+        let err = open_err(&dir, MIB).await;
+        expect_corrupt(err, &seg, last);
+    });
+}
+
+/// The last record of the last write straddles a sector boundary and only its first sector
+/// landed: a torn tail.
+#[test]
+fn torn_tail_last_record_missing_a_sector() {
+    run_in_tempdir(|dir| async move {
+        let n = (1..60u64)
+            .find(|&n| {
+                let at = BLOCK + (n - 1) * entry_size(100);
+                at / 512 != (at + entry_size(100) - 1) / 512
+            })
+            .unwrap();
+        let offsets = small_log(&dir, n, 100).await;
+        let last = offsets[n as usize - 1];
+        let boundary = (last / 512 + 1) * 512;
+        let seg = segments(&dir)[0].clone();
+        write_at(
+            &seg,
+            boundary,
+            &vec![0u8; (last + entry_size(100) - boundary) as usize],
+        );
+        check_torn(&dir, n - 1, Some(last)).await;
+    });
+}
+
+/// Small writes, each synced before the next: damage to a record followed by records of later
+/// writes is corruption, though it lies well within one write (W) of the end. (The rule before
+/// records carried their write cut everything from the damaged record on.)
+#[test]
+fn damage_to_a_synced_record_near_the_end_is_corruption() {
+    run_in_tempdir(|dir| async move {
+        let offsets = small_log(&dir, 20, 100).await;
+        let seg = segments(&dir)[0].clone();
+        let bad = offsets[14];
+        // Bytes of it zeroed...
+        write_at(&seg, bad + 100, &[0u8; 40]);
+        let err = open_err(&dir, MIB).await;
+        expect_corrupt(err, &seg, bad);
+        // ...and the same record with a flipped bit instead.
+        std::fs::remove_dir_all(&dir).unwrap();
+        small_log(&dir, 20, 100).await;
+        flip_byte(&seg, bad + 60);
+        let err = open_err(&dir, MIB).await;
+        expect_corrupt(err, &seg, bad);
+    });
+}
+
+/// One write of many records is torn in the middle (a sector lost, later ones landed): it is cut
+/// at the first damaged record; the intact records after it belong to the same write, so they
+/// prove nothing was synced there.
+#[test]
+fn torn_write_of_many_records_is_cut_at_its_first_damaged_record() {
+    run_in_tempdir(|dir| async move {
+        let (mut wal, _) = open_wal(&dir, MIB).await;
+        append_entries(&mut wal, 1, 11, 100, 1).await;
+        let start = BLOCK + 10 * entry_size(100);
+        wal.append(&(11..=40).map(|i| entry(i, 100)).collect::<Vec<_>>())
+            .await
+            .unwrap();
+        wal.close().await.unwrap();
+        let seg = segments(&dir)[0].clone();
+        let lost = (start / 512 + 3) * 512;
+        write_at(&seg, lost, &[0u8; 512]);
+        let k = (lost - BLOCK) / entry_size(100);
+        let first_bad = BLOCK + k * entry_size(100);
+        assert!(first_bad > start && first_bad + entry_size(100) > lost);
+        check_torn(&dir, k, Some(first_bad)).await;
     });
 }
 
@@ -350,7 +422,8 @@ fn torn_tail_zeroed_part_of_last_block() {
         let offsets = small_log(&dir, 40, 100).await;
         let end = offsets[39] + entry_size(100);
         let last_block = (end - 1) / BLOCK * BLOCK;
-        let zero_from = last_block + 1000;
+        // A tear leaves whole sectors unwritten.
+        let zero_from = last_block + 1024;
         let seg = segments(&dir)[0].clone();
         write_at(
             &seg,
@@ -393,7 +466,7 @@ fn zeroed_tail_without_damage_is_not_a_cut() {
         let offsets = small_log(&dir, 10, 100).await;
         let seg = segments(&dir)[0].clone();
         // The last two records never reached the disk at all.
-        write_at(&seg, offsets[8], &[0u8; 288]);
+        write_at(&seg, offsets[8], &vec![0u8; 2 * entry_size(100) as usize]);
         check_torn(&dir, 8, None).await;
     });
 }
@@ -411,7 +484,8 @@ fn torn_tail_in_previous_segment_before_an_empty_one() {
         // The newest segment holds no record; the last record of the one before is damaged.
         erase_records(&segs[1]);
         let last = BLOCK + (per_segment - 1) * entry_size(100);
-        flip_byte(&segs[0], last + 30);
+        // Its header's sector was lost, the rest landed.
+        write_at(&segs[0], last, &[0u8; 8]);
 
         let (mut wal, rec) = open_wal(&dir, MIB).await;
         assert_eq!(rec.truncated_tail, Some((segs[0].clone(), last)));
@@ -663,7 +737,7 @@ fn leftover_tmp_segment_is_deleted() {
 #[test]
 fn invalid_segment_size_is_rejected() {
     run_in_tempdir(|dir| async move {
-        for size in [0, 4096, 10_000] {
+        for size in [0, 4096, 10_000, (32 << 30) + 4096] {
             let err = open_err(&dir, size).await;
             assert!(matches!(err, WalError::InvalidOptions(_)), "{err}");
         }

@@ -65,6 +65,12 @@ pub enum CoreError {
     Mvcc(#[from] MvccError),
     #[error("raft log entry {index}: {reason}")]
     BadEntry { index: u64, reason: String },
+    /// The recovered log cannot explain the state recorded with it: synced entries were lost
+    /// (engine/DESIGN.md §2.5). The member must be rebuilt from its peers.
+    #[error(
+        "the WAL lost committed entries: its HardState commits up to index {commit} but the log ends at {last}; remove this member's data and re-add it to the cluster"
+    )]
+    LostEntries { commit: u64, last: u64 },
 }
 
 /// Messages for peers. A snapshot message goes with the state it stands for, captured when the
@@ -141,6 +147,13 @@ impl Core {
     ) -> Result<Core, CoreError> {
         let id = status.member_id;
         let storage = crate::log::storage(log, membership.conf_state(), mvcc.applied())?;
+        {
+            use raft::Storage;
+            let (commit, last) = (log.hard_state.commit, storage.last_index()?);
+            if commit > last {
+                return Err(CoreError::LostEntries { commit, last });
+            }
+        }
         let cfg = Config {
             id,
             election_tick: opts.election_ticks,
