@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use arc_swap::ArcSwap;
 use memmap2::{Mmap, MmapOptions};
 
+use crate::disk;
 use crate::page::{
     self, FREELIST_PER_PAGE, HEADER, KIND_BRANCH, KIND_FREELIST, KIND_LEAF, Meta, PAGE_SIZE,
     PageView, StoreError, corrupt,
@@ -392,10 +393,13 @@ impl SyncJob {
     /// Blocking: performs the durable part of the commit.
     pub fn run(&self) -> Result<(), StoreError> {
         let err = io_err(&self.path);
+        disk::sync(&self.path).map_err(&err)?;
         self.file.sync_data().map_err(&err)?;
+        disk::write(&self.path, self.meta_offset, &self.meta).map_err(&err)?;
         self.file
             .write_all_at(&self.meta, self.meta_offset)
             .map_err(&err)?;
+        disk::sync(&self.path).map_err(&err)?;
         self.file.sync_data().map_err(&err)
     }
 }
@@ -438,11 +442,16 @@ impl PageStore {
                 freelist: 0,
                 high_water: 2,
             };
-            file.write_all_at(&vec![0u8; PAGE_SIZE], 0).map_err(&err)?;
+            let zeros = vec![0u8; PAGE_SIZE];
+            disk::write(&path, 0, &zeros).map_err(&err)?;
+            file.write_all_at(&zeros, 0).map_err(&err)?;
+            disk::write(&path, PAGE_SIZE as u64, &meta.encode()).map_err(&err)?;
             file.write_all_at(&meta.encode(), PAGE_SIZE as u64)
                 .map_err(&err)?;
+            disk::sync(&path).map_err(&err)?;
             file.sync_all().map_err(&err)?;
             if let Some(dir) = path.parent() {
+                disk::sync_dir(dir).map_err(&err)?;
                 File::open(dir).and_then(|d| d.sync_all()).map_err(&err)?;
             }
         }
@@ -656,6 +665,8 @@ impl PageStore {
 
     fn write_page(&self, id: u64, bytes: &[u8]) -> Result<(), StoreError> {
         debug_assert!(id >= 2 && id + (bytes.len() / PAGE_SIZE) as u64 <= self.high_water);
+        let offset = id * PAGE_SIZE as u64;
+        disk::write(&self.shared.path, offset, bytes).map_err(io_err(&self.shared.path))?;
         self.file
             .write_all_at(bytes, id * PAGE_SIZE as u64)
             .map_err(io_err(&self.shared.path))

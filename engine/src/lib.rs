@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod btree;
+pub mod disk;
 pub mod mvcc;
 pub mod page;
 pub mod request;

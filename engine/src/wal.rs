@@ -53,6 +53,8 @@ use glommio::Task;
 use glommio::io::{Directory, DmaBuffer, DmaFile, OpenOptions};
 use tracing::{debug, info, warn};
 
+use crate::disk;
+
 /// Block size: the O_DIRECT alignment of every write and the size of a segment header.
 pub const BLOCK_SIZE: u64 = 4096;
 /// `W`: the most bytes written between two `fdatasync`s (DESIGN §2.4), counting the whole aligned
@@ -664,6 +666,7 @@ async fn write_blocks(
         buf.as_bytes_mut()
             .copy_from_slice(&data[done..done + piece]);
         let pos = start + done as u64;
+        disk::write(path, pos, &data[done..done + piece]).map_err(std_io_err("writing", path))?;
         let n = file
             .write_rc_at(Rc::clone(rc), pos)
             .await
@@ -685,6 +688,7 @@ async fn write_blocks(
 /// zero-filled to `size` bytes with O_DIRECT writes of at most [`PREALLOC_CHUNK`] bytes, one at a
 /// time, then fdatasynced. Returns the open (read-write) file; its zeros are durable.
 async fn prepare_spare(path: PathBuf, size: u64) -> Result<DmaFile, WalError> {
+    disk::create(&path).map_err(std_io_err("creating", &path))?;
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -724,6 +728,7 @@ async fn zero_fill(file: &DmaFile, path: &Path, size: u64) -> Result<(), WalErro
             };
             b.trim_to_size(n);
         }
+        disk::write(path, pos, &buf.as_bytes()[..n]).map_err(std_io_err("preallocating", path))?;
         let w = file
             .write_rc_at(Rc::clone(&buf), pos)
             .await
@@ -738,6 +743,7 @@ async fn zero_fill(file: &DmaFile, path: &Path, size: u64) -> Result<(), WalErro
         }
         pos += n as u64;
     }
+    disk::sync(path).map_err(std_io_err("syncing", path))?;
     file.fdatasync().await.map_err(io_err("syncing", path))
 }
 
@@ -755,6 +761,7 @@ async fn publish_segment(
     let mut buf = file.alloc_dma_buffer(BLOCK);
     buf.as_bytes_mut()
         .copy_from_slice(&encode_header(seg.seq, seg.first_index, seed));
+    disk::write(&spare, 0, buf.as_bytes()).map_err(std_io_err("writing header", &spare))?;
     let w = file
         .write_at(buf, 0)
         .await
@@ -767,10 +774,13 @@ async fn publish_segment(
             format!("short write: {w} of {BLOCK} bytes"),
         ));
     }
+    disk::sync(&spare).map_err(std_io_err("syncing", &spare))?;
     file.fdatasync().await.map_err(io_err("syncing", &spare))?;
+    disk::rename(&spare, &seg.path).map_err(std_io_err("renaming", &spare))?;
     file.rename(&seg.path)
         .await
         .map_err(io_err("renaming", &spare))?;
+    disk::sync_dir(dir).map_err(std_io_err("syncing", dir))?;
     dir_handle.sync().await.map_err(io_err("syncing", dir))?;
     info!(path = %seg.path.display(), "created WAL segment");
     Ok(file)
@@ -825,6 +835,7 @@ async fn list_segments(dir: &Path) -> Result<Vec<Segment>, WalError> {
         let Some(name) = name.to_str() else { continue };
         if name == SPARE_FILE_NAME {
             debug!(path = %entry.path().display(), "deleting leftover spare WAL segment");
+            disk::remove(&entry.path()).map_err(std_io_err("deleting", &entry.path()))?;
             glommio::io::remove(entry.path())
                 .await
                 .map_err(io_err("deleting", &entry.path()))?;
@@ -833,6 +844,7 @@ async fn list_segments(dir: &Path) -> Result<Vec<Segment>, WalError> {
         if let Some(base) = name.strip_suffix(".tmp") {
             if parse_segment_name(base).is_some() {
                 warn!(path = %entry.path().display(), "deleting unfinished WAL segment");
+                disk::remove(&entry.path()).map_err(std_io_err("deleting", &entry.path()))?;
                 glommio::io::remove(entry.path())
                     .await
                     .map_err(io_err("deleting", &entry.path()))?;
@@ -1208,6 +1220,7 @@ impl Wal {
             self.chunk_start,
         )
         .await?;
+        disk::sync(&path).map_err(std_io_err("syncing", &path))?;
         self.file
             .fdatasync()
             .await
@@ -1216,9 +1229,11 @@ impl Wal {
 
     /// Deletes a file of the WAL directory and fsyncs the directory.
     async fn remove_durably(&self, path: &Path) -> Result<(), WalError> {
+        disk::remove(path).map_err(std_io_err("deleting", path))?;
         glommio::io::remove(path)
             .await
             .map_err(io_err("deleting", path))?;
+        disk::sync_dir(&self.dir).map_err(std_io_err("syncing", &self.dir))?;
         self.dir_handle
             .sync()
             .await
