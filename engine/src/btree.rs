@@ -376,6 +376,21 @@ pub struct PageStore {
     buf: Vec<u8>,
 }
 
+/// What [`PageStore::audit`] found.
+#[derive(Debug, Default)]
+pub struct PageAudit {
+    /// Pages of the nodes the latest committed root reaches.
+    pub reachable: u64,
+    /// Pages of the persisted free list.
+    pub freelist: u64,
+    /// Pages free now or pending (§3.4).
+    pub free: u64,
+    /// Pages below the high-water mark that nothing accounts for: lost until the file is rebuilt.
+    pub leaked: Vec<u64>,
+    /// Pages accounted for more than once (in use twice, or free while in use).
+    pub twice: Vec<u64>,
+}
+
 /// The I/O of a durable commit (§3.3 steps 2–4), to run off the writer's core: fdatasync, write
 /// the meta page, fdatasync. The writer goes on with soft commits meanwhile; they never touch a
 /// page the new meta can reach.
@@ -566,6 +581,46 @@ impl PageStore {
                 .sum::<usize>()
     }
 
+    /// Accounts for every page below the high-water mark, walking the latest committed tree (a
+    /// check for tests and tools: it reads every page the tree reaches). Each page must be a meta
+    /// page, a page of a node the root reaches, a page of the persisted free list, or free
+    /// (reusable now or pending, §3.4), and only one of these.
+    pub fn audit(&self) -> Result<PageAudit, StoreError> {
+        let mut seen = vec![false; self.high_water as usize];
+        let mut audit = PageAudit::default();
+        let mut mark = |first: u64, n: u64, audit: &mut PageAudit| {
+            for p in first..first + n {
+                match seen.get_mut(p as usize) {
+                    Some(s) if !*s => *s = true,
+                    _ => audit.twice.push(p),
+                }
+            }
+        };
+        mark(0, 2, &mut audit);
+        let mut stack: Vec<u64> = (self.root != 0).then_some(self.root).into_iter().collect();
+        while let Some(id) = stack.pop() {
+            let v = self.map.view(self.high_water, id, &self.shared.path)?;
+            if v.kind() == KIND_BRANCH {
+                stack.extend((0..v.count()).map(|i| v.child(i)));
+            }
+            audit.reachable += v.pages();
+            mark(id, v.pages(), &mut audit);
+        }
+        for &p in &self.freelist_pages {
+            audit.freelist += 1;
+            mark(p, 1, &mut audit);
+        }
+        let pending = self.pending.iter().chain(&self.pending_fresh);
+        for &p in self.free.iter().chain(pending.flat_map(|(_, p)| p)) {
+            audit.free += 1;
+            mark(p, 1, &mut audit);
+        }
+        audit.leaked = (0..self.high_water)
+            .filter(|&p| !seen[p as usize])
+            .collect();
+        Ok(audit)
+    }
+
     /// The tag of the latest commit.
     pub fn tag(&self) -> Tag {
         self.shared.current.load().tag
@@ -628,6 +683,12 @@ impl PageStore {
 
     /// Records the pages txn `t` freed, split by which rule makes them reusable (§3.4).
     fn release(&mut self, t: u64, pages: Vec<u64>) {
+        debug_assert!(
+            pages
+                .iter()
+                .all(|p| (2..self.high_water).contains(p) && !self.free.contains(p)),
+            "freed a page that is not in use: {pages:?}"
+        );
         let (fresh, old): (Vec<u64>, Vec<u64>) =
             pages.into_iter().partition(|p| self.fresh.remove(p));
         if !fresh.is_empty() {
@@ -910,7 +971,8 @@ impl<'s> WriteTxn<'s> {
             if v.kind() != KIND_BRANCH || v.count() != 1 {
                 break;
             }
-            self.freed.push(root);
+            // A branch whose one key is longer than a page spans several pages.
+            self.freed.extend(root..root + v.pages());
             root = v.child(0);
         }
         let store = self.store;
