@@ -401,3 +401,75 @@ fn a_collapsed_multi_page_root_branch_frees_all_its_pages() {
     let store = open_store(dir.path());
     assert_pages_accounted(&store, "reopened");
 }
+
+/// A commit that fails after it allocated pages gives them back: here it writes the new root
+/// branch, then finds the corrupt page of the one child left while collapsing the root. The
+/// store's free pages and high-water mark are as before the txn, and its pages are reused. A
+/// txn dropped without commit takes no page.
+#[test]
+fn a_failed_commit_gives_back_the_pages_it_took() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open_store(dir.path());
+    // Two leaves under a root branch; a few rewrites leave free pages to allocate from.
+    for round in 0..3u8 {
+        let mut txn = store.begin();
+        txn.put(b"a", &[round; 3000]).unwrap();
+        txn.put(b"m", &[round; 3000]).unwrap();
+        txn.commit([0; 4]).unwrap();
+        store.sync().unwrap();
+    }
+    store.sync().unwrap();
+    assert!(store.free_pages() > 0);
+    drop(store);
+
+    let path = db_path(dir.path());
+    let (_, meta) = newest_meta(dir.path());
+    let mut bytes = std::fs::read(&path).unwrap();
+    let root = page::PageView::parse(&bytes, meta.high_water, meta.root, &path).unwrap();
+    assert_eq!(
+        (root.kind(), root.count(), root.key(1)),
+        (page::KIND_BRANCH, 2, &b"m"[..])
+    );
+    let m_leaf = root.child(1);
+    bytes[m_leaf as usize * 4096 + 2000] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+
+    let mut store = open_store(dir.path());
+    let before = (store.high_water(), store.free_pages());
+    {
+        let mut txn = store.begin();
+        txn.put(b"b", &[9; 3000]).unwrap();
+    }
+    assert_eq!(
+        (store.high_water(), store.free_pages()),
+        before,
+        "dropped txn"
+    );
+
+    let mut txn = store.begin();
+    assert!(txn.delete(b"a").unwrap());
+    let err = txn
+        .commit([0; 4])
+        .expect_err("the corrupt leaf fails the commit");
+    assert!(
+        err.to_string()
+            .contains(&format!("offset {}", m_leaf * 4096)),
+        "{err}"
+    );
+    assert_eq!(
+        (store.high_water(), store.free_pages()),
+        before,
+        "failed commit"
+    );
+    // The tree is the one before the txn, and the store goes on.
+    let snap = store.reader().snapshot();
+    assert_eq!(btree::get(&snap, b"a").unwrap(), Some(&[2u8; 3000][..]));
+    drop(snap);
+    let mut txn = store.begin();
+    txn.put(b"b", &[9; 3000]).unwrap();
+    txn.commit([0; 4]).unwrap();
+    assert_eq!(
+        btree::get(&store.reader().snapshot(), b"b").unwrap(),
+        Some(&[9u8; 3000][..])
+    );
+}
