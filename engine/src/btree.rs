@@ -7,7 +7,9 @@
 //! - a page freed by txn `t` is reused only when no durable tree can reach it (a durable commit ≥ `t`
 //!   completed, or the page was allocated after the last durable commit began) and every live
 //!   [`Snapshot`] is at version ≥ `t` (§3.4);
-//! - readers ([`Reader`], cloned to every core) only see published roots and verify every page read.
+//! - readers ([`Reader`], cloned to every core) only see published roots and verify every page read;
+//! - every page below the high-water mark is a meta page, in the tree, in the persisted free list,
+//!   or free (now or pending): a failed commit gives back what it allocated ([`PageStore::audit`]).
 
 use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
@@ -375,6 +377,24 @@ pub struct PageStore {
     syncing: bool,
     published: VecDeque<Arc<Published>>,
     buf: Vec<u8>,
+    /// Unit tests' fault hook: page writes left before one fails (`None`: none fails).
+    #[cfg(test)]
+    writes_before_failure: std::cell::Cell<Option<u64>>,
+}
+
+/// What [`PageStore::audit`] found.
+#[derive(Debug, Default)]
+pub struct PageAudit {
+    /// Pages of the nodes the latest committed root reaches.
+    pub reachable: u64,
+    /// Pages of the persisted free list.
+    pub freelist: u64,
+    /// Pages free now or pending (§3.4).
+    pub free: u64,
+    /// Pages below the high-water mark that nothing accounts for: lost until the file is rebuilt.
+    pub leaked: Vec<u64>,
+    /// Pages accounted for more than once (in use twice, or free while in use).
+    pub twice: Vec<u64>,
 }
 
 /// The I/O of a durable commit (§3.3 steps 2–4), to run off the writer's core: fdatasync, write
@@ -550,6 +570,8 @@ impl PageStore {
             syncing: false,
             published: VecDeque::from([published]),
             buf: Vec::with_capacity(PAGE_SIZE),
+            #[cfg(test)]
+            writes_before_failure: std::cell::Cell::new(None),
         })
     }
 
@@ -575,6 +597,46 @@ impl PageStore {
                 .sum::<usize>()
     }
 
+    /// Accounts for every page below the high-water mark, walking the latest committed tree (a
+    /// check for tests and tools: it reads every page the tree reaches). Each page must be a meta
+    /// page, a page of a node the root reaches, a page of the persisted free list, or free
+    /// (reusable now or pending, §3.4), and only one of these.
+    pub fn audit(&self) -> Result<PageAudit, StoreError> {
+        let mut seen = vec![false; self.high_water as usize];
+        let mut audit = PageAudit::default();
+        let mut mark = |first: u64, n: u64, audit: &mut PageAudit| {
+            for p in first..first + n {
+                match seen.get_mut(p as usize) {
+                    Some(s) if !*s => *s = true,
+                    _ => audit.twice.push(p),
+                }
+            }
+        };
+        mark(0, 2, &mut audit);
+        let mut stack: Vec<u64> = (self.root != 0).then_some(self.root).into_iter().collect();
+        while let Some(id) = stack.pop() {
+            let v = self.map.view(self.high_water, id, &self.shared.path)?;
+            if v.kind() == KIND_BRANCH {
+                stack.extend((0..v.count()).map(|i| v.child(i)));
+            }
+            audit.reachable += v.pages();
+            mark(id, v.pages(), &mut audit);
+        }
+        for &p in &self.freelist_pages {
+            audit.freelist += 1;
+            mark(p, 1, &mut audit);
+        }
+        let pending = self.pending.iter().chain(&self.pending_fresh);
+        for &p in self.free.iter().chain(pending.flat_map(|(_, p)| p)) {
+            audit.free += 1;
+            mark(p, 1, &mut audit);
+        }
+        audit.leaked = (0..self.high_water)
+            .filter(|&p| !seen[p as usize])
+            .collect();
+        Ok(audit)
+    }
+
     /// The tag of the latest commit.
     pub fn tag(&self) -> Tag {
         self.shared.current.load().tag
@@ -587,6 +649,7 @@ impl PageStore {
             root,
             arena: Vec::new(),
             freed: Vec::new(),
+            allocated: Vec::new(),
         }
     }
 
@@ -630,13 +693,41 @@ impl PageStore {
             return Ok(id);
         }
         let id = self.high_water;
-        self.high_water += n;
-        self.ensure_len(self.high_water)?;
+        // Grown first: a failed growth takes no page.
+        self.ensure_len(id + n)?;
+        self.high_water = id + n;
         Ok(id)
+    }
+
+    /// Takes back a run that [`PageStore::alloc`] handed to a txn that then failed: nothing
+    /// published (no reader, no durable tree) reaches it, so it is free at once. Runs are given
+    /// back newest first, so those taken at the high-water mark lower it again.
+    fn give_back(&mut self, id: u64, n: u64) {
+        assert!(
+            id >= 2 && id + n <= self.high_water,
+            "run {id}+{n} not allocated"
+        );
+        for p in id..id + n {
+            self.fresh.remove(&p);
+        }
+        if id + n == self.high_water {
+            self.high_water = id;
+        } else {
+            for p in id..id + n {
+                let was_taken = self.free.insert(p);
+                debug_assert!(was_taken, "page {p} given back while free");
+            }
+        }
     }
 
     /// Records the pages txn `t` freed, split by which rule makes them reusable (§3.4).
     fn release(&mut self, t: u64, pages: Vec<u64>) {
+        debug_assert!(
+            pages
+                .iter()
+                .all(|p| (2..self.high_water).contains(p) && !self.free.contains(p)),
+            "freed a page that is not in use: {pages:?}"
+        );
         let (fresh, old): (Vec<u64>, Vec<u64>) =
             pages.into_iter().partition(|p| self.fresh.remove(p));
         if !fresh.is_empty() {
@@ -665,6 +756,16 @@ impl PageStore {
 
     fn write_page(&self, id: u64, bytes: &[u8]) -> Result<(), StoreError> {
         debug_assert!(id >= 2 && id + (bytes.len() / PAGE_SIZE) as u64 <= self.high_water);
+        #[cfg(test)]
+        match self.writes_before_failure.get() {
+            Some(0) => {
+                return Err(io_err(&self.shared.path)(std::io::Error::other(
+                    "injected write failure",
+                )));
+            }
+            Some(n) => self.writes_before_failure.set(Some(n - 1)),
+            None => {}
+        }
         let offset = id * PAGE_SIZE as u64;
         disk::write(&self.shared.path, offset, bytes).map_err(io_err(&self.shared.path))?;
         self.file
@@ -721,16 +822,30 @@ impl PageStore {
         let n = ids.len().div_ceil(FREELIST_PER_PAGE) as u64;
         // Free-list pages come from the high-water mark, so no page in `ids` is used for them.
         let first = self.high_water;
-        self.high_water += n;
-        self.ensure_len(self.high_water)?;
-        for (i, chunk) in ids.chunks(FREELIST_PER_PAGE).enumerate() {
-            let id = first + i as u64;
-            let next = if (i as u64) + 1 < n { id + 1 } else { 0 };
-            let mut buf = std::mem::take(&mut self.buf);
-            page::encode_freelist(&mut buf, id, next, chunk);
-            self.write_page(id, &buf)?;
-            self.buf = buf;
-        }
+        // Grown first, and lowered again if a write fails: a failed durable commit takes no page
+        // and changes nothing, so it may be retried.
+        self.ensure_len(first + n)?;
+        self.high_water = first + n;
+        let written = ids
+            .chunks(FREELIST_PER_PAGE)
+            .enumerate()
+            .try_for_each(|(i, chunk)| {
+                let id = first + i as u64;
+                let next = if (i as u64) + 1 < n { id + 1 } else { 0 };
+                let mut buf = std::mem::take(&mut self.buf);
+                page::encode_freelist(&mut buf, id, next, chunk);
+                let w = self.write_page(id, &buf);
+                self.buf = buf;
+                w
+            })
+            .and_then(|()| self.file.try_clone().map_err(io_err(&self.shared.path)));
+        let file = match written {
+            Ok(file) => file,
+            Err(e) => {
+                self.high_water = first;
+                return Err(e);
+            }
+        };
         let meta = Meta {
             txn: t,
             root: self.root,
@@ -743,7 +858,6 @@ impl PageStore {
         self.fresh.clear();
         self.pending.push_back((t, old));
         self.syncing = true;
-        let file = self.file.try_clone().map_err(io_err(&self.shared.path))?;
         Ok(SyncJob {
             file,
             path: self.shared.path.clone(),
@@ -774,12 +888,24 @@ fn map_file(file: &File, path: &Path, file_len: u64) -> Result<Mmap, StoreError>
 }
 
 /// A write transaction: the only way to change the tree. Dropping it without [`WriteTxn::commit`]
-/// discards its changes (the pages it read stay as they were).
+/// discards its changes (the pages it read stay as they were); a commit that fails publishes
+/// nothing and gives back every page it allocated.
 pub struct WriteTxn<'s> {
     store: &'s mut PageStore,
     root: Option<Child>,
     arena: Vec<Node>,
     freed: Vec<u64>,
+    /// Runs (first page, pages) allocated by a commit that has not published them yet: if the
+    /// txn ends otherwise (its commit failed, or panicked), dropping it gives them back.
+    allocated: Vec<(u64, u64)>,
+}
+
+impl Drop for WriteTxn<'_> {
+    fn drop(&mut self) {
+        while let Some((id, n)) = self.allocated.pop() {
+            self.store.give_back(id, n);
+        }
+    }
 }
 
 impl Source for WriteTxn<'_> {
@@ -921,10 +1047,13 @@ impl<'s> WriteTxn<'s> {
             if v.kind() != KIND_BRANCH || v.count() != 1 {
                 break;
             }
-            self.freed.push(root);
+            // A branch whose one key is longer than a page spans several pages.
+            self.freed.extend(root..root + v.pages());
             root = v.child(0);
         }
-        let store = self.store;
+        // Nothing below fails: the new pages are the tree's from here on.
+        self.allocated.clear();
+        let store = &mut *self.store;
         store.txn += 1;
         store.root = root;
         if !self.freed.is_empty() {
@@ -1016,6 +1145,8 @@ impl<'s> WriteTxn<'s> {
         page::encode_node(&mut buf, 0, kind, entries);
         let pages = (buf.len() / PAGE_SIZE) as u64;
         let id = self.store.alloc(pages)?;
+        // Recorded before the write: a failed write gives the run back too.
+        self.allocated.push((id, pages));
         restamp(&mut buf, id);
         self.store.write_page(id, &buf)?;
         self.store.buf = buf;
@@ -1069,5 +1200,49 @@ mod tests {
             split_ranges(&[10, 10_000, 10], true),
             vec![0..1, 1..2, 2..3]
         );
+    }
+
+    /// A commit whose page write fails part-way gives back every page it allocated, those from
+    /// the free list and those at the high-water mark alike.
+    #[test]
+    fn a_failed_page_write_gives_back_the_pages_of_the_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let mut store = PageStore::open(&StoreOptions { path }).unwrap();
+        let fill = |store: &mut PageStore, keys: u32, v: u8| {
+            let mut txn = store.begin();
+            for i in 0..keys {
+                txn.put(format!("k{i:05}").as_bytes(), &[v; 100]).unwrap();
+            }
+            txn.commit([0; 4])
+        };
+        // A rewrite frees the first version's pages: fewer than the large commit below needs.
+        fill(&mut store, 400, 1).unwrap();
+        store.sync().unwrap();
+        fill(&mut store, 400, 2).unwrap();
+        store.sync().unwrap();
+        store.sync().unwrap();
+        let before = (store.high_water(), store.free_pages());
+        assert!(before.1 > 0 && before.1 < 30, "{before:?}");
+        for n in [0, 1, 5, 40] {
+            store.writes_before_failure.set(Some(n));
+            let err = fill(&mut store, 2000, 3).expect_err("a page write fails");
+            assert!(err.to_string().contains("injected"), "{err}");
+            let after = (store.high_water(), store.free_pages());
+            assert_eq!(after, before, "after failing write {n}");
+        }
+        // A durable commit whose free-list write fails takes no page either, and can be retried.
+        store.writes_before_failure.set(Some(0));
+        store.sync().expect_err("the free-list write fails");
+        assert_eq!(
+            (store.high_water(), store.free_pages()),
+            before,
+            "failed sync"
+        );
+        store.writes_before_failure.set(None);
+        store.sync().unwrap();
+        fill(&mut store, 2000, 3).unwrap();
+        let a = store.audit().unwrap();
+        assert!(a.leaked.is_empty() && a.twice.is_empty(), "{a:?}");
     }
 }

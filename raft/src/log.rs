@@ -3,7 +3,8 @@
 //! The WAL is the durable log; raft-rs reads entries through `MemStorage`, an in-memory index of
 //! the entries after the last checkpoint. Invariant: the storage holds exactly the entries the WAL
 //! holds after the newest checkpoint, with a later entry at an index replacing every entry from
-//! that index on (Raft's suffix overwrite).
+//! that index on (Raft's suffix overwrite), and a snapshot's checkpoint (one whose (index, term)
+//! the log does not hold) replacing every entry written before it.
 
 use bytes::Bytes;
 use raft::prelude::{ConfState, Entry, EntryType, HardState, Snapshot};
@@ -66,6 +67,13 @@ pub fn recover(records: &[Record]) -> RecoveredLog {
             }
             Record::Checkpoint { index, term } => {
                 if *index >= log.checkpoint.0 {
+                    if replaces_log(&log.entries, *index, *term) {
+                        // A snapshot installed at `index` (DESIGN.md §4.7): it replaced the
+                        // whole log, so the entries read so far, those after `index` included,
+                        // are the replaced log's and may conflict with the leader's. Only
+                        // entries appended after this record continue the snapshot.
+                        log.entries.clear();
+                    }
                     log.checkpoint = (*index, *term);
                 }
             }
@@ -74,6 +82,30 @@ pub fn recover(records: &[Record]) -> RecoveredLog {
     let cp = log.checkpoint.0;
     log.entries.retain(|e| e.index > cp);
     log
+}
+
+/// Whether a state at (`index`, `term`) — a Raft snapshot's — replaced the log `entries` rather
+/// than being a state the log leads to. Raft installs a snapshot only over a log that does not
+/// hold its (index, term) (raft-rs fast-forwards the commit index otherwise), and by log matching
+/// no entry after a different entry at `index` can be in the leader's log; so the log is replaced
+/// when its entry at `index` has another term, or when it ends before `index`. A checkpoint of
+/// this log's own applied entry always finds that entry with its term, or finds it released with
+/// the WAL segments before the log's first entry (nothing to compare: the log is kept).
+fn replaces_log(entries: &[Entry], index: u64, term: u64) -> bool {
+    let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+        return false;
+    };
+    // `recover` keeps the entries contiguous (an overwrite truncates, a gap clears).
+    debug_assert_eq!(last.index - first.index + 1, entries.len() as u64);
+    if index < first.index {
+        return false;
+    }
+    if index > last.index {
+        return true;
+    }
+    let e = &entries[(index - first.index) as usize];
+    debug_assert_eq!(e.index, index);
+    e.term != term
 }
 
 pub fn entry_type_of(t: u8) -> EntryType {
@@ -209,10 +241,13 @@ pub fn storage(log: &RecoveredLog, conf: ConfState, applied: (u64, u64)) -> raft
             *snap.mut_metadata().mut_conf_state() = conf.clone();
             w.apply_snapshot(snap)?;
         }
+        // The page store may hold a snapshot's state whose Checkpoint record a crash kept out of
+        // the WAL (DESIGN.md §4.7): then the WAL's entries are the log the snapshot replaced.
+        let replaced = replaces_log(&log.entries, base.0, base.1);
         let newer: Vec<Entry> = log
             .entries
             .iter()
-            .filter(|e| e.index > base.0)
+            .filter(|e| e.index > base.0 && !replaced)
             .cloned()
             .collect();
         if let Some(first) = newer.first() {
@@ -292,6 +327,84 @@ mod tests {
         use raft::Storage;
         assert_eq!(s.first_index().unwrap(), 3);
         assert_eq!(s.last_index().unwrap(), 4);
+    }
+
+    fn indexes_terms(log: &RecoveredLog) -> Vec<(u64, u64)> {
+        log.entries.iter().map(|e| (e.index, e.term)).collect()
+    }
+
+    /// A snapshot installed at 5 (term 2) over a log of term-1 entries 1..10: the Checkpoint
+    /// record written after the install ends the log there, so entries 6..10 of term 1 (written
+    /// before it, conflicting with the leader's log) do not come back; entries appended after
+    /// the record do.
+    #[test]
+    fn a_snapshot_checkpoint_drops_the_suffix_it_replaced() {
+        let conf = ConfState::from((vec![1], vec![]));
+        let mut recs: Vec<Record> = (1..=10).map(|i| ent(i, 1)).collect();
+        recs.push(Record::Checkpoint { index: 5, term: 2 });
+        let log = recover(&recs);
+        assert_eq!(log.checkpoint, (5, 2));
+        assert_eq!(indexes_terms(&log), vec![]);
+        let s = storage(&log, conf.clone(), (5, 2)).unwrap();
+        use raft::Storage;
+        assert_eq!((s.first_index().unwrap(), s.last_index().unwrap()), (6, 5));
+
+        // The leader's entries after the snapshot, appended after the record, are the log.
+        recs.extend([ent(6, 2), ent(7, 2)]);
+        let log = recover(&recs);
+        assert_eq!(indexes_terms(&log), vec![(6, 2), (7, 2)]);
+        let s = storage(&log, conf.clone(), (5, 2)).unwrap();
+        assert_eq!(s.last_index().unwrap(), 7);
+        assert_eq!(s.term(6).unwrap(), 2);
+
+        // A snapshot beyond the log's end: nothing of the old log survives either.
+        let mut recs: Vec<Record> = (1..=10).map(|i| ent(i, 1)).collect();
+        recs.extend([Record::Checkpoint { index: 15, term: 2 }, ent(16, 2)]);
+        let log = recover(&recs);
+        assert_eq!(indexes_terms(&log), vec![(16, 2)]);
+    }
+
+    /// An ordinary checkpoint (the page store's durable commit at an applied entry) keeps the
+    /// entries after it, wherever they are in the WAL: they may be committed, not yet applied.
+    #[test]
+    fn an_ordinary_checkpoint_keeps_the_entries_after_it() {
+        let mut recs: Vec<Record> = (1..=10).map(|i| ent(i, 1)).collect();
+        recs.push(Record::Checkpoint { index: 5, term: 1 });
+        let log = recover(&recs);
+        assert_eq!(
+            indexes_terms(&log),
+            (6..=10).map(|i| (i, 1)).collect::<Vec<_>>()
+        );
+        // Its segment's entries up to the checkpoint were released: the checkpoint's own entry is
+        // not in the WAL any more, and a copy of it opens the next segment.
+        let recs = vec![
+            Record::Checkpoint { index: 5, term: 1 },
+            ent(9, 1),
+            ent(10, 1),
+            Record::Checkpoint { index: 8, term: 1 },
+            ent(11, 1),
+            Record::Checkpoint { index: 8, term: 1 },
+        ];
+        let log = recover(&recs);
+        assert_eq!(indexes_terms(&log), vec![(9, 1), (10, 1), (11, 1)]);
+        assert_eq!(log.checkpoint, (8, 1));
+    }
+
+    /// A crash after a snapshot's install synced the page store, before its Checkpoint record:
+    /// the page store's applied (index, term) is the snapshot's, and the WAL's entries after
+    /// that index, of another term at it, are the replaced log (DESIGN.md §4.7).
+    #[test]
+    fn a_page_store_ahead_of_the_wal_drops_the_suffix_a_snapshot_replaced() {
+        let conf = ConfState::from((vec![1], vec![]));
+        let recs: Vec<Record> = (1..=10).map(|i| ent(i, 1)).collect();
+        let log = recover(&recs);
+        let s = storage(&log, conf.clone(), (5, 2)).unwrap();
+        use raft::Storage;
+        assert_eq!((s.first_index().unwrap(), s.last_index().unwrap()), (6, 5));
+        // Applied ahead of the checkpoint record by an ordinary durable commit: entry 5 is the
+        // page store's, and the entries after it stay.
+        let s = storage(&log, conf, (5, 1)).unwrap();
+        assert_eq!((s.first_index().unwrap(), s.last_index().unwrap()), (6, 10));
     }
 
     #[test]
