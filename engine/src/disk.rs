@@ -42,29 +42,51 @@ pub const SECTOR: u64 = 512;
 static ACTIVE: AtomicUsize = AtomicUsize::new(0);
 static RECORDERS: Mutex<Vec<Arc<Recorder>>> = Mutex::new(Vec::new());
 
+/// Who does an operation. A power cut is placed by counting foreground operations only: the
+/// background work (the WAL's spare segment) interleaves with them in an order that depends on
+/// I/O timing, and its file is never read before a foreground operation waited for it, so leaving
+/// it out keeps a seed's cut at the same place in every run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The writer's own sequence of operations (counted).
+    Foreground,
+    /// Work a background task does ahead of time (not counted; fails once the power is cut).
+    Background,
+}
+
 /// Before writing `data` at `offset` of `path`.
 pub fn write(path: &Path, offset: u64, data: &[u8]) -> io::Result<()> {
-    hook(path, |s| s.write(path, offset, data))
+    write_by(Origin::Foreground, path, offset, data)
+}
+
+/// [`write`] by `origin`.
+pub fn write_by(origin: Origin, path: &Path, offset: u64, data: &[u8]) -> io::Result<()> {
+    hook(origin, path, |s| s.write(path, offset, data))
 }
 
 /// Before an `fdatasync` (or `fsync`) of `path`.
 pub fn sync(path: &Path) -> io::Result<()> {
-    hook(path, |s| {
+    sync_by(Origin::Foreground, path)
+}
+
+/// [`sync`] by `origin`.
+pub fn sync_by(origin: Origin, path: &Path) -> io::Result<()> {
+    hook(origin, path, |s| {
         s.files.remove(path);
         Ok(())
     })
 }
 
-/// Before creating `path` (or truncating it to nothing).
-pub fn create(path: &Path) -> io::Result<()> {
-    hook(path, |s| {
+/// Before creating `path` (or truncating it to nothing), by `origin`.
+pub fn create_by(origin: Origin, path: &Path) -> io::Result<()> {
+    hook(origin, path, |s| {
         s.dir_op(path, DirOp::Create { path: path.into() })
     })
 }
 
 /// Before renaming `from` to `to` (same directory).
 pub fn rename(from: &Path, to: &Path) -> io::Result<()> {
-    hook(from, |s| {
+    hook(Origin::Foreground, from, |s| {
         if let Some(log) = s.files.remove(from) {
             s.files.insert(to.into(), log);
         }
@@ -80,7 +102,7 @@ pub fn rename(from: &Path, to: &Path) -> io::Result<()> {
 
 /// Before removing `path`.
 pub fn remove(path: &Path) -> io::Result<()> {
-    hook(path, |s| {
+    hook(Origin::Foreground, path, |s| {
         let image = std::fs::read(path)?;
         let log = s.files.remove(path);
         s.dir_op(
@@ -96,13 +118,17 @@ pub fn remove(path: &Path) -> io::Result<()> {
 
 /// Before an `fsync` of directory `dir`: its earlier creates, renames and removes become durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    hook(dir, |s| {
+    hook(Origin::Foreground, dir, |s| {
         s.dir_ops.retain(|(d, _)| d != dir);
         Ok(())
     })
 }
 
-fn hook(path: &Path, f: impl FnOnce(&mut State) -> io::Result<()>) -> io::Result<()> {
+fn hook(
+    origin: Origin,
+    path: &Path,
+    f: impl FnOnce(&mut State) -> io::Result<()>,
+) -> io::Result<()> {
     if ACTIVE.load(Ordering::Relaxed) == 0 {
         return Ok(());
     }
@@ -111,7 +137,7 @@ fn hook(path: &Path, f: impl FnOnce(&mut State) -> io::Result<()>) -> io::Result
         all.iter().find(|r| path.starts_with(&r.root)).cloned()
     };
     match recorder {
-        Some(r) => r.op(f),
+        Some(r) => r.op(origin, f),
         None => Ok(()),
     }
 }
@@ -126,10 +152,13 @@ impl Recorder {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn op(&self, f: impl FnOnce(&mut State) -> io::Result<()>) -> io::Result<()> {
+    fn op(&self, origin: Origin, f: impl FnOnce(&mut State) -> io::Result<()>) -> io::Result<()> {
         let mut s = self.lock();
         if s.cut {
             return Err(power_lost());
+        }
+        if origin == Origin::Background {
+            return f(&mut s);
         }
         s.ops += 1;
         if s.cut_at.is_some_and(|at| s.ops >= at) {
@@ -239,6 +268,14 @@ pub enum Loss {
         /// 512 or 4096.
         unit: u64,
     },
+    /// Everything survives, except that the first sector of the last unsynced write to each file
+    /// named `name` holds garbage: a device that scrambled the sector it was writing when the
+    /// power failed. That is beyond the sector atomicity the WAL's tail relies on (DESIGN §1,
+    /// §2.5); the page store's meta pages must survive it (§3.1).
+    Garble {
+        /// The file name (its last path component) whose last write is garbled.
+        name: &'static str,
+    },
 }
 
 /// What [`PowerLoss::recover`] did.
@@ -280,7 +317,7 @@ impl PowerLoss {
         PowerLoss { recorder }
     }
 
-    /// Operations counted so far (each hook call is one).
+    /// Foreground operations counted so far.
     pub fn ops(&self) -> u64 {
         self.recorder.lock().ops
     }
@@ -312,7 +349,7 @@ impl PowerLoss {
         let dir_ops = std::mem::take(&mut s.dir_ops);
         let keep = match loss {
             Loss::DropAll => 0,
-            Loss::KeepAll | Loss::TornLast { .. } => dir_ops.len(),
+            Loss::KeepAll | Loss::TornLast { .. } | Loss::Garble { .. } => dir_ops.len(),
             Loss::Sectors { .. } => rng.below(dir_ops.len() as u64 + 1) as usize,
         };
         for (_, op) in dir_ops.into_iter().skip(keep).rev() {
@@ -375,6 +412,10 @@ fn resolve(path: &Path, log: &FileLog, loss: Loss, rng: &mut SplitMix) -> io::Re
     let mut content: HashMap<u64, Vec<u8>> = log.durable.clone();
     let mut newest: HashMap<u64, Vec<u8>> = log.durable.clone();
     let last = log.writes.len().checked_sub(1);
+    let garbled = match loss {
+        Loss::Garble { name } => path.file_name().is_some_and(|n| n == name),
+        _ => false,
+    };
     for (i, (offset, data)) in log.writes.iter().enumerate() {
         let end = offset + data.len() as u64;
         let kept_prefix = match loss {
@@ -397,10 +438,16 @@ fn resolve(path: &Path, log: &FileLog, loss: Loss, rng: &mut SplitMix) -> io::Re
                 Loss::KeepAll => true,
                 Loss::Sectors { percent } => rng.below(100) < u64::from(percent),
                 Loss::TornLast { .. } => kept_prefix.is_none_or(|p| to <= p),
+                Loss::Garble { .. } => true,
             };
             if lands {
-                content.get_mut(&sector).expect("captured")[at..at + bytes.len()]
-                    .copy_from_slice(bytes);
+                let c = &mut content.get_mut(&sector).expect("captured")[at..at + bytes.len()];
+                c.copy_from_slice(bytes);
+                if garbled && Some(i) == last && sector == offset / SECTOR {
+                    for b in c.iter_mut() {
+                        *b = rng.next() as u8;
+                    }
+                }
             }
         }
     }

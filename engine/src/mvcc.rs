@@ -1068,12 +1068,22 @@ impl Mvcc {
                 rev += 1;
             }
             compacted = w.compacted;
-            // A request that failed must not have changed anything.
-            debug_assert!(res.is_ok() || (w.sub == 0 && events.len() == events_before));
             match res {
+                // The store failed under the request: the whole batch is abandoned (the
+                // transaction is dropped, nothing is published), whatever the request did.
                 Err(MvccError::Store(e)) => return Err(MvccError::Store(e)),
                 Err(MvccError::Record(e)) => return Err(MvccError::Record(e)),
-                r => results.push(r),
+                r => {
+                    // A request refused by etcd's rules must not have changed anything: its
+                    // refusal is answered while the batch's other requests commit.
+                    assert!(
+                        r.is_ok() || (w.sub == 0 && events.len() == events_before),
+                        "entry {}: a refused request ({:?}) changed the state",
+                        e.index,
+                        r.as_ref().err()
+                    );
+                    results.push(r);
+                }
             }
         }
         txn.put(META_APPLIED, &u64s(&[applied.0, applied.1]))?;

@@ -53,7 +53,7 @@ use glommio::Task;
 use glommio::io::{Directory, DmaBuffer, DmaFile, OpenOptions};
 use tracing::{debug, info, warn};
 
-use crate::disk;
+use crate::disk::{self, Origin};
 
 /// Block size: the O_DIRECT alignment of every write and the size of a segment header.
 pub const BLOCK_SIZE: u64 = 4096;
@@ -688,7 +688,7 @@ async fn write_blocks(
 /// zero-filled to `size` bytes with O_DIRECT writes of at most [`PREALLOC_CHUNK`] bytes, one at a
 /// time, then fdatasynced. Returns the open (read-write) file; its zeros are durable.
 async fn prepare_spare(path: PathBuf, size: u64) -> Result<DmaFile, WalError> {
-    disk::create(&path).map_err(std_io_err("creating", &path))?;
+    disk::create_by(Origin::Background, &path).map_err(std_io_err("creating", &path))?;
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -728,7 +728,8 @@ async fn zero_fill(file: &DmaFile, path: &Path, size: u64) -> Result<(), WalErro
             };
             b.trim_to_size(n);
         }
-        disk::write(path, pos, &buf.as_bytes()[..n]).map_err(std_io_err("preallocating", path))?;
+        disk::write_by(Origin::Background, path, pos, &buf.as_bytes()[..n])
+            .map_err(std_io_err("preallocating", path))?;
         let w = file
             .write_rc_at(Rc::clone(&buf), pos)
             .await
@@ -743,7 +744,7 @@ async fn zero_fill(file: &DmaFile, path: &Path, size: u64) -> Result<(), WalErro
         }
         pos += n as u64;
     }
-    disk::sync(path).map_err(std_io_err("syncing", path))?;
+    disk::sync_by(Origin::Background, path).map_err(std_io_err("syncing", path))?;
     file.fdatasync().await.map_err(io_err("syncing", path))
 }
 
