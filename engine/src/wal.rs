@@ -338,8 +338,14 @@ impl Record {
     fn encode_into(&self, prev_crc: u32, write: u64, out: &mut Vec<u8>) -> u32 {
         let start = out.len();
         let len = self.payload_len();
-        debug_assert!(len <= MAX_PAYLOAD);
-        debug_assert!(write.is_multiple_of(8) && write / 8 <= u64::from(u32::MAX));
+        assert!(
+            len <= MAX_PAYLOAD,
+            "WAL record payload of {len} bytes over {MAX_PAYLOAD}"
+        );
+        assert!(
+            write.is_multiple_of(8) && write / 8 <= u64::from(u32::MAX),
+            "WAL write offset {write} does not fit a record's write field"
+        );
         out.extend_from_slice(&(len as u32).to_le_bytes());
         out.extend_from_slice(&[self.kind(), 0, 0, 0]);
         out.extend_from_slice(&[0u8; 4]);
@@ -374,7 +380,11 @@ impl Record {
             &out[start + RECORD_HEADER..start + RECORD_HEADER + len],
         );
         out[start + 8..start + 12].copy_from_slice(&crc.to_le_bytes());
-        debug_assert_eq!(out.len() - start, self.encoded_len());
+        assert_eq!(
+            out.len() - start,
+            self.encoded_len(),
+            "WAL record encoded to a size other than its framing says"
+        );
         crc
     }
 
@@ -1334,7 +1344,11 @@ impl Wal {
         self.state.crc = crc;
         self.state.note(rec);
         self.tail += rec.encoded_len() as u64;
-        debug_assert_eq!(self.staging.len() as u64, self.tail - self.chunk_start);
+        assert_eq!(
+            self.staging.len() as u64,
+            self.tail - self.chunk_start,
+            "WAL staging buffer out of step with the tail"
+        );
         assert!(self.tail <= self.file_size, "record past the segment end");
     }
 
@@ -1367,7 +1381,11 @@ impl Wal {
         if self.tail == self.chunk_from {
             return Ok(());
         }
-        debug_assert_eq!(self.staging.len() as u64, self.tail - self.chunk_start);
+        assert_eq!(
+            self.staging.len() as u64,
+            self.tail - self.chunk_start,
+            "WAL staging buffer out of step with the tail"
+        );
         let len = align_up(self.staging.len() as u64);
         assert!(len <= MAX_WRITE_BYTES, "WAL write of {len} bytes exceeds W");
         assert!(self.chunk_start + len <= self.file_size);
