@@ -78,6 +78,8 @@ pub struct SequencerOptions {
     /// [`CoreOptions`]).
     pub snapshot_count: u64,
     pub catch_up_entries: u64,
+    /// A leader's bound of uncommitted proposal bytes (see [`crate::core::MAX_UNCOMMITTED_BYTES`]).
+    pub max_uncommitted_bytes: u64,
     /// What this member publishes about itself once it runs (etcd's name and client URLs).
     pub name: String,
     pub client_urls: Vec<String>,
@@ -99,6 +101,7 @@ impl SequencerOptions {
             request_timeout: Duration::from_secs(7),
             snapshot_count: 100_000,
             catch_up_entries: crate::core::CATCH_UP_ENTRIES,
+            max_uncommitted_bytes: crate::core::MAX_UNCOMMITTED_BYTES,
             bootstrap: None,
             name: String::new(),
             client_urls: Vec::new(),
@@ -393,6 +396,7 @@ impl Sequencer {
                 snapshot_count: opts.snapshot_count,
                 catch_up_entries: opts.catch_up_entries,
                 tokens: tokens.clone(),
+                max_uncommitted_bytes: opts.max_uncommitted_bytes,
             },
             seq_base,
         )?;

@@ -98,7 +98,20 @@ pub struct CoreOptions {
     pub catch_up_entries: u64,
     /// The simple auth tokens the apply hands out and withdraws (read by every core).
     pub tokens: Arc<SimpleTokens>,
+    /// Bytes of entry data a leader holds uncommitted before raft-rs drops new proposals
+    /// (raft-rs's `max_uncommitted_size`; [`MAX_UNCOMMITTED_BYTES`] by default).
+    pub max_uncommitted_bytes: u64,
 }
+
+/// How many bytes of proposals a leader keeps uncommitted at most. Without a bound, a leader cut
+/// off from its quorum (or with slow followers) keeps every proposal of the request timeout in
+/// memory; past it a proposal fails at once with etcd's "raft proposal dropped". A healthy
+/// leader holds a few batches (2 MiB each) in flight, far below it; etcd's own server leaves
+/// raft's bound unset, its example raft application uses 1 GiB.
+pub const MAX_UNCOMMITTED_BYTES: u64 = 64 << 20;
+
+/// raft-rs's per-message size (and so the smallest bound raft-rs accepts for uncommitted bytes).
+const MAX_SIZE_PER_MSG: u64 = 1 << 20;
 
 pub struct Core {
     raw: RawNode<LogStore>,
@@ -146,8 +159,9 @@ impl Core {
             election_tick: opts.election_ticks,
             heartbeat_tick: opts.heartbeat_ticks,
             applied: mvcc.applied().0,
-            max_size_per_msg: 1 << 20,
+            max_size_per_msg: MAX_SIZE_PER_MSG,
             max_inflight_msgs: 256,
+            max_uncommitted_size: opts.max_uncommitted_bytes.max(MAX_SIZE_PER_MSG),
             pre_vote: true,
             check_quorum: true,
             ..Default::default()
