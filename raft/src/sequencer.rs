@@ -684,7 +684,17 @@ async fn drive(
             // Stepping a message or an apply produced more work: do it before sleeping.
             continue;
         }
-        let wait = opts.tick.saturating_sub(last_tick.elapsed());
+        // A compaction's deletion goes one bounded batch per round, behind everything that was
+        // ready, and the wait below does not sleep while more is left: whatever arrived
+        // meanwhile is served before the next batch (engine/DESIGN.md §4.9).
+        if core.compaction_pending() {
+            core.compact_step()?;
+        }
+        let wait = if core.compaction_pending() {
+            Duration::ZERO
+        } else {
+            opts.tick.saturating_sub(last_tick.elapsed())
+        };
         let next = futures_lite::future::or(
             async { Event::Proposal(rx.recv_async().await) },
             futures_lite::future::or(
@@ -712,7 +722,13 @@ async fn drive(
                             }
                         },
                         async {
-                            runtime::sleep(wait).await;
+                            if wait.is_zero() {
+                                // Lets the other tasks of core 0 (the services that propose,
+                                // the peer links) run before the loop goes on.
+                                futures_lite::future::yield_now().await;
+                            } else {
+                                runtime::sleep(wait).await;
+                            }
                             Event::Tick
                         },
                     ),

@@ -138,6 +138,9 @@ pub struct Core {
     installed: bool,
     /// Peers whose snapshot was not sent, to report to raft-rs before the next round.
     failed_snapshots: Vec<u64>,
+    /// Applied `physical` compactions, answered once no compaction is pending (etcd answers
+    /// them once the compaction's deletion is done).
+    physical: Vec<(crate::reply::Reply, retcd_engine::mvcc::WriteResult)>,
 }
 
 impl Core {
@@ -192,6 +195,7 @@ impl Core {
             incoming: None,
             installed: false,
             failed_snapshots: Vec::new(),
+            physical: Vec::new(),
         };
         if !core.membership.members.is_empty() {
             core.status.members.store(Arc::new(core.membership.clone()));
@@ -362,6 +366,24 @@ impl Core {
         s.db_size.store(self.mvcc.db_size(), Ordering::Release);
         s.db_size_in_use
             .store(self.mvcc.db_size_in_use(), Ordering::Release);
+    }
+
+    /// Whether a compaction's dropped versions are still being deleted (engine/DESIGN.md §4.9).
+    pub fn compaction_pending(&self) -> bool {
+        self.mvcc.compaction_pending()
+    }
+
+    /// One bounded deletion batch of the pending compaction; the sequencer runs one between
+    /// rounds, so applies keep flowing. Answers the `physical` compactions once none is pending.
+    pub fn compact_step(&mut self) -> Result<(), CoreError> {
+        self.mvcc.compact_step()?;
+        if !self.mvcc.compaction_pending() {
+            for (reply, result) in self.physical.drain(..) {
+                let _ = reply.send(Ok(result));
+            }
+            self.publish_status();
+        }
+        Ok(())
     }
 
     /// Publishes term and leader after a round that changed no entries (elections).

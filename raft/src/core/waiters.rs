@@ -176,6 +176,9 @@ impl Core {
         for (_, reply, _) in self.transfers.drain(..) {
             let _ = reply.send(Err(ProposeError::Stopped));
         }
+        for (reply, _) in self.physical.drain(..) {
+            let _ = reply.send(Err(ProposeError::Stopped));
+        }
     }
 }
 
