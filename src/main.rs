@@ -38,6 +38,10 @@ const PIN_CORES_ENV: &str = "RETCD_PIN_CORES";
 /// (etcd 3.5 has no flag for it).
 const LEASE_CHECKPOINT_ENV: &str = "RETCD_LEASE_CHECKPOINT_INTERVAL_MS";
 
+/// Internal knob (tests): a leader's bound of uncommitted proposal bytes instead of
+/// `retcd_raft::core::MAX_UNCOMMITTED_BYTES` (raft-rs raises anything below 1 MiB to 1 MiB).
+const MAX_UNCOMMITTED_ENV: &str = "RETCD_MAX_UNCOMMITTED_BYTES";
+
 fn main() -> ExitCode {
     let (cfg, warnings) = match config::parse() {
         Ok(Parsed::Run(cfg, warnings)) => (cfg, warnings),
@@ -158,6 +162,12 @@ fn run(mut cfg: Config) -> Result<(), String> {
         .and_then(|v| v.parse::<u64>().ok())
     {
         seq_opts.lease_checkpoint_interval = std::time::Duration::from_millis(ms.max(1));
+    }
+    if let Some(bytes) = std::env::var(MAX_UNCOMMITTED_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        seq_opts.max_uncommitted_bytes = bytes;
     }
     let (sequencer, proposer, peer_queues) = Sequencer::new(seq_opts, mvcc, status.clone(), feed);
     let leases = sequencer.lease_handle();

@@ -152,6 +152,13 @@ pub const NEVER_COMPACTED: i64 = -1;
 const META_APPLIED: &[u8] = b"mapplied";
 const META_REV: &[u8] = b"mrev";
 const META_COMPACT: &[u8] = b"mcompact";
+/// A compaction whose dropped versions are not all deleted yet: [next main, next sub, target]
+/// (§4.9).
+const META_COMPACTION: &[u8] = b"mcompaction";
+
+/// Versions one deletion batch of a compaction deletes at most, and `r` entries it visits at
+/// most (etcd's compaction batch limit: 1,000 revisions per backend transaction).
+pub const COMPACTION_BATCH: usize = 1000;
 /// The cluster membership (raft/'s encoding, opaque here), written with the applied index of the
 /// entry that changed it.
 const META_MEMBERS: &[u8] = b"mmembers";
@@ -188,6 +195,15 @@ fn rev_key(main: i64, sub: u32) -> [u8; 17] {
     k[9..17].copy_from_slice(&(sub as u64).to_be_bytes());
     k
 }
+/// The `r` key at (main, sub), for a position that may not hold an entry.
+fn rev_pos_key(main: u64, sub: u64) -> [u8; 17] {
+    let mut k = [0u8; 17];
+    k[0] = b'r';
+    k[1..9].copy_from_slice(&main.to_be_bytes());
+    k[9..].copy_from_slice(&sub.to_be_bytes());
+    k
+}
+
 fn lease_key(id: i64) -> [u8; 9] {
     let mut k = [0u8; 9];
     k[0] = b'l';
@@ -615,7 +631,8 @@ impl MvccReader {
 
     /// etcd's HashKV: a hash of every version of every key up to `rev` (0: the current
     /// revision) that compaction kept, and the revision it covers. Members that applied the same
-    /// entries answer the same hash.
+    /// entries answer the same hash, however far each got deleting what a compaction dropped
+    /// (§4.9: of a key's versions ≤ the compacted revision only the newest counts, when live).
     pub fn hash_kv(&self, rev: i64) -> Result<(u32, i64, i64), MvccError> {
         let snap = self.reader.snapshot();
         let t = snap.tag();
@@ -624,10 +641,20 @@ impl MvccReader {
         let mut cur = snap.cursor();
         cur.seek(b"k")?;
         let mut h = 0u32;
+        // Tree-key prefix of the key whose newest version ≤ compacted was seen.
+        let mut passed: Vec<u8> = Vec::new();
         while cur.valid() && cur.key().first() == Some(&b'k') {
-            let (_, main) = split_version_key(cur.key())?;
-            if main <= rev {
-                h = crc32c::crc32c_append(h, cur.key());
+            let tk = cur.key();
+            let (_, main) = split_version_key(tk)?;
+            let group = &tk[..tk.len() - 8];
+            let dropped = main <= compacted
+                && (group == passed.as_slice() || {
+                    passed.clear();
+                    passed.extend_from_slice(group);
+                    decode_version(cur.value())?.tombstone
+                });
+            if main <= rev && !dropped {
+                h = crc32c::crc32c_append(h, tk);
                 h = crc32c::crc32c_append(h, cur.value());
             }
             cur.advance()?;
@@ -735,7 +762,13 @@ impl MvccReader {
                     break;
                 }
                 let key = cur.value().to_vec();
-                let ev = history_event(&snap, key, main, with_prev)?;
+                let ev = history_event(&snap, key, main, with_prev && main > compacted)?;
+                if main == compacted && ev.kind == EventKind::Delete {
+                    // The compaction at `compacted` drops this tombstone (§4.9); it may not be
+                    // deleted yet.
+                    cur.advance()?;
+                    continue;
+                }
                 bytes += ev.kv.key.len()
                     + ev.kv.value.len()
                     + ev.prev_kv
@@ -833,9 +866,45 @@ pub struct Mvcc {
     rev: i64,
     compacted: i64,
     applied: (u64, u64),
+    /// `m compaction`: the compaction whose dropped versions are still being deleted (§4.9).
+    compaction: Option<PendingCompaction>,
     /// The auth state after the last applied entry; `auth_reader` holds it once published.
     auth: Arc<AuthState>,
     auth_reader: AuthReader,
+}
+
+/// Where the deletion of a compaction's dropped versions goes on (§4.9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PendingCompaction {
+    /// The `r` position (main, sub) of the next entry to visit.
+    next: (u64, u64),
+    target: i64,
+}
+
+impl PendingCompaction {
+    fn load<S: Source>(src: &S) -> Result<Option<PendingCompaction>, MvccError> {
+        Ok(
+            get_u64s::<3, _>(src, META_COMPACTION)?.map(|[main, sub, target]| PendingCompaction {
+                next: (main, sub),
+                target: target as i64,
+            }),
+        )
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        u64s(&[self.next.0, self.next.1, self.target as u64])
+    }
+}
+
+/// What one deletion batch of a compaction did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CompactionStep {
+    /// Versions deleted (each a `k` and an `r` entry).
+    pub deleted: usize,
+    /// `r` entries visited.
+    pub visited: usize,
+    /// Nothing of the compaction is left to delete.
+    pub finished: bool,
 }
 
 fn get_u64s<const N: usize, S: Source>(src: &S, key: &[u8]) -> Result<Option<[u64; N]>, MvccError> {
@@ -865,12 +934,14 @@ impl Mvcc {
             get_u64s::<1, _>(&snap, META_COMPACT)?.map_or(NEVER_COMPACTED, |r| r[0] as i64);
         let applied = get_u64s::<2, _>(&snap, META_APPLIED)?.map_or((0, 0), |a| (a[0], a[1]));
         let auth = Arc::new(load_auth(&snap)?);
+        let compaction = PendingCompaction::load(&snap)?;
         drop(snap);
         let mut m = Mvcc {
             store,
             rev,
             compacted,
             applied,
+            compaction,
             auth_reader: AuthReader::new(auth.clone()),
             auth,
         };
@@ -985,6 +1056,7 @@ impl Mvcc {
                 applied.0
             )));
         }
+        let compaction = PendingCompaction::load(&txn)?;
         self.auth = Arc::new(load_auth(&txn)?);
         // The auth state goes out before the data it guards (see `apply_with_events`).
         self.auth_reader.publish(self.auth.clone());
@@ -992,6 +1064,8 @@ impl Mvcc {
         self.rev = rev;
         self.compacted = compacted;
         self.applied = applied;
+        // The sender's deletion of what a compaction dropped goes on here (§4.9).
+        self.compaction = compaction;
         self.sync()
     }
 
@@ -1089,6 +1163,12 @@ impl Mvcc {
         txn.put(META_APPLIED, &u64s(&[applied.0, applied.1]))?;
         txn.put(META_REV, &u64s(&[rev as u64, 0]))?;
         txn.put(META_COMPACT, &u64s(&[compacted as u64]))?;
+        let compaction = if compacted != self.compacted {
+            PendingCompaction::load(&txn)?
+        } else {
+            self.compaction
+        };
+        debug_assert!(compaction.is_none_or(|c| c.target == compacted));
         let tag = [rev as u64, compacted as u64, applied.0, applied.1];
         // The batch's auth state goes out before its data: a reader that checked its permission
         // against the old state and then sees data written after a revoke finds the auth
@@ -1100,7 +1180,114 @@ impl Mvcc {
         self.rev = rev;
         self.compacted = compacted;
         self.applied = applied;
+        self.compaction = compaction;
         Ok(results)
+    }
+
+    /// Whether a compaction's dropped versions are still being deleted (§4.9).
+    pub fn compaction_pending(&self) -> bool {
+        self.compaction.is_some()
+    }
+
+    /// One deletion batch of the pending compaction (§4.9), in its own transaction: at most
+    /// [`COMPACTION_BATCH`] versions deleted and `r` entries visited. Changes nothing any read
+    /// can see; the applied index, revisions and published tag stay as they are.
+    pub fn compact_step(&mut self) -> Result<CompactionStep, MvccError> {
+        let Some(mut pending) = self.compaction else {
+            return Ok(CompactionStep {
+                finished: true,
+                ..CompactionStep::default()
+            });
+        };
+        debug_assert_eq!(pending.target, self.compacted);
+        let target = pending.target;
+        let tag = self.tag();
+        let mut txn = self.store.begin();
+        let mut step = CompactionStep::default();
+        while step.deleted < COMPACTION_BATCH && step.visited < COMPACTION_BATCH {
+            let (main, sub, key) = {
+                let mut cur = txn.cursor();
+                cur.seek(&rev_pos_key(pending.next.0, pending.next.1))?;
+                if !cur.valid() || cur.key().first() != Some(&b'r') {
+                    step.finished = true;
+                    break;
+                }
+                let tk = cur.key();
+                if tk.len() != 17 {
+                    return Err(MvccError::Record(format!(
+                        "malformed revision-log key {tk:?}"
+                    )));
+                }
+                let main = u64::from_be_bytes(tk[1..9].try_into().expect("8 bytes"));
+                let sub = u64::from_be_bytes(tk[9..17].try_into().expect("8 bytes"));
+                if main as i64 > target {
+                    step.finished = true;
+                    break;
+                }
+                (main, sub, cur.value().to_vec())
+            };
+            step.visited += 1;
+            let budget = COMPACTION_BATCH - step.deleted;
+            // The key's versions ≤ target, newest first: the newest is kept unless it is a
+            // tombstone, and then it goes last, so a read at ≥ target never sees an older one.
+            let mut older: Vec<(i64, u32)> = Vec::new();
+            let mut newest_tombstone: Option<(i64, u32)> = None;
+            let mut more = false;
+            {
+                let prefix = key_prefix(&key);
+                let mut cur = txn.cursor();
+                cur.seek(&version_key(&key, target))?;
+                let mut first = true;
+                while cur.valid()
+                    && cur.key().starts_with(&prefix)
+                    && cur.key().len() == prefix.len() + 8
+                {
+                    let (_, m) = split_version_key(cur.key())?;
+                    let v = decode_version(cur.value())?;
+                    if first {
+                        if v.tombstone {
+                            newest_tombstone = Some((m, v.sub.to_native()));
+                        }
+                        first = false;
+                    } else if older.len() == budget {
+                        more = true;
+                        break;
+                    } else {
+                        older.push((m, v.sub.to_native()));
+                    }
+                    cur.advance()?;
+                }
+            }
+            for &(m, s) in &older {
+                txn.delete(&version_key(&key, m))?;
+                txn.delete(&rev_key(m, s))?;
+            }
+            step.deleted += older.len();
+            if more {
+                // The position stays on this key's entry, or on a later one of the same key if
+                // this one went (its kept version's entry is at or after it): visited again.
+                break;
+            }
+            if let Some((m, s)) = newest_tombstone
+                && step.deleted < COMPACTION_BATCH
+            {
+                txn.delete(&version_key(&key, m))?;
+                txn.delete(&rev_key(m, s))?;
+                step.deleted += 1;
+            } else if newest_tombstone.is_some() {
+                break;
+            }
+            pending.next = (main, sub + 1);
+        }
+        if step.finished {
+            txn.delete(META_COMPACTION)?;
+            self.compaction = None;
+        } else {
+            txn.put(META_COMPACTION, &pending.encode())?;
+            self.compaction = Some(pending);
+        }
+        txn.commit(tag)?;
+        Ok(step)
     }
 }
 
@@ -1437,6 +1624,8 @@ impl Writer<'_, '_, '_> {
         })
     }
 
+    /// Schedules the compaction (§4.9): reads below `target` fail from this entry on; the
+    /// versions it drops are deleted afterwards in batches ([`Mvcc::compact_step`]).
     fn compact(&mut self, c: &CompactRequest) -> Result<WriteResult, MvccError> {
         if c.revision <= self.compacted {
             return Err(MvccError::Compacted);
@@ -1445,46 +1634,16 @@ impl Writer<'_, '_, '_> {
             return Err(MvccError::FutureRev);
         }
         let target = c.revision;
-        // Keys changed in (compacted, target]: only those can have versions to drop.
-        let mut keys = std::collections::BTreeSet::new();
-        {
-            let mut cur = self.txn.cursor();
-            cur.seek(&rev_key(self.compacted + 1, 0))?;
-            while cur.valid() && cur.key().first() == Some(&b'r') {
-                let main = u64::from_be_bytes(cur.key()[1..9].try_into().expect("8 bytes")) as i64;
-                if main > target {
-                    break;
-                }
-                keys.insert(cur.value().to_vec());
-                cur.advance()?;
-            }
-        }
-        for key in keys {
-            // Versions of `key` at or below target, newest first.
-            let mut doomed: Vec<(i64, u32)> = Vec::new();
-            {
-                let prefix = key_prefix(&key);
-                let mut cur = self.txn.cursor();
-                cur.seek(&version_key(&key, target))?;
-                let mut first = true;
-                while cur.valid()
-                    && cur.key().starts_with(&prefix)
-                    && cur.key().len() == prefix.len() + 8
-                {
-                    let (_, main) = split_version_key(cur.key())?;
-                    let v = decode_version(cur.value())?;
-                    if !first || v.tombstone {
-                        doomed.push((main, v.sub.to_native()));
-                    }
-                    first = false;
-                    cur.advance()?;
-                }
-            }
-            for (main, sub) in doomed {
-                self.txn.delete(&version_key(&key, main))?;
-                self.txn.delete(&rev_key(main, sub))?;
-            }
-        }
+        // A pending compaction merges: its position stays (keys it passed that changed since
+        // are named again by entries after it).
+        let next = match PendingCompaction::load(&*self.txn)? {
+            Some(p) => p.next,
+            None => ((self.compacted + 1) as u64, 0),
+        };
+        self.txn.put(
+            META_COMPACTION,
+            &PendingCompaction { next, target }.encode(),
+        )?;
         self.compacted = target;
         Ok(WriteResult::Compact { revision: self.rev })
     }

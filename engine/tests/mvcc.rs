@@ -9,8 +9,8 @@ use std::path::Path;
 use common::{Rng, db_path, store_options};
 use retcd_engine::btree::{PageStore, StoreOptions};
 use retcd_engine::mvcc::{
-    Applied, DeleteResult, KeyValue, Mvcc, MvccError, OpResult, PutResult, RangeResult, TxnResult,
-    WriteResult,
+    Applied, COMPACTION_BATCH, DeleteResult, KeyValue, Mvcc, MvccError, OpResult, PutResult,
+    RangeResult, TxnResult, WriteResult,
 };
 use retcd_engine::request::{
     CompactRequest, Compare, DeleteRangeRequest, PutRequest, RangeRequest, Request, RequestOp,
@@ -148,6 +148,23 @@ impl Store {
         let r = self.m().revision();
         assert_eq!(self.m().reader().revisions().0, r);
         r
+    }
+    /// Runs the pending compaction's deletion batches to the end; returns the versions deleted
+    /// and the number of batches.
+    fn finish_compaction(&mut self) -> (usize, usize) {
+        let (mut deleted, mut batches) = (0, 0);
+        while self.m().compaction_pending() {
+            let step = self.mm().compact_step().unwrap();
+            assert!(step.deleted <= COMPACTION_BATCH && step.visited <= COMPACTION_BATCH);
+            assert!(
+                step.deleted > 0 || step.visited > 0 || step.finished,
+                "no progress"
+            );
+            deleted += step.deleted;
+            batches += 1;
+            assert!(batches < 100_000, "a compaction that does not end");
+        }
+        (deleted, batches)
     }
     /// Durable checkpoint, drop, reopen.
     fn restart(&mut self) {
@@ -1779,6 +1796,7 @@ fn compaction() {
     assert_eq!(s.rev(), 11);
 
     // Physically: only the newest version of each live key remains, tombstones included.
+    s.finish_compaction();
     s.mm().sync().unwrap();
     let path = db_path(s.dir.path());
     drop(s.m.take());
@@ -2437,4 +2455,117 @@ fn read_only_txn_from_the_snapshot_matches_the_write_path() {
         ..Default::default()
     };
     assert!(s.m().reader().txn_read_only(&nested).unwrap().is_none());
+}
+
+/// What every reader can see of a store: the hash, ranges at and after the compacted revision,
+/// the history from it (prev_kv included).
+fn visible(s: &Store, c: i64) -> (u32, Vec<RangeResult>, Vec<retcd_engine::mvcc::Event>) {
+    let reader = s.m().reader();
+    let (hash, _, compacted) = reader.hash_kv(0).unwrap();
+    assert_eq!(compacted, c);
+    let ranges = [c, (c + 1).min(s.rev()), s.rev()]
+        .into_iter()
+        .map(|rev| s.range(&at_rev(rev, all())).unwrap())
+        .collect();
+    let history = reader
+        .history(c, i64::MAX, usize::MAX, usize::MAX, true)
+        .unwrap()
+        .events;
+    (hash, ranges, history)
+}
+
+#[test]
+fn compaction_is_visible_at_once_and_deleted_in_bounded_batches() {
+    let mut s = Store::new();
+    let hot = 2500;
+    for i in 0..hot {
+        s.put(b"a", format!("{i}").as_bytes());
+    }
+    for i in 0..1000 {
+        s.put(format!("k{i:04}").as_bytes(), b"v");
+    }
+    for i in 0..500 {
+        s.delete(format!("k{i:04}").as_bytes(), b"", false);
+    }
+    // A tombstone at exactly the compacted revision (history drops it, prev_kv included).
+    s.put(b"t", b"1");
+    s.delete(b"t", b"", false);
+    let c = s.rev();
+    for i in 0..5 {
+        s.put(b"a", format!("after {i}").as_bytes());
+    }
+    let before = s.range(&at_rev(c, all())).unwrap();
+
+    // The apply only schedules: reads below C fail at once, nothing else a reader sees differs
+    // from a finished compaction.
+    s.compact(c).unwrap();
+    assert!(s.m().compaction_pending());
+    assert!(matches!(
+        s.range(&at_rev(c - 1, all())),
+        Err(MvccError::Compacted)
+    ));
+    assert_eq!(s.range(&at_rev(c, all())).unwrap(), before);
+    let seen = visible(&s, c);
+    assert!(
+        !seen.2.iter().any(|e| e.kv.mod_revision == c),
+        "the tombstone at C is gone for history"
+    );
+    assert_eq!(seen.2.len(), 5, "only the puts after C");
+
+    // Deletion: bounded batches, each invisible to readers; a restart in the middle resumes.
+    let dropped = (hot - 1) + 2 * 500 + 2;
+    let mut deleted = 0;
+    let mut batches = 0;
+    for _ in 0..2 {
+        let step = s.mm().compact_step().unwrap();
+        assert!(step.deleted <= COMPACTION_BATCH, "{step:?}");
+        assert!(!step.finished);
+        deleted += step.deleted;
+        batches += 1;
+        assert_eq!(visible(&s, c), seen);
+    }
+    s.restart();
+    assert!(s.m().compaction_pending(), "resumed after a restart");
+    assert_eq!(visible(&s, c), seen);
+    while s.m().compaction_pending() {
+        let step = s.mm().compact_step().unwrap();
+        assert!(step.deleted <= COMPACTION_BATCH && step.visited <= COMPACTION_BATCH);
+        deleted += step.deleted;
+        batches += 1;
+        assert!(batches < 100, "a compaction that does not end");
+        assert_eq!(visible(&s, c), seen);
+    }
+    assert_eq!(deleted, dropped);
+    assert!(
+        batches >= dropped.div_ceil(COMPACTION_BATCH),
+        "{batches} batches"
+    );
+
+    // A second compaction while one is pending merges with it; reads stay exact throughout.
+    for i in 0..3 {
+        s.put(b"a", format!("more {i}").as_bytes());
+    }
+    let c2 = s.rev() - 1;
+    s.compact(c2).unwrap();
+    s.mm().compact_step().unwrap();
+    let c3 = s.rev();
+    s.delete(b"k0999", b"", false);
+    let c3 = c3.max(s.rev());
+    let seen3_before = s.range(&at_rev(c3, all())).unwrap();
+    s.compact(c3).unwrap();
+    let seen3 = visible(&s, c3);
+    assert_eq!(seen3.1[0], seen3_before);
+    s.finish_compaction();
+    assert_eq!(visible(&s, c3), seen3);
+
+    // Physically: the newest version of each live key, nothing else.
+    s.mm().sync().unwrap();
+    let path = db_path(s.dir.path());
+    drop(s.m.take());
+    let (versions, revlog) = physical_versions(&path);
+    assert_eq!(versions.len(), 1 + 499, "{versions:?}");
+    assert_eq!(revlog, versions.len());
+    assert!(versions.contains(&(b"a".to_vec(), c2 + 1)));
+    s.crash();
+    assert!(!s.m().compaction_pending());
 }

@@ -60,6 +60,9 @@ pub fn propose_status(e: ProposeError) -> Status {
         ProposeError::NotLeader => EtcdError::NotLeader.status(),
         ProposeError::Timeout => EtcdError::Timeout.status(),
         ProposeError::TimeoutDueToLeaderFail => EtcdError::TimeoutDueToLeaderFail.status(),
+        // Not in etcd's error table: etcd answers raft's error text with code Unknown (its
+        // togRPCError), and clients (etcd's own tester among them) match that text.
+        ProposeError::ProposalDropped => Status::unknown("raft proposal dropped"),
         ProposeError::Member(e) => match e {
             MemberError::NotFound | MemberError::IdRemoved => EtcdError::MemberNotFound,
             MemberError::PeerUrlExists => EtcdError::PeerURLExist,

@@ -5,9 +5,10 @@
 //!   frame is for this cluster and this member and that its sender was not removed, and hands the
 //!   messages to the sequencer ([`PeerInbox`]; a full input queue holds the stream, which is
 //!   HTTP/2's backpressure).
-//! - Sending: the sequencer announces a [`PeerLink`] (a bounded outbox) for each peer it talks
-//!   to; [`start_links`] gives each its own task, which dials the member's first peer URL, opens
-//!   one `Raft` stream and sends whatever the outbox holds as one frame (up to
+//! - Sending: the sequencer announces a [`PeerLink`] (an outbox bounded by messages and by
+//!   bytes, `retcd_raft::transport::OUTBOX_BYTES`) for each peer it talks to; [`start_links`]
+//!   gives each its own task, which dials the member's first peer URL, opens one `Raft` stream
+//!   and sends whatever the outbox holds as one frame (up to
 //!   [`FRAME_BYTES`]), so messages are batched exactly as much as the connection is behind.
 //!   A failed connection drops the queued messages (they are stale: Raft resends), reports the
 //!   peer unreachable and dials again after a backoff (100 ms doubling to 1 s). The task ends when
@@ -402,7 +403,7 @@ async fn run_link(link: PeerLink, status: Arc<NodeStatus>, inbox: PeerInbox) {
             Err(e) => debug!(peer = %format!("{:x}", link.id), error = %e, "peer stream failed"),
         }
         // Stale messages: Raft resends what matters once the peer answers again.
-        while link.rx.try_recv().is_ok() {}
+        link.rx.clear();
         inbox.unreachable(link.id);
         runtime::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -422,11 +423,11 @@ async fn stream_to(
     let (cluster_id, from, to) = (status.cluster_id, status.member_id, link.id);
     let rx = link.rx.clone();
     let frames = futures_lite::stream::unfold(rx, move |rx| async move {
-        let first = rx.recv_async().await.ok()?;
+        let first = rx.recv().await?;
         let mut bytes = first.len();
         let mut messages = vec![first.to_vec()];
         while bytes < FRAME_BYTES {
-            let Ok(m) = rx.try_recv() else { break };
+            let Some(m) = rx.try_recv() else { break };
             bytes += m.len();
             messages.push(m.to_vec());
         }

@@ -44,6 +44,10 @@ pub enum ProposeError {
     NotLeader,
     #[error("leader changed")]
     LeaderChanged,
+    /// raft-rs dropped the proposal (etcd's raft.ErrProposalDropped): over the leader's bound of
+    /// uncommitted bytes, or during a leader transfer.
+    #[error("raft proposal dropped")]
+    ProposalDropped,
     #[error("request timed out")]
     Timeout,
     #[error("request timed out, possibly due to previous leader failure")]

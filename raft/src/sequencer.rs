@@ -78,6 +78,8 @@ pub struct SequencerOptions {
     /// [`CoreOptions`]).
     pub snapshot_count: u64,
     pub catch_up_entries: u64,
+    /// A leader's bound of uncommitted proposal bytes (see [`crate::core::MAX_UNCOMMITTED_BYTES`]).
+    pub max_uncommitted_bytes: u64,
     /// What this member publishes about itself once it runs (etcd's name and client URLs).
     pub name: String,
     pub client_urls: Vec<String>,
@@ -99,6 +101,7 @@ impl SequencerOptions {
             request_timeout: Duration::from_secs(7),
             snapshot_count: 100_000,
             catch_up_entries: crate::core::CATCH_UP_ENTRIES,
+            max_uncommitted_bytes: crate::core::MAX_UNCOMMITTED_BYTES,
             bootstrap: None,
             name: String::new(),
             client_urls: Vec::new(),
@@ -393,6 +396,7 @@ impl Sequencer {
                 snapshot_count: opts.snapshot_count,
                 catch_up_entries: opts.catch_up_entries,
                 tokens: tokens.clone(),
+                max_uncommitted_bytes: opts.max_uncommitted_bytes,
             },
             seq_base,
         )?;
@@ -680,7 +684,17 @@ async fn drive(
             // Stepping a message or an apply produced more work: do it before sleeping.
             continue;
         }
-        let wait = opts.tick.saturating_sub(last_tick.elapsed());
+        // A compaction's deletion goes one bounded batch per round, behind everything that was
+        // ready, and the wait below does not sleep while more is left: whatever arrived
+        // meanwhile is served before the next batch (engine/DESIGN.md §4.9).
+        if core.compaction_pending() {
+            core.compact_step()?;
+        }
+        let wait = if core.compaction_pending() {
+            Duration::ZERO
+        } else {
+            opts.tick.saturating_sub(last_tick.elapsed())
+        };
         let next = futures_lite::future::or(
             async { Event::Proposal(rx.recv_async().await) },
             futures_lite::future::or(
@@ -708,7 +722,13 @@ async fn drive(
                             }
                         },
                         async {
-                            runtime::sleep(wait).await;
+                            if wait.is_zero() {
+                                // Lets the other tasks of core 0 (the services that propose,
+                                // the peer links) run before the loop goes on.
+                                futures_lite::future::yield_now().await;
+                            } else {
+                                runtime::sleep(wait).await;
+                            }
                             Event::Tick
                         },
                     ),

@@ -36,16 +36,32 @@ impl Cluster {
     /// Starts `n` members (names m0, m1, …) with one --initial-cluster and waits until each
     /// serves.
     pub fn start(kind: Kind, n: usize, extra_args: &[&str]) -> Cluster {
-        Cluster::start_with(kind, n, extra_args, false)
+        Cluster::start_with(kind, n, extra_args, &[], false)
+    }
+
+    /// [`Cluster::start`] with environment variables for every member (retcd's test knobs).
+    pub fn start_with_env(
+        kind: Kind,
+        n: usize,
+        extra_args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Cluster {
+        Cluster::start_with(kind, n, extra_args, envs, false)
     }
 
     /// [`Cluster::start`] with a [`Proxy`] in front of every member's peer port: the members
     /// advertise the proxies, so cutting a proxy cuts its member off from the others' traffic.
     pub fn start_proxied(kind: Kind, n: usize, extra_args: &[&str]) -> Cluster {
-        Cluster::start_with(kind, n, extra_args, true)
+        Cluster::start_with(kind, n, extra_args, &[], true)
     }
 
-    fn start_with(kind: Kind, n: usize, extra_args: &[&str], proxied: bool) -> Cluster {
+    fn start_with(
+        kind: Kind,
+        n: usize,
+        extra_args: &[&str],
+        envs: &[(&str, &str)],
+        proxied: bool,
+    ) -> Cluster {
         let tmp = tempfile::Builder::new()
             .prefix(&format!("{}-cluster-", kind.label()))
             .tempdir()
@@ -83,6 +99,9 @@ impl Cluster {
             }
         }
         for m in &mut members {
+            for (k, v) in envs {
+                m.set_env(k, v);
+            }
             m.spawn_member();
         }
         for m in &mut members {

@@ -373,6 +373,12 @@ impl Server {
         self.etcdctl_user = Some(format!("--user={user}"));
     }
 
+    /// Sets an environment variable for this member's later starts (retcd's test knobs).
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.envs.retain(|(k, _)| k != key);
+        self.envs.push((key.to_string(), value.to_string()));
+    }
+
     /// Advertises `url` as this member's peer URL (a proxy that forwards to its peer port).
     pub fn set_advertise_peer(&mut self, url: &str) {
         self.advertise_peer = Some(url.to_string());

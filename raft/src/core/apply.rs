@@ -134,11 +134,21 @@ impl Core {
                 continue;
             };
             match (p.waiter, kind) {
-                (Waiter::Write(reply), Kind::Request(..)) => {
-                    let _ = reply.send(match result.expect("a request has a result") {
-                        Ok(w) => Ok(w),
-                        Err(err) => Err(ProposeError::Apply(err)),
-                    });
+                (Waiter::Write(reply), Kind::Request(req, _)) => {
+                    match result.expect("a request has a result") {
+                        Ok(w)
+                            if matches!(&req, Request::Compact(c) if c.physical)
+                                && self.mvcc.compaction_pending() =>
+                        {
+                            self.physical.push((reply, w));
+                        }
+                        Ok(w) => {
+                            let _ = reply.send(Ok(w));
+                        }
+                        Err(err) => {
+                            let _ = reply.send(Err(ProposeError::Apply(err)));
+                        }
+                    }
                 }
                 (Waiter::Members(reply), Kind::Members(r)) => {
                     let out = match r {

@@ -95,8 +95,8 @@ impl Core {
         };
         match proposed {
             Ok(()) => self.wait(seq, Waiter::Members(reply), now),
-            Err(_) => {
-                let _ = reply.send(Err(ProposeError::NoLeader));
+            Err(e) => {
+                let _ = reply.send(Err(super::waiters::refused(e)));
             }
         }
     }

@@ -104,7 +104,20 @@ pub struct CoreOptions {
     pub catch_up_entries: u64,
     /// The simple auth tokens the apply hands out and withdraws (read by every core).
     pub tokens: Arc<SimpleTokens>,
+    /// Bytes of entry data a leader holds uncommitted before raft-rs drops new proposals
+    /// (raft-rs's `max_uncommitted_size`; [`MAX_UNCOMMITTED_BYTES`] by default).
+    pub max_uncommitted_bytes: u64,
 }
+
+/// How many bytes of proposals a leader keeps uncommitted at most. Without a bound, a leader cut
+/// off from its quorum (or with slow followers) keeps every proposal of the request timeout in
+/// memory; past it a proposal fails at once with etcd's "raft proposal dropped". A healthy
+/// leader holds a few batches (2 MiB each) in flight, far below it; etcd's own server leaves
+/// raft's bound unset, its example raft application uses 1 GiB.
+pub const MAX_UNCOMMITTED_BYTES: u64 = 64 << 20;
+
+/// raft-rs's per-message size (and so the smallest bound raft-rs accepts for uncommitted bytes).
+const MAX_SIZE_PER_MSG: u64 = 1 << 20;
 
 pub struct Core {
     raw: RawNode<LogStore>,
@@ -131,6 +144,9 @@ pub struct Core {
     installed: bool,
     /// Peers whose snapshot was not sent, to report to raft-rs before the next round.
     failed_snapshots: Vec<u64>,
+    /// Applied `physical` compactions, answered once no compaction is pending (etcd answers
+    /// them once the compaction's deletion is done).
+    physical: Vec<(crate::reply::Reply, retcd_engine::mvcc::WriteResult)>,
 }
 
 impl Core {
@@ -159,8 +175,9 @@ impl Core {
             election_tick: opts.election_ticks,
             heartbeat_tick: opts.heartbeat_ticks,
             applied: mvcc.applied().0,
-            max_size_per_msg: 1 << 20,
+            max_size_per_msg: MAX_SIZE_PER_MSG,
             max_inflight_msgs: 256,
+            max_uncommitted_size: opts.max_uncommitted_bytes.max(MAX_SIZE_PER_MSG),
             pre_vote: true,
             check_quorum: true,
             ..Default::default()
@@ -191,6 +208,7 @@ impl Core {
             incoming: None,
             installed: false,
             failed_snapshots: Vec::new(),
+            physical: Vec::new(),
         };
         if !core.membership.members.is_empty() {
             core.status.members.store(Arc::new(core.membership.clone()));
@@ -361,6 +379,24 @@ impl Core {
         s.db_size.store(self.mvcc.db_size(), Ordering::Release);
         s.db_size_in_use
             .store(self.mvcc.db_size_in_use(), Ordering::Release);
+    }
+
+    /// Whether a compaction's dropped versions are still being deleted (engine/DESIGN.md §4.9).
+    pub fn compaction_pending(&self) -> bool {
+        self.mvcc.compaction_pending()
+    }
+
+    /// One bounded deletion batch of the pending compaction; the sequencer runs one between
+    /// rounds, so applies keep flowing. Answers the `physical` compactions once none is pending.
+    pub fn compact_step(&mut self) -> Result<(), CoreError> {
+        self.mvcc.compact_step()?;
+        if !self.mvcc.compaction_pending() {
+            for (reply, result) in self.physical.drain(..) {
+                let _ = reply.send(Ok(result));
+            }
+            self.publish_status();
+        }
+        Ok(())
     }
 
     /// Publishes term and leader after a round that changed no entries (elections).

@@ -92,7 +92,7 @@ impl Core {
         let (seq, ctx) = self.next_context();
         match self.raw.propose(ctx, data) {
             Ok(()) => self.wait(seq, waiter, now),
-            Err(_) => fail(waiter, ProposeError::NoLeader),
+            Err(e) => fail(waiter, refused(e)),
         }
     }
 
@@ -176,6 +176,19 @@ impl Core {
         for (_, reply, _) in self.transfers.drain(..) {
             let _ = reply.send(Err(ProposeError::Stopped));
         }
+        for (reply, _) in self.physical.drain(..) {
+            let _ = reply.send(Err(ProposeError::Stopped));
+        }
+    }
+}
+
+/// What a client is told of a proposal raft-rs refused. Dropped (over the uncommitted bound, a
+/// leader transfer in progress, no leader to forward to) is etcd's ErrProposalDropped, which
+/// etcd's server answers as it is (its gRPC error table has no entry for it).
+pub(super) fn refused(e: raft::Error) -> ProposeError {
+    match e {
+        raft::Error::ProposalDropped => ProposeError::ProposalDropped,
+        _ => ProposeError::NoLeader,
     }
 }
 
