@@ -22,7 +22,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use retcd_engine::disk::{Loss, PowerLoss};
 use retcd_engine::mvcc::{Applied, Mvcc, MvccError};
 use retcd_engine::request::{
-    DeleteRangeRequest, PutRequest, RangeRequest, Request, RequestOp, TxnRequest,
+    CompactRequest, DeleteRangeRequest, PutRequest, RangeRequest, Request, RequestOp, TxnRequest,
 };
 use retcd_engine::wal::{Record, Wal, WalError, WalOptions};
 
@@ -247,6 +247,30 @@ impl Member {
     /// Appends `ops` as one group commit and applies them: `Ok` is the acknowledgement.
     async fn write(&mut self, ops: &[Op]) -> Result<(), Failure> {
         let reqs: Vec<Request> = ops.iter().map(Op::request).collect();
+        self.commit(reqs).await?;
+        // One deletion batch of a pending compaction per round, as the sequencer runs them.
+        if self.mvcc.compaction_pending() {
+            self.mvcc.compact_step()?;
+        }
+        Ok(())
+    }
+
+    /// Compacts at a revision between the compacted and the current one (changes no key's
+    /// latest version; its deletion runs in batches after, DESIGN §4.9).
+    async fn compact(&mut self, rng: &mut Rng) -> Result<(), Failure> {
+        let (from, to) = (self.mvcc.compacted().max(1), self.mvcc.revision());
+        if to <= from {
+            return Ok(());
+        }
+        let revision = from + 1 + rng.below((to - from) as u64) as i64;
+        self.commit(vec![Request::Compact(CompactRequest {
+            revision,
+            physical: false,
+        })])
+        .await
+    }
+
+    async fn commit(&mut self, reqs: Vec<Request>) -> Result<(), Failure> {
         let first = self.last + 1;
         let records: Vec<Record> = reqs
             .iter()
@@ -259,7 +283,7 @@ impl Member {
             })
             .collect();
         self.wal.append(&records).await?;
-        self.last += ops.len() as u64;
+        self.last += reqs.len() as u64;
         self.wal.wait_for_spare().await?;
         let batch: Vec<Applied<'_>> = reqs
             .iter()
@@ -349,6 +373,8 @@ async fn crash_cycles(dir: &Path, seed: u64, cycles: u64) -> (u64, u64) {
         keys: BTreeMap::new(),
     };
     let (mut cuts, mut torn) = (0u64, 0u64);
+    // The newest acknowledged compaction: it survives like any acknowledged write.
+    let mut compacted = -1;
     let mut member = match Member::open(dir).await {
         Ok(m) => m,
         Err(e) => panic!("a fresh store does not open: {e}"),
@@ -373,6 +399,13 @@ async fn crash_cycles(dir: &Path, seed: u64, cycles: u64) -> (u64, u64) {
                 if member.checkpoint().await.is_err() {
                     break;
                 }
+                continue;
+            }
+            if rng.below(12) == 0 {
+                if member.compact(&mut rng).await.is_err() {
+                    break;
+                }
+                compacted = member.mvcc.compacted();
                 continue;
             }
             let mut next = acked.clone();
@@ -427,6 +460,12 @@ async fn crash_cycles(dir: &Path, seed: u64, cycles: u64) -> (u64, u64) {
                 in_flight.len()
             );
         }
+        assert!(
+            member.mvcc.compacted() >= compacted,
+            "{ctx}: compacted at {} after the restart, acknowledged at {compacted}",
+            member.mvcc.compacted()
+        );
+        compacted = member.mvcc.compacted();
         acked = got;
     }
     member.close().await;
