@@ -9,7 +9,11 @@
 //!   [`Snapshot`] is at version ≥ `t` (§3.4);
 //! - readers ([`Reader`], cloned to every core) only see published roots and verify every page read;
 //! - every page below the high-water mark is a meta page, in the tree, in the persisted free list,
-//!   or free (now or pending): a failed commit gives back what it allocated ([`PageStore::audit`]).
+//!   or free (now or pending): a failed commit gives back what it allocated ([`PageStore::audit`]);
+//! - keys and values of any length fit: a node is a run of pages when its entries need it, and
+//!   every branch node a split writes, but the last, holds at least two entries, so each level
+//!   a commit builds above the root has fewer nodes than the one below and the building ends
+//!   (§3.3; asserted).
 
 use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
@@ -1029,11 +1033,19 @@ impl<'s> WriteTxn<'s> {
                 let mut parts = Vec::new();
                 self.spill(c, &mut parts)?;
                 while parts.len() > 1 {
+                    let below = parts.len();
                     let (keys, children) =
                         parts.drain(..).map(|(k, id)| (k, Child::Page(id))).unzip();
                     self.arena.push(Node::Branch { keys, children });
                     let c = Child::Mem(self.arena.len() - 1);
                     self.spill(c, &mut parts)?;
+                    // What makes this loop end (§3.3): a level that did not shrink would be
+                    // built again forever, each time on new pages.
+                    assert!(
+                        parts.len() < below,
+                        "branch level of {} nodes over {below} did not shrink",
+                        parts.len()
+                    );
                 }
                 parts.pop().map_or(0, |(_, id)| id)
             }
@@ -1074,7 +1086,9 @@ impl<'s> WriteTxn<'s> {
     }
 
     /// Writes in-memory node `c` (and its in-memory descendants) as pages; appends the resulting
-    /// (first key, page id) parts to `out` (none when the node became empty).
+    /// (separator, page id) parts to `out` (none when the node became empty). The first part's
+    /// separator is empty: the caller holds a key for the node already (its parent's entry), or
+    /// makes the part the first entry of a new root, whose key is never read (§3.2).
     fn spill(&mut self, c: Child, out: &mut Vec<(Vec<u8>, u64)>) -> Result<(), StoreError> {
         let Child::Mem(i) = c else {
             unreachable!("only in-memory nodes are spilled")
@@ -1092,14 +1106,18 @@ impl<'s> WriteTxn<'s> {
                     .iter()
                     .map(|(k, v)| page::leaf_entry_size(k, v))
                     .collect();
-                for r in split_ranges(&sizes, append) {
+                for r in split_ranges(&sizes, append, 1) {
                     let id = self.write_node(
                         KIND_LEAF,
                         entries[r.clone()]
                             .iter()
                             .map(|(k, v)| (k.as_slice(), v.as_slice())),
                     )?;
-                    out.push((entries[r.start].0.clone(), id));
+                    let sep = match r.start {
+                        0 => Vec::new(),
+                        i => separator(&entries[i - 1].0, &entries[i].0).to_vec(),
+                    };
+                    out.push((sep, id));
                 }
             }
             Node::Branch { keys, children } => {
@@ -1111,24 +1129,33 @@ impl<'s> WriteTxn<'s> {
                         Child::Mem(_) => {
                             parts.clear();
                             self.spill(ch, &mut parts)?;
-                            for (n, (pk, id)) in parts.drain(..).enumerate() {
-                                list.push((if n == 0 { k.clone() } else { pk }, id.to_le_bytes()));
+                            let mut k = Some(k);
+                            for (pk, id) in parts.drain(..) {
+                                list.push((k.take().unwrap_or(pk), id.to_le_bytes()));
                             }
                         }
                     }
                 }
+                // Sized with every key, though each node's first is stored empty: one-page
+                // nodes split exactly where they did before that rule.
                 let sizes: Vec<usize> = list
                     .iter()
                     .map(|(k, _)| page::branch_entry_size(k))
                     .collect();
-                for r in split_ranges(&sizes, false) {
+                // At least two entries a node: what makes each level built above the root
+                // smaller than the one below (§3.3).
+                for r in split_ranges(&sizes, false, 2) {
                     let id = self.write_node(
                         KIND_BRANCH,
-                        list[r.clone()]
-                            .iter()
-                            .map(|(k, v)| (k.as_slice(), v.as_slice())),
+                        list[r.clone()].iter().enumerate().map(|(j, (k, v))| {
+                            (if j == 0 { &[][..] } else { k.as_slice() }, v.as_slice())
+                        }),
                     )?;
-                    out.push((list[r.start].0.clone(), id));
+                    let sep = match r.start {
+                        0 => Vec::new(),
+                        i => std::mem::take(&mut list[i].0),
+                    };
+                    out.push((sep, id));
                 }
             }
         }
@@ -1160,10 +1187,20 @@ fn restamp(buf: &mut [u8], id: u64) {
     buf[0..4].copy_from_slice(&crc.to_le_bytes());
 }
 
-/// Splits entries of the given sizes into runs that each fit one page (a run of one oversized entry
-/// becomes an overflow node). `fill` packs pages full (sequential inserts); otherwise the entries are
-/// spread evenly over the minimum number of pages.
-fn split_ranges(sizes: &[usize], fill: bool) -> Vec<std::ops::Range<usize>> {
+/// The shortest key `s` with `left < s <= right` (`left < right`): `right` up to and including
+/// the first byte where the two differ. A shorter key is a prefix of both, so ≤ `left`, or
+/// differs from `right` within the common prefix, so < `left` or > `right`.
+fn separator<'k>(left: &[u8], right: &'k [u8]) -> &'k [u8] {
+    let common = left.iter().zip(right).take_while(|(a, b)| a == b).count();
+    debug_assert!(left < right, "separator of keys out of order");
+    &right[..common + 1]
+}
+
+/// Splits entries of the given sizes into nodes by the split rule (DESIGN.md §3.3): runs of
+/// consecutive entries that each fit one page, except that every run but the last holds at least
+/// `min` entries, spanning pages where they need it. `fill` packs pages full (sequential
+/// inserts); otherwise the entries are spread evenly over the fewest pages.
+fn split_ranges(sizes: &[usize], fill: bool, min: usize) -> Vec<std::ops::Range<usize>> {
     let cap = PAGE_SIZE - HEADER;
     let total: usize = sizes.iter().sum();
     let target = if fill || total <= cap {
@@ -1174,7 +1211,7 @@ fn split_ranges(sizes: &[usize], fill: bool) -> Vec<std::ops::Range<usize>> {
     let mut out = Vec::new();
     let (mut start, mut acc) = (0, 0);
     for (i, &s) in sizes.iter().enumerate() {
-        if i > start && (acc + s > cap || acc >= target) {
+        if i - start >= min && (acc + s > cap || acc >= target) {
             out.push(start..i);
             start = i;
             acc = 0;
@@ -1184,6 +1221,11 @@ fn split_ranges(sizes: &[usize], fill: bool) -> Vec<std::ops::Range<usize>> {
     if start < sizes.len() {
         out.push(start..sizes.len());
     }
+    let short = out.iter().rev().skip(1).filter(|r| r.len() < min).count();
+    assert_eq!(
+        short, 0,
+        "a node before the last holds fewer than {min} entries"
+    );
     out
 }
 
@@ -1193,13 +1235,83 @@ mod tests {
 
     #[test]
     fn split_ranges_fit() {
-        let r = split_ranges(&[1000; 10], false);
+        let r = split_ranges(&[1000; 10], false, 1);
         assert!(r.len() >= 3 && r.iter().all(|r| r.len() * 1000 <= PAGE_SIZE - HEADER));
-        assert_eq!(split_ranges(&[10_000], false), vec![0..1]);
+        assert_eq!(split_ranges(&[10_000], false, 1), vec![0..1]);
         assert_eq!(
-            split_ranges(&[10, 10_000, 10], true),
+            split_ranges(&[10, 10_000, 10], true, 1),
             vec![0..1, 1..2, 2..3]
         );
+        // Branches: two entries a node (the last may hold one), whatever their size.
+        assert_eq!(split_ranges(&[2_116; 2], false, 2), vec![0..2]);
+        assert_eq!(split_ranges(&[2_116; 3], false, 2), vec![0..2, 2..3]);
+        assert_eq!(split_ranges(&[2_116; 4], false, 2), vec![0..2, 2..4]);
+        assert_eq!(split_ranges(&[10_000], false, 2), vec![0..1]);
+        assert_eq!(split_ranges(&[16, 9_000, 16], false, 2), vec![0..2, 2..3]);
+        assert_eq!(split_ranges(&[9_000, 16, 16], false, 2), vec![0..2, 2..3]);
+    }
+
+    /// The split rule (DESIGN.md §3.3) on random sizes: runs cover the entries in order, every
+    /// run but the last holds at least `min` entries, a run spans pages only when it holds at
+    /// most `min` entries, and entries that each fit in half a page are split exactly as without
+    /// `min` (one-page nodes unchanged). For branches (`min` 2) a split makes fewer nodes than
+    /// entries: what makes each level built at commit shrink.
+    #[test]
+    fn split_ranges_follow_the_split_rule() {
+        let cap = PAGE_SIZE - HEADER;
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        for case in 0..20_000 {
+            let n = 1 + next(60) as usize;
+            let small = case % 2 == 0;
+            let sizes: Vec<usize> = (0..n)
+                .map(|_| match (small, next(4)) {
+                    (true, _) | (false, 0 | 1) => 16 + next(cap as u64 / 2 - 16) as usize,
+                    (false, 2) => 16 + next(3 * cap as u64) as usize,
+                    (false, _) => cap / 2 + next(64) as usize,
+                })
+                .collect();
+            for (fill, min) in [(false, 1), (true, 1), (false, 2)] {
+                let r = split_ranges(&sizes, fill, min);
+                let when = format!("{sizes:?} fill {fill} min {min}: {r:?}");
+                assert_eq!(r.first().map(|r| r.start), Some(0), "{when}");
+                assert_eq!(r.last().map(|r| r.end), Some(n), "{when}");
+                assert!(r.windows(2).all(|w| w[0].end == w[1].start), "{when}");
+                for (i, run) in r.iter().enumerate() {
+                    let bytes: usize = sizes[run.clone()].iter().sum();
+                    assert!(!run.is_empty(), "{when}");
+                    assert!(run.len() >= min || i + 1 == r.len(), "{when}");
+                    assert!(bytes <= cap || run.len() <= min, "{when}");
+                }
+                if min == 2 && n >= 2 {
+                    assert!(r.len() < n, "{when}");
+                }
+                if small {
+                    assert_eq!(r, split_ranges(&sizes, fill, 1), "{when}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn separator_is_the_shortest_between() {
+        let cases: [(&[u8], &[u8], &[u8]); 5] = [
+            (b"a", b"m", b"m"),
+            (b"abc", b"abd", b"abd"),
+            (b"abc", b"abcd", b"abcd"),
+            (b"ab", b"abzzz", b"abz"),
+            (b"abc\xff", b"abd\x00\x01", b"abd"),
+        ];
+        for (a, b, want) in cases {
+            let s = separator(a, b);
+            assert_eq!(s, want);
+            assert!(a < s && s <= b);
+        }
     }
 
     /// A commit whose page write fails part-way gives back every page it allocated, those from

@@ -367,6 +367,30 @@ mod tests {
         assert!(err.contains("offset 20480"), "{err}");
     }
 
+    /// A branch with a long key spans pages (§3.2): read back whole, and a flipped byte in its
+    /// last page is caught by the first read, naming the run's first page.
+    #[test]
+    fn multi_page_branch_is_verified_whole() {
+        let long = vec![b'k'; 6000];
+        let (a, b) = (7u64.to_le_bytes(), 9u64.to_le_bytes());
+        let mut buf = Vec::new();
+        let entries: Vec<(&[u8], &[u8])> = vec![(b"", &a), (&long, &b)];
+        encode_node(&mut buf, 3, KIND_BRANCH, entries.into_iter());
+        assert_eq!(buf.len(), 2 * PAGE_SIZE);
+        let mut map = vec![0u8; 3 * PAGE_SIZE];
+        map.extend_from_slice(&buf);
+        let f = Path::new("db");
+        let v = PageView::parse(&map, 5, 3, f).unwrap();
+        assert_eq!((v.count(), v.pages(), v.child(0), v.child(1)), (2, 2, 7, 9));
+        assert_eq!((v.key(0), v.key(1)), (&b""[..], &long[..]));
+        map[4 * PAGE_SIZE + 100] ^= 1;
+        let err = PageView::parse(&map, 5, 3, f).err().unwrap().to_string();
+        assert!(
+            err.contains("offset 12288") && err.contains("checksum"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn meta_roundtrip() {
         let m = Meta {
