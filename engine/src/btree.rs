@@ -726,12 +726,18 @@ impl PageStore {
 
     /// Records the pages txn `t` freed, split by which rule makes them reusable (§3.4).
     fn release(&mut self, t: u64, pages: Vec<u64>) {
-        debug_assert!(
-            pages
-                .iter()
-                .all(|p| (2..self.high_water).contains(p) && !self.free.contains(p)),
-            "freed a page that is not in use: {pages:?}"
-        );
+        // A page freed twice would be handed out twice: two nodes on one page. One set lookup
+        // per freed page (a commit frees the few pages of its paths).
+        if let Some(p) = pages
+            .iter()
+            .find(|p| !(2..self.high_water).contains(*p) || self.free.contains(*p))
+        {
+            panic!(
+                "txn {t} frees page {p}, which is not in use (high-water mark {}, free: {})",
+                self.high_water,
+                self.free.contains(p)
+            );
+        }
         let (fresh, old): (Vec<u64>, Vec<u64>) =
             pages.into_iter().partition(|p| self.fresh.remove(p));
         if !fresh.is_empty() {
@@ -759,7 +765,24 @@ impl PageStore {
     }
 
     fn write_page(&self, id: u64, bytes: &[u8]) -> Result<(), StoreError> {
-        debug_assert!(id >= 2 && id + (bytes.len() / PAGE_SIZE) as u64 <= self.high_water);
+        let n = (bytes.len() / PAGE_SIZE) as u64;
+        assert!(
+            id >= 2 && id + n <= self.high_water,
+            "page write {id}+{n} outside the store's pages 2..{}",
+            self.high_water
+        );
+        // The pages a live reader starts from must never be rewritten under it (§3.4): a cheap
+        // spot check of the reuse rule, one comparison per published version still held.
+        if let Some(p) = self
+            .published
+            .iter()
+            .find(|p| p.root != 0 && (id..id + n).contains(&p.root))
+        {
+            panic!(
+                "page write {id}+{n} overwrites the root of published version {} (txn {}), which a reader may still use",
+                p.root, p.txn
+            );
+        }
         #[cfg(test)]
         match self.writes_before_failure.get() {
             Some(0) => {
@@ -822,7 +845,12 @@ impl PageStore {
         }
         ids.extend_from_slice(&self.freelist_pages);
         ids.sort_unstable();
-        debug_assert!(ids.windows(2).all(|w| w[0] < w[1]), "a page is free twice");
+        if let Some(w) = ids.windows(2).find(|w| w[0] >= w[1]) {
+            panic!(
+                "page {} is free twice (in the free set, a pending list or the free-list pages)",
+                w[0]
+            );
+        }
         let n = ids.len().div_ceil(FREELIST_PER_PAGE) as u64;
         // Free-list pages come from the high-water mark, so no page in `ids` is used for them.
         let first = self.high_water;
@@ -1316,6 +1344,42 @@ mod tests {
 
     /// A commit whose page write fails part-way gives back every page it allocated, those from
     /// the free list and those at the high-water mark alike.
+    #[test]
+    fn checks_that_protect_data_fire_in_release_builds_and_say_what_broke() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let mut store = PageStore::open(&StoreOptions { path }).unwrap();
+        let mut txn = store.begin();
+        txn.put(b"a", b"1").unwrap();
+        txn.commit([0; 4]).unwrap();
+        let held = store.reader().snapshot();
+        let root = store.root;
+        let panic_of = |f: &mut dyn FnMut()| {
+            let e = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).expect_err("panics");
+            e.downcast_ref::<String>().cloned().unwrap_or_default()
+        };
+        // Rewriting the root a reader holds.
+        let msg = panic_of(&mut || {
+            let _ = store.write_page(root, &[0u8; PAGE_SIZE]);
+        });
+        assert!(
+            msg.contains(&format!("overwrites the root of published version {root}")),
+            "{msg}"
+        );
+        // A write outside the store's pages.
+        let hw = store.high_water;
+        let msg = panic_of(&mut || {
+            let _ = store.write_page(hw, &[0u8; PAGE_SIZE]);
+        });
+        assert!(msg.contains("outside the store's pages"), "{msg}");
+        // Freeing a page that is already free.
+        store.free.insert(root + 100);
+        store.high_water = store.high_water.max(root + 101);
+        let msg = panic_of(&mut || store.release(9, vec![root + 100]));
+        assert!(msg.contains(&format!("frees page {}", root + 100)), "{msg}");
+        drop(held);
+    }
+
     #[test]
     fn a_failed_page_write_gives_back_the_pages_of_the_commit() {
         let dir = tempfile::tempdir().unwrap();
