@@ -162,14 +162,7 @@ fn wait_checkpoint(server: &Server, after: u64) {
 
 #[test]
 fn long_keys_are_stored_read_and_recovered_as_etcd_does() {
-    let (mut etcd, mut retcd) = std::thread::scope(|s| {
-        let e = s.spawn(|| Server::start_in_tempdir(support::Kind::Etcd));
-        let r = s.spawn(|| Server::start_in_tempdir(support::Kind::Retcd));
-        match (e.join(), r.join()) {
-            (Ok(e), Ok(r)) => (e, r),
-            (Err(p), _) | (_, Err(p)) => std::panic::resume_unwind(p),
-        }
-    });
+    let (mut etcd, mut retcd) = support::start_both(&[]);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -1331,6 +1331,19 @@ impl Target {
     }
 }
 
+/// Starts etcd and retcd side by side (each in its own tempdir, with `extra_args`, both at once).
+pub fn start_both(extra_args: &[&str]) -> (Server, Server) {
+    std::thread::scope(|s| {
+        let e = s.spawn(|| Server::start_in_tempdir_with_args(Kind::Etcd, extra_args));
+        let r = s.spawn(|| Server::start_in_tempdir_with_args(Kind::Retcd, extra_args));
+        // Join both before unwrapping so a started server is never leaked.
+        match (e.join(), r.join()) {
+            (Ok(e), Ok(r)) => (e, r),
+            (Err(p), _) | (_, Err(p)) => std::panic::resume_unwind(p),
+        }
+    })
+}
+
 /// Starts etcd and retcd (each in its own tempdir, with `extra_args`), runs
 /// `body` against both concurrently (each run bounded by `timeout`), and fails
 /// with both outcomes if either run panicked or timed out. The expectations a
@@ -1340,15 +1353,7 @@ where
     F: Fn(Target) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let (etcd, retcd) = std::thread::scope(|s| {
-        let e = s.spawn(|| Server::start_in_tempdir_with_args(Kind::Etcd, extra_args));
-        let r = s.spawn(|| Server::start_in_tempdir_with_args(Kind::Retcd, extra_args));
-        // Join both before unwrapping so a started server is never leaked.
-        match (e.join(), r.join()) {
-            (Ok(e), Ok(r)) => (e, r),
-            (Err(p), _) | (_, Err(p)) => std::panic::resume_unwind(p),
-        }
-    });
+    let (etcd, retcd) = start_both(extra_args);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
