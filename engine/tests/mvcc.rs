@@ -2638,6 +2638,10 @@ fn a_snapshot_installs_in_bounded_transactions() {
         "the state ({} pages) is too small to show the bound",
         a.reachable
     );
+    eprintln!(
+        "snapshot install: largest commit {largest} pages of a {}-page tree",
+        a.reachable
+    );
     let old_entries = before.chunk(None, 1 << 20).unwrap();
     assert!(old_entries.iter().any(|(k, _)| k.starts_with(b"kold\0\0")));
     assert!(!old_entries.iter().any(|(k, _)| k.starts_with(b"kkey")));
