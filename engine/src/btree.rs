@@ -14,6 +14,9 @@
 //!   every branch node a split writes, but the last, holds at least two entries, so each level
 //!   a commit builds above the root has fewer nodes than the one below and the building ends
 //!   (§3.3; asserted).
+//! - a tree built beside the published one (a Raft snapshot being installed) is reachable from
+//!   no published root and no meta, and no durable commit begins while it exists, so a crash
+//!   leaves its pages free or past the durable high-water mark (DESIGN.md §4.7).
 
 use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
@@ -379,6 +382,11 @@ pub struct PageStore {
     pending_fresh: VecDeque<(u64, Vec<u64>)>,
     /// A durable commit was begun and not yet finished.
     syncing: bool,
+    /// The root (0: empty so far) of a tree being built beside the published one (a Raft
+    /// snapshot's state, DESIGN.md §4.7), if any: published to no reader, named by no meta.
+    beside: Option<u64>,
+    /// Pages written by the largest commit since [`PageStore::take_largest_commit_pages`].
+    largest_commit: u64,
     published: VecDeque<Arc<Published>>,
     buf: Vec<u8>,
     /// Unit tests' fault hook: page writes left before one fails (`None`: none fails).
@@ -389,7 +397,7 @@ pub struct PageStore {
 /// What [`PageStore::audit`] found.
 #[derive(Debug, Default)]
 pub struct PageAudit {
-    /// Pages of the nodes the latest committed root reaches.
+    /// Pages of the nodes the latest committed root (or a tree being built beside it) reaches.
     pub reachable: u64,
     /// Pages of the persisted free list.
     pub freelist: u64,
@@ -572,6 +580,8 @@ impl PageStore {
             fresh: HashSet::new(),
             pending_fresh: VecDeque::new(),
             syncing: false,
+            beside: None,
+            largest_commit: 0,
             published: VecDeque::from([published]),
             buf: Vec::with_capacity(PAGE_SIZE),
             #[cfg(test)]
@@ -617,7 +627,11 @@ impl PageStore {
             }
         };
         mark(0, 2, &mut audit);
-        let mut stack: Vec<u64> = (self.root != 0).then_some(self.root).into_iter().collect();
+        let mut stack: Vec<u64> = [Some(self.root), self.beside]
+            .into_iter()
+            .flatten()
+            .filter(|&r| r != 0)
+            .collect();
         while let Some(id) = stack.pop() {
             let v = self.map.view(self.high_water, id, &self.shared.path)?;
             if v.kind() == KIND_BRANCH {
@@ -654,7 +668,97 @@ impl PageStore {
             arena: Vec::new(),
             freed: Vec::new(),
             allocated: Vec::new(),
+            beside: false,
         }
+    }
+
+    /// A transaction on the tree built beside the published one (started empty by the first
+    /// call), committed with [`WriteTxn::commit_beside`]; until [`PageStore::switch_to_beside`]
+    /// or [`PageStore::abandon_beside`] no durable commit may begin (DESIGN.md §4.7).
+    pub fn begin_beside(&mut self) -> WriteTxn<'_> {
+        let root = *self.beside.get_or_insert(0);
+        WriteTxn {
+            store: self,
+            root: (root != 0).then_some(Child::Page(root)),
+            arena: Vec::new(),
+            freed: Vec::new(),
+            allocated: Vec::new(),
+            beside: true,
+        }
+    }
+
+    /// Publishes the tree built beside as the tree, with `tag`, in one commit that frees every
+    /// page of the replaced tree. Reads each page of the replaced tree once (to learn its page
+    /// runs); a failure there changes nothing.
+    pub fn switch_to_beside(&mut self, tag: Tag) -> Result<(), StoreError> {
+        let root = self.beside.expect("no tree is being built beside");
+        let old = self.tree_pages(self.root)?;
+        self.beside = None;
+        self.txn += 1;
+        self.root = root;
+        if !old.is_empty() {
+            self.release(self.txn, old);
+        }
+        self.publish(tag);
+        Ok(())
+    }
+
+    /// Drops the tree built beside (an install that failed): its pages are free again at once.
+    pub fn abandon_beside(&mut self) -> Result<(), StoreError> {
+        // Ended first: if the walk fails, its pages stay unaccounted (lost space, never reused
+        // while reachable) rather than blocking every later durable commit.
+        let Some(root) = self.beside.take() else {
+            return Ok(());
+        };
+        let pages = self.tree_pages(root)?;
+        self.free_unpublished(pages);
+        Ok(())
+    }
+
+    /// Pages written by the largest commit (soft or beside) since the last call; the bound an
+    /// install keeps (DESIGN.md §4.7) is checked with it.
+    pub fn take_largest_commit_pages(&mut self) -> u64 {
+        std::mem::take(&mut self.largest_commit)
+    }
+
+    /// Every page of the nodes `root` reaches (0: none).
+    fn tree_pages(&self, root: u64) -> Result<Vec<u64>, StoreError> {
+        let mut pages = Vec::new();
+        let mut stack: Vec<u64> = (root != 0).then_some(root).into_iter().collect();
+        while let Some(id) = stack.pop() {
+            let v = self.map.view(self.high_water, id, &self.shared.path)?;
+            if v.kind() == KIND_BRANCH {
+                stack.extend((0..v.count()).map(|i| v.child(i)));
+            }
+            pages.extend(id..id + v.pages());
+        }
+        Ok(pages)
+    }
+
+    /// Frees pages of the tree built beside: no reader (it was never published) and no durable
+    /// tree (no durable commit began since it was started, so each page is fresh) reaches them.
+    fn free_unpublished(&mut self, pages: Vec<u64>) {
+        for p in pages {
+            assert!(
+                self.fresh.remove(&p),
+                "page {p} of the tree built beside is not fresh: a durable commit began meanwhile"
+            );
+            self.free.insert(p);
+        }
+    }
+
+    /// Publishes the current root with `tag` to readers.
+    fn publish(&mut self, tag: Tag) {
+        let p = Arc::new(Published {
+            txn: self.txn,
+            tag,
+            root: self.root,
+            high_water: self.high_water,
+            map: self.map.clone(),
+        });
+        self.shared.current.store(p.clone());
+        self.published.push_back(p);
+        self.reclaim();
     }
 
     fn ensure_len(&mut self, pages: u64) -> Result<(), StoreError> {
@@ -838,6 +942,12 @@ impl PageStore {
     /// returns the rest as a job that may run on another thread. One at a time.
     pub fn begin_sync(&mut self) -> Result<SyncJob, StoreError> {
         assert!(!self.syncing, "one durable commit at a time");
+        // Its free list would not hold the pages of the tree being built beside, and its meta
+        // does not reach them: after a crash they would be lost for good (DESIGN.md §4.7).
+        assert!(
+            self.beside.is_none(),
+            "no durable commit while a tree is being built beside"
+        );
         let t = self.txn + 1;
         let mut ids: Vec<u64> = self.free.iter().copied().collect();
         for (_, p) in self.pending.iter().chain(&self.pending_fresh) {
@@ -930,6 +1040,8 @@ pub struct WriteTxn<'s> {
     /// Runs (first page, pages) allocated by a commit that has not published them yet: if the
     /// txn ends otherwise (its commit failed, or panicked), dropping it gives them back.
     allocated: Vec<(u64, u64)>,
+    /// A transaction on the tree built beside the published one ([`PageStore::begin_beside`]).
+    beside: bool,
 }
 
 impl Drop for WriteTxn<'_> {
@@ -1054,6 +1166,39 @@ impl<'s> WriteTxn<'s> {
 
     /// Soft commit (§3.3): writes the changed nodes as new pages and publishes the new root.
     pub fn commit(mut self, tag: Tag) -> Result<(), StoreError> {
+        assert!(
+            !self.beside,
+            "a tree built beside is committed with commit_beside"
+        );
+        let root = self.write_tree()?;
+        let store = &mut *self.store;
+        store.txn += 1;
+        store.root = root;
+        if !self.freed.is_empty() {
+            let t = store.txn;
+            store.release(t, std::mem::take(&mut self.freed));
+        }
+        store.publish(tag);
+        Ok(())
+    }
+
+    /// Commit of a transaction from [`PageStore::begin_beside`]: writes the changed nodes as new
+    /// pages (no fsync) and keeps the new root as the tree built beside; publishes nothing.
+    pub fn commit_beside(mut self) -> Result<(), StoreError> {
+        assert!(
+            self.beside,
+            "a transaction on the published tree is committed with commit"
+        );
+        let root = self.write_tree()?;
+        self.store.beside = Some(root);
+        let freed = std::mem::take(&mut self.freed);
+        self.store.free_unpublished(freed);
+        Ok(())
+    }
+
+    /// Writes the changed nodes as new pages, returns the new root (0: empty); from here on the
+    /// pages are the tree's, not given back when the txn is dropped.
+    fn write_tree(&mut self) -> Result<u64, StoreError> {
         let mut root = match self.root {
             None => 0,
             Some(Child::Page(id)) => id,
@@ -1091,26 +1236,10 @@ impl<'s> WriteTxn<'s> {
             self.freed.extend(root..root + v.pages());
             root = v.child(0);
         }
-        // Nothing below fails: the new pages are the tree's from here on.
-        self.allocated.clear();
-        let store = &mut *self.store;
-        store.txn += 1;
-        store.root = root;
-        if !self.freed.is_empty() {
-            let t = store.txn;
-            store.release(t, std::mem::take(&mut self.freed));
-        }
-        let p = Arc::new(Published {
-            txn: store.txn,
-            tag,
-            root,
-            high_water: store.high_water,
-            map: store.map.clone(),
-        });
-        store.shared.current.store(p.clone());
-        store.published.push_back(p);
-        store.reclaim();
-        Ok(())
+        // Nothing after this fails: the new pages are the tree's from here on.
+        let written: u64 = self.allocated.drain(..).map(|(_, n)| n).sum();
+        self.store.largest_commit = self.store.largest_commit.max(written);
+        Ok(root)
     }
 
     /// Writes in-memory node `c` (and its in-memory descendants) as pages; appends the resulting

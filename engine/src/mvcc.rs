@@ -159,6 +159,30 @@ const META_COMPACTION: &[u8] = b"mcompaction";
 /// Versions one deletion batch of a compaction deletes at most, and `r` entries it visits at
 /// most (etcd's compaction batch limit: 1,000 revisions per backend transaction).
 pub const COMPACTION_BATCH: usize = 1000;
+
+/// Bytes of keys and values one transaction of a snapshot install takes at most (§4.7).
+pub const INSTALL_BATCH_BYTES: usize = 4 << 20;
+/// Entries one transaction of a snapshot install takes at most (§4.7).
+pub const INSTALL_BATCH_ENTRIES: usize = 16_384;
+
+/// How much one transaction of a snapshot install takes at most (whichever bound comes first;
+/// the last entry of a transaction may take it past `bytes`). [`Mvcc::install`] uses
+/// [`INSTALL_BATCH_BYTES`] and [`INSTALL_BATCH_ENTRIES`]; tests use small ones to cut the power
+/// between many batches of a small state.
+#[derive(Debug, Clone, Copy)]
+pub struct InstallBatch {
+    pub bytes: usize,
+    pub entries: usize,
+}
+
+impl Default for InstallBatch {
+    fn default() -> InstallBatch {
+        InstallBatch {
+            bytes: INSTALL_BATCH_BYTES,
+            entries: INSTALL_BATCH_ENTRIES,
+        }
+    }
+}
 /// The cluster membership (raft/'s encoding, opaque here), written with the applied index of the
 /// entry that changed it.
 const META_MEMBERS: &[u8] = b"mmembers";
@@ -1009,43 +1033,86 @@ impl Mvcc {
         self.sync()
     }
 
-    /// Replaces the whole state with a Raft snapshot's entries (this member's identity kept) in
-    /// one transaction, and makes it durable before returning: the WAL holds nothing before the
-    /// snapshot, so the page store must.
+    /// Replaces the whole state with a Raft snapshot's entries (this member's identity kept):
+    /// builds the new tree beside the published one in bounded transactions, then switches to
+    /// it in one commit (DESIGN.md §4.7). Not durable yet: the caller makes it durable (a
+    /// checkpoint's durable commit) before the WAL may start after the snapshot.
     /// `index` is the snapshot's applied index: a copy that does not say it (a truncated or mixed
-    /// stream) is refused before anything is committed.
+    /// stream), or an entry that fails, is refused and the published state is left untouched.
     pub fn install<E: std::fmt::Display>(
         &mut self,
         entries: impl Iterator<Item = Result<RawEntry, E>>,
         index: u64,
     ) -> Result<(), MvccError> {
-        let mut txn = self.store.begin();
-        // Delete in batches: a cursor cannot outlive the changes it would see.
-        loop {
-            let mut keys = Vec::new();
-            {
-                let mut cur = txn.cursor();
-                cur.seek(b"")?;
-                while cur.valid() && keys.len() < 4096 {
-                    if cur.key() != META_LOCAL {
-                        keys.push(cur.key().to_vec());
-                    }
-                    cur.advance()?;
+        self.install_with(entries, index, InstallBatch::default())
+    }
+
+    /// [`Mvcc::install`] with other bounds per transaction.
+    pub fn install_with<E: std::fmt::Display>(
+        &mut self,
+        entries: impl Iterator<Item = Result<RawEntry, E>>,
+        index: u64,
+        batch: InstallBatch,
+    ) -> Result<(), MvccError> {
+        assert!(
+            batch.bytes > 0 && batch.entries > 0,
+            "an empty install batch"
+        );
+        let local = btree::get(&self.store.reader().snapshot(), META_LOCAL)?.map(|v| v.to_vec());
+        let built = self.build_beside(entries, local.as_deref(), index, batch);
+        let (tag, compaction, auth) = match built {
+            Ok(b) => b,
+            Err(e) => {
+                // The error that stopped the install is the one to report; a failure to walk
+                // the abandoned tree only loses its space.
+                let _ = self.store.abandon_beside();
+                return Err(e);
+            }
+        };
+        self.auth = Arc::new(auth);
+        // The auth state goes out before the data it guards (see `apply_with_events`).
+        self.auth_reader.publish(self.auth.clone());
+        self.store.switch_to_beside(tag)?;
+        self.rev = tag[TAG_REV] as i64;
+        self.compacted = tag[TAG_COMPACT] as i64;
+        self.applied = (tag[TAG_APPLIED], tag[TAG_TERM]);
+        // The sender's deletion of what a compaction dropped goes on here (§4.9).
+        self.compaction = compaction;
+        Ok(())
+    }
+
+    /// Steps 1–2 of an install (§4.7): the snapshot's entries, then `local`, into the tree built
+    /// beside, at most `batch` per transaction; returns its tag, pending compaction and auth
+    /// state once its applied index is `index`.
+    fn build_beside<E: std::fmt::Display>(
+        &mut self,
+        mut entries: impl Iterator<Item = Result<RawEntry, E>>,
+        local: Option<&[u8]>,
+        index: u64,
+        batch: InstallBatch,
+    ) -> Result<(Tag, Option<PendingCompaction>, AuthState), MvccError> {
+        let mut more = true;
+        while more {
+            let mut txn = self.store.begin_beside();
+            let (mut bytes, mut n) = (0, 0);
+            while bytes < batch.bytes && n < batch.entries {
+                let Some(e) = entries.next() else {
+                    more = false;
+                    break;
+                };
+                let (k, v) = e.map_err(|e| MvccError::Record(format!("snapshot: {e}")))?;
+                if k != META_LOCAL {
+                    txn.put(&k, &v)?;
+                    bytes += k.len() + v.len();
+                    n += 1;
                 }
             }
-            if keys.is_empty() {
-                break;
+            if !more && let Some(local) = local {
+                txn.put(META_LOCAL, local)?;
             }
-            for k in &keys {
-                txn.delete(k)?;
-            }
+            txn.commit_beside()?;
         }
-        for e in entries {
-            let (k, v) = e.map_err(|e| MvccError::Record(format!("snapshot: {e}")))?;
-            if k != META_LOCAL {
-                txn.put(&k, &v)?;
-            }
-        }
+        let txn = self.store.begin_beside();
         let rev = get_u64s::<2, _>(&txn, META_REV)?.map_or(1, |r| r[0] as i64);
         let compacted =
             get_u64s::<1, _>(&txn, META_COMPACT)?.map_or(NEVER_COMPACTED, |r| r[0] as i64);
@@ -1057,16 +1124,23 @@ impl Mvcc {
             )));
         }
         let compaction = PendingCompaction::load(&txn)?;
-        self.auth = Arc::new(load_auth(&txn)?);
-        // The auth state goes out before the data it guards (see `apply_with_events`).
-        self.auth_reader.publish(self.auth.clone());
-        txn.commit([rev as u64, compacted as u64, applied.0, applied.1])?;
-        self.rev = rev;
-        self.compacted = compacted;
-        self.applied = applied;
-        // The sender's deletion of what a compaction dropped goes on here (§4.9).
-        self.compaction = compaction;
-        self.sync()
+        let auth = load_auth(&txn)?;
+        Ok((
+            [rev as u64, compacted as u64, applied.0, applied.1],
+            compaction,
+            auth,
+        ))
+    }
+
+    /// Pages written by the largest page-store commit since the last call (tests check the
+    /// bounds of an install and of compaction batches with it).
+    pub fn take_largest_commit_pages(&mut self) -> u64 {
+        self.store.take_largest_commit_pages()
+    }
+
+    /// Accounts for every page of the store ([`btree::PageStore::audit`]; tests and tools).
+    pub fn audit(&self) -> Result<btree::PageAudit, MvccError> {
+        Ok(self.store.audit()?)
     }
 
     /// Every lease, for the lessor at startup.

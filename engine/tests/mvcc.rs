@@ -2569,3 +2569,102 @@ fn compaction_is_visible_at_once_and_deleted_in_bounded_batches() {
     s.crash();
     assert!(!s.m().compaction_pending());
 }
+
+/// A Raft snapshot's state goes in through bounded transactions built beside the published tree
+/// (DESIGN.md §4.7): the largest commit of an install stays within one batch whatever the size
+/// of the state (before, the whole state was one transaction: every page of the new tree in one
+/// commit); readers see the old state until the switch and the whole new one after it; a copy
+/// that does not reach the snapshot's index is refused with the old state untouched and no page
+/// lost; this member's identity is kept.
+#[test]
+fn a_snapshot_installs_in_bounded_transactions() {
+    use retcd_engine::mvcc::INSTALL_BATCH_BYTES;
+    const PAGE: u64 = 4096;
+    let mut src = Store::new();
+    let value = vec![b'v'; 1000];
+    for t in 0..60 {
+        src.txn(TxnRequest {
+            compare: Vec::new(),
+            success: (0..500)
+                .map(|i| {
+                    RequestOp::Put(put_req(format!("key{:06}", t * 500 + i).as_bytes(), &value))
+                })
+                .collect(),
+            failure: Vec::new(),
+        })
+        .unwrap();
+    }
+    src.put(b"zz", b"last");
+    src.compact(src.rev() - 1).unwrap();
+    let entries = common::state_entries(src.m());
+    let index = src.m().applied().0;
+
+    let mut dst = Store::new();
+    dst.mm().set_local_identity(7, 9).unwrap();
+    dst.put(b"old", b"state");
+    let old_hash = dst.m().reader().hash_kv(0).unwrap();
+    let old_applied = dst.m().applied();
+
+    // Stopping short of `m applied` ('k' < 'm' < 'r'): refused, nothing changed, nothing lost.
+    let half = entries[..entries.len() / 3].to_vec();
+    assert!(
+        dst.mm()
+            .install(half.into_iter().map(Ok::<_, String>), index)
+            .is_err()
+    );
+    assert_eq!(dst.m().reader().hash_kv(0).unwrap(), old_hash);
+    assert_eq!(dst.m().applied(), old_applied);
+    assert_eq!(dst.get(b"old").unwrap().value, b"state");
+    let a = dst.m().audit().unwrap();
+    assert!(a.leaked.is_empty() && a.twice.is_empty(), "{a:?}");
+
+    // A reader in the middle of the old state keeps reading it, whatever the install does.
+    let before = dst.m().reader().state_snapshot();
+    dst.mm().take_largest_commit_pages();
+    dst.mm()
+        .install(entries.into_iter().map(Ok::<_, String>), index)
+        .unwrap();
+    let largest = dst.mm().take_largest_commit_pages();
+    let a = dst.m().audit().unwrap();
+    assert!(a.leaked.is_empty() && a.twice.is_empty(), "{a:?}");
+    // A batch's entries fill its pages at least half (none is larger than half a page).
+    let bound = 2 * INSTALL_BATCH_BYTES as u64 / PAGE + 16;
+    assert!(
+        largest <= bound,
+        "an install commit wrote {largest} pages (bound {bound})"
+    );
+    assert!(
+        a.reachable > 3 * bound,
+        "the state ({} pages) is too small to show the bound",
+        a.reachable
+    );
+    eprintln!(
+        "snapshot install: largest commit {largest} pages of a {}-page tree",
+        a.reachable
+    );
+    let old_entries = before.chunk(None, 1 << 20).unwrap();
+    assert!(old_entries.iter().any(|(k, _)| k.starts_with(b"kold\0\0")));
+    assert!(!old_entries.iter().any(|(k, _)| k.starts_with(b"kkey")));
+    drop(before);
+
+    assert_eq!(dst.m().applied(), src.m().applied());
+    assert_eq!(
+        (dst.m().revision(), dst.m().compacted()),
+        (src.m().revision(), src.m().compacted())
+    );
+    assert_eq!(
+        dst.m().reader().hash_kv(0).unwrap(),
+        src.m().reader().hash_kv(0).unwrap()
+    );
+    assert!(dst.get(b"old").is_none());
+    assert_eq!(dst.get(b"zz").unwrap().value, b"last");
+    assert_eq!(dst.m().local_identity().unwrap(), Some((7, 9)));
+    dst.restart();
+    assert_eq!(
+        dst.m().reader().hash_kv(0).unwrap(),
+        src.m().reader().hash_kv(0).unwrap()
+    );
+    assert_eq!(dst.m().local_identity().unwrap(), Some((7, 9)));
+    let a = dst.m().audit().unwrap();
+    assert!(a.leaked.is_empty() && a.twice.is_empty(), "{a:?}");
+}

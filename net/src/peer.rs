@@ -15,8 +15,9 @@
 //!   the sequencer closes the outbox (the member was removed).
 //! - Snapshots: a member too far behind for the leader's log gets the whole state, streamed from
 //!   a consistent read view of the page store in ~1 MiB chunks ([`SnapshotJob`]); the receiver
-//!   spools it to a file under the snap directory (memory stays bounded) and hands it to the
-//!   sequencer, which installs it in one transaction when Raft accepts the snapshot.
+//!   spools it to a file under the snap directory (memory stays bounded; the file is written on
+//!   the blocking thread, one chunk at a time) and hands it to the sequencer, which installs it
+//!   in bounded transactions when Raft accepts the snapshot (engine/DESIGN.md §4.7).
 //! - Joining: [`fetch_members`] asks a running member for the cluster id and membership.
 //!
 //! Invariant: nothing here blocks the sequencer; the only waits are on sockets and on the
@@ -162,23 +163,27 @@ impl Peer for PeerService {
         self.check(chunk.cluster_id, chunk.from, chunk.to)?;
         let message = Bytes::from(std::mem::take(&mut chunk.message));
         let io = |e: std::io::Error| Status::internal(format!("spooling a snapshot: {e}"));
-        std::fs::create_dir_all(&self.snap_dir).map_err(io)?;
         // A name of its own per stream: a spool still queued is never overwritten.
         static SPOOLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = SPOOLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path = self
             .snap_dir
             .join(format!("incoming-{:x}-{n}.snap", chunk.from));
-        let mut file = std::io::BufWriter::new(std::fs::File::create(&path).map_err(io)?);
+        let mut spool = Spool::create(self.snap_dir.clone(), path)
+            .await
+            .map_err(io)?;
         let mut entries = 0u64;
+        let mut buf = Vec::new();
         loop {
+            buf.clear();
             for e in &chunk.entries {
-                write_record(&mut file, &e.key, &e.value).map_err(io)?;
+                write_record(&mut buf, &e.key, &e.value).map_err(io)?;
                 entries += 1;
             }
+            // The next chunk is taken only once this one is written: one chunk in memory.
+            buf = spool.write(buf).await.map_err(io)?;
             if chunk.last {
                 if chunk.total != entries {
-                    let _ = std::fs::remove_file(&path);
                     return Err(Status::invalid_argument(format!(
                         "snapshot: {entries} entries received, the sender sent {}",
                         chunk.total
@@ -191,10 +196,8 @@ impl Peer for PeerService {
                 .await?
                 .ok_or_else(|| Status::invalid_argument("the snapshot stream ended early"))?;
         }
-        std::io::Write::flush(&mut file).map_err(io)?;
-        drop(file);
         info!(from = %format!("{:x}", chunk.from), entries, "received a snapshot");
-        let spooled = SpooledSnapshot::open(path).map_err(io)?;
+        let spooled = spool.finish().await.map_err(io)?;
         self.inbox
             .snapshot(message, Box::new(spooled))
             .await
@@ -331,6 +334,114 @@ fn write_record(w: &mut impl std::io::Write, key: &[u8], value: &[u8]) -> std::i
     w.write_all(&len(value.len())?)?;
     w.write_all(key)?;
     w.write_all(value)
+}
+
+/// A snapshot being spooled. Every file operation runs on a thread of the spool's own, never on
+/// core 0's executor (the sequencer's: a write stalled by writeback would stall Raft); the
+/// stream hands it one chunk at a time and waits for the write, so at most one chunk is in
+/// memory. A spool ended before [`Spool::finish`] (a refused or broken stream, a client gone,
+/// a failed write) is removed by its thread; a crash leaves it to [`remove_leftover_spools`].
+struct Spool {
+    ops: flume::Sender<SpoolOp>,
+    done: flume::Receiver<std::io::Result<SpoolReply>>,
+    /// Never joined by the server (that would block core 0); tests wait for it.
+    #[cfg_attr(not(test), allow(dead_code))]
+    thread: std::thread::JoinHandle<()>,
+}
+
+enum SpoolOp {
+    Write(Vec<u8>),
+    Finish,
+}
+
+enum SpoolReply {
+    /// The file exists, or a chunk was written (its buffer, for the next chunk).
+    Written(Vec<u8>),
+    Finished(SpooledSnapshot),
+}
+
+impl Spool {
+    async fn create(dir: PathBuf, path: PathBuf) -> std::io::Result<Spool> {
+        // Bounded (1): the stream never runs more than one chunk ahead of the file.
+        let (ops, ops_rx) = flume::bounded::<SpoolOp>(1);
+        let (done_tx, done) = flume::bounded(1);
+        let thread = std::thread::Builder::new()
+            .name("retcd-spool".into())
+            .spawn(move || spool_thread(&dir, path, &ops_rx, &done_tx))?;
+        let spool = Spool { ops, done, thread };
+        spool.reply().await?;
+        Ok(spool)
+    }
+
+    async fn reply(&self) -> std::io::Result<SpoolReply> {
+        self.done
+            .recv_async()
+            .await
+            .map_err(|_| std::io::Error::other("the spool's thread ended"))?
+    }
+
+    /// Appends `buf` (records); gives the buffer back for the next chunk.
+    async fn write(&mut self, buf: Vec<u8>) -> std::io::Result<Vec<u8>> {
+        self.ops
+            .send_async(SpoolOp::Write(buf))
+            .await
+            .map_err(|_| std::io::Error::other("the spool's thread ended"))?;
+        match self.reply().await? {
+            SpoolReply::Written(buf) => Ok(buf),
+            SpoolReply::Finished(_) => unreachable!("a write is answered with its buffer"),
+        }
+    }
+
+    /// The spool is complete: its entries, to read back (the reader removes the file).
+    async fn finish(self) -> std::io::Result<SpooledSnapshot> {
+        self.ops
+            .send_async(SpoolOp::Finish)
+            .await
+            .map_err(|_| std::io::Error::other("the spool's thread ended"))?;
+        match self.reply().await? {
+            SpoolReply::Finished(s) => Ok(s),
+            SpoolReply::Written(_) => unreachable!("a finish is answered with the spool"),
+        }
+    }
+}
+
+/// The blocking side of a [`Spool`]: creates `path`, writes what it is sent, and removes the
+/// file unless the spool was finished.
+fn spool_thread(
+    dir: &std::path::Path,
+    path: PathBuf,
+    ops: &flume::Receiver<SpoolOp>,
+    done: &flume::Sender<std::io::Result<SpoolReply>>,
+) {
+    use std::io::Write;
+    let created = std::fs::create_dir_all(dir).and_then(|()| std::fs::File::create(&path));
+    let mut file = match created {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = done.send(Err(e));
+            return;
+        }
+    };
+    if done.send(Ok(SpoolReply::Written(Vec::new()))).is_ok() {
+        while let Ok(op) = ops.recv() {
+            match op {
+                SpoolOp::Write(buf) => {
+                    let r = file.write_all(&buf).map(|()| SpoolReply::Written(buf));
+                    let failed = r.is_err();
+                    if done.send(r).is_err() || failed {
+                        break;
+                    }
+                }
+                SpoolOp::Finish => {
+                    drop(file);
+                    let _ = done.send(SpooledSnapshot::open(path).map(SpoolReply::Finished));
+                    return;
+                }
+            }
+        }
+    }
+    drop(file);
+    let _ = std::fs::remove_file(&path);
 }
 
 /// A received snapshot's entries, read back from its spool file (removed when dropped).
@@ -647,5 +758,52 @@ impl tower::Service<http::Request<tonic::body::Body>> for H2Channel {
 
     fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
         Box::pin(self.0.send_request(req))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn records(from: u32, n: u32) -> Vec<u8> {
+        let mut buf = Vec::new();
+        for i in from..from + n {
+            write_record(&mut buf, format!("k{i}").as_bytes(), &i.to_le_bytes()).unwrap();
+        }
+        buf
+    }
+
+    /// A spool written chunk by chunk off the core reads back every record in order and is
+    /// removed once read; one ended early (a broken or refused stream) removes its file.
+    #[test]
+    fn a_spool_reads_back_and_an_unfinished_one_is_removed() {
+        let dir = std::env::temp_dir().join(format!("retcd-spool-test-{}", std::process::id()));
+        runtime::block_on_local(async {
+            let path = dir.join("incoming-1-0.snap");
+            let mut spool = Spool::create(dir.clone(), path.clone()).await.unwrap();
+            let buf = spool.write(records(0, 100)).await.unwrap();
+            assert!(!buf.is_empty(), "the buffer comes back for the next chunk");
+            spool.write(records(100, 50)).await.unwrap();
+            let spooled = spool.finish().await.unwrap();
+            let got: Vec<_> = spooled.map(Result::unwrap).collect();
+            assert_eq!(got.len(), 150);
+            assert!(
+                got.iter()
+                    .enumerate()
+                    .all(|(i, (k, v))| *k == format!("k{i}").into_bytes()
+                        && *v == (i as u32).to_le_bytes())
+            );
+            assert!(!path.exists(), "a spool read back is removed");
+
+            let path = dir.join("incoming-1-1.snap");
+            let mut spool = Spool::create(dir.clone(), path.clone()).await.unwrap();
+            spool.write(records(0, 10)).await.unwrap();
+            assert!(path.exists());
+            let Spool { ops, done, thread } = spool;
+            drop((ops, done));
+            thread.join().unwrap();
+            assert!(!path.exists(), "an unfinished spool is removed");
+        });
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

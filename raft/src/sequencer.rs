@@ -622,6 +622,18 @@ async fn drive(
             // A leader's appends leave before its own fsync (etcd's pipelining).
             let now_msgs = std::mem::take(&mut step.out);
             io.send(core, now_msgs);
+            if let Some(cp) = step.install_sync.take() {
+                // An installed snapshot is made durable before its Checkpoint record (the first
+                // of the records) lets the log start after it (engine/DESIGN.md §4.7); its
+                // fdatasyncs run off the core, as a checkpoint's, so core 0's other tasks go on.
+                let (cp, result) = runtime::spawn_blocking(move || {
+                    let r = cp.job.run();
+                    (cp, r)
+                })
+                .await;
+                result?;
+                core.finish_install_sync(cp);
+            }
             if !step.records.is_empty() {
                 io.wal.append(&step.records).await?;
             }

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use retcd_engine::btree::StoreOptions;
+use retcd_engine::mvcc::{Mvcc, RawEntry};
 
 /// The page store's file under a data directory (etcd's layout).
 pub fn db_path(dir: &Path) -> PathBuf {
@@ -31,4 +32,21 @@ impl Rng {
     pub fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
+}
+
+/// Every entry of `m`'s published state, as a Raft snapshot carries them (DESIGN.md §4.7: every
+/// key but this member's identity, in key order).
+pub fn state_entries(m: &Mvcc) -> Vec<RawEntry> {
+    let snap = m.reader().state_snapshot();
+    let mut entries = Vec::new();
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let chunk = snap
+            .chunk(after.as_deref(), 1 << 20)
+            .expect("a chunk of the state");
+        let Some(last) = chunk.last() else { break };
+        after = Some(last.0.clone());
+        entries.extend(chunk);
+    }
+    entries
 }

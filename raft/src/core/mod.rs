@@ -81,11 +81,15 @@ pub struct Outgoing {
     pub snapshots: Vec<(Message, StateSnapshot)>,
 }
 
-/// One round's work for the caller: send `out` now, make `records` durable, then call
-/// [`Core::persisted`].
+/// One round's work for the caller: send `out` now, run `install_sync` (if any) and then
+/// [`Core::finish_install_sync`], make `records` durable, then call [`Core::persisted`].
 pub struct Step {
     ready: raft::Ready,
     pub out: Outgoing,
+    /// The durable commit of the snapshot this round installed: `records` starts with the
+    /// Checkpoint record at its index, which may be appended only once this job has run
+    /// (engine/DESIGN.md §4.7). Run it off the core, as a checkpoint's.
+    pub install_sync: Option<Checkpoint>,
     pub records: Vec<Record>,
 }
 
@@ -142,6 +146,8 @@ pub struct Core {
     incoming: Option<(u64, SnapshotEntries)>,
     /// A snapshot was installed since the last [`Core::take_installed`].
     installed: bool,
+    /// The durable commit of the snapshot installed by the current round, for its [`Step`].
+    install_sync: Option<Checkpoint>,
     /// Peers whose snapshot was not sent, to report to raft-rs before the next round.
     failed_snapshots: Vec<u64>,
     /// Applied `physical` compactions, answered once no compaction is pending (etcd answers
@@ -207,6 +213,7 @@ impl Core {
             removed: false,
             incoming: None,
             installed: false,
+            install_sync: None,
             failed_snapshots: Vec::new(),
             physical: Vec::new(),
         };
@@ -321,9 +328,16 @@ impl Core {
         {
             records.push(hs_record(hs));
         }
+        let install_sync = self.install_sync.take();
+        assert_eq!(
+            install_sync.is_some(),
+            !rd.snapshot().is_empty(),
+            "a round's install and its durable commit go together"
+        );
         Ok(Some(Step {
             ready: rd,
             out,
+            install_sync,
             records,
         }))
     }

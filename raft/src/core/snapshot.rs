@@ -67,6 +67,12 @@ impl Core {
         );
     }
 
+    /// The durable commit of an installed snapshot ran ([`super::Step::install_sync`]): the round's
+    /// records, its Checkpoint record first, may now be appended.
+    pub fn finish_install_sync(&mut self, cp: super::Checkpoint) {
+        self.mvcc.finish_checkpoint(cp.job);
+    }
+
     /// Whether a snapshot replaced the state since the last call (leases must be reloaded).
     pub fn take_installed(&mut self) -> bool {
         std::mem::take(&mut self.installed)
@@ -106,6 +112,15 @@ impl Core {
             }
         };
         self.mvcc.install(entries, index)?;
+        // The install is not durable yet; its durable commit runs like a checkpoint's (its
+        // fdatasyncs off the core) and must end before the Checkpoint record at `index` is
+        // appended (engine/DESIGN.md §4.7): the sequencer runs it before the round's records.
+        let cp = self.begin_checkpoint()?;
+        assert!(
+            cp.applied.0 == index,
+            "an installed snapshot's durable commit covers its index"
+        );
+        self.install_sync = Some(cp);
         // The entries this member skipped may have changed a password or deleted a user: no
         // token handed out before the snapshot can be trusted any more.
         self.tokens.clear();
