@@ -72,7 +72,9 @@ pub fn sync(path: &Path) -> io::Result<()> {
 /// [`sync`] by `origin`.
 pub fn sync_by(origin: Origin, path: &Path) -> io::Result<()> {
     hook(origin, path, |s| {
-        s.files.remove(path);
+        if !s.skips(path) {
+            s.files.remove(path);
+        }
         Ok(())
     })
 }
@@ -197,8 +199,26 @@ enum DirOp {
     },
 }
 
+/// A sync the disk pretends to make: it returns, and leaves the writes it should have made
+/// durable as unsynced as before. Tests use it to put back, on purpose, a missing `fdatasync`
+/// that the code under test must not have (and check that they catch it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipSync {
+    /// Every sync of a file whose name ends with `suffix`.
+    Suffix(&'static str),
+    /// A sync of the file named `name` whose last unsynced write started below offset `below`
+    /// (for the page store: the sync after a meta page write, whose slots are its first pages).
+    AfterWriteBelow {
+        /// The file name (its last path component).
+        name: &'static str,
+        /// The offset the last write started below.
+        below: u64,
+    },
+}
+
 #[derive(Default)]
 struct State {
+    skip: Option<SkipSync>,
     ops: u64,
     cut_at: Option<u64>,
     cut: bool,
@@ -208,6 +228,22 @@ struct State {
 }
 
 impl State {
+    fn skips(&self, path: &Path) -> bool {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        match self.skip {
+            None => false,
+            Some(SkipSync::Suffix(suffix)) => name.ends_with(suffix),
+            Some(SkipSync::AfterWriteBelow { name: n, below }) => {
+                name == n
+                    && self
+                        .files
+                        .get(path)
+                        .and_then(|log| log.writes.last())
+                        .is_some_and(|(offset, _)| *offset < below)
+            }
+        }
+    }
+
     fn write(&mut self, path: &Path, offset: u64, data: &[u8]) -> io::Result<()> {
         let log = self.files.entry(path.into()).or_default();
         let first = offset / SECTOR;
@@ -327,6 +363,12 @@ impl PowerLoss {
     pub fn cut_after(&self, n: u64) {
         let mut s = self.recorder.lock();
         s.cut_at = Some(s.ops + n.max(1));
+    }
+
+    /// From now on, the syncs `skip` names are not made (a fault put in on purpose; `None`
+    /// makes every sync again).
+    pub fn skip_syncs(&self, skip: Option<SkipSync>) {
+        self.recorder.lock().skip = skip;
     }
 
     /// Cuts the power now.

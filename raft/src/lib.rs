@@ -10,7 +10,9 @@
 //! - [`reply`]: what callers are answered: [`ProposeError`], [`MemberError`], the reply channels;
 //! - [`tokens`]: the simple auth tokens handed out by the apply;
 //! - [`transport`]: raft messages to and from peers (the connections are net/'s);
-//! - `trace`: raft-rs's slog records into tracing.
+//! - `trace`: raft-rs's slog records into tracing;
+//! - [`sim`] (feature `sim`, tests and the `retcd-sim` binary only): the deterministic
+//!   simulation of a cluster.
 //!
 //! This crate uses engine/ and never reaches net/.
 
@@ -21,6 +23,8 @@ pub mod log;
 pub mod membership;
 pub mod reply;
 pub mod sequencer;
+#[cfg(feature = "sim")]
+pub mod sim;
 pub mod status;
 pub mod tokens;
 mod trace;

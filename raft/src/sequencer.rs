@@ -338,82 +338,22 @@ impl Sequencer {
             lease_rx,
             tokens,
         } = self;
-        let (mut wal, recovered) = Wal::open(opts.wal.clone()).await?;
-        if let Some((file, offset)) = &recovered.truncated_tail {
-            warn!(file = %file.display(), offset, "WAL: truncated a torn tail (an unacknowledged write)");
-        }
-        let mut log = crate::log::recover(&recovered.records);
-        drop(recovered);
-        if let Some(members) = &opts.bootstrap
-            && log.entries.is_empty()
-            && log.hard_state.term == 0
-            && mvcc.applied().0 == 0
-        {
-            // A new cluster: the initial members' configuration changes open the log.
-            let records = crate::log::bootstrap_records(members);
-            wal.append(&records).await?;
-            log = crate::log::recover(&records);
-            info!(members = members.len(), "bootstrapped a new cluster");
-        }
-        let membership = match mvcc.membership().map_err(CoreError::Mvcc)? {
-            Some(bytes) => {
-                Membership::decode(&bytes).map_err(|e| SequencerError::Membership(e.to_string()))?
-            }
-            None => Membership::default(),
-        };
-        if membership.is_removed(status.member_id) {
-            return Err(SequencerError::Removed);
-        }
-        info!(
-            applied = mvcc.applied().0,
-            revision = mvcc.revision(),
-            wal_entries = log.entries.len(),
-            "recovered storage"
-        );
-        let member_id = status.member_id;
-        // Serve once everything committed before the restart is applied again.
-        let replay_to = log.hard_state.commit;
-        // Every entry already in the log was proposed before this run: whatever token one of
-        // them hands out died with that run (applied then or not).
-        tokens.replayed_to(
-            log.entries
-                .last()
-                .map_or(replay_to, |e| e.index.max(replay_to)),
-        );
         let seq_base = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64);
-        let mut core = Core::new(
-            mvcc,
-            &log,
-            membership,
-            status,
-            feed,
-            CoreOptions {
-                heartbeat_ticks: 1,
-                election_ticks: opts.election_ticks,
-                request_timeout: opts.request_timeout,
-                snapshot_count: opts.snapshot_count,
-                catch_up_entries: opts.catch_up_entries,
-                tokens: tokens.clone(),
-                max_uncommitted_bytes: opts.max_uncommitted_bytes,
-            },
-            seq_base,
-        )?;
-        drop(log);
-        let mut lessor = Lessor::new(
-            LessorOptions {
-                min_ttl: crate::lessor::min_lease_ttl(opts.tick, opts.election_ticks),
-                checkpoint_interval: opts.lease_checkpoint_interval,
-                ..LessorOptions::default()
-            },
-            member_id,
+        let Opened {
+            mut wal,
+            mut core,
+            replay_to,
+        } = open(&opts, mvcc, status, feed, tokens.clone(), seq_base).await?;
+        let mut lessor = new_lessor(
+            &opts,
+            &core,
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
-            &core.mvcc().leases().map_err(CoreError::Mvcc)?,
             Instant::now(),
-        );
+        )?;
         core.campaign_if_alone()?;
         let mut leases = Leases {
             lessor: &mut lessor,
@@ -439,6 +379,112 @@ impl Sequencer {
     }
 }
 
+/// A member's storage as a start finds it, with the [`Core`] over it.
+pub(crate) struct Opened {
+    pub(crate) wal: Wal,
+    pub(crate) core: Core,
+    /// The commit index recorded before the restart: the member serves once it applied this far.
+    pub(crate) replay_to: u64,
+}
+
+/// Recovers a member from its files: the WAL's records into raft-rs's log (bootstrapping a new
+/// cluster's log when there is nothing yet), the membership the page store holds, and the
+/// [`Core`] over them. Every start goes through here, the simulator's restarts included, so
+/// that what a crash leaves is recovered by the code that recovers it in production.
+/// `seq_base` makes this run's proposal contexts differ from an earlier run's.
+pub(crate) async fn open(
+    opts: &SequencerOptions,
+    mvcc: Mvcc,
+    status: Arc<NodeStatus>,
+    feed: Feed,
+    tokens: Arc<SimpleTokens>,
+    seq_base: u64,
+) -> Result<Opened, SequencerError> {
+    let (mut wal, recovered) = Wal::open(opts.wal.clone()).await?;
+    if let Some((file, offset)) = &recovered.truncated_tail {
+        warn!(file = %file.display(), offset, "WAL: truncated a torn tail (an unacknowledged write)");
+    }
+    let mut log = crate::log::recover(&recovered.records);
+    drop(recovered);
+    if let Some(members) = &opts.bootstrap
+        && log.entries.is_empty()
+        && log.hard_state.term == 0
+        && mvcc.applied().0 == 0
+    {
+        // A new cluster: the initial members' configuration changes open the log.
+        let records = crate::log::bootstrap_records(members);
+        wal.append(&records).await?;
+        log = crate::log::recover(&records);
+        info!(members = members.len(), "bootstrapped a new cluster");
+    }
+    let membership = match mvcc.membership().map_err(CoreError::Mvcc)? {
+        Some(bytes) => {
+            Membership::decode(&bytes).map_err(|e| SequencerError::Membership(e.to_string()))?
+        }
+        None => Membership::default(),
+    };
+    if membership.is_removed(status.member_id) {
+        return Err(SequencerError::Removed);
+    }
+    info!(
+        applied = mvcc.applied().0,
+        revision = mvcc.revision(),
+        wal_entries = log.entries.len(),
+        "recovered storage"
+    );
+    // Serve once everything committed before the restart is applied again.
+    let replay_to = log.hard_state.commit;
+    // Every entry already in the log was proposed before this run: whatever token one of
+    // them hands out died with that run (applied then or not).
+    tokens.replayed_to(
+        log.entries
+            .last()
+            .map_or(replay_to, |e| e.index.max(replay_to)),
+    );
+    let core = Core::new(
+        mvcc,
+        &log,
+        membership,
+        status,
+        feed,
+        CoreOptions {
+            heartbeat_ticks: 1,
+            election_ticks: opts.election_ticks,
+            request_timeout: opts.request_timeout,
+            snapshot_count: opts.snapshot_count,
+            catch_up_entries: opts.catch_up_entries,
+            tokens,
+            max_uncommitted_bytes: opts.max_uncommitted_bytes,
+        },
+        seq_base,
+    )?;
+    Ok(Opened {
+        wal,
+        core,
+        replay_to,
+    })
+}
+
+/// The lessor of a member that just started (or restarted) over `core`'s stored leases.
+pub(crate) fn new_lessor(
+    opts: &SequencerOptions,
+    core: &Core,
+    unix_ms: u64,
+    now: Instant,
+) -> Result<Lessor, SequencerError> {
+    Ok(Lessor::new(
+        LessorOptions {
+            min_ttl: crate::lessor::min_lease_ttl(opts.tick, opts.election_ticks),
+            checkpoint_interval: opts.lease_checkpoint_interval,
+            ..LessorOptions::default()
+        },
+        core.member_id(),
+        unix_ms,
+        &core.mvcc().leases().map_err(CoreError::Mvcc)?,
+        now,
+    ))
+}
+
 /// What wakes the sequencer between rounds.
 enum Event {
     Proposal(Result<Proposal, flume::RecvError>),
@@ -459,8 +505,8 @@ const LEASE_CALLS_PER_ROUND: usize = 1024;
 
 /// Proposes a request of the sequencer's own (a revoke of an expired lease, a lease checkpoint);
 /// nobody waits for its outcome.
-fn propose_internal(core: &mut Core, req: Request) {
-    core.propose_internal(req.encode(), Instant::now());
+fn propose_internal(core: &mut Core, req: Request, now: Instant) {
+    core.propose_internal(req.encode(), now);
 }
 
 /// Inputs served per wake-up before the loop goes on.
@@ -469,7 +515,11 @@ const INPUTS_PER_ROUND: usize = 1024;
 /// Ticks a member that applied its own removal goes on running (etcd: 10 ticks).
 const REMOVED_LINGER_TICKS: u32 = 10;
 
-fn serve_input(core: &mut Core, input: Input, now: Instant) -> Result<(), SequencerError> {
+pub(crate) fn serve_input(
+    core: &mut Core,
+    input: Input,
+    now: Instant,
+) -> Result<(), SequencerError> {
     match input {
         Input::Messages(msgs) => {
             for b in msgs {
@@ -524,7 +574,12 @@ impl Io<'_> {
 }
 
 /// Answers one core's lease call (grants are proposed; the rest is answered from memory).
-fn serve_lease_call(core: &mut Core, lessor: &mut Lessor, call: LeaseCall, now: Instant) {
+pub(crate) fn serve_lease_call(
+    core: &mut Core,
+    lessor: &mut Lessor,
+    call: LeaseCall,
+    now: Instant,
+) {
     use retcd_engine::request::LeaseCheckpointRequest;
     let leader = core.is_leader();
     match call {
@@ -552,6 +607,7 @@ fn serve_lease_call(core: &mut Core, lessor: &mut Lessor, call: LeaseCall, now: 
                             Request::LeaseCheckpoint(LeaseCheckpointRequest {
                                 checkpoints: vec![(id, 0)],
                             }),
+                            now,
                         );
                     }
                     r.ttl
@@ -574,20 +630,21 @@ fn serve_lease_call(core: &mut Core, lessor: &mut Lessor, call: LeaseCall, now: 
 }
 
 /// The leader's periodic lease work: revoke what expired, checkpoint remaining TTLs.
-fn lease_duties(core: &mut Core, lessor: &mut Lessor, now: Instant) {
+pub(crate) fn lease_duties(core: &mut Core, lessor: &mut Lessor, now: Instant) {
     use retcd_engine::request::{LeaseCheckpointRequest, LeaseRevokeRequest};
     lessor.maintain();
     if !core.is_leader() {
         return;
     }
     for id in lessor.expired(now) {
-        propose_internal(core, Request::LeaseRevoke(LeaseRevokeRequest { id }));
+        propose_internal(core, Request::LeaseRevoke(LeaseRevokeRequest { id }), now);
     }
     let checkpoints = lessor.due_checkpoints(now);
     if !checkpoints.is_empty() {
         propose_internal(
             core,
             Request::LeaseCheckpoint(LeaseCheckpointRequest { checkpoints }),
+            now,
         );
     }
 }

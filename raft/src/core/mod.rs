@@ -242,6 +242,10 @@ impl Core {
         self.expire(now);
     }
 
+    pub fn member_id(&self) -> u64 {
+        self.status.member_id
+    }
+
     pub fn is_leader(&self) -> bool {
         self.raw.raft.state == StateRole::Leader
     }
@@ -416,6 +420,29 @@ impl Core {
     /// Publishes term and leader after a round that changed no entries (elections).
     pub fn refresh_status(&self) {
         self.publish_status();
+    }
+}
+
+/// What the simulator (`crate::sim`) needs of raft-rs's election timer. raft-rs draws each
+/// randomized election timeout from `thread_rng` when a member's term or role changes; the
+/// simulator replaces every draw with one from its seed, so that a run replays exactly.
+#[cfg(feature = "sim")]
+impl Core {
+    /// (term, role, the randomized election timeout in ticks now in force).
+    pub fn sim_election_timer(&self) -> (u64, StateRole, usize) {
+        let r = &self.raw.raft;
+        (r.term, r.state, r.randomized_election_timeout())
+    }
+
+    /// Sets the randomized election timeout, in `[election_ticks, 2 × election_ticks)`.
+    pub fn sim_set_election_timeout(&mut self, ticks: usize) {
+        self.raw.raft.set_randomized_election_timeout(ticks);
+    }
+
+    /// (commit index, last index) of raft-rs's log.
+    pub fn sim_log(&self) -> (u64, u64) {
+        let l = &self.raw.raft.raft_log;
+        (l.committed, l.last_index())
     }
 }
 
