@@ -54,6 +54,9 @@ const UNIX_MS_BASE: u64 = 1_700_000_000_000;
 /// Small WAL segments: rollovers and releases happen in every run.
 const SEGMENT_SIZE: u64 = 32 << 10;
 
+/// A member's key-value state: (key, value, mod revision) in key order.
+type KvState = Vec<(Vec<u8>, Vec<u8>, i64)>;
+
 enum Ev {
     Tick(usize, u64),
     Deliver {
@@ -122,6 +125,11 @@ struct Node {
     slow_disk_until: Time,
     /// A power cut is armed (the member dies at a coming I/O) or the member is down.
     crashing: bool,
+    /// The member comes back at once after this crash (a crash right after voting).
+    quick_restart: bool,
+    /// Vote requests on their way to the member when it crashed after voting: they arrive just
+    /// after it restarts, before its leader's next heartbeat.
+    held_votes: Vec<Ev>,
     timer: (u64, StateRole),
     timer_gen: u64,
 }
@@ -187,6 +195,11 @@ struct World {
     net: Net,
     snapshot_count: u64,
     catch_up_entries: u64,
+    /// Every member ticks at the same instants and draws its election timeout from two values:
+    /// simultaneous candidates, split votes.
+    lockstep: bool,
+    /// The leader of every term seen so far (Raft's election safety: at most one per term).
+    leaders: BTreeMap<u64, u64>,
     clients: Vec<Client>,
     history: Vec<Op>,
     issued: usize,
@@ -256,12 +269,13 @@ impl World {
             drop_permille: rng.below(50),
             dup_permille: rng.below(30),
             reorder_permille: rng.below(100),
-            vote_crash_percent: rng.below(40),
+            vote_crash_percent: rng.between(10, 60),
             cut: vec![vec![false; n]; n],
         };
         let snapshot_count = rng.between(10, 60);
         let catch_up_entries = rng.between(5, 150);
-        let clients = rng.between(2, 5) as usize;
+        let clients = rng.between(3, 6) as usize;
+        let lockstep = rng.percent(30);
         let nodes = (0..n)
             .map(|i| {
                 let dir = root.join(format!("m{}", i + 1));
@@ -281,9 +295,15 @@ impl World {
                     live: None,
                     life: 0,
                     busy_until: 0,
-                    tick: TICK * rng.between(950, 1050) / 1000,
+                    tick: if lockstep {
+                        TICK
+                    } else {
+                        TICK * rng.between(950, 1050) / 1000
+                    },
                     slow_disk_until: 0,
                     crashing: false,
+                    quick_restart: false,
+                    held_votes: Vec::new(),
                     timer: (0, StateRole::Follower),
                     timer_gen: 0,
                 }
@@ -304,6 +324,8 @@ impl World {
             net,
             snapshot_count,
             catch_up_entries,
+            lockstep,
+            leaders: BTreeMap::new(),
             clients: (0..clients).map(|_| Client::default()).collect(),
             history: Vec::new(),
             issued: 0,
@@ -635,10 +657,18 @@ impl World {
         node.crashing = false;
         node.busy_until = self.now;
         let life = node.life;
-        let first = self.now + self.rng.below(self.nodes[i].tick);
+        let first = if self.lockstep {
+            (self.now / TICK + 1) * TICK
+        } else {
+            self.now + self.rng.below(self.nodes[i].tick)
+        };
         self.push(first, Ev::Tick(i, life));
         self.sync_timer(i);
         self.log(format!("m{} up (life {life})", i + 1));
+        for ev in std::mem::take(&mut self.nodes[i].held_votes) {
+            let at = self.now + self.rng.between(100, 3 * MS);
+            self.push(at, ev);
+        }
         Ok(())
     }
 
@@ -647,6 +677,11 @@ impl World {
     /// how often this is called.
     fn sync_timer(&mut self, i: usize) {
         let seed = self.cfg.seed;
+        let spread = if self.lockstep {
+            2
+        } else {
+            ELECTION_TICKS as u64
+        };
         let node = &mut self.nodes[i];
         let Some(live) = node.live.as_mut() else {
             return;
@@ -657,10 +692,32 @@ impl World {
             node.timer_gen += 1;
         }
         let want = ELECTION_TICKS
-            + (mix(seed ^ (node.id << 56) ^ node.timer_gen.wrapping_mul(0x9e37_79b9))
-                % ELECTION_TICKS as u64) as usize;
+            + (mix(seed ^ (node.id << 56) ^ node.timer_gen.wrapping_mul(0x9e37_79b9)) % spread)
+                as usize;
         if current != want {
             live.core.sim_set_election_timeout(want);
+        }
+    }
+
+    /// Raft's election safety, checked after every round: one leader per term.
+    fn check_leader(&mut self, i: usize) {
+        let Some(live) = self.nodes[i].live.as_ref() else {
+            return;
+        };
+        if !live.core.is_leader() {
+            return;
+        }
+        let (term, _, _) = live.core.sim_election_timer();
+        let id = self.nodes[i].id;
+        match self.leaders.get(&term) {
+            None => {
+                self.leaders.insert(term, id);
+                self.log(format!("m{id} leads term {term}"));
+            }
+            Some(&other) if other != id => {
+                self.fail(format!("two leaders in term {term}: m{other} and m{id}"));
+            }
+            Some(_) => {}
         }
     }
 
@@ -684,6 +741,8 @@ impl World {
         let back = self.now
             + if self.settling.is_some() {
                 10 * MS
+            } else if std::mem::take(&mut self.nodes[i].quick_restart) {
+                self.rng.between(20 * MS, 300 * MS)
             } else {
                 self.rng.between(50 * MS, 3 * SEC)
             };
@@ -725,7 +784,10 @@ impl World {
         self.nodes[i].busy_until = t;
         self.nodes[i].live = Some(live);
         match r {
-            Ok(()) => self.sync_timer(i),
+            Ok(()) => {
+                self.sync_timer(i);
+                self.check_leader(i);
+            }
             Err(e) => self.stop(i, e).await,
         }
     }
@@ -904,6 +966,8 @@ impl World {
                 // Crash right after voting: the vote must have been made durable first.
                 let ops = self.rng.between(1, 3);
                 self.arm_crash(i, ops, "after voting");
+                self.hold_votes(i, m.to as usize - 1);
+                self.nodes[i].quick_restart = true;
             }
             // Forwarded proposals are delivered at most once, as by the peer transport (a
             // failed stream drops its queue, nothing is resent): raft-rs does not deduplicate
@@ -947,8 +1011,10 @@ impl World {
         down < self.nodes.len() / 2 + 1
     }
 
+    /// Arms a power cut of member `i` (which is up: its `live` may be out of the node while
+    /// its round runs).
     fn arm_crash(&mut self, i: usize, ops: u64, why: &str) {
-        if self.nodes[i].crashing || self.nodes[i].live.is_none() {
+        if self.nodes[i].crashing {
             return;
         }
         self.nodes[i].crashing = true;
@@ -960,6 +1026,40 @@ impl World {
         let at = self.now + self.rng.between(20 * MS, 800 * MS);
         let life = self.nodes[i].life;
         self.push(at, Ev::CutNow(i, life));
+    }
+
+    /// Member `i` granted its vote to `candidate` and is about to crash: the requests of other
+    /// candidates of that term still on the wire arrive just after it restarts (a slow link),
+    /// and those candidates cannot reach `candidate` for a while — the member must remember
+    /// whom it voted for, or two of them lead the same term.
+    fn hold_votes(&mut self, i: usize, candidate: usize) {
+        {
+            let late: Vec<(Time, u64)> = self
+                .queue
+                .iter()
+                .filter(|(_, ev)| {
+                    matches!(ev, Ev::Deliver { to, msg, .. }
+                        if *to == i && msg.get_msg_type() == MessageType::MsgRequestVote)
+                })
+                .map(|(k, _)| *k)
+                .collect();
+            for k in late {
+                let ev = self.queue.remove(&k).expect("listed");
+                if let Ev::Deliver { from, .. } = &ev
+                    && *from != candidate
+                {
+                    let from = *from;
+                    self.net.cut[from][candidate] = true;
+                    self.net.cut[candidate][from] = true;
+                    self.log(format!(
+                        "nemesis: m{} and m{} cannot reach each other",
+                        from + 1,
+                        candidate + 1
+                    ));
+                }
+                self.nodes[i].held_votes.push(ev);
+            }
+        }
     }
 
     fn leader(&self) -> Option<usize> {
@@ -974,6 +1074,7 @@ impl World {
         }
         let n = self.nodes.len();
         let pick = self.rng.below(100);
+        let mut pause = self.rng.between(200 * MS, 1500 * MS);
         match pick {
             0..=14 => {
                 let groups: Vec<u8> = (0..n).map(|_| self.rng.below(2) as u8).collect();
@@ -1001,13 +1102,15 @@ impl World {
                     groups[l] = 1;
                     // Its clock runs slow too (a paused process, a skewed clock): it goes on
                     // believing it leads for a while.
-                    let tick = TICK * self.rng.between(1000, 1600) / 1000;
+                    let tick = TICK * self.rng.between(1300, 2500) / 1000;
                     self.log(format!(
                         "nemesis: isolate the leader m{}, its clock ticks every {tick} us",
                         l + 1
                     ));
                     self.net.split(&groups, None);
                     self.nodes[l].tick = tick;
+                    // Long enough for the others to elect a leader and write.
+                    pause = self.rng.between(2 * SEC, 4 * SEC);
                 }
             }
             35..=49 => {
@@ -1020,6 +1123,9 @@ impl World {
                         Some(l) if self.rng.percent(50) => l,
                         _ => self.rng.below(n as u64) as usize,
                     };
+                    if self.nodes[i].live.is_none() {
+                        return self.push_nemesis(pause);
+                    }
                     let ops = self.rng.between(1, 12);
                     self.arm_crash(i, ops, "crash");
                 }
@@ -1052,7 +1158,11 @@ impl World {
                 self.nodes[i].tick = tick;
             }
         }
-        let next = self.now + self.rng.between(300 * MS, 2500 * MS);
+        self.push_nemesis(pause);
+    }
+
+    fn push_nemesis(&mut self, after: Time) {
+        let next = self.now + after;
         self.push(next, Ev::Nemesis);
     }
 
@@ -1290,7 +1400,7 @@ impl World {
     /// The end: every member's state is the same, and the history (with a final read of every
     /// key) is linearizable.
     fn check(&mut self) {
-        let states: Vec<Vec<(Vec<u8>, Vec<u8>, i64)>> = self
+        let states: Vec<KvState> = self
             .nodes
             .iter()
             .map(|n| {
