@@ -8,11 +8,15 @@
 //! from one seed: a simulated clock, a network of single messages (delay, drop, duplicate,
 //! reorder, partitions and heals, snapshots), a disk under [`engine::disk::PowerLoss`]
 //! (power cuts at a seeded I/O operation, then torn, dropped, kept or garbled unsynced writes;
-//! latency spikes; stalls), and clients whose puts and linearizable gets are recorded with
-//! their simulated invocation and response times. At the end the network heals, every member
-//! comes back, the cluster settles, and the run fails unless the members' key-value states are
-//! equal and the history (plus a final read of every key) is linearizable
+//! latency spikes; stalls; a flipped bit in one member's synced files), and clients whose puts
+//! and linearizable gets are recorded with their simulated invocation and response times.
+//! After every round it checks election safety (one leader per term) and state machine safety
+//! (every member reaches the same state at an applied index); a panic, or an error of a member
+//! whose power was not cut, fails the run. At the end the network heals, every member comes
+//! back, the cluster settles, and the run fails unless the members' key-value states are equal
+//! and the history (plus a final read of every key) is linearizable
 //! (tests/support/linearizability.rs, the same file the process-level fault tests use).
+//! ARCHITECTURE.md, "Testing: the deterministic simulation", has the fault model in full.
 //!
 //! # How a member is driven
 //!
@@ -51,7 +55,10 @@
 //!
 //! # Who may call it
 //!
-//! Tests and the `retcd-sim` binary.
+//! Tests and the `retcd-sim` binary. Its seams in production code: `sequencer::open` and
+//! `new_lessor` (split out of `Sequencer::run`, which calls them), `serve_input`,
+//! `serve_lease_call` and `lease_duties` made crate-visible, and `Core::sim_*` (compiled only
+//! with the feature).
 
 mod rng;
 mod world;

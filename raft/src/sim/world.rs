@@ -52,7 +52,7 @@ const CHECK_BUDGET: u64 = 5_000_000;
 const CLUSTER_ID: u64 = 0x51;
 const UNIX_MS_BASE: u64 = 1_700_000_000_000;
 /// Small WAL segments: rollovers and releases happen in every run.
-const SEGMENT_SIZE: u64 = 32 << 10;
+const SEGMENT_SIZE: u64 = 8 << 10;
 
 /// A member's key-value state: (key, value, mod revision) in key order.
 type KvState = Vec<(Vec<u8>, Vec<u8>, i64)>;
@@ -130,6 +130,13 @@ struct Node {
     /// Vote requests on their way to the member when it crashed after voting: they arrive just
     /// after it restarts, before its leader's next heartbeat.
     held_votes: Vec<Ev>,
+    /// A bit of one of its synced files flips while it is down (a bad disk).
+    corrupt_at_restart: bool,
+    /// Its files were damaged: it may refuse to start or stop with an error saying so (it is
+    /// then retired, as an operator would remove it), but never serve wrong data.
+    damaged: bool,
+    /// Down for good (its damaged data refused).
+    retired: bool,
     timer: (u64, StateRole),
     timer_gen: u64,
 }
@@ -200,6 +207,9 @@ struct World {
     lockstep: bool,
     /// The leader of every term seen so far (Raft's election safety: at most one per term).
     leaders: BTreeMap<u64, u64>,
+    /// (term, revision) of the state each applied index left, as the first member to apply it
+    /// had it: every member must reach the same state at the same index.
+    applied_at: BTreeMap<u64, (u64, i64)>,
     clients: Vec<Client>,
     history: Vec<Op>,
     issued: usize,
@@ -304,6 +314,9 @@ impl World {
                     crashing: false,
                     quick_restart: false,
                     held_votes: Vec::new(),
+                    corrupt_at_restart: false,
+                    damaged: false,
+                    retired: false,
                     timer: (0, StateRole::Follower),
                     timer_gen: 0,
                 }
@@ -326,6 +339,7 @@ impl World {
             catch_up_entries,
             lockstep,
             leaders: BTreeMap::new(),
+            applied_at: BTreeMap::new(),
             clients: (0..clients).map(|_| Client::default()).collect(),
             history: Vec::new(),
             issued: 0,
@@ -357,6 +371,8 @@ impl World {
     }
 
     fn fail(&mut self, what: String) {
+        let root = self.root.to_string_lossy().into_owned();
+        let what = what.replace(&root, "<dir>");
         if self.fatal.is_none() {
             self.log(format!("FAILURE: {what}"));
             self.fatal = Some(what);
@@ -599,11 +615,27 @@ impl World {
                     report.sectors_lost,
                     report.dir_ops_undone
                 ));
+                if std::mem::take(&mut self.nodes[i].corrupt_at_restart) {
+                    match self.flip_a_bit(i) {
+                        Ok(what) => {
+                            self.log(format!("m{}: {what}", i + 1));
+                            self.nodes[i].damaged = true;
+                        }
+                        Err(e) => {
+                            self.fail(format!("m{}: damaging a file: {e}", i + 1));
+                            return;
+                        }
+                    }
+                }
                 if let Err(e) = self.open(i).await {
-                    self.fail(format!(
-                        "m{} does not restart after a power cut ({loss:?}): {e}",
-                        i + 1
-                    ));
+                    if self.nodes[i].damaged {
+                        self.retire(i, &e);
+                    } else {
+                        self.fail(format!(
+                            "m{} does not restart after a power cut ({loss:?}): {e}",
+                            i + 1
+                        ));
+                    }
                 }
             }
             Ev::Settled => self.check_settled(),
@@ -699,6 +731,67 @@ impl World {
         }
     }
 
+    /// Member `i`'s damaged files were refused (at start, or by a read that found the damage):
+    /// it stays down for the rest of the run, as an operator would remove it.
+    fn retire(&mut self, i: usize, why: &str) {
+        self.log(format!("m{} is retired: {why}", i + 1));
+        let node = &mut self.nodes[i];
+        node.retired = true;
+        node.crashing = true;
+        node.live = None;
+    }
+
+    /// Flips one bit of one of member `i`'s files (a WAL segment or the page store), where it
+    /// holds data.
+    fn flip_a_bit(&mut self, i: usize) -> std::io::Result<String> {
+        use std::os::unix::fs::FileExt;
+        let dir = &self.nodes[i].dir;
+        let mut files = vec![dir.join("member/snap/db")];
+        let mut wal: Vec<PathBuf> = std::fs::read_dir(dir.join("member/wal"))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+            .collect();
+        wal.sort();
+        files.extend(wal);
+        let path = files[self.rng.below(files.len() as u64) as usize].clone();
+        let bytes = std::fs::read(&path)?;
+        let Some(end) = bytes.iter().rposition(|&b| b != 0) else {
+            return Ok(format!("{} holds nothing to damage", path.display()));
+        };
+        let at = self.rng.below(end as u64 + 1);
+        let bit = 1u8 << self.rng.below(8);
+        let f = std::fs::OpenOptions::new().write(true).open(&path)?;
+        f.write_all_at(&[bytes[at as usize] ^ bit], at)?;
+        f.sync_all()?;
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        Ok(format!(
+            "flipped bit {bit:#04x} at offset {at} of {}",
+            name.unwrap_or_default()
+        ))
+    }
+
+    /// State machine safety, checked after every round: the state a member applied up to an
+    /// index is the one every other member had there.
+    fn check_applied(&mut self, i: usize) {
+        let Some(live) = self.nodes[i].live.as_ref() else {
+            return;
+        };
+        let (index, term) = live.core.mvcc().applied();
+        let revision = live.core.mvcc().revision();
+        match self.applied_at.get(&index) {
+            None => {
+                self.applied_at.insert(index, (term, revision));
+            }
+            Some(&(t, r)) if (t, r) != (term, revision) => {
+                self.fail(format!(
+                    "m{} applied index {index} (term {term}) at revision {revision}, another member had it at term {t}, revision {r}",
+                    i + 1
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+
     /// Raft's election safety, checked after every round: one leader per term.
     fn check_leader(&mut self, i: usize) {
         let Some(live) = self.nodes[i].live.as_ref() else {
@@ -723,8 +816,18 @@ impl World {
 
     /// Member `i` stopped: a crash when its power was cut (it comes back later), else a failure.
     async fn stop(&mut self, i: usize, why: String) {
-        if !self.nodes[i].power.is_cut() {
+        if !self.nodes[i].power.is_cut() && !self.nodes[i].damaged {
             self.fail(format!("m{} stopped: {why}", i + 1));
+            return;
+        }
+        if !self.nodes[i].power.is_cut() {
+            if let Some(mut live) = self.nodes[i].live.take() {
+                live.core.fail_pending();
+                drop(live.core);
+                let _ = live.wal.close().await;
+            }
+            self.nodes[i].life += 1;
+            self.retire(i, &why);
             return;
         }
         if let Some(mut live) = self.nodes[i].live.take() {
@@ -787,6 +890,7 @@ impl World {
             Ok(()) => {
                 self.sync_timer(i);
                 self.check_leader(i);
+                self.check_applied(i);
             }
             Err(e) => self.stop(i, e).await,
         }
@@ -880,7 +984,7 @@ impl World {
         };
         let r = async {
             let Some(cp) = live.checkpoint.take() else {
-                return Ok(());
+                return Ok(None);
             };
             let rec = live.core.finish_checkpoint(cp);
             let Record::Checkpoint { index, .. } = rec else {
@@ -894,9 +998,27 @@ impl World {
             live.wal.wait_for_spare().await.map_err(|e| e.to_string())?;
             live.core.trim_log(index).map_err(|e| e.to_string())?;
             live.last_checkpoint = self.now;
-            Ok::<_, String>(())
+            Ok::<_, String>(Some(index))
         }
         .await;
+        let r = r.map(|index| {
+            if let Some(index) = index {
+                let mut segments: Vec<String> =
+                    std::fs::read_dir(self.nodes[i].dir.join("member/wal"))
+                        .map(|d| {
+                            d.filter_map(Result::ok)
+                                .map(|e| e.file_name().to_string_lossy().into_owned())
+                                .filter(|n| n.ends_with(".wal"))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                segments.sort();
+                self.log(format!(
+                    "m{} checkpointed index {index}; WAL segments {segments:?}",
+                    i + 1
+                ));
+            }
+        });
         self.nodes[i].live = Some(live);
         r
     }
@@ -1147,6 +1269,19 @@ impl World {
                 ));
                 self.nodes[i].slow_disk_until = self.now + d;
             }
+            90..=92 => {
+                // A bad disk under one member, at most one per run: a bit of a file flips
+                // while it is down.
+                let i = self.rng.below(n as u64) as usize;
+                if self.may_crash()
+                    && self.nodes[i].live.is_some()
+                    && !self.nodes.iter().any(|n| n.damaged)
+                {
+                    self.nodes[i].corrupt_at_restart = true;
+                    let ops = self.rng.between(1, 12);
+                    self.arm_crash(i, ops, "its disk will damage a file");
+                }
+            }
             _ => {
                 let i = self.rng.below(n as u64) as usize;
                 let tick = TICK * self.rng.between(800, 1200) / 1000;
@@ -1368,13 +1503,14 @@ impl World {
     fn check_settled(&mut self) {
         let again = self.now + 100 * MS;
         let mut views = Vec::new();
-        for node in &self.nodes {
+        for node in self.nodes.iter().filter(|n| !n.retired) {
             let Some(live) = node.live.as_ref() else {
                 self.push(again, Ev::Settled);
                 return;
             };
             let (commit, last) = live.core.sim_log();
             views.push((
+                node.id,
                 live.core.leader_id(),
                 live.core.mvcc().applied().0,
                 commit,
@@ -1382,15 +1518,15 @@ impl World {
                 live.core.is_leader(),
             ));
         }
-        let leader = views[0].0;
+        let leader = views[0].1;
         let settled = leader != 0
-            && views.iter().all(|v| v.0 == leader)
-            && views[leader as usize - 1].4
+            && views.iter().all(|v| v.1 == leader)
+            && views.iter().any(|v| v.0 == leader && v.5)
             && views
                 .iter()
-                .all(|v| v.1 == views[0].1 && v.2 == v.1 && v.3 == v.1);
+                .all(|v| v.2 == views[0].2 && v.3 == v.2 && v.4 == v.2);
         if settled {
-            self.log(format!("settled: leader m{leader}, applied {}", views[0].1));
+            self.log(format!("settled: leader m{leader}, applied {}", views[0].2));
             self.done = true;
         } else {
             self.push(again, Ev::Settled);
@@ -1400,9 +1536,16 @@ impl World {
     /// The end: every member's state is the same, and the history (with a final read of every
     /// key) is linearizable.
     fn check(&mut self) {
+        let ids: Vec<u64> = self
+            .nodes
+            .iter()
+            .filter(|n| !n.retired)
+            .map(|n| n.id)
+            .collect();
         let states: Vec<KvState> = self
             .nodes
             .iter()
+            .filter(|n| !n.retired)
             .map(|n| {
                 let live = n.live.as_ref().expect("settled: every member is up");
                 let r = live
@@ -1439,8 +1582,8 @@ impl World {
                     })
                     .collect();
                 self.fail(format!(
-                    "after settling, m1 and m{} hold different states (differing: {diff:?})",
-                    i + 1
+                    "after settling, m{} and m{} hold different states (differing: {diff:?})",
+                    ids[0], ids[i]
                 ));
                 return;
             }
