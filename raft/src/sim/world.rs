@@ -1275,7 +1275,7 @@ impl World {
                 let i = self.rng.below(n as u64) as usize;
                 if self.may_crash()
                     && self.nodes[i].live.is_some()
-                    && !self.nodes.iter().any(|n| n.damaged)
+                    && !self.nodes.iter().any(|n| n.damaged || n.corrupt_at_restart)
                 {
                     self.nodes[i].corrupt_at_restart = true;
                     let ops = self.rng.between(1, 12);
