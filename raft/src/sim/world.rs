@@ -13,7 +13,7 @@ use raft::prelude::{Message, MessageType};
 use retcd_engine::btree::StoreOptions;
 use retcd_engine::disk::{Loss, PowerLoss, SkipSync};
 use retcd_engine::mvcc::{Mvcc, RawEntry, WriteResult};
-use retcd_engine::request::{PutRequest, RangeRequest, Request};
+use retcd_engine::request::{CompactRequest, PutRequest, RangeRequest, Request};
 use retcd_engine::wal::{Record, Wal, WalOptions};
 
 use crate::core::{Checkpoint, Core, Outgoing, Proposal};
@@ -78,6 +78,8 @@ enum Ev {
         ok: bool,
     },
     CheckpointDone(usize, u64),
+    /// The member's loop goes on (a compaction has more batches to delete).
+    Resume(usize, u64),
     Client(usize),
     ClientGiveUp(usize, u64),
     Nemesis,
@@ -90,7 +92,7 @@ impl Ev {
     /// The member whose sequencer handles the event (it waits while that member is busy).
     fn member(&self) -> Option<usize> {
         match self {
-            Ev::Tick(i, _) | Ev::CheckpointDone(i, _) => Some(*i),
+            Ev::Tick(i, _) | Ev::CheckpointDone(i, _) | Ev::Resume(i, _) => Some(*i),
             Ev::Deliver { to, .. } | Ev::Snapshot { to, .. } => Some(*to),
             Ev::SnapshotSent { at, .. } => Some(*at),
             _ => None,
@@ -144,7 +146,11 @@ struct Node {
 enum Waiting {
     Write(flume::Receiver<Result<WriteResult, ProposeError>>),
     Read(flume::Receiver<Result<u64, ProposeError>>, String),
-    Lease(flume::Receiver<Result<WriteResult, ProposeError>>),
+    /// A lease grant or a compaction (not in the checked history).
+    Other(
+        flume::Receiver<Result<WriteResult, ProposeError>>,
+        &'static str,
+    ),
 }
 
 struct Pending {
@@ -579,6 +585,11 @@ impl World {
                 }
                 self.round(i).await;
             }
+            Ev::Resume(i, life) => {
+                if self.nodes[i].life == life {
+                    self.round(i).await;
+                }
+            }
             Ev::Client(c) => self.client_op(c).await,
             Ev::ClientGiveUp(c, seq) => {
                 if self.clients[c]
@@ -910,6 +921,14 @@ impl World {
                 };
                 let out = std::mem::take(&mut step.out);
                 self.send(i, live, out, *t);
+                if let Some(cp) = step.install_sync.take() {
+                    // An installed snapshot is durable before its Checkpoint record, the first
+                    // of the round's records (the sequencer runs this job off the core and
+                    // waits for it).
+                    cp.job.run().map_err(|e| e.to_string())?;
+                    live.core.finish_install_sync(cp);
+                    *t += self.disk_latency(i, *t);
+                }
                 if bugs.vote_without_persist {
                     step.records
                         .retain(|r| !matches!(r, Record::HardState { .. }));
@@ -971,9 +990,20 @@ impl World {
                 let life = self.nodes[i].life;
                 self.push(done, Ev::CheckpointDone(i, life));
             }
-            if !live.core.has_ready() {
-                return Ok(());
+            if live.core.has_ready() {
+                continue;
             }
+            // A compaction's deletion goes one bounded batch per round, behind everything that
+            // was ready, as in the sequencer.
+            if live.core.compaction_pending() {
+                live.core.compact_step().map_err(|e| e.to_string())?;
+                if live.core.compaction_pending() {
+                    // Whatever else is due now is served before the next batch.
+                    let life = self.nodes[i].life;
+                    self.push(*t + 1, Ev::Resume(i, life));
+                }
+            }
+            return Ok(());
         }
         Err("the sequencer's loop does not come to rest".into())
     }
@@ -1384,6 +1414,24 @@ impl World {
             live.core.read(tx);
             self.log(format!("client {c} get {key} at m{}", m + 1));
             (None, Waiting::Read(rx, key))
+        } else if pick < 97 {
+            // A compaction of the last few revisions, both kinds (a physical one is answered
+            // once its deletion batches are done).
+            let (tx, rx) = flume::bounded(1);
+            let revision = (live.core.mvcc().revision() - self.rng.below(10) as i64).max(1);
+            let physical = self.rng.percent(50);
+            live.core.propose(
+                Proposal {
+                    data: Request::Compact(CompactRequest { revision, physical }).encode(),
+                    reply: tx,
+                },
+                now,
+            );
+            self.log(format!(
+                "client {c} compacts at revision {revision} (physical {physical}) at m{}",
+                m + 1
+            ));
+            (None, Waiting::Other(rx, "compaction"))
         } else {
             let (tx, rx) = flume::bounded(1);
             let ttl = self.rng.between(1, 4) as i64;
@@ -1401,7 +1449,7 @@ impl World {
                 "client {c} grants a lease of {ttl} s at m{}",
                 m + 1
             ));
-            (None, Waiting::Lease(rx))
+            (None, Waiting::Other(rx, "lease grant"))
         };
         self.clients[c].pending = Some(Pending {
             seq,
@@ -1468,10 +1516,11 @@ impl World {
                         Some("failed: the member went away".into())
                     }
                 },
-                Waiting::Lease(rx) => match rx.try_recv() {
+                Waiting::Other(rx, what) => match rx.try_recv() {
                     Err(flume::TryRecvError::Empty) => None,
-                    Ok(r) => Some(format!("lease grant: {}", r.is_ok())),
-                    Err(flume::TryRecvError::Disconnected) => Some("lease grant: lost".into()),
+                    Ok(Ok(_)) => Some(format!("{what}: ok")),
+                    Ok(Err(e)) => Some(format!("{what}: {e}")),
+                    Err(flume::TryRecvError::Disconnected) => Some(format!("{what}: lost")),
                 },
             };
             if let Some(s) = outcome {
