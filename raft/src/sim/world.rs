@@ -803,6 +803,13 @@ impl World {
         }
     }
 
+    /// A read of member `m`'s store failed: only a member whose files were damaged may say so.
+    fn read_failed(&mut self, m: usize, e: &str) {
+        if !self.nodes[m].damaged {
+            self.fail(format!("m{}: a read failed: {e}", m + 1));
+        }
+    }
+
     /// Raft's election safety, checked after every round: one leader per term.
     fn check_leader(&mut self, i: usize) {
         let Some(live) = self.nodes[i].live.as_ref() else {
@@ -1395,7 +1402,14 @@ impl World {
         } else if pick < 95 {
             if bugs.read_without_read_index && live.core.is_leader() {
                 // The injected bug: a member that believes it leads answers from its own state.
-                let v = read_key(&live.core, &key);
+                let v = match read_key(&live.core, &key) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        self.read_failed(m, &e);
+                        self.client_next(c);
+                        return;
+                    }
+                };
                 self.log(format!(
                     "client {c} get {key} at m{} (local) = {v:?}",
                     m + 1
@@ -1498,7 +1512,20 @@ impl World {
                     Err(flume::TryRecvError::Empty) => None,
                     Ok(Ok(index)) => match self.nodes[member].live.as_ref() {
                         Some(live) => {
-                            let v = read_key(&live.core, key);
+                            let v = match read_key(&live.core, key) {
+                                Ok(v) => v,
+                                Err(e) => {
+                                    let key = key.clone();
+                                    self.clients[c].pending = None;
+                                    self.read_failed(member, &e);
+                                    self.log(format!(
+                                        "client {c} at m{}: get {key} failed: {e}",
+                                        member + 1
+                                    ));
+                                    self.client_next(c);
+                                    continue;
+                                }
+                            };
                             let s = format!("read index {index}: {key} = {v:?}");
                             self.history.push(Op {
                                 key: key.clone(),
@@ -1585,13 +1612,35 @@ impl World {
     /// The end: every member's state is the same, and the history (with a final read of every
     /// key) is linearizable.
     fn check(&mut self) {
+        // A damaged member may find its damage only now, reading everything: it says so and
+        // is retired, as a read that meets the damage during the run retires it.
+        for i in 0..self.nodes.len() {
+            let damaged_read = self.nodes[i].damaged
+                && self.nodes[i].live.as_ref().is_some_and(|l| {
+                    l.core
+                        .mvcc()
+                        .reader()
+                        .range(&RangeRequest {
+                            key: vec![0],
+                            range_end: vec![0],
+                            ..Default::default()
+                        })
+                        .is_err()
+                });
+            if damaged_read {
+                self.retire(
+                    i,
+                    "its damaged page store reports the damage at the final read",
+                );
+            }
+        }
         let ids: Vec<u64> = self
             .nodes
             .iter()
             .filter(|n| !n.retired)
             .map(|n| n.id)
             .collect();
-        let states: Vec<KvState> = self
+        let states: Result<Vec<KvState>, String> = self
             .nodes
             .iter()
             .filter(|n| !n.retired)
@@ -1611,10 +1660,18 @@ impl World {
                             .into_iter()
                             .map(|kv| (kv.key, kv.value, kv.mod_revision))
                             .collect()
-                    });
-                r.unwrap_or_default()
+                    })
+                    .map_err(|e| format!("m{}: reading its whole state: {e}", n.id));
+                r
             })
             .collect();
+        let states = match states {
+            Ok(s) => s,
+            Err(e) => {
+                self.fail(e);
+                return;
+            }
+        };
         for (i, s) in states.iter().enumerate().skip(1) {
             if *s != states[0] {
                 let diff: Vec<String> = states[0]
@@ -1677,14 +1734,20 @@ impl World {
     }
 }
 
-fn read_key(core: &Core, key: &str) -> Option<String> {
-    let r = core.mvcc().reader().range(&RangeRequest {
-        key: key.as_bytes().to_vec(),
-        ..Default::default()
-    });
-    r.ok()
-        .and_then(|r| r.kvs.into_iter().next())
-        .map(|kv| String::from_utf8_lossy(&kv.value).into_owned())
+/// The value of `key` on a member, or the error its store gave.
+fn read_key(core: &Core, key: &str) -> Result<Option<String>, String> {
+    let r = core
+        .mvcc()
+        .reader()
+        .range(&RangeRequest {
+            key: key.as_bytes().to_vec(),
+            ..Default::default()
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(r.kvs
+        .into_iter()
+        .next()
+        .map(|kv| String::from_utf8_lossy(&kv.value).into_owned()))
 }
 
 fn revision_of(w: &WriteResult) -> i64 {
