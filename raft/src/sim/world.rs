@@ -1646,8 +1646,7 @@ impl World {
             .filter(|n| !n.retired)
             .map(|n| {
                 let live = n.live.as_ref().expect("settled: every member is up");
-                let r = live
-                    .core
+                live.core
                     .mvcc()
                     .reader()
                     .range(&RangeRequest {
@@ -1661,8 +1660,7 @@ impl World {
                             .map(|kv| (kv.key, kv.value, kv.mod_revision))
                             .collect()
                     })
-                    .map_err(|e| format!("m{}: reading its whole state: {e}", n.id));
-                r
+                    .map_err(|e| format!("m{}: reading its whole state: {e}", n.id))
             })
             .collect();
         let states = match states {
