@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
-use retcd_raft::sim::{Bugs, Config, run};
+use retcd_raft::sim::{Bugs, Config, run_async};
 
 struct Args {
     from: u64,
@@ -105,7 +105,8 @@ fn main() {
                 undecided.clone(),
                 stop.clone(),
             );
-            std::thread::spawn(move || {
+            // One executor per thread for all its seeds (see `run_async`).
+            std::thread::spawn(move || retcd_engine::runtime::block_on_local(async move {
                 while !stop.load(Ordering::Relaxed) {
                     let seed = next.fetch_add(1, Ordering::Relaxed);
                     if seed >= end {
@@ -115,7 +116,7 @@ fn main() {
                     cfg.members = args.members;
                     cfg.ops = args.ops;
                     cfg.bugs = args.bugs;
-                    match run(&cfg) {
+                    match run_async(&cfg).await {
                         Ok(r) => {
                             passed.fetch_add(1, Ordering::Relaxed);
                             if r.undecided {
@@ -162,7 +163,7 @@ fn main() {
                         );
                     }
                 }
-            })
+            }))
         })
         .collect();
     for t in threads {
