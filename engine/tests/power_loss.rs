@@ -193,6 +193,20 @@ impl From<MvccError> for Failure {
     }
 }
 
+/// `reqs` as the committed entries `first..`, in term 1 (a single member's log).
+fn entries_from(first: u64, reqs: &[Request]) -> Vec<Applied<'_>> {
+    reqs.iter()
+        .enumerate()
+        .map(|(i, req)| Applied {
+            index: first + i as u64,
+            term: 1,
+            request: Some(req),
+            caller: None,
+            membership: None,
+        })
+        .collect()
+}
+
 fn wal_dir(dir: &Path) -> PathBuf {
     dir.join("member/wal")
 }
@@ -285,17 +299,7 @@ impl Member {
         self.wal.append(&records).await?;
         self.last += reqs.len() as u64;
         self.wal.wait_for_spare().await?;
-        let batch: Vec<Applied<'_>> = reqs
-            .iter()
-            .enumerate()
-            .map(|(i, req)| Applied {
-                index: first + i as u64,
-                term: 1,
-                request: Some(req),
-                caller: None,
-                membership: None,
-            })
-            .collect();
+        let batch = entries_from(first, &reqs);
         for r in self.mvcc.apply(&batch)? {
             r?;
         }
@@ -658,17 +662,7 @@ fn put_entries(m: &mut Mvcc, keys: impl Iterator<Item = (Vec<u8>, Vec<u8>)>) {
             })
         })
         .collect();
-    let entries: Vec<Applied<'_>> = reqs
-        .iter()
-        .enumerate()
-        .map(|(i, r)| Applied {
-            index: first + i as u64,
-            term: 1,
-            request: Some(r),
-            caller: None,
-            membership: None,
-        })
-        .collect();
+    let entries = entries_from(first, &reqs);
     for r in m.apply(&entries).expect("apply") {
         r.expect("a put");
     }
