@@ -145,6 +145,7 @@ fn run(mut cfg: Config) -> Result<(), String> {
     let mut seq_opts = SequencerOptions::new(WalOptions::new(cfg.wal_dir()));
     seq_opts.tick = cfg.heartbeat_interval;
     seq_opts.election_ticks = cfg.election_ticks() as usize;
+    seq_opts.initial_election_tick_advance = cfg.initial_election_tick_advance;
     // etcd's request timeout: 5 s plus two election timeouts.
     seq_opts.request_timeout = std::time::Duration::from_secs(5) + 2 * cfg.election_timeout;
     seq_opts.bootstrap = identity.bootstrap;

@@ -580,3 +580,37 @@ fn retcd_refuses_foreign_flags_strangers_and_removed_members() {
         "{err}"
     );
 }
+
+/// etcd's --initial-election-tick-advance (on by default): every member of a new cluster, and a
+/// restarted member, starts its election clock two ticks short of the election timeout, so a
+/// first election does not wait a whole (here 10 s) timeout; `=false` turns it off.
+#[test]
+fn retcd_fast_forwards_the_first_election() {
+    const LINE: &str = r#""fast_forward_ticks":98,"election_ticks":100,"voters":3"#;
+    let mut c = Cluster::start(
+        Kind::Retcd,
+        3,
+        &["--heartbeat-interval=100", "--election-timeout=10000"],
+    );
+    c.leader();
+    for m in &c.members {
+        assert!(
+            m.log_since(0).contains(LINE),
+            "a new cluster: {}",
+            m.log_tail()
+        );
+    }
+    let from = c.members[1].log_len();
+    c.members[1].restart();
+    assert!(
+        c.members[1].log_since(from).contains(LINE),
+        "a restart: {}",
+        c.members[1].log_since(from)
+    );
+    let from = c.members[2].log_len();
+    c.members[2].stop();
+    c.members[2].push_arg("--initial-election-tick-advance=false");
+    c.members[2].start_again();
+    assert!(!c.members[2].log_since(from).contains(LINE), "turned off");
+    c.leader();
+}

@@ -55,6 +55,8 @@ pub struct SequencerOptions {
     pub tick: Duration,
     /// Election timeout in ticks (etcd's --election-timeout / --heartbeat-interval).
     pub election_ticks: usize,
+    /// etcd's --initial-election-tick-advance (see [`Core::advance_election_clock`]).
+    pub initial_election_tick_advance: bool,
     /// Proposals that may wait in the queue before callers block.
     pub queue_depth: usize,
     /// Bytes of requests taken into one batch.
@@ -91,6 +93,7 @@ impl SequencerOptions {
             wal,
             tick: Duration::from_millis(100),
             election_ticks: 10,
+            initial_election_tick_advance: true,
             queue_depth: 16_384,
             max_batch_bytes: 2 << 20,
             checkpoint_interval: Duration::from_secs(5),
@@ -659,6 +662,7 @@ async fn drive(
     (replay_to, started): (u64, impl FnOnce()),
 ) -> Result<(), SequencerError> {
     let mut started = Some(started);
+    let mut fast_forward = opts.initial_election_tick_advance;
     let mut last_tick = Instant::now();
     let mut last_checkpoint = Instant::now();
     // At most one checkpoint in flight; its blocking fdatasyncs run off the core.
@@ -726,6 +730,10 @@ async fn drive(
         // membership yet, so "not listed" does not mean "gone").
         let members = core.membership();
         io.router.retain(|id| !members.is_removed(id));
+        if fast_forward && core.mvcc().applied().0 >= replay_to {
+            fast_forward = false;
+            core.advance_election_clock();
+        }
         if started.is_some()
             && core.mvcc().applied().0 >= replay_to
             && core.publish(&opts.name, &opts.client_urls, Instant::now())

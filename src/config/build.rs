@@ -70,6 +70,7 @@ pub(super) fn build(
     let Timing {
         heartbeat_interval,
         election_timeout,
+        initial_election_tick_advance,
         watch_progress_notify_interval,
     } = timing(settings, warnings)?;
     let Tls {
@@ -109,6 +110,7 @@ pub(super) fn build(
         log_outputs,
         heartbeat_interval,
         election_timeout,
+        initial_election_tick_advance,
         watch_progress_notify_interval,
         auth_token,
         auth_token_ttl,
@@ -369,6 +371,7 @@ fn logging(settings: &Settings, warnings: &mut Vec<String>) -> Result<Logging, C
 struct Timing {
     heartbeat_interval: Duration,
     election_timeout: Duration,
+    initial_election_tick_advance: bool,
     watch_progress_notify_interval: Duration,
 }
 
@@ -400,6 +403,7 @@ fn timing(settings: &Settings, warnings: &mut Vec<String>) -> Result<Timing, Con
     Ok(Timing {
         heartbeat_interval: Duration::from_millis(heartbeat_ms),
         election_timeout: Duration::from_millis(election_ms),
+        initial_election_tick_advance: bool_of(settings, "initial-election-tick-advance"),
         watch_progress_notify_interval: watch_progress_notify_interval(settings, warnings),
     })
 }

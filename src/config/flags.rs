@@ -177,7 +177,7 @@ pub(super) static SPECS: &[Spec] = &[
     f("snapshot-count", K::Uint, "100000", S::Implemented, Sec::Member, "Committed entries between two snapshots to disk."),
     f("heartbeat-interval", K::Uint, "100", S::Implemented, Sec::Member, "Heartbeat interval, in milliseconds."),
     f("election-timeout", K::Uint, "1000", S::Implemented, Sec::Member, "Election timeout, in milliseconds (at least 5 heartbeats, at most 50000)."),
-    f("initial-election-tick-advance", K::Bool, "true", S::Ignored, Sec::Member, "Fast-forward election ticks at boot so a first election happens sooner."),
+    f("initial-election-tick-advance", K::Bool, "true", S::Implemented, Sec::Member, "Fast-forward election ticks at boot so a first election happens sooner."),
     f("listen-peer-urls", K::Urls, "http://localhost:2380", S::Implemented, Sec::Member, "URLs to listen on for traffic from other members."),
     f("listen-client-urls", K::Urls, "http://localhost:2379", S::Implemented, Sec::Member, "URLs to listen on for client traffic (gRPC, and HTTP unless --listen-client-http-urls is set)."),
     f("listen-client-http-urls", K::Urls, "", S::Ignored, Sec::Member, "URLs to listen on for HTTP-only client traffic."),

@@ -214,6 +214,9 @@ pub struct Config {
     pub heartbeat_interval: Duration,
     /// `--election-timeout`.
     pub election_timeout: Duration,
+    /// `--initial-election-tick-advance`: a member of a cluster of several starts its election
+    /// clock almost expired, so the first election takes a few ticks, not a whole timeout.
+    pub initial_election_tick_advance: bool,
     /// `--experimental-watch-progress-notify-interval`, resolved (0 or
     /// negative → 10m, below 100ms → 100ms).
     pub watch_progress_notify_interval: Duration,

@@ -568,6 +568,11 @@ impl Server {
         args
     }
 
+    /// Adds a flag for the next start (see [`Server::start_again`]).
+    pub fn push_arg(&mut self, arg: &str) {
+        self.extra_args.push(arg.to_string());
+    }
+
     /// Gracefully stops the server (SIGTERM, then SIGKILL after
     /// [`STOP_TIMEOUT`]) and starts it again on the same ports and data.
     pub fn restart(&mut self) {

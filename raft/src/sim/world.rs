@@ -684,6 +684,9 @@ impl World {
         )
         .map_err(|e| e.to_string())?;
         core.campaign_if_alone().map_err(|e| e.to_string())?;
+        // The sequencer also fast-forwards the election clock once the log is replayed
+        // (--initial-election-tick-advance); the simulator does not, so that a seed's history
+        // stays what it was when the seed was recorded as finding a bug.
         let node = &mut self.nodes[i];
         node.live = Some(Live {
             wal,
