@@ -1036,8 +1036,10 @@ fn cpu_spent(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> S
 /// several events share a revision). Every watcher's events (about 1.07 million) are compared
 /// with what the write responses imply: every event once, in order, with its create revision,
 /// version and prev_kv, and no revision split over two responses. Measured on 2 cores, debug
-/// build: 35 to 45 s, about 30 s of it the writes; with the same 100,000 operations as single
-/// requests (STRESS_TXN_PERCENT = 0) the writes alone take about 42 s.
+/// build: 35 to 45 s (early December 2026), about 30 s of it the writes; 75 s alone and about
+/// 100 s inside the workspace suite after issue 12 (58 s of writes, the sequencer core busy;
+/// the release build got no slower, perf/results/2026-12-03-vm-issue12-ab.md). With the same
+/// 100,000 operations as single requests (STRESS_TXN_PERCENT = 0) the writes alone took 42 s.
 #[test]
 fn stress_every_watcher_gets_exactly_its_events() {
     const WATCH_CONNECTIONS: usize = 10;
