@@ -28,6 +28,11 @@ mod write;
 #[cfg(test)]
 mod tests;
 
+/// A key/value pair.
+pub type Entry = (Vec<u8>, Vec<u8>);
+/// A visitor of key/value pairs in key order; `Break` stops the scan.
+pub type Visit<'a> = dyn FnMut(&[u8], &[u8]) -> std::ops::ControlFlow<()> + 'a;
+
 pub use read::{
     Bucket, CheckReport, Db, Loc, Meta, ReadError, SnapshotStatus, Trailer, snapshot_status,
 };

@@ -14,6 +14,7 @@ use super::{
     META_CHECKED, META_OFFSET, NO_FREELIST, PAGE_HEADER, TRAILER_LEN, VERSION, fnv1a64, show,
     u16_at, u32_at, u64_at,
 };
+use super::{Entry, Visit};
 
 /// Where in the file something is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -442,11 +443,7 @@ impl Db {
 
     /// Visits the entries of `bucket` in key order (checked strictly ascending); stops when
     /// `visit` returns `Break`.
-    pub fn scan_bucket(
-        &self,
-        bucket: &Bucket,
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> ControlFlow<()>,
-    ) -> Result<(), ReadError> {
+    pub fn scan_bucket(&self, bucket: &Bucket, visit: &mut Visit<'_>) -> Result<(), ReadError> {
         let name = show(&bucket.name);
         let mut plain = |_: &Loc, _: usize, key: &[u8], value: &[u8], flags: u32| {
             if flags & ELEM_BUCKET != 0 {
@@ -475,7 +472,7 @@ impl Db {
     }
 
     /// All entries of `bucket`, in key order.
-    pub fn entries(&self, bucket: &Bucket) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ReadError> {
+    pub fn entries(&self, bucket: &Bucket) -> Result<Vec<Entry>, ReadError> {
         let mut out = Vec::new();
         self.scan_bucket(bucket, &mut |k, v| {
             out.push((k.to_vec(), v.to_vec()));
@@ -487,12 +484,7 @@ impl Db {
     /// Walks the tree rooted at `root` in key order, calling `visit(location, index, key,
     /// value, flags)` for each leaf element; keys are checked strictly ascending across the
     /// whole tree. Bounded by [`MAX_DEPTH`] and by the page count.
-    fn walk(
-        &self,
-        root: u64,
-        from: &str,
-        visit: &mut dyn FnMut(&Loc, usize, &[u8], &[u8], u32) -> Result<ControlFlow<()>, ReadError>,
-    ) -> Result<(), ReadError> {
+    fn walk(&self, root: u64, from: &str, visit: &mut ElemVisit<'_>) -> Result<(), ReadError> {
         let mut state = Walk {
             prev: None,
             visited: 0,
@@ -508,7 +500,7 @@ impl Db {
         from: &dyn Fn() -> String,
         depth: usize,
         state: &mut Walk,
-        visit: &mut dyn FnMut(&Loc, usize, &[u8], &[u8], u32) -> Result<ControlFlow<()>, ReadError>,
+        visit: &mut ElemVisit<'_>,
     ) -> Result<ControlFlow<()>, ReadError> {
         let at = Loc::Page(pgid);
         if depth >= MAX_DEPTH {
@@ -667,6 +659,13 @@ fn read_meta(backing: &Backing, offset: u64, id: u64) -> Result<Meta, String> {
     })
 }
 
+/// Visits a leaf element: (location, index, key, value, element flags).
+type ElemVisit<'a> = dyn for<'p> FnMut(&Loc, usize, &'p [u8], &'p [u8], u32) -> Result<ControlFlow<()>, ReadError>
+    + 'a;
+/// [`ElemVisit`] for the elements of one page that outlives the visit.
+type PageElemVisit<'p, 'a> =
+    dyn FnMut(&Loc, usize, &'p [u8], &'p [u8], u32) -> Result<ControlFlow<()>, ReadError> + 'a;
+
 struct Walk {
     prev: Option<Vec<u8>>,
     visited: u64,
@@ -719,13 +718,7 @@ fn branch_elems<'p>(at: &Loc, page: &'p Page) -> Result<Vec<(&'p [u8], u64)>, Re
 fn for_each_leaf<'p>(
     at: &Loc,
     page: &'p [u8],
-    visit: &mut dyn FnMut(
-        &Loc,
-        usize,
-        &'p [u8],
-        &'p [u8],
-        u32,
-    ) -> Result<ControlFlow<()>, ReadError>,
+    visit: &mut PageElemVisit<'p, '_>,
 ) -> Result<ControlFlow<()>, ReadError> {
     if page.len() < PAGE_HEADER {
         return Err(ReadError::BadElement {

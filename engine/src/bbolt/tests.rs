@@ -293,11 +293,7 @@ impl Source for Shifty {
     fn bucket_names(&self) -> Vec<Vec<u8>> {
         vec![b"b".to_vec()]
     }
-    fn scan(
-        &self,
-        _: usize,
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> ControlFlow<()>,
-    ) -> Result<(), SourceError> {
+    fn scan(&self, _: usize, visit: &mut Visit<'_>) -> Result<(), SourceError> {
         let pass = self.0.get();
         self.0.set(pass + 1);
         for i in 0..(200 + pass * 100) {

@@ -6,9 +6,9 @@ use std::ops::ControlFlow;
 use sha2::{Digest, Sha256};
 
 use super::{
-    BUCKET_HEADER, ELEM, ELEM_BUCKET, FLAG_BRANCH, FLAG_LEAF, FLAG_META, MAGIC, MAX_DEPTH,
+    BUCKET_HEADER, ELEM, ELEM_BUCKET, Entry, FLAG_BRANCH, FLAG_LEAF, FLAG_META, MAGIC, MAX_DEPTH,
     MAX_KEY_SIZE, MAX_VALUE_SIZE, META_CHECKED, META_OFFSET, NO_FREELIST, PAGE_HEADER, PAGE_SIZE,
-    VERSION, fnv1a64, put_header, put_u32, put_u64, show,
+    VERSION, Visit, fnv1a64, put_header, put_u32, put_u64, show,
 };
 
 /// An error of a [`Source`], boxed so that sources keep their own error types.
@@ -22,17 +22,16 @@ pub trait Source {
 
     /// Visits the entries of bucket `bucket` (an index into [`Source::bucket_names`]) in
     /// ascending key order. Stops early, returning `Ok`, when `visit` returns `Break`.
-    fn scan(
-        &self,
-        bucket: usize,
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> ControlFlow<()>,
-    ) -> Result<(), SourceError>;
+    fn scan(&self, bucket: usize, visit: &mut Visit<'_>) -> Result<(), SourceError>;
 }
+
+/// A bucket of a [`MemSource`]: its name and its entries in ascending key order.
+pub type MemBucket = (Vec<u8>, Vec<Entry>);
 
 /// A [`Source`] held in memory: `(name, entries)` per bucket, entries in ascending key order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MemSource {
-    pub buckets: Vec<(Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>)>,
+    pub buckets: Vec<MemBucket>,
 }
 
 impl Source for MemSource {
@@ -40,11 +39,7 @@ impl Source for MemSource {
         self.buckets.iter().map(|(name, _)| name.clone()).collect()
     }
 
-    fn scan(
-        &self,
-        bucket: usize,
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> ControlFlow<()>,
-    ) -> Result<(), SourceError> {
+    fn scan(&self, bucket: usize, visit: &mut Visit<'_>) -> Result<(), SourceError> {
         let (_, entries) = self.buckets.get(bucket).ok_or("no such bucket")?;
         for (k, v) in entries {
             if visit(k, v).is_break() {
@@ -201,7 +196,6 @@ pub fn write_db<W: Write + ?Sized>(
     // per bucket above) could move the root or the high-water mark.
     assert_eq!(written_root, root_pgid, "root bucket's root page moved");
     assert_eq!(emit.next, hwm, "high-water mark moved");
-    drop(emit);
     let bytes = counted.bytes;
     assert_eq!(bytes, hwm * PAGE_SIZE as u64, "stream length ≠ hwm pages");
     Ok(WriteSummary {
@@ -515,7 +509,7 @@ fn fill_leaf(page: &mut [u8], flags: u32, elems: &[(u32, u32)], data: &[u8]) {
 }
 
 /// The value of an inline bucket: header {root 0, sequence 0} and an embedded leaf page.
-fn inline_bucket(entries: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
+fn inline_bucket(entries: &[Entry]) -> Vec<u8> {
     let elems: Vec<(u32, u32)> = entries
         .iter()
         .map(|(k, v)| (k.len() as u32, v.len() as u32))
@@ -549,7 +543,7 @@ struct BucketBuilder<'n> {
     /// `16 + Σ(16 + klen + vlen)`, saturating: the inline test.
     inline_size: usize,
     /// Pass 2 of an inline bucket: its entries (≤ 1 KiB in all, as planned).
-    collect_inline: Option<Vec<(Vec<u8>, Vec<u8>)>>,
+    collect_inline: Option<Vec<Entry>>,
 }
 
 /// bbolt's inline rule: a bucket whose single leaf would fill at most a quarter page.
