@@ -37,7 +37,8 @@ pub use read::{
     Bucket, CheckReport, Db, Loc, Meta, ReadError, SnapshotStatus, Trailer, snapshot_status,
 };
 pub use write::{
-    MemSource, Sha256Trailer, Source, SourceError, WriteError, WriteSummary, write_db,
+    MemBucket, MemSource, Sha256Trailer, Source, SourceError, WriteError, WriteSummary, write_db,
+    write_snapshot,
 };
 
 /// Page size of the files we write (bbolt's default on x86-64 Linux; a multiple of 512 as etcd's

@@ -3,6 +3,10 @@
 use std::ops::ControlFlow;
 
 use super::*;
+use super::{
+    FLAG_FREELIST, FLAG_LEAF, META_CHECKED, META_OFFSET, NO_FREELIST, PAGE_HEADER, fnv1a64,
+    put_header, put_u64,
+};
 
 /// xorshift, seeded, so that a failure reproduces.
 struct Rng(u64);
@@ -216,6 +220,9 @@ fn trailer_is_sha256_of_the_db_and_verified() {
     write_db(&mut sink, &src).unwrap();
     let (mut bytes, digest) = sink.finish().unwrap();
     assert_eq!(bytes.len() % 512, 32);
+    let (summary, same, same_digest) = write_snapshot(Vec::new(), &src).unwrap();
+    assert_eq!((&same, same_digest), (&bytes, digest));
+    assert_eq!(summary.bytes + 32, bytes.len() as u64);
     let db = Db::from_bytes(bytes.clone()).unwrap();
     assert_eq!(db.verify_trailer().unwrap(), Trailer::Present { digest });
     assert_eq!(db.size(), bytes.len() as u64 - 32);
@@ -448,4 +455,75 @@ fn corrupt_files_give_errors() {
         }
         let _ = read_all(b);
     }
+}
+
+/// Rewrites both metas' freelist and pgid fields, with fresh checksums.
+fn set_meta(bytes: &mut [u8], freelist: u64, pgid: u64) {
+    for m in [META_OFFSET, PAGE_SIZE + META_OFFSET] {
+        put_u64(bytes, m + 32, freelist);
+        put_u64(bytes, m + 40, pgid);
+        let sum = fnv1a64(&bytes[m..m + META_CHECKED]);
+        put_u64(bytes, m + META_CHECKED, sum);
+    }
+}
+
+/// Appends a freelist page listing `ids` (and optionally an orphan page before it).
+fn with_freelist(bytes: &[u8], orphan: bool, ids: &[u64]) -> Vec<u8> {
+    let mut b = bytes.to_vec();
+    if orphan {
+        let id = (b.len() / PAGE_SIZE) as u64;
+        let mut page = vec![0u8; PAGE_SIZE];
+        put_header(&mut page, id, FLAG_LEAF, 0, 0);
+        b.extend_from_slice(&page);
+    }
+    let id = (b.len() / PAGE_SIZE) as u64;
+    let mut page = vec![0u8; PAGE_SIZE];
+    put_header(&mut page, id, FLAG_FREELIST, ids.len() as u16, 0);
+    for (i, free) in ids.iter().enumerate() {
+        put_u64(&mut page, PAGE_HEADER + 8 * i, *free);
+    }
+    b.extend_from_slice(&page);
+    set_meta(&mut b, id, id + 1);
+    b
+}
+
+#[test]
+fn check_follows_a_persisted_freelist() {
+    let (_, bytes) = sample();
+    let orphan = (bytes.len() / PAGE_SIZE) as u64;
+    let check = |b: Vec<u8>| Db::from_bytes(b).unwrap().check();
+
+    let r = check(with_freelist(&bytes, false, &[])).unwrap();
+    assert_eq!((r.free, r.unreachable, r.reachable), (0, 0, r.pages));
+    // Without a persisted freelist an orphan is merely unreachable (bbolt rebuilds the
+    // freelist from it); with one it must be listed.
+    let mut b = bytes.clone();
+    b.extend_from_slice(&[0; PAGE_SIZE]);
+    put_header(
+        &mut b[orphan as usize * PAGE_SIZE..],
+        orphan,
+        FLAG_LEAF,
+        0,
+        0,
+    );
+    set_meta(&mut b, NO_FREELIST, orphan + 1);
+    assert_eq!(check(b).unwrap().unreachable, 1);
+    assert!(matches!(
+        check(with_freelist(&bytes, true, &[])),
+        Err(ReadError::UnreachableUnfreed { pgid }) if pgid == orphan
+    ));
+    let r = check(with_freelist(&bytes, true, &[orphan])).unwrap();
+    assert_eq!((r.free, r.unreachable), (1, 0));
+    assert!(matches!(
+        check(with_freelist(&bytes, true, &[orphan, orphan])),
+        Err(ReadError::AlreadyFreed { .. })
+    ));
+    assert!(matches!(
+        check(with_freelist(&bytes, true, &[orphan, 2])),
+        Err(ReadError::ReachableFreed { pgid: 2 })
+    ));
+    assert!(matches!(
+        check(with_freelist(&bytes, true, &[orphan, 1 << 40])),
+        Err(ReadError::FreelistOutOfBounds { .. })
+    ));
 }

@@ -205,6 +205,19 @@ pub fn write_db<W: Write + ?Sized>(
     })
 }
 
+/// Writes etcd's snapshot stream into `out`: the db of [`write_db`] followed by the 32-byte
+/// sha256 of its bytes (reference §3.1; what `etcdctl snapshot save` stores). Returns the sink and
+/// the digest.
+pub fn write_snapshot<W: Write>(
+    out: W,
+    source: &dyn Source,
+) -> Result<(WriteSummary, W, [u8; 32]), WriteError> {
+    let mut sink = Sha256Trailer::new(out);
+    let summary = write_db(&mut sink, source)?;
+    let (out, digest) = sink.finish()?;
+    Ok((summary, out, digest))
+}
+
 /// A sink wrapper for etcd's snapshot stream: hashes every byte it passes on, and
 /// [`Sha256Trailer::finish`] appends the 32-byte sha256 of them (reference §3.1).
 pub struct Sha256Trailer<W: Write> {
