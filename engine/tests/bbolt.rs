@@ -100,7 +100,7 @@ struct Etcd {
 impl Etcd {
     /// Starts etcd with its data in `data_dir` (new or restored) as member `n1` whose peer URL
     /// is on `peer_port`, and waits until it is healthy.
-    fn start(data_dir: &Path, peer_port: u16) -> Etcd {
+    fn try_start(data_dir: &Path, peer_port: u16) -> Result<Etcd, String> {
         let client = format!("http://127.0.0.1:{}", free_port());
         let peer = format!("http://127.0.0.1:{peer_port}");
         let log = data_dir.with_extension("log");
@@ -134,19 +134,38 @@ impl Etcd {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             if let Some(status) = etcd.guard.0.try_wait().expect("wait etcd") {
-                panic!("etcd exited with {status}:\n{}", etcd.log_tail());
+                return Err(format!("etcd exited with {status}:\n{}", etcd.log_tail()));
             }
             let health = etcdctl(&["--endpoints", &etcd.endpoint, "endpoint", "health"]);
             if health.status.success() {
-                return etcd;
+                return Ok(etcd);
             }
-            assert!(
-                Instant::now() < deadline,
-                "etcd not healthy after {READY_TIMEOUT:?}:\n{}",
-                etcd.log_tail()
-            );
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "etcd not healthy after {READY_TIMEOUT:?}:\n{}",
+                    etcd.log_tail()
+                ));
+            }
             std::thread::sleep(POLL);
         }
+    }
+
+    /// Prepares a data dir with `prepare(dir, peer_port)` and starts etcd on it; tries again
+    /// with fresh ports and a fresh dir (at most 3 times) when another process took a port
+    /// between our probe and etcd's bind.
+    fn start(parent: &Path, name: &str, prepare: &dyn Fn(&Path, u16)) -> Etcd {
+        let mut last = String::new();
+        for attempt in 0..3 {
+            let data_dir = parent.join(format!("{name}-{attempt}"));
+            let peer_port = free_port();
+            prepare(&data_dir, peer_port);
+            match Etcd::try_start(&data_dir, peer_port) {
+                Ok(etcd) => return etcd,
+                Err(e) if e.contains("address already in use") => last = e,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("etcd could not bind its ports 3 times: {last}");
     }
 
     fn ctl(&self, args: &[&str]) -> String {
@@ -201,7 +220,7 @@ fn revision(key: &[u8]) -> (u64, u64) {
 #[test]
 fn reads_a_snapshot_saved_from_real_etcd() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let etcd = Etcd::start(&dir.path().join("data"), free_port());
+    let etcd = Etcd::start(dir.path(), "data", &|_, _| {});
     let lease = etcd.ctl(&["lease", "grant", "600"]);
     let lease_id = lease
         .split_whitespace()
@@ -452,23 +471,22 @@ fn etcdctl_accepts_and_restores_what_we_write() {
     assert_eq!(ours.1, last_rev);
 
     // (c) restore (verifies the sha256 trailer), then a real etcd serves what we wrote.
-    let peer_port = free_port();
-    let peer = format!("http://127.0.0.1:{peer_port}");
-    let data = dir.path().join("restored");
-    etcdctl_ok(&[
-        "snapshot",
-        "restore",
-        snap.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--name",
-        "n1",
-        "--initial-cluster",
-        &format!("n1={peer}"),
-        "--initial-advertise-peer-urls",
-        &peer,
-    ]);
-    let etcd = Etcd::start(&data, peer_port);
+    let etcd = Etcd::start(dir.path(), "restored", &|data, peer_port| {
+        let peer = format!("http://127.0.0.1:{peer_port}");
+        etcdctl_ok(&[
+            "snapshot",
+            "restore",
+            snap.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--name",
+            "n1",
+            "--initial-cluster",
+            &format!("n1={peer}"),
+            "--initial-advertise-peer-urls",
+            &peer,
+        ]);
+    });
     let out = etcd.ctl(&["get", "", "--prefix", "-w", "json"]);
     let v: serde_json::Value = serde_json::from_str(&out).expect("get json");
     assert_eq!(v["header"]["revision"].as_i64(), Some(last_rev), "{out}");
