@@ -5,6 +5,7 @@
 //! reads committed snapshots from any core.
 
 pub mod auth;
+pub mod bbolt;
 pub mod btree;
 pub mod disk;
 pub mod mvcc;
