@@ -1,0 +1,10 @@
+//! retcd's command-line tools. `retcdutl` (src/bin/retcdutl.rs) is the offline tool: it reads
+//! and writes files (snapshot files, data dirs) and never talks to a server, as etcdutl. What it
+//! prints follows etcd's tools byte for byte, so scripts written for them keep working.
+//!
+//! - [`output`]: etcd's printers (the `-w simple|table|json|fields` formats, the table layout,
+//!   go-humanize's byte sizes) and exit codes.
+//! - [`snapshot`]: `snapshot status` of an etcd-format snapshot file.
+
+pub mod output;
+pub mod snapshot;
