@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod btree;
 pub mod disk;
+pub mod etcd_keys;
 pub mod mvcc;
 pub mod page;
 pub mod request;

@@ -2461,8 +2461,9 @@ fn read_only_txn_from_the_snapshot_matches_the_write_path() {
 /// the history from it (prev_kv included).
 fn visible(s: &Store, c: i64) -> (u32, Vec<RangeResult>, Vec<retcd_engine::mvcc::Event>) {
     let reader = s.m().reader();
-    let (hash, _, compacted) = reader.hash_kv(0).unwrap();
-    assert_eq!(compacted, c);
+    let h = reader.hash_kv(0).unwrap();
+    assert_eq!(h.compact_revision, c);
+    let hash = h.hash;
     let ranges = [c, (c + 1).min(s.rev()), s.rev()]
         .into_iter()
         .map(|rev| s.range(&at_rev(rev, all())).unwrap())
