@@ -2669,3 +2669,110 @@ fn a_snapshot_installs_in_bounded_transactions() {
     let a = dst.m().audit().unwrap();
     assert!(a.leaked.is_empty() && a.twice.is_empty(), "{a:?}");
 }
+
+/// HashKV is etcd's (DESIGN.md §4.10): the numbers are what a real etcd 3.4.23 answered
+/// (`etcdctl endpoint hashkv --rev N`) for the same history — puts, an overwrite, a delete, a
+/// txn of two puts, compactions (physical) at 4 and 5, a delete of every key (etcd's empty
+/// `keep` set) — and they hold whatever part of a compaction's deletion has run.
+#[test]
+fn hash_kv_is_etcds() {
+    use retcd_engine::etcd_keys::{BucketRevision, decode_key_value, decode_revision_key};
+    const EMPTY: u32 = 1084519789; // CRC-32C of "key": no version hashed
+    let mut s = Store::new();
+    let hash = |s: &Store, rev: i64| s.m().reader().hash_kv(rev).map(|h| h.hash);
+    assert_eq!(hash(&s, 0).unwrap(), EMPTY);
+    assert_eq!(hash(&s, 1).unwrap(), EMPTY);
+    assert!(matches!(hash(&s, 2), Err(MvccError::FutureRev)));
+
+    s.put(b"foo", b"bar1");
+    s.put(b"foo", b"bar2");
+    s.put(b"k2", b"v");
+    s.delete(b"k2", b"", false);
+    s.txn(txn_of(vec![op_put(b"x", b"1"), op_put(b"y", b"2")]))
+        .unwrap();
+    s.put(b"foo", b"bar3");
+    assert_eq!(s.rev(), 7);
+    let before = [
+        (0, 1927598384),
+        (1, EMPTY),
+        (2, 2287484849),
+        (3, 562156679),
+        (4, 4001193409),
+        (5, 1768164782),
+        (6, 3473710722),
+        (7, 1927598384),
+    ];
+    for (rev, want) in before {
+        let h = s.m().reader().hash_kv(rev).unwrap();
+        assert_eq!(h.hash, want, "rev {rev}");
+        assert_eq!((h.compact_revision, h.revision), (-1, 7));
+        assert_eq!(h.hash_revision, if rev == 0 { 7 } else { rev });
+    }
+    // A negative revision hashes nothing (etcd: no error, no version ≤ it).
+    assert_eq!(hash(&s, -1).unwrap(), EMPTY);
+
+    // Compaction at 4: 3.4.23 refuses HashKV at the compacted revision itself.
+    s.compact(4).unwrap();
+    let at4 = [(5, 3019180641), (6, 1807504253), (7, 886791669)];
+    let check = |s: &Store, c: i64, want: &[(i64, u32)]| {
+        assert!(matches!(hash(s, c), Err(MvccError::Compacted)));
+        assert!(matches!(hash(s, c - 1), Err(MvccError::Compacted)));
+        for &(rev, h) in want {
+            assert_eq!(hash(s, rev).unwrap(), h, "rev {rev}, compacted {c}");
+            assert_eq!(s.m().reader().hash_kv(rev).unwrap().compact_revision, c);
+        }
+    };
+    check(&s, 4, &at4); // pending: nothing deleted yet
+    s.finish_compaction();
+    check(&s, 4, &at4);
+
+    // The key bucket a snapshot of this state carries: what etcd's holds after the compaction.
+    let bucket: Vec<_> = s
+        .m()
+        .reader()
+        .state_snapshot()
+        .etcd_key_bucket()
+        .map(|e| e.unwrap())
+        .collect();
+    let rev = |main, sub, tombstone| BucketRevision {
+        main,
+        sub,
+        tombstone,
+    };
+    let want = [
+        (rev(3, 0, false), kv(b"foo", b"bar2", 2, 3, 2)),
+        (rev(4, 0, false), kv(b"k2", b"v", 4, 4, 1)),
+        (
+            rev(5, 0, true),
+            KeyValue {
+                key: b"k2".to_vec(),
+                ..KeyValue::default()
+            },
+        ),
+        (rev(6, 0, false), kv(b"x", b"1", 6, 6, 1)),
+        (rev(6, 1, false), kv(b"y", b"2", 6, 6, 1)),
+        (rev(7, 0, false), kv(b"foo", b"bar3", 2, 7, 3)),
+    ];
+    assert_eq!(bucket.len(), want.len(), "{bucket:?}");
+    for (e, (r, kv)) in bucket.iter().zip(want) {
+        assert_eq!(e.revision, r);
+        assert_eq!(decode_revision_key(&e.key).unwrap(), r);
+        assert_eq!(decode_key_value(&e.value).unwrap(), kv);
+    }
+
+    // Every key deleted at 8 (foo, x, y in key order): at 8 etcd's `keep` is empty, so the
+    // versions ≤ 4 it still holds are hashed although deleted since.
+    assert_eq!(s.delete(b"\0", b"\0", false).deleted, 3);
+    check(&s, 4, &[(5, 3019180641), (7, 886791669), (8, 213138666)]);
+    s.compact(5).unwrap();
+    let at5 = [(6, 3325400351), (7, 3241706157), (8, 4117162611)];
+    check(&s, 5, &at5);
+    s.mm().compact_step().unwrap();
+    check(&s, 5, &at5);
+    s.finish_compaction();
+    check(&s, 5, &at5);
+    s.put(b"z", b"1");
+    check(&s, 5, &[(8, 4117162611), (9, 249331255), (0, 249331255)]);
+    s.restart();
+    check(&s, 5, &[(8, 4117162611), (9, 249331255)]);
+}
