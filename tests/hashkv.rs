@@ -206,12 +206,18 @@ async fn history(etcd: &Server, retcd: &Server) {
     // Phase 3: a compaction in the middle of the history, at a put.
     let c1 = txn;
     p.compact(c1).await;
-    let after1 = p
-        .compare(
-            "compact at a txn",
-            &[0, deletes, revoke, c1 + 1, c1, c1 - 1, first, deletes + 1, -1],
-        )
-        .await;
+    let revs = [
+        0,
+        deletes,
+        revoke,
+        c1 + 1,
+        c1,
+        c1 - 1,
+        first,
+        deletes + 1,
+        -1,
+    ];
+    let after1 = p.compare("compact at a txn", &revs).await;
     assert_eq!(error_of(&after1, c1).as_deref(), Some(COMPACTED));
     assert_eq!(error_of(&after1, c1 - 1).as_deref(), Some(COMPACTED));
     assert_eq!(error_of(&after1, deletes + 1).as_deref(), Some(FUTURE));
@@ -241,7 +247,8 @@ async fn history(etcd: &Server, retcd: &Server) {
     p.compare("all deleted", &[0, all, before_all + 1, before_all])
         .await;
     let last = p.put(b"g", b"after all", 0).await;
-    p.compare("after all", &[0, last, all, before_all + 1]).await;
+    p.compare("after all", &[0, last, all, before_all + 1])
+        .await;
     // A second compaction after everything: only what is live and newer survives.
     p.compact(last).await;
     let done = p.compare("compact at the end", &[0, last, last + 1]).await;
