@@ -2776,3 +2776,244 @@ fn hash_kv_is_etcds() {
     s.restart();
     check(&s, 5, &[(8, 4117162611), (9, 249331255)]);
 }
+
+/// etcd 3.4.23's `key` bucket and HashKV taken literally (reference bbolt-etcd-formats.md §2.2,
+/// §4): every change written to the bucket, compaction deleting from it, the hash reading it with
+/// an explicit `keep` set. The streaming hash (no `keep` set, compaction's deletion in batches)
+/// is checked against it.
+struct EtcdModel {
+    rev: i64,
+    compacted: i64,
+    /// Every change ever, for etcd's in-memory index: (main, sub) → (key, tombstone).
+    index: BTreeMap<(i64, i64), (Vec<u8>, bool)>,
+    /// Revision key → KeyValue bytes, as bbolt orders them.
+    bucket: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// Live keys: (create revision, version).
+    live: BTreeMap<Vec<u8>, (i64, i64)>,
+}
+
+impl EtcdModel {
+    fn new() -> EtcdModel {
+        EtcdModel {
+            rev: 1,
+            compacted: -1,
+            index: BTreeMap::new(),
+            bucket: BTreeMap::new(),
+            live: BTreeMap::new(),
+        }
+    }
+
+    /// One request's changes (`None`: delete); deletes of keys not live change nothing, and a
+    /// request that changes nothing takes no revision.
+    fn write(&mut self, changes: &[(Vec<u8>, Option<Vec<u8>>)]) {
+        use retcd_engine::etcd_keys::{
+            BucketRevision, KeyValueRef, encode_key_value, revision_key,
+        };
+        let main = self.rev + 1;
+        let mut sub = 0;
+        for (key, value) in changes {
+            let tombstone = value.is_none();
+            let mut v = Vec::new();
+            match value {
+                Some(value) => {
+                    let (create, version) =
+                        self.live.get(key).map_or((main, 1), |l| (l.0, l.1 + 1));
+                    self.live.insert(key.clone(), (create, version));
+                    let kv = KeyValueRef {
+                        key,
+                        create_revision: create,
+                        mod_revision: main,
+                        version,
+                        value,
+                        lease: 0,
+                    };
+                    encode_key_value(kv, &mut v);
+                }
+                None => {
+                    if self.live.remove(key).is_none() {
+                        continue;
+                    }
+                    encode_key_value(KeyValueRef::tombstone(key), &mut v);
+                }
+            }
+            let r = BucketRevision {
+                main,
+                sub,
+                tombstone,
+            };
+            self.bucket.insert(revision_key(r), v);
+            self.index.insert((main, sub), (key.clone(), tombstone));
+            sub += 1;
+        }
+        if sub > 0 {
+            self.rev = main;
+        }
+    }
+
+    /// Each key's newest change at or below `rev`: (main, sub) → tombstone.
+    fn newest(&self, rev: i64) -> BTreeMap<(i64, i64), bool> {
+        let mut by_key: BTreeMap<&[u8], ((i64, i64), bool)> = BTreeMap::new();
+        for (&r, (k, t)) in self.index.range(..(rev + 1, 0)) {
+            by_key.insert(k, (r, *t));
+        }
+        by_key.into_values().collect()
+    }
+
+    /// etcd's compaction, physically at once.
+    fn compact(&mut self, c: i64) {
+        use retcd_engine::etcd_keys::decode_revision_key;
+        let kept: Vec<(i64, i64)> = self
+            .newest(c)
+            .into_iter()
+            .filter(|(_, tomb)| !tomb)
+            .map(|(r, _)| r)
+            .collect();
+        self.bucket.retain(|k, _| {
+            let r = decode_revision_key(k).unwrap();
+            r.main > c || kept.contains(&(r.main, r.sub))
+        });
+        self.compacted = c;
+    }
+
+    fn hash_kv(&self, rev: i64) -> Result<u32, &'static str> {
+        use retcd_engine::etcd_keys::decode_revision_key;
+        if rev > 0 && rev <= self.compacted {
+            return Err("compacted");
+        }
+        if rev > self.rev {
+            return Err("future");
+        }
+        let rev = if rev == 0 { self.rev } else { rev };
+        let keep: Vec<(i64, i64)> = self
+            .newest(rev)
+            .into_iter()
+            .filter(|(_, tomb)| !tomb)
+            .map(|(r, _)| r)
+            .collect();
+        let mut h = crc32c::crc32c(b"key");
+        for (k, v) in &self.bucket {
+            let r = decode_revision_key(k).unwrap();
+            if r.main > rev
+                || (r.main <= self.compacted
+                    && !keep.is_empty()
+                    && !keep.contains(&(r.main, r.sub)))
+            {
+                continue;
+            }
+            h = crc32c::crc32c_append(h, k);
+            h = crc32c::crc32c_append(h, v);
+        }
+        Ok(h)
+    }
+}
+
+/// Random histories (puts, single and range deletes, txns of several changes, compactions whose
+/// deletion runs in random batches): at each step the store's HashKV at a spread of revisions
+/// equals the literal model's, and its key bucket equals the model's bucket once no compaction
+/// is pending.
+#[test]
+fn hash_kv_matches_etcds_algorithm_on_random_histories() {
+    use retcd_engine::etcd_keys::decode_revision_key;
+    let keys: [&[u8]; 6] = [b"a", b"a\0", b"b", b"ba", b"c", b"\xff"];
+    for seed in 1..=6u64 {
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ seed);
+        let mut s = Store::new();
+        let mut m = EtcdModel::new();
+        for step in 0..150 {
+            let key = |rng: &mut Rng| keys[rng.below(keys.len() as u64) as usize].to_vec();
+            let value = |rng: &mut Rng| {
+                let n = rng.below(3);
+                (0..n)
+                    .map(|_| b'0' + rng.below(10) as u8)
+                    .collect::<Vec<u8>>()
+            };
+            match rng.below(10) {
+                0..=3 => {
+                    let (k, v) = (key(&mut rng), value(&mut rng));
+                    s.put(&k, &v);
+                    m.write(&[(k, Some(v))]);
+                }
+                4 | 5 => {
+                    let k = key(&mut rng);
+                    s.delete(&k, b"", false);
+                    m.write(&[(k, None)]);
+                }
+                6 => {
+                    // [a, b): every live key in it, in key order.
+                    let (a, b) = (key(&mut rng), key(&mut rng));
+                    let (a, b) = if a <= b { (a, b) } else { (b, a) };
+                    s.delete(&a, &b, false);
+                    let doomed: Vec<_> = m
+                        .live
+                        .keys()
+                        .filter(|k| **k >= a && **k < b)
+                        .map(|k| (k.clone(), None))
+                        .collect();
+                    m.write(&doomed);
+                }
+                7 => {
+                    // Distinct keys (etcd refuses a txn writing a key twice).
+                    let mut changes: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+                    for _ in 0..3 {
+                        let k = key(&mut rng);
+                        if changes.iter().all(|(c, _)| *c != k) {
+                            let v = (rng.below(4) != 0).then(|| value(&mut rng));
+                            changes.push((k, v));
+                        }
+                    }
+                    let ops = changes
+                        .iter()
+                        .map(|(k, v)| match v {
+                            Some(v) => op_put(k, v),
+                            None => op_del(k, b""),
+                        })
+                        .collect();
+                    s.txn(txn_of(ops)).unwrap();
+                    m.write(&changes);
+                }
+                8 if m.rev > m.compacted.max(1) => {
+                    let c = m.compacted.max(1)
+                        + 1
+                        + rng.below((m.rev - m.compacted.max(1)) as u64) as i64;
+                    s.compact(c).unwrap();
+                    m.compact(c);
+                }
+                _ => {
+                    if s.m().compaction_pending() {
+                        s.mm().compact_step().unwrap();
+                    }
+                }
+            }
+            assert_eq!(s.rev(), m.rev, "seed {seed} step {step}");
+            let mut revs = vec![0, -1, 1, m.compacted, m.compacted + 1, m.rev, m.rev + 1];
+            revs.extend((0..3).map(|_| rng.below(m.rev as u64 + 2) as i64));
+            for rev in revs {
+                let got = s.m().reader().hash_kv(rev).map(|h| {
+                    assert_eq!(h.compact_revision, m.compacted);
+                    h.hash
+                });
+                let got = got.map_err(|e| match e {
+                    MvccError::Compacted => "compacted",
+                    MvccError::FutureRev => "future",
+                    other => panic!("{other}"),
+                });
+                assert_eq!(got, m.hash_kv(rev), "seed {seed} step {step} rev {rev}");
+            }
+            if !s.m().compaction_pending() || rng.below(4) == 0 {
+                let bucket: Vec<(Vec<u8>, Vec<u8>)> = s
+                    .m()
+                    .reader()
+                    .state_snapshot()
+                    .etcd_key_bucket()
+                    .map(|e| {
+                        let e = e.unwrap();
+                        assert_eq!(decode_revision_key(&e.key).unwrap(), e.revision);
+                        (e.key, e.value)
+                    })
+                    .collect();
+                let want: Vec<_> = m.bucket.clone().into_iter().collect();
+                assert_eq!(bucket, want, "seed {seed} step {step}: key bucket");
+            }
+        }
+    }
+}
