@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use crate::auth::{self, AuthError, AuthOutcome, AuthReader, AuthState, Denied, Touched};
 use crate::btree::{self, Cursor, PageStore, Reader, Source, StoreOptions, Tag, WriteTxn};
+use crate::etcd_keys::{self, BucketRevision, KeyValueRef};
 use crate::page::StoreError;
 use crate::request::{
     Caller, CompactRequest, Compare, DeleteRangeRequest, PutRequest, RangeRequest, Request,
@@ -588,6 +589,20 @@ impl StateSnapshot {
         (t[TAG_APPLIED], t[TAG_TERM])
     }
 
+    /// Current and compacted revision of the copy (-1: never compacted).
+    pub fn revisions(&self) -> (i64, i64) {
+        let t = self.snap.tag();
+        (t[TAG_REV] as i64, t[TAG_COMPACT] as i64)
+    }
+
+    /// etcd's `key` bucket for this state, in bbolt's key order: what a snapshot file must hold
+    /// for etcd (its compaction at [`StateSnapshot::revisions`]'s compacted revision finished,
+    /// whatever retcd has deleted yet; see [`KeyBucket`]).
+    pub fn etcd_key_bucket(&self) -> KeyBucket<'_, btree::Snapshot> {
+        let (current, compacted) = self.revisions();
+        KeyBucket::new(&self.snap, compacted, current, compacted)
+    }
+
     /// Entries after `after` (from the first when `None`), at least one and about `max_bytes`;
     /// empty once every entry was returned.
     pub fn chunk(
@@ -653,37 +668,56 @@ impl MvccReader {
         }
     }
 
-    /// etcd's HashKV: a hash of every version of every key up to `rev` (0: the current
-    /// revision) that compaction kept, and the revision it covers. Members that applied the same
-    /// entries answer the same hash, however far each got deleting what a compaction dropped
-    /// (§4.9: of a key's versions ≤ the compacted revision only the newest counts, when live).
-    pub fn hash_kv(&self, rev: i64) -> Result<(u32, i64, i64), MvccError> {
+    /// etcd's HashKV (DESIGN.md §4.10): the CRC-32C etcd 3.4.23 computes over its `key` bucket
+    /// up to `rev` (0: the current revision; negative: nothing, as etcd), for the same history.
+    /// Members that applied the same entries answer the same hash, however far each got deleting
+    /// what a compaction dropped: the versions hashed are those etcd's bucket holds once the
+    /// compaction has finished ([`KeyBucket`]).
+    ///
+    /// Errors as etcd 3.4.23's: `rev` at or below the compacted revision is
+    /// [`MvccError::Compacted`] (3.4.27+/3.5.10+ accept `rev` equal to it), above the current
+    /// revision [`MvccError::FutureRev`].
+    ///
+    /// Memory: one key and one value at a time. Two passes over the snapshot: the `k` key space
+    /// until the first key live at `rev` (etcd's `keep` set is only asked whether it is empty:
+    /// whether a version belongs to it is a lookup of that key's newest version ≤ `rev`), then
+    /// the `r` log up to `rev` with one `k` lookup per entry (two for one ≤ the compacted
+    /// revision).
+    pub fn hash_kv(&self, rev: i64) -> Result<KvHash, MvccError> {
         let snap = self.reader.snapshot();
         let t = snap.tag();
         let (current, compacted) = (t[TAG_REV] as i64, t[TAG_COMPACT] as i64);
-        let rev = check_rev(rev, current, compacted)?;
-        let mut cur = snap.cursor();
-        cur.seek(b"k")?;
-        let mut h = 0u32;
-        // Tree-key prefix of the key whose newest version ≤ compacted was seen.
-        let mut passed: Vec<u8> = Vec::new();
-        while cur.valid() && cur.key().first() == Some(&b'k') {
-            let tk = cur.key();
-            let (_, main) = split_version_key(tk)?;
-            let group = &tk[..tk.len() - 8];
-            let dropped = main <= compacted
-                && (group == passed.as_slice() || {
-                    passed.clear();
-                    passed.extend_from_slice(group);
-                    decode_version(cur.value())?.tombstone
-                });
-            if main <= rev && !dropped {
-                h = crc32c::crc32c_append(h, tk);
-                h = crc32c::crc32c_append(h, cur.value());
-            }
-            cur.advance()?;
+        if rev > 0 && rev <= compacted {
+            return Err(MvccError::Compacted);
         }
-        Ok((h, rev, compacted))
+        if rev > current {
+            return Err(MvccError::FutureRev);
+        }
+        let upto = if rev == 0 { current } else { rev };
+        // etcd filters versions ≤ the compacted revision by its `keep` set (each key's newest
+        // version ≤ `upto` when it is a put) only when that set is not empty; with it empty it
+        // hashes every such version its bucket holds (each key's newest ≤ compacted, when live).
+        let mut keep_empty = true;
+        if upto > 0 {
+            scan(&snap, b"", &[0], upto, |_, _, _| {
+                keep_empty = false;
+                false
+            })?;
+        }
+        let kept_at = if keep_empty { compacted } else { upto };
+        let mut bucket = KeyBucket::new(&snap, compacted, upto, kept_at);
+        let mut h = crc32c::crc32c(etcd_keys::KEY_BUCKET);
+        let (mut k, mut v) = (Vec::new(), Vec::new());
+        while bucket.next_into(&mut k, &mut v)?.is_some() {
+            h = crc32c::crc32c_append(h, &k);
+            h = crc32c::crc32c_append(h, &v);
+        }
+        Ok(KvHash {
+            hash: h,
+            compact_revision: compacted,
+            hash_revision: upto,
+            revision: current,
+        })
     }
     pub fn range(&self, r: &RangeRequest) -> Result<RangeResult, MvccError> {
         let snap = self.reader.snapshot();
@@ -809,6 +843,168 @@ impl MvccReader {
             compacted,
         })
     }
+}
+
+/// What [`MvccReader::hash_kv`] answers (etcd's HashKVResponse).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvHash {
+    pub hash: u32,
+    /// The compacted revision (-1: never compacted).
+    pub compact_revision: i64,
+    /// The revision hashed up to (etcd 3.6's hash_revision).
+    pub hash_revision: i64,
+    /// The current revision (the response header's revision, as etcd answers it).
+    pub revision: i64,
+}
+
+/// One entry of etcd's `key` bucket (reference §2.2): revision key and `mvccpb.KeyValue` bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyBucketEntry {
+    pub revision: BucketRevision,
+    /// [`etcd_keys::encode_revision_key`] of `revision`.
+    pub key: Vec<u8>,
+    /// [`etcd_keys::encode_key_value`] of the version (the key alone for a tombstone).
+    pub value: Vec<u8>,
+}
+
+/// etcd's `key` bucket as retcd's state gives it, in bbolt's key order (revision order): what
+/// etcd's bucket holds after the same history once its compaction at `compacted` has finished —
+/// every version above `compacted`, and of a key's versions ≤ `compacted` only its newest, and
+/// only when that is a put (etcd 3.4.23 deletes a tombstone there; DESIGN.md §4.9) — up to
+/// revision `upto`. The order comes from the `r` log; each version is read from `k`. Versions a
+/// pending compaction has not deleted yet are skipped, so the entries do not depend on how far
+/// the deletion got.
+///
+/// Memory: the cursor, one key and one value; each entry costs one `k` lookup (two when ≤
+/// `compacted`).
+pub struct KeyBucket<'a, S: Source> {
+    src: &'a S,
+    cur: Cursor<'a, S>,
+    started: bool,
+    done: bool,
+    compacted: i64,
+    upto: i64,
+    /// A version ≤ `compacted` is yielded only when it is its key's newest ≤ `kept_at`
+    /// (`compacted` for the bucket itself; HashKV's `keep` filter asks for more).
+    kept_at: i64,
+}
+
+impl<'a, S: Source> KeyBucket<'a, S> {
+    fn new(src: &'a S, compacted: i64, upto: i64, kept_at: i64) -> KeyBucket<'a, S> {
+        KeyBucket {
+            src,
+            cur: btree::cursor(src),
+            started: false,
+            done: false,
+            compacted,
+            upto,
+            kept_at: kept_at.max(compacted),
+        }
+    }
+
+    /// Moves to the next entry and writes its revision key into `key` and its value into
+    /// `value` (both cleared first), without allocating per entry; `None` at the end.
+    pub fn next_into(
+        &mut self,
+        key: &mut Vec<u8>,
+        value: &mut Vec<u8>,
+    ) -> Result<Option<BucketRevision>, MvccError> {
+        if self.done {
+            return Ok(None);
+        }
+        if !self.started {
+            self.started = true;
+            self.cur.seek(b"r")?;
+        }
+        // Every turn moves the cursor one `r` entry on: bounded by the log's length.
+        while self.cur.valid() && self.cur.key().first() == Some(&b'r') {
+            let tk = self.cur.key();
+            if tk.len() != 17 {
+                self.done = true;
+                return Err(MvccError::Record(format!(
+                    "malformed revision-log key {tk:?}"
+                )));
+            }
+            let main = u64::from_be_bytes(tk[1..9].try_into().expect("8 bytes")) as i64;
+            let sub = u64::from_be_bytes(tk[9..17].try_into().expect("8 bytes")) as i64;
+            if main > self.upto {
+                break;
+            }
+            // Slices of the snapshot: they outlive the cursor's move.
+            let user_key = self.cur.value();
+            self.cur.advance()?;
+            let Some(bytes) = btree::get(self.src, &version_key(user_key, main))? else {
+                self.done = true;
+                return Err(MvccError::Record(format!(
+                    "revision log names {user_key:?}@{main} without its version"
+                )));
+            };
+            let v = decode_version(bytes)?;
+            if main <= self.compacted
+                && (v.tombstone || !newest_at(self.src, user_key, self.kept_at, main)?)
+            {
+                continue;
+            }
+            let revision = BucketRevision {
+                main,
+                sub,
+                tombstone: v.tombstone,
+            };
+            key.clear();
+            etcd_keys::encode_revision_key(revision, key);
+            value.clear();
+            let kv = if v.tombstone {
+                KeyValueRef::tombstone(user_key)
+            } else {
+                KeyValueRef {
+                    key: user_key,
+                    create_revision: v.create_revision.to_native(),
+                    mod_revision: main,
+                    version: v.version.to_native(),
+                    value: &v.value,
+                    lease: v.lease.to_native(),
+                }
+            };
+            etcd_keys::encode_key_value(kv, value);
+            return Ok(Some(revision));
+        }
+        self.done = true;
+        Ok(None)
+    }
+}
+
+impl<S: Source> Iterator for KeyBucket<'_, S> {
+    type Item = Result<KeyBucketEntry, MvccError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (mut key, mut value) = (Vec::new(), Vec::new());
+        match self.next_into(&mut key, &mut value) {
+            Ok(Some(revision)) => Some(Ok(KeyBucketEntry {
+                revision,
+                key,
+                value,
+            })),
+            Ok(None) => None,
+            Err(e) => {
+                // An error ends the iteration (a corrupt store is not read past).
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// Whether `key`'s newest version at or below `at` is the one at `main` (which exists, ≤ `at`).
+fn newest_at<S: Source>(src: &S, key: &[u8], at: i64, main: i64) -> Result<bool, MvccError> {
+    let prefix = key_prefix(key);
+    let mut cur = btree::cursor(src);
+    cur.seek(&version_key(key, at))?;
+    if !(cur.valid() && cur.key().starts_with(&prefix) && cur.key().len() == prefix.len() + 8) {
+        return Err(MvccError::Record(format!(
+            "version {key:?}@{main} not found below {at}"
+        )));
+    }
+    Ok(split_version_key(cur.key())?.1 == main)
 }
 
 /// What [`MvccReader::history`] read.

@@ -2461,8 +2461,9 @@ fn read_only_txn_from_the_snapshot_matches_the_write_path() {
 /// the history from it (prev_kv included).
 fn visible(s: &Store, c: i64) -> (u32, Vec<RangeResult>, Vec<retcd_engine::mvcc::Event>) {
     let reader = s.m().reader();
-    let (hash, _, compacted) = reader.hash_kv(0).unwrap();
-    assert_eq!(compacted, c);
+    let h = reader.hash_kv(0).unwrap();
+    assert_eq!(h.compact_revision, c);
+    let hash = h.hash;
     let ranges = [c, (c + 1).min(s.rev()), s.rev()]
         .into_iter()
         .map(|rev| s.range(&at_rev(rev, all())).unwrap())
@@ -2667,4 +2668,352 @@ fn a_snapshot_installs_in_bounded_transactions() {
     assert_eq!(dst.m().local_identity().unwrap(), Some((7, 9)));
     let a = dst.m().audit().unwrap();
     assert!(a.leaked.is_empty() && a.twice.is_empty(), "{a:?}");
+}
+
+/// HashKV is etcd's (DESIGN.md §4.10): the numbers are what a real etcd 3.4.23 answered
+/// (`etcdctl endpoint hashkv --rev N`) for the same history — puts, an overwrite, a delete, a
+/// txn of two puts, compactions (physical) at 4 and 5, a delete of every key (etcd's empty
+/// `keep` set) — and they hold whatever part of a compaction's deletion has run.
+#[test]
+fn hash_kv_is_etcds() {
+    use retcd_engine::etcd_keys::{BucketRevision, decode_key_value, decode_revision_key};
+    const EMPTY: u32 = 1084519789; // CRC-32C of "key": no version hashed
+    let mut s = Store::new();
+    let hash = |s: &Store, rev: i64| s.m().reader().hash_kv(rev).map(|h| h.hash);
+    assert_eq!(hash(&s, 0).unwrap(), EMPTY);
+    assert_eq!(hash(&s, 1).unwrap(), EMPTY);
+    assert!(matches!(hash(&s, 2), Err(MvccError::FutureRev)));
+
+    s.put(b"foo", b"bar1");
+    s.put(b"foo", b"bar2");
+    s.put(b"k2", b"v");
+    s.delete(b"k2", b"", false);
+    s.txn(txn_of(vec![op_put(b"x", b"1"), op_put(b"y", b"2")]))
+        .unwrap();
+    s.put(b"foo", b"bar3");
+    assert_eq!(s.rev(), 7);
+    let before = [
+        (0, 1927598384),
+        (1, EMPTY),
+        (2, 2287484849),
+        (3, 562156679),
+        (4, 4001193409),
+        (5, 1768164782),
+        (6, 3473710722),
+        (7, 1927598384),
+    ];
+    for (rev, want) in before {
+        let h = s.m().reader().hash_kv(rev).unwrap();
+        assert_eq!(h.hash, want, "rev {rev}");
+        assert_eq!((h.compact_revision, h.revision), (-1, 7));
+        assert_eq!(h.hash_revision, if rev == 0 { 7 } else { rev });
+    }
+    // A negative revision hashes nothing (etcd: no error, no version ≤ it).
+    assert_eq!(hash(&s, -1).unwrap(), EMPTY);
+
+    // Compaction at 4: 3.4.23 refuses HashKV at the compacted revision itself.
+    s.compact(4).unwrap();
+    let at4 = [(5, 3019180641), (6, 1807504253), (7, 886791669)];
+    let check = |s: &Store, c: i64, want: &[(i64, u32)]| {
+        assert!(matches!(hash(s, c), Err(MvccError::Compacted)));
+        assert!(matches!(hash(s, c - 1), Err(MvccError::Compacted)));
+        for &(rev, h) in want {
+            assert_eq!(hash(s, rev).unwrap(), h, "rev {rev}, compacted {c}");
+            assert_eq!(s.m().reader().hash_kv(rev).unwrap().compact_revision, c);
+        }
+    };
+    check(&s, 4, &at4); // pending: nothing deleted yet
+    s.finish_compaction();
+    check(&s, 4, &at4);
+
+    // The key bucket a snapshot of this state carries: what etcd's holds after the compaction.
+    let bucket: Vec<_> = s
+        .m()
+        .reader()
+        .state_snapshot()
+        .etcd_key_bucket()
+        .map(|e| e.unwrap())
+        .collect();
+    let rev = |main, sub, tombstone| BucketRevision {
+        main,
+        sub,
+        tombstone,
+    };
+    let want = [
+        (rev(3, 0, false), kv(b"foo", b"bar2", 2, 3, 2)),
+        (rev(4, 0, false), kv(b"k2", b"v", 4, 4, 1)),
+        (
+            rev(5, 0, true),
+            KeyValue {
+                key: b"k2".to_vec(),
+                ..KeyValue::default()
+            },
+        ),
+        (rev(6, 0, false), kv(b"x", b"1", 6, 6, 1)),
+        (rev(6, 1, false), kv(b"y", b"2", 6, 6, 1)),
+        (rev(7, 0, false), kv(b"foo", b"bar3", 2, 7, 3)),
+    ];
+    assert_eq!(bucket.len(), want.len(), "{bucket:?}");
+    for (e, (r, kv)) in bucket.iter().zip(want) {
+        assert_eq!(e.revision, r);
+        assert_eq!(decode_revision_key(&e.key).unwrap(), r);
+        assert_eq!(decode_key_value(&e.value).unwrap(), kv);
+    }
+
+    // Every key deleted at 8 (foo, x, y in key order): at 8 etcd's `keep` is empty, so the
+    // versions ≤ 4 it still holds are hashed although deleted since.
+    assert_eq!(s.delete(b"\0", b"\0", false).deleted, 3);
+    check(&s, 4, &[(5, 3019180641), (7, 886791669), (8, 213138666)]);
+    s.compact(5).unwrap();
+    let at5 = [(6, 3325400351), (7, 3241706157), (8, 4117162611)];
+    check(&s, 5, &at5);
+    s.mm().compact_step().unwrap();
+    check(&s, 5, &at5);
+    s.finish_compaction();
+    check(&s, 5, &at5);
+    s.put(b"z", b"1");
+    check(&s, 5, &[(8, 4117162611), (9, 249331255), (0, 249331255)]);
+    s.restart();
+    check(&s, 5, &[(8, 4117162611), (9, 249331255)]);
+}
+
+/// etcd 3.4.23's `key` bucket and HashKV taken literally (reference bbolt-etcd-formats.md §2.2,
+/// §4): every change written to the bucket, compaction deleting from it, the hash reading it with
+/// an explicit `keep` set. The streaming hash (no `keep` set, compaction's deletion in batches)
+/// is checked against it.
+struct EtcdModel {
+    rev: i64,
+    compacted: i64,
+    /// Every change ever, for etcd's in-memory index: (main, sub) → (key, tombstone).
+    index: BTreeMap<(i64, i64), (Vec<u8>, bool)>,
+    /// Revision key → KeyValue bytes, as bbolt orders them.
+    bucket: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// Live keys: (create revision, version).
+    live: BTreeMap<Vec<u8>, (i64, i64)>,
+}
+
+impl EtcdModel {
+    fn new() -> EtcdModel {
+        EtcdModel {
+            rev: 1,
+            compacted: -1,
+            index: BTreeMap::new(),
+            bucket: BTreeMap::new(),
+            live: BTreeMap::new(),
+        }
+    }
+
+    /// One request's changes (`None`: delete); deletes of keys not live change nothing, and a
+    /// request that changes nothing takes no revision.
+    fn write(&mut self, changes: &[(Vec<u8>, Option<Vec<u8>>)]) {
+        use retcd_engine::etcd_keys::{
+            BucketRevision, KeyValueRef, encode_key_value, revision_key,
+        };
+        let main = self.rev + 1;
+        let mut sub = 0;
+        for (key, value) in changes {
+            let tombstone = value.is_none();
+            let mut v = Vec::new();
+            match value {
+                Some(value) => {
+                    let (create, version) =
+                        self.live.get(key).map_or((main, 1), |l| (l.0, l.1 + 1));
+                    self.live.insert(key.clone(), (create, version));
+                    let kv = KeyValueRef {
+                        key,
+                        create_revision: create,
+                        mod_revision: main,
+                        version,
+                        value,
+                        lease: 0,
+                    };
+                    encode_key_value(kv, &mut v);
+                }
+                None => {
+                    if self.live.remove(key).is_none() {
+                        continue;
+                    }
+                    encode_key_value(KeyValueRef::tombstone(key), &mut v);
+                }
+            }
+            let r = BucketRevision {
+                main,
+                sub,
+                tombstone,
+            };
+            self.bucket.insert(revision_key(r), v);
+            self.index.insert((main, sub), (key.clone(), tombstone));
+            sub += 1;
+        }
+        if sub > 0 {
+            self.rev = main;
+        }
+    }
+
+    /// Each key's newest change at or below `rev`: (main, sub) → tombstone.
+    fn newest(&self, rev: i64) -> BTreeMap<(i64, i64), bool> {
+        let mut by_key: BTreeMap<&[u8], ((i64, i64), bool)> = BTreeMap::new();
+        for (&r, (k, t)) in self.index.range(..(rev + 1, 0)) {
+            by_key.insert(k, (r, *t));
+        }
+        by_key.into_values().collect()
+    }
+
+    /// etcd's compaction, physically at once.
+    fn compact(&mut self, c: i64) {
+        use retcd_engine::etcd_keys::decode_revision_key;
+        let kept: Vec<(i64, i64)> = self
+            .newest(c)
+            .into_iter()
+            .filter(|(_, tomb)| !tomb)
+            .map(|(r, _)| r)
+            .collect();
+        self.bucket.retain(|k, _| {
+            let r = decode_revision_key(k).unwrap();
+            r.main > c || kept.contains(&(r.main, r.sub))
+        });
+        self.compacted = c;
+    }
+
+    fn hash_kv(&self, rev: i64) -> Result<u32, &'static str> {
+        use retcd_engine::etcd_keys::decode_revision_key;
+        if rev > 0 && rev <= self.compacted {
+            return Err("compacted");
+        }
+        if rev > self.rev {
+            return Err("future");
+        }
+        let rev = if rev == 0 { self.rev } else { rev };
+        let keep: Vec<(i64, i64)> = self
+            .newest(rev)
+            .into_iter()
+            .filter(|(_, tomb)| !tomb)
+            .map(|(r, _)| r)
+            .collect();
+        let mut h = crc32c::crc32c(b"key");
+        for (k, v) in &self.bucket {
+            let r = decode_revision_key(k).unwrap();
+            if r.main > rev
+                || (r.main <= self.compacted
+                    && !keep.is_empty()
+                    && !keep.contains(&(r.main, r.sub)))
+            {
+                continue;
+            }
+            h = crc32c::crc32c_append(h, k);
+            h = crc32c::crc32c_append(h, v);
+        }
+        Ok(h)
+    }
+}
+
+/// Random histories (puts, single and range deletes, txns of several changes, compactions whose
+/// deletion runs in random batches): at each step the store's HashKV at a spread of revisions
+/// equals the literal model's, and its key bucket equals the model's bucket once no compaction
+/// is pending.
+#[test]
+fn hash_kv_matches_etcds_algorithm_on_random_histories() {
+    use retcd_engine::etcd_keys::decode_revision_key;
+    let keys: [&[u8]; 6] = [b"a", b"a\0", b"b", b"ba", b"c", b"\xff"];
+    for seed in 1..=6u64 {
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ seed);
+        let mut s = Store::new();
+        let mut m = EtcdModel::new();
+        for step in 0..150 {
+            let key = |rng: &mut Rng| keys[rng.below(keys.len() as u64) as usize].to_vec();
+            let value = |rng: &mut Rng| {
+                let n = rng.below(3);
+                (0..n)
+                    .map(|_| b'0' + rng.below(10) as u8)
+                    .collect::<Vec<u8>>()
+            };
+            match rng.below(10) {
+                0..=3 => {
+                    let (k, v) = (key(&mut rng), value(&mut rng));
+                    s.put(&k, &v);
+                    m.write(&[(k, Some(v))]);
+                }
+                4 | 5 => {
+                    let k = key(&mut rng);
+                    s.delete(&k, b"", false);
+                    m.write(&[(k, None)]);
+                }
+                6 => {
+                    // [a, b): every live key in it, in key order.
+                    let (a, b) = (key(&mut rng), key(&mut rng));
+                    let (a, b) = if a <= b { (a, b) } else { (b, a) };
+                    s.delete(&a, &b, false);
+                    let doomed: Vec<_> = m
+                        .live
+                        .keys()
+                        .filter(|k| **k >= a && **k < b)
+                        .map(|k| (k.clone(), None))
+                        .collect();
+                    m.write(&doomed);
+                }
+                7 => {
+                    // Distinct keys (etcd refuses a txn writing a key twice).
+                    let mut changes: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+                    for _ in 0..3 {
+                        let k = key(&mut rng);
+                        if changes.iter().all(|(c, _)| *c != k) {
+                            let v = (rng.below(4) != 0).then(|| value(&mut rng));
+                            changes.push((k, v));
+                        }
+                    }
+                    let ops = changes
+                        .iter()
+                        .map(|(k, v)| match v {
+                            Some(v) => op_put(k, v),
+                            None => op_del(k, b""),
+                        })
+                        .collect();
+                    s.txn(txn_of(ops)).unwrap();
+                    m.write(&changes);
+                }
+                8 if m.rev > m.compacted.max(1) => {
+                    let c = m.compacted.max(1)
+                        + 1
+                        + rng.below((m.rev - m.compacted.max(1)) as u64) as i64;
+                    s.compact(c).unwrap();
+                    m.compact(c);
+                }
+                _ => {
+                    if s.m().compaction_pending() {
+                        s.mm().compact_step().unwrap();
+                    }
+                }
+            }
+            assert_eq!(s.rev(), m.rev, "seed {seed} step {step}");
+            let mut revs = vec![0, -1, 1, m.compacted, m.compacted + 1, m.rev, m.rev + 1];
+            revs.extend((0..3).map(|_| rng.below(m.rev as u64 + 2) as i64));
+            for rev in revs {
+                let got = s.m().reader().hash_kv(rev).map(|h| {
+                    assert_eq!(h.compact_revision, m.compacted);
+                    h.hash
+                });
+                let got = got.map_err(|e| match e {
+                    MvccError::Compacted => "compacted",
+                    MvccError::FutureRev => "future",
+                    other => panic!("{other}"),
+                });
+                assert_eq!(got, m.hash_kv(rev), "seed {seed} step {step} rev {rev}");
+            }
+            if !s.m().compaction_pending() || rng.below(4) == 0 {
+                let bucket: Vec<(Vec<u8>, Vec<u8>)> = s
+                    .m()
+                    .reader()
+                    .state_snapshot()
+                    .etcd_key_bucket()
+                    .map(|e| {
+                        let e = e.unwrap();
+                        assert_eq!(decode_revision_key(&e.key).unwrap(), e.revision);
+                        (e.key, e.value)
+                    })
+                    .collect();
+                let want: Vec<_> = m.bucket.clone().into_iter().collect();
+                assert_eq!(bucket, want, "seed {seed} step {step}: key bucket");
+            }
+        }
+    }
 }

@@ -114,24 +114,24 @@ impl Maintenance for MaintenanceService {
         self.admin(&r)?;
         Err(unimplemented("Hash"))
     }
-    /// A hash of the key space's versions up to a revision: members that applied the same
-    /// entries answer the same hash (retcd's own hash function: comparable between retcd
-    /// members, not with etcd's).
+    /// etcd's HashKV: the hash etcd computes over its `key` bucket up to a revision, equal to
+    /// etcd's for the same history (engine/DESIGN.md §4.10), so members — retcd or etcd — can be
+    /// compared and a migration verified. The header carries the current revision, as etcd's.
     async fn hash_kv(
         &self,
         r: Request<pb::HashKvRequest>,
     ) -> Result<Response<pb::HashKvResponse>, Status> {
         self.admin(&r)?;
-        let (hash, hash_revision, compact_revision) = self
+        let h = self
             .ctx
             .reader
             .hash_kv(r.into_inner().revision)
             .map_err(crate::kv::mvcc_status)?;
         Ok(Response::new(pb::HashKvResponse {
-            header: self.ctx.header(hash_revision),
-            hash,
-            compact_revision,
-            hash_revision,
+            header: self.ctx.header(h.revision),
+            hash: h.hash,
+            compact_revision: h.compact_revision,
+            hash_revision: h.hash_revision,
         }))
     }
     type SnapshotStream = BoxStream<pb::SnapshotResponse>;
