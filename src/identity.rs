@@ -151,7 +151,7 @@ fn refuse_if_bootstrapped(cfg: &Config, me: &Member) -> Result<(), String> {
     };
     if remote.get(me.id).is_some_and(|m| !m.client_urls.is_empty()) {
         return Err(format!(
-            "member {:x} ({}) has already been bootstrapped: its data dir {} is empty or lost;              remove it with `etcdctl member remove`, add it again with `etcdctl member add`, and              start it with --initial-cluster-state existing",
+            "member {:x} ({}) has already been bootstrapped: its data dir {} is empty or lost; remove it with `etcdctl member remove`, add it again with `etcdctl member add`, and start it with --initial-cluster-state existing",
             me.id,
             cfg.name,
             cfg.data_dir.display()
