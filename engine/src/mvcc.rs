@@ -6,6 +6,10 @@
 //! revision per request that changes something; a request that fails changes nothing; the applied
 //! Raft index is committed in the same page-store transaction as the changes it produced.
 
+mod import;
+
+pub use import::Imported;
+
 use std::cmp::Ordering;
 
 use rkyv::{Archive, Deserialize, Serialize, rancor};

@@ -1,0 +1,211 @@
+//! Restoring an etcd db into the MVCC key spaces (etcd → retcd migration and `retcdutl snapshot
+//! restore`): etcd's `key` bucket becomes the `k` versions and the `r` log, its compaction
+//! `m compact` and a pending compaction, so the imported store answers every revision etcd
+//! would (DESIGN.md §7.4). Only for a fresh store, before any Raft entry is applied; callers are
+//! offline tools.
+//!
+//! Invariants: versions arrive in strictly ascending (main, sub) order (the bucket's key order)
+//! and each KeyValue's mod_revision is its revision key's main; anything else refuses the whole
+//! import, and the store stays as it was (the install path builds beside the published tree).
+
+use std::sync::mpsc;
+
+use super::*;
+use crate::bbolt;
+
+/// What [`Mvcc::import_etcd`] imported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Imported {
+    /// The store's current revision afterwards (etcd's currentRev).
+    pub revision: i64,
+    /// The compacted revision (−1: none).
+    pub compacted: i64,
+    /// Versions imported (puts and tombstones).
+    pub versions: u64,
+}
+
+/// Entries handed from the bbolt scan to the install at most at a time.
+const IN_FLIGHT: usize = 1024;
+
+/// The meta bucket's compaction revisions (17-byte revision keys).
+const FINISHED_COMPACT: &[u8] = b"finishedCompactRev";
+const SCHEDULED_COMPACT: &[u8] = b"scheduledCompactRev";
+
+fn bad(what: String) -> MvccError {
+    MvccError::Record(format!("etcd db: {what}"))
+}
+
+/// Where the import stands while the install pulls entries.
+#[derive(Default)]
+struct Progress {
+    last: Option<(i64, i64)>,
+    versions: u64,
+}
+
+impl Progress {
+    /// The `k` and `r` entries of one entry of etcd's `key` bucket.
+    fn convert(&mut self, rk: &[u8], kv: &[u8]) -> Result<[RawEntry; 2], MvccError> {
+        let rev = etcd_keys::decode_revision_key(rk).map_err(|e| bad(e.0))?;
+        let at = (rev.main, rev.sub);
+        if self.last.is_some_and(|last| last >= at) {
+            return Err(bad(format!(
+                "revision {at:?} of the key bucket does not follow {:?}",
+                self.last
+            )));
+        }
+        self.last = Some(at);
+        let sub = u32::try_from(rev.sub)
+            .map_err(|_| bad(format!("revision {at:?}: sub-revision beyond 2^32")))?;
+        let kv = etcd_keys::decode_key_value(kv)
+            .map_err(|e| bad(format!("revision {at:?}: {}", e.0)))?;
+        if !rev.tombstone && kv.mod_revision != rev.main {
+            return Err(bad(format!(
+                "revision {at:?}: its KeyValue says mod_revision {}",
+                kv.mod_revision
+            )));
+        }
+        let v = if rev.tombstone {
+            Version {
+                sub,
+                create_revision: 0,
+                version: 0,
+                lease: 0,
+                tombstone: true,
+                value: Vec::new(),
+            }
+        } else {
+            Version {
+                sub,
+                create_revision: kv.create_revision,
+                version: kv.version,
+                lease: kv.lease,
+                tombstone: false,
+                value: kv.value,
+            }
+        };
+        let bytes = rkyv::to_bytes::<rancor::Error>(&v).expect("serializing to memory cannot fail");
+        self.versions += 1;
+        Ok([
+            (version_key(&kv.key, rev.main), bytes.to_vec()),
+            (rev_key(rev.main, sub).to_vec(), kv.key),
+        ])
+    }
+}
+
+/// The main revision of a compaction mark in etcd's `meta` bucket.
+fn compact_mark(
+    db: &bbolt::Db,
+    meta: Option<&bbolt::Bucket>,
+    name: &[u8],
+) -> Result<Option<i64>, MvccError> {
+    let Some(meta) = meta else { return Ok(None) };
+    let mut found = None;
+    db.scan_bucket(meta, &mut |k, v| {
+        if k == name {
+            found = Some(v.to_vec());
+            return std::ops::ControlFlow::Break(());
+        }
+        std::ops::ControlFlow::Continue(())
+    })
+    .map_err(|e| bad(e.to_string()))?;
+    found
+        .map(|v| {
+            etcd_keys::decode_revision_key(&v)
+                .map(|r| r.main)
+                .map_err(|e| bad(format!("meta {}: {}", String::from_utf8_lossy(name), e.0)))
+        })
+        .transpose()
+}
+
+impl Mvcc {
+    /// Imports etcd's `key` and `meta` buckets of `db` into this fresh store (DESIGN.md §7.4).
+    pub fn import_etcd(&mut self, db: &bbolt::Db) -> Result<Imported, MvccError> {
+        if self.rev != 1 || self.applied != (0, 0) || self.compacted != NEVER_COMPACTED {
+            return Err(bad(format!(
+                "importing needs a fresh store; this one is at revision {}, applied index {}",
+                self.rev, self.applied.0
+            )));
+        }
+        let buckets = db.buckets().map_err(|e| bad(e.to_string()))?;
+        let find = |name: &[u8]| buckets.iter().find(|b| b.name == name);
+        let Some(key) = find(etcd_keys::KEY_BUCKET) else {
+            return Err(bad("no `key` bucket: not an etcd db".to_string()));
+        };
+        let meta = find(b"meta");
+        let finished = compact_mark(db, meta, FINISHED_COMPACT)?.unwrap_or(NEVER_COMPACTED);
+        let scheduled = compact_mark(db, meta, SCHEDULED_COMPACT)?.unwrap_or(NEVER_COMPACTED);
+        let compacted = finished.max(scheduled);
+        let (tx, rx) = mpsc::sync_channel::<Result<[RawEntry; 2], MvccError>>(IN_FLIGHT);
+        let installed = std::thread::scope(|s| {
+            let scan = s.spawn(move || {
+                let mut convert = Progress::default();
+                let mut stopped = false;
+                let r = db.scan_bucket(key, &mut |k, v| {
+                    let item = convert.convert(k, v);
+                    let failed = item.is_err();
+                    // The install stopped pulling (it failed): stop scanning.
+                    if tx.send(item).is_err() || failed {
+                        stopped = true;
+                        return std::ops::ControlFlow::Break(());
+                    }
+                    std::ops::ControlFlow::Continue(())
+                });
+                if let Err(e) = r
+                    && !stopped
+                {
+                    let _ = tx.send(Err(bad(e.to_string())));
+                }
+                convert
+            });
+            let mut pending: Vec<RawEntry> = Vec::new();
+            let entries = std::iter::from_fn(|| {
+                if let Some(e) = pending.pop() {
+                    return Some(Ok(e));
+                }
+                match rx.recv() {
+                    Ok(Ok([k, r])) => {
+                        pending.push(r);
+                        Some(Ok(k))
+                    }
+                    Ok(Err(e)) => Some(Err(e.to_string())),
+                    Err(_) => None,
+                }
+            });
+            let r = self.install_with(entries, 0, InstallBatch::default());
+            drop(rx);
+            let converted = scan.join().expect("the bbolt scan thread panicked");
+            (r, converted)
+        });
+        let (r, converted) = installed;
+        r?;
+        // The revisions are known once the scan ended: a second commit (the tool that imports
+        // builds in a temporary dir and renames it into place only when all of it is durable).
+        let revision = converted
+            .last
+            .map_or(1, |(main, _)| main)
+            .max(compacted)
+            .max(1);
+        let compaction = (compacted >= 0).then_some(PendingCompaction {
+            next: (0, 0),
+            target: compacted,
+        });
+        self.rev = revision;
+        self.compacted = compacted;
+        self.compaction = compaction;
+        let tag = self.tag();
+        let mut txn = self.store.begin();
+        txn.put(META_REV, &u64s(&[revision as u64, 0]))?;
+        txn.put(META_APPLIED, &u64s(&[0, 0]))?;
+        txn.put(META_COMPACT, &u64s(&[compacted as u64]))?;
+        if let Some(c) = &compaction {
+            txn.put(META_COMPACTION, &c.encode())?;
+        }
+        txn.commit(tag)?;
+        self.store.sync()?;
+        Ok(Imported {
+            revision,
+            compacted,
+            versions: converted.versions,
+        })
+    }
+}
