@@ -709,7 +709,8 @@ fn an_etcd_snapshot_imports_into_a_retcd_store() {
     let snap = dir.path().join("snap.db");
     etcd.ctl(&["snapshot", "save", snap.to_str().unwrap()]);
     // etcd 3.4.23 refuses HashKV at the compacted revision itself (as retcd does).
-    let expect: Vec<(i64, Vec<Row>, Option<(u32, i64)>)> = (compact_at..=current)
+    type Expected = (i64, Vec<Row>, Option<(u32, i64)>);
+    let expect: Vec<Expected> = (compact_at..=current)
         .map(|rev| {
             let hash = (rev > compact_at).then(|| etcd_hashkv(&etcd, rev));
             (rev, etcd_rows(&etcd, rev).0, hash)
