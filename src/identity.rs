@@ -83,13 +83,21 @@ fn local_initial(cfg: &Config, members: &[Member]) -> Result<Member, String> {
     Ok(me.clone())
 }
 
+/// A new cluster's members as --initial-cluster and --initial-cluster-token describe them (sorted
+/// by id), this member among them, and the cluster id: what a new member bootstraps with, and what
+/// `retcdutl snapshot restore` writes into the data dir it builds.
+pub fn new_cluster(cfg: &Config) -> Result<(Vec<Member>, Member, u64), String> {
+    let members = initial_members(cfg);
+    let me = local_initial(cfg, &members)?;
+    let cluster_id = membership::cluster_id(&members.iter().map(|m| m.id).collect::<Vec<_>>());
+    Ok((members, me, cluster_id))
+}
+
 pub fn resolve(cfg: &Config, mvcc: &mut Mvcc) -> Result<Identity, String> {
     let stored = mvcc.local_identity().map_err(|e| e.to_string())?;
     if let Some((member_id, cluster_id)) = stored {
         if cfg.is_new_cluster() {
-            let members = initial_members(cfg);
-            let me = local_initial(cfg, &members)?;
-            let cid = membership::cluster_id(&members.iter().map(|m| m.id).collect::<Vec<_>>());
+            let (_, me, cid) = new_cluster(cfg)?;
             if me.id != member_id || cid != cluster_id {
                 return Err(format!(
                     "the data dir {} belongs to member {member_id:x} of cluster {cluster_id:x}, \
@@ -109,10 +117,8 @@ pub fn resolve(cfg: &Config, mvcc: &mut Mvcc) -> Result<Identity, String> {
         });
     }
     let identity = if cfg.is_new_cluster() {
-        let members = initial_members(cfg);
-        let me = local_initial(cfg, &members)?;
+        let (members, me, cluster_id) = new_cluster(cfg)?;
         refuse_if_bootstrapped(cfg, &me)?;
-        let cluster_id = membership::cluster_id(&members.iter().map(|m| m.id).collect::<Vec<_>>());
         info!(member_id = %format!("{:x}", me.id), cluster_id = %format!("{cluster_id:x}"), members = members.len(), "starting a member of a new cluster");
         Identity {
             member_id: me.id,

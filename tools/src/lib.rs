@@ -5,6 +5,8 @@
 //! - [`output`]: etcd's printers (the `-w simple|table|json|fields` formats, the table layout,
 //!   go-humanize's byte sizes) and exit codes.
 //! - [`snapshot`]: `snapshot status` of an etcd-format snapshot file.
+//! - [`restore`]: `snapshot restore`, a new member's data dir from a snapshot file.
 
 pub mod output;
+pub mod restore;
 pub mod snapshot;
