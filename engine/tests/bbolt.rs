@@ -174,6 +174,15 @@ impl Etcd {
         etcdctl_ok(&all)
     }
 
+    /// `lease grant TTL`: the lease id in etcdctl's hex.
+    fn grant_lease(&self, ttl: u64) -> String {
+        let out = self.ctl(&["lease", "grant", &ttl.to_string()]);
+        out.split_whitespace()
+            .nth(1)
+            .expect("lease id")
+            .to_string()
+    }
+
     fn log_tail(&self) -> String {
         let log = std::fs::read(&self.log).unwrap_or_default();
         String::from_utf8_lossy(&log[log.len().saturating_sub(8192)..]).into_owned()
@@ -221,12 +230,7 @@ fn revision(key: &[u8]) -> (u64, u64) {
 fn reads_a_snapshot_saved_from_real_etcd() {
     let dir = tempfile::tempdir().expect("tempdir");
     let etcd = Etcd::start(dir.path(), "data", &|_, _| {});
-    let lease = etcd.ctl(&["lease", "grant", "600"]);
-    let lease_id = lease
-        .split_whitespace()
-        .nth(1)
-        .expect("lease id")
-        .to_string();
+    let lease_id = etcd.grant_lease(600);
     etcd.ctl(&["put", "foo", "bar"]);
     etcd.ctl(&["put", "foo", "bar2"]);
     etcd.ctl(&["put", "k2", "v2"]);
@@ -669,12 +673,7 @@ fn etcd_hashkv(etcd: &Etcd, rev: i64) -> (u32, i64) {
 fn an_etcd_snapshot_imports_into_a_retcd_store() {
     let dir = tempfile::tempdir().expect("tempdir");
     let etcd = Etcd::start(dir.path(), "data", &|_, _| {});
-    let lease = etcd.ctl(&["lease", "grant", "600"]);
-    let lease_id = lease
-        .split_whitespace()
-        .nth(1)
-        .expect("lease id")
-        .to_string();
+    let lease_id = etcd.grant_lease(600);
     etcd.ctl(&["put", "a", "1"]);
     etcd.ctl(&["put", "b", "1"]);
     etcd.ctl(&["put", "a", "2"]);
