@@ -114,8 +114,7 @@ fn revision_mode_keeps_the_last_revisions() {
 #[test]
 fn periodic_two_seconds_as_etcd() {
     for kind in [Kind::Etcd, Kind::Retcd] {
-        let server =
-            Server::start_in_tempdir_with_args(kind, &["--auto-compaction-retention=2s"]);
+        let server = Server::start_in_tempdir_with_args(kind, &["--auto-compaction-retention=2s"]);
         let last = put_many(&server, "k", 10);
         let stopped = Instant::now();
         let seen = wait_compacted_at(&server, "k", last, &format!("v{last}"));
@@ -134,7 +133,8 @@ fn periodic_two_seconds_as_etcd() {
     }
 }
 
-/// On a cluster only the leader proposes the compaction; every member applies it.
+/// On a cluster only the leader proposes the compaction; every member applies it. After a
+/// leader transfer the new leader takes over and the old one stops proposing.
 #[test]
 fn only_the_leader_compacts_and_every_member_applies_it() {
     let mut c = Cluster::start_with_env(
@@ -147,12 +147,42 @@ fn only_the_leader_compacts_and_every_member_applies_it() {
         &[INTERVAL_ENV],
     );
     let leader = c.leader();
+    let last = put_and_wait_everywhere(&mut c, leader, "x");
+    assert_eq!(c.leader(), leader, "the leader changed during the test");
+    for (i, m) in c.members.iter().enumerate() {
+        let proposed = m.log_since(0).contains("starting auto revision compaction");
+        assert_eq!(proposed, i == leader, "member {i} (leader {leader})");
+    }
+
+    // Leadership moves: the new leader's compactor resumes from its own state, the old one's
+    // pauses.
+    let target = (leader + 1) % 3;
+    let id = c.member_id(target);
+    let out = c.etcdctl(&["move-leader", &format!("{id:x}")]);
+    assert!(out.success(), "{out:?}");
+    assert_eq!(c.leader(), target);
+    let marks: Vec<u64> = c.members.iter().map(|m| m.log_len()).collect();
+    let last2 = put_and_wait_everywhere(&mut c, target, "y");
+    assert!(last2 > last + 20);
+    assert_eq!(c.leader(), target, "the leader changed during the test");
+    for (i, m) in c.members.iter().enumerate() {
+        let proposed = m
+            .log_since(marks[i])
+            .contains("starting auto revision compaction");
+        assert_eq!(proposed, i == target, "member {i} (leader {target})");
+    }
+}
+
+/// Puts `k` 30 times through the cluster, then waits until every member compacted at the last
+/// revision − 10 (the retention); returns the last revision.
+fn put_and_wait_everywhere(c: &mut Cluster, leader: usize, prefix: &str) -> i64 {
     for i in 0..30 {
-        let out = c.etcdctl(&["put", "k", &format!("x{i}")]);
+        let out = c.etcdctl(&["put", "k", &format!("{prefix}{i}")]);
         assert!(out.success(), "{out:?}");
     }
     c.wait_caught_up();
     let last = revision(&c.members[leader]);
+    // The value at the boundary (never compacted: every target is ≤ last − 10).
     let value = c.members[leader]
         .etcdctl(&[
             "get",
@@ -163,12 +193,9 @@ fn only_the_leader_compacts_and_every_member_applies_it() {
         .stdout
         .trim()
         .to_string();
+    assert_eq!(value, format!("{prefix}19"));
     for m in &c.members {
         wait_compacted_at(m, "k", last - 10, &value);
     }
-    assert_eq!(c.leader(), leader, "the leader changed during the test");
-    for (i, m) in c.members.iter().enumerate() {
-        let proposed = m.log_since(0).contains("starting auto revision compaction");
-        assert_eq!(proposed, i == leader, "member {i} (leader {leader})");
-    }
+    last
 }

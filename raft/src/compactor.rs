@@ -254,7 +254,10 @@ pub struct AutoCompactor {
     retention: Retention,
     schedule: Schedule,
     /// The proposal in flight: when it was proposed and where its outcome arrives.
-    waiting: Option<(Instant, flume::Receiver<Result<retcd_engine::mvcc::WriteResult, ProposeError>>)>,
+    waiting: Option<(
+        Instant,
+        flume::Receiver<Result<retcd_engine::mvcc::WriteResult, ProposeError>>,
+    )>,
 }
 
 impl AutoCompactor {
@@ -266,9 +269,10 @@ impl AutoCompactor {
         }
     }
 
-    /// One tick's work: collect the outcome of the proposal in flight, then propose the
-    /// compaction the schedule asks for, if any. Never waits.
-    pub fn duties(&mut self, core: &mut Core, now: Instant) {
+    /// Takes the outcome of the proposal in flight if it has come (a channel read, never a
+    /// wait). The sequencer calls it after each round's applies, so that the time it took and
+    /// the schedule's restart are not rounded up to the next tick.
+    pub fn collect(&mut self, now: Instant) {
         if let Some((since, rx)) = &self.waiting {
             let outcome = match rx.try_recv() {
                 Ok(Ok(_)) => Some(Ok(())),
@@ -295,9 +299,15 @@ impl AutoCompactor {
                 self.schedule.finished(now, outcome);
             }
         }
-        let Some(revision) =
-            self.schedule
-                .poll(now, core.mvcc().revision(), core.is_leader())
+    }
+
+    /// One tick's work: collect the outcome of the proposal in flight, then propose the
+    /// compaction the schedule asks for, if any. Never waits.
+    pub fn duties(&mut self, core: &mut Core, now: Instant) {
+        self.collect(now);
+        let Some(revision) = self
+            .schedule
+            .poll(now, core.mvcc().revision(), core.is_leader())
         else {
             return;
         };
@@ -449,11 +459,7 @@ mod tests {
 
     #[test]
     fn periodic_ten_hours_compacts_hourly_keeping_ten_hours() {
-        let mut d = Driver::new(
-            Retention::Periodic(10 * HOUR),
-            Duration::from_secs(10),
-            1,
-        );
+        let mut d = Driver::new(Retention::Periodic(10 * HOUR), Duration::from_secs(10), 1);
         d.run_until(10 * HOUR - MIN);
         assert!(d.compactions.is_empty());
         d.run_until(13 * HOUR);
@@ -476,7 +482,11 @@ mod tests {
             100,
         );
         d.run_until(Duration::from_secs(20));
-        assert!((8..=10).contains(&d.compactions.len()), "{:?}", d.compactions);
+        assert!(
+            (8..=10).contains(&d.compactions.len()),
+            "{:?}",
+            d.compactions
+        );
         assert!(d.compactions[0].0 >= Duration::from_secs(2));
         for (t, r) in &d.compactions {
             // At 100 revisions a second, the compacted revision is 2.0–2.5 s old.
@@ -499,7 +509,11 @@ mod tests {
         d.outcome = Outcome::Failed;
         d.run_until(HOUR + 13 * MIN);
         // At 60 min, then every 6 min (the retry interval).
-        let times: Vec<u64> = d.compactions.iter().map(|(t, _)| t.as_secs() / 60).collect();
+        let times: Vec<u64> = d
+            .compactions
+            .iter()
+            .map(|(t, _)| t.as_secs() / 60)
+            .collect();
         assert_eq!(times, [60, 66, 72], "{:?}", d.compactions);
         // Once one succeeds, the next waits an hour.
         d.outcome = Outcome::AlreadyCompacted;
@@ -535,7 +549,10 @@ mod tests {
 
     #[test]
     fn nothing_is_asked_while_a_compaction_is_in_flight() {
-        let mut s = Schedule::new(Retention::Periodic(Duration::from_secs(1)), REVISION_INTERVAL);
+        let mut s = Schedule::new(
+            Retention::Periodic(Duration::from_secs(1)),
+            REVISION_INTERVAL,
+        );
         let t0 = Instant::now();
         let ms = Duration::from_millis;
         assert_eq!(s.poll(t0, 10, true), None);
@@ -599,19 +616,22 @@ mod tests {
 
     #[test]
     fn window_and_intervals_are_etcds() {
-        let shape = |p: Duration| match Schedule::new(Retention::Periodic(p), REVISION_INTERVAL).mode
-        {
-            Mode::Periodic {
-                retry,
-                compact_interval,
-                window,
-                ..
-            } => (retry, compact_interval, window),
-            Mode::Revision { .. } => unreachable!(),
-        };
+        let shape =
+            |p: Duration| match Schedule::new(Retention::Periodic(p), REVISION_INTERVAL).mode {
+                Mode::Periodic {
+                    retry,
+                    compact_interval,
+                    window,
+                    ..
+                } => (retry, compact_interval, window),
+                Mode::Revision { .. } => unreachable!(),
+            };
         assert_eq!(shape(HOUR), (6 * MIN, HOUR, 11));
         assert_eq!(shape(24 * HOUR), (6 * MIN, HOUR, 241));
-        assert_eq!(shape(Duration::from_secs(5)), (Duration::from_millis(500), Duration::from_secs(5), 11));
+        assert_eq!(
+            shape(Duration::from_secs(5)),
+            (Duration::from_millis(500), Duration::from_secs(5), 11)
+        );
         assert_eq!(shape(59 * MIN), (Duration::from_secs(354), 59 * MIN, 11));
     }
 }

@@ -728,6 +728,9 @@ async fn drive(
             let stored = core.mvcc().leases().map_err(CoreError::Mvcc)?;
             leases.lessor.reload(&stored, Instant::now());
         }
+        if let Some(c) = auto_compactor.as_mut() {
+            c.collect(Instant::now());
+        }
         let changes = core.take_lease_changes();
         if !changes.is_empty() {
             leases.lessor.applied(&changes, Instant::now());

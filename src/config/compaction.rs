@@ -68,7 +68,9 @@ fn parse_retention(mode: &str, retention: &str) -> Result<Option<Retention>, Str
         ));
     }
     match mode {
-        "periodic" => Ok(Some(Retention::Periodic(Duration::from_nanos(nanos as u64)))),
+        "periodic" => Ok(Some(Retention::Periodic(Duration::from_nanos(
+            nanos as u64,
+        )))),
         "revision" => Ok(Some(Retention::Revisions(nanos))),
         // v3compactor.New's refusal of the empty mode.
         _ => Err(format!("unsupported compaction mode {mode}")),
@@ -139,7 +141,10 @@ mod tests {
         assert_eq!(p("72"), Ok(Some(Retention::Periodic(72 * H))));
         assert_eq!(p("+2"), Ok(Some(Retention::Periodic(2 * H))));
         assert_eq!(p("30m"), Ok(Some(Retention::Periodic(H / 2))));
-        assert_eq!(p("2s"), Ok(Some(Retention::Periodic(Duration::from_secs(2)))));
+        assert_eq!(
+            p("2s"),
+            Ok(Some(Retention::Periodic(Duration::from_secs(2))))
+        );
         assert_eq!(p("1h30m"), Ok(Some(Retention::Periodic(H * 3 / 2))));
         assert_eq!(p("0"), Ok(None));
         assert_eq!(p("0s"), Ok(None));

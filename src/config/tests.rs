@@ -363,7 +363,12 @@ fn auto_compaction_settings() {
     );
     assert_eq!(
         retention(
-            &["--auto-compaction-mode", "periodic", "--auto-compaction-retention", "5m"],
+            &[
+                "--auto-compaction-mode",
+                "periodic",
+                "--auto-compaction-retention",
+                "5m"
+            ],
             &[]
         ),
         Some(Retention::Periodic(hour / 12))
@@ -375,7 +380,10 @@ fn auto_compaction_settings() {
     // revision: an integer number of revisions; 0 is off in both modes.
     assert_eq!(
         retention(
-            &["--auto-compaction-mode=revision", "--auto-compaction-retention=10"],
+            &[
+                "--auto-compaction-mode=revision",
+                "--auto-compaction-retention=10"
+            ],
             &[]
         ),
         Some(Retention::Revisions(10))
@@ -399,7 +407,10 @@ fn auto_compaction_settings() {
     );
     assert_eq!(
         err(
-            &["--auto-compaction-mode=revision", "--auto-compaction-retention=1x"],
+            &[
+                "--auto-compaction-mode=revision",
+                "--auto-compaction-retention=1x"
+            ],
             &[]
         ),
         r#"error parsing CompactionRetention: time: unknown unit "x" in duration "1x""#
