@@ -31,7 +31,8 @@
 //! Invariants: at most one compaction of this member is in flight; while it is, the schedule
 //! neither samples nor asks again (etcd's loop is blocked in its `Compact` call meanwhile); every
 //! proposal is answered (applied, failed or timed out by the core), so the schedule always
-//! resumes. Only [`crate::sequencer`] calls this, from its tick.
+//! resumes. Only [`crate::sequencer`] calls this: [`AutoCompactor::duties`] on each tick once
+//! the member serves, [`AutoCompactor::collect`] after each round of applies.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};

@@ -9,6 +9,10 @@
 //! A second bounded queue carries everything else that drives Raft: messages from peers, reads
 //! asking for a read index, membership changes and leader transfers ([`Input`]). Outgoing
 //! messages go to the peers' outboxes ([`crate::transport::Router`]) without waiting.
+//!
+//! On each Raft tick the sequencer also runs the member's periodic duties: the lessor's
+//! (`lease_duties`) and, when --auto-compaction-retention is set, the automatic compaction
+//! ([`crate::compactor`]); both propose through the core like any request and never wait.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
