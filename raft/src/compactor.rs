@@ -263,6 +263,16 @@ pub struct AutoCompactor {
 
 impl AutoCompactor {
     pub fn new(retention: Retention, revision_interval: Duration) -> AutoCompactor {
+        // etcd names its settings in its start-up line; an operator looking for why history
+        // disappears finds them here.
+        match retention {
+            Retention::Periodic(p) => info!(compact_period = ?p, "auto periodic compaction on"),
+            Retention::Revisions(n) => info!(
+                revision_compaction_retention = n,
+                check_interval = ?revision_interval,
+                "auto revision compaction on"
+            ),
+        }
         AutoCompactor {
             retention,
             schedule: Schedule::new(retention, revision_interval),
