@@ -42,6 +42,10 @@ const LEASE_CHECKPOINT_ENV: &str = "RETCD_LEASE_CHECKPOINT_INTERVAL_MS";
 /// `retcd_raft::core::MAX_UNCOMMITTED_BYTES` (raft-rs raises anything below 1 MiB to 1 MiB).
 const MAX_UNCOMMITTED_ENV: &str = "RETCD_MAX_UNCOMMITTED_BYTES";
 
+/// Internal knob (tests): how often `--auto-compaction-mode=revision` checks, in milliseconds,
+/// instead of etcd's fixed 5 min (etcd's own tests fake the clock instead; it has no flag).
+const REVISION_COMPACTION_INTERVAL_ENV: &str = "RETCD_REVISION_COMPACTION_INTERVAL_MS";
+
 fn main() -> ExitCode {
     let (cfg, warnings) = match config::parse() {
         Ok(Parsed::Run(cfg, warnings)) => (cfg, warnings),
@@ -154,6 +158,7 @@ fn run(mut cfg: Config) -> Result<(), String> {
     seq_opts.name = cfg.name.clone();
     seq_opts.client_urls = client_urls.clone();
     seq_opts.auth_token_ttl = cfg.auth_token_ttl;
+    seq_opts.auto_compaction = cfg.auto_compaction;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     // One bounded event queue per core; a core that falls behind catches up from history.
     let (feed, subscriptions) = Feed::new(cores, FEED_DEPTH);
@@ -169,6 +174,12 @@ fn run(mut cfg: Config) -> Result<(), String> {
         .and_then(|v| v.parse::<u64>().ok())
     {
         seq_opts.max_uncommitted_bytes = bytes;
+    }
+    if let Some(ms) = std::env::var(REVISION_COMPACTION_INTERVAL_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        seq_opts.revision_compaction_interval = std::time::Duration::from_millis(ms.max(1));
     }
     let (sequencer, proposer, peer_queues) = Sequencer::new(seq_opts, mvcc, status.clone(), feed);
     let leases = sequencer.lease_handle();

@@ -4,6 +4,7 @@
 //! - [`log`]: rebuilds raft-rs's log storage from the WAL at startup;
 //! - [`core`]: the deterministic, I/O-free state machine around `RawNode` (drivable by tests);
 //! - [`sequencer`]: the task on core 0 that feeds the core with proposals and does its I/O;
+//! - [`compactor`]: automatic compaction (etcd's --auto-compaction-*), driven by the sequencer;
 //! - [`lessor`]: lease expiry, renewal and checkpointing, driven by the sequencer;
 //! - [`membership`]: members, ids, the configuration they make;
 //! - [`status`]: what every core may read of the member's Raft state ([`NodeStatus`]);
@@ -16,6 +17,7 @@
 //!
 //! This crate uses engine/ and never reaches net/.
 
+pub mod compactor;
 pub mod core;
 pub mod feed;
 pub mod lessor;

@@ -9,6 +9,10 @@
 //! A second bounded queue carries everything else that drives Raft: messages from peers, reads
 //! asking for a read index, membership changes and leader transfers ([`Input`]). Outgoing
 //! messages go to the peers' outboxes ([`crate::transport::Router`]) without waiting.
+//!
+//! On each Raft tick the sequencer also runs the member's periodic duties: the lessor's
+//! (`lease_duties`) and, when --auto-compaction-retention is set, the automatic compaction
+//! ([`crate::compactor`]); both propose through the core like any request and never wait.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,6 +28,7 @@ use tracing::{info, warn};
 
 use bytes::Bytes;
 
+use crate::compactor::{AutoCompactor, Retention};
 use crate::core::{
     Checkpoint, Core, CoreError, CoreOptions, MemberChange, Outgoing, Proposal, SnapshotEntries,
 };
@@ -85,6 +90,10 @@ pub struct SequencerOptions {
     /// What this member publishes about itself once it runs (etcd's name and client URLs).
     pub name: String,
     pub client_urls: Vec<String>,
+    /// etcd's --auto-compaction-mode / --auto-compaction-retention (`None`: retention 0, off).
+    pub auto_compaction: Option<Retention>,
+    /// How often revision-mode auto compaction checks (etcd: 5 min; shorter in tests).
+    pub revision_compaction_interval: Duration,
 }
 
 impl SequencerOptions {
@@ -108,6 +117,8 @@ impl SequencerOptions {
             bootstrap: None,
             name: String::new(),
             client_urls: Vec::new(),
+            auto_compaction: None,
+            revision_compaction_interval: crate::compactor::REVISION_INTERVAL,
         }
     }
 }
@@ -662,6 +673,11 @@ async fn drive(
     (replay_to, started): (u64, impl FnOnce()),
 ) -> Result<(), SequencerError> {
     let mut started = Some(started);
+    // Proposes only while this member leads (the schedule is told at every tick); none at all
+    // when the retention is 0.
+    let mut auto_compactor = opts
+        .auto_compaction
+        .map(|r| AutoCompactor::new(r, opts.revision_compaction_interval));
     let mut fast_forward = opts.initial_election_tick_advance;
     let mut last_tick = Instant::now();
     let mut last_checkpoint = Instant::now();
@@ -715,6 +731,9 @@ async fn drive(
         if core.take_installed() {
             let stored = core.mvcc().leases().map_err(CoreError::Mvcc)?;
             leases.lessor.reload(&stored, Instant::now());
+        }
+        if let Some(c) = auto_compactor.as_mut() {
+            c.collect(Instant::now());
         }
         let changes = core.take_lease_changes();
         if !changes.is_empty() {
@@ -868,6 +887,13 @@ async fn drive(
             last_tick = Instant::now();
             core.tick(last_tick);
             lease_duties(core, leases.lessor, last_tick);
+            // Not before the member serves: until its log is replayed, its revision is not the
+            // cluster's yet.
+            if started.is_none()
+                && let Some(c) = auto_compactor.as_mut()
+            {
+                c.duties(core, last_tick);
+            }
         }
     }
 }

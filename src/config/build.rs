@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::auth::{Auth, auth};
+use super::compaction::auto_compaction;
 use super::flags::{DEFAULT_INITIAL_CLUSTER, Support, refusal_reason, spec};
 use super::settings::{
     Origin, Settings, bool_of, dur_of, i64_of, invalid_setting, list_of, str_of, u64_of, urls_of,
@@ -88,6 +89,7 @@ pub(super) fn build(
         auth_token_ttl,
         bcrypt_cost,
     } = auth(settings, warnings)?;
+    let auto_compaction = auto_compaction(settings)?;
 
     Ok(Config {
         name,
@@ -123,6 +125,7 @@ pub(super) fn build(
         peer_client_cert,
         peer_auto_tls,
         peer_skip_client_san_verification,
+        auto_compaction,
         // Only the caller knows whether the settings came from a file.
         config_file: None,
     })
@@ -164,15 +167,6 @@ fn refuse_or_warn_unimplemented(
 /// etcd's validation of settings retcd ignores but etcd would reject: a
 /// configuration etcd refuses to start with must not start retcd either.
 fn check_ignored(settings: &Settings) -> Result<(), ConfigError> {
-    let mode = str_of(settings, "auto-compaction-mode");
-    if !matches!(mode.as_str(), "" | "periodic" | "revision") {
-        return Err(invalid_setting(
-            settings,
-            "auto-compaction-mode",
-            mode,
-            "unknown auto-compaction-mode (use periodic or revision)",
-        ));
-    }
     if bool_of(settings, "experimental-enable-lease-checkpoint-persist")
         && !bool_of(settings, "experimental-enable-lease-checkpoint")
     {

@@ -211,8 +211,8 @@ pub(super) static SPECS: &[Spec] = &[
     f("discovery-srv-name", K::Str, "", S::Unsupported, Sec::Clustering, "Suffix of the SRV names queried during DNS discovery."),
     f("strict-reconfig-check", K::Bool, "true", S::Ignored, Sec::Clustering, "Reject membership changes that would lose quorum."),
     f("pre-vote", K::Bool, "true", S::Ignored, Sec::Clustering, "Run Raft's pre-vote phase before elections."),
-    f("auto-compaction-retention", K::Str, "0", S::Ignored, Sec::Clustering, "History to keep when compacting automatically (0: no automatic compaction)."),
-    f("auto-compaction-mode", K::Str, "periodic", S::Ignored, Sec::Clustering, "How the retention is read: 'periodic' (a duration, hours by default) or 'revision'."),
+    f("auto-compaction-retention", K::Str, "0", S::Implemented, Sec::Clustering, "History to keep when compacting automatically (0: no automatic compaction)."),
+    f("auto-compaction-mode", K::Str, "periodic", S::Implemented, Sec::Clustering, "How the retention is read: 'periodic' (a duration, hours by default) or 'revision'."),
     f("enable-v2", K::Bool, "false", S::Ignored, Sec::Clustering, "Serve the v2 API (deprecated in etcd 3.5)."),
     f("v2-deprecation", K::Choices(V2_DEPRECATION), "not-yet", S::Ignored, Sec::Clustering, "v2 store deprecation phase: not-yet, write-only, write-only-skip-check, write-only-drop-data or gone."),
     // Security

@@ -35,12 +35,15 @@
 //! * `build` — settings → [`Config`], one function per section (member,
 //!   URLs, cluster, limits, logging, timing), plus the refusals;
 //! * `tls` — the TLS section: client TLS files, auto TLS, the shared policy;
+//! * `compaction` — `--auto-compaction-mode` / `--auto-compaction-retention`, parsed into
+//!   the retention `retcd_raft::compactor` schedules;
 //! * `auth` — the auth section: `--auth-token` (simple or JWT, with its keys
 //!   loaded), `--auth-token-ttl`, `--bcrypt-cost`.
 
 mod auth;
 mod build;
 mod cmdline;
+mod compaction;
 mod env;
 mod file;
 mod flags;
@@ -239,6 +242,8 @@ pub struct Config {
     pub peer_auto_tls: bool,
     /// `--experimental-peer-skip-client-san-verification`.
     pub peer_skip_client_san_verification: bool,
+    /// `--auto-compaction-mode` and `--auto-compaction-retention`; `None`: retention 0 (off).
+    pub auto_compaction: Option<retcd_raft::compactor::Retention>,
     /// The config file the settings came from, if any.
     pub config_file: Option<PathBuf>,
 }

@@ -321,7 +321,6 @@ fn tuning_flags_warned() {
             "--grpc-keepalive-interval",
             "1h",
             "--enable-pprof",
-            "--auto-compaction-retention=1",
             "--max-wals=5",
             "--snapshot",
         ],
@@ -332,7 +331,6 @@ fn tuning_flags_warned() {
         "flag --max-snapshots is accepted but not implemented yet; ignored",
         "flag --grpc-keepalive-interval is accepted but not implemented yet; ignored",
         "flag --enable-pprof is accepted but not implemented yet; ignored",
-        "flag --auto-compaction-retention is accepted but not implemented yet; ignored",
         "flag --pre-vote is accepted but not implemented yet; ignored (set by environment variable ETCD_PRE_VOTE (flag --pre-vote))",
         "flag --snapshot is no longer supported by etcd; ignored",
     ];
@@ -343,8 +341,84 @@ fn tuning_flags_warned() {
     assert!(!w.iter().any(|w| w.contains("--max-wals")), "{w:?}");
     assert_eq!(w.len(), expect.len(), "{w:?}");
     // etcd's own validation still applies to ignored flags.
-    assert!(err(&["--auto-compaction-mode=weekly"], &[]).contains("auto-compaction-mode"));
     assert!(err(&["--grpc-keepalive-interval=soon"], &[]).contains("--grpc-keepalive-interval"));
+}
+
+#[test]
+fn auto_compaction_settings() {
+    use retcd_raft::compactor::Retention;
+    use std::time::Duration;
+    let hour = Duration::from_secs(3600);
+    // Off by default (etcd: retention "0", mode periodic).
+    assert_eq!(Config::default().auto_compaction, None);
+    let retention = |args: &[&str], env: &[(&str, &str)]| {
+        let (c, w) = ok(args, env);
+        assert!(w.is_empty(), "{w:?}");
+        c.auto_compaction
+    };
+    // periodic: a bare integer is hours; a duration is taken as is.
+    assert_eq!(
+        retention(&["--auto-compaction-retention=1"], &[]),
+        Some(Retention::Periodic(hour))
+    );
+    assert_eq!(
+        retention(
+            &[
+                "--auto-compaction-mode",
+                "periodic",
+                "--auto-compaction-retention",
+                "5m"
+            ],
+            &[]
+        ),
+        Some(Retention::Periodic(hour / 12))
+    );
+    assert_eq!(
+        retention(&[], &[("ETCD_AUTO_COMPACTION_RETENTION", "2s")]),
+        Some(Retention::Periodic(Duration::from_secs(2)))
+    );
+    // revision: an integer number of revisions; 0 is off in both modes.
+    assert_eq!(
+        retention(
+            &[
+                "--auto-compaction-mode=revision",
+                "--auto-compaction-retention=10"
+            ],
+            &[]
+        ),
+        Some(Retention::Revisions(10))
+    );
+    assert_eq!(
+        retention(
+            &["--auto-compaction-retention=0"],
+            &[("ETCD_AUTO_COMPACTION_MODE", "revision")]
+        ),
+        None
+    );
+    assert_eq!(retention(&["--auto-compaction-retention=0s"], &[]), None);
+    // etcd's refusals, with etcd's messages.
+    assert_eq!(
+        err(&["--auto-compaction-mode=weekly"], &[]),
+        r#"unknown auto-compaction-mode "weekly""#
+    );
+    assert_eq!(
+        err(&["--auto-compaction-retention=soon"], &[]),
+        r#"error parsing CompactionRetention: time: invalid duration "soon""#
+    );
+    assert_eq!(
+        err(
+            &[
+                "--auto-compaction-mode=revision",
+                "--auto-compaction-retention=1x"
+            ],
+            &[]
+        ),
+        r#"error parsing CompactionRetention: time: unknown unit "x" in duration "1x""#
+    );
+    assert_eq!(
+        err(&["--auto-compaction-retention=-3"], &[]),
+        r#"error parsing CompactionRetention: time: missing unit in duration "-3""#
+    );
 }
 
 #[test]
