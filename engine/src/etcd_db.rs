@@ -111,7 +111,10 @@ pub fn encode_compact_rev(rev: i64) -> Vec<u8> {
 /// The compacted revision (main) of a `scheduledCompactRev` / `finishedCompactRev` value.
 pub fn decode_compact_rev(b: &[u8]) -> Result<i64, DecodeError> {
     if b.len() != etcd_keys::REVISION_KEY_LEN {
-        return err(format!("a compaction revision is 17 bytes, not {}", b.len()));
+        return err(format!(
+            "a compaction revision is 17 bytes, not {}",
+            b.len()
+        ));
     }
     etcd_keys::decode_revision_key(b)
         .map(|r| r.main)
@@ -720,11 +723,16 @@ impl SnapshotSource {
             .map(|a| (encode_alarm(a), Vec::new()))
             .collect();
         let (enabled, revision) = snap.auth_meta().map_err(|e| e.to_string())?;
-        // A store that never touched auth has no `m auth`; etcd's fresh store writes its
-        // revision (1) but no authEnabled.
-        let mut auth = vec![(AUTH_REVISION.to_vec(), encode_u64(revision.unwrap_or(1)).to_vec())];
-        if let Some(enabled) = enabled {
-            auth.push((AUTH_ENABLED.to_vec(), encode_auth_enabled(enabled).to_vec()));
+        // etcd's fresh store writes its revision (1); authEnabled only when auth is enabled or
+        // disabled. retcd writes `m auth` on every auth change, so "disabled" and "never
+        // enabled" look alike here: authEnabled is written only when on (absent reads as off,
+        // so a disabled store differs from etcd's in that one absent byte, not in meaning).
+        let mut auth = vec![(
+            AUTH_REVISION.to_vec(),
+            encode_u64(revision.unwrap_or(1)).to_vec(),
+        )];
+        if enabled == Some(true) {
+            auth.push((AUTH_ENABLED.to_vec(), encode_auth_enabled(true).to_vec()));
         }
         Ok(SnapshotSource {
             snap,
@@ -942,9 +950,7 @@ mod tests {
             no_password: false,
         };
         // 0a05 "alice", 120b "$2a$10$hash", 1a02 "r1", 1a04 "root", 2200 (options set, false).
-        let bytes = hex(
-            "0a05616c696365 120b24326124313024686173 68 1a027231 1a04726f6f74 2200",
-        );
+        let bytes = hex("0a05616c696365 120b24326124313024686173 68 1a027231 1a04726f6f74 2200");
         assert_eq!(encode_user(&u), bytes);
         assert_eq!(decode_user(&bytes), Ok(u.clone()));
         // Without options (an old client) and with no_password.
