@@ -172,7 +172,9 @@ fn assert_etcd_shape(who: &str, shape: &[(u64, usize)], total: usize) {
 }
 
 /// A snapshot file's buckets: name → entries.
-fn buckets(bytes: Vec<u8>) -> BTreeMap<Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>> {
+type Buckets = BTreeMap<Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>>;
+
+fn buckets(bytes: Vec<u8>) -> Buckets {
     let db = Db::from_bytes(bytes).expect("open snapshot");
     assert!(
         matches!(
