@@ -493,6 +493,7 @@ fn a_cancelled_stream_ends_the_writer_and_the_server_serves_on() {
             let mut c = connect(&retcd, REQUEST_TIMEOUT).await;
             // ~8 MiB: far more than the queue and HTTP/2 windows hold, so the writer waits.
             fill(&mut c, 40).await;
+            let log_start = retcd.log_len();
             let mut stream = c.snapshot().await.expect("snapshot");
             let first = stream.message().await.expect("first").expect("a message");
             assert_eq!(first.blob().len(), CHUNK);
@@ -508,6 +509,13 @@ fn a_cancelled_stream_ends_the_writer_and_the_server_serves_on() {
                 .await
                 .expect("join");
             assert_eq!(left, 0, "the writer's thread ended after the cancel");
+            let log = retcd.log_since(log_start);
+            assert!(
+                log.contains("sending database snapshot to client")
+                    && log.contains("the client went away")
+                    && !log.contains("successfully sent database snapshot"),
+                "the cancel is logged as etcd logs a failed send:\n{log}"
+            );
             // Still serving: a write, a read, a whole snapshot.
             let mut c = connect(&retcd, REQUEST_TIMEOUT).await;
             let rev = put(&mut c, b"after", b"cancel", 0).await;
