@@ -618,3 +618,68 @@ fn a_snapshot_during_writes_holds_one_revision() {
         .expect("within the test's time")
     });
 }
+
+/// The anonymous memory (heap, not the mmapped page store) of process `pid`, in bytes.
+fn rss_anon(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("RssAnon:"))
+        .expect("RssAnon");
+    let kb: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .expect("RssAnon kB");
+    kb * 1024
+}
+
+#[test]
+fn a_slow_client_does_not_make_the_server_buffer_the_db() {
+    const DB_AT_LEAST: u64 = 36 << 20;
+    /// Far below the db: the bounded queue, HTTP/2 windows and the writer's pages.
+    const GROWTH_AT_MOST: u64 = 16 << 20;
+    const PAUSE_SAMPLES: usize = 50;
+    const PAUSE_STEP: Duration = Duration::from_millis(100);
+    let retcd = Server::start_in_tempdir(Kind::Retcd);
+    let pid = retcd.pid().expect("running");
+    let rt = runtime();
+    rt.block_on(async {
+        tokio::time::timeout(TEST_TIMEOUT, async {
+            let mut c = connect(&retcd, REQUEST_TIMEOUT).await;
+            fill(&mut c, 190).await;
+            let baseline = rss_anon(pid);
+            let mut stream = c.snapshot().await.expect("snapshot");
+            let first = stream.message().await.expect("message").expect("first");
+            let (mut total, mut peak, mut n) = (first.blob().len() as u64, baseline, 1u64);
+            // A client that stops reading for a while (load shaping, not synchronization): a
+            // server that does not wait for it would run ahead and hold the db in memory
+            // (measured: ~8 MB/s of a debug build, so tens of MiB in this pause).
+            for _ in 0..PAUSE_SAMPLES {
+                tokio::time::sleep(PAUSE_STEP).await;
+                peak = peak.max(rss_anon(pid));
+                if peak - baseline >= GROWTH_AT_MOST {
+                    break;
+                }
+            }
+            // Then the rest at full speed; one message per turn, the stream ends after the
+            // db and its digest.
+            while let Some(m) = stream.message().await.expect("message") {
+                total += m.blob().len() as u64;
+                n += 1;
+                if n % 16 == 0 {
+                    peak = peak.max(rss_anon(pid));
+                }
+            }
+            eprintln!("db {total} bytes in {n} messages; server RssAnon {baseline} → peak {peak}");
+            assert!(total > DB_AT_LEAST, "a db of {total} bytes");
+            assert!(
+                peak - baseline < GROWTH_AT_MOST,
+                "the server's memory grew by {} bytes while streaming {total}",
+                peak - baseline
+            );
+        })
+        .await
+        .expect("within the test's time")
+    });
+}
