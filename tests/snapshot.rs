@@ -10,8 +10,10 @@
 //! - the same history applied to a real etcd and to retcd gives byte-identical `key` buckets
 //!   (and equal lease, auth and compaction records) in the two snapshots;
 //! - a client that cancels the stream after its first message stops the writer's thread, and the
-//!   server goes on serving;
-//! - a snapshot taken while writes go on holds exactly one revision's state.
+//!   server goes on serving; a client that stops reading does not make the server buffer the db;
+//! - a snapshot taken while writes go on holds exactly one revision's state;
+//! - a cluster's members (a learner among them) and a removed member are in the snapshot as
+//!   `member list` shows them, on etcd and on retcd alike.
 
 mod support;
 
