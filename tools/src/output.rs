@@ -167,9 +167,6 @@ mod tests {
     #[test]
     fn unknown_formats_are_a_bad_feature() {
         let f = Format::parse("yaml").unwrap_err();
-        assert_eq!(
-            (f.code, f.message.as_str()),
-            (4, "unsupported output format")
-        );
+        assert_eq!((f.code, f.message.as_str()), (4, "unsupported output format"));
     }
 }

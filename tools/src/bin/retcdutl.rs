@@ -11,18 +11,10 @@ use retcd_tools::output::{Failure, Format};
 const API_VERSION: &str = "3.5";
 
 #[derive(Parser)]
-#[command(
-    name = "retcdutl",
-    about = "An administrative command line tool for retcd (etcdutl's commands)."
-)]
+#[command(name = "retcdutl", about = "An administrative command line tool for retcd (etcdutl's commands).")]
 struct Cli {
     /// Output format: simple, table, json, fields (etcdutl's --write-out).
-    #[arg(
-        short = 'w',
-        long = "write-out",
-        global = true,
-        default_value = "simple"
-    )]
+    #[arg(short = 'w', long = "write-out", global = true, default_value = "simple")]
     write_out: String,
     #[command(subcommand)]
     command: Command,
