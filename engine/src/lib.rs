@@ -8,6 +8,7 @@ pub mod auth;
 pub mod bbolt;
 pub mod btree;
 pub mod disk;
+pub mod etcd_db;
 pub mod etcd_keys;
 pub mod mvcc;
 pub mod page;

@@ -607,6 +607,78 @@ impl StateSnapshot {
         KeyBucket::new(&self.snap, compacted, current, compacted)
     }
 
+    /// The membership as raft/ stored it (`m members`, opaque here), for the etcd snapshot's
+    /// `members` buckets to come from this same state.
+    pub fn membership(&self) -> Result<Option<Vec<u8>>, MvccError> {
+        Ok(btree::get(&self.snap, META_MEMBERS)?.map(<[u8]>::to_vec))
+    }
+
+    /// Auth's (enabled, auth revision) as stored; both `None` when the store never had an auth
+    /// change (no `m auth`: disabled at revision 1, DESIGN.md §4.8).
+    pub fn auth_meta(&self) -> Result<(Option<bool>, Option<u64>), MvccError> {
+        Ok(match get_u64s::<2, _>(&self.snap, META_AUTH)? {
+            Some([enabled, revision]) => (Some(enabled == 1), Some(revision)),
+            None => (None, None),
+        })
+    }
+
+    /// Visits every lease in id order (one at a time) until `visit` breaks.
+    pub fn scan_leases(
+        &self,
+        visit: &mut dyn FnMut(LeaseInfo) -> std::ops::ControlFlow<()>,
+    ) -> Result<(), MvccError> {
+        let mut cur = self.snap.cursor();
+        cur.seek(b"l")?;
+        while cur.valid() && cur.key().first() == Some(&b'l') {
+            let id = u64::from_be_bytes(cur.key()[1..9].try_into().expect("8 bytes")) as i64;
+            let r = decode_lease(cur.value())?;
+            let info = LeaseInfo {
+                id,
+                ttl: r.ttl.to_native(),
+                remaining: r.remaining.to_native(),
+            };
+            if visit(info).is_break() {
+                break;
+            }
+            cur.advance()?;
+        }
+        Ok(())
+    }
+
+    /// Visits every auth user in name order until `visit` breaks.
+    pub fn scan_users(
+        &self,
+        visit: &mut dyn FnMut(&auth::User) -> std::ops::ControlFlow<()>,
+    ) -> Result<(), MvccError> {
+        let mut cur = self.snap.cursor();
+        cur.seek(b"U")?;
+        while cur.valid() && cur.key().first() == Some(&b'U') {
+            let u = auth::decode_user(cur.value()).map_err(MvccError::Record)?;
+            if visit(&u).is_break() {
+                break;
+            }
+            cur.advance()?;
+        }
+        Ok(())
+    }
+
+    /// Visits every auth role in name order until `visit` breaks.
+    pub fn scan_roles(
+        &self,
+        visit: &mut dyn FnMut(&auth::Role) -> std::ops::ControlFlow<()>,
+    ) -> Result<(), MvccError> {
+        let mut cur = self.snap.cursor();
+        cur.seek(b"R")?;
+        while cur.valid() && cur.key().first() == Some(&b'R') {
+            let r = auth::decode_role(cur.value()).map_err(MvccError::Record)?;
+            if visit(&r).is_break() {
+                break;
+            }
+            cur.advance()?;
+        }
+        Ok(())
+    }
+
     /// Entries after `after` (from the first when `None`), at least one and about `max_bytes`;
     /// empty once every entry was returned.
     pub fn chunk(

@@ -1,8 +1,13 @@
-//! The Maintenance service: Status (what `etcdctl endpoint status` shows), Alarm, MoveLeader
-//! and HashKV. The other RPCs (Defragment, Hash, Snapshot, Downgrade) answer Unimplemented until
-//! their issues land.
+//! The Maintenance service: Status (what `etcdctl endpoint status` shows), Alarm, MoveLeader,
+//! HashKV and Snapshot (etcd's snapshot stream: the db etcd would have written for our state,
+//! engine/DESIGN.md §7.5). The other RPCs (Defragment, Hash, Downgrade) answer Unimplemented
+//! until their issues land.
 
+use std::cell::Cell;
+use std::io;
+use std::rc::Rc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
@@ -11,7 +16,12 @@ use crate::context::Ctx;
 use crate::errors::EtcdError;
 use crate::kv::propose_status;
 use crate::pb::etcdserverpb::{self as pb, maintenance_server::Maintenance};
+use retcd_engine::bbolt;
+use retcd_engine::etcd_db::{self, SnapshotSource};
+use retcd_engine::mvcc::StateSnapshot;
 use retcd_raft::ProposeError;
+use retcd_raft::membership::Membership;
+use retcd_raft::status::NodeStatus;
 
 /// The etcd release whose client API retcd implements; clients (Kubernetes among them) gate
 /// features on Status.version.
@@ -140,7 +150,22 @@ impl Maintenance for MaintenanceService {
         r: Request<pb::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
         self.admin(&r)?;
-        Err(unimplemented("Snapshot"))
+        // One committed version of the page store: both passes of the writer read it, and its
+        // pages stay reserved (copy-on-write) while writes go on.
+        let snap = self.ctx.reader.state_snapshot();
+        let header = self.ctx.header(snap.revisions().0);
+        let extras = snapshot_extras(&snap, &self.ctx.status)?;
+        let source = SnapshotSource::new(snap, &extras)
+            .map_err(|e| Status::internal(format!("retcd: snapshot: {e}")))?;
+        let (tx, rx) = flume::bounded(SNAPSHOT_QUEUE);
+        // The writer is synchronous and runs as long as the client reads: a thread of its own,
+        // never a core's executor nor glommio's blocking pool (core 0's checkpoint syncs use
+        // that). It ends when the stream is done or its receiver is dropped (client gone).
+        std::thread::Builder::new()
+            .name(SNAPSHOT_THREAD.into())
+            .spawn(move || send_snapshot(&source, tx, header))
+            .map_err(|e| Status::unavailable(format!("retcd: snapshot thread: {e}")))?;
+        Ok(Response::new(Box::pin(rx.into_stream())))
     }
     async fn move_leader(
         &self,
@@ -170,5 +195,219 @@ impl Maintenance for MaintenanceService {
     ) -> Result<Response<pb::DowngradeResponse>, Status> {
         self.admin(&r)?;
         Err(unimplemented("Downgrade"))
+    }
+}
+
+/// Bytes of db in one SnapshotResponse (etcd's 32 KiB).
+const SNAPSHOT_CHUNK: usize = 32 * 1024;
+/// Messages queued between the writer's thread and the gRPC stream: the writer waits when the
+/// client is slower, so memory stays at a few chunks whatever the db size.
+const SNAPSHOT_QUEUE: usize = 4;
+/// Name of the writer's thread (tests look for it to see that a cancelled snapshot ended).
+pub const SNAPSHOT_THREAD: &str = "retcd-snapshot";
+/// Progress is logged at most this often.
+const SNAPSHOT_PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+/// What etcd's db holds beside the page store: the membership decoded from the same snapshot,
+/// the raised alarms (in memory, on this member) and the cluster version retcd reports.
+fn snapshot_extras(snap: &StateSnapshot, status: &NodeStatus) -> Result<etcd_db::Extras, Status> {
+    let internal = |e: String| Status::internal(format!("retcd: snapshot: {e}"));
+    let membership = match snap.membership().map_err(|e| internal(e.to_string()))? {
+        Some(bytes) => Membership::decode(&bytes).map_err(|e| internal(format!("{e:?}")))?,
+        // Before the first configuration entry is applied (never, once serving): the members
+        // every core already knows.
+        None => (*status.members()).clone(),
+    };
+    let members = membership
+        .members
+        .iter()
+        .map(|m| etcd_db::Member {
+            id: m.id,
+            peer_urls: m.peer_urls.clone(),
+            is_learner: m.is_learner,
+            name: m.name.clone(),
+            client_urls: m.client_urls.clone(),
+        })
+        .collect();
+    let alarms = status
+        .nospace()
+        .then_some(etcd_db::Alarm {
+            member_id: status.member_id,
+            alarm: etcd_db::ALARM_NOSPACE,
+        })
+        .into_iter()
+        .collect();
+    // etcd keeps major.minor.0 of the cluster's version.
+    let mut version = ETCD_API_VERSION.splitn(3, '.');
+    let cluster_version = format!(
+        "{}.{}.0",
+        version.next().unwrap_or("3"),
+        version.next().unwrap_or("5")
+    );
+    Ok(etcd_db::Extras {
+        members,
+        removed: membership.removed.clone(),
+        alarms,
+        cluster_version: Some(cluster_version),
+    })
+}
+
+type SnapshotItem = Result<pb::SnapshotResponse, Status>;
+
+/// The writer's thread: streams the db and then its digest into `tx`, logging as etcd does.
+fn send_snapshot(
+    source: &SnapshotSource,
+    tx: flume::Sender<SnapshotItem>,
+    header: Option<pb::ResponseHeader>,
+) {
+    let started = Instant::now();
+    let total = Rc::new(Cell::new(0u64));
+    let sink = ChunkSink {
+        tx: tx.clone(),
+        header,
+        total: total.clone(),
+        buf: Vec::with_capacity(SNAPSHOT_CHUNK),
+        sent: 0,
+        trailer: Vec::new(),
+        last_log: started,
+    };
+    let (applied, _) = source.snapshot().applied();
+    let revision = source.snapshot().revisions().0;
+    let written = bbolt::write_snapshot_planned(sink, source, &mut |size| {
+        total.set(size);
+        tracing::info!(
+            total_bytes = size,
+            size = %human(size),
+            revision,
+            applied_index = applied,
+            "sending database snapshot to client"
+        );
+        Ok(())
+    })
+    .map_err(|e| (e.to_string(), matches!(&e, bbolt::WriteError::Io(_))))
+    .and_then(|(summary, sink, digest)| {
+        tracing::info!(
+            total_bytes = summary.bytes,
+            checksum_size = digest.len(),
+            "sending database sha256 checksum to client"
+        );
+        sink.finish(&digest)
+            .map(|()| summary)
+            .map_err(|e| (e.to_string(), true))
+    });
+    match written {
+        Ok(summary) => tracing::info!(
+            total_bytes = summary.bytes,
+            size = %human(summary.bytes),
+            took = ?started.elapsed(),
+            "successfully sent database snapshot to client"
+        ),
+        // The sink fails only when the stream's receiver is gone: the client cancelled or
+        // disconnected. Dropping the source now releases the snapshot's pages.
+        Err((e, true)) if tx.is_disconnected() => tracing::warn!(
+            total_bytes = total.get(),
+            took = ?started.elapsed(),
+            "failed to send database snapshot: the client went away ({e})"
+        ),
+        Err((e, _)) => {
+            tracing::error!(took = ?started.elapsed(), "failed to write database snapshot: {e}");
+            let _ = tx.send(Err(Status::internal(format!("retcd: snapshot: {e}"))));
+        }
+    }
+}
+
+/// etcd's humanized byte counts ("1.2 MB").
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1000.0 && unit + 1 < UNITS.len() {
+        v /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// Cuts the db's bytes into SnapshotResponse messages of [`SNAPSHOT_CHUNK`] bytes, each with
+/// `remaining_bytes` = total − bytes sent including it; the bytes after the db (the sha256 the
+/// trailer appends) are kept for [`ChunkSink::finish`], which sends them alone (reference §3.1).
+/// A send blocks while the queue is full and fails once the receiver is gone.
+struct ChunkSink {
+    tx: flume::Sender<SnapshotItem>,
+    /// Sent with the first message only.
+    header: Option<pb::ResponseHeader>,
+    /// The db's size, set by the planning pass before the first write.
+    total: Rc<Cell<u64>>,
+    buf: Vec<u8>,
+    /// Db bytes already handed to messages.
+    sent: u64,
+    trailer: Vec<u8>,
+    last_log: Instant,
+}
+
+impl ChunkSink {
+    fn send(&mut self, remaining: u64, blob: Vec<u8>) -> io::Result<()> {
+        let msg = pb::SnapshotResponse {
+            header: self.header.take(),
+            remaining_bytes: remaining,
+            blob,
+            version: String::new(),
+        };
+        self.tx
+            .send(Ok(msg))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the client is gone"))
+    }
+
+    fn send_chunk(&mut self) -> io::Result<()> {
+        let blob = std::mem::replace(&mut self.buf, Vec::with_capacity(SNAPSHOT_CHUNK));
+        self.sent += blob.len() as u64;
+        let remaining = self.total.get() - self.sent;
+        self.send(remaining, blob)?;
+        if self.last_log.elapsed() >= SNAPSHOT_PROGRESS_EVERY {
+            self.last_log = Instant::now();
+            tracing::info!(
+                sent_bytes = self.sent,
+                total_bytes = self.total.get(),
+                "sending database snapshot to client: in progress"
+            );
+        }
+        Ok(())
+    }
+
+    /// Sends what is left of the db and then the digest as the last message.
+    fn finish(mut self, digest: &[u8; 32]) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            self.send_chunk()?;
+        }
+        debug_assert_eq!(self.trailer, digest, "the trailer written is the digest");
+        debug_assert_eq!(self.sent, self.total.get(), "the whole db was sent");
+        self.send(0, digest.to_vec())
+    }
+}
+
+impl io::Write for ChunkSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let in_db = self.total.get() - self.sent - self.buf.len() as u64;
+        if in_db == 0 {
+            self.trailer.extend_from_slice(buf);
+            return Ok(buf.len());
+        }
+        let n = buf
+            .len()
+            .min(SNAPSHOT_CHUNK - self.buf.len())
+            .min(usize::try_from(in_db).unwrap_or(usize::MAX));
+        self.buf.extend_from_slice(&buf[..n]);
+        if self.buf.len() == SNAPSHOT_CHUNK || n as u64 == in_db {
+            self.send_chunk()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }

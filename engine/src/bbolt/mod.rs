@@ -38,7 +38,7 @@ pub use read::{
 };
 pub use write::{
     MemBucket, MemSource, Sha256Trailer, Source, SourceError, WriteError, WriteSummary, write_db,
-    write_snapshot,
+    write_db_planned, write_snapshot, write_snapshot_planned,
 };
 
 /// Page size of the files we write (bbolt's default on x86-64 Linux; a multiple of 512 as etcd's

@@ -222,6 +222,19 @@ fn trailer_is_sha256_of_the_db_and_verified() {
     assert_eq!(bytes.len() % 512, 32);
     let (summary, same, same_digest) = write_snapshot(Vec::new(), &src).unwrap();
     assert_eq!((&same, same_digest), (&bytes, digest));
+    // The planned size is told once, before anything is written, and is what gets written.
+    let mut told = Vec::new();
+    let (planned, out, _) = write_snapshot_planned(Vec::new(), &src, &mut |size| {
+        told.push(size);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(told, vec![planned.bytes]);
+    assert_eq!(out, bytes);
+    let refused = write_db_planned(&mut Vec::new(), &src, &mut |_| {
+        Err(std::io::Error::other("no"))
+    });
+    assert!(matches!(refused, Err(WriteError::Io(_))));
     assert_eq!(summary.bytes + 32, bytes.len() as u64);
     let db = Db::from_bytes(bytes.clone()).unwrap();
     assert_eq!(db.verify_trailer().unwrap(), Trailer::Present { digest });

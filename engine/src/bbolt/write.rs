@@ -86,6 +86,18 @@ pub fn write_db<W: Write + ?Sized>(
     out: &mut W,
     source: &dyn Source,
 ) -> Result<WriteSummary, WriteError> {
+    write_db_planned(out, source, &mut |_| Ok(()))
+}
+
+/// [`write_db`] that first tells `planned` the size of the db in bytes (`hwm × 4096`), once the
+/// planning pass knows it and before the first byte goes to `out`: etcd's snapshot stream
+/// announces `remaining_bytes` from its first message on. An error from `planned` ends the
+/// write before anything is written.
+pub fn write_db_planned<W: Write + ?Sized>(
+    out: &mut W,
+    source: &dyn Source,
+    planned: &mut dyn FnMut(u64) -> io::Result<()>,
+) -> Result<WriteSummary, WriteError> {
     let names = source.bucket_names();
     let mut order: Vec<usize> = (0..names.len()).collect();
     order.sort_by(|&a, &b| names[a].cmp(&names[b]));
@@ -131,6 +143,8 @@ pub fn write_db<W: Write + ?Sized>(
     pages += root_plan.next - 2;
     let hwm = pages;
     let root_pgid = hwm - 1;
+
+    planned(hwm * PAGE_SIZE as u64)?;
 
     // Pass 2: write.
     let mut counted = Counting {
@@ -212,8 +226,17 @@ pub fn write_snapshot<W: Write>(
     out: W,
     source: &dyn Source,
 ) -> Result<(WriteSummary, W, [u8; 32]), WriteError> {
+    write_snapshot_planned(out, source, &mut |_| Ok(()))
+}
+
+/// [`write_snapshot`] with [`write_db_planned`]'s `planned` (the db's size, trailer excluded).
+pub fn write_snapshot_planned<W: Write>(
+    out: W,
+    source: &dyn Source,
+    planned: &mut dyn FnMut(u64) -> io::Result<()>,
+) -> Result<(WriteSummary, W, [u8; 32]), WriteError> {
     let mut sink = Sha256Trailer::new(out);
-    let summary = write_db(&mut sink, source)?;
+    let summary = write_db_planned(&mut sink, source, planned)?;
     let (out, digest) = sink.finish()?;
     Ok((summary, out, digest))
 }
