@@ -592,7 +592,7 @@ fn retcd_fast_forwards_the_first_election() {
         3,
         &["--heartbeat-interval=100", "--election-timeout=10000"],
     );
-    c.leader();
+    let leader = c.leader();
     for m in &c.members {
         assert!(
             m.log_since(0).contains(LINE),
@@ -600,17 +600,17 @@ fn retcd_fast_forwards_the_first_election() {
             m.log_tail()
         );
     }
-    let from = c.members[1].log_len();
-    c.members[1].restart();
-    assert!(
-        c.members[1].log_since(from).contains(LINE),
-        "a restart: {}",
-        c.members[1].log_since(from)
-    );
-    let from = c.members[2].log_len();
-    c.members[2].stop();
-    c.members[2].push_arg("--initial-election-tick-advance=false");
-    c.members[2].start_again();
-    assert!(!c.members[2].log_since(from).contains(LINE), "turned off");
-    c.leader();
+    // Followers restart (a stopped leader would leave the others waiting out their 10 s lease
+    // on it before any election, longer than a start may take).
+    let (f1, f2) = ((leader + 1) % 3, (leader + 2) % 3);
+    let from = c.members[f1].log_len();
+    c.members[f1].restart();
+    let log = c.members[f1].log_since(from);
+    assert!(log.contains(LINE), "a restart: {log}");
+    let from = c.members[f2].log_len();
+    c.members[f2].stop();
+    c.members[f2].push_arg("--initial-election-tick-advance=false");
+    c.members[f2].start_again();
+    assert!(!c.members[f2].log_since(from).contains(LINE), "turned off");
+    assert_eq!(c.leader(), leader);
 }

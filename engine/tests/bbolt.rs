@@ -177,10 +177,7 @@ impl Etcd {
     /// `lease grant TTL`: the lease id in etcdctl's hex.
     fn grant_lease(&self, ttl: u64) -> String {
         let out = self.ctl(&["lease", "grant", &ttl.to_string()]);
-        out.split_whitespace()
-            .nth(1)
-            .expect("lease id")
-            .to_string()
+        out.split_whitespace().nth(1).expect("lease id").to_string()
     }
 
     fn log_tail(&self) -> String {
