@@ -1,8 +1,8 @@
 //! Issue 13: `retcdutl snapshot restore`, the seed's recovery procedure 3 — a snapshot restored on
 //! every member of a stopped cluster, the cluster started again with its own flags — from a
 //! snapshot saved by the real etcd (etcd → retcd migration). The restored retcd cluster serves
-//! exactly etcd's keys, values, revisions and versions, and the same HashKV; writes go on from
-//! etcd's revision. Bad input (a damaged snapshot, a missing hash, a data dir in use) changes
+//! exactly etcd's keys, values, revisions, versions and leases (with their attached keys), the
+//! same HashKV, etcd's users and roles with auth on; writes go on from etcd's revision. Bad input (a damaged snapshot, a missing hash, a data dir in use) changes
 //! nothing.
 //!
 //! `retcdutl` is the binary built beside `retcd` (`cargo test --workspace` builds both).
@@ -76,11 +76,49 @@ fn an_etcd_snapshot_restored_on_every_member_of_a_retcd_cluster() {
     ok(etcd.etcdctl(&["put", "big", &"v".repeat(20_000)]));
     ok(etcd.etcdctl(&["compaction", "4"]));
     ok(etcd.etcdctl(&["put", "a", "3"]));
-    let want = kvs(&ok(etcd.etcdctl(&["get", "", "--prefix", "-w", "json"])));
-    let want_hash = hashkv(&ok(etcd.etcdctl(&["endpoint", "hashkv", "-w", "json"])));
+    // Leases: one with two keys (one of them moved away from it again), one without keys.
+    let lease = |ttl: &str| -> String {
+        let out = ok(etcd.etcdctl(&["lease", "grant", ttl]));
+        out.split_whitespace().nth(1).expect("lease id").to_string()
+    };
+    let (l1, l2) = (lease("3600"), lease("7200"));
+    ok(etcd.etcdctl(&["put", "/a/leased", "x", "--lease", &l1]));
+    ok(etcd.etcdctl(&["put", "moved", "y", "--lease", &l1]));
+    ok(etcd.etcdctl(&["put", "moved", "z"]));
+    // Users and roles, auth on.
+    for args in [
+        &["user", "add", "root:rootpw"][..],
+        &["role", "add", "root"],
+        &["user", "grant-role", "root", "root"],
+        &["role", "add", "r"],
+        &[
+            "role",
+            "grant-permission",
+            "--prefix=true",
+            "r",
+            "readwrite",
+            "/a/",
+        ],
+        &["user", "add", "alice:alicepw"],
+        &["user", "grant-role", "alice", "r"],
+        &["auth", "enable"],
+    ] {
+        ok(etcd.etcdctl(args));
+    }
+    let root = |s: &Server, args: &[&str]| {
+        let mut a = vec!["--user=root:rootpw"];
+        a.extend_from_slice(args);
+        ok(s.etcdctl(&a))
+    };
+    let want = kvs(&root(&etcd, &["get", "", "--prefix", "-w", "json"]));
+    let want_hash = hashkv(&root(&etcd, &["endpoint", "hashkv", "-w", "json"]));
+    let want_leases = root(&etcd, &["lease", "list"]);
+    let want_keys = root(&etcd, &["lease", "timetolive", &l1, "--keys"]);
+    let want_users = root(&etcd, &["user", "list"]);
+    let want_role = root(&etcd, &["role", "get", "r"]);
     let dir = tempfile::tempdir().unwrap();
     let snapshot = dir.path().join("etcd.db");
-    ok(etcd.etcdctl(&["snapshot", "save", snapshot.to_str().unwrap()]));
+    root(&etcd, &["snapshot", "save", snapshot.to_str().unwrap()]);
     drop(etcd);
 
     let mut c = Cluster::start(Kind::Retcd, 3, &[]);
@@ -132,33 +170,78 @@ fn an_etcd_snapshot_restored_on_every_member_of_a_retcd_cluster() {
     for m in &mut c.members {
         m.spawn_member();
     }
-    for m in &mut c.members {
-        m.wait_member_ready();
+    // With auth on, `endpoint health` without a user fails ("user name is empty", as etcd's):
+    // wait (bounded) until every member, asked as root, names the same leader.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let leaders: Vec<Option<u64>> = c
+            .members
+            .iter()
+            .map(|m| {
+                let st = m.etcdctl(&["--user=root:rootpw", "endpoint", "status", "-w", "json"]);
+                support::cluster::parse_status(&st.stdout)
+                    .first()
+                    .map(|s| s.leader)
+                    .filter(|l| *l != 0)
+            })
+            .collect();
+        if leaders[0].is_some() && leaders.iter().all(|l| *l == leaders[0]) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no agreed leader: {leaders:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    c.leader();
     for m in &c.members {
-        let got = kvs(&ok(m.etcdctl(&["get", "", "--prefix", "-w", "json"])));
+        let got = kvs(&root(m, &["get", "", "--prefix", "-w", "json"]));
         assert_eq!(got, want, "{} serves etcd's keys", m.name());
         assert_eq!(
-            hashkv(&ok(m.etcdctl(&["endpoint", "hashkv", "-w", "json"]))),
+            hashkv(&root(m, &["endpoint", "hashkv", "-w", "json"])),
             want_hash,
             "{}: HashKV",
             m.name()
         );
+        assert_eq!(root(m, &["user", "list"]), want_users, "{}", m.name());
+        assert_eq!(root(m, &["role", "get", "r"]), want_role, "{}", m.name());
     }
-    // Writes go on from etcd's revision, and every member has them.
-    let put: serde_json::Value = serde_json::from_str(&ok(
-        c.members[1].etcdctl(&["put", "after", "1", "-w", "json"])
-    ))
-    .unwrap();
-    assert_eq!(put["header"]["revision"].as_i64(), Some(want_hash.2 + 1));
-    c.wait_caught_up();
+    assert_eq!(root(&c.members[0], &["lease", "list"]), want_leases);
+    assert!(want_leases.contains(&l2), "{want_leases}");
+    let ttl = |s: &str| s.replace(|c: char| c.is_ascii_digit(), "N");
+    assert_eq!(
+        ttl(&root(
+            &c.members[0],
+            &["lease", "timetolive", &l1, "--keys"]
+        )),
+        ttl(&want_keys),
+        "lease {l1} keeps its keys"
+    );
+    assert!(
+        want_keys.contains("/a/leased") && !want_keys.contains("moved"),
+        "{want_keys}"
+    );
+    // alice's role is there, and auth is on.
+    let alice = |args: &[&str]| {
+        let mut a = vec!["--user=alice:alicepw"];
+        a.extend_from_slice(args);
+        c.members[2].etcdctl(&a)
+    };
+    assert!(alice(&["put", "/a/by-alice", "1"]).success());
+    let denied = alice(&["put", "/b", "1"]);
+    assert!(denied.stderr.contains("permission denied"), "{denied:?}");
+    let anonymous = c.members[2].etcdctl(&["get", "a"]);
+    assert!(!anonymous.success(), "{anonymous:?}");
+    // Writes go on from etcd's revision (alice's put took one), and every member has them.
+    let put: serde_json::Value =
+        serde_json::from_str(&root(&c.members[1], &["put", "after", "1", "-w", "json"])).unwrap();
+    assert_eq!(put["header"]["revision"].as_i64(), Some(want_hash.2 + 2));
     for m in &c.members {
-        let got = ok(m.etcdctl(&["get", "after", "--print-value-only", "--consistency=s"]));
+        let got = root(m, &["get", "after", "--print-value-only"]);
         assert_eq!(got, "1\n", "{}", m.name());
     }
     // A compacted revision stays compacted.
-    let old = c.members[2].etcdctl(&["get", "a", "--rev=3"]);
+    let old = c.members[2].etcdctl(&["--user=root:rootpw", "get", "a", "--rev=3"]);
     assert!(
         old.stderr.contains("required revision has been compacted"),
         "{old:?}"

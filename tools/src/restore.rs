@@ -44,10 +44,6 @@ pub struct Restored {
     pub versions: u64,
 }
 
-/// Buckets whose content retcd cannot restore yet: a restore that would silently drop them is
-/// refused instead.
-const NOT_YET: [&str; 3] = ["lease", "authUsers", "authRoles"];
-
 fn fail(e: impl std::fmt::Display) -> Failure {
     Failure::error(e)
 }
@@ -109,17 +105,6 @@ pub fn restore(o: &RestoreOptions) -> Result<Restored, Failure> {
         _ => {}
     }
     db.check().map_err(fail)?;
-    for name in NOT_YET {
-        if let Some(b) = db.bucket(name.as_bytes()).map_err(fail)?
-            && !db.entries(&b).map_err(fail)?.is_empty()
-        {
-            return Err(fail(format!(
-                "the snapshot holds {name} entries, which retcdutl cannot restore yet \
-                 (issue 13); nothing was written"
-            )));
-        }
-    }
-
     let building = sibling(&data_dir, "restoring");
     let wal_building = wal_dir.as_ref().map(|w| sibling(w, "restoring"));
     for dir in std::iter::once(&building).chain(wal_building.as_ref()) {

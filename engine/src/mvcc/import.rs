@@ -1,7 +1,8 @@
 //! Restoring an etcd db into the MVCC key spaces (etcd → retcd migration and `retcdutl snapshot
 //! restore`): etcd's `key` bucket becomes the `k` versions and the `r` log, its compaction
 //! `m compact` and a pending compaction, so the imported store answers every revision etcd
-//! would (DESIGN.md §7.4). Only for a fresh store, before any Raft entry is applied; callers are
+//! would; its leases, users, roles and auth state become `l`/`a`, `U`, `R` and `m auth`
+//! (DESIGN.md §7.4). Only for a fresh store, before any Raft entry is applied; callers are
 //! offline tools.
 //!
 //! Invariants: versions arrive in strictly ascending (main, sub) order (the bucket's key order)
@@ -12,6 +13,7 @@ use std::sync::mpsc;
 
 use super::*;
 use crate::bbolt;
+use crate::etcd_db;
 
 /// What [`Mvcc::import_etcd`] imported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +24,10 @@ pub struct Imported {
     pub compacted: i64,
     /// Versions imported (puts and tombstones).
     pub versions: u64,
+    /// Leases, users and roles imported.
+    pub leases: u64,
+    pub users: u64,
+    pub roles: u64,
 }
 
 /// Entries handed from the bbolt scan to the install at most at a time.
@@ -40,9 +46,56 @@ fn bad(what: String) -> MvccError {
 struct Progress {
     last: Option<(i64, i64)>,
     versions: u64,
+    leases: u64,
+    users: u64,
+    roles: u64,
 }
 
+/// The buckets streamed into the store, in this order, and how each entry converts.
+const STREAMED: [&[u8]; 4] = [
+    etcd_keys::KEY_BUCKET,
+    etcd_db::LEASE,
+    etcd_db::AUTH_USERS,
+    etcd_db::AUTH_ROLES,
+];
+
 impl Progress {
+    /// The store entries of one entry of streamed bucket `bucket` (an index into [`STREAMED`]).
+    fn entries(&mut self, bucket: usize, k: &[u8], v: &[u8]) -> Result<Vec<RawEntry>, MvccError> {
+        let decode = |e: etcd_db::DecodeError| bad(e.0);
+        Ok(match bucket {
+            0 => self.convert(k, v)?.to_vec(),
+            1 => {
+                let id = etcd_db::decode_lease_key(k).map_err(decode)?;
+                let l = etcd_db::decode_lease(v).map_err(decode)?;
+                if l.id != id {
+                    return Err(bad(format!(
+                        "lease {id:x} holds the record of lease {:x}",
+                        l.id
+                    )));
+                }
+                let rec = LeaseRecord {
+                    ttl: l.ttl,
+                    remaining: l.remaining_ttl,
+                };
+                let bytes = rkyv::to_bytes::<rancor::Error>(&rec)
+                    .expect("serializing to memory cannot fail");
+                self.leases += 1;
+                vec![(lease_key(id).to_vec(), bytes.to_vec())]
+            }
+            2 => {
+                let u = etcd_db::decode_user(v).map_err(decode)?;
+                self.users += 1;
+                vec![(user_key(&u.name), auth::encode_user(&u))]
+            }
+            _ => {
+                let r = etcd_db::decode_role(v).map_err(decode)?;
+                self.roles += 1;
+                vec![(role_key(&r.name), auth::encode_role(&r))]
+            }
+        })
+    }
+
     /// The `k` and `r` entries of one entry of etcd's `key` bucket.
     fn convert(&mut self, rk: &[u8], kv: &[u8]) -> Result<[RawEntry; 2], MvccError> {
         let rev = etcd_keys::decode_revision_key(rk).map_err(|e| bad(e.0))?;
@@ -128,47 +181,56 @@ impl Mvcc {
         }
         let buckets = db.buckets().map_err(|e| bad(e.to_string()))?;
         let find = |name: &[u8]| buckets.iter().find(|b| b.name == name);
-        let Some(key) = find(etcd_keys::KEY_BUCKET) else {
+        if find(etcd_keys::KEY_BUCKET).is_none() {
             return Err(bad("no `key` bucket: not an etcd db".to_string()));
-        };
+        }
         let meta = find(b"meta");
         let finished = compact_mark(db, meta, FINISHED_COMPACT)?.unwrap_or(NEVER_COMPACTED);
         let scheduled = compact_mark(db, meta, SCHEDULED_COMPACT)?.unwrap_or(NEVER_COMPACTED);
         let compacted = finished.max(scheduled);
-        let (tx, rx) = mpsc::sync_channel::<Result<[RawEntry; 2], MvccError>>(IN_FLIGHT);
+        let auth_meta = auth_meta(db, find(etcd_db::AUTH))?;
+        let streamed: Vec<(usize, &bbolt::Bucket)> = STREAMED
+            .iter()
+            .enumerate()
+            .filter_map(|(i, name)| find(name).map(|b| (i, b)))
+            .collect();
+        let (tx, rx) = mpsc::sync_channel::<Result<Vec<RawEntry>, MvccError>>(IN_FLIGHT);
         let installed = std::thread::scope(|s| {
             let scan = s.spawn(move || {
                 let mut convert = Progress::default();
-                let mut stopped = false;
-                let r = db.scan_bucket(key, &mut |k, v| {
-                    let item = convert.convert(k, v);
-                    let failed = item.is_err();
-                    // The install stopped pulling (it failed): stop scanning.
-                    if tx.send(item).is_err() || failed {
-                        stopped = true;
-                        return std::ops::ControlFlow::Break(());
+                for (i, bucket) in streamed {
+                    let mut stopped = false;
+                    let r = db.scan_bucket(bucket, &mut |k, v| {
+                        let item = convert.entries(i, k, v);
+                        let failed = item.is_err();
+                        // The install stopped pulling (it failed): stop scanning.
+                        if tx.send(item).is_err() || failed {
+                            stopped = true;
+                            return std::ops::ControlFlow::Break(());
+                        }
+                        std::ops::ControlFlow::Continue(())
+                    });
+                    if stopped {
+                        break;
                     }
-                    std::ops::ControlFlow::Continue(())
-                });
-                if let Err(e) = r
-                    && !stopped
-                {
-                    let _ = tx.send(Err(bad(e.to_string())));
+                    if let Err(e) = r {
+                        let _ = tx.send(Err(bad(e.to_string())));
+                        break;
+                    }
                 }
                 convert
             });
-            let mut pending: Vec<RawEntry> = Vec::new();
+            let mut pending: Vec<RawEntry> = auth_meta.into_iter().collect();
             let entries = std::iter::from_fn(|| {
-                if let Some(e) = pending.pop() {
-                    return Some(Ok(e));
-                }
-                match rx.recv() {
-                    Ok(Ok([k, r])) => {
-                        pending.push(r);
-                        Some(Ok(k))
+                loop {
+                    if let Some(e) = pending.pop() {
+                        return Some(Ok(e));
                     }
-                    Ok(Err(e)) => Some(Err(e.to_string())),
-                    Err(_) => None,
+                    match rx.recv() {
+                        Ok(Ok(batch)) => pending = batch,
+                        Ok(Err(e)) => return Some(Err(e.to_string())),
+                        Err(_) => return None,
+                    }
                 }
             });
             let r = self.install_with(entries, 0, InstallBatch::default());
@@ -201,11 +263,81 @@ impl Mvcc {
             txn.put(META_COMPACTION, &c.encode())?;
         }
         txn.commit(tag)?;
+        self.attach_leased_keys()?;
         self.store.sync()?;
         Ok(Imported {
             revision,
             compacted,
             versions: converted.versions,
+            leases: converted.leases,
+            users: converted.users,
+            roles: converted.roles,
         })
     }
+
+    /// Writes the `a` attachment of every key whose newest version is a put with a lease
+    /// (§4.5), as the apply keeps them: one pass over `k` in key order (each key's newest version
+    /// first), written in bounded transactions.
+    fn attach_leased_keys(&mut self) -> Result<(), MvccError> {
+        let snap = self.store.reader().snapshot();
+        let mut cur = snap.cursor();
+        cur.seek(b"k")?;
+        let mut previous: Option<Vec<u8>> = None;
+        let mut batch: Vec<Vec<u8>> = Vec::new();
+        let tag = self.tag();
+        loop {
+            let at_end = !cur.valid() || cur.key().first() != Some(&b'k');
+            if at_end || batch.len() >= COMPACTION_BATCH {
+                let mut txn = self.store.begin();
+                for a in batch.drain(..) {
+                    txn.put(&a, &[])?;
+                }
+                txn.commit(tag)?;
+            }
+            if at_end {
+                return Ok(());
+            }
+            let (key, _) = split_version_key(cur.key())?;
+            if previous.as_deref() != Some(key.as_slice()) {
+                let v = decode_version(cur.value())?;
+                if !v.tombstone && v.lease.to_native() != 0 {
+                    batch.push(attach_key(v.lease.to_native(), &key));
+                }
+                previous = Some(key);
+            }
+            cur.advance()?;
+        }
+    }
+}
+
+/// `m auth` from etcd's `auth` bucket (absent: auth never enabled, revision 1 as etcd starts).
+fn auth_meta(
+    db: &bbolt::Db,
+    bucket: Option<&bbolt::Bucket>,
+) -> Result<Option<RawEntry>, MvccError> {
+    let Some(bucket) = bucket else {
+        return Ok(None);
+    };
+    let (mut enabled, mut revision) = (false, 1u64);
+    let mut failed = None;
+    db.scan_bucket(bucket, &mut |k, v| {
+        let r = match k {
+            etcd_db::AUTH_ENABLED => etcd_db::decode_auth_enabled(v).map(|e| enabled = e),
+            etcd_db::AUTH_REVISION => etcd_db::decode_u64(v).map(|r| revision = r),
+            _ => Ok(()),
+        };
+        if let Err(e) = r {
+            failed = Some(e.0);
+            return std::ops::ControlFlow::Break(());
+        }
+        std::ops::ControlFlow::Continue(())
+    })
+    .map_err(|e| bad(e.to_string()))?;
+    if let Some(e) = failed {
+        return Err(bad(format!("auth bucket: {e}")));
+    }
+    Ok(Some((
+        META_AUTH.to_vec(),
+        u64s(&[u64::from(enabled), revision]),
+    )))
 }
