@@ -247,3 +247,71 @@ fn an_etcd_snapshot_restored_on_every_member_of_a_retcd_cluster() {
         "{old:?}"
     );
 }
+
+/// The seed's procedure 3 on retcd alone: `snapshot save` from the leader of a 3-member retcd
+/// cluster (Maintenance.Snapshot), every member stopped and its data dir replaced by
+/// `retcdutl snapshot restore` of that file, the cluster started again: the same keys, leases
+/// and HashKV, and the revision goes on.
+#[test]
+fn a_retcd_snapshot_restored_on_every_member() {
+    let mut c = Cluster::start(Kind::Retcd, 3, &[]);
+    let leader = c.leader();
+    let l = {
+        let out = ok(c.members[leader].etcdctl(&["lease", "grant", "3600"]));
+        out.split_whitespace().nth(1).expect("lease id").to_string()
+    };
+    for i in 0..200 {
+        ok(c.members[i % 3].etcdctl(&["put", &format!("k/{i:03}"), &format!("v{i}")]));
+    }
+    ok(c.members[1].etcdctl(&["put", "leased", "x", "--lease", &l]));
+    ok(c.members[2].etcdctl(&["del", "k/1", "--prefix"]));
+    ok(c.members[0].etcdctl(&["compaction", "50"]));
+    let m = &c.members[leader];
+    let want = kvs(&ok(m.etcdctl(&["get", "", "--prefix", "-w", "json"])));
+    let want_hash = hashkv(&ok(m.etcdctl(&["endpoint", "hashkv", "-w", "json"])));
+    let want_keys = ok(m.etcdctl(&["lease", "timetolive", &l, "--keys"]));
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot = dir.path().join("retcd.db");
+    ok(m.etcdctl(&["snapshot", "save", snapshot.to_str().unwrap()]));
+    let initial = c.members[0].initial_cluster().unwrap().to_string();
+    for m in &mut c.members {
+        m.stop();
+    }
+    for m in &c.members {
+        std::fs::remove_dir_all(m.data_dir()).unwrap();
+        let r = restore(&snapshot, m, &initial, &[]);
+        assert!(r.success(), "{r:?}");
+    }
+    for m in &mut c.members {
+        m.spawn_member();
+    }
+    for m in &mut c.members {
+        m.wait_member_ready();
+    }
+    c.leader();
+    for m in &c.members {
+        let got = kvs(&ok(m.etcdctl(&["get", "", "--prefix", "-w", "json"])));
+        assert_eq!(got, want, "{}", m.name());
+        assert_eq!(
+            hashkv(&ok(m.etcdctl(&["endpoint", "hashkv", "-w", "json"]))),
+            want_hash,
+            "{}",
+            m.name()
+        );
+    }
+    let ttl = |s: &str| s.replace(|c: char| c.is_ascii_digit(), "N");
+    assert_eq!(
+        ttl(&ok(c.members[0].etcdctl(&[
+            "lease",
+            "timetolive",
+            &l,
+            "--keys"
+        ]))),
+        ttl(&want_keys)
+    );
+    let put: serde_json::Value = serde_json::from_str(&ok(
+        c.members[2].etcdctl(&["put", "after", "1", "-w", "json"])
+    ))
+    .unwrap();
+    assert_eq!(put["header"]["revision"].as_i64(), Some(want_hash.2 + 1));
+}
