@@ -167,108 +167,12 @@ pub fn decode_conf_state(b: &[u8]) -> Result<ConfState, DecodeError> {
 // ---------------------------------------------------------------------------------------------
 // Protobuf, by hand (gogo's field order; proto3 zero values omitted)
 
-const WIRE_VARINT: u64 = 0;
-const WIRE_FIXED64: u64 = 1;
-const WIRE_BYTES: u64 = 2;
-const WIRE_FIXED32: u64 = 5;
+use crate::protowire::{Field, WireError, fields, put_len, put_uint};
 
-fn put_varint(mut v: u64, out: &mut Vec<u8>) {
-    // 10 groups of 7 bits cover 64 bits.
-    for _ in 0..10 {
-        if v < 0x80 {
-            out.push(v as u8);
-            return;
-        }
-        out.push((v as u8 & 0x7F) | 0x80);
-        v >>= 7;
+impl From<WireError> for DecodeError {
+    fn from(e: WireError) -> DecodeError {
+        DecodeError(e.0)
     }
-}
-
-/// A varint field, omitted when zero (proto3). Go writes a negative int64 as the 10-byte varint
-/// of its two's complement.
-fn put_uint(field: u64, v: u64, out: &mut Vec<u8>) {
-    if v != 0 {
-        put_varint(field << 3 | WIRE_VARINT, out);
-        put_varint(v, out);
-    }
-}
-
-/// A length-delimited field; `always` writes it even when empty (a set sub-message).
-fn put_len(field: u64, b: &[u8], always: bool, out: &mut Vec<u8>) {
-    if always || !b.is_empty() {
-        put_varint(field << 3 | WIRE_BYTES, out);
-        put_varint(b.len() as u64, out);
-        out.extend_from_slice(b);
-    }
-}
-
-/// One field of a protobuf message.
-enum Field<'a> {
-    Varint(u64),
-    Bytes(&'a [u8]),
-    /// A fixed32/fixed64 field (etcd's messages have none; skipped as unknown).
-    Fixed,
-}
-
-/// Visits every field of the message `b` in order; any malformed framing is an error.
-fn fields<'a>(
-    b: &'a [u8],
-    what: &str,
-    mut visit: impl FnMut(u64, Field<'a>) -> Result<(), DecodeError>,
-) -> Result<(), DecodeError> {
-    let mut pos = 0;
-    // Each field consumes at least one byte, so this ends.
-    while pos < b.len() {
-        let tag = varint(b, &mut pos, what)?;
-        let field = tag >> 3;
-        if field == 0 {
-            return err(format!("{what}: field number 0"));
-        }
-        let f = match tag & 7 {
-            WIRE_VARINT => Field::Varint(varint(b, &mut pos, what)?),
-            WIRE_BYTES => {
-                let len = varint(b, &mut pos, what)?;
-                Field::Bytes(take(b, &mut pos, len, what)?)
-            }
-            WIRE_FIXED64 => {
-                take(b, &mut pos, 8, what)?;
-                Field::Fixed
-            }
-            WIRE_FIXED32 => {
-                take(b, &mut pos, 4, what)?;
-                Field::Fixed
-            }
-            w => return err(format!("{what}: field {field} has wire type {w}")),
-        };
-        visit(field, f)?;
-    }
-    Ok(())
-}
-
-fn varint(b: &[u8], pos: &mut usize, what: &str) -> Result<u64, DecodeError> {
-    let mut v = 0u64;
-    for i in 0..10 {
-        let Some(&byte) = b.get(*pos) else {
-            return err(format!("{what}: truncated varint"));
-        };
-        *pos += 1;
-        v |= u64::from(byte & 0x7F) << (7 * i);
-        if byte < 0x80 {
-            return Ok(v);
-        }
-    }
-    err(format!("{what}: varint longer than 10 bytes"))
-}
-
-fn take<'a>(b: &'a [u8], pos: &mut usize, len: u64, what: &str) -> Result<&'a [u8], DecodeError> {
-    let end = usize::try_from(len)
-        .ok()
-        .and_then(|l| pos.checked_add(l))
-        .filter(|&e| e <= b.len())
-        .ok_or_else(|| DecodeError(format!("{what}: field runs past the end")))?;
-    let s = &b[*pos..end];
-    *pos = end;
-    Ok(s)
 }
 
 fn wrong_type<T>(what: &str, field: u64) -> Result<T, DecodeError> {

@@ -15,6 +15,7 @@
 //! The hash depends on these exact bytes. Decoding accepts any valid encoding of the message.
 
 use crate::mvcc::KeyValue;
+use crate::protowire::{Field, WireError, fields, put_int64, put_len};
 
 /// Name of etcd's bucket of versions; HashKV's hash starts with these bytes.
 pub const KEY_BUCKET: &[u8] = b"key";
@@ -120,132 +121,55 @@ impl<'a> From<&'a KeyValue> for KeyValueRef<'a> {
 }
 
 // mvccpb.KeyValue field numbers (mvcc/mvccpb/kv.proto).
-const F_KEY: u32 = 1;
-const F_CREATE_REVISION: u32 = 2;
-const F_MOD_REVISION: u32 = 3;
-const F_VERSION: u32 = 4;
-const F_VALUE: u32 = 5;
-const F_LEASE: u32 = 6;
+const F_KEY: u64 = 1;
+const F_CREATE_REVISION: u64 = 2;
+const F_MOD_REVISION: u64 = 3;
+const F_VERSION: u64 = 4;
+const F_VALUE: u64 = 5;
+const F_LEASE: u64 = 6;
 
-const WIRE_VARINT: u32 = 0;
-const WIRE_FIXED64: u32 = 1;
-const WIRE_BYTES: u32 = 2;
-const WIRE_FIXED32: u32 = 5;
-
-fn put_varint(mut v: u64, out: &mut Vec<u8>) {
-    // At most 10 groups of 7 bits cover 64 bits.
-    for _ in 0..10 {
-        if v < 0x80 {
-            out.push(v as u8);
-            return;
-        }
-        out.push((v as u8 & 0x7F) | 0x80);
-        v >>= 7;
-    }
-}
-
-fn put_int64(field: u32, v: i64, out: &mut Vec<u8>) {
-    if v != 0 {
-        put_varint(u64::from(field << 3 | WIRE_VARINT), out);
-        // Go writes int64 as the varint of its two's-complement u64 (10 bytes when negative).
-        put_varint(v as u64, out);
-    }
-}
-
-fn put_bytes(field: u32, b: &[u8], out: &mut Vec<u8>) {
-    if !b.is_empty() {
-        put_varint(u64::from(field << 3 | WIRE_BYTES), out);
-        put_varint(b.len() as u64, out);
-        out.extend_from_slice(b);
+impl From<WireError> for EncodingError {
+    fn from(e: WireError) -> EncodingError {
+        EncodingError(e.0)
     }
 }
 
 /// Appends `kv` encoded as etcd encodes an `mvccpb.KeyValue` to `out`.
 pub fn encode_key_value(kv: KeyValueRef<'_>, out: &mut Vec<u8>) {
-    put_bytes(F_KEY, kv.key, out);
+    put_len(F_KEY, kv.key, false, out);
     put_int64(F_CREATE_REVISION, kv.create_revision, out);
     put_int64(F_MOD_REVISION, kv.mod_revision, out);
     put_int64(F_VERSION, kv.version, out);
-    put_bytes(F_VALUE, kv.value, out);
+    put_len(F_VALUE, kv.value, false, out);
     put_int64(F_LEASE, kv.lease, out);
-}
-
-/// Reads one varint at `*pos`, moving past it.
-fn get_varint(b: &[u8], pos: &mut usize) -> Result<u64, EncodingError> {
-    let mut v = 0u64;
-    for i in 0..10 {
-        let Some(&byte) = b.get(*pos) else {
-            return Err(EncodingError("truncated varint".into()));
-        };
-        *pos += 1;
-        v |= u64::from(byte & 0x7F) << (7 * i);
-        if byte < 0x80 {
-            return Ok(v);
-        }
-    }
-    Err(EncodingError("varint longer than 10 bytes".into()))
-}
-
-fn get_slice<'a>(b: &'a [u8], pos: &mut usize, len: u64) -> Result<&'a [u8], EncodingError> {
-    let end = usize::try_from(len)
-        .ok()
-        .and_then(|l| pos.checked_add(l))
-        .filter(|&e| e <= b.len())
-        .ok_or_else(|| EncodingError("field runs past the end".into()))?;
-    let s = &b[*pos..end];
-    *pos = end;
-    Ok(s)
 }
 
 /// Decodes an `mvccpb.KeyValue` in any valid protobuf encoding (fields in any order, repeated
 /// scalars: last wins, unknown fields skipped), as Go's unmarshal does.
 pub fn decode_key_value(b: &[u8]) -> Result<KeyValue, EncodingError> {
     let mut kv = KeyValue::default();
-    let mut pos = 0;
-    // Each field consumes at least one byte, so this ends.
-    while pos < b.len() {
-        let tag = get_varint(b, &mut pos)?;
-        let (field, wire) = (tag >> 3, (tag & 7) as u32);
-        match (field, wire) {
-            (0, _) => return Err(EncodingError("field number 0".into())),
-            (f, WIRE_BYTES) => {
-                let len = get_varint(b, &mut pos)?;
-                let s = get_slice(b, &mut pos, len)?;
-                match f as u32 {
-                    F_KEY => kv.key = s.to_vec(),
-                    F_VALUE => kv.value = s.to_vec(),
-                    F_CREATE_REVISION | F_MOD_REVISION | F_VERSION | F_LEASE => {
-                        return Err(EncodingError(format!("field {f} is not bytes")));
-                    }
-                    _ => {}
-                }
+    fields(b, "mvccpb.KeyValue", |f, v| {
+        match (f, v) {
+            (F_KEY, Field::Bytes(s)) => kv.key = s.to_vec(),
+            (F_VALUE, Field::Bytes(s)) => kv.value = s.to_vec(),
+            (F_CREATE_REVISION, Field::Varint(x)) => kv.create_revision = x as i64,
+            (F_MOD_REVISION, Field::Varint(x)) => kv.mod_revision = x as i64,
+            (F_VERSION, Field::Varint(x)) => kv.version = x as i64,
+            (F_LEASE, Field::Varint(x)) => kv.lease = x as i64,
+            (F_KEY..=F_LEASE, _) => {
+                return Err(EncodingError(format!("field {f} has the wrong wire type")));
             }
-            (f, WIRE_VARINT) => {
-                let v = get_varint(b, &mut pos)? as i64;
-                match f as u32 {
-                    F_CREATE_REVISION => kv.create_revision = v,
-                    F_MOD_REVISION => kv.mod_revision = v,
-                    F_VERSION => kv.version = v,
-                    F_LEASE => kv.lease = v,
-                    F_KEY | F_VALUE => {
-                        return Err(EncodingError(format!("field {f} is not a varint")));
-                    }
-                    _ => {}
-                }
-            }
-            (f, WIRE_FIXED64 | WIRE_FIXED32) if !(1..=6).contains(&f) => {
-                let n = if wire == WIRE_FIXED64 { 8 } else { 4 };
-                get_slice(b, &mut pos, n)?;
-            }
-            (f, w) => return Err(EncodingError(format!("field {f} has wire type {w}"))),
+            _ => {}
         }
-    }
+        Ok(())
+    })?;
     Ok(kv)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protowire::put_varint;
 
     fn hex(s: &str) -> Vec<u8> {
         let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();

@@ -12,6 +12,7 @@ pub mod etcd_db;
 pub mod etcd_keys;
 pub mod mvcc;
 pub mod page;
+mod protowire;
 pub mod request;
 pub mod runtime;
 pub mod wal;
