@@ -11,7 +11,7 @@ mod support;
 
 use retcd_bench::client::{Conn, ConnectOptions, connect, status_text};
 use retcd_net::pb::etcdserverpb::{MoveLeaderRequest, PutRequest, RangeRequest};
-use support::cluster::{Cluster, etcdctl_at, parse_status};
+use support::cluster::{Cluster, etcdctl_at};
 use support::{Kind, Output};
 
 fn ok(o: Output) -> String {
@@ -140,17 +140,7 @@ fn auth_on_every_member(kind: Kind, jwt: bool) {
     // MoveLeader answers once the target leads; a third member learns it at the new leader's
     // first message, and until then answers a linearizable read "no leader" (retcd answers at
     // once where etcd would hold the read): wait until every member knows.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !endpoints.iter().all(|e| {
-        let st = etcdctl_at(e, &["--user=root:root", "endpoint", "status", "-w", "json"]);
-        parse_status(&st.stdout).first().map(|s| s.leader) == Some(target)
-    }) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "members do not all see {to} lead"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    c.leader_as("--user=root:root", Some(target));
     for (i, conn) in alice.iter().enumerate() {
         assert_eq!(
             get(conn, "/a/0", &rt),

@@ -172,28 +172,7 @@ fn an_etcd_snapshot_restored_on_every_member_of_a_retcd_cluster() {
     }
     // With auth on, `endpoint health` without a user fails ("user name is empty", as etcd's):
     // wait (bounded) until every member, asked as root, names the same leader.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let leaders: Vec<Option<u64>> = c
-            .members
-            .iter()
-            .map(|m| {
-                let st = m.etcdctl(&["--user=root:rootpw", "endpoint", "status", "-w", "json"]);
-                support::cluster::parse_status(&st.stdout)
-                    .first()
-                    .map(|s| s.leader)
-                    .filter(|l| *l != 0)
-            })
-            .collect();
-        if leaders[0].is_some() && leaders.iter().all(|l| *l == leaders[0]) {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no agreed leader: {leaders:?}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    c.leader_as("--user=root:rootpw", None);
     for m in &c.members {
         let got = kvs(&root(m, &["get", "", "--prefix", "-w", "json"]));
         assert_eq!(got, want, "{} serves etcd's keys", m.name());

@@ -168,6 +168,37 @@ impl Cluster {
         }
     }
 
+    /// The leader every member names when asked as `user` (`--user=NAME:PASSWORD`, for a cluster
+    /// with auth on, where `endpoint status` needs one), waiting (bounded) until all members
+    /// agree on one — on `want` when given.
+    pub fn leader_as(&self, user: &str, want: Option<u64>) -> u64 {
+        let deadline = Instant::now() + CATCH_UP_TIMEOUT;
+        loop {
+            let leaders: Vec<Option<u64>> = self
+                .members
+                .iter()
+                .map(|m| {
+                    let st = m.etcdctl(&[user, "endpoint", "status", "-w", "json"]);
+                    parse_status(&st.stdout)
+                        .first()
+                        .map(|s| s.leader)
+                        .filter(|&l| l != 0)
+                })
+                .collect();
+            if let Some(l) = leaders[0]
+                && leaders.iter().all(|x| *x == Some(l))
+                && want.is_none_or(|w| w == l)
+            {
+                return l;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no agreed leader (wanted {want:?}) within {CATCH_UP_TIMEOUT:?}: {leaders:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Waits until every running member applied at least what `member` applied when called.
     pub fn wait_caught_up(&mut self) {
         let deadline = Instant::now() + CATCH_UP_TIMEOUT;
