@@ -126,6 +126,8 @@ fn run(mut cfg: Config) -> Result<(), String> {
         .iter()
         .map(|u| u.to_string())
         .collect();
+    // A data dir that etcd's own `snapshot restore` wrote becomes retcd's, once.
+    retcd::import::import_etcd_data_dir(&cfg)?;
     let mut mvcc = Mvcc::open(&StoreOptions {
         path: cfg.db_path(),
     })

@@ -294,3 +294,74 @@ fn a_retcd_snapshot_restored_on_every_member() {
     .unwrap();
     assert_eq!(put["header"]["revision"].as_i64(), Some(want_hash.2 + 1));
 }
+
+/// The seed's procedure 3 with etcd's own tool: `etcdctl snapshot restore` (the real etcdctl 3.4)
+/// writes each member's data dir in etcd's format; retcd started on it imports it once (etcd's
+/// files kept aside in `member.etcd`) and serves etcd's keys and HashKV; a restart after that
+/// starts from the imported data.
+#[test]
+fn a_data_dir_restored_by_etcdctl_is_imported_at_start() {
+    let etcd = Server::start_in_tempdir(Kind::Etcd);
+    for i in 0..50 {
+        ok(etcd.etcdctl(&["put", &format!("k/{i:02}"), &format!("v{i}")]));
+    }
+    ok(etcd.etcdctl(&["del", "k/1", "--prefix"]));
+    let want = kvs(&ok(etcd.etcdctl(&["get", "", "--prefix", "-w", "json"])));
+    let want_hash = hashkv(&ok(etcd.etcdctl(&["endpoint", "hashkv", "-w", "json"])));
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot = dir.path().join("etcd.db");
+    ok(etcd.etcdctl(&["snapshot", "save", snapshot.to_str().unwrap()]));
+    drop(etcd);
+
+    let mut c = Cluster::start(Kind::Retcd, 3, &[]);
+    let initial = c.members[0].initial_cluster().unwrap().to_string();
+    for m in &mut c.members {
+        m.stop();
+    }
+    for m in &c.members {
+        std::fs::remove_dir_all(m.data_dir()).unwrap();
+        let mut cmd = Command::new("etcdctl");
+        cmd.env("ETCDCTL_API", "3")
+            .args(["snapshot", "restore"])
+            .arg(&snapshot)
+            .arg("--data-dir")
+            .arg(m.data_dir())
+            .args(["--name", m.name(), "--initial-cluster", &initial])
+            .args(["--initial-advertise-peer-urls", &m.peer_url()]);
+        let r = support::run_with_timeout(cmd, None, std::time::Duration::from_secs(60))
+            .expect("etcdctl snapshot restore");
+        assert!(r.success(), "{r:?}");
+    }
+    for m in &mut c.members {
+        m.spawn_member();
+    }
+    for m in &mut c.members {
+        m.wait_member_ready();
+    }
+    c.leader();
+    for m in &c.members {
+        assert!(
+            m.data_dir().join("member.etcd/snap/db").exists(),
+            "{}: etcd's files are kept aside",
+            m.name()
+        );
+        let log = m.log_since(0);
+        assert!(log.contains("imported etcd's db"), "{}: {log}", m.name());
+        let got = kvs(&ok(m.etcdctl(&["get", "", "--prefix", "-w", "json"])));
+        assert_eq!(got, want, "{}", m.name());
+        assert_eq!(
+            hashkv(&ok(m.etcdctl(&["endpoint", "hashkv", "-w", "json"]))),
+            want_hash,
+            "{}",
+            m.name()
+        );
+    }
+    // A restart starts from the imported data (no second import), and writes go on.
+    ok(c.members[0].etcdctl(&["put", "after", "1"]));
+    let from = c.members[1].log_len();
+    c.members[1].restart();
+    assert!(!c.members[1].log_since(from).contains("imported etcd's db"));
+    c.wait_caught_up();
+    let got = ok(c.members[1].etcdctl(&["get", "after", "--print-value-only"]));
+    assert_eq!(got, "1\n");
+}

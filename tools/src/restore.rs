@@ -4,19 +4,17 @@
 //! etcdutl does. The seed's recovery procedure 3: restore the same snapshot on every member and
 //! start them with the same flags.
 //!
-//! What it writes (engine/DESIGN.md §7.4): the page store at `member/snap/db` with the imported
-//! key space and this member's identity, and a WAL at `member/wal` (or `--wal-dir`) holding the
-//! new cluster's bootstrap entries (raft/src/log.rs `bootstrap_records`, committed), exactly what
-//! a member of a new cluster writes before it talks to anyone. Everything is built in a sibling
+//! What it writes is `retcd::import::build`'s (the server builds the same from a data dir that
+//! etcd's own restore wrote): the page store at `member/snap/db` with the imported state and this
+//! member's identity, and a WAL at `member/wal` (or `--wal-dir`) holding the new cluster's
+//! bootstrap entries, committed. Everything is built in a sibling
 //! `<data-dir>.restoring` dir, synced, and renamed into place last, so a crash or an error never
 //! leaves a half-restored data dir under the final name.
 
 use std::path::{Path, PathBuf};
 
+use retcd::import::{sibling, sync_dir};
 use retcd_engine::bbolt::{Db, Trailer};
-use retcd_engine::btree::StoreOptions;
-use retcd_engine::mvcc::Mvcc;
-use retcd_engine::wal::{Wal, WalOptions};
 
 use crate::output::Failure;
 
@@ -113,7 +111,7 @@ pub fn restore(o: &RestoreOptions) -> Result<Restored, Failure> {
                 .map_err(|e| fail(format!("removing {}: {e}", dir.display())))?;
         }
     }
-    let built = build(
+    let built = retcd::import::build(
         &db,
         &building,
         wal_building.as_deref(),
@@ -122,13 +120,13 @@ pub fn restore(o: &RestoreOptions) -> Result<Restored, Failure> {
         cluster_id,
     );
     let (revision, versions) = match built {
-        Ok(r) => r,
+        Ok(b) => (b.revision, b.versions),
         Err(e) => {
             let _ = std::fs::remove_dir_all(&building);
             if let Some(w) = &wal_building {
                 let _ = std::fs::remove_dir_all(w);
             }
-            return Err(e);
+            return Err(fail(e));
         }
     };
     let wal_dir = match (&wal_dir, &wal_building) {
@@ -147,51 +145,6 @@ pub fn restore(o: &RestoreOptions) -> Result<Restored, Failure> {
         revision,
         versions,
     })
-}
-
-/// The page store and the WAL of the new data dir, under `dir` (and `wal_dir`).
-fn build(
-    db: &Db,
-    dir: &Path,
-    wal_dir: Option<&Path>,
-    members: &[retcd_raft::membership::Member],
-    member_id: u64,
-    cluster_id: u64,
-) -> Result<(i64, u64), Failure> {
-    let snap = dir.join("member").join("snap");
-    std::fs::create_dir_all(&snap).map_err(|e| fail(format!("{}: {e}", snap.display())))?;
-    let mut mvcc = Mvcc::open(&StoreOptions {
-        path: snap.join("db"),
-    })
-    .map_err(fail)?;
-    let imported = mvcc.import_etcd(db).map_err(fail)?;
-    mvcc.set_local_identity(member_id, cluster_id)
-        .map_err(fail)?;
-    drop(mvcc);
-    let wal = wal_dir.map_or_else(|| dir.join("member").join("wal"), Path::to_path_buf);
-    std::fs::create_dir_all(&wal).map_err(|e| fail(format!("{}: {e}", wal.display())))?;
-    let records = retcd_raft::log::bootstrap_records(members);
-    retcd_engine::runtime::block_on_local(async {
-        let (mut w, _) = Wal::open(WalOptions::new(&wal)).await?;
-        w.append(&records).await?;
-        w.close().await
-    })
-    .map_err(fail)?;
-    // The new directories' entries are durable before the data dir is renamed into place.
-    for d in [snap.as_path(), &dir.join("member"), dir, &wal] {
-        std::fs::File::open(d)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| fail(format!("syncing {}: {e}", d.display())))?;
-    }
-    Ok((imported.revision, imported.versions))
-}
-
-/// `<path>.<suffix>`, beside `path`.
-fn sibling(path: &Path, suffix: &str) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(".");
-    s.push(suffix);
-    PathBuf::from(s)
 }
 
 /// Whether `dir` exists and holds anything (etcdutl refuses a non-empty data dir).
@@ -220,7 +173,5 @@ fn rename_synced(from: &Path, to: &Path) -> Result<(), Failure> {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    std::fs::File::open(parent)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| fail(format!("syncing {}: {e}", parent.display())))
+    sync_dir(parent).map_err(fail)
 }
