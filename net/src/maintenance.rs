@@ -1,7 +1,7 @@
 //! The Maintenance service: Status (what `etcdctl endpoint status` shows), Alarm, MoveLeader,
-//! HashKV and Snapshot (etcd's snapshot stream: the db etcd would have written for our state,
-//! engine/DESIGN.md §7.5). The other RPCs (Defragment, Hash, Downgrade) answer Unimplemented
-//! until their issues land.
+//! HashKV, Snapshot (etcd's snapshot stream: the db etcd would have written for our state,
+//! engine/DESIGN.md §7.5) and Hash (etcd 3.5's backend hash of that same db). The other RPCs
+//! (Defragment, Downgrade) answer Unimplemented until their issues land.
 
 use std::cell::Cell;
 use std::io;
@@ -117,12 +117,32 @@ impl Maintenance for MaintenanceService {
         self.admin(&r)?;
         Err(unimplemented("Defragment"))
     }
+    /// etcd 3.5's backend hash (consistent_index and term skipped) of the db a snapshot of the
+    /// committed state would stream: members that applied the same entries agree.
     async fn hash(
         &self,
         r: Request<pb::HashRequest>,
     ) -> Result<Response<pb::HashResponse>, Status> {
         self.admin(&r)?;
-        Err(unimplemented("Hash"))
+        let snap = self.ctx.reader.state_snapshot();
+        let header = self.ctx.header(snap.revisions().0);
+        let extras = snapshot_extras(&snap, &self.ctx.status)?;
+        let source = SnapshotSource::new(snap, &extras)
+            .map_err(|e| Status::internal(format!("retcd: hash: {e}")))?;
+        // A walk of the whole state: on a thread of its own, as the snapshot writer.
+        let (tx, rx) = flume::bounded(1);
+        std::thread::Builder::new()
+            .name(HASH_THREAD.into())
+            .spawn(move || {
+                let _ = tx.send(etcd_db::backend_hash(&source).map_err(|e| e.to_string()));
+            })
+            .map_err(|e| Status::unavailable(format!("retcd: hash thread: {e}")))?;
+        let hash = rx
+            .recv_async()
+            .await
+            .map_err(|_| Status::internal("retcd: hash: the thread ended without an answer"))?
+            .map_err(|e| Status::internal(format!("retcd: hash: {e}")))?;
+        Ok(Response::new(pb::HashResponse { header, hash }))
     }
     /// etcd's HashKV: the hash etcd computes over its `key` bucket up to a revision, equal to
     /// etcd's for the same history (engine/DESIGN.md §4.10), so members — retcd or etcd — can be
@@ -205,6 +225,8 @@ const SNAPSHOT_CHUNK: usize = 32 * 1024;
 const SNAPSHOT_QUEUE: usize = 4;
 /// Name of the writer's thread (tests look for it to see that a cancelled snapshot ended).
 pub const SNAPSHOT_THREAD: &str = "retcd-snapshot";
+/// The name of the thread that computes a Maintenance.Hash.
+const HASH_THREAD: &str = "retcd-hash";
 /// Progress is logged at most this often.
 const SNAPSHOT_PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
