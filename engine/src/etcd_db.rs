@@ -711,6 +711,33 @@ impl bbolt::Source for SnapshotSource {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Maintenance.Hash
+
+/// etcd 3.5's `backend.Hash` (Maintenance.Hash) of the db `source` describes: CRC-32C over every
+/// bucket's name and then its keys and values, buckets in name order, skipping `meta`'s
+/// `consistent_index` and `term` (which differ between members that hold the same data). Reads
+/// the source once; the caller runs it off the request cores.
+pub fn backend_hash(source: &dyn crate::bbolt::Source) -> Result<u32, crate::bbolt::SourceError> {
+    let names = source.bucket_names();
+    let mut order: Vec<usize> = (0..names.len()).collect();
+    order.sort_by(|&a, &b| names[a].cmp(&names[b]));
+    let mut hash = 0u32;
+    for i in order {
+        let name = &names[i];
+        hash = crc32c::crc32c_append(hash, name);
+        let is_meta = name.as_slice() == META;
+        source.scan(i, &mut |k, v| {
+            if !(is_meta && (k == CONSISTENT_INDEX || k == TERM)) {
+                hash = crc32c::crc32c_append(hash, k);
+                hash = crc32c::crc32c_append(hash, v);
+            }
+            std::ops::ControlFlow::Continue(())
+        })?;
+    }
+    Ok(hash)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -889,31 +916,4 @@ mod tests {
         assert_eq!(decode_role(&bytes), Ok(r));
         assert!(decode_role(&hex("0a027231 1203 0805")).is_err());
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Maintenance.Hash
-
-/// etcd 3.5's `backend.Hash` (Maintenance.Hash) of the db `source` describes: CRC-32C over every
-/// bucket's name and then its keys and values, buckets in name order, skipping `meta`'s
-/// `consistent_index` and `term` (which differ between members that hold the same data). Reads
-/// the source once; the caller runs it off the request cores.
-pub fn backend_hash(source: &dyn crate::bbolt::Source) -> Result<u32, crate::bbolt::SourceError> {
-    let names = source.bucket_names();
-    let mut order: Vec<usize> = (0..names.len()).collect();
-    order.sort_by(|&a, &b| names[a].cmp(&names[b]));
-    let mut hash = 0u32;
-    for i in order {
-        let name = &names[i];
-        hash = crc32c::crc32c_append(hash, name);
-        let is_meta = name.as_slice() == META;
-        source.scan(i, &mut |k, v| {
-            if !(is_meta && (k == CONSISTENT_INDEX || k == TERM)) {
-                hash = crc32c::crc32c_append(hash, k);
-                hash = crc32c::crc32c_append(hash, v);
-            }
-            std::ops::ControlFlow::Continue(())
-        })?;
-    }
-    Ok(hash)
 }
