@@ -15,16 +15,6 @@ use std::process::Command;
 use support::cluster::Cluster;
 use support::{Kind, Server};
 
-fn retcdutl() -> PathBuf {
-    let p = Path::new(env!("CARGO_BIN_EXE_retcd")).with_file_name("retcdutl");
-    assert!(
-        p.exists(),
-        "{} is missing: `cargo build -p retcd-tools` (cargo test --workspace builds it)",
-        p.display()
-    );
-    p
-}
-
 /// The `kvs` of `get "" --prefix -w json` (the header differs between clusters).
 fn kvs(json: &str) -> serde_json::Value {
     let v: serde_json::Value = serde_json::from_str(json).expect("etcdctl json");
@@ -48,7 +38,7 @@ fn ok(o: support::Output) -> String {
 }
 
 fn restore(snapshot: &Path, m: &Server, initial_cluster: &str, extra: &[&str]) -> support::Output {
-    let mut cmd = Command::new(retcdutl());
+    let mut cmd = Command::new(support::retcdutl_bin());
     cmd.args(["snapshot", "restore"])
         .arg(snapshot)
         .arg("--data-dir")

@@ -1429,3 +1429,15 @@ pub fn assert_status<T: std::fmt::Debug>(
         other => panic!("expected {code} {message:?}, got {other:?}"),
     }
 }
+
+/// The `retcdutl` binary built beside `retcd` (`cargo test --workspace` builds both; a test run
+/// of this crate alone needs `cargo build -p retcd-tools` first).
+pub fn retcdutl_bin() -> PathBuf {
+    let p = Path::new(env!("CARGO_BIN_EXE_retcd")).with_file_name("retcdutl");
+    assert!(
+        p.exists(),
+        "{} is missing: `cargo build -p retcd-tools` (cargo test --workspace builds it)",
+        p.display()
+    );
+    p
+}

@@ -6,7 +6,9 @@
 //!   go-humanize's byte sizes) and exit codes.
 //! - [`snapshot`]: `snapshot status` of an etcd-format snapshot file.
 //! - [`restore`]: `snapshot restore`, a new member's data dir from a snapshot file.
+//! - [`defrag`]: `defrag --data-dir`, a stopped member's page store rewritten to its live pages.
 
+pub mod defrag;
 pub mod output;
 pub mod restore;
 pub mod snapshot;

@@ -38,6 +38,12 @@ enum Command {
     },
     /// Prints the version of retcdutl.
     Version,
+    /// Defragments the storage of a stopped member.
+    Defrag {
+        /// Required. Defragments a data directory not in use by retcd.
+        #[arg(long = "data-dir", required = true)]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -83,6 +89,16 @@ enum SnapshotCommand {
 
 fn run(cli: Cli) -> Result<String, Failure> {
     match cli.command {
+        Command::Defrag { data_dir } => {
+            // etcdutl prints nothing on success.
+            retcd_tools::defrag::defrag(&data_dir).map_err(|e| {
+                Failure::error(format!(
+                    "Failed to defragment etcd data[{}] ({e})",
+                    data_dir.display()
+                ))
+            })?;
+            Ok(String::new())
+        }
         Command::Version => Ok(format!(
             "retcdutl version: {}\nAPI version: {API_VERSION}\n",
             env!("CARGO_PKG_VERSION")
