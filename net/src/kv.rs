@@ -77,10 +77,12 @@ pub fn propose_status(e: ProposeError) -> Status {
 }
 
 /// Waits until a read on this member sees every write acknowledged before it was asked (Raft's
-/// ReadIndex). A sole voter needs no round: it acknowledges a write only once it is applied and
-/// published. A learner serves only serializable reads, as etcd's do.
+/// ReadIndex). A sole voter needs no round once its state is current (it acknowledges a write
+/// only once it is applied and published; after a restart, only once the new term's first entry
+/// committed and everything before it is applied again). A learner serves only serializable
+/// reads, as etcd's do.
 pub async fn linearizable(ctx: &Ctx) -> Result<(), Status> {
-    if ctx.status.is_sole_voter() {
+    if ctx.status.sole_voter_reads_current() {
         return Ok(());
     }
     if ctx.status.is_learner() {

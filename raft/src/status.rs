@@ -27,6 +27,10 @@ pub struct NodeStatus {
     pub(crate) leader: AtomicU64,
     pub(crate) commit: AtomicU64,
     pub(crate) applied: AtomicU64,
+    /// This member leads, has committed an entry of its own term (so every entry of earlier
+    /// terms it holds is committed: Raft's condition for serving reads) and has applied all
+    /// that is committed.
+    pub(crate) reads_current: AtomicBool,
     pub(crate) last_index: AtomicU64,
     pub(crate) learner: AtomicBool,
     pub(crate) db_size: AtomicU64,
@@ -91,5 +95,11 @@ impl NodeStatus {
         let m = self.members.load();
         let mut voters = m.voters();
         voters.next().is_some_and(|v| v.id == self.member_id) && voters.next().is_none()
+    }
+    /// Whether a sole voter's published state holds every acknowledged write: after a restart,
+    /// writes acknowledged by the previous run are in the log but committed again only once the
+    /// new term's first entry commits; until then a read must go through ReadIndex.
+    pub fn sole_voter_reads_current(&self) -> bool {
+        self.is_sole_voter() && self.reads_current.load(Ordering::Acquire)
     }
 }

@@ -413,6 +413,12 @@ impl Core {
         s.last_index
             .store(r.raft_log.last_index(), Ordering::Release);
         s.applied.store(self.mvcc.applied().0, Ordering::Release);
+        s.reads_current.store(
+            r.state == StateRole::Leader
+                && r.commit_to_current_term()
+                && self.mvcc.applied().0 >= r.raft_log.committed,
+            Ordering::Release,
+        );
         s.learner.store(
             self.membership
                 .get(s.member_id)
