@@ -251,12 +251,7 @@ fn a_retcd_snapshot_restored_on_every_member() {
         let r = restore(&snapshot, m, &initial, &[]);
         assert!(r.success(), "{r:?}");
     }
-    for m in &mut c.members {
-        m.spawn_member();
-    }
-    for m in &mut c.members {
-        m.wait_member_ready();
-    }
+    c.start_all();
     c.leader();
     for m in &c.members {
         let got = kvs(&ok(m.etcdctl(&["get", "", "--prefix", "-w", "json"])));
@@ -322,12 +317,7 @@ fn a_data_dir_restored_by_etcdctl_is_imported_at_start() {
             .expect("etcdctl snapshot restore");
         assert!(r.success(), "{r:?}");
     }
-    for m in &mut c.members {
-        m.spawn_member();
-    }
-    for m in &mut c.members {
-        m.wait_member_ready();
-    }
+    c.start_all();
     c.leader();
     for m in &c.members {
         assert!(

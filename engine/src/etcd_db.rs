@@ -741,14 +741,7 @@ pub fn backend_hash(source: &dyn crate::bbolt::Source) -> Result<u32, crate::bbo
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn hex(s: &str) -> Vec<u8> {
-        let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
+    use crate::protowire::hex;
 
     #[test]
     fn bucket_names_are_in_bbolt_order() {

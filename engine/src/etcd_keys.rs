@@ -169,15 +169,7 @@ pub fn decode_key_value(b: &[u8]) -> Result<KeyValue, EncodingError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protowire::put_varint;
-
-    fn hex(s: &str) -> Vec<u8> {
-        let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
+    use crate::protowire::{hex, put_varint};
 
     fn rev(main: i64, sub: i64, tombstone: bool) -> BucketRevision {
         BucketRevision {

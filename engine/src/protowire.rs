@@ -117,3 +117,13 @@ fn take<'a>(b: &'a [u8], pos: &mut usize, len: u64, what: &str) -> Result<&'a [u
     *pos = end;
     Ok(s)
 }
+
+/// Bytes from hex digits (whitespace ignored): the byte strings tests compare encodings with.
+#[cfg(test)]
+pub fn hex(s: &str) -> Vec<u8> {
+    let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}

@@ -116,6 +116,17 @@ impl Cluster {
         }
     }
 
+    /// Starts every (stopped) member, then waits until each is ready: members of a cluster must
+    /// all start before any can elect a leader.
+    pub fn start_all(&mut self) {
+        for m in &mut self.members {
+            m.spawn_member();
+        }
+        for m in &mut self.members {
+            m.wait_member_ready();
+        }
+    }
+
     /// The endpoints of the running members, comma-separated (etcdctl's --endpoints).
     pub fn endpoints(&mut self) -> String {
         self.members
