@@ -84,24 +84,9 @@ fn auth_on_every_member(kind: Kind, jwt: bool) {
     let mut c = Cluster::start(kind, 3, args);
     let leader = c.leader();
     let all = c.endpoints();
-    for args in [
-        &["user", "add", "root:root"][..],
-        &["role", "add", "root"],
-        &["user", "grant-role", "root", "root"],
-        &["role", "add", "r"],
-        &[
-            "role",
-            "grant-permission",
-            "--prefix=true",
-            "r",
-            "readwrite",
-            "/a/",
-        ],
-        &["user", "add", "alice:pw"],
-        &["user", "grant-role", "alice", "r"],
-        &["auth", "enable"],
-    ] {
-        ok(etcdctl_at(&all, args));
+    for args in support::auth_setup_commands("root", "pw") {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        ok(etcdctl_at(&all, &args));
     }
     let endpoints: Vec<String> = c.members.iter().map(|m| m.endpoint()).collect();
     let rt = rt();

@@ -76,24 +76,9 @@ fn an_etcd_snapshot_restored_on_every_member_of_a_retcd_cluster() {
     ok(etcd.etcdctl(&["put", "moved", "y", "--lease", &l1]));
     ok(etcd.etcdctl(&["put", "moved", "z"]));
     // Users and roles, auth on.
-    for args in [
-        &["user", "add", "root:rootpw"][..],
-        &["role", "add", "root"],
-        &["user", "grant-role", "root", "root"],
-        &["role", "add", "r"],
-        &[
-            "role",
-            "grant-permission",
-            "--prefix=true",
-            "r",
-            "readwrite",
-            "/a/",
-        ],
-        &["user", "add", "alice:alicepw"],
-        &["user", "grant-role", "alice", "r"],
-        &["auth", "enable"],
-    ] {
-        ok(etcd.etcdctl(args));
+    for args in support::auth_setup_commands("rootpw", "alicepw") {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        ok(etcd.etcdctl(&args));
     }
     let root = |s: &Server, args: &[&str]| {
         let mut a = vec!["--user=root:rootpw"];

@@ -1441,3 +1441,31 @@ pub fn retcdutl_bin() -> PathBuf {
     );
     p
 }
+
+/// etcdctl's commands that set up auth as the tests use it: root (password `root_pw`, role
+/// root), role `r` with readwrite on the prefix `/a/`, user alice (password `alice_pw`, role r),
+/// then `auth enable`.
+pub fn auth_setup_commands(root_pw: &str, alice_pw: &str) -> Vec<Vec<String>> {
+    let root_user = format!("root:{root_pw}");
+    let alice_user = format!("alice:{alice_pw}");
+    [
+        &["user", "add", &root_user][..],
+        &["role", "add", "root"],
+        &["user", "grant-role", "root", "root"],
+        &["role", "add", "r"],
+        &[
+            "role",
+            "grant-permission",
+            "--prefix=true",
+            "r",
+            "readwrite",
+            "/a/",
+        ],
+        &["user", "add", &alice_user],
+        &["user", "grant-role", "alice", "r"],
+        &["auth", "enable"],
+    ]
+    .iter()
+    .map(|c| c.iter().map(|a| a.to_string()).collect())
+    .collect()
+}

@@ -33,10 +33,6 @@ pub struct Imported {
 /// Entries handed from the bbolt scan to the install at most at a time.
 const IN_FLIGHT: usize = 1024;
 
-/// The meta bucket's compaction revisions (17-byte revision keys).
-const FINISHED_COMPACT: &[u8] = b"finishedCompactRev";
-const SCHEDULED_COMPACT: &[u8] = b"scheduledCompactRev";
-
 fn bad(what: String) -> MvccError {
     MvccError::Record(format!("etcd db: {what}"))
 }
@@ -145,29 +141,32 @@ impl Progress {
     }
 }
 
-/// The main revision of a compaction mark in etcd's `meta` bucket.
-fn compact_mark(
-    db: &bbolt::Db,
-    meta: Option<&bbolt::Bucket>,
-    name: &[u8],
-) -> Result<Option<i64>, MvccError> {
-    let Some(meta) = meta else { return Ok(None) };
-    let mut found = None;
+/// The compacted revision etcd's `meta` bucket records: `finishedCompactRev`, raised to
+/// `scheduledCompactRev` when that is higher (etcd resumes a scheduled compaction at start); −1
+/// when neither is there. One scan of the bucket.
+fn compacted_revision(db: &bbolt::Db, meta: Option<&bbolt::Bucket>) -> Result<i64, MvccError> {
+    let Some(meta) = meta else {
+        return Ok(NEVER_COMPACTED);
+    };
+    let mut compacted = NEVER_COMPACTED;
+    let mut failed = None;
     db.scan_bucket(meta, &mut |k, v| {
-        if k == name {
-            found = Some(v.to_vec());
-            return std::ops::ControlFlow::Break(());
+        if k == etcd_db::FINISHED_COMPACT_REV || k == etcd_db::SCHEDULED_COMPACT_REV {
+            match etcd_db::decode_compact_rev(v) {
+                Ok(main) => compacted = compacted.max(main),
+                Err(e) => {
+                    failed = Some(format!("meta {}: {}", k.escape_ascii(), e.0));
+                    return std::ops::ControlFlow::Break(());
+                }
+            }
         }
         std::ops::ControlFlow::Continue(())
     })
     .map_err(|e| bad(e.to_string()))?;
-    found
-        .map(|v| {
-            etcd_keys::decode_revision_key(&v)
-                .map(|r| r.main)
-                .map_err(|e| bad(format!("meta {}: {}", String::from_utf8_lossy(name), e.0)))
-        })
-        .transpose()
+    match failed {
+        Some(e) => Err(bad(e)),
+        None => Ok(compacted),
+    }
 }
 
 impl Mvcc {
@@ -184,10 +183,7 @@ impl Mvcc {
         if find(etcd_keys::KEY_BUCKET).is_none() {
             return Err(bad("no `key` bucket: not an etcd db".to_string()));
         }
-        let meta = find(b"meta");
-        let finished = compact_mark(db, meta, FINISHED_COMPACT)?.unwrap_or(NEVER_COMPACTED);
-        let scheduled = compact_mark(db, meta, SCHEDULED_COMPACT)?.unwrap_or(NEVER_COMPACTED);
-        let compacted = finished.max(scheduled);
+        let compacted = compacted_revision(db, find(etcd_db::META))?;
         let auth_meta = auth_meta(db, find(etcd_db::AUTH))?;
         let streamed: Vec<(usize, &bbolt::Bucket)> = STREAMED
             .iter()
