@@ -162,6 +162,12 @@ fn run(mut cfg: Config) -> Result<(), String> {
     seq_opts.auth_token_ttl = cfg.auth_token_ttl;
     seq_opts.auto_compaction = cfg.auto_compaction;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Bound before any core serves; another process on these ports is refused here, as etcd
+    // is, instead of silently sharing the clients (retcd_net::serve::Bound).
+    let client_listen =
+        retcd_net::serve::bind(&client_listen, cores, false).map_err(|e| e.to_string())?;
+    // Only core 0 serves peers.
+    let peer_listen = retcd_net::serve::bind(&peer_listen, 1, false).map_err(|e| e.to_string())?;
     // One bounded event queue per core; a core that falls behind catches up from history.
     let (feed, subscriptions) = Feed::new(cores, FEED_DEPTH);
     let subscriptions = Mutex::new(subscriptions.into_iter().map(Some).collect::<Vec<_>>());
@@ -286,7 +292,7 @@ fn run(mut cfg: Config) -> Result<(), String> {
             // detached glommio task that waits on nothing that can wake it is dropped.
             let peers = async {
                 let Some((links, inbox)) = peer else { return };
-                let listeners = match retcd_net::serve::bind_listen(&peer_listen) {
+                let listeners = match retcd_net::serve::listeners(&peer_listen, 0) {
                     Ok(l) => l,
                     Err(e) => {
                         let _ = fail_tx.send(format!("cannot listen for peers: {e}"));
@@ -312,7 +318,7 @@ fn run(mut cfg: Config) -> Result<(), String> {
                 }
                 let routes = retcd_net::routes(ctx);
                 if let Err(e) =
-                    retcd_net::serve::serve(serve_opts, routes, std::future::pending()).await
+                    retcd_net::serve::serve(serve_opts, core, routes, std::future::pending()).await
                 {
                     let _ = fail_tx.send(format!("core {core}: {e}"));
                 }

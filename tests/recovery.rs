@@ -994,6 +994,54 @@ fn a_data_dir_in_use_is_refused() {
     assert_eq!(got.stdout, "v\n");
 }
 
+/// A second member started on the client or peer port of a running one — etcd or retcd — is
+/// refused at start, as etcd refuses it ("address already in use"), and the first keeps every
+/// client: retcd's per-core SO_REUSEPORT sockets must not let another process join them and
+/// silently take half of the connections.
+#[test]
+fn a_port_in_use_is_refused() {
+    for kind in [support::Kind::Etcd, support::Kind::Retcd] {
+        let first = Server::start_in_tempdir(kind);
+        first.etcdctl(&["put", "k", "v"]);
+        let ports = support::free_ports(2);
+        for (client, peer) in [
+            (first.client_port(), ports[1]),
+            (ports[0], first.peer_port()),
+        ] {
+            let dir = tempdir("second");
+            let client = format!("http://127.0.0.1:{client}");
+            let peer = format!("http://127.0.0.1:{peer}");
+            let mut cmd = std::process::Command::new(support::Kind::Retcd.binary());
+            cmd.args([
+                "--data-dir",
+                dir.path().join("data").to_str().unwrap(),
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+                "--initial-cluster",
+                &format!("default={peer}"),
+            ]);
+            let out = support::run_with_timeout(cmd, None, Duration::from_secs(20)).unwrap();
+            assert!(!out.success(), "a second member started: {}", out.stderr);
+            assert!(
+                out.stderr.contains("Address already in use"),
+                "{kind:?}: {}",
+                out.stderr
+            );
+        }
+        // Every connection still reaches the first (a new etcdctl connection each time).
+        for _ in 0..8 {
+            let got = first.etcdctl(&["get", "k", "--print-value-only"]);
+            assert_eq!(got.stdout, "v\n", "{kind:?}");
+        }
+    }
+}
+
 /// Snapshot spools a crash left behind (`member/snap/incoming-*.snap`) are removed at the next
 /// start; other files there are kept.
 #[test]
@@ -1011,4 +1059,69 @@ fn leftover_snapshot_spools_are_removed_at_start() {
     assert!(other.exists());
     let got = server.etcdctl(&["get", "k", "--print-value-only"]);
     assert_eq!(got.stdout, "v\n");
+}
+
+/// A restarted member serves clients only once everything acknowledged before is applied
+/// again, as etcd (which publishes through Raft before serving): the very first answer of a
+/// serializable read after a restart holds every acknowledged put. Stopped before the first
+/// checkpoint, so the page store holds nothing and the whole log is replayed; a sole voter's
+/// stored commit index lags its log (the commit index alone is never fdatasynced).
+#[test]
+fn first_answer_after_restart_holds_every_acknowledged_put() {
+    let rt = runtime();
+    let tmp = tempdir("first-answer");
+    let mut server = Server::start_retcd(tmp.path());
+    for (round, stop) in [("stop", true), ("kill", false)] {
+        let count = rt.block_on(async {
+            let mut c = connect(&server, REQUEST_TIMEOUT).await;
+            for i in 0..40 {
+                put(&mut c, &format!("first/{round}/{i:02}"), b"v").await;
+            }
+            c.get(
+                "first/",
+                Some(GetOptions::new().with_prefix().with_count_only()),
+            )
+            .await
+            .expect("count")
+            .count()
+        });
+        if stop {
+            server.stop();
+        } else {
+            server.kill9();
+        }
+        server.spawn_member();
+        // Ask as fast as the client can, from before the port opens: the first answer counts.
+        let url = server.client_url();
+        let first = rt.block_on(async {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                assert!(
+                    Instant::now() < deadline,
+                    "no answer within 60 s\n{}",
+                    server.log_tail()
+                );
+                let opts = etcd_client::ConnectOptions::new()
+                    .with_connect_timeout(Duration::from_millis(200))
+                    .with_timeout(REQUEST_TIMEOUT);
+                let Ok(mut c) = Client::connect([url.clone()], Some(opts)).await else {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    continue;
+                };
+                let serializable = GetOptions::new()
+                    .with_prefix()
+                    .with_count_only()
+                    .with_serializable();
+                match c.get("first/", Some(serializable)).await {
+                    Ok(r) => break r.count(),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(2)).await,
+                }
+            }
+        });
+        assert_eq!(
+            first, count,
+            "the first serializable answer after a {round} misses acknowledged puts"
+        );
+        server.wait_member_ready();
+    }
 }

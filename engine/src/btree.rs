@@ -365,6 +365,9 @@ pub struct PageStore {
     high_water: u64,
     txn: u64,
     durable_txn: u64,
+    /// The high-water mark of the durable meta of `durable_txn`: the file may be cut to it
+    /// ([`PageStore::shrink_file`]).
+    durable_high_water: u64,
     /// The meta slot (0 or 1) holding the durable meta of `durable_txn`: the next durable commit
     /// writes the other one (DESIGN.md §3.1).
     durable_slot: u64,
@@ -419,6 +422,7 @@ pub struct SyncJob {
     meta_offset: u64,
     slot: u64,
     txn: u64,
+    high_water: u64,
 }
 
 impl SyncJob {
@@ -572,6 +576,7 @@ impl PageStore {
             high_water: meta.high_water,
             txn: meta.txn,
             durable_txn: meta.txn,
+            durable_high_water: meta.high_water,
             durable_slot,
             root: meta.root,
             freelist_pages,
@@ -602,13 +607,7 @@ impl PageStore {
         self.high_water
     }
     pub fn free_pages(&self) -> usize {
-        self.free.len()
-            + self
-                .pending
-                .iter()
-                .chain(&self.pending_fresh)
-                .map(|(_, p)| p.len())
-                .sum::<usize>()
+        self.free.len() + self.pending_pages()
     }
 
     /// Accounts for every page below the high-water mark, walking the latest committed tree (a
@@ -949,6 +948,22 @@ impl PageStore {
             "no durable commit while a tree is being built beside"
         );
         let t = self.txn + 1;
+        // Free pages at the end of the file are no longer part of it: the new meta's high-water
+        // mark is below them (a file cut to it loses nothing, §3.4).
+        while self.free.last() == Some(&(self.high_water - 1)) {
+            self.free.pop_last();
+            self.high_water -= 1;
+        }
+        // The free-list pages are taken from the lowest free pages, which the list then does
+        // not name, so that they never pin the end of the file; from the high-water mark when
+        // too few are free. Either way no page of the list is in it.
+        let listed = self.free.len() + self.pending_pages() + self.freelist_pages.len();
+        let n = listed.div_ceil(FREELIST_PER_PAGE) as u64;
+        let low: Vec<u64> = if self.free.len() as u64 >= n {
+            (0..n).filter_map(|_| self.free.pop_first()).collect()
+        } else {
+            Vec::new()
+        };
         let mut ids: Vec<u64> = self.free.iter().copied().collect();
         for (_, p) in self.pending.iter().chain(&self.pending_fresh) {
             ids.extend_from_slice(p);
@@ -961,19 +976,32 @@ impl PageStore {
                 w[0]
             );
         }
-        let n = ids.len().div_ceil(FREELIST_PER_PAGE) as u64;
-        // Free-list pages come from the high-water mark, so no page in `ids` is used for them.
+        debug_assert!(ids.len().div_ceil(FREELIST_PER_PAGE) as u64 <= n);
         let first = self.high_water;
-        // Grown first, and lowered again if a write fails: a failed durable commit takes no page
-        // and changes nothing, so it may be retried.
-        self.ensure_len(first + n)?;
-        self.high_water = first + n;
+        let pages: Vec<u64> = if low.is_empty() {
+            // Grown first, and lowered again if a write fails: a failed durable commit takes
+            // no page and changes nothing, so it may be retried.
+            self.ensure_len(first + n)?;
+            self.high_water = first + n;
+            (first..first + n).collect()
+        } else {
+            for &p in &low {
+                self.map.forget(p, 1);
+            }
+            low.clone()
+        };
         let written = ids
             .chunks(FREELIST_PER_PAGE)
+            .chain(std::iter::repeat_n(
+                &[][..],
+                pages
+                    .len()
+                    .saturating_sub(ids.len().div_ceil(FREELIST_PER_PAGE)),
+            ))
+            .zip(&pages)
             .enumerate()
-            .try_for_each(|(i, chunk)| {
-                let id = first + i as u64;
-                let next = if (i as u64) + 1 < n { id + 1 } else { 0 };
+            .try_for_each(|(i, (chunk, &id))| {
+                let next = pages.get(i + 1).copied().unwrap_or(0);
                 let mut buf = std::mem::take(&mut self.buf);
                 page::encode_freelist(&mut buf, id, next, chunk);
                 let w = self.write_page(id, &buf);
@@ -984,17 +1012,21 @@ impl PageStore {
         let file = match written {
             Ok(file) => file,
             Err(e) => {
-                self.high_water = first;
+                if low.is_empty() {
+                    self.high_water = first;
+                } else {
+                    self.free.extend(low);
+                }
                 return Err(e);
             }
         };
         let meta = Meta {
             txn: t,
             root: self.root,
-            freelist: if n > 0 { first } else { 0 },
+            freelist: pages.first().copied().unwrap_or(0),
             high_water: self.high_water,
         };
-        let old = std::mem::replace(&mut self.freelist_pages, (first..first + n).collect());
+        let old = std::mem::replace(&mut self.freelist_pages, pages);
         self.txn = t;
         // Everything allocated so far may be reachable from the tree this commit makes durable.
         self.fresh.clear();
@@ -1007,6 +1039,7 @@ impl PageStore {
             meta_offset: (1 - self.durable_slot) * PAGE_SIZE as u64,
             slot: 1 - self.durable_slot,
             txn: t,
+            high_water: meta.high_water,
         })
     }
 
@@ -1016,7 +1049,42 @@ impl PageStore {
         self.syncing = false;
         self.durable_txn = job.txn;
         self.durable_slot = job.slot;
+        self.durable_high_water = job.high_water;
         self.reclaim();
+    }
+
+    /// Cuts the file to the pages in use: the larger of the high-water mark and the durable
+    /// meta's (a file shorter than the meta recovery opens would be refused; the other meta slot
+    /// is never opened once this one is durable, §3.1). Returns the file's new length. Called
+    /// by an online defragmentation after the durable commit that lowered the mark.
+    pub fn shrink_file(&mut self) -> Result<u64, StoreError> {
+        // A durable commit in flight may name a higher mark than the last finished one.
+        assert!(!self.syncing, "the file is cut between durable commits");
+        let len = self.high_water.max(self.durable_high_water) * PAGE_SIZE as u64;
+        if len < self.file_len {
+            self.file.set_len(len).map_err(io_err(&self.shared.path))?;
+            self.file_len = len;
+        }
+        Ok(self.file_len)
+    }
+
+    /// The file's length in bytes (grown in steps of 16 MiB ahead of the high-water mark).
+    pub fn file_len(&self) -> u64 {
+        self.file_len
+    }
+
+    /// Pages below `limit` that can be handed out now.
+    pub fn reusable_below(&self, limit: u64) -> usize {
+        self.free.range(..limit).count()
+    }
+
+    /// Pages freed but not reusable yet (waiting for a durable commit or for readers, §3.4).
+    pub fn pending_pages(&self) -> usize {
+        self.pending
+            .iter()
+            .chain(&self.pending_fresh)
+            .map(|(_, p)| p.len())
+            .sum()
     }
 }
 
@@ -1131,6 +1199,78 @@ impl<'s> WriteTxn<'s> {
             }
             idx = ci;
         }
+    }
+
+    /// Online defragmentation's step (DESIGN.md §3.5): visits at most `max_visit` leaves in key
+    /// order from the one covering `from`, and copies into this transaction every path to a
+    /// leaf that lies at or above page `limit` or under a branch that does — at most `max_move`
+    /// leaves — so that the commit writes those nodes again, on the lowest free pages. Nothing
+    /// changes in the tree's content. Returns where the next step starts (`None`: the last leaf
+    /// was visited) and the number of leaves moved.
+    ///
+    /// Call it first in a transaction (it walks the committed tree).
+    pub fn relocate(
+        &mut self,
+        limit: u64,
+        from: &[u8],
+        max_visit: usize,
+        max_move: usize,
+    ) -> Result<(Option<Vec<u8>>, usize), StoreError> {
+        let root = match self.root {
+            None => return Ok((None, 0)),
+            Some(Child::Page(id)) => id,
+            Some(Child::Mem(_)) => panic!("relocate is the first thing a transaction does"),
+        };
+        let map = self.store.map.clone();
+        let (hw, path) = (self.store.high_water, self.store.shared.path.clone());
+        let view = |id: u64| map.view(hw, id, &path);
+        // Branches on the way down: (node, next child to visit, it or an ancestor lies high).
+        let mut stack: Vec<(PageView<'_>, usize, bool)> = Vec::new();
+        let mut moves: Vec<Vec<u8>> = Vec::new();
+        let (mut visited, mut next) = (0usize, Some((root, false)));
+        let mut seek = Some(from);
+        while let Some((mut id, mut high)) = next.take() {
+            // Down to a leaf: toward `from` the first time, leftmost after.
+            let leaf = loop {
+                let v = view(id)?;
+                high |= id + v.pages() > limit;
+                if v.kind() != KIND_BRANCH {
+                    break v;
+                }
+                let i = seek.map_or(0, |k| NodeRef::Page(v).child_index(k));
+                id = v.child(i);
+                stack.push((v, i + 1, high));
+            };
+            seek = None;
+            visited += 1;
+            if high && leaf.count() > 0 {
+                moves.push(leaf.key(0).to_vec());
+            }
+            if visited >= max_visit || moves.len() >= max_move {
+                if leaf.count() == 0 {
+                    break;
+                }
+                let mut after = leaf.key(leaf.count() - 1).to_vec();
+                after.push(0);
+                for k in &moves {
+                    self.leaf_for(k)?;
+                }
+                return Ok((Some(after), moves.len()));
+            }
+            // The next leaf: the next child of the deepest branch that has one.
+            while let Some((b, i, h)) = stack.last_mut() {
+                if *i < b.count() {
+                    next = Some((b.child(*i), *h));
+                    *i += 1;
+                    break;
+                }
+                stack.pop();
+            }
+        }
+        for k in &moves {
+            self.leaf_for(k)?;
+        }
+        Ok((None, moves.len()))
     }
 
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {

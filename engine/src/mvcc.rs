@@ -6,8 +6,10 @@
 //! revision per request that changes something; a request that fails changes nothing; the applied
 //! Raft index is committed in the same page-store transaction as the changes it produced.
 
+mod defrag;
 mod import;
 
+pub use defrag::{Defrag, DefragNext};
 pub use import::Imported;
 
 use std::cmp::Ordering;
@@ -1284,8 +1286,21 @@ impl Mvcc {
     }
     /// Bytes in use by live pages (etcd's dbSizeInUse).
     pub fn db_size_in_use(&self) -> u64 {
-        (self.store.high_water() - self.store.free_pages() as u64) * crate::page::PAGE_SIZE as u64
+        self.pages_in_use() * crate::page::PAGE_SIZE as u64
     }
+    /// Pages below the high-water mark that are not free (the tree, the free list, the metas).
+    pub fn pages_in_use(&self) -> u64 {
+        self.store.high_water() - self.store.free_pages() as u64
+    }
+    /// The high-water mark in pages (see [`btree::PageStore::high_water`]).
+    pub fn high_water(&self) -> u64 {
+        self.store.high_water()
+    }
+    /// The db file's length in bytes.
+    pub fn file_len(&self) -> u64 {
+        self.store.file_len()
+    }
+
     /// The stored membership (raft/'s encoding), if any entry or bootstrap stored one.
     pub fn membership(&self) -> Result<Option<Vec<u8>>, MvccError> {
         Ok(btree::get(&self.store.reader().snapshot(), META_MEMBERS)?.map(|v| v.to_vec()))

@@ -1,5 +1,6 @@
-//! Per-core gRPC serving: every core binds its own listening socket on each client URL address
-//! with `SO_REUSEPORT` (the kernel spreads incoming connections over the cores) and serves gRPC
+//! Per-core gRPC serving: each client URL address is bound before the cores start, one
+//! `SO_REUSEPORT` socket per core (the kernel spreads incoming connections over the cores, and
+//! no other process may join: [`Bound`]), and every core serves gRPC
 //! (tonic services combined in a [`tonic::service::Routes`]) over hyper's HTTP/2 server, directly
 //! on glommio's TCP streams. A connection lives on the core that accepted it.
 //!
@@ -130,8 +131,8 @@ impl ListenAddr {
 /// What [`serve`] serves on.
 #[derive(Clone, Debug)]
 pub struct ServeOptions {
-    /// The client URL addresses; every core binds each of them with `SO_REUSEPORT`.
-    pub listen: Vec<ListenAddr>,
+    /// The client URL addresses, bound for every core ([`bind`]).
+    pub listen: Vec<Bound>,
     /// The largest gRPC message a service accepts, in bytes. The first message of every request
     /// is checked here ([`GrpcLimit`]); callers also pass it to every generated server's
     /// `.max_decoding_message_size`, which checks the later messages of client streams (see the
@@ -139,18 +140,42 @@ pub struct ServeOptions {
     pub max_recv_bytes: usize,
 }
 
-/// Binds a listening TCP socket on `addr` for the current core, with `SO_REUSEADDR` and
-/// `SO_REUSEPORT` so that every core can bind the same address (and a restart is not refused
-/// while old connections linger in TIME_WAIT).
+/// An address's listening sockets, bound once for the whole process before any core serves: one
+/// per core, in one `SO_REUSEPORT` group, so that the kernel spreads incoming connections over
+/// the cores by hash and each core accepts on its own socket ([`Bound::listener`]).
 ///
-/// glommio's own `TcpListener::bind` sets `SO_REUSEPORT` but not `SO_REUSEADDR`, and listens with
-/// a fixed backlog of 1024; this builds the socket itself ([`LISTEN_BACKLOG`]). An IPv6 address
-/// keeps the system's dual-stack default. With port 0 each call gets its own port.
-///
-/// # Panics
-///
-/// Outside a glommio executor (one started by `retcd_engine::runtime`).
-pub fn bind_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
+/// `SO_REUSEPORT` would also let a second process of the same user join the group, and the
+/// kernel would silently split the clients between the two (a stale member, or another member
+/// started on the same port, answering half of the reads). [`bind`] therefore first binds the
+/// address once without it: a port another process holds, with or without `SO_REUSEPORT`, is
+/// refused with "address in use", as etcd refuses it; a second retcd finds ours taken the same
+/// way. Only etcd's `--socket-reuse-port` asks for sharing.
+#[derive(Clone, Debug)]
+pub struct Bound {
+    sockets: Arc<Vec<Socket>>,
+    /// The address actually bound (the port chosen by the system for port 0).
+    pub addr: SocketAddr,
+    pub security: Security,
+}
+
+impl Bound {
+    /// Core `core`'s listener: a duplicate of its own socket's descriptor.
+    ///
+    /// # Panics
+    ///
+    /// Outside a glommio executor (one started by `retcd_engine::runtime`).
+    pub fn listener(&self, core: usize) -> io::Result<TcpListener> {
+        let fd = self.sockets[core % self.sockets.len()].try_clone()?;
+        // SAFETY: the descriptor is a fresh duplicate of a bound, listening TCP socket; its
+        // ownership moves to glommio, which closes it when the listener drops.
+        Ok(unsafe { TcpListener::from_raw_fd(fd.into_raw_fd()) })
+    }
+}
+
+/// Binds a listening TCP socket on `addr`, with `SO_REUSEADDR` (a restart is not refused while
+/// old connections linger in TIME_WAIT) and `SO_REUSEPORT` when `reuse_port`; listens with
+/// [`LISTEN_BACKLOG`]. An IPv6 address keeps the system's dual-stack default.
+fn bind_socket(addr: SocketAddr, reuse_port: bool) -> io::Result<Socket> {
     let domain = if addr.is_ipv6() {
         Domain::IPV6
     } else {
@@ -158,44 +183,95 @@ pub fn bind_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
     };
     let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     socket.bind(&addr.into())?;
     socket.listen(LISTEN_BACKLOG)?;
-    // SAFETY: the descriptor is a bound, listening TCP socket whose ownership moves to glommio.
-    Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
+    Ok(socket)
 }
 
-/// Binds every address of `addrs` on the current core ([`bind_reuseport`]), in order.
-pub fn bind_all(addrs: &[SocketAddr]) -> io::Result<Vec<TcpListener>> {
-    addrs
+/// How long [`bind`] waits for an address held by a process that has exited: the kernel
+/// releases the listening sockets of a process's io_uring only once the ring's teardown runs,
+/// milliseconds after the process is gone (measured: 3–17 ms after a SIGKILL on this machine).
+/// Waiting is what lets a member restarted at once by a supervisor or a test bind its port.
+const BIND_WAIT: Duration = Duration::from_secs(2);
+
+/// A socket bound on `addr` without `SO_REUSEPORT`, retried while the address is in use for up to
+/// [`BIND_WAIT`].
+fn probe(addr: SocketAddr) -> io::Result<Socket> {
+    let deadline = Instant::now() + BIND_WAIT;
+    loop {
+        match bind_socket(addr, false) {
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            done => return done,
+        }
+    }
+}
+
+fn local_addr(socket: &Socket) -> io::Result<SocketAddr> {
+    Ok(socket
+        .local_addr()?
+        .as_socket()
+        .expect("a TCP socket's address"))
+}
+
+/// Binds every address of `listen`, in order, for `cores` cores ([`Bound`]); `shared` is etcd's
+/// `--socket-reuse-port` (other processes may bind the same address). An address that cannot be
+/// bound is an error naming it.
+pub fn bind(listen: &[ListenAddr], cores: usize, shared: bool) -> io::Result<Vec<Bound>> {
+    assert!(cores > 0, "at least one core serves an address");
+    listen
         .iter()
-        .map(|&addr| {
-            bind_reuseport(addr)
-                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+        .map(|l| {
+            let named = |e: io::Error| {
+                io::Error::new(e.kind(), format!("cannot listen on {}: {e}", l.addr))
+            };
+            let mut addr = l.addr;
+            if !shared {
+                // Closed at once: it only proves that nobody else holds the address (and
+                // picks the port when 0 is asked for).
+                let probe = probe(addr).map_err(named)?;
+                addr = local_addr(&probe).map_err(named)?;
+            }
+            let mut sockets = Vec::with_capacity(cores);
+            for _ in 0..cores {
+                let socket = bind_socket(addr, true).map_err(named)?;
+                // Port 0 in a shared bind: the others join the first one's port.
+                addr = local_addr(&socket).map_err(named)?;
+                sockets.push(socket);
+            }
+            Ok(Bound {
+                sockets: Arc::new(sockets),
+                addr,
+                security: l.security.clone(),
+            })
         })
         .collect()
 }
 
-/// Binds every address of `listen` on the current core ([`bind_all`]), each with how it speaks.
-pub fn bind_listen(listen: &[ListenAddr]) -> io::Result<Vec<(TcpListener, Security)>> {
-    let addrs: Vec<SocketAddr> = listen.iter().map(|l| l.addr).collect();
-    Ok(bind_all(&addrs)?
-        .into_iter()
-        .zip(listen.iter().map(|l| l.security.clone()))
-        .collect())
+/// Core `core`'s listeners on every address of `bound`.
+pub fn listeners(bound: &[Bound], core: usize) -> io::Result<Vec<(TcpListener, Security)>> {
+    bound
+        .iter()
+        .map(|b| Ok((b.listener(core)?, b.security.clone())))
+        .collect()
 }
 
-/// Serves `routes` over gRPC on every address of `opts` from the current core until `shutdown`
-/// completes, then drains (see [`serve_listeners`]).
+/// Serves `routes` over gRPC on core `core`'s sockets of `opts` until `shutdown` completes, then
+/// drains (see [`serve_listeners`]).
 ///
-/// Fails only when an address cannot be bound. Call it on every core (e.g. in the per-core future
-/// given to `retcd_engine::runtime::start_cores`); the kernel spreads connections over the cores.
+/// Call it on every core (e.g. in the per-core future given to
+/// `retcd_engine::runtime::start_cores`); the kernel spreads connections over the cores.
 pub async fn serve(
     opts: ServeOptions,
+    core: usize,
     routes: Routes,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let listeners = bind_listen(&opts.listen)?;
+    let listeners = listeners(&opts.listen, core)?;
     serve_listeners("client", listeners, routes, opts.max_recv_bytes, shutdown).await;
     Ok(())
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use retcd_engine::runtime::{self, DEFAULT_IO_MEMORY};
 use retcd_net::serve::{
-    ListenAddr, Security, ServeOptions, bind_all, bind_reuseport, serve, serve_listeners,
+    ListenAddr, Security, ServeOptions, bind, listeners, serve, serve_listeners,
 };
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::codegen::{BoxFuture, Bytes, Service, StdError, http};
@@ -162,25 +162,15 @@ async fn stop_cores(stop: flume::Sender<()>, cores: runtime::Cores) {
 
 #[tokio::test]
 async fn grpc_on_two_reuseport_cores() {
-    // Core 0 binds port 0 and passes the address to the other cores, which bind it too.
-    let (addr_tx, addr_rx) = flume::unbounded::<SocketAddr>();
+    // Port 0 is bound once for both cores, one socket each.
+    let bound = bind(&[ListenAddr::plain(loopback0())], CORES, false).unwrap();
     let (ready_tx, ready_rx) = flume::unbounded::<(usize, SocketAddr)>();
     let (stop_tx, stop_rx) = flume::bounded::<()>(1);
     let cores = runtime::start_cores(CORES, DEFAULT_IO_MEMORY, true, move |core| {
-        let (addr_tx, addr_rx) = (addr_tx.clone(), addr_rx.clone());
+        let bound = bound.clone();
         let (ready_tx, stop_rx) = (ready_tx.clone(), stop_rx.clone());
         async move {
-            let listener = if core == 0 {
-                let listener = bind_reuseport("127.0.0.1:0".parse().unwrap()).unwrap();
-                let addr = listener.local_addr().unwrap();
-                for _ in 1..CORES {
-                    addr_tx.send(addr).unwrap();
-                }
-                listener
-            } else {
-                let addr = addr_rx.recv_async().await.unwrap();
-                bind_all(&[addr]).unwrap().pop().unwrap()
-            };
+            let (listener, _) = listeners(&bound, core).unwrap().pop().unwrap();
             ready_tx
                 .send((core, listener.local_addr().unwrap()))
                 .unwrap();
@@ -327,13 +317,13 @@ fn echo_of_len(len: usize) -> Vec<u8> {
 
 #[tokio::test]
 async fn oversized_message_refused_like_grpc_go() {
-    let (addr_tx, addr_rx) = flume::unbounded::<SocketAddr>();
+    let bound = bind(&[ListenAddr::plain(loopback0())], 1, false).unwrap();
+    let addr = bound[0].addr;
     let (stop_tx, stop_rx) = flume::bounded::<()>(1);
     let cores = runtime::start_cores(1, DEFAULT_IO_MEMORY, true, move |_| {
-        let (addr_tx, stop_rx) = (addr_tx.clone(), stop_rx.clone());
+        let (bound, stop_rx) = (bound.clone(), stop_rx.clone());
         async move {
-            let listener = bind_reuseport("127.0.0.1:0".parse().unwrap()).unwrap();
-            addr_tx.send(listener.local_addr().unwrap()).unwrap();
+            let listener = bound[0].listener(0).unwrap();
             let stop = async move {
                 let _ = stop_rx.recv_async().await;
             };
@@ -349,7 +339,6 @@ async fn oversized_message_refused_like_grpc_go() {
         }
     })
     .expect("start cores");
-    let addr = within("core ready", addr_rx.recv_async()).await.unwrap();
     let channel = within("connect", connect(addr)).await;
 
     // 10 bytes over the limit: grpc-go's status and message, from the length prefix.
@@ -427,39 +416,39 @@ async fn oversized_message_refused_like_grpc_go() {
 }
 
 #[test]
-fn serve_reports_bind_errors() {
-    // An address taken by a socket without SO_REUSEPORT cannot be shared.
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = taken.local_addr().unwrap();
-    let opts = ServeOptions {
-        listen: vec![ListenAddr::plain(addr)],
-        max_recv_bytes: MAX_RECV_BYTES,
-    };
-    let result = runtime::block_on_local(serve(opts, routes(0, MAX_RECV_BYTES), async {}));
-    let err = result.expect_err("bind must fail");
-    assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
-    assert!(err.to_string().contains(&addr.to_string()), "{err}");
+fn bind_refuses_an_address_another_process_holds() {
+    // Taken by a socket without SO_REUSEPORT (etcd's) or with it (another retcd, or ourselves):
+    // refused, naming the address, unless sharing is asked for (--socket-reuse-port) with a
+    // holder that allows it.
+    let plain = std::net::TcpListener::bind(loopback0()).unwrap();
+    let ours = bind(&[ListenAddr::plain(loopback0())], 2, false).unwrap();
+    for addr in [plain.local_addr().unwrap(), ours[0].addr] {
+        let err = bind(&[ListenAddr::plain(addr)], 2, false).expect_err("bind must fail");
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+        assert!(err.to_string().contains(&addr.to_string()), "{err}");
+    }
+    let shared = bind(&[ListenAddr::plain(loopback0())], 2, true).unwrap();
+    assert!(bind(&[ListenAddr::plain(shared[0].addr)], 2, false).is_err());
+    assert!(bind(&[ListenAddr::plain(shared[0].addr)], 2, true).is_ok());
+    assert!(bind(&[ListenAddr::plain(plain.local_addr().unwrap())], 1, true).is_err());
+}
+
+fn loopback0() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
 }
 
 #[test]
 fn serve_returns_after_shutdown() {
     // No connections: shutdown returns at once (nothing to drain).
+    let mut listen = vec![ListenAddr::plain(loopback0())];
+    if std::net::TcpListener::bind("[::1]:0").is_ok() {
+        listen.push(ListenAddr::plain("[::1]:0".parse().unwrap()));
+    }
     let opts = ServeOptions {
-        listen: vec![
-            ListenAddr::plain("127.0.0.1:0".parse().unwrap()),
-            ListenAddr::plain("[::1]:0".parse().unwrap()),
-        ],
+        listen: bind(&listen, 1, false).unwrap(),
         max_recv_bytes: MAX_RECV_BYTES,
     };
-    let opts = if std::net::TcpListener::bind("[::1]:0").is_ok() {
-        opts
-    } else {
-        ServeOptions {
-            listen: opts.listen[..1].to_vec(),
-            ..opts
-        }
-    };
     let started = Instant::now();
-    runtime::block_on_local(serve(opts, routes(0, MAX_RECV_BYTES), async {})).unwrap();
+    runtime::block_on_local(serve(opts, 0, routes(0, MAX_RECV_BYTES), async {})).unwrap();
     assert!(started.elapsed() < Duration::from_secs(1));
 }

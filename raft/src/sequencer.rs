@@ -141,6 +141,8 @@ pub enum Input {
         to: u64,
         ok: bool,
     },
+    /// Maintenance.Defragment of this member's page store: answered when it ends.
+    Defragment(DoneReply),
 }
 
 /// What the peer transport serves: the outboxes of peers and the snapshots to stream.
@@ -225,6 +227,12 @@ impl Proposer {
         change: MemberChange,
     ) -> Result<std::sync::Arc<Membership>, ProposeError> {
         self.ask(|r| Input::Members(change, r)).await
+    }
+
+    /// Defragments this member's page store online (raft/src/core/defrag.rs); returns when
+    /// it is done.
+    pub async fn defragment(&self) -> Result<(), ProposeError> {
+        self.ask(Input::Defragment).await
     }
 
     /// Hands leadership to `to` (this member must lead); returns once `to` leads.
@@ -553,6 +561,7 @@ pub(crate) fn serve_input(
             Err(e) => warn!(error = %e, "dropped a snapshot message"),
         },
         Input::SnapshotSent { to, ok } => core.report_snapshot(to, ok),
+        Input::Defragment(reply) => core.defragment(reply),
     }
     Ok(())
 }
@@ -761,6 +770,7 @@ async fn drive(
         }
         if !checkpointing
             && (core.checkpoint_due()
+                || core.defrag_wants_checkpoint()
                 || (core.applied_since_checkpoint() > 0
                     && last_checkpoint.elapsed() >= opts.checkpoint_interval))
         {
@@ -786,7 +796,11 @@ async fn drive(
         if core.compaction_pending() {
             core.compact_step()?;
         }
-        let wait = if core.compaction_pending() {
+        // A defragmentation's moves go the same way, one bounded step per round.
+        if core.defrag_has_step() {
+            core.defrag_step()?;
+        }
+        let wait = if core.compaction_pending() || core.defrag_has_step() {
             Duration::ZERO
         } else {
             opts.tick.saturating_sub(last_tick.elapsed())
@@ -862,7 +876,7 @@ async fn drive(
             Event::Checkpointed(done) => {
                 let (cp, result) = *done;
                 result?;
-                let rec = core.finish_checkpoint(cp);
+                let rec = core.finish_checkpoint(cp)?;
                 let Record::Checkpoint { index, .. } = rec else {
                     unreachable!("a checkpoint record")
                 };

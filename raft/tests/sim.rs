@@ -53,6 +53,13 @@ fn three_members_second_half() {
     all_pass((a + b) / 2 + 1..=b, 3);
 }
 
+/// A sole member: crashes, power cuts and restarts; its serializable reads are checked as
+/// linearizable too (a sole member serves only once everything acknowledged is applied).
+#[test]
+fn one_member() {
+    all_pass(1..=40, 1);
+}
+
 #[test]
 fn five_members() {
     all_pass(SEEDS_5, 5);

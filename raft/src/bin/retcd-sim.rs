@@ -80,8 +80,8 @@ fn parse() -> Args {
             other => usage(&format!("unknown argument {other}")),
         }
     }
-    if a.members != 3 && a.members != 5 {
-        usage("--members is 3 or 5");
+    if ![1, 3, 5].contains(&a.members) {
+        usage("--members is 1, 3 or 5");
     }
     a
 }

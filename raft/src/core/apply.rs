@@ -160,6 +160,7 @@ impl Core {
                     let _ = reply.send(out);
                 }
                 (Waiter::Internal, _) => {}
+                (Waiter::Publish, Kind::Members(r)) => self.published |= r.is_ok(),
                 // raft-rs replaced the entry (a second configuration change while one was
                 // pending becomes an empty entry).
                 (waiter, _) => fail(waiter, ProposeError::LeaderChanged),

@@ -44,12 +44,13 @@ impl Core {
     }
 
     /// The checkpoint's job ran: returns the WAL record that lets the log be trimmed up to it.
-    pub fn finish_checkpoint(&mut self, cp: Checkpoint) -> Record {
+    pub fn finish_checkpoint(&mut self, cp: Checkpoint) -> Result<Record, CoreError> {
         self.mvcc.finish_checkpoint(cp.job);
-        Record::Checkpoint {
+        self.defrag_checkpointed()?;
+        Ok(Record::Checkpoint {
             index: cp.applied.0,
             term: cp.applied.1,
-        }
+        })
     }
 
     /// Drops in-memory log entries up to `index` (they are in the page store), keeping the last

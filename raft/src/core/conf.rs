@@ -266,20 +266,23 @@ impl Core {
         Ok(Ok(()))
     }
 
-    /// Proposes this member's name and client URLs when the membership does not list them yet
-    /// (etcd's publish). Returns whether they are applied already.
+    /// Proposes this member's name and client URLs once per run (etcd's publish). Returns
+    /// whether that proposal is applied, after which the member serves clients.
     pub fn publish(&mut self, name: &str, client_urls: &[String], now: Instant) -> bool {
         let me = self.status.member_id;
-        let Some(m) = self.membership.get(me) else {
-            return false;
-        };
-        if m.name == name && m.client_urls == client_urls {
+        if self.published {
             return true;
         }
+        if self.membership.get(me).is_none() {
+            return false;
+        }
+        // Proposed even when the stored attributes are already these: its apply is what shows
+        // that everything committed before this run is applied (a sole voter's stored commit
+        // index can be far behind its log).
         let waiting = self
             .pending
             .values()
-            .any(|p| matches!(p.waiter, Waiter::Internal) && p.deadline > now);
+            .any(|p| matches!(p.waiter, Waiter::Publish) && p.deadline > now);
         if !waiting && self.raw.raft.leader_id != raft::INVALID_ID {
             let attrs = MemberAttrs {
                 id: me,
@@ -287,7 +290,7 @@ impl Core {
                 client_urls: Some(client_urls.to_vec()),
                 peer_urls: None,
             };
-            self.propose_internal(attrs.encode(), now);
+            self.propose_waiter(attrs.encode(), Waiter::Publish, now);
         }
         false
     }

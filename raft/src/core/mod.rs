@@ -26,6 +26,7 @@
 mod apply;
 mod checkpoint;
 mod conf;
+mod defrag;
 mod reads;
 mod snapshot;
 mod waiters;
@@ -142,6 +143,12 @@ pub struct Core {
     tokens: Arc<SimpleTokens>,
     /// This member applied its own removal.
     removed: bool,
+    /// This run's attributes proposal was applied: everything committed before the restart is
+    /// applied too (it precedes that entry in the log), so clients may be served (etcd's
+    /// publish, proposed on every start).
+    published: bool,
+    /// An online defragmentation in progress.
+    defrag: Option<defrag::Running>,
     /// A snapshot received from the leader, waiting for Raft to hand it over: (index, entries).
     incoming: Option<(u64, SnapshotEntries)>,
     /// A snapshot was installed since the last [`Core::take_installed`].
@@ -211,6 +218,8 @@ impl Core {
             lease_changes: Vec::new(),
             tokens: opts.tokens,
             removed: false,
+            published: false,
+            defrag: None,
             incoming: None,
             installed: false,
             install_sync: None,

@@ -30,8 +30,10 @@ pub struct Proposal {
 pub(super) enum Waiter {
     Write(Reply),
     Members(MembersReply),
-    /// The sequencer's own proposals (lease revokes, checkpoints, publishing attributes).
+    /// The sequencer's own proposals (lease revokes, checkpoints).
     Internal,
+    /// This run's proposal of the member's attributes ([`Core::publish`]).
+    Publish,
 }
 
 pub(super) struct Pending {
@@ -84,7 +86,7 @@ impl Core {
         self.propose_waiter(data, Waiter::Internal, now);
     }
 
-    fn propose_waiter(&mut self, data: Vec<u8>, waiter: Waiter, now: Instant) {
+    pub(super) fn propose_waiter(&mut self, data: Vec<u8>, waiter: Waiter, now: Instant) {
         if self.raw.raft.leader_id == raft::INVALID_ID {
             fail(waiter, ProposeError::NoLeader);
             return;
@@ -200,6 +202,6 @@ pub(super) fn fail(waiter: Waiter, err: ProposeError) {
         Waiter::Members(r) => {
             let _ = r.send(Err(err));
         }
-        Waiter::Internal => {}
+        Waiter::Internal | Waiter::Publish => {}
     }
 }

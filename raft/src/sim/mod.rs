@@ -3,7 +3,7 @@
 //!
 //! # What it owns
 //!
-//! One run ([`run`]) of 3 or 5 members — each a real [`Core`](crate::core::Core) over a real
+//! One run ([`run`]) of 1, 3 or 5 members — each a real [`Core`](crate::core::Core) over a real
 //! WAL and page store in a data directory of its own, with its lessor — driven in one thread
 //! from one seed: a simulated clock, a network of single messages (delay, drop, duplicate,
 //! reorder, partitions and heals, snapshots), a disk under [`engine::disk::PowerLoss`]
@@ -123,7 +123,7 @@ impl Bugs {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub seed: u64,
-    /// 3 or 5.
+    /// 1, 3 or 5.
     pub members: usize,
     /// Client operations issued before the cluster is left to settle.
     pub ops: usize,
