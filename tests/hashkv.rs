@@ -280,6 +280,37 @@ fn hashkv_equals_etcds_for_the_same_history() {
         });
         assert_eq!(r, e, "etcdctl endpoint hashkv --rev {rev} (retcd vs etcd)");
     }
+
+    // `retcdutl hashkv` (etcdutl's) of a snapshot file saved from each, and of etcd's own db
+    // once it stopped: the live hash and compact revision.
+    let live = |s: &Server| {
+        let out = s.etcdctl(&["endpoint", "hashkv", "-w", "json"]);
+        json_numbers(&out.stdout, &["hash", "compact_revision"])
+    };
+    let want = live(&etcd);
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for s in [&etcd, &retcd] {
+        let file = dir.path().join(format!("{}.db", s.kind().label()));
+        let out = s.etcdctl(&["snapshot", "save", file.to_str().unwrap()]);
+        assert!(out.success(), "{out:?}");
+        files.push(file);
+    }
+    let mut etcd = etcd;
+    etcd.stop();
+    files.push(etcd.db_path());
+    for file in &files {
+        let mut cmd = std::process::Command::new(support::retcdutl_bin());
+        cmd.args(["hashkv", file.to_str().unwrap(), "-w", "json"]);
+        let out = support::run_with_timeout(cmd, None, Duration::from_secs(60)).unwrap();
+        assert!(out.success(), "{out:?}");
+        assert_eq!(
+            json_numbers(&out.stdout, &["hash", "compactRevision"]),
+            want,
+            "retcdutl hashkv {}",
+            file.display()
+        );
+    }
 }
 
 /// The values of `names` in etcdctl's JSON output (plain numbers).

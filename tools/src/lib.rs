@@ -7,8 +7,10 @@
 //! - [`snapshot`]: `snapshot status` of an etcd-format snapshot file.
 //! - [`restore`]: `snapshot restore`, a new member's data dir from a snapshot file.
 //! - [`defrag`]: `defrag --data-dir`, a stopped member's page store rewritten to its live pages.
+//! - [`hashkv`]: `hashkv FILE`, etcd's KV history hash of an etcd or retcd db file.
 
 pub mod defrag;
+pub mod hashkv;
 pub mod output;
 pub mod restore;
 pub mod snapshot;

@@ -36,6 +36,14 @@ enum Command {
         #[command(subcommand)]
         command: SnapshotCommand,
     },
+    /// Prints the KV history hash of a given file.
+    Hashkv {
+        /// The db file: an etcd snapshot or db, or a retcd data dir's member/snap/db.
+        files: Vec<String>,
+        /// Maximum revision to hash (default: latest revision).
+        #[arg(long, default_value_t = 0)]
+        rev: i64,
+    },
     /// Prints the version of retcdutl.
     Version,
     /// Defragments the storage of a stopped member.
@@ -98,6 +106,16 @@ fn run(cli: Cli) -> Result<String, Failure> {
                 ))
             })?;
             Ok(String::new())
+        }
+        Command::Hashkv { files, rev } => {
+            let [file] = files.as_slice() else {
+                return Err(Failure::bad_args(format!(
+                    "accepts 1 arg(s), received {}",
+                    files.len()
+                )));
+            };
+            let format = Format::parse(&cli.write_out)?;
+            retcd_tools::hashkv::hashkv(Path::new(file), rev, format)
         }
         Command::Version => Ok(format!(
             "retcdutl version: {}\nAPI version: {API_VERSION}\n",
