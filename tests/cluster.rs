@@ -61,6 +61,18 @@ fn procedures(kind: Kind) {
     assert_eq!(rows.len(), 3, "{health}");
     assert!(rows.iter().all(|r| r[1] == "true"), "{health}");
 
+    // defrag --cluster: every member's client URL (from the member list).
+    let defrag = ok(c.etcdctl(&["defrag", "--cluster"]));
+    let mut lines: Vec<&str> = defrag.lines().collect();
+    lines.sort_unstable();
+    let mut expect: Vec<String> = c
+        .members
+        .iter()
+        .map(|m| format!("Finished defragmenting etcd member[{}]", m.client_url()))
+        .collect();
+    expect.sort_unstable();
+    assert_eq!(lines, expect, "{defrag}");
+
     // member list: every member started, with its name and URLs, sorted by id.
     let ids: Vec<u64> = (0..3).map(|i| c.member_id(i)).collect();
     let list = ok(c.etcdctl(&["member", "list", "-w", "table"]));
