@@ -13,6 +13,8 @@ use retcd::import::{sibling, sync_dir};
 use retcd_engine::btree::StoreOptions;
 use retcd_engine::mvcc::{Mvcc, RawEntry};
 
+use crate::output::Progress;
+
 /// Bytes of entries read from the old store at a time.
 const CHUNK_BYTES: usize = 1 << 20;
 
@@ -29,17 +31,30 @@ pub fn defrag(data_dir: &Path) -> Result<Defragmented, String> {
         .map_err(|e| format!("{}: {e}", db.display()))?
         .len();
     let old = Mvcc::open(&StoreOptions { path: db.clone() }).map_err(|e| e.to_string())?;
+    let new_path = sibling(&db, "defrag");
+    let after = copy_live(&old, &new_path)?;
+    // The old store (and its lock) goes only once the new file is complete and durable.
+    std::fs::rename(&new_path, &db).map_err(|e| format!("renaming into {}: {e}", db.display()))?;
+    sync_dir(db.parent().expect("db has a parent"))?;
+    drop(old);
+    Ok(Defragmented { before, after })
+}
+
+/// Writes the live pages of `old` (one consistent read of it, its identity kept) into a new page
+/// store at `to` (replacing a file left there), synced; returns the new file's length. A progress
+/// bar goes to a terminal's stderr.
+pub fn copy_live(old: &Mvcc, to: &Path) -> Result<u64, String> {
     let identity = old.local_identity().map_err(|e| e.to_string())?;
     let snap = old.reader().state_snapshot();
     let applied = snap.applied().0;
-    let new_path = sibling(&db, "defrag");
-    if new_path.exists() {
-        std::fs::remove_file(&new_path).map_err(|e| format!("{}: {e}", new_path.display()))?;
+    if to.exists() {
+        std::fs::remove_file(to).map_err(|e| format!("{}: {e}", to.display()))?;
     }
     let mut new = Mvcc::open(&StoreOptions {
-        path: new_path.clone(),
+        path: to.to_path_buf(),
     })
     .map_err(|e| e.to_string())?;
+    let mut bar = Progress::new(old.db_size_in_use());
     let mut after: Option<Vec<u8>> = None;
     let mut buffered: VecDeque<RawEntry> = VecDeque::new();
     let mut done = false;
@@ -49,6 +64,7 @@ pub fn defrag(data_dir: &Path) -> Result<Defragmented, String> {
                 Ok(chunk) if chunk.is_empty() => done = true,
                 Ok(chunk) => {
                     after = chunk.last().map(|(k, _)| k.clone());
+                    bar.add(chunk.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum());
                     buffered.extend(chunk);
                 }
                 Err(e) => {
@@ -66,15 +82,8 @@ pub fn defrag(data_dir: &Path) -> Result<Defragmented, String> {
     }
     new.sync().map_err(|e| e.to_string())?;
     drop(new);
-    let after_len = std::fs::metadata(&new_path)
-        .map_err(|e| format!("{}: {e}", new_path.display()))?
-        .len();
-    // The old store (and its lock) goes only once the new file is complete and durable.
-    std::fs::rename(&new_path, &db).map_err(|e| format!("renaming into {}: {e}", db.display()))?;
-    sync_dir(db.parent().expect("db has a parent"))?;
-    drop(old);
-    Ok(Defragmented {
-        before,
-        after: after_len,
-    })
+    bar.finish();
+    Ok(std::fs::metadata(to)
+        .map_err(|e| format!("{}: {e}", to.display()))?
+        .len())
 }

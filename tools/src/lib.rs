@@ -8,7 +8,9 @@
 //! - [`restore`]: `snapshot restore`, a new member's data dir from a snapshot file.
 //! - [`defrag`]: `defrag --data-dir`, a stopped member's page store rewritten to its live pages.
 //! - [`hashkv`]: `hashkv FILE`, etcd's KV history hash of an etcd or retcd db file.
+//! - [`backup`]: `backup --data-dir --backup-dir`, an offline copy of a stopped member's data dir.
 
+pub mod backup;
 pub mod defrag;
 pub mod hashkv;
 pub mod output;

@@ -126,6 +126,58 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// A progress bar on stderr, drawn only when stderr is a terminal (scripts and logs get nothing),
+/// at most ten times a second: `[#####               ]  25% 12 MB / 48 MB`.
+pub struct Progress {
+    total: u64,
+    done: u64,
+    tty: bool,
+    last: Option<std::time::Instant>,
+}
+
+impl Progress {
+    pub fn new(total: u64) -> Progress {
+        use std::io::IsTerminal;
+        Progress {
+            total: total.max(1),
+            done: 0,
+            tty: std::io::stderr().is_terminal(),
+            last: None,
+        }
+    }
+
+    pub fn add(&mut self, n: u64) {
+        self.done += n;
+        if self.tty && self.last.is_none_or(|t| t.elapsed().as_millis() >= 100) {
+            self.last = Some(std::time::Instant::now());
+            self.draw();
+        }
+    }
+
+    fn draw(&self) {
+        const WIDTH: u64 = 20;
+        let done = self.done.min(self.total);
+        let filled = (done * WIDTH / self.total) as usize;
+        eprint!(
+            "\r[{}{}] {:3}% {} / {}",
+            "#".repeat(filled),
+            " ".repeat(WIDTH as usize - filled),
+            done * 100 / self.total,
+            human_bytes(done),
+            human_bytes(self.total)
+        );
+    }
+
+    /// Draws the full bar and ends its line.
+    pub fn finish(&mut self) {
+        if self.tty {
+            self.done = self.total;
+            self.draw();
+            eprintln!();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -36,6 +36,24 @@ enum Command {
         #[command(subcommand)]
         command: SnapshotCommand,
     },
+    /// [legacy] offline backup of a stopped member's data dir (prefer `snapshot save`).
+    Backup {
+        /// Path to the retcd data dir.
+        #[arg(long = "data-dir", required = true)]
+        data_dir: PathBuf,
+        /// Path to the retcd WAL dir (default: <data-dir>/member/wal).
+        #[arg(long = "wal-dir")]
+        wal_dir: Option<PathBuf>,
+        /// Path to the backup dir.
+        #[arg(long = "backup-dir", required = true)]
+        backup_dir: PathBuf,
+        /// Path to the backup WAL dir (default: <backup-dir>/member/wal).
+        #[arg(long = "backup-wal-dir")]
+        backup_wal_dir: Option<PathBuf>,
+        /// Backup v3 backend data (always: retcd has no v2 store).
+        #[arg(long = "with-v3", default_value_t = true, action = clap::ArgAction::Set)]
+        with_v3: bool,
+    },
     /// Prints the KV history hash of a given file.
     Hashkv {
         /// The db file: an etcd snapshot or db, or a retcd data dir's member/snap/db.
@@ -103,6 +121,32 @@ fn run(cli: Cli) -> Result<String, Failure> {
                 Failure::error(format!(
                     "Failed to defragment etcd data[{}] ({e})",
                     data_dir.display()
+                ))
+            })?;
+            Ok(String::new())
+        }
+        Command::Backup {
+            data_dir,
+            wal_dir,
+            backup_dir,
+            backup_wal_dir,
+            with_v3,
+        } => {
+            if !with_v3 {
+                return Err(Failure::bad_args(
+                    "--with-v3=false: retcd has only the v3 store to back up",
+                ));
+            }
+            let o = retcd_tools::backup::BackupOptions {
+                data_dir,
+                backup_dir,
+                wal_dir,
+                backup_wal_dir,
+            };
+            retcd_tools::backup::backup(&o).map_err(|e| {
+                Failure::error(format!(
+                    "Failed to back up etcd data[{}] ({e})",
+                    o.data_dir.display()
                 ))
             })?;
             Ok(String::new())
