@@ -32,13 +32,13 @@ pub struct Built {
 
 /// Builds `dir/member` (and the WAL in `wal_dir`, else `dir/member/wal`) from `db` for member
 /// `member_id` of the new cluster `members`; every file and directory durable on return.
+/// `progress` is told the bytes of every entry imported.
 pub fn build(
     db: &Db,
     dir: &Path,
     wal_dir: Option<&Path>,
-    members: &[Member],
-    member_id: u64,
-    cluster_id: u64,
+    (members, member_id, cluster_id): (&[Member], u64, u64),
+    progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Built, String> {
     let snap = dir.join("member").join("snap");
     std::fs::create_dir_all(&snap).map_err(|e| format!("{}: {e}", snap.display()))?;
@@ -46,7 +46,9 @@ pub fn build(
         path: snap.join("db"),
     })
     .map_err(|e| e.to_string())?;
-    let imported = mvcc.import_etcd(db).map_err(|e| e.to_string())?;
+    let imported = mvcc
+        .import_etcd_with_progress(db, progress)
+        .map_err(|e| e.to_string())?;
     mvcc.set_local_identity(member_id, cluster_id)
         .map_err(|e| e.to_string())?;
     drop(mvcc);
@@ -140,9 +142,8 @@ pub fn import_etcd_data_dir(cfg: &Config) -> Result<Option<Built>, String> {
         &db,
         &building,
         cfg.dedicated_wal_dir.as_deref(),
-        &members,
-        me.id,
-        cluster_id,
+        (&members, me.id, cluster_id),
+        &|_| {},
     )?;
     std::fs::rename(building.join("member"), &member)
         .map_err(|e| format!("moving the imported data into {}: {e}", member.display()))?;

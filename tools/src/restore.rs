@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use retcd::import::{sibling, sync_dir};
 use retcd_engine::bbolt::{Db, Trailer};
 
-use crate::output::Failure;
+use crate::output::{Failure, Progress};
 
 /// etcdutl's flags of `snapshot restore`.
 #[derive(Debug, Clone)]
@@ -111,14 +111,18 @@ pub fn restore(o: &RestoreOptions) -> Result<Restored, Failure> {
                 .map_err(|e| fail(format!("removing {}: {e}", dir.display())))?;
         }
     }
+    // A progress bar on a terminal: bytes of keys and values imported, of the file's size.
+    let bar = std::sync::Mutex::new(Progress::new(
+        std::fs::metadata(&o.file).map_or(0, |m| m.len()),
+    ));
     let built = retcd::import::build(
         &db,
         &building,
         wal_building.as_deref(),
-        &members,
-        me.id,
-        cluster_id,
+        (&members, me.id, cluster_id),
+        &|n| bar.lock().unwrap_or_else(|e| e.into_inner()).add(n),
     );
+    bar.into_inner().unwrap_or_else(|e| e.into_inner()).finish();
     let (revision, versions) = match built {
         Ok(b) => (b.revision, b.versions),
         Err(e) => {

@@ -172,6 +172,16 @@ fn compacted_revision(db: &bbolt::Db, meta: Option<&bbolt::Bucket>) -> Result<i6
 impl Mvcc {
     /// Imports etcd's `key` and `meta` buckets of `db` into this fresh store (DESIGN.md §7.4).
     pub fn import_etcd(&mut self, db: &bbolt::Db) -> Result<Imported, MvccError> {
+        self.import_etcd_with_progress(db, &|_| {})
+    }
+
+    /// [`Mvcc::import_etcd`], telling `progress` the bytes (keys and values) of every entry read
+    /// (from the scanning thread).
+    pub fn import_etcd_with_progress(
+        &mut self,
+        db: &bbolt::Db,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<Imported, MvccError> {
         if self.rev != 1 || self.applied != (0, 0) || self.compacted != NEVER_COMPACTED {
             return Err(bad(format!(
                 "importing needs a fresh store; this one is at revision {}, applied index {}",
@@ -197,6 +207,7 @@ impl Mvcc {
                 for (i, bucket) in streamed {
                     let mut stopped = false;
                     let r = db.scan_bucket(bucket, &mut |k, v| {
+                        progress((k.len() + v.len()) as u64);
                         let item = convert.entries(i, k, v);
                         let failed = item.is_err();
                         // The install stopped pulling (it failed): stop scanning.
