@@ -21,16 +21,16 @@ fn defrag(s: &Server) -> Output {
     support::run_with_timeout(cmd, None, Duration::from_secs(120)).expect("retcdutl defrag")
 }
 
-#[test]
-fn offline_defrag_shrinks_the_db_and_keeps_the_data() {
-    let mut s = Server::start_in_tempdir(Kind::Retcd);
-    // ~40 MB of values, then most of them deleted and compacted away.
+/// ~40 MB of values under k/, then the first three quarters (k/0…, k/1…, k/2…) deleted and
+/// compacted away: the live keys are the last written, at the end of the file. Returns the
+/// compacted revision.
+fn fill_and_compact(s: &Server) -> i64 {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
-        let mut c = support::connect(&s, Duration::from_secs(10)).await;
+        let mut c = support::connect(s, Duration::from_secs(10)).await;
         let value = vec![b'v'; 10_000];
         for i in 0..4000 {
             c.put(format!("k/{i:04}"), value.clone(), None)
@@ -38,15 +38,21 @@ fn offline_defrag_shrinks_the_db_and_keeps_the_data() {
                 .expect("put");
         }
     });
-    ok(s.etcdctl(&["del", "k/0", "--prefix"]));
-    ok(s.etcdctl(&["del", "k/1", "--prefix"]));
-    ok(s.etcdctl(&["del", "k/2", "--prefix"]));
+    for p in ["k/0", "k/1", "k/2"] {
+        ok(s.etcdctl(&["del", p, "--prefix"]));
+    }
     let rev: serde_json::Value =
         serde_json::from_str(&ok(s.etcdctl(&["get", "k/3999", "-w", "json"]))).unwrap();
     let rev = rev["header"]["revision"].as_i64().unwrap();
     ok(s.etcdctl(&["compaction", "--physical", &rev.to_string()]));
-    let want = ok(s.etcdctl(&["get", "", "--prefix", "-w", "json"]));
-    let want_hash = ok(s.etcdctl(&["endpoint", "hashkv", "-w", "json"]));
+    rev
+}
+
+#[test]
+fn offline_defrag_shrinks_the_db_and_keeps_the_data() {
+    let mut s = Server::start_in_tempdir(Kind::Retcd);
+    let rev = fill_and_compact(&s);
+    let want = support::State::of(&s);
     let db = s.data_dir().join("member/snap/db");
 
     // In use: refused, unchanged.
@@ -80,26 +86,7 @@ fn offline_defrag_shrinks_the_db_and_keeps_the_data() {
     // (The restart replays the WAL past the store's last checkpoint, as etcd replays past its
     // consistent index.)
     s.start_again();
-    let strip = |j: &str| {
-        let mut v: serde_json::Value = serde_json::from_str(j).unwrap();
-        v["header"]["raft_term"] = serde_json::Value::Null;
-        v
-    };
-    assert_eq!(
-        strip(&ok(s.etcdctl(&["get", "", "--prefix", "-w", "json"]))),
-        strip(&want)
-    );
-    let hash = |j: &str| {
-        let v: serde_json::Value = serde_json::from_str(j).unwrap();
-        (
-            v[0]["HashKV"]["hash"].clone(),
-            v[0]["HashKV"]["compact_revision"].clone(),
-        )
-    };
-    assert_eq!(
-        hash(&ok(s.etcdctl(&["endpoint", "hashkv", "-w", "json"]))),
-        hash(&want_hash)
-    );
+    want.assert_same(&s, "after the offline defrag");
     let put: serde_json::Value =
         serde_json::from_str(&ok(s.etcdctl(&["put", "after", "1", "-w", "json"]))).unwrap();
     assert_eq!(put["header"]["revision"].as_i64(), Some(rev + 1));
@@ -117,23 +104,7 @@ fn online_defrag_shrinks_the_db_while_writes_go_on() {
             .enable_all()
             .build()
             .unwrap();
-        rt.block_on(async {
-            let mut c = support::connect(&s, Duration::from_secs(10)).await;
-            let value = vec![b'v'; 10_000];
-            for i in 0..4000 {
-                c.put(format!("k/{i:04}"), value.clone(), None)
-                    .await
-                    .expect("put");
-            }
-        });
-        // The live keys are the last written: at the end of the file.
-        for p in ["k/0", "k/1", "k/2"] {
-            ok(s.etcdctl(&["del", p, "--prefix"]));
-        }
-        let rev: serde_json::Value =
-            serde_json::from_str(&ok(s.etcdctl(&["get", "k/3999", "-w", "json"]))).unwrap();
-        let rev = rev["header"]["revision"].as_i64().unwrap().to_string();
-        ok(s.etcdctl(&["compaction", "--physical", &rev]));
+        fill_and_compact(&s);
         // HashKV takes revisions above the compacted one.
         let rev: serde_json::Value =
             serde_json::from_str(&ok(s.etcdctl(&["put", "m", "1", "-w", "json"]))).unwrap();

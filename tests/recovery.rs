@@ -959,6 +959,27 @@ fn wal_segments_roll_and_release_across_crashes() {
     );
 }
 
+/// Runs a one-member retcd on `data_dir` with these client and peer URLs until it exits (it is
+/// expected to be refused at start).
+fn second_retcd(data_dir: &Path, client: &str, peer: &str) -> support::Output {
+    let mut cmd = std::process::Command::new(support::Kind::Retcd.binary());
+    cmd.args(["--data-dir", data_dir.to_str().unwrap()]);
+    cmd.args([
+        "--listen-client-urls",
+        client,
+        "--advertise-client-urls",
+        client,
+    ]);
+    cmd.args([
+        "--listen-peer-urls",
+        peer,
+        "--initial-advertise-peer-urls",
+        peer,
+    ]);
+    cmd.args(["--initial-cluster", &format!("default={peer}")]);
+    support::run_with_timeout(cmd, None, Duration::from_secs(20)).unwrap()
+}
+
 /// A second retcd on a data dir another retcd is using is refused at start with a clear error,
 /// and the first goes on serving (etcd and bbolt lock theirs too).
 #[test]
@@ -968,22 +989,7 @@ fn a_data_dir_in_use_is_refused() {
     let ports = support::free_ports(2);
     let client = format!("http://127.0.0.1:{}", ports[0]);
     let peer = format!("http://127.0.0.1:{}", ports[1]);
-    let mut cmd = std::process::Command::new(support::Kind::Retcd.binary());
-    cmd.args([
-        "--data-dir",
-        first.data_dir().to_str().unwrap(),
-        "--listen-client-urls",
-        &client,
-        "--advertise-client-urls",
-        &client,
-        "--listen-peer-urls",
-        &peer,
-        "--initial-advertise-peer-urls",
-        &peer,
-        "--initial-cluster",
-        &format!("default={peer}"),
-    ]);
-    let out = support::run_with_timeout(cmd, None, Duration::from_secs(20)).unwrap();
+    let out = second_retcd(first.data_dir(), &client, &peer);
     assert!(!out.success(), "a second retcd started: {}", out.stderr);
     assert!(
         out.stderr.contains("in use by another process"),
@@ -1011,22 +1017,7 @@ fn a_port_in_use_is_refused() {
             let dir = tempdir("second");
             let client = format!("http://127.0.0.1:{client}");
             let peer = format!("http://127.0.0.1:{peer}");
-            let mut cmd = std::process::Command::new(support::Kind::Retcd.binary());
-            cmd.args([
-                "--data-dir",
-                dir.path().join("data").to_str().unwrap(),
-                "--listen-client-urls",
-                &client,
-                "--advertise-client-urls",
-                &client,
-                "--listen-peer-urls",
-                &peer,
-                "--initial-advertise-peer-urls",
-                &peer,
-                "--initial-cluster",
-                &format!("default={peer}"),
-            ]);
-            let out = support::run_with_timeout(cmd, None, Duration::from_secs(20)).unwrap();
+            let out = second_retcd(&dir.path().join("data"), &client, &peer);
             assert!(!out.success(), "a second member started: {}", out.stderr);
             assert!(
                 out.stderr.contains("Address already in use"),

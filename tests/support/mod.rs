@@ -1469,3 +1469,53 @@ pub fn auth_setup_commands(root_pw: &str, alice_pw: &str) -> Vec<Vec<String>> {
     .map(|c| c.iter().map(|a| a.to_string()).collect())
     .collect()
 }
+
+/// What a server's state looks like to etcdctl: `get "" --prefix -w json` and `endpoint hashkv
+/// -w json`, taken before a change that must keep it ([`State::assert_same`]).
+pub struct State {
+    get: String,
+    hashkv: String,
+}
+
+impl State {
+    pub fn of(s: &Server) -> State {
+        let run = |args: &[&str]| {
+            let o = s.etcdctl(args);
+            assert!(o.success(), "{o:?}");
+            o.stdout
+        };
+        State {
+            get: run(&["get", "", "--prefix", "-w", "json"]),
+            hashkv: run(&["endpoint", "hashkv", "-w", "json"]),
+        }
+    }
+
+    /// The header's revision of the `get`.
+    pub fn revision(&self) -> i64 {
+        let v: serde_json::Value = serde_json::from_str(&self.get).unwrap();
+        v["header"]["revision"].as_i64().unwrap()
+    }
+
+    /// `s` holds the same keys, values, revisions (the term aside: a restart moves it) and the
+    /// same HashKV and compact revision.
+    pub fn assert_same(&self, s: &Server, when: &str) {
+        let now = State::of(s);
+        let strip = |j: &str| {
+            let mut v: serde_json::Value = serde_json::from_str(j).unwrap();
+            v["header"]["raft_term"] = serde_json::Value::Null;
+            v
+        };
+        assert!(
+            strip(&now.get) == strip(&self.get),
+            "{when}: the keys differ"
+        );
+        let hash = |j: &str| {
+            let v: serde_json::Value = serde_json::from_str(j).unwrap();
+            (
+                v[0]["HashKV"]["hash"].clone(),
+                v[0]["HashKV"]["compact_revision"].clone(),
+            )
+        };
+        assert_eq!(hash(&now.hashkv), hash(&self.hashkv), "{when}: HashKV");
+    }
+}
