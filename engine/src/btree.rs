@@ -1202,11 +1202,11 @@ impl<'s> WriteTxn<'s> {
     }
 
     /// Online defragmentation's step (DESIGN.md §3.5): visits at most `max_visit` leaves in key
-    /// order from the one covering `from`, and copies into this transaction every path to a
-    /// leaf that lies at or above page `limit` or under a branch that does — at most `max_move`
-    /// leaves — so that the commit writes those nodes again, on the lowest free pages. Nothing
-    /// changes in the tree's content. Returns where the next step starts (`None`: the last leaf
-    /// was visited) and the number of leaves moved.
+    /// order from the one covering `from`, and copies into this transaction the path to every
+    /// leaf that lies at or above page `limit`, and one path through every branch that does —
+    /// at most `max_move` paths — so that the commit writes those nodes again, on the lowest
+    /// free pages. Nothing changes in the tree's content. Returns where the next step starts
+    /// (`None`: the last leaf was visited) and the number of paths copied.
     ///
     /// Call it first in a transaction (it walks the committed tree).
     pub fn relocate(
@@ -1224,27 +1224,33 @@ impl<'s> WriteTxn<'s> {
         let map = self.store.map.clone();
         let (hw, path) = (self.store.high_water, self.store.shared.path.clone());
         let view = |id: u64| map.view(hw, id, &path);
-        // Branches on the way down: (node, next child to visit, it or an ancestor lies high).
+        // Branches on the way down: (node, next child to visit, it lies high and no path through
+        // it is copied yet). One copied path rewrites every branch on it: moving all the leaves
+        // under a high branch would rewrite the whole subtree for nothing.
         let mut stack: Vec<(PageView<'_>, usize, bool)> = Vec::new();
         let mut moves: Vec<Vec<u8>> = Vec::new();
-        let (mut visited, mut next) = (0usize, Some((root, false)));
+        let (mut visited, mut next) = (0usize, Some(root));
         let mut seek = Some(from);
-        while let Some((mut id, mut high)) = next.take() {
+        while let Some(mut id) = next.take() {
             // Down to a leaf: toward `from` the first time, leftmost after.
             let leaf = loop {
                 let v = view(id)?;
-                high |= id + v.pages() > limit;
+                let high = id + v.pages() > limit;
                 if v.kind() != KIND_BRANCH {
-                    break v;
+                    break (v, high);
                 }
                 let i = seek.map_or(0, |k| NodeRef::Page(v).child_index(k));
                 id = v.child(i);
                 stack.push((v, i + 1, high));
             };
+            let (leaf, high) = leaf;
             seek = None;
             visited += 1;
-            if high && leaf.count() > 0 {
+            if (high || stack.iter().any(|b| b.2)) && leaf.count() > 0 {
                 moves.push(leaf.key(0).to_vec());
+                for b in &mut stack {
+                    b.2 = false;
+                }
             }
             if visited >= max_visit || moves.len() >= max_move {
                 if leaf.count() == 0 {
@@ -1258,9 +1264,9 @@ impl<'s> WriteTxn<'s> {
                 return Ok((Some(after), moves.len()));
             }
             // The next leaf: the next child of the deepest branch that has one.
-            while let Some((b, i, h)) = stack.last_mut() {
+            while let Some((b, i, _)) = stack.last_mut() {
                 if *i < b.count() {
-                    next = Some((b.child(*i), *h));
+                    next = Some(b.child(*i));
                     *i += 1;
                     break;
                 }

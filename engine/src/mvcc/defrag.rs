@@ -23,8 +23,15 @@ const MOVE: usize = 512;
 /// Passes over the whole tree before the defragmentation settles for what it has.
 const MAX_PASSES: u32 = 4;
 
-/// Checkpoints waited for in all, for free pages below the limit to become reusable.
+/// Checkpoints waited for in a row, for free pages below the limit to become reusable (a long
+/// reader keeps them pending).
 const MAX_WAITS: u32 = 16;
+
+/// Pages one moved path may take: the leaf and the branches above it (a tree of 5 levels holds
+/// far more than a db's worth of 4 KiB pages). A step moves no more paths than the reusable
+/// pages below the limit cover at this rate, so that its commit writes no node above the limit
+/// (one that did would be moved again by the next step, and so on).
+const PATH_PAGES: usize = 6;
 
 /// What the caller does next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,9 +115,7 @@ impl Mvcc {
             d.phase = Phase::Release;
             return Ok(DefragNext::Checkpoint);
         }
-        // A moved leaf takes a page, and the branches above it a few more (shared with its
-        // neighbours): half the free pages below the limit bounds one step.
-        let room = self.store.reusable_below(d.limit) / 2;
+        let room = (self.store.reusable_below(d.limit) / PATH_PAGES).saturating_sub(1);
         if room == 0 {
             // The pages the steps freed below the limit are reusable after a checkpoint.
             d.waits += 1;
@@ -129,6 +134,9 @@ impl Mvcc {
         }
         d.moved_in_pass += moved;
         d.moved += moved as u64;
+        if moved > 0 {
+            d.waits = 0;
+        }
         match next {
             Some(from) => {
                 d.from = from;
@@ -149,9 +157,7 @@ impl Mvcc {
     pub fn defrag_checkpointed(&mut self, d: &mut Defrag) -> Result<DefragNext, MvccError> {
         match d.phase {
             Phase::Settle => {
-                // Slack for the free list and for what writes allocate meanwhile.
-                let in_use = self.pages_in_use();
-                d.limit = in_use + in_use / 32 + 8;
+                d.limit = self.defrag_limit();
                 d.phase = Phase::Move;
                 d.next_pass();
                 Ok(DefragNext::Step)
@@ -164,7 +170,10 @@ impl Mvcc {
             Phase::Trim => {
                 // Writes during the passes may have taken pages above the limit again: another
                 // pass, while passes are left.
-                if self.store.high_water() > d.limit + d.limit / 32 && d.passes < MAX_PASSES {
+                // The limit follows what the writes added.
+                let limit = self.defrag_limit();
+                if self.store.high_water() > limit + limit / 32 && d.passes < MAX_PASSES {
+                    d.limit = limit;
                     d.phase = Phase::Move;
                     d.next_pass();
                     return Ok(DefragNext::Step);
@@ -173,6 +182,13 @@ impl Mvcc {
                 Ok(DefragNext::Done { file_len })
             }
         }
+    }
+
+    /// The pages in use now, plus slack for the free list, for the paths a step moves and for
+    /// what writes allocate meanwhile.
+    fn defrag_limit(&self) -> u64 {
+        let in_use = self.pages_in_use();
+        in_use + in_use / 32 + 64
     }
 
     /// Cuts the db file to the pages in use (after a checkpoint); returns its new length.
