@@ -176,6 +176,13 @@ fn procedures(kind: Kind) {
         "every member started: {list}"
     );
 
+    // The seed's procedure 1: a member's snap and wal moved away; restarted with
+    // --initial-cluster-state existing, it joins again as itself and catches up. (retcd only:
+    // etcd 3.4 refuses the member's --initial-cluster, which still names the removed member.)
+    if kind == Kind::Retcd {
+        procedure_1(&mut c, victim, all);
+    }
+
     // A member whose data dir is lost: started again as it was, it is refused; removed, added
     // again and started with an empty data dir, it catches up.
     let lost = c
@@ -208,6 +215,32 @@ fn procedures(kind: Kind) {
     let rows = table_rows(&health);
     assert_eq!(rows.len(), 3, "{health}");
     assert!(rows.iter().all(|r| r[1] == "true"), "{health}");
+}
+
+/// The seed's procedure 1 on a running follower (not `victim`, which is down).
+fn procedure_1(c: &mut Cluster, victim: usize, all: &str) {
+    let leader = c.leader();
+    let moved = (0..c.members.len())
+        .find(|&i| i != victim && i != leader && c.members[i].is_running())
+        .expect("a running follower");
+    c.members[moved].stop();
+    let member_dir = c.members[moved].data_dir().join("member");
+    let aside = c.members[moved].dir().join("moved-away");
+    std::fs::create_dir_all(&aside).unwrap();
+    for d in ["snap", "wal"] {
+        std::fs::rename(member_dir.join(d), aside.join(d)).unwrap();
+    }
+    c.members[moved].set_cluster_state("existing");
+    c.members[moved].spawn_member();
+    // The leader believes the member holds what it held: only its next append finds the log
+    // gone (and sends a snapshot), so one write goes through the leader first.
+    ok(c.members[leader].etcdctl(&["put", "p1", "after"]));
+    c.members[moved].wait_member_ready();
+    ok(c.members[leader].etcdctl(&["del", "p1"]));
+    // Its flags as they were, for what follows.
+    c.members[moved].set_cluster_state("new");
+    assert_eq!(ok(c.members[moved].etcdctl(&["get", "k", "--prefix"])), all);
+    assert_same_data(c, all);
 }
 
 #[test]

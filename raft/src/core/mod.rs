@@ -305,12 +305,27 @@ impl Core {
     /// member cannot take it, a late answer from a peer that left, a message type peers do not
     /// send) is dropped: the proposer's waiter times out, as a lost message would make it. Only a
     /// storage error stops the member.
-    pub fn step(&mut self, m: Message) -> Result<(), CoreError> {
+    pub fn step(&mut self, mut m: Message) -> Result<(), CoreError> {
         // raft-rs treats an empty proposal as a bug of the caller (it panics); from the network
         // it is just a bad message.
         if m.get_msg_type() == raft::prelude::MessageType::MsgPropose && m.entries.is_empty() {
             tracing::warn!(from = m.from, "dropped an empty forwarded proposal");
             return Ok(());
+        }
+        // A member that lost its log and joined again as itself (its snap and wal moved away,
+        // started with --initial-cluster-state existing) gets heartbeats committing what the
+        // leader remembers it held; raft-rs panics on a commit index past the log. Committing
+        // only what the log holds is what a follower may do anyway; the leader then finds the
+        // log behind from the answers and sends the entries (or a snapshot).
+        let last = self.raw.raft.raft_log.last_index();
+        if m.get_msg_type() == raft::prelude::MessageType::MsgHeartbeat && m.commit > last {
+            tracing::warn!(
+                from = m.from,
+                commit = m.commit,
+                last_index = last,
+                "a heartbeat commits past this member's log (its log was lost?); committing only what it holds"
+            );
+            m.commit = last;
         }
         match self.raw.step(m) {
             Ok(()) => Ok(()),
