@@ -81,6 +81,9 @@ pub fn copy_live(old: &Mvcc, to: &Path) -> Result<u64, String> {
             .map_err(|e| e.to_string())?;
     }
     new.sync().map_err(|e| e.to_string())?;
+    // The durable commit dropped the free pages at the end (the install's last batches free
+    // what the earlier ones wrote beside): the file is cut to what it holds.
+    new.shrink_file().map_err(|e| e.to_string())?;
     drop(new);
     bar.finish();
     Ok(std::fs::metadata(to)
