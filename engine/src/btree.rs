@@ -1068,11 +1068,6 @@ impl PageStore {
         Ok(self.file_len)
     }
 
-    /// The file's length in bytes (grown in steps of 16 MiB ahead of the high-water mark).
-    pub fn file_len(&self) -> u64 {
-        self.file_len
-    }
-
     /// Pages below `limit` that can be handed out now.
     pub fn reusable_below(&self, limit: u64) -> usize {
         self.free.range(..limit).count()

@@ -1292,14 +1292,6 @@ impl Mvcc {
     pub fn pages_in_use(&self) -> u64 {
         self.store.high_water() - self.store.free_pages() as u64
     }
-    /// The high-water mark in pages (see [`btree::PageStore::high_water`]).
-    pub fn high_water(&self) -> u64 {
-        self.store.high_water()
-    }
-    /// The db file's length in bytes.
-    pub fn file_len(&self) -> u64 {
-        self.store.file_len()
-    }
 
     /// The stored membership (raft/'s encoding), if any entry or bootstrap stored one.
     pub fn membership(&self) -> Result<Option<Vec<u8>>, MvccError> {
