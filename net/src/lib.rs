@@ -11,7 +11,11 @@ pub mod authority;
 #[cfg(feature = "server")]
 pub mod cluster;
 #[cfg(feature = "server")]
+pub mod concurrency;
+#[cfg(feature = "server")]
 pub mod context;
+#[cfg(feature = "server")]
+pub mod election;
 pub mod errors;
 #[cfg(feature = "server")]
 pub mod grpc_limit;
@@ -25,6 +29,8 @@ pub mod kv;
 pub mod learner;
 #[cfg(feature = "server")]
 pub mod lease;
+#[cfg(feature = "server")]
+pub mod lock;
 #[cfg(feature = "server")]
 pub mod maintenance;
 pub mod pb;
@@ -73,7 +79,17 @@ pub fn routes(ctx: std::sync::Arc<context::Ctx>) -> tonic::service::Routes {
         status.clone(),
     ))
     .add_service(LearnerGuard::new(
-        pb::etcdserverpb::auth_server::AuthServer::new(auth::AuthService::new(ctx))
+        pb::etcdserverpb::auth_server::AuthServer::new(auth::AuthService::new(ctx.clone()))
+            .max_decoding_message_size(limit),
+        status.clone(),
+    ))
+    .add_service(LearnerGuard::new(
+        pb::v3lockpb::lock_server::LockServer::new(lock::LockService::new(ctx.clone()))
+            .max_decoding_message_size(limit),
+        status.clone(),
+    ))
+    .add_service(LearnerGuard::new(
+        pb::v3electionpb::election_server::ElectionServer::new(election::ElectionService::new(ctx))
             .max_decoding_message_size(limit),
         status,
     ))

@@ -170,6 +170,37 @@ impl Watch for WatchService {
         &self,
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let (metadata, extensions, mut requests) = request.into_parts();
+        let local = LocalWatch::open(self.ctx.clone(), metadata, extensions)?;
+        let req_tx = local.requests.clone();
+        runtime::spawn_local(async move {
+            loop {
+                let m = requests.message().await;
+                let last = !matches!(m, Ok(Some(_)));
+                if req_tx.send_async(m).await.is_err() || last {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(local.responses))
+    }
+}
+
+/// A watch stream opened inside the server (Lock, Election, the JSON gateway): the same task,
+/// queues and bounds as a gRPC client's stream, with the caller's metadata and connection
+/// attributes for its permission checks. Dropping it ends the stream's task.
+pub struct LocalWatch {
+    requests: flume::Sender<Result<Option<WatchRequest>, Status>>,
+    responses: Pin<Box<dyn Stream<Item = Outgoing> + Send>>,
+}
+
+impl LocalWatch {
+    /// Starts a stream's task on this core.
+    pub fn open(
+        ctx: Arc<Ctx>,
+        metadata: tonic::metadata::MetadataMap,
+        extensions: tonic::Extensions,
+    ) -> Result<LocalWatch, Status> {
         let Some(feed) = StreamFeed::register() else {
             return Err(Status::unavailable(
                 "retcd: the watch feed does not run on this core",
@@ -185,10 +216,11 @@ impl Watch for WatchService {
             }
             r
         });
+        let (requests, req_rx) = flume::bounded(REQUEST_DEPTH);
         let stream = WatchStreamTask {
-            metadata: request.metadata().clone(),
-            extensions: request.extensions().clone(),
-            ctx: self.ctx.clone(),
+            metadata,
+            extensions,
+            ctx,
             out,
             buffered,
             drained,
@@ -199,8 +231,24 @@ impl Watch for WatchService {
             unsynced: 0,
             progress_pending: None,
         };
-        runtime::spawn_local(stream.run(feed, request.into_inner()));
-        Ok(Response::new(Box::pin(responses)))
+        runtime::spawn_local(stream.run(feed, req_rx));
+        Ok(LocalWatch {
+            requests,
+            responses: Box::pin(responses),
+        })
+    }
+
+    /// Sends one request; `Err` once the stream's task ended.
+    pub async fn send(&mut self, req: WatchRequest) -> Result<(), Status> {
+        self.requests
+            .send_async(Ok(Some(req)))
+            .await
+            .map_err(|_| Status::cancelled("retcd: the watch stream ended"))
+    }
+
+    /// The next response; `None` once the stream's task ended.
+    pub async fn next(&mut self) -> Option<Outgoing> {
+        self.responses.next().await
     }
 }
 
@@ -290,17 +338,11 @@ fn event_pb(ev: &Event, with_prev: bool) -> mvccpb::Event {
 }
 
 impl WatchStreamTask {
-    async fn run(mut self, feed: StreamFeed, mut requests: Streaming<WatchRequest>) {
-        let (req_tx, req_rx) = flume::bounded(REQUEST_DEPTH);
-        runtime::spawn_local(async move {
-            loop {
-                let m = requests.message().await;
-                let last = !matches!(m, Ok(Some(_)));
-                if req_tx.send_async(m).await.is_err() || last {
-                    break;
-                }
-            }
-        });
+    async fn run(
+        mut self,
+        feed: StreamFeed,
+        req_rx: flume::Receiver<Result<Option<WatchRequest>, Status>>,
+    ) {
         let interval = self
             .ctx
             .watch_progress_notify_interval
