@@ -26,7 +26,7 @@ use retcd_raft::sequencer::{Sequencer, SequencerOptions};
 use tracing::{error, info, warn};
 
 use retcd::config::{self, AuthTokenConfig, Config, LogOutput, Parsed};
-use retcd::{identity, transport};
+use retcd::{identity, stop, systemd, transport};
 
 /// Event batches queued per core before the core is marked lagged.
 const FEED_DEPTH: usize = 1024;
@@ -99,6 +99,8 @@ fn init_logging(cfg: &Config) -> std::io::Result<()> {
 }
 
 fn run(mut cfg: Config) -> Result<(), String> {
+    // Before any thread starts: every thread inherits the blocked signals, one waits for them.
+    let signals = stop::watch_signals().map_err(|e| format!("cannot handle signals: {e}"))?;
     // Storage paths are absolute from here on (io_uring opens are not relative to the cwd).
     let cwd =
         std::env::current_dir().map_err(|e| format!("cannot read the current directory: {e}"))?;
@@ -153,7 +155,8 @@ fn run(mut cfg: Config) -> Result<(), String> {
     seq_opts.election_ticks = cfg.election_ticks() as usize;
     seq_opts.initial_election_tick_advance = cfg.initial_election_tick_advance;
     // etcd's request timeout: 5 s plus two election timeouts.
-    seq_opts.request_timeout = std::time::Duration::from_secs(5) + 2 * cfg.election_timeout;
+    let seq_opts_request_timeout = std::time::Duration::from_secs(5) + 2 * cfg.election_timeout;
+    seq_opts.request_timeout = seq_opts_request_timeout;
     seq_opts.bootstrap = identity.bootstrap;
     seq_opts.snapshot_count = cfg.snapshot_count;
     seq_opts.catch_up_entries = cfg.snapshot_catchup_entries;
@@ -230,6 +233,9 @@ fn run(mut cfg: Config) -> Result<(), String> {
         auth,
         passwords,
     });
+    let stop_proposer = ctx.proposer.clone();
+    let stop_status = ctx.status.clone();
+    let request_timeout = seq_opts_request_timeout;
     let serve_opts = ServeOptions {
         listen: client_listen,
         max_recv_bytes: cfg.max_request_bytes + (512 << 10),
@@ -307,6 +313,7 @@ fn run(mut cfg: Config) -> Result<(), String> {
                     "peer",
                     listeners,
                     routes,
+                    retcd_net::http::HttpApi::Peer,
                     peer_max_bytes,
                     std::future::pending(),
                 )
@@ -316,9 +323,11 @@ fn run(mut cfg: Config) -> Result<(), String> {
                 if go_rx.recv_async().await.is_err() {
                     return;
                 }
-                let routes = retcd_net::routes(ctx);
+                let routes = retcd_net::routes(ctx.clone());
+                let http = retcd_net::http::HttpApi::Client(ctx);
                 if let Err(e) =
-                    retcd_net::serve::serve(serve_opts, core, routes, std::future::pending()).await
+                    retcd_net::serve::serve(serve_opts, core, routes, http, std::future::pending())
+                        .await
                 {
                     let _ = fail_tx.send(format!("core {core}: {e}"));
                 }
@@ -337,9 +346,19 @@ fn run(mut cfg: Config) -> Result<(), String> {
         return Err(msg);
     }
     info!(client_urls = ?cfg.listen_client_urls.iter().map(|u| u.to_string()).collect::<Vec<_>>(), "ready to serve client requests");
-    match fail_rx.recv() {
+    match systemd::notify("READY=1") {
+        Ok(true) => info!("notified systemd of readiness"),
+        Ok(false) => {}
+        Err(e) => warn!(error = %e, "cannot notify systemd of readiness"),
+    }
+    let next = flume::Selector::new()
+        .recv(&fail_rx, |m| m.map_err(|_| None))
+        .recv(signals.take_over(), |s| Err(s.ok()))
+        .wait();
+    match next {
         Ok(msg) => Err(msg),
-        Err(_) => {
+        Err(Some(signal)) => stop::on_signal(signal, &stop_proposer, &stop_status, request_timeout),
+        Err(None) => {
             started.join().map_err(|e| e.to_string())?;
             Ok(())
         }

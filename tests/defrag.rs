@@ -290,8 +290,11 @@ fn a_defrag_during_a_snapshot_stream_answers_and_the_snapshot_holds() {
         .expect("retcdutl snapshot restore");
     assert!(restore.status.success(), "the sha256 holds: {restore:?}");
 
-    // The member serves as before; with the stream gone the file shrinks.
+    // The member serves as before; with the stream gone (its writer's read view released) the
+    // file shrinks.
     assert_eq!(hash_at(&rev), want_hash);
+    let pid = s.pid().expect("running");
+    assert_eq!(support::wait_threads(pid, "retcd-snapshot", 0), 0);
     ok(s.etcdctl(&["defrag", "--command-timeout=60s"]));
     let (size, in_use) = db_size();
     assert!(

@@ -32,8 +32,6 @@ use support::{Kind, Server, connect, start_both};
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 /// Bound of a whole test body.
 const TEST_TIMEOUT: Duration = Duration::from_secs(240);
-/// Bound of waiting for the writer's thread to end after a cancel.
-const THREAD_GONE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Lease ids chosen by the client, so both servers store the same ids.
 const LEASE_A: i64 = 0x1234_5678_9abc;
 const LEASE_B: i64 = 7;
@@ -451,28 +449,6 @@ fn restored_into_real_etcd_answers_as_retcd() {
     retcd.stop();
 }
 
-/// The threads of process `pid` named `name`.
-fn threads_named(pid: u32, name: &str) -> usize {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
-    };
-    tasks
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-        .filter(|c| c.trim_end() == name)
-        .count()
-}
-
-fn wait_threads(pid: u32, name: &str, want: usize) -> usize {
-    let deadline = Instant::now() + THREAD_GONE_TIMEOUT;
-    loop {
-        let n = threads_named(pid, name);
-        if n == want || Instant::now() >= deadline {
-            return n;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Fills `c` with `txns` txns of 100 puts of 2 KiB each (~200 KiB per txn).
 async fn fill(c: &mut Client, txns: usize) {
     let value = vec![b'v'; 2048];
@@ -505,15 +481,17 @@ fn a_cancelled_stream_ends_the_writer_and_the_server_serves_on() {
             assert_eq!(first.blob().len(), CHUNK);
             assert!(first.remaining_bytes() > 4 << 20);
             assert_eq!(
-                threads_named(pid, "retcd-snapshot"),
+                support::threads_named(pid, "retcd-snapshot"),
                 1,
                 "the writer waits for the client"
             );
             drop(stream);
             drop(c);
-            let left = tokio::task::spawn_blocking(move || wait_threads(pid, "retcd-snapshot", 0))
-                .await
-                .expect("join");
+            let left = tokio::task::spawn_blocking(move || {
+                support::wait_threads(pid, "retcd-snapshot", 0)
+            })
+            .await
+            .expect("join");
             assert_eq!(left, 0, "the writer's thread ended after the cancel");
             let log = retcd.log_since(log_start);
             assert!(

@@ -55,6 +55,7 @@ use tonic::service::Routes;
 
 use crate::authority::AuthorityFront;
 use crate::grpc_limit::GrpcLimit;
+use crate::http::HttpApi;
 
 /// Streams one client connection may have open at once (etcd's default is unlimited; clients
 /// multiplex watches and concurrent requests over few connections).
@@ -269,10 +270,19 @@ pub async fn serve(
     opts: ServeOptions,
     core: usize,
     routes: Routes,
+    http: HttpApi,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let listeners = listeners(&opts.listen, core)?;
-    serve_listeners("client", listeners, routes, opts.max_recv_bytes, shutdown).await;
+    serve_listeners(
+        "client",
+        listeners,
+        routes,
+        http,
+        opts.max_recv_bytes,
+        shutdown,
+    )
+    .await;
     Ok(())
 }
 
@@ -290,10 +300,14 @@ pub async fn serve_listeners(
     kind: &'static str,
     listeners: Vec<(TcpListener, Security)>,
     routes: Routes,
+    http: HttpApi,
     max_recv_bytes: usize,
     shutdown: impl Future<Output = ()>,
 ) {
-    let service = GrpcLimit::new(routes.prepare(), max_recv_bytes);
+    let service = Services {
+        grpc: GrpcLimit::new(routes.prepare(), max_recv_bytes),
+        http,
+    };
     let builder = Rc::new(http2_builder());
     // Dropping `stop_tx` tells every accept loop and connection to stop.
     let (stop_tx, stop_rx) = flume::bounded::<()>(1);
@@ -330,6 +344,13 @@ pub async fn serve_listeners(
     }
 }
 
+/// What a listener's connections are served: gRPC over HTTP/2, the rest over HTTP/1.1.
+#[derive(Clone)]
+struct Services {
+    grpc: GrpcLimit,
+    http: HttpApi,
+}
+
 /// hyper's HTTP/2 server settings for gRPC.
 fn http2_builder() -> http2::Builder<LocalExec> {
     let mut builder = http2::Builder::new(LocalExec);
@@ -346,7 +367,7 @@ async fn accept_loop(
     kind: &'static str,
     listener: TcpListener,
     security: Security,
-    service: GrpcLimit,
+    service: Services,
     builder: Rc<http2::Builder<LocalExec>>,
     stop: flume::Receiver<()>,
     live: flume::Sender<()>,
@@ -401,7 +422,7 @@ async fn serve_connection(
     kind: &'static str,
     stream: TcpStream,
     security: Security,
-    service: GrpcLimit,
+    service: Services,
     builder: Rc<http2::Builder<LocalExec>>,
     stop: flume::Receiver<()>,
     _live: flume::Sender<()>,
@@ -443,7 +464,11 @@ async fn serve_connection(
                 .and_then(|c| c.first())
                 .and_then(crate::tls::common_name);
             let io = AuthorityFront::new(TlsIo(tls));
-            serve_http(io, service.with_common_name(cn), builder, &stop, peer).await;
+            let service = Services {
+                grpc: service.grpc.with_common_name(cn),
+                http: service.http,
+            };
+            serve_http(io, service, builder, &stop, peer).await;
         }
         Some(Err(e)) => log_rejected(kind, peer, &e.to_string()),
         None => log_rejected(kind, peer, "TLS handshake timed out"),
@@ -455,7 +480,7 @@ async fn serve_connection(
 /// dropped.
 async fn serve_http<IO>(
     mut io: AuthorityFront<IO>,
-    service: GrpcLimit,
+    service: Services,
     builder: Rc<http2::Builder<LocalExec>>,
     stop: &flume::Receiver<()>,
     peer: Option<SocketAddr>,
@@ -464,12 +489,16 @@ async fn serve_http<IO>(
 {
     match within(TLS_HANDSHAKE_TIMEOUT, stop, io.is_http2()).await {
         Some(Ok(true)) => {
-            let conn = builder.serve_connection(io, service);
+            let conn = builder.serve_connection(io, service.grpc);
             drive(conn, |c| c.graceful_shutdown(), stop, peer).await;
         }
         Some(Ok(false)) => {
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(io, hyper::service::service_fn(crate::http::handle));
+            let conn = hyper::server::conn::http1::Builder::new().serve_connection(
+                io,
+                hyper::service::service_fn(move |req| {
+                    crate::http::handle(service.http.clone(), req)
+                }),
+            );
             drive(conn, |c| c.graceful_shutdown(), stop, peer).await;
         }
         Some(Err(e)) => {

@@ -181,6 +181,7 @@ async fn grpc_on_two_reuseport_cores() {
                 "client",
                 vec![(listener, Security::plain())],
                 routes(core, MAX_RECV_BYTES),
+                retcd_net::http::HttpApi::Peer,
                 MAX_RECV_BYTES,
                 stop,
             )
@@ -332,6 +333,7 @@ async fn oversized_message_refused_like_grpc_go() {
                 "client",
                 vec![(listener, Security::plain())],
                 routes(0, 2 * MAX_RECV_BYTES),
+                retcd_net::http::HttpApi::Peer,
                 MAX_RECV_BYTES,
                 stop,
             )
@@ -449,6 +451,13 @@ fn serve_returns_after_shutdown() {
         max_recv_bytes: MAX_RECV_BYTES,
     };
     let started = Instant::now();
-    runtime::block_on_local(serve(opts, 0, routes(0, MAX_RECV_BYTES), async {})).unwrap();
+    runtime::block_on_local(serve(
+        opts,
+        0,
+        routes(0, MAX_RECV_BYTES),
+        retcd_net::http::HttpApi::Peer,
+        async {},
+    ))
+    .unwrap();
     assert!(started.elapsed() < Duration::from_secs(1));
 }

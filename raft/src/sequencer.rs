@@ -143,6 +143,10 @@ pub enum Input {
     },
     /// Maintenance.Defragment of this member's page store: answered when it ends.
     Defragment(DoneReply),
+    /// A page-store checkpoint of everything applied so far (a graceful stop's, so that the
+    /// db file alone holds the state, as etcd's backend commit on close): answered when a
+    /// checkpoint begun after the request is durable.
+    Checkpoint(DoneReply),
 }
 
 /// What the peer transport serves: the outboxes of peers and the snapshots to stream.
@@ -233,6 +237,11 @@ impl Proposer {
     /// it is done.
     pub async fn defragment(&self) -> Result<(), ProposeError> {
         self.ask(Input::Defragment).await
+    }
+
+    /// Checkpoints the page store (see [`Input::Checkpoint`]); returns when it is durable.
+    pub async fn checkpoint(&self) -> Result<(), ProposeError> {
+        self.ask(Input::Checkpoint).await
     }
 
     /// Hands leadership to `to` (this member must lead); returns once `to` leads.
@@ -562,6 +571,11 @@ pub(crate) fn serve_input(
         },
         Input::SnapshotSent { to, ok } => core.report_snapshot(to, ok),
         Input::Defragment(reply) => core.defragment(reply),
+        // The sequencer's loop schedules checkpoints (`Sequencer::run`); without one (the
+        // simulator) there is no page store to make durable.
+        Input::Checkpoint(reply) => {
+            let _ = reply.send(Ok(()));
+        }
     }
     Ok(())
 }
@@ -693,6 +707,10 @@ async fn drive(
     // At most one checkpoint in flight; its blocking fdatasyncs run off the core.
     let (done_tx, done_rx) = flume::bounded::<Box<(Checkpoint, Result<(), StoreError>)>>(1);
     let mut checkpointing = false;
+    // Asked for a checkpoint (Input::Checkpoint): those waiting for the next one to begin, and
+    // those waiting for the one in flight to end.
+    let mut checkpoint_asked: Vec<DoneReply> = Vec::new();
+    let mut checkpoint_waiting: Vec<DoneReply> = Vec::new();
     // Leases expire from when this member leads (after its log is replayed): etcd's Promote.
     let mut leading = false;
     // A snapshot received while a checkpoint runs waits for it: installing syncs the page store,
@@ -770,6 +788,7 @@ async fn drive(
         }
         if !checkpointing
             && (core.checkpoint_due()
+                || !checkpoint_asked.is_empty()
                 || core.defrag_wants_checkpoint()
                 || (core.applied_since_checkpoint() > 0
                     && last_checkpoint.elapsed() >= opts.checkpoint_interval))
@@ -785,6 +804,7 @@ async fn drive(
                 let _ = done.send_async(out).await;
             });
             checkpointing = true;
+            checkpoint_waiting.append(&mut checkpoint_asked);
         }
         if core.has_ready() {
             // Stepping a message or an apply produced more work: do it before sleeping.
@@ -865,6 +885,10 @@ async fn drive(
                     let Some(input) = next.take().or_else(|| inputs.try_recv().ok()) else {
                         break;
                     };
+                    if let Input::Checkpoint(reply) = input {
+                        checkpoint_asked.push(reply);
+                        continue;
+                    }
                     if checkpointing && matches!(input, Input::Snapshot(..)) {
                         // A newer snapshot replaces a held one (Raft asks again if needed).
                         held_snapshot = Some(input);
@@ -885,6 +909,9 @@ async fn drive(
                 core.trim_log(index)?;
                 checkpointing = false;
                 last_checkpoint = Instant::now();
+                for reply in checkpoint_waiting.drain(..) {
+                    let _ = reply.send(Ok(()));
+                }
             }
             Event::Lease(call) => {
                 serve_lease_call(core, leases.lessor, call, now);

@@ -1519,3 +1519,29 @@ impl State {
         assert_eq!(hash(&now.hashkv), hash(&self.hashkv), "{when}: HashKV");
     }
 }
+
+/// Bound of waiting for a server's thread to come or go.
+const THREAD_WAIT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The threads of process `pid` named `name`.
+pub fn threads_named(pid: u32, name: &str) -> usize {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|c| c.trim_end() == name)
+        .count()
+}
+
+/// Waits (bounded) until process `pid` has `want` threads named `name`; returns how many it has.
+pub fn wait_threads(pid: u32, name: &str, want: usize) -> usize {
+    let deadline = Instant::now() + THREAD_WAIT_TIMEOUT;
+    loop {
+        let n = threads_named(pid, name);
+        if n == want || Instant::now() >= deadline {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

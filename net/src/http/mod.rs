@@ -1,28 +1,186 @@
-//! The HTTP/1.1 side of the client port: what a client that does not speak HTTP/2 gets, on a
+//! The HTTP/1.1 side of the member's ports: what a client that does not speak HTTP/2 gets, on a
 //! plain address (its first bytes are not the HTTP/2 preface) or a TLS one (it did not
-//! negotiate `h2` by ALPN), as etcd's client port serves HTTP/1.1 next to gRPC. etcd's HTTP
-//! endpoints (/health, /version, /metrics, the /v3 gateway) belong here; until they exist every
-//! path answers 404 with the body of Go's `http.NotFound`, as etcd does for a path it does not
-//! serve.
+//! negotiate `h2` by ALPN), as etcd's ports serve HTTP/1.1 next to gRPC.
 //!
-//! Called by [`crate::serve`] for each such connection; stateless.
+//! - the client port: `/health` (etcd 3.5), `/livez` and `/readyz` (etcd 3.6, [`health`]),
+//!   `/version`;
+//! - the peer port: `/version` (etcd's peer handler serves it too).
+//!
+//! Any other path answers 404 with the body of Go's `http.NotFound`, as etcd does for a path it
+//! does not serve. Responses are written as Go's `net/http` writes etcd's: the same status,
+//! body, `Content-Type` and `X-Content-Type-Options`.
+//!
+//! Called by [`crate::serve`] for each such connection; holds no state of its own.
+
+mod health;
 
 use std::convert::Infallible;
+use std::sync::Arc;
 
-use http::{Request, Response, StatusCode};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+
+use crate::context::Ctx;
+
+/// What one listener serves over HTTP/1.1.
+#[derive(Clone)]
+pub enum HttpApi {
+    /// A client port: every endpoint, answered from the member's state.
+    Client(Arc<Ctx>),
+    /// A peer port: `/version` only.
+    Peer,
+}
 
 /// Answers one HTTP/1.1 request.
-pub async fn handle<B>(_req: Request<B>) -> Result<Response<String>, Infallible> {
-    let mut response = Response::new(String::from("404 page not found\n"));
-    *response.status_mut() = StatusCode::NOT_FOUND;
-    let headers = response.headers_mut();
-    headers.insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+pub async fn handle<B>(api: HttpApi, req: Request<B>) -> Result<Response<String>, Infallible> {
+    let (parts, _body) = req.into_parts();
+    let path = parts.uri.path();
+    let query = Query::parse(parts.uri.query().unwrap_or(""));
+    Ok(match (&api, path) {
+        (_, "/version") => version(&parts.method),
+        (HttpApi::Client(ctx), "/health") => health::health(ctx, &parts.method, &query).await,
+        (HttpApi::Client(ctx), p) => match health::Probe::of(p) {
+            Some(probe) => probe.answer(ctx, &parts.method, &query).await,
+            None => not_found(),
+        },
+        (HttpApi::Peer, _) => not_found(),
+    })
+}
+
+/// etcd's `/version`: the server's and the cluster's version.
+fn version(method: &Method) -> Response<String> {
+    if method != Method::GET {
+        return method_not_allowed();
+    }
+    let v = crate::maintenance::ETCD_API_VERSION;
+    let mut r = Response::new(format!(
+        "{{\"etcdserver\":\"{v}\",\"etcdcluster\":\"{v}\"}}"
+    ));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
     );
-    headers.insert(
-        http::header::X_CONTENT_TYPE_OPTIONS,
-        http::HeaderValue::from_static("nosniff"),
+    r
+}
+
+/// Go's `http.NotFound`.
+fn not_found() -> Response<String> {
+    error(StatusCode::NOT_FOUND, "404 page not found")
+}
+
+/// etcd's answer to a method other than GET (with `Allow: GET`).
+fn method_not_allowed() -> Response<String> {
+    let mut r = error(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET"));
+    r
+}
+
+/// Go's `http.Error`: the message and a newline, as plain text, not to be sniffed.
+fn error(status: StatusCode, message: &str) -> Response<String> {
+    let mut r = nosniff(text(format!("{message}\n")));
+    *r.status_mut() = status;
+    r
+}
+
+/// A 200 of plain text (what Go's content sniffing makes of etcd's JSON health bodies too).
+fn text(body: String) -> Response<String> {
+    let mut r = Response::new(body);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    Ok(response)
+    r
+}
+
+/// `r` with `X-Content-Type-Options: nosniff`.
+fn nosniff(mut r: Response<String>) -> Response<String> {
+    r.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    r
+}
+
+/// A request's query parameters, decoded as Go's `url.ParseQuery` decodes them.
+#[derive(Debug, Default)]
+struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn parse(query: &str) -> Query {
+        Query(
+            query
+                .split('&')
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                    (unescape(k), unescape(v))
+                })
+                .collect(),
+        )
+    }
+
+    /// The first value of `key` (Go's `Query().Get`).
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether `key` is present, with any value (Go's `_, found := Query()[key]`).
+    fn has(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// Every non-empty value of `key` (etcd's `getQuerySet`).
+    fn all(&self, key: &str) -> Vec<&str> {
+        self.0
+            .iter()
+            .filter(|(k, v)| k == key && !v.is_empty())
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+/// Percent-decoding with `+` as space; a malformed escape is kept as written.
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' => match (hex(b.get(i + 1)), hex(b.get(i + 2))) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex(c: Option<&u8>) -> Option<u8> {
+    (*c? as char).to_digit(16).map(|d| d as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_as_go_parses_it() {
+        let q = Query::parse("exclude=NOSPACE&exclude=&exclude=CORRUPT&verbose&x=a%2Fb+c&bad=%zz");
+        assert_eq!(q.all("exclude"), ["NOSPACE", "CORRUPT"]);
+        assert!(q.has("verbose"));
+        assert_eq!(q.get("verbose"), Some(""));
+        assert_eq!(q.get("x"), Some("a/b c"));
+        assert_eq!(q.get("bad"), Some("%zz"));
+        assert_eq!(q.get("none"), None);
+    }
 }
