@@ -109,16 +109,31 @@ pub fn on_signal(
 }
 
 /// etcd's `TransferLeadership` on stop: when this member leads and another voter exists, moves
-/// the leadership to one (waiting at most `timeout`); a failure is logged, the stop goes on.
+/// the leadership to the connected voter with the most of the log (waiting at most `timeout`);
+/// a failure is logged, the stop goes on.
 fn transfer_leadership(proposer: &Proposer, status: &NodeStatus, timeout: Duration) {
     let me = status.member_id;
     if status.leader() != me {
         return;
     }
-    let members = status.members();
-    let Some(to) = members.voters().map(|m| m.id).find(|&id| id != me) else {
+    if status.members().voters().all(|m| m.id == me) {
         info!("skipped leadership transfer for single voting member cluster");
         return;
+    }
+    let p = proposer.clone();
+    let to = match wait_for(timeout, async move { p.stop_transferee().await }) {
+        Ok(Some(to)) => to,
+        Ok(None) => {
+            warn!(
+                error = "etcdserver: unhealthy cluster",
+                "leadership transfer failed"
+            );
+            return;
+        }
+        Err(e) => {
+            warn!(error = %e, "leadership transfer failed");
+            return;
+        }
     };
     info!(
         from = format!("{me:x}"),
@@ -134,9 +149,10 @@ fn transfer_leadership(proposer: &Proposer, status: &NodeStatus, timeout: Durati
 
 /// Runs a sequencer request to its answer, for at most `timeout`. (flume's futures need no
 /// executor of their own: a plain thread waits on the reply.)
-fn wait_for<F>(timeout: Duration, request: F) -> Result<(), String>
+fn wait_for<T, F>(timeout: Duration, request: F) -> Result<T, String>
 where
-    F: std::future::Future<Output = Result<(), retcd_raft::ProposeError>> + Send + 'static,
+    T: Send + 'static,
+    F: std::future::Future<Output = Result<T, retcd_raft::ProposeError>> + Send + 'static,
 {
     let (done_tx, done_rx) = flume::bounded(1);
     std::thread::Builder::new()

@@ -659,3 +659,51 @@ fn retcd_fast_forwards_the_first_election() {
     assert!(!c.members[f2].log_since(from).contains(LINE), "turned off");
     assert_eq!(c.leader(), leader);
 }
+
+/// A leader stopped with SIGTERM (systemd's stop) hands its leadership to another voter before
+/// it exits (etcd's TransferLeadership in Stop), so the moment it is gone a remaining member
+/// already leads, at a higher term — no election timeout to wait out.
+fn stopped_leader_hands_over(kind: Kind) {
+    let mut c = Cluster::start(kind, 3, &[]);
+    let old = c.leader();
+    let before = c.statuses();
+    let term = before.iter().map(|(_, s)| s.raft_term).max().unwrap_or(0);
+    let old_id = before
+        .iter()
+        .find(|(i, _)| *i == old)
+        .expect("leader")
+        .1
+        .member_id;
+    c.members[old].stop();
+    let after = c.statuses();
+    assert_eq!(after.len(), 2, "{after:?}");
+    let leading: Vec<_> = after
+        .iter()
+        .filter(|(_, s)| s.leader == s.member_id)
+        .collect();
+    assert_eq!(
+        leading.len(),
+        1,
+        "{kind:?}: a member leads at once: {after:?}"
+    );
+    let (_, new) = leading[0];
+    assert_ne!(new.member_id, old_id);
+    assert!(new.raft_term > term, "{kind:?}: {term} → {after:?}");
+    if kind == Kind::Retcd {
+        let log = std::fs::read_to_string(c.members[old].log_path()).unwrap_or_default();
+        assert!(
+            log.contains("leadership transfer finished"),
+            "the stopped leader's log:\n{log}"
+        );
+    }
+}
+
+#[test]
+fn retcd_stopped_leader_hands_over() {
+    stopped_leader_hands_over(Kind::Retcd);
+}
+
+#[test]
+fn etcd_stopped_leader_hands_over() {
+    stopped_leader_hands_over(Kind::Etcd);
+}

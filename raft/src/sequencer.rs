@@ -132,6 +132,8 @@ pub enum Input {
     Read(ReadReply),
     Members(MemberChange, MembersReply),
     TransferLeader(u64, DoneReply),
+    /// Where a leader that stops hands its leadership (see [`Core::stop_transferee`]).
+    StopTransferee(flume::Sender<Result<Option<u64>, ProposeError>>),
     /// A peer said this member was removed from the cluster.
     Removed,
     /// A snapshot from the leader (the encoded message) with its state.
@@ -242,6 +244,11 @@ impl Proposer {
     /// Checkpoints the page store (see [`Input::Checkpoint`]); returns when it is durable.
     pub async fn checkpoint(&self) -> Result<(), ProposeError> {
         self.ask(Input::Checkpoint).await
+    }
+
+    /// The voter a leader that stops should hand its leadership to, if any.
+    pub async fn stop_transferee(&self) -> Result<Option<u64>, ProposeError> {
+        self.ask(Input::StopTransferee).await
     }
 
     /// Hands leadership to `to` (this member must lead); returns once `to` leads.
@@ -564,6 +571,9 @@ pub(crate) fn serve_input(
         Input::Read(reply) => core.read(reply),
         Input::Members(change, reply) => core.change_members(change, reply, now),
         Input::TransferLeader(to, reply) => core.transfer_leader(to, reply, now),
+        Input::StopTransferee(reply) => {
+            let _ = reply.send(Ok(core.stop_transferee()));
+        }
         Input::Removed => return Err(SequencerError::Removed),
         Input::Snapshot(message, entries) => match crate::transport::decode(&message) {
             Ok(m) => core.receive_snapshot(m, entries)?,

@@ -313,6 +313,22 @@ impl Core {
         self.transfers.push((to, reply, now + self.request_timeout));
     }
 
+    /// etcd's `longestConnected` for TransferLeadership on stop: of the other voters this leader
+    /// heard from within the last election timeout, the one with the most of the log; `None`
+    /// when this member does not lead or no such voter exists.
+    pub fn stop_transferee(&self) -> Option<u64> {
+        if !self.is_leader() {
+            return None;
+        }
+        let me = self.status.member_id;
+        let prs = self.raw.raft.prs();
+        self.membership
+            .voters()
+            .filter(|m| m.id != me && self.is_active(m.id))
+            .max_by_key(|m| prs.get(m.id).map_or(0, |p| p.matched))
+            .map(|m| m.id)
+    }
+
     pub(super) fn finish_transfers(&mut self) {
         let leader = self.raw.raft.leader_id;
         self.transfers.retain(|(to, reply, _)| {
