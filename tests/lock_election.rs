@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use etcd_client::{
     Client, GetOptions, LeaderKey, LeaseGrantOptions, LockOptions, ProclaimOptions, ResignOptions,
 };
-use support::{Kind, Target, assert_status};
+use support::{Kind, Server, Target, assert_status};
 
 const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a waiting request's key may take to appear.
@@ -286,4 +286,146 @@ fn election_campaign_proclaim_observe_resign() {
             .expect("proclaim by key");
         assert_eq!(header_rev(p.header()), 7);
     });
+}
+
+/// A long-running etcdctl (`lock` without a command, `elect`), its stdout read line by line.
+struct Running {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Running {
+    fn start(s: &Server, args: &[&str]) -> Running {
+        let mut child = std::process::Command::new(support::etcdctl_binary())
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", s.client_url()))
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("etcdctl");
+        let out = child.stdout.take().expect("stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running { child, lines }
+    }
+
+    fn line(&self) -> String {
+        self.lines
+            .recv_timeout(STATE_TIMEOUT)
+            .expect("a line from etcdctl")
+    }
+
+    /// SIGINT (etcdctl then unlocks or resigns), and its exit.
+    fn interrupt(mut self) {
+        // SAFETY: kill(2) on our own child, not yet reaped.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGINT) };
+        let deadline = Instant::now() + STATE_TIMEOUT;
+        while self.child.try_wait().expect("wait").is_none() {
+            assert!(Instant::now() < deadline, "etcdctl did not stop");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// `name/<lease in hex>` with the lease replaced (leases differ between stores).
+fn shape(key: &str) -> String {
+    let (name, lease) = key.rsplit_once('/').expect("name/lease");
+    assert!(i64::from_str_radix(lease, 16).is_ok(), "{key}");
+    format!("{name}/<lease>")
+}
+
+/// Keys under `prefix`, through etcdctl.
+fn ctl_keys(s: &Server, prefix: &str) -> Vec<String> {
+    let out = s.etcdctl(&["get", prefix, "--prefix", "--keys-only"]);
+    assert!(out.success(), "{out:?}");
+    out.stdout
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn wait_ctl_keys(s: &Server, prefix: &str, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + STATE_TIMEOUT;
+    loop {
+        let keys = ctl_keys(s, prefix);
+        if keys.len() == n {
+            return keys;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{keys:?} under {prefix}, want {n}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// etcdctl's own `lock` and `elect` (the client-side recipes over KV, Lease and Watch), the same
+/// steps against etcd and retcd, compared with lease ids masked.
+#[test]
+fn etcdctl_lock_and_elect() {
+    let (etcd, retcd) = support::start_both(&[]);
+    let mut seen = Vec::new();
+    for s in [&etcd, &retcd] {
+        let mut log = Vec::new();
+        // Uncontended, with a command: it runs holding the lock, then the lock is gone.
+        let out = s.etcdctl(&["lock", "L", "--", "sh", "-c", "echo held $ETCD_LOCK_KEY"]);
+        assert!(out.success(), "{out:?}");
+        let held = out
+            .stdout
+            .trim()
+            .strip_prefix("held ")
+            .expect("the command ran");
+        log.push(format!("held {}", shape(held)));
+        assert!(ctl_keys(s, "L/").is_empty());
+
+        // A holder, then a second one that waits until the first is interrupted.
+        let holder = Running::start(s, &["lock", "L"]);
+        let key = holder.line();
+        log.push(shape(&key));
+        let waiter = Running::start(s, &["lock", "L"]);
+        let keys = wait_ctl_keys(s, "L/", 2);
+        assert_eq!(keys[0], key);
+        holder.interrupt();
+        let second = waiter.line();
+        assert_eq!(
+            second, keys[1],
+            "the waiter holds it once the holder let go"
+        );
+        waiter.interrupt();
+        assert!(ctl_keys(s, "L/").is_empty());
+
+        // Elections: a leader, an observer, a second candidate taking over on resign.
+        let first = Running::start(s, &["elect", "E", "p1"]);
+        let leader_key = first.line();
+        log.push(format!("{} {}", shape(&leader_key), first.line()));
+        let observer = Running::start(s, &["elect", "-l", "E"]);
+        assert_eq!(
+            (observer.line(), observer.line()),
+            (leader_key.clone(), "p1".to_string())
+        );
+        let second = Running::start(s, &["elect", "E", "p2"]);
+        wait_ctl_keys(s, "E/", 2);
+        first.interrupt();
+        let next_key = second.line();
+        log.push(format!("{} {}", shape(&next_key), second.line()));
+        assert_eq!(
+            (observer.line(), observer.line()),
+            (next_key, "p2".to_string())
+        );
+        second.interrupt();
+        observer.interrupt();
+        seen.push(log);
+    }
+    assert_eq!(seen[1], seen[0], "retcd vs etcd");
+    assert_eq!(seen[0][..2], ["held L/<lease>", "L/<lease>"]);
 }
