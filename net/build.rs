@@ -22,12 +22,31 @@ fn main() -> io::Result<()> {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=PROTOC");
 
+    let descriptors = std::path::PathBuf::from(std::env::var("OUT_DIR").map_err(io::Error::other)?)
+        .join("descriptors.bin");
     tonic_prost_build::configure()
+        .file_descriptor_set_path(&descriptors)
         .build_server(true)
         .build_client(true)
         // tonic is built without its "transport" feature: clients must not
         // get the `connect(...)` constructor that needs `tonic::transport`.
         .build_transport(false)
         .emit_rerun_if_changed(true)
-        .compile_protos(PROTOS, &[PROTO_ROOT])
+        .compile_protos(PROTOS, &[PROTO_ROOT])?;
+    // serde for the JSON gateway: protobuf's JSON mapping with the proto field names (etcd's
+    // gateway marshals with OrigName), unknown fields ignored (etcd 3.5's DiscardUnknown).
+    let set = std::fs::read(&descriptors)?;
+    pbjson_build::Builder::new()
+        .register_descriptors(&set)
+        .map_err(io::Error::other)?
+        .preserve_proto_field_names()
+        .ignore_unknown_fields()
+        .build(&[
+            ".mvccpb",
+            ".authpb",
+            ".etcdserverpb",
+            ".v3lockpb",
+            ".v3electionpb",
+        ])
+        .map_err(io::Error::other)
 }

@@ -35,21 +35,25 @@
 /// etcd's v3 client API (package `etcdserverpb`).
 pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");
+    include!(concat!(env!("OUT_DIR"), "/etcdserverpb.serde.rs"));
 }
 
 /// etcd's MVCC records (package `mvccpb`).
 pub mod mvccpb {
     tonic::include_proto!("mvccpb");
+    include!(concat!(env!("OUT_DIR"), "/mvccpb.serde.rs"));
 }
 
 /// etcd's auth records (package `authpb`).
 pub mod authpb {
     tonic::include_proto!("authpb");
+    include!(concat!(env!("OUT_DIR"), "/authpb.serde.rs"));
 }
 
 /// etcd's distributed lock service (package `v3lockpb`).
 pub mod v3lockpb {
     tonic::include_proto!("v3lockpb");
+    include!(concat!(env!("OUT_DIR"), "/v3lockpb.serde.rs"));
 }
 
 /// retcd's own peer protocol (package `retcdpeer`): Raft messages between members.
@@ -60,6 +64,7 @@ pub mod retcdpeer {
 /// etcd's leader election service (package `v3electionpb`).
 pub mod v3electionpb {
     tonic::include_proto!("v3electionpb");
+    include!(concat!(env!("OUT_DIR"), "/v3electionpb.serde.rs"));
 }
 
 #[cfg(test)]

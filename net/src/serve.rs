@@ -496,7 +496,7 @@ async fn serve_http<IO>(
             let conn = hyper::server::conn::http1::Builder::new().serve_connection(
                 io,
                 hyper::service::service_fn(move |req| {
-                    crate::http::handle(service.http.clone(), req)
+                    crate::http::handle(service.http.clone(), service.grpc.clone(), req)
                 }),
             );
             drive(conn, |c| c.graceful_shutdown(), stop, peer).await;

@@ -15,12 +15,12 @@
 
 use http::{Method, Response, StatusCode};
 
-use super::{Query, error, method_not_allowed, nosniff, text};
+use super::{Body, Query, error, method_not_allowed, nosniff, text};
 use crate::context::Ctx;
 use crate::kv::{linearizable, mvcc_status};
 
 /// `/health`.
-pub async fn health(ctx: &Ctx, method: &Method, query: &Query) -> Response<String> {
+pub async fn health(ctx: &Ctx, method: &Method, query: &Query) -> Response<Body> {
     if method != Method::GET {
         return method_not_allowed();
     }
@@ -142,7 +142,7 @@ impl Probe {
         })
     }
 
-    pub async fn answer(&self, ctx: &Ctx, method: &Method, query: &Query) -> Response<String> {
+    pub async fn answer(&self, ctx: &Ctx, method: &Method, query: &Query) -> Response<Body> {
         if method != Method::GET {
             return method_not_allowed();
         }

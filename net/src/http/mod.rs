@@ -12,14 +12,20 @@
 //!
 //! Called by [`crate::serve`] for each such connection; holds no state of its own.
 
+mod body;
+mod gateway;
 mod health;
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 
+pub use body::Body;
+
 use crate::context::Ctx;
+use crate::grpc_limit::GrpcLimit;
 
 /// What one listener serves over HTTP/1.1.
 #[derive(Clone)]
@@ -30,31 +36,69 @@ pub enum HttpApi {
     Peer,
 }
 
-/// Answers one HTTP/1.1 request.
-pub async fn handle<B>(api: HttpApi, req: Request<B>) -> Result<Response<String>, Infallible> {
-    let (parts, _body) = req.into_parts();
+/// Answers one HTTP/1.1 request; `grpc` is the connection's gRPC service, which the JSON
+/// gateway calls.
+pub async fn handle<B>(
+    api: HttpApi,
+    grpc: GrpcLimit,
+    req: Request<B>,
+) -> Result<Response<Body>, Infallible>
+where
+    B: http_body::Body<Data = Bytes> + Unpin + 'static,
+    B::Error: std::fmt::Display,
+{
+    let (parts, body) = req.into_parts();
     let path = parts.uri.path();
     let query = Query::parse(parts.uri.query().unwrap_or(""));
-    Ok(match (&api, path) {
+    let mut response = match (&api, path) {
         (_, "/version") => version(&parts.method),
         (HttpApi::Client(ctx), "/health") => health::health(ctx, &parts.method, &query).await,
+        (HttpApi::Client(_), p) if gateway::route(p).is_some() => {
+            let route = gateway::route(p).expect("checked");
+            gateway::call(route, &grpc, &parts, body).await
+        }
+        // grpc-gateway's own answer to a path under its prefixes that it does not serve.
+        (HttpApi::Client(_), p) if gateway::is_gateway_path(p) => {
+            error(StatusCode::NOT_FOUND, "Not Found")
+        }
         (HttpApi::Client(ctx), p) => match health::Probe::of(p) {
             Some(probe) => probe.answer(ctx, &parts.method, &query).await,
             None => not_found(),
         },
         (HttpApi::Peer, _) => not_found(),
-    })
+    };
+    if let HttpApi::Client(_) = api {
+        cors(&mut response);
+    }
+    Ok(response)
+}
+
+/// etcd's client port answers every HTTP request with these (its default `--cors=*`).
+fn cors(r: &mut Response<Body>) {
+    let h = r.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("accept, content-type, authorization"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("POST, GET, OPTIONS, PUT, DELETE"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
 }
 
 /// etcd's `/version`: the server's and the cluster's version.
-fn version(method: &Method) -> Response<String> {
+fn version(method: &Method) -> Response<Body> {
     if method != Method::GET {
         return method_not_allowed();
     }
     let v = crate::maintenance::ETCD_API_VERSION;
-    let mut r = Response::new(format!(
+    let mut r = Response::new(Body::from(format!(
         "{{\"etcdserver\":\"{v}\",\"etcdcluster\":\"{v}\"}}"
-    ));
+    )));
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -63,12 +107,12 @@ fn version(method: &Method) -> Response<String> {
 }
 
 /// Go's `http.NotFound`.
-fn not_found() -> Response<String> {
+fn not_found() -> Response<Body> {
     error(StatusCode::NOT_FOUND, "404 page not found")
 }
 
 /// etcd's answer to a method other than GET (with `Allow: GET`).
-fn method_not_allowed() -> Response<String> {
+fn method_not_allowed() -> Response<Body> {
     let mut r = error(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
     r.headers_mut()
         .insert(header::ALLOW, HeaderValue::from_static("GET"));
@@ -76,15 +120,15 @@ fn method_not_allowed() -> Response<String> {
 }
 
 /// Go's `http.Error`: the message and a newline, as plain text, not to be sniffed.
-fn error(status: StatusCode, message: &str) -> Response<String> {
+fn error(status: StatusCode, message: &str) -> Response<Body> {
     let mut r = nosniff(text(format!("{message}\n")));
     *r.status_mut() = status;
     r
 }
 
 /// A 200 of plain text (what Go's content sniffing makes of etcd's JSON health bodies too).
-fn text(body: String) -> Response<String> {
-    let mut r = Response::new(body);
+fn text(body: String) -> Response<Body> {
+    let mut r = Response::new(Body::from(body));
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
@@ -93,7 +137,7 @@ fn text(body: String) -> Response<String> {
 }
 
 /// `r` with `X-Content-Type-Options: nosniff`.
-fn nosniff(mut r: Response<String>) -> Response<String> {
+fn nosniff(mut r: Response<Body>) -> Response<Body> {
     r.headers_mut().insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
