@@ -214,6 +214,8 @@ fn run(mut cfg: Config) -> Result<(), String> {
     let peer = Mutex::new(Some((peer_queues, peer_inbox)));
     let snap_dir = cfg.snap_dir();
 
+    retcd_net::metrics::grpc::EXTENSIVE
+        .store(cfg.metrics_extensive, std::sync::atomic::Ordering::Relaxed);
     let ctx = Arc::new(Ctx {
         reader,
         proposer,

@@ -428,6 +428,7 @@ pub struct SyncJob {
 impl SyncJob {
     /// Blocking: performs the durable part of the commit.
     pub fn run(&self) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
         let err = io_err(&self.path);
         disk::sync(&self.path).map_err(&err)?;
         self.file.sync_data().map_err(&err)?;
@@ -436,7 +437,9 @@ impl SyncJob {
             .write_all_at(&self.meta, self.meta_offset)
             .map_err(&err)?;
         disk::sync(&self.path).map_err(&err)?;
-        self.file.sync_data().map_err(&err)
+        self.file.sync_data().map_err(&err)?;
+        crate::metrics::BACKEND_COMMIT_SECONDS.observe_duration(started.elapsed());
+        Ok(())
     }
 }
 

@@ -10,6 +10,7 @@ pub mod btree;
 pub mod disk;
 pub mod etcd_db;
 pub mod etcd_keys;
+pub mod metrics;
 pub mod mvcc;
 pub mod page;
 mod protowire;

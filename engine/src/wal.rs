@@ -1231,11 +1231,15 @@ impl Wal {
             self.chunk_start,
         )
         .await?;
+        crate::metrics::WAL_WRITE_BYTES.add(self.staging.len() as u64);
         disk::sync(&path).map_err(std_io_err("syncing", &path))?;
+        let started = std::time::Instant::now();
         self.file
             .fdatasync()
             .await
-            .map_err(io_err("syncing", &path))
+            .map_err(io_err("syncing", &path))?;
+        crate::metrics::WAL_FSYNC_SECONDS.observe_duration(started.elapsed());
+        Ok(())
     }
 
     /// Deletes a file of the WAL directory and fsyncs the directory.

@@ -33,6 +33,8 @@ pub mod lease;
 pub mod lock;
 #[cfg(feature = "server")]
 pub mod maintenance;
+#[cfg(feature = "server")]
+pub mod metrics;
 pub mod pb;
 #[cfg(feature = "server")]
 pub mod peer;

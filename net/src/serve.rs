@@ -56,6 +56,7 @@ use tonic::service::Routes;
 use crate::authority::AuthorityFront;
 use crate::grpc_limit::GrpcLimit;
 use crate::http::HttpApi;
+use crate::metrics::grpc::Metered;
 
 /// Streams one client connection may have open at once (etcd's default is unlimited; clients
 /// multiplex watches and concurrent requests over few connections).
@@ -305,7 +306,7 @@ pub async fn serve_listeners(
     shutdown: impl Future<Output = ()>,
 ) {
     let service = Services {
-        grpc: GrpcLimit::new(routes.prepare(), max_recv_bytes),
+        grpc: Metered::new(GrpcLimit::new(routes.prepare(), max_recv_bytes)),
         http,
     };
     let builder = Rc::new(http2_builder());
@@ -347,7 +348,7 @@ pub async fn serve_listeners(
 /// What a listener's connections are served: gRPC over HTTP/2, the rest over HTTP/1.1.
 #[derive(Clone)]
 struct Services {
-    grpc: GrpcLimit,
+    grpc: Metered,
     http: HttpApi,
 }
 

@@ -23,6 +23,7 @@ pub mod feed;
 pub mod lessor;
 pub mod log;
 pub mod membership;
+pub mod metrics;
 pub mod reply;
 pub mod sequencer;
 #[cfg(feature = "sim")]

@@ -273,12 +273,27 @@ impl Proposer {
     }
 
     async fn propose_bytes(&self, data: Vec<u8>) -> Result<WriteResult, ProposeError> {
-        let (reply, rx) = flume::bounded(1);
-        self.tx
-            .send_async(Proposal { data, reply })
-            .await
-            .map_err(|_| ProposeError::Stopped)?;
-        rx.recv_async().await.map_err(|_| ProposeError::Stopped)?
+        let _pending = crate::metrics::Pending::start();
+        let result = async {
+            let (reply, rx) = flume::bounded(1);
+            self.tx
+                .send_async(Proposal { data, reply })
+                .await
+                .map_err(|_| ProposeError::Stopped)?;
+            rx.recv_async().await.map_err(|_| ProposeError::Stopped)?
+        }
+        .await;
+        if let Err(e) = &result
+            && !matches!(e, ProposeError::Apply(_) | ProposeError::Member(_))
+        {
+            crate::metrics::PROPOSALS_FAILED.inc();
+        }
+        result
+    }
+
+    /// Proposals queued for the sequencer and not yet taken (retcd's own metric).
+    pub fn queued(&self) -> usize {
+        self.tx.len()
     }
 }
 

@@ -25,6 +25,9 @@ pub struct NodeStatus {
     pub cluster_id: u64,
     pub(crate) term: AtomicU64,
     pub(crate) leader: AtomicU64,
+    /// Times the leader became a member other than the last one known (etcd's
+    /// `etcd_server_leader_changes_seen_total`).
+    pub(crate) leader_changes: AtomicU64,
     pub(crate) commit: AtomicU64,
     pub(crate) applied: AtomicU64,
     /// This member leads, has committed an entry of its own term (so every entry of earlier
@@ -54,6 +57,9 @@ impl NodeStatus {
     }
     pub fn leader(&self) -> u64 {
         self.leader.load(Ordering::Acquire)
+    }
+    pub fn leader_changes(&self) -> u64 {
+        self.leader_changes.load(Ordering::Relaxed)
     }
     pub fn commit_index(&self) -> u64 {
         self.commit.load(Ordering::Acquire)

@@ -126,6 +126,7 @@ pub(super) fn build(
         peer_auto_tls,
         peer_skip_client_san_verification,
         auto_compaction,
+        metrics_extensive: str_of(settings, "metrics") == "extensive",
         // Only the caller knows whether the settings came from a file.
         config_file: None,
     })

@@ -248,7 +248,7 @@ pub(super) static SPECS: &[Spec] = &[
     f("auth-token-ttl", K::Uint, "300", S::Implemented, Sec::Auth, "Lifetime of simple tokens, in seconds."),
     // Profiling and monitoring
     f("enable-pprof", K::Bool, "false", S::Ignored, Sec::Monitoring, "Serve runtime profiles under <client-url>/debug/pprof/."),
-    f("metrics", K::Str, "basic", S::Ignored, Sec::Monitoring, "Metrics detail: 'basic' or 'extensive' (adds gRPC latency histograms)."),
+    f("metrics", K::Str, "basic", S::Implemented, Sec::Monitoring, "Metrics detail: 'basic' or 'extensive' (adds gRPC latency histograms)."),
     f("listen-metrics-urls", K::Urls, "", S::Ignored, Sec::Monitoring, "Extra URLs serving /metrics and /health."),
     // Logging
     f("logger", K::Str, "zap", S::Implemented, Sec::Logging, "Logger implementation; only 'zap' (structured logging) exists in etcd 3.5."),

@@ -244,6 +244,9 @@ pub struct Config {
     pub peer_skip_client_san_verification: bool,
     /// `--auto-compaction-mode` and `--auto-compaction-retention`; `None`: retention 0 (off).
     pub auto_compaction: Option<retcd_raft::compactor::Retention>,
+    /// `--metrics extensive` (any other value is etcd's `basic`): the gRPC handling-time
+    /// histograms are recorded.
+    pub metrics_extensive: bool,
     /// The config file the settings came from, if any.
     pub config_file: Option<PathBuf>,
 }

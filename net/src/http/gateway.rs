@@ -27,7 +27,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{Body, error};
-use crate::grpc_limit::GrpcLimit;
+use crate::metrics::grpc::Metered;
 use crate::pb::{etcdserverpb as pb, v3electionpb as epb, v3lockpb as lpb};
 
 /// Lines of a streaming answer queued for the client.
@@ -128,7 +128,7 @@ fn under_prefix(path: &str) -> Option<&str> {
 
 /// One gateway call in progress.
 pub struct Call {
-    grpc: GrpcLimit,
+    grpc: Metered,
     path: &'static str,
     authorization: Option<HeaderValue>,
     /// The HTTP request body's chunks (an error ends it).
@@ -136,7 +136,7 @@ pub struct Call {
 }
 
 /// Serves `route` for the request `parts` with its `body`.
-pub async fn call<B>(route: &Route, grpc: &GrpcLimit, parts: &Parts, body: B) -> Response<Body>
+pub async fn call<B>(route: &Route, grpc: &Metered, parts: &Parts, body: B) -> Response<Body>
 where
     B: http_body::Body<Data = Bytes> + Unpin + 'static,
     B::Error: std::fmt::Display,

@@ -37,11 +37,17 @@ pub async fn health(ctx: &Ctx, method: &Method, query: &Query) -> Response<Body>
             .map(|e| format!("RANGE ERROR:{e}"))
     };
     match reason {
-        None => text(r#"{"health":"true","reason":""}"#.to_string()),
-        Some(reason) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &format!(r#"{{"health":"false","reason":"{reason}"}}"#),
-        ),
+        None => {
+            super::HEALTH_SUCCESS.inc();
+            text(r#"{"health":"true","reason":""}"#.to_string())
+        }
+        Some(reason) => {
+            super::HEALTH_FAILURES.inc();
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!(r#"{{"health":"false","reason":"{reason}"}}"#),
+            )
+        }
     }
 }
 

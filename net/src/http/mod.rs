@@ -3,7 +3,7 @@
 //! negotiate `h2` by ALPN), as etcd's ports serve HTTP/1.1 next to gRPC.
 //!
 //! - the client port: `/health` (etcd 3.5), `/livez` and `/readyz` (etcd 3.6, [`health`]),
-//!   `/version`;
+//!   `/version`, `/metrics` ([`crate::metrics`]), the JSON gateway under `/v3/` ([`gateway`]);
 //! - the peer port: `/version` (etcd's peer handler serves it too).
 //!
 //! Any other path answers 404 with the body of Go's `http.NotFound`, as etcd does for a path it
@@ -25,7 +25,11 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 pub use body::Body;
 
 use crate::context::Ctx;
-use crate::grpc_limit::GrpcLimit;
+use crate::metrics::grpc::Metered;
+
+/// etcd's `etcd_server_health_success` and `etcd_server_health_failures` (`/health` answers).
+pub static HEALTH_SUCCESS: retcd_engine::metrics::Counter = retcd_engine::metrics::Counter::new();
+pub static HEALTH_FAILURES: retcd_engine::metrics::Counter = retcd_engine::metrics::Counter::new();
 
 /// What one listener serves over HTTP/1.1.
 #[derive(Clone)]
@@ -40,7 +44,7 @@ pub enum HttpApi {
 /// gateway calls.
 pub async fn handle<B>(
     api: HttpApi,
-    grpc: GrpcLimit,
+    grpc: Metered,
     req: Request<B>,
 ) -> Result<Response<Body>, Infallible>
 where
@@ -53,6 +57,7 @@ where
     let mut response = match (&api, path) {
         (_, "/version") => version(&parts.method),
         (HttpApi::Client(ctx), "/health") => health::health(ctx, &parts.method, &query).await,
+        (HttpApi::Client(ctx), "/metrics") => metrics(ctx, &parts.method),
         (HttpApi::Client(_), p) if gateway::route(p).is_some() => {
             let route = gateway::route(p).expect("checked");
             gateway::call(route, &grpc, &parts, body).await
@@ -88,6 +93,16 @@ fn cors(r: &mut Response<Body>) {
         header::ACCESS_CONTROL_ALLOW_ORIGIN,
         HeaderValue::from_static("*"),
     );
+}
+
+/// `/metrics` (Prometheus' text format; any method, as promhttp answers).
+fn metrics(ctx: &Ctx, _method: &Method) -> Response<Body> {
+    let mut r = Response::new(Body::from(crate::metrics::render(ctx)));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+    );
+    r
 }
 
 /// etcd's `/version`: the server's and the cluster's version.

@@ -101,10 +101,22 @@ impl Core {
             })
             .collect();
         let mut events = Vec::new();
+        let started = std::time::Instant::now();
         let mut results = self
             .mvcc
             .apply_with_events(&batch, &mut events)?
             .into_iter();
+        let took = started.elapsed();
+        if took > crate::metrics::SLOW_APPLY {
+            crate::metrics::SLOW_APPLIES.inc();
+            tracing::warn!(
+                ?took,
+                expected_duration = ?crate::metrics::SLOW_APPLY,
+                entries = batch.len(),
+                "apply request took too long"
+            );
+        }
+        crate::metrics::count_events(&events);
         drop(batch);
         self.feed.publish(EventBatch {
             revision: self.mvcc.revision(),

@@ -230,6 +230,7 @@ impl Core {
             core.status.members.store(Arc::new(core.membership.clone()));
         }
         core.publish_status();
+        crate::metrics::count_keys(&core.mvcc);
         Ok(core)
     }
 
@@ -432,7 +433,10 @@ impl Core {
         let s = &self.status;
         let r = &self.raw.raft;
         s.term.store(r.term, Ordering::Release);
-        s.leader.store(r.leader_id, Ordering::Release);
+        let was = s.leader.swap(r.leader_id, Ordering::AcqRel);
+        if r.leader_id != 0 && r.leader_id != was {
+            s.leader_changes.fetch_add(1, Ordering::Relaxed);
+        }
         s.commit.store(r.raft_log.committed, Ordering::Release);
         s.last_index
             .store(r.raft_log.last_index(), Ordering::Release);

@@ -145,6 +145,7 @@ impl Core {
             events: Vec::new(),
         });
         self.installed = true;
+        crate::metrics::count_keys(&self.mvcc);
         tracing::info!(
             index,
             revision = self.mvcc.revision(),

@@ -1,0 +1,71 @@
+//! The metric cells of proposing and applying (etcd's `etcd_server_proposals_pending`,
+//! `etcd_server_proposals_failed_total`, `etcd_server_slow_apply_total`,
+//! `etcd_debugging_mvcc_keys_total`); read by net/src/metrics.rs. The Raft state metrics
+//! (leader, indexes, leader changes) are read from [`crate::status::NodeStatus`] at scrape time.
+
+use std::time::Duration;
+
+use retcd_engine::metrics::{Counter, Gauge};
+use retcd_engine::mvcc::{Event, EventKind, Mvcc};
+use retcd_engine::request::RangeRequest;
+
+/// Proposals handed to the sequencer and not yet answered.
+pub static PROPOSALS_PENDING: Gauge = Gauge::new();
+/// Proposals that failed before being applied (no leader, dropped, timed out, stopped); an
+/// apply's own refusal (a compacted revision, say) is an answer, not a failure, as in etcd.
+pub static PROPOSALS_FAILED: Counter = Counter::new();
+
+/// Counts a proposal as pending while it lives.
+pub(crate) struct Pending;
+
+impl Pending {
+    pub(crate) fn start() -> Pending {
+        PROPOSALS_PENDING.add(1);
+        Pending
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        PROPOSALS_PENDING.add(-1);
+    }
+}
+
+/// Applies that took longer than [`SLOW_APPLY`] (etcd's default
+/// `--experimental-warning-apply-duration`).
+pub static SLOW_APPLIES: Counter = Counter::new();
+pub const SLOW_APPLY: Duration = Duration::from_millis(100);
+
+/// Live keys in the store.
+pub static KEYS: Gauge = Gauge::new();
+
+/// Counts the live keys afresh (at start and after a snapshot replaced the store): a count-only
+/// range over every key.
+pub(crate) fn count_keys(mvcc: &Mvcc) {
+    let all = RangeRequest {
+        key: vec![0],
+        range_end: vec![0],
+        count_only: true,
+        ..Default::default()
+    };
+    match mvcc.reader().range(&all) {
+        Ok(r) => KEYS.set(r.count),
+        Err(e) => tracing::warn!(error = %e, "cannot count the keys"),
+    }
+}
+
+/// Follows the live keys through an applied batch's events: a put of version 1 creates a key,
+/// a delete ends one.
+pub(crate) fn count_events(events: &[Event]) {
+    let delta: i64 = events
+        .iter()
+        .map(|e| match e.kind {
+            EventKind::Put if e.kv.version == 1 => 1,
+            EventKind::Put => 0,
+            EventKind::Delete => -1,
+        })
+        .sum();
+    if delta != 0 {
+        KEYS.add(delta);
+    }
+}

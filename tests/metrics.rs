@@ -1,0 +1,233 @@
+//! Issue 14: `/metrics` against real etcd and retcd with the same traffic, read by Prometheus'
+//! own text-format parser (PyPI's prometheus_client, in the virtualenv `.ci/setup` makes): every
+//! family the etcd dashboard, etcd's alerts and the issue name is there with etcd's type, help
+//! text and label names, and the counts the traffic made are the same.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+use support::Server;
+
+/// The families compared (as the parser names them: a counter without `_total`). The peer ones
+/// are absent on a single member, for etcd too.
+const FAMILIES: &[&str] = &[
+    "etcd_server_has_leader",
+    "etcd_server_is_leader",
+    "etcd_server_leader_changes_seen",
+    "etcd_server_proposals_committed_total",
+    "etcd_server_proposals_applied_total",
+    "etcd_server_proposals_pending",
+    "etcd_server_proposals_failed",
+    "etcd_server_slow_apply",
+    "etcd_server_quota_backend_bytes",
+    "etcd_server_id",
+    "etcd_server_version",
+    "etcd_cluster_version",
+    "etcd_server_health_success",
+    "etcd_server_health_failures",
+    "etcd_disk_wal_fsync_duration_seconds",
+    "etcd_disk_wal_write_bytes_total",
+    "etcd_disk_backend_commit_duration_seconds",
+    "etcd_mvcc_db_total_size_in_bytes",
+    "etcd_mvcc_db_total_size_in_use_in_bytes",
+    "etcd_debugging_mvcc_keys_total",
+    "etcd_debugging_mvcc_current_revision",
+    "etcd_debugging_mvcc_compact_revision",
+    "etcd_network_client_grpc_sent_bytes",
+    "etcd_network_client_grpc_received_bytes",
+    "grpc_server_started",
+    "grpc_server_handled",
+    "grpc_server_msg_received",
+    "grpc_server_msg_sent",
+    "grpc_server_handling_seconds",
+    "process_cpu_seconds",
+    "process_resident_memory_bytes",
+    "process_virtual_memory_bytes",
+    "process_open_fds",
+    "process_max_fds",
+    "process_start_time_seconds",
+];
+
+/// `curl -i URL/metrics`: the content type and the body.
+fn scrape(s: &Server) -> (String, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-i", "--max-time", "20"])
+        .arg(format!("{}/metrics", s.client_url()))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let (head, body) = text.split_once("\r\n\r\n").expect("headers");
+    let ct = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-type")
+                .then(|| v.trim().to_string())
+        })
+        .expect("content-type");
+    (ct, body.to_string())
+}
+
+/// The exposition through prometheus_client's parser (a syntax error fails here).
+fn parse(text: &str) -> BTreeMap<String, Value> {
+    use std::io::Write;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join("target/patroni-venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} missing: run .ci/setup",
+        python.display()
+    );
+    let mut child = Command::new(python)
+        .arg(root.join("tests/prometheus/parse.py"))
+        .current_dir(std::env::temp_dir())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("python");
+    assert!(out.status.success(), "the parser refused it: {out:?}");
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+/// The value of the sample `name` whose labels include `labels`.
+fn value(
+    families: &BTreeMap<String, Value>,
+    family: &str,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> f64 {
+    families[family]["samples"]
+        .as_array()
+        .expect("samples")
+        .iter()
+        .find(|s| s[0] == name && labels.iter().all(|(k, v)| s[1][*k].as_str() == Some(*v)))
+        .and_then(|s| s[2].as_f64())
+        .unwrap_or_else(|| panic!("no {name}{labels:?}"))
+}
+
+fn label_names(family: &Value) -> BTreeSet<String> {
+    family["samples"]
+        .as_array()
+        .expect("samples")
+        .iter()
+        .flat_map(|s| s[1].as_object().expect("labels").keys().cloned())
+        .filter(|k| k != "le")
+        .collect()
+}
+
+#[test]
+fn metrics_have_etcds_names_types_labels_and_counts() {
+    let (etcd, retcd) = support::start_both(&["--metrics", "extensive"]);
+    let mut parsed = Vec::new();
+    for s in [&etcd, &retcd] {
+        for i in 0..5 {
+            assert!(s.etcdctl(&["put", &format!("k{i}"), "v"]).success());
+        }
+        assert!(s.etcdctl(&["get", "k", "--prefix"]).success());
+        assert!(s.etcdctl(&["del", "k0"]).success());
+        // A refused Range: InvalidArgument (through the gateway's own gRPC call).
+        let refused = Command::new("curl")
+            .args(["-s", "-X", "POST", "-d", "{}"])
+            .arg(format!("{}/v3/kv/range", s.client_url()))
+            .output()
+            .expect("curl");
+        assert!(refused.status.success());
+        let (ct, body) = scrape(s);
+        parsed.push((ct, parse(&body)));
+    }
+    let (ect, e) = &parsed[0];
+    let (rct, r) = &parsed[1];
+    assert_eq!(rct, ect, "content type");
+    for f in FAMILIES {
+        let (Some(ef), Some(rf)) = (e.get(*f), r.get(*f)) else {
+            panic!(
+                "{f}: etcd has it: {}, retcd has it: {}",
+                e.contains_key(*f),
+                r.contains_key(*f)
+            );
+        };
+        assert_eq!(rf["type"], ef["type"], "{f}: type");
+        assert_eq!(rf["help"], ef["help"], "{f}: help");
+        assert_eq!(label_names(rf), label_names(ef), "{f}: label names");
+    }
+    for (name, labels, want) in [
+        (
+            "grpc_server_handled_total",
+            vec![("grpc_method", "Put"), ("grpc_code", "OK")],
+            5.0,
+        ),
+        (
+            "grpc_server_handled_total",
+            vec![("grpc_method", "Range"), ("grpc_code", "OK")],
+            // The get, and the harness's readiness check.
+            2.0,
+        ),
+        (
+            "grpc_server_handled_total",
+            vec![("grpc_method", "Range"), ("grpc_code", "InvalidArgument")],
+            1.0,
+        ),
+        (
+            "grpc_server_handled_total",
+            vec![("grpc_method", "DeleteRange"), ("grpc_code", "OK")],
+            1.0,
+        ),
+        (
+            "grpc_server_started_total",
+            vec![("grpc_method", "Put")],
+            5.0,
+        ),
+        (
+            "grpc_server_msg_received_total",
+            vec![("grpc_method", "Put")],
+            5.0,
+        ),
+        (
+            "grpc_server_handling_seconds_count",
+            vec![("grpc_method", "Put")],
+            5.0,
+        ),
+        ("etcd_server_has_leader", vec![], 1.0),
+        ("etcd_server_is_leader", vec![], 1.0),
+        ("etcd_server_leader_changes_seen_total", vec![], 1.0),
+        ("etcd_debugging_mvcc_current_revision", vec![], 7.0),
+        ("etcd_debugging_mvcc_compact_revision", vec![], -1.0),
+        ("etcd_debugging_mvcc_keys_total", vec![], 4.0),
+        ("etcd_server_proposals_pending", vec![], 0.0),
+        ("etcd_server_proposals_failed_total", vec![], 0.0),
+        ("etcd_server_slow_apply_total", vec![], 0.0),
+        ("etcd_server_quota_backend_bytes", vec![], 2147483648.0),
+    ] {
+        let family = name
+            .strip_suffix("_total")
+            .filter(|f| e.contains_key(*f))
+            .or_else(|| name.strip_suffix("_count"))
+            .unwrap_or(name);
+        let family = if e.contains_key(family) { family } else { name };
+        let got = (
+            value(e, family, name, &labels),
+            value(r, family, name, &labels),
+        );
+        assert_eq!(got, (want, want), "{name}{labels:?}: (etcd, retcd)");
+    }
+    // WAL fsyncs were timed.
+    let fsyncs = value(
+        r,
+        "etcd_disk_wal_fsync_duration_seconds",
+        "etcd_disk_wal_fsync_duration_seconds_count",
+        &[],
+    );
+    assert!(fsyncs > 0.0);
+}
