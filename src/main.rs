@@ -116,7 +116,12 @@ fn run(mut cfg: Config) -> Result<(), String> {
         "starting retcd"
     );
     runtime::probe_io_uring().map_err(|e| e.to_string())?;
-    let (client_listen, peer_listen) = transport::listeners(&cfg)?;
+    let transport::Listeners {
+        client: client_listen,
+        client_http: client_http_listen,
+        metrics: metrics_listen,
+        peer: peer_listen,
+    } = transport::listeners(&cfg)?;
 
     let peer_urls: Vec<String> = cfg
         .initial_advertise_peer_urls
@@ -169,6 +174,12 @@ fn run(mut cfg: Config) -> Result<(), String> {
     // is, instead of silently sharing the clients (retcd_net::serve::Bound).
     let client_listen =
         retcd_net::serve::bind(&client_listen, cores, false).map_err(|e| e.to_string())?;
+    // The HTTP-only and metrics URLs, served by every core next to the client URLs.
+    let http_listen =
+        retcd_net::serve::bind(&client_http_listen, cores, false).map_err(|e| e.to_string())?;
+    let metrics_listen =
+        retcd_net::serve::bind(&metrics_listen, cores, false).map_err(|e| e.to_string())?;
+    let grpc_only = !http_listen.is_empty();
     // Only core 0 serves peers.
     let peer_listen = retcd_net::serve::bind(&peer_listen, 1, false).map_err(|e| e.to_string())?;
     // One bounded event queue per core; a core that falls behind catches up from history.
@@ -272,6 +283,8 @@ fn run(mut cfg: Config) -> Result<(), String> {
         };
         let peer_status = peer_status.clone();
         let peer_listen = peer_listen.clone();
+        let http_listen = http_listen.clone();
+        let metrics_listen = metrics_listen.clone();
         let snap_dir = snap_dir.clone();
         let peer_leases = peer_leases.clone();
         let go_tx = go_tx.clone();
@@ -325,14 +338,38 @@ fn run(mut cfg: Config) -> Result<(), String> {
                 if go_rx.recv_async().await.is_err() {
                     return;
                 }
-                let routes = retcd_net::routes(ctx.clone());
-                let http = retcd_net::http::HttpApi::Client(ctx);
-                if let Err(e) =
-                    retcd_net::serve::serve(serve_opts, core, routes, http, std::future::pending())
-                        .await
-                {
-                    let _ = fail_tx.send(format!("core {core}: {e}"));
+                use retcd_net::http::HttpApi;
+                let max_recv_bytes = serve_opts.max_recv_bytes;
+                let http = if grpc_only {
+                    HttpApi::ClientGrpcOnly
+                } else {
+                    HttpApi::Client(ctx.clone())
+                };
+                let mut groups = Vec::new();
+                for (kind, bound, api) in [
+                    ("client", &serve_opts.listen, http),
+                    ("client", &http_listen, HttpApi::ClientHttpOnly(ctx.clone())),
+                    ("metrics", &metrics_listen, HttpApi::Metrics(ctx.clone())),
+                ] {
+                    match retcd_net::serve::listeners(bound, core) {
+                        Ok(l) if l.is_empty() => {}
+                        Ok(l) => groups.push(retcd_net::serve::serve_listeners(
+                            kind,
+                            l,
+                            retcd_net::routes(ctx.clone()),
+                            api,
+                            max_recv_bytes,
+                            std::future::pending(),
+                        )),
+                        Err(e) => {
+                            let _ = fail_tx.send(format!("core {core}: {e}"));
+                            return;
+                        }
+                    }
                 }
+                let (c, b, a) = (groups.pop(), groups.pop(), groups.pop());
+                futures_lite::future::zip(futures_lite::future::zip(maybe(a), maybe(b)), maybe(c))
+                    .await;
             };
             futures_lite::future::zip(peers, clients).await;
         }
@@ -364,6 +401,13 @@ fn run(mut cfg: Config) -> Result<(), String> {
             started.join().map_err(|e| e.to_string())?;
             Ok(())
         }
+    }
+}
+
+/// Runs `f` if there is one.
+async fn maybe<F: Future<Output = ()>>(f: Option<F>) {
+    if let Some(f) = f {
+        f.await;
     }
 }
 

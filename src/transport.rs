@@ -84,12 +84,25 @@ fn listen_addrs(
 fn alpn(kind: &str) -> &'static [&'static [u8]] {
     match kind {
         "client" => &[b"h2", b"http/1.1"],
+        "metrics" => &[b"http/1.1"],
         _ => &[b"h2"],
     }
 }
 
-/// The client and peer listening addresses; sets how this member dials https peer URLs.
-pub fn listeners(cfg: &Config) -> Result<(Vec<ListenAddr>, Vec<ListenAddr>), String> {
+/// Where the member listens, by what each address serves.
+pub struct Listeners {
+    /// `--listen-client-urls`: gRPC, and the HTTP endpoints unless `client_http` is given.
+    pub client: Vec<ListenAddr>,
+    /// `--listen-client-http-urls`: the HTTP endpoints only.
+    pub client_http: Vec<ListenAddr>,
+    /// `--listen-metrics-urls`: `/metrics` and the health endpoints only.
+    pub metrics: Vec<ListenAddr>,
+    pub peer: Vec<ListenAddr>,
+}
+
+/// The listening addresses; sets how this member dials https peer URLs. The client transport's
+/// TLS (certificate, client certificate checks) covers the HTTP-only and metrics URLs too.
+pub fn listeners(cfg: &Config) -> Result<Listeners, String> {
     let client_files = transport_files(
         cfg,
         "client",
@@ -101,6 +114,20 @@ pub fn listeners(cfg: &Config) -> Result<(Vec<ListenAddr>, Vec<ListenAddr>), Str
         cfg,
         "client",
         &cfg.listen_client_urls,
+        client_files.as_ref(),
+        false,
+    )?;
+    let client_http = listen_addrs(
+        cfg,
+        "client",
+        &cfg.listen_client_http_urls,
+        client_files.as_ref(),
+        false,
+    )?;
+    let metrics = listen_addrs(
+        cfg,
+        "metrics",
+        &cfg.listen_metrics_urls,
         client_files.as_ref(),
         false,
     )?;
@@ -144,5 +171,10 @@ pub fn listeners(cfg: &Config) -> Result<(Vec<ListenAddr>, Vec<ListenAddr>), Str
             .map_err(|e| format!("peer TLS: {e}"))?;
         retcd_net::peer::set_peer_tls(dial);
     }
-    Ok((client, peer))
+    Ok(Listeners {
+        client,
+        client_http,
+        metrics,
+        peer,
+    })
 }

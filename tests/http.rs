@@ -239,3 +239,54 @@ fn health_without_a_leader() {
         "{r:?}"
     );
 }
+
+/// `--listen-metrics-urls`: `/metrics` and `/health` there, no gRPC and no gateway (etcd and
+/// retcd); `--listen-client-http-urls` (etcd 3.5, retcd only here): the HTTP endpoints move
+/// there and the client URLs serve gRPC only.
+#[test]
+fn metrics_and_http_only_urls() {
+    let ports = support::free_ports(2);
+    let metrics = format!("http://127.0.0.1:{}", ports[0]);
+    let http_only = format!("http://127.0.0.1:{}", ports[1]);
+    for kind in [Kind::Etcd, Kind::Retcd] {
+        let mut args = vec!["--listen-metrics-urls", metrics.as_str()];
+        if kind == Kind::Retcd {
+            args.extend(["--listen-client-http-urls", http_only.as_str()]);
+        }
+        let s = Server::start_in_tempdir_with_args(kind, &args);
+        let m = curl(&format!("{metrics}/metrics"), &[]);
+        assert_eq!(m.status, 200, "{kind:?}");
+        assert_eq!(
+            m.content_type.as_deref(),
+            Some("text/plain; version=0.0.4; charset=utf-8")
+        );
+        assert!(m.body.contains("\netcd_server_has_leader 1\n"), "{kind:?}");
+        assert_eq!(
+            curl(&format!("{metrics}/health"), &[]).status,
+            200,
+            "{kind:?}"
+        );
+        let gw = curl(
+            &format!("{metrics}/v3/kv/range"),
+            &["-X", "POST", "-d", "{}"],
+        );
+        assert_eq!(gw.status, 404, "{kind:?}: no gateway on the metrics URL");
+        let grpc = support::cluster::etcdctl_at(&metrics, &["get", "x", "--dial-timeout=2s"]);
+        assert!(!grpc.success(), "{kind:?}: no gRPC on the metrics URL");
+        if kind == Kind::Retcd {
+            let h = curl(&format!("{http_only}/health"), &[]);
+            assert_eq!(h.status, 200);
+            let put = curl(
+                &format!("{http_only}/v3/kv/put"),
+                &["-X", "POST", "-d", r#"{"key":"eA==","value":"eQ=="}"#],
+            );
+            assert_eq!(put.status, 200, "{put:?}");
+            assert!(!curl(&format!("{http_only}/metrics"), &[]).body.is_empty());
+            // The client URL: gRPC only.
+            assert_eq!(get(&s, "/health").status, 404);
+            assert!(s.etcdctl(&["get", "x"]).stdout.contains('y'));
+            let grpc = support::cluster::etcdctl_at(&http_only, &["get", "x", "--dial-timeout=2s"]);
+            assert!(!grpc.success(), "no gRPC on the HTTP-only URL");
+        }
+    }
+}

@@ -489,6 +489,12 @@ async fn serve_http<IO>(
     IO: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
 {
     match within(TLS_HANDSHAKE_TIMEOUT, stop, io.is_http2()).await {
+        Some(Ok(true)) if !service.http.serves_grpc() => {
+            tracing::debug!(
+                ?peer,
+                "HTTP/2 on a listener that serves HTTP/1.1 only: closed"
+            )
+        }
         Some(Ok(true)) => {
             let conn = builder.serve_connection(io, service.grpc);
             drive(conn, |c| c.graceful_shutdown(), stop, peer).await;

@@ -47,6 +47,8 @@ pub(super) fn build(
     } = member(settings);
     let Urls {
         listen_client_urls,
+        listen_client_http_urls,
+        listen_metrics_urls,
         advertise_client_urls,
         listen_peer_urls,
         initial_advertise_peer_urls,
@@ -96,6 +98,8 @@ pub(super) fn build(
         data_dir,
         dedicated_wal_dir,
         listen_client_urls,
+        listen_client_http_urls,
+        listen_metrics_urls,
         advertise_client_urls,
         listen_peer_urls,
         initial_advertise_peer_urls,
@@ -215,6 +219,8 @@ fn member(settings: &Settings) -> Member {
 /// Where this member listens and what it advertises.
 struct Urls {
     listen_client_urls: Vec<Url>,
+    listen_client_http_urls: Vec<Url>,
+    listen_metrics_urls: Vec<Url>,
     advertise_client_urls: Vec<Url>,
     listen_peer_urls: Vec<Url>,
     initial_advertise_peer_urls: Vec<Url>,
@@ -238,6 +244,8 @@ fn urls(settings: &Settings, file_mode: bool) -> Result<Urls, ConfigError> {
     }
     Ok(Urls {
         listen_client_urls,
+        listen_client_http_urls: urls_of(settings, "listen-client-http-urls").0,
+        listen_metrics_urls: urls_of(settings, "listen-metrics-urls").0,
         advertise_client_urls,
         listen_peer_urls,
         initial_advertise_peer_urls,

@@ -180,7 +180,7 @@ pub(super) static SPECS: &[Spec] = &[
     f("initial-election-tick-advance", K::Bool, "true", S::Implemented, Sec::Member, "Fast-forward election ticks at boot so a first election happens sooner."),
     f("listen-peer-urls", K::Urls, "http://localhost:2380", S::Implemented, Sec::Member, "URLs to listen on for traffic from other members."),
     f("listen-client-urls", K::Urls, "http://localhost:2379", S::Implemented, Sec::Member, "URLs to listen on for client traffic (gRPC, and HTTP unless --listen-client-http-urls is set)."),
-    f("listen-client-http-urls", K::Urls, "", S::Ignored, Sec::Member, "URLs to listen on for HTTP-only client traffic."),
+    f("listen-client-http-urls", K::Urls, "", S::Implemented, Sec::Member, "URLs to listen on for HTTP-only client traffic."),
     f("max-snapshots", K::Uint, "5", S::Ignored, Sec::Member, "Snapshot files to keep (0: no limit)."),
     f("max-wals", K::Uint, "5", S::Ignored, Sec::Member, "WAL files to keep (0: no limit)."),
     f("quota-backend-bytes", K::Int, "0", S::Implemented, Sec::Member, "Backend size that raises the NOSPACE alarm (0: 2 GiB; negative: no quota)."),
@@ -249,7 +249,7 @@ pub(super) static SPECS: &[Spec] = &[
     // Profiling and monitoring
     f("enable-pprof", K::Bool, "false", S::Ignored, Sec::Monitoring, "Serve runtime profiles under <client-url>/debug/pprof/."),
     f("metrics", K::Str, "basic", S::Implemented, Sec::Monitoring, "Metrics detail: 'basic' or 'extensive' (adds gRPC latency histograms)."),
-    f("listen-metrics-urls", K::Urls, "", S::Ignored, Sec::Monitoring, "Extra URLs serving /metrics and /health."),
+    f("listen-metrics-urls", K::Urls, "", S::Implemented, Sec::Monitoring, "Extra URLs serving /metrics and /health."),
     // Logging
     f("logger", K::Str, "zap", S::Implemented, Sec::Logging, "Logger implementation; only 'zap' (structured logging) exists in etcd 3.5."),
     f("log-outputs", K::UniqueStrings, "default", S::Implemented, Sec::Logging, "Where logs go: 'default' or 'stderr', 'stdout', or file paths, comma separated."),

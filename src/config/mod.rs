@@ -177,6 +177,11 @@ pub struct Config {
     pub dedicated_wal_dir: Option<PathBuf>,
     /// `--listen-client-urls` (sorted, de-duplicated).
     pub listen_client_urls: Vec<Url>,
+    /// `--listen-client-http-urls`: HTTP only (health, metrics, the gateway); when set, the
+    /// client URLs serve gRPC only, as etcd's.
+    pub listen_client_http_urls: Vec<Url>,
+    /// `--listen-metrics-urls`: `/metrics` and the health endpoints only.
+    pub listen_metrics_urls: Vec<Url>,
     /// `--advertise-client-urls`.
     pub advertise_client_urls: Vec<Url>,
     /// `--listen-peer-urls`.

@@ -31,13 +31,29 @@ use crate::metrics::grpc::Metered;
 pub static HEALTH_SUCCESS: retcd_engine::metrics::Counter = retcd_engine::metrics::Counter::new();
 pub static HEALTH_FAILURES: retcd_engine::metrics::Counter = retcd_engine::metrics::Counter::new();
 
-/// What one listener serves over HTTP/1.1.
+/// What one listener serves: over HTTP/1.1, and whether gRPC too.
 #[derive(Clone)]
 pub enum HttpApi {
-    /// A client port: every endpoint, answered from the member's state.
+    /// A client URL: gRPC and every HTTP endpoint.
     Client(Arc<Ctx>),
-    /// A peer port: `/version` only.
+    /// A client URL while `--listen-client-http-urls` is set: gRPC only (every path 404).
+    ClientGrpcOnly,
+    /// A `--listen-client-http-urls` URL: every HTTP endpoint, no gRPC.
+    ClientHttpOnly(Arc<Ctx>),
+    /// A `--listen-metrics-urls` URL: `/metrics` and the health endpoints, no gRPC.
+    Metrics(Arc<Ctx>),
+    /// A peer URL: gRPC (the peer service) and `/version`.
     Peer,
+}
+
+impl HttpApi {
+    /// Whether the listener serves gRPC (HTTP/2) at all.
+    pub fn serves_grpc(&self) -> bool {
+        matches!(
+            self,
+            HttpApi::Client(_) | HttpApi::ClientGrpcOnly | HttpApi::Peer
+        )
+    }
 }
 
 /// Answers one HTTP/1.1 request; `grpc` is the connection's gRPC service, which the JSON
@@ -54,25 +70,30 @@ where
     let (parts, body) = req.into_parts();
     let path = parts.uri.path();
     let query = Query::parse(parts.uri.query().unwrap_or(""));
-    let mut response = match (&api, path) {
-        (_, "/version") => version(&parts.method),
-        (HttpApi::Client(ctx), "/health") => health::health(ctx, &parts.method, &query).await,
-        (HttpApi::Client(ctx), "/metrics") => metrics(ctx, &parts.method),
-        (HttpApi::Client(_), p) if gateway::route(p).is_some() => {
+    let (ctx, all) = match &api {
+        HttpApi::Client(ctx) | HttpApi::ClientHttpOnly(ctx) => (Some(ctx), true),
+        HttpApi::Metrics(ctx) => (Some(ctx), false),
+        HttpApi::ClientGrpcOnly | HttpApi::Peer => (None, false),
+    };
+    let mut response = match (ctx, path) {
+        (_, "/version") if !matches!(api, HttpApi::ClientGrpcOnly) => version(&parts.method),
+        (Some(ctx), "/health") => health::health(ctx, &parts.method, &query).await,
+        (Some(ctx), "/metrics") => metrics(ctx, &parts.method),
+        (Some(_), p) if all && gateway::route(p).is_some() => {
             let route = gateway::route(p).expect("checked");
             gateway::call(route, &grpc, &parts, body).await
         }
         // grpc-gateway's own answer to a path under its prefixes that it does not serve.
-        (HttpApi::Client(_), p) if gateway::is_gateway_path(p) => {
+        (Some(_), p) if all && gateway::is_gateway_path(p) => {
             error(StatusCode::NOT_FOUND, "Not Found")
         }
-        (HttpApi::Client(ctx), p) => match health::Probe::of(p) {
+        (Some(ctx), p) => match health::Probe::of(p) {
             Some(probe) => probe.answer(ctx, &parts.method, &query).await,
             None => not_found(),
         },
-        (HttpApi::Peer, _) => not_found(),
+        (None, _) => not_found(),
     };
-    if let HttpApi::Client(_) = api {
+    if all {
         cors(&mut response);
     }
     Ok(response)
