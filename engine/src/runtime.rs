@@ -137,7 +137,9 @@ fn io_uring_failure_cause(err: &io::Error) -> (String, &'static str) {
                 .into(),
             "run on Linux 5.8 or newer with io_uring enabled; in a container, allow \
              io_uring_setup, io_uring_enter and io_uring_register in the seccomp profile \
-             (e.g. docker --security-opt seccomp=<profile>)",
+             (deploy/seccomp/add-io-uring.sh in retcd's sources makes one from your runtime's \
+             default profile; docker --security-opt seccomp=<profile>, or Kubernetes' \
+             seccompProfile type Localhost as in deploy/kubernetes/retcd.yaml)",
         ),
         Some(libc::EPERM) | Some(libc::EACCES) => match sysctl {
             Some(v @ 1..) => (
@@ -150,8 +152,10 @@ fn io_uring_failure_cause(err: &io::Error) -> (String, &'static str) {
                  seccomp filter (container runtimes block io_uring by default)"
                     .into(),
                 "allow io_uring_setup, io_uring_enter and io_uring_register in the seccomp \
-                 profile (e.g. docker --security-opt seccomp=<profile>), and check \
-                 kernel.io_uring_disabled",
+                 profile (deploy/seccomp/add-io-uring.sh in retcd's sources makes one from your \
+                 runtime's default profile; docker --security-opt seccomp=<profile>, or \
+                 Kubernetes' seccompProfile type Localhost as in deploy/kubernetes/retcd.yaml), \
+                 and check kernel.io_uring_disabled",
             ),
         },
         Some(libc::ENOMEM) => (
