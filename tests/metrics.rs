@@ -44,6 +44,10 @@ const FAMILIES: &[&str] = &[
     "grpc_server_msg_received",
     "grpc_server_msg_sent",
     "grpc_server_handling_seconds",
+    "etcd_debugging_lease_granted",
+    "etcd_debugging_lease_revoked",
+    "etcd_debugging_lease_renewed",
+    "etcd_debugging_lease_ttl_total",
     "process_cpu_seconds",
     "process_resident_memory_bytes",
     "process_virtual_memory_bytes",
@@ -137,6 +141,10 @@ fn metrics_have_etcds_names_types_labels_and_counts() {
         }
         assert!(s.etcdctl(&["get", "k", "--prefix"]).success());
         assert!(s.etcdctl(&["del", "k0"]).success());
+        assert!(s.etcdctl(&["lease", "grant", "600"]).success());
+        let id = s.etcdctl(&["lease", "list"]).stdout;
+        let id = id.lines().nth(1).expect("a lease").trim().to_string();
+        assert!(s.etcdctl(&["lease", "keep-alive", "--once", &id]).success());
         // A refused Range: InvalidArgument (through the gateway's own gRPC call).
         let refused = Command::new("curl")
             .args(["-s", "-X", "POST", "-d", "{}"])
@@ -209,6 +217,10 @@ fn metrics_have_etcds_names_types_labels_and_counts() {
         ("etcd_server_proposals_failed_total", vec![], 0.0),
         ("etcd_server_slow_apply_total", vec![], 0.0),
         ("etcd_server_quota_backend_bytes", vec![], 2147483648.0),
+        ("etcd_debugging_lease_granted_total", vec![], 1.0),
+        ("etcd_debugging_lease_renewed_total", vec![], 1.0),
+        ("etcd_debugging_lease_revoked_total", vec![], 0.0),
+        ("etcd_debugging_lease_ttl_total_count", vec![], 1.0),
     ] {
         let family = name
             .strip_suffix("_total")
@@ -230,4 +242,49 @@ fn metrics_have_etcds_names_types_labels_and_counts() {
         &[],
     );
     assert!(fsyncs > 0.0);
+}
+
+/// A 3-member cluster: the leader's peer traffic by peer, with etcd's names and labels.
+#[test]
+fn peer_metrics_name_each_peer() {
+    let mut seen = Vec::new();
+    for kind in [support::Kind::Etcd, support::Kind::Retcd] {
+        let mut c = support::cluster::Cluster::start(kind, 3, &[]);
+        assert!(c.etcdctl(&["put", "a", "b"]).success());
+        let ids: BTreeSet<String> = (0..3).map(|i| format!("{:x}", c.member_id(i))).collect();
+        // The leader talks to every follower (a follower may talk to the leader only).
+        let leader = c.leader();
+        let (_, body) = scrape(&c.members[leader]);
+        let families = parse(&body);
+        let me = format!("{:x}", c.member_id(leader));
+        let others: BTreeSet<String> = ids.iter().filter(|i| **i != me).cloned().collect();
+        for (family, label) in [
+            ("etcd_network_peer_sent_bytes", "To"),
+            ("etcd_network_peer_received_bytes", "From"),
+        ] {
+            let f = &families[family];
+            let peers: BTreeSet<String> = f["samples"]
+                .as_array()
+                .expect("samples")
+                .iter()
+                .filter(|s| s[2].as_f64().unwrap_or(0.0) > 0.0)
+                .filter_map(|s| s[1][label].as_str().map(str::to_string))
+                .collect();
+            assert_eq!(peers, others, "{kind:?} {family}: bytes by {label}");
+            seen.push((
+                kind,
+                family,
+                f["type"].clone(),
+                f["help"].clone(),
+                label_names(f),
+            ));
+        }
+    }
+    for (r, e) in seen[2..].iter().zip(&seen[..2]) {
+        assert_eq!(
+            (r.1, &r.2, &r.3, &r.4),
+            (e.1, &e.2, &e.3, &e.4),
+            "retcd vs etcd"
+        );
+    }
 }

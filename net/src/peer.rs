@@ -140,8 +140,18 @@ impl PeerService {
 impl Peer for PeerService {
     async fn raft(&self, req: Request<Streaming<RaftFrame>>) -> Result<Response<RaftAck>, Status> {
         let mut frames = req.into_inner();
+        let mut cells: Option<(u64, Arc<crate::metrics::peer::PeerCells>)> = None;
         while let Some(frame) = frames.message().await? {
             self.check(frame.cluster_id, frame.from, frame.to)?;
+            let bytes: usize = frame.messages.iter().map(Vec::len).sum();
+            match &cells {
+                Some((from, c)) if *from == frame.from => c.received_bytes.add(bytes as u64),
+                _ => {
+                    let c = crate::metrics::peer::cells(frame.from);
+                    c.received_bytes.add(bytes as u64);
+                    cells = Some((frame.from, c));
+                }
+            }
             tracing::trace!(from = %format!("{:x}", frame.from), messages = frame.messages.len(), "peer frame");
             let msgs = frame.messages.into_iter().map(Bytes::from).collect();
             self.inbox
@@ -511,7 +521,10 @@ async fn run_link(link: PeerLink, status: Arc<NodeStatus>, inbox: PeerInbox) {
                 inbox.removed().await;
                 return;
             }
-            Err(e) => debug!(peer = %format!("{:x}", link.id), error = %e, "peer stream failed"),
+            Err(e) => {
+                crate::metrics::peer::cells(link.id).sent_failures.inc();
+                debug!(peer = %format!("{:x}", link.id), error = %e, "peer stream failed")
+            }
         }
         // Stale messages: Raft resends what matters once the peer answers again.
         link.rx.clear();
@@ -533,24 +546,29 @@ async fn stream_to(
     *backoff = MIN_BACKOFF;
     let (cluster_id, from, to) = (status.cluster_id, status.member_id, link.id);
     let rx = link.rx.clone();
-    let frames = futures_lite::stream::unfold(rx, move |rx| async move {
-        let first = rx.recv().await?;
-        let mut bytes = first.len();
-        let mut messages = vec![first.to_vec()];
-        while bytes < FRAME_BYTES {
-            let Some(m) = rx.try_recv() else { break };
-            bytes += m.len();
-            messages.push(m.to_vec());
+    let cells = crate::metrics::peer::cells(to);
+    let frames = futures_lite::stream::unfold(rx, move |rx| {
+        let cells = cells.clone();
+        async move {
+            let first = rx.recv().await?;
+            let mut bytes = first.len();
+            let mut messages = vec![first.to_vec()];
+            while bytes < FRAME_BYTES {
+                let Some(m) = rx.try_recv() else { break };
+                bytes += m.len();
+                messages.push(m.to_vec());
+            }
+            cells.sent_bytes.add(bytes as u64);
+            Some((
+                RaftFrame {
+                    cluster_id,
+                    from,
+                    to,
+                    messages,
+                },
+                rx,
+            ))
         }
-        Some((
-            RaftFrame {
-                cluster_id,
-                from,
-                to,
-                messages,
-            },
-            rx,
-        ))
     });
     match client.raft(frames).await {
         Ok(_) => Ok(()),

@@ -275,6 +275,8 @@ impl Lessor {
         for c in changes {
             match *c {
                 LeaseChange::Granted { id, ttl } => {
+                    crate::metrics::LEASES_GRANTED.inc();
+                    crate::metrics::LEASE_TTL_SECONDS.observe(ttl as f64);
                     self.leases.insert(
                         id,
                         Lease {
@@ -288,6 +290,7 @@ impl Lessor {
                     self.schedule_checkpoint(id, now);
                 }
                 LeaseChange::Revoked { id } => {
+                    crate::metrics::LEASES_REVOKED.inc();
                     self.leases.remove(&id);
                 }
                 LeaseChange::Checkpointed { id, remaining } => {
@@ -312,6 +315,7 @@ impl Lessor {
         l.remaining = 0;
         let ttl = l.ttl;
         self.set_expiry(id, now + secs_duration(ttl));
+        crate::metrics::LEASES_RENEWED.inc();
         Some(Renewed {
             ttl,
             clear_checkpoint,

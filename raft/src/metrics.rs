@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use retcd_engine::metrics::{Counter, Gauge};
+use retcd_engine::metrics::{Counter, Gauge, Histogram};
 use retcd_engine::mvcc::{Event, EventKind, Mvcc};
 use retcd_engine::request::RangeRequest;
 
@@ -69,3 +69,17 @@ pub(crate) fn count_events(events: &[Event]) {
         KEYS.add(delta);
     }
 }
+
+/// etcd's lease metrics (`etcd_debugging_lease_*`): grants and revokes as applied, renewals
+/// (keep-alives) seen by the leader, and the granted TTLs.
+pub static LEASES_GRANTED: Counter = Counter::new();
+pub static LEASES_REVOKED: Counter = Counter::new();
+pub static LEASES_RENEWED: Counter = Counter::new();
+pub static LEASE_TTL_SECONDS: Histogram = Histogram::new(LEASE_TTL_BUCKETS);
+
+/// `prometheus.ExponentialBuckets(1, 2, 24)`.
+pub const LEASE_TTL_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0,
+    16384.0, 32768.0, 65536.0, 131072.0, 262144.0, 524288.0, 1048576.0, 2097152.0, 4194304.0,
+    8388608.0,
+];

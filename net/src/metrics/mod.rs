@@ -12,6 +12,7 @@
 //! `_sum` and `_count`; numbers as Go's shortest `%g`.
 
 pub mod grpc;
+pub mod peer;
 mod process;
 
 use std::fmt::Write;
@@ -137,6 +138,8 @@ pub fn render(ctx: &Ctx) -> String {
     disk(&mut x);
     mvcc(&mut x, ctx);
     grpc_families(&mut x);
+    peers(&mut x);
+    leases(&mut x);
     process::families(&mut x);
     retcd(&mut x, ctx);
     x.render()
@@ -358,6 +361,69 @@ fn grpc_families(x: &mut Exposition) {
         "etcd_network_client_grpc_received_bytes_total",
         "The total number of bytes received from grpc clients.",
         RECEIVED_BYTES.get() as f64,
+    );
+}
+
+/// Per peer; no family at all before a peer exists (a single member), as etcd.
+fn peers(x: &mut Exposition) {
+    let all = peer::all();
+    if all.is_empty() {
+        return;
+    }
+    for (name, label, help, cell) in [
+        (
+            "etcd_network_peer_sent_bytes_total",
+            "To",
+            "The total number of bytes sent to peers.",
+            (|c: &peer::PeerCells| c.sent_bytes.get()) as fn(&peer::PeerCells) -> u64,
+        ),
+        (
+            "etcd_network_peer_received_bytes_total",
+            "From",
+            "The total number of bytes received from peers.",
+            |c: &peer::PeerCells| c.received_bytes.get(),
+        ),
+        (
+            "etcd_network_peer_sent_failures_total",
+            "To",
+            "The total number of send failures from peers.",
+            |c: &peer::PeerCells| c.sent_failures.get(),
+        ),
+    ] {
+        let t = x.family(name, "counter", help);
+        // Sorted by the label's value: the hex id as text.
+        let mut rows: Vec<(String, u64)> = all
+            .iter()
+            .map(|(id, c)| (format!("{id:x}"), cell(c)))
+            .collect();
+        rows.sort();
+        for (id, v) in rows {
+            let _ = writeln!(t, "{name}{{{label}=\"{id}\"}} {v}");
+        }
+    }
+}
+
+fn leases(x: &mut Exposition) {
+    use retcd_raft::metrics as m;
+    x.counter(
+        "etcd_debugging_lease_granted_total",
+        "The total number of granted leases.",
+        m::LEASES_GRANTED.get() as f64,
+    );
+    x.counter(
+        "etcd_debugging_lease_revoked_total",
+        "The total number of revoked leases.",
+        m::LEASES_REVOKED.get() as f64,
+    );
+    x.counter(
+        "etcd_debugging_lease_renewed_total",
+        "The number of renewed leases seen by the leader.",
+        m::LEASES_RENEWED.get() as f64,
+    );
+    x.histogram(
+        "etcd_debugging_lease_ttl_total",
+        "Bucketed histogram of lease TTLs.",
+        &m::LEASE_TTL_SECONDS,
     );
 }
 
