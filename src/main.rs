@@ -172,16 +172,17 @@ fn run(mut cfg: Config) -> Result<(), String> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     // Bound before any core serves; another process on these ports is refused here, as etcd
     // is, instead of silently sharing the clients (retcd_net::serve::Bound).
+    let shared = cfg.socket_reuse_port;
     let client_listen =
-        retcd_net::serve::bind(&client_listen, cores, false).map_err(|e| e.to_string())?;
+        retcd_net::serve::bind(&client_listen, cores, shared).map_err(|e| e.to_string())?;
     // The HTTP-only and metrics URLs, served by every core next to the client URLs.
     let http_listen =
-        retcd_net::serve::bind(&client_http_listen, cores, false).map_err(|e| e.to_string())?;
+        retcd_net::serve::bind(&client_http_listen, cores, shared).map_err(|e| e.to_string())?;
     let metrics_listen =
-        retcd_net::serve::bind(&metrics_listen, cores, false).map_err(|e| e.to_string())?;
+        retcd_net::serve::bind(&metrics_listen, cores, shared).map_err(|e| e.to_string())?;
     let grpc_only = !http_listen.is_empty();
     // Only core 0 serves peers.
-    let peer_listen = retcd_net::serve::bind(&peer_listen, 1, false).map_err(|e| e.to_string())?;
+    let peer_listen = retcd_net::serve::bind(&peer_listen, 1, shared).map_err(|e| e.to_string())?;
     // One bounded event queue per core; a core that falls behind catches up from history.
     let (feed, subscriptions) = Feed::new(cores, FEED_DEPTH);
     let subscriptions = Mutex::new(subscriptions.into_iter().map(Some).collect::<Vec<_>>());
@@ -227,6 +228,14 @@ fn run(mut cfg: Config) -> Result<(), String> {
 
     retcd_net::metrics::grpc::EXTENSIVE
         .store(cfg.metrics_extensive, std::sync::atomic::Ordering::Relaxed);
+    retcd_net::http::GATEWAY.store(
+        cfg.enable_grpc_gateway,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    if let Some(n) = cfg.max_concurrent_streams {
+        retcd_net::serve::set_max_streams(n);
+    }
+    retcd_raft::metrics::set_slow_apply(cfg.warning_apply_duration);
     let ctx = Arc::new(Ctx {
         reader,
         proposer,

@@ -290,3 +290,22 @@ fn metrics_and_http_only_urls() {
         }
     }
 }
+
+/// `--enable-grpc-gateway=false`: no `/v3/` paths (Go's 404), the rest as before.
+#[test]
+fn the_gateway_can_be_turned_off() {
+    let (etcd, retcd) = support::start_both(&["--enable-grpc-gateway=false"]);
+    for s in [&etcd, &retcd] {
+        let r = curl(
+            &format!("{}/v3/kv/range", s.client_url()),
+            &["-X", "POST", "-d", r#"{"key":"Zm9v"}"#],
+        );
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (404, "404 page not found\n"),
+            "{:?}",
+            s.kind()
+        );
+        assert_eq!(get(s, "/health").status, 200);
+    }
+}

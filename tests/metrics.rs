@@ -288,3 +288,23 @@ fn peer_metrics_name_each_peer() {
         );
     }
 }
+
+/// `--experimental-warning-apply-duration`: an apply slower than it is counted (and logged) —
+/// with 1ns, every apply.
+#[test]
+fn slow_applies_are_counted_past_the_warning_duration() {
+    let (etcd, retcd) = support::start_both(&["--experimental-warning-apply-duration", "1ns"]);
+    for s in [&etcd, &retcd] {
+        assert!(s.etcdctl(&["put", "k", "v"]).success());
+        let (_, body) = scrape(s);
+        let families = parse(&body);
+        let slow = value(
+            &families,
+            "etcd_server_slow_apply",
+            "etcd_server_slow_apply_total",
+            &[],
+        );
+        assert!(slow >= 1.0, "{:?}: {slow}", s.kind());
+    }
+    assert!(retcd.log_since(0).contains("apply request took too long"));
+}

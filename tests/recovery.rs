@@ -1116,3 +1116,52 @@ fn first_answer_after_restart_holds_every_acknowledged_put() {
         server.wait_member_ready();
     }
 }
+
+/// `--socket-reuse-port`: a second member with it may listen on the first's client address
+/// (without it, tests/recovery.rs `a_port_in_use_is_refused`).
+#[test]
+fn socket_reuse_port_lets_a_second_member_share_the_address() {
+    let first =
+        Server::start_in_tempdir_with_args(support::Kind::Retcd, &["--socket-reuse-port=true"]);
+    let dir = tempdir("second");
+    let client = format!("http://127.0.0.1:{}", first.client_port());
+    let peer = format!("http://127.0.0.1:{}", support::free_ports(1)[0]);
+    let log = dir.path().join("second.log");
+    let mut second = std::process::Command::new(support::Kind::Retcd.binary())
+        .args(["--data-dir", dir.path().join("data").to_str().unwrap()])
+        .args([
+            "--listen-client-urls",
+            &client,
+            "--advertise-client-urls",
+            &client,
+        ])
+        .args([
+            "--listen-peer-urls",
+            &peer,
+            "--initial-advertise-peer-urls",
+            &peer,
+        ])
+        .args(["--initial-cluster", &format!("default={peer}")])
+        .arg("--socket-reuse-port=true")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("second retcd");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let served = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("ready to serve client requests") {
+            break Ok(());
+        }
+        if let Some(status) = second.try_wait().unwrap() {
+            break Err(format!("exited {status}: {text}"));
+        }
+        if std::time::Instant::now() >= deadline {
+            break Err(format!("not serving: {text}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = second.kill();
+    let _ = second.wait();
+    served.expect("the second member serves on the shared address");
+    assert!(first.etcdctl(&["put", "k", "v"]).success());
+}

@@ -58,9 +58,17 @@ use crate::grpc_limit::GrpcLimit;
 use crate::http::HttpApi;
 use crate::metrics::grpc::Metered;
 
-/// Streams one client connection may have open at once (etcd's default is unlimited; clients
-/// multiplex watches and concurrent requests over few connections).
+/// Streams one client connection may have open at once by default (etcd's default is unlimited;
+/// clients multiplex watches and concurrent requests over few connections, and this bounds what
+/// one connection can hold); `--max-concurrent-streams` sets another ([`set_max_streams`]).
 pub const MAX_CONCURRENT_STREAMS: u32 = 4096;
+static MAX_STREAMS: std::sync::atomic::AtomicU32 =
+    std::sync::atomic::AtomicU32::new(MAX_CONCURRENT_STREAMS);
+
+/// `--max-concurrent-streams` (at start, before any listener serves).
+pub fn set_max_streams(n: u32) {
+    MAX_STREAMS.store(n, std::sync::atomic::Ordering::Relaxed);
+}
 /// The HTTP/2 flow-control window of a stream: large enough for an etcd request of the default
 /// maximum size (1.5 MiB) in one round trip. Fixed: hyper's adaptive window would start every
 /// connection at the protocol's 64 KiB instead, and h2 sizes its budget of small buffered DATA
@@ -356,7 +364,7 @@ struct Services {
 fn http2_builder() -> http2::Builder<LocalExec> {
     let mut builder = http2::Builder::new(LocalExec);
     builder
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .max_concurrent_streams(MAX_STREAMS.load(std::sync::atomic::Ordering::Relaxed))
         .initial_stream_window_size(INITIAL_STREAM_WINDOW)
         .initial_connection_window_size(INITIAL_CONNECTION_WINDOW)
         .auto_date_header(false);

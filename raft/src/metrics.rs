@@ -3,6 +3,7 @@
 //! `etcd_debugging_mvcc_keys_total`); read by net/src/metrics.rs. The Raft state metrics
 //! (leader, indexes, leader changes) are read from [`crate::status::NodeStatus`] at scrape time.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use retcd_engine::metrics::{Counter, Gauge, Histogram};
@@ -31,10 +32,22 @@ impl Drop for Pending {
     }
 }
 
-/// Applies that took longer than [`SLOW_APPLY`] (etcd's default
-/// `--experimental-warning-apply-duration`).
+/// Applies that took longer than [`slow_apply`] (`--experimental-warning-apply-duration`).
 pub static SLOW_APPLIES: Counter = Counter::new();
-pub const SLOW_APPLY: Duration = Duration::from_millis(100);
+static SLOW_APPLY_NANOS: AtomicU64 = AtomicU64::new(100_000_000);
+
+/// What counts as a slow apply (etcd's default: 100 ms).
+pub fn slow_apply() -> Duration {
+    Duration::from_nanos(SLOW_APPLY_NANOS.load(Ordering::Relaxed))
+}
+
+/// Sets [`slow_apply`] (at start).
+pub fn set_slow_apply(d: Duration) {
+    SLOW_APPLY_NANOS.store(
+        u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
+        Ordering::Relaxed,
+    );
+}
 
 /// Live keys in the store.
 pub static KEYS: Gauge = Gauge::new();

@@ -131,6 +131,14 @@ pub(super) fn build(
         peer_skip_client_san_verification,
         auto_compaction,
         metrics_extensive: str_of(settings, "metrics") == "extensive",
+        max_concurrent_streams: u32::try_from(u64_of(settings, "max-concurrent-streams"))
+            .ok()
+            .filter(|n| *n != u32::MAX),
+        enable_grpc_gateway: bool_of(settings, "enable-grpc-gateway"),
+        socket_reuse_port: bool_of(settings, "socket-reuse-port"),
+        warning_apply_duration: Duration::from_nanos(
+            u64::try_from(dur_of(settings, "experimental-warning-apply-duration")).unwrap_or(0),
+        ),
         // Only the caller knows whether the settings came from a file.
         config_file: None,
     })

@@ -252,6 +252,14 @@ pub struct Config {
     /// `--metrics extensive` (any other value is etcd's `basic`): the gRPC handling-time
     /// histograms are recorded.
     pub metrics_extensive: bool,
+    /// `--max-concurrent-streams`; `None`: etcd's default (unlimited), which retcd bounds.
+    pub max_concurrent_streams: Option<u32>,
+    /// `--enable-grpc-gateway`.
+    pub enable_grpc_gateway: bool,
+    /// `--socket-reuse-port`: other processes may listen on the member's addresses.
+    pub socket_reuse_port: bool,
+    /// `--experimental-warning-apply-duration`: an apply slower than this is logged and counted.
+    pub warning_apply_duration: Duration,
     /// The config file the settings came from, if any.
     pub config_file: Option<PathBuf>,
 }

@@ -27,6 +27,9 @@ pub use body::Body;
 use crate::context::Ctx;
 use crate::metrics::grpc::Metered;
 
+/// `--enable-grpc-gateway` (set at start).
+pub static GATEWAY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
 /// etcd's `etcd_server_health_success` and `etcd_server_health_failures` (`/health` answers).
 pub static HEALTH_SUCCESS: retcd_engine::metrics::Counter = retcd_engine::metrics::Counter::new();
 pub static HEALTH_FAILURES: retcd_engine::metrics::Counter = retcd_engine::metrics::Counter::new();
@@ -70,6 +73,7 @@ where
     let (parts, body) = req.into_parts();
     let path = parts.uri.path();
     let query = Query::parse(parts.uri.query().unwrap_or(""));
+    let gateway = GATEWAY.load(std::sync::atomic::Ordering::Relaxed);
     let (ctx, all) = match &api {
         HttpApi::Client(ctx) | HttpApi::ClientHttpOnly(ctx) => (Some(ctx), true),
         HttpApi::Metrics(ctx) => (Some(ctx), false),
@@ -79,12 +83,12 @@ where
         (_, "/version") if !matches!(api, HttpApi::ClientGrpcOnly) => version(&parts.method),
         (Some(ctx), "/health") => health::health(ctx, &parts.method, &query).await,
         (Some(ctx), "/metrics") => metrics(ctx, &parts.method),
-        (Some(_), p) if all && gateway::route(p).is_some() => {
+        (Some(_), p) if all && gateway && gateway::route(p).is_some() => {
             let route = gateway::route(p).expect("checked");
             gateway::call(route, &grpc, &parts, body).await
         }
         // grpc-gateway's own answer to a path under its prefixes that it does not serve.
-        (Some(_), p) if all && gateway::is_gateway_path(p) => {
+        (Some(_), p) if all && gateway && gateway::is_gateway_path(p) => {
             error(StatusCode::NOT_FOUND, "Not Found")
         }
         (Some(ctx), p) => match health::Probe::of(p) {

@@ -107,11 +107,11 @@ impl Core {
             .apply_with_events(&batch, &mut events)?
             .into_iter();
         let took = started.elapsed();
-        if took > crate::metrics::SLOW_APPLY {
+        if took > crate::metrics::slow_apply() {
             crate::metrics::SLOW_APPLIES.inc();
             tracing::warn!(
                 ?took,
-                expected_duration = ?crate::metrics::SLOW_APPLY,
+                expected_duration = ?crate::metrics::slow_apply(),
                 entries = batch.len(),
                 "apply request took too long"
             );
