@@ -962,6 +962,12 @@ fn wal_segments_roll_and_release_across_crashes() {
 /// Runs a one-member retcd on `data_dir` with these client and peer URLs until it exits (it is
 /// expected to be refused at start).
 fn second_retcd(data_dir: &Path, client: &str, peer: &str) -> support::Output {
+    let cmd = second_retcd_command(data_dir, client, peer);
+    support::run_with_timeout(cmd, None, Duration::from_secs(20)).unwrap()
+}
+
+/// A single-member retcd on `data_dir` with these client and peer URLs.
+fn second_retcd_command(data_dir: &Path, client: &str, peer: &str) -> std::process::Command {
     let mut cmd = std::process::Command::new(support::Kind::Retcd.binary());
     cmd.args(["--data-dir", data_dir.to_str().unwrap()]);
     cmd.args([
@@ -977,7 +983,7 @@ fn second_retcd(data_dir: &Path, client: &str, peer: &str) -> support::Output {
         peer,
     ]);
     cmd.args(["--initial-cluster", &format!("default={peer}")]);
-    support::run_with_timeout(cmd, None, Duration::from_secs(20)).unwrap()
+    cmd
 }
 
 /// A second retcd on a data dir another retcd is using is refused at start with a clear error,
@@ -1127,21 +1133,7 @@ fn socket_reuse_port_lets_a_second_member_share_the_address() {
     let client = format!("http://127.0.0.1:{}", first.client_port());
     let peer = format!("http://127.0.0.1:{}", support::free_ports(1)[0]);
     let log = dir.path().join("second.log");
-    let mut second = std::process::Command::new(support::Kind::Retcd.binary())
-        .args(["--data-dir", dir.path().join("data").to_str().unwrap()])
-        .args([
-            "--listen-client-urls",
-            &client,
-            "--advertise-client-urls",
-            &client,
-        ])
-        .args([
-            "--listen-peer-urls",
-            &peer,
-            "--initial-advertise-peer-urls",
-            &peer,
-        ])
-        .args(["--initial-cluster", &format!("default={peer}")])
+    let mut second = second_retcd_command(&dir.path().join("data"), &client, &peer)
         .arg("--socket-reuse-port=true")
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
