@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::io::BufRead;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -288,16 +287,7 @@ impl Streamed {
             .stdout(Stdio::piped())
             .spawn()
             .expect("curl");
-        let out = child.stdout.take().expect("stdout");
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if !line.is_empty() && tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = support::stdout_lines(&mut child);
         Streamed { child, lines }
     }
 

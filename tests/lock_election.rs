@@ -304,17 +304,7 @@ impl Running {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("etcdctl");
-        let out = child.stdout.take().expect("stdout");
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = support::stdout_lines(&mut child);
         Running { child, lines }
     }
 

@@ -1545,3 +1545,19 @@ pub fn wait_threads(pid: u32, name: &str, want: usize) -> usize {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The non-empty lines `child` writes to its (piped) stdout, as they come, read by a thread.
+pub fn stdout_lines(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let out = child.stdout.take().expect("a piped stdout");
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if !line.is_empty() && tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    lines
+}
