@@ -46,6 +46,10 @@ const MAX_UNCOMMITTED_ENV: &str = "RETCD_MAX_UNCOMMITTED_BYTES";
 /// instead of etcd's fixed 5 min (etcd's own tests fake the clock instead; it has no flag).
 const REVISION_COMPACTION_INTERVAL_ENV: &str = "RETCD_REVISION_COMPACTION_INTERVAL_MS";
 
+/// Internal knob (tests): the HTTP/1.1 header read timeout in milliseconds instead of
+/// `retcd_net::serve::HEADER_READ_TIMEOUT`.
+const HEADER_TIMEOUT_ENV: &str = "RETCD_HTTP_HEADER_TIMEOUT_MS";
+
 fn main() -> ExitCode {
     let (cfg, warnings) = match config::parse() {
         Ok(Parsed::Run(cfg, warnings)) => (cfg, warnings),
@@ -234,6 +238,13 @@ fn run(mut cfg: Config) -> Result<(), String> {
     );
     if let Some(n) = cfg.max_concurrent_streams {
         retcd_net::serve::set_max_streams(n);
+    }
+    retcd_net::serve::set_keepalive(cfg.grpc_keepalive_interval, cfg.grpc_keepalive_timeout);
+    if let Some(ms) = std::env::var(HEADER_TIMEOUT_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        retcd_net::serve::set_header_read_timeout(std::time::Duration::from_millis(ms));
     }
     retcd_raft::metrics::set_slow_apply(cfg.warning_apply_duration);
     let ctx = Arc::new(Ctx {

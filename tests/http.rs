@@ -309,3 +309,66 @@ fn the_gateway_can_be_turned_off() {
         assert_eq!(get(s, "/health").status, 200);
     }
 }
+
+/// A client that trickles its headers (slowloris) is dropped after the header read timeout
+/// (shortened here by retcd's test knob), and other clients are served meanwhile.
+#[test]
+fn a_client_that_trickles_its_headers_is_dropped() {
+    use std::io::{Read, Write};
+    let s = Server::start_in_tempdir_with_env(
+        Kind::Retcd,
+        &[],
+        &[("RETCD_HTTP_HEADER_TIMEOUT_MS", "500")],
+    );
+    let mut slow = std::net::TcpStream::connect(("127.0.0.1", s.client_port())).unwrap();
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    assert_eq!(get(&s, "/health").status, 200, "others are served");
+    slow.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let ended = slow.read_to_end(&mut answer);
+    assert!(ended.is_ok(), "the server closed the connection: {ended:?}");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
+}
+
+/// `--grpc-keepalive-interval`: an idle HTTP/2 connection gets PING frames.
+#[test]
+fn idle_http2_connections_are_pinged() {
+    use std::io::{Read, Write};
+    let s = Server::start_in_tempdir_with_args(
+        Kind::Retcd,
+        &[
+            "--grpc-keepalive-interval=200ms",
+            "--grpc-keepalive-timeout=5s",
+        ],
+    );
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", s.client_port())).unwrap();
+    // The client preface and an empty SETTINGS frame.
+    c.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+    c.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut frames = Vec::new();
+    loop {
+        let mut head = [0u8; 9];
+        c.read_exact(&mut head).expect("a frame");
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let mut payload = vec![0u8; len];
+        c.read_exact(&mut payload).expect("its payload");
+        let (kind, flags) = (head[3], head[4]);
+        frames.push(kind);
+        if kind == 4 && flags & 1 == 0 {
+            // ACK the server's SETTINGS.
+            c.write_all(&[0, 0, 0, 4, 1, 0, 0, 0, 0]).unwrap();
+        }
+        if kind == 6 && flags & 1 == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no PING, frames {frames:?}");
+    }
+}

@@ -53,6 +53,9 @@ use retcd_engine::runtime;
 use socket2::{Domain, Protocol, Socket, Type};
 use tonic::service::Routes;
 
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU32, AtomicU64};
+
 use crate::authority::AuthorityFront;
 use crate::grpc_limit::GrpcLimit;
 use crate::http::HttpApi;
@@ -62,12 +65,49 @@ use crate::metrics::grpc::Metered;
 /// clients multiplex watches and concurrent requests over few connections, and this bounds what
 /// one connection can hold); `--max-concurrent-streams` sets another ([`set_max_streams`]).
 pub const MAX_CONCURRENT_STREAMS: u32 = 4096;
-static MAX_STREAMS: std::sync::atomic::AtomicU32 =
-    std::sync::atomic::AtomicU32::new(MAX_CONCURRENT_STREAMS);
+static MAX_STREAMS: AtomicU32 = AtomicU32::new(MAX_CONCURRENT_STREAMS);
+
+/// How long an HTTP/1.1 client may take to send a request's headers before it is dropped (a
+/// slowloris client holds a connection open by trickling them); [`set_header_read_timeout`].
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+static HEADER_READ_TIMEOUT_MS: AtomicU64 = AtomicU64::new(30_000);
+/// `--grpc-keepalive-interval` and `--grpc-keepalive-timeout` (etcd's defaults: 2 h, 20 s).
+static KEEPALIVE_INTERVAL_MS: AtomicU64 = AtomicU64::new(2 * 3600 * 1000);
+static KEEPALIVE_TIMEOUT_MS: AtomicU64 = AtomicU64::new(20_000);
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The HTTP/1.1 header read timeout (at start; tests shorten it).
+pub fn set_header_read_timeout(d: Duration) {
+    HEADER_READ_TIMEOUT_MS.store(millis(d), Relaxed);
+}
+
+/// How often an idle HTTP/2 connection is pinged, and how long its answer may take before the
+/// connection is closed (at start).
+pub fn set_keepalive(interval: Duration, timeout: Duration) {
+    KEEPALIVE_INTERVAL_MS.store(millis(interval), Relaxed);
+    KEEPALIVE_TIMEOUT_MS.store(millis(timeout), Relaxed);
+}
+
+/// The ping interval of idle HTTP/2 connections; `None` for 0 (never, as etcd).
+fn keepalive_interval() -> Option<Duration> {
+    let ms = KEEPALIVE_INTERVAL_MS.load(Relaxed);
+    (ms > 0).then(|| Duration::from_millis(ms))
+}
+
+/// How long a ping's answer may take; 0 is etcd's "forever" (a year here).
+fn keepalive_timeout() -> Duration {
+    match KEEPALIVE_TIMEOUT_MS.load(Relaxed) {
+        0 => Duration::from_secs(365 * 24 * 3600),
+        ms => Duration::from_millis(ms),
+    }
+}
 
 /// `--max-concurrent-streams` (at start, before any listener serves).
 pub fn set_max_streams(n: u32) {
-    MAX_STREAMS.store(n, std::sync::atomic::Ordering::Relaxed);
+    MAX_STREAMS.store(n, Relaxed);
 }
 /// The HTTP/2 flow-control window of a stream: large enough for an etcd request of the default
 /// maximum size (1.5 MiB) in one round trip. Fixed: hyper's adaptive window would start every
@@ -364,7 +404,10 @@ struct Services {
 fn http2_builder() -> http2::Builder<LocalExec> {
     let mut builder = http2::Builder::new(LocalExec);
     builder
-        .max_concurrent_streams(MAX_STREAMS.load(std::sync::atomic::Ordering::Relaxed))
+        .max_concurrent_streams(MAX_STREAMS.load(Relaxed))
+        .timer(crate::timer::HyperTimer)
+        .keep_alive_interval(keepalive_interval())
+        .keep_alive_timeout(keepalive_timeout())
         .initial_stream_window_size(INITIAL_STREAM_WINDOW)
         .initial_connection_window_size(INITIAL_CONNECTION_WINDOW)
         .auto_date_header(false);
@@ -508,12 +551,15 @@ async fn serve_http<IO>(
             drive(conn, |c| c.graceful_shutdown(), stop, peer).await;
         }
         Some(Ok(false)) => {
-            let conn = hyper::server::conn::http1::Builder::new().serve_connection(
-                io,
-                hyper::service::service_fn(move |req| {
-                    crate::http::handle(service.http.clone(), service.grpc.clone(), req)
-                }),
-            );
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(crate::timer::HyperTimer)
+                .header_read_timeout(Duration::from_millis(HEADER_READ_TIMEOUT_MS.load(Relaxed)))
+                .serve_connection(
+                    io,
+                    hyper::service::service_fn(move |req| {
+                        crate::http::handle(service.http.clone(), service.grpc.clone(), req)
+                    }),
+                );
             drive(conn, |c| c.graceful_shutdown(), stop, peer).await;
         }
         Some(Err(e)) => {

@@ -135,6 +135,12 @@ pub(super) fn build(
             .ok()
             .filter(|n| *n != u32::MAX),
         enable_grpc_gateway: bool_of(settings, "enable-grpc-gateway"),
+        grpc_keepalive_interval: Duration::from_nanos(
+            u64::try_from(dur_of(settings, "grpc-keepalive-interval")).unwrap_or(0),
+        ),
+        grpc_keepalive_timeout: Duration::from_nanos(
+            u64::try_from(dur_of(settings, "grpc-keepalive-timeout")).unwrap_or(0),
+        ),
         socket_reuse_port: bool_of(settings, "socket-reuse-port"),
         warning_apply_duration: Duration::from_nanos(
             u64::try_from(dur_of(settings, "experimental-warning-apply-duration")).unwrap_or(0),

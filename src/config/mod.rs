@@ -254,6 +254,10 @@ pub struct Config {
     pub metrics_extensive: bool,
     /// `--max-concurrent-streams`; `None`: etcd's default (unlimited), which retcd bounds.
     pub max_concurrent_streams: Option<u32>,
+    /// `--grpc-keepalive-interval`, `--grpc-keepalive-timeout`: HTTP/2 pings of idle client
+    /// connections, and how long an answer may take.
+    pub grpc_keepalive_interval: Duration,
+    pub grpc_keepalive_timeout: Duration,
     /// `--enable-grpc-gateway`.
     pub enable_grpc_gateway: bool,
     /// `--socket-reuse-port`: other processes may listen on the member's addresses.
