@@ -318,7 +318,7 @@ fn tuning_flags_warned() {
     let (c, w) = ok(
         &[
             "--max-snapshots=10",
-            "--grpc-keepalive-interval",
+            "--grpc-keepalive-min-time",
             "1h",
             "--enable-pprof",
             "--max-wals=5",
@@ -329,7 +329,7 @@ fn tuning_flags_warned() {
     assert_eq!(c, Config::default());
     let expect = [
         "flag --max-snapshots is accepted but not implemented yet; ignored",
-        "flag --grpc-keepalive-interval is accepted but not implemented yet; ignored",
+        "flag --grpc-keepalive-min-time is accepted but not implemented yet; ignored",
         "flag --enable-pprof is accepted but not implemented yet; ignored",
         "flag --pre-vote is accepted but not implemented yet; ignored (set by environment variable ETCD_PRE_VOTE (flag --pre-vote))",
         "flag --snapshot is no longer supported by etcd; ignored",
