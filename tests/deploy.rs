@@ -138,6 +138,17 @@ fn the_static_pod_manifest_runs_and_its_probes_pass() {
         ],
     );
     assert!(out.success(), "{out:?}; log:\n{}", show_log());
+    // The HTTP endpoints on the TLS client URL, where curl negotiates HTTP/2.
+    let health = Command::new("curl")
+        .args(["-s", "--max-time", "15", "--cacert", &path(&pki.ca)])
+        .args(["--cert", &path(&cert), "--key", &path(&key)])
+        .arg(format!("https://127.0.0.1:{}/health", ports[0]))
+        .output()
+        .expect("curl");
+    assert_eq!(
+        String::from_utf8_lossy(&health.stdout),
+        r#"{"health":"true","reason":""}"#
+    );
     let _ = child.kill();
     let _ = child.wait();
 }

@@ -393,6 +393,11 @@ pub async fn serve_listeners(
     }
 }
 
+/// What a connection's HTTP/2 requests are answered with.
+type GrpcAnswer = std::pin::Pin<
+    Box<dyn Future<Output = Result<http::Response<tonic::body::Body>, std::convert::Infallible>>>,
+>;
+
 /// What a listener's connections are served: gRPC over HTTP/2, the rest over HTTP/1.1.
 #[derive(Clone)]
 struct Services {
@@ -547,7 +552,27 @@ async fn serve_http<IO>(
             )
         }
         Some(Ok(true)) => {
-            let conn = builder.serve_connection(io, service.grpc);
+            // gRPC by its content type; any other HTTP/2 request (curl or a probe that
+            // negotiated h2 by ALPN) gets the HTTP endpoints, as etcd's TLS client port
+            // routes them.
+            let conn = builder.serve_connection(
+                io,
+                hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let grpc = req
+                        .headers()
+                        .get(http::header::CONTENT_TYPE)
+                        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+                    if grpc {
+                        return hyper::service::Service::call(&service.grpc, req);
+                    }
+                    let (api, grpc) = (service.http.clone(), service.grpc.clone());
+                    let answer: GrpcAnswer = Box::pin(async move {
+                        let r = crate::http::handle(api, grpc, req).await?;
+                        Ok(r.map(tonic::body::Body::new))
+                    });
+                    answer
+                }),
+            );
             drive(conn, |c| c.graceful_shutdown(), stop, peer).await;
         }
         Some(Ok(false)) => {
