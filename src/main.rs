@@ -164,8 +164,8 @@ fn run(mut cfg: Config) -> Result<(), String> {
     seq_opts.election_ticks = cfg.election_ticks() as usize;
     seq_opts.initial_election_tick_advance = cfg.initial_election_tick_advance;
     // etcd's request timeout: 5 s plus two election timeouts.
-    let seq_opts_request_timeout = std::time::Duration::from_secs(5) + 2 * cfg.election_timeout;
-    seq_opts.request_timeout = seq_opts_request_timeout;
+    let request_timeout = std::time::Duration::from_secs(5) + 2 * cfg.election_timeout;
+    seq_opts.request_timeout = request_timeout;
     seq_opts.bootstrap = identity.bootstrap;
     seq_opts.snapshot_count = cfg.snapshot_count;
     seq_opts.catch_up_entries = cfg.snapshot_catchup_entries;
@@ -268,7 +268,6 @@ fn run(mut cfg: Config) -> Result<(), String> {
     });
     let stop_proposer = ctx.proposer.clone();
     let stop_status = ctx.status.clone();
-    let request_timeout = seq_opts_request_timeout;
     let serve_opts = ServeOptions {
         listen: client_listen,
         max_recv_bytes: cfg.max_request_bytes + (512 << 10),

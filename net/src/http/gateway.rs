@@ -27,6 +27,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{Body, error};
+use crate::grpc_limit::PREFIX_LEN;
 use crate::metrics::grpc::Metered;
 use crate::pb::{etcdserverpb as pb, v3electionpb as epb, v3lockpb as lpb};
 
@@ -34,8 +35,6 @@ use crate::pb::{etcdserverpb as pb, v3electionpb as epb, v3lockpb as lpb};
 const STREAM_DEPTH: usize = 16;
 /// Request chunks queued between the HTTP body and the gRPC call.
 const INPUT_DEPTH: usize = 16;
-/// gRPC's message prefix: the compressed flag and the big-endian length.
-const PREFIX_LEN: usize = 5;
 
 type Answer = Pin<Box<dyn Future<Output = Response<Body>>>>;
 
@@ -354,28 +353,9 @@ fn status_of(headers: &http::HeaderMap) -> Option<Failure> {
     let message = headers
         .get("grpc-message")
         .and_then(|m| m.to_str().ok())
-        .map(percent_decode)
+        .map(|m| super::percent_decode(m, false))
         .unwrap_or_default();
     Some(Failure { code, message })
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl Call {

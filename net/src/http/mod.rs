@@ -197,7 +197,7 @@ impl Query {
                 .filter(|p| !p.is_empty())
                 .map(|p| {
                     let (k, v) = p.split_once('=').unwrap_or((p, ""));
-                    (unescape(k), unescape(v))
+                    (percent_decode(k, true), percent_decode(v, true))
                 })
                 .collect(),
         )
@@ -226,14 +226,15 @@ impl Query {
     }
 }
 
-/// Percent-decoding with `+` as space; a malformed escape is kept as written.
-fn unescape(s: &str) -> String {
+/// Percent-decoding (with `+` as a space in a query, as Go's `url.ParseQuery`; not in a
+/// `grpc-message`); a malformed escape is kept as written.
+fn percent_decode(s: &str, plus_is_space: bool) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         match b[i] {
-            b'+' => out.push(b' '),
+            b'+' if plus_is_space => out.push(b' '),
             b'%' => match (hex(b.get(i + 1)), hex(b.get(i + 2))) {
                 (Some(h), Some(l)) => {
                     out.push(h << 4 | l);
