@@ -9,7 +9,7 @@
 mod defrag;
 mod import;
 
-pub use defrag::{Defrag, DefragNext};
+pub use defrag::{Defrag, DefragNext, DefragReport};
 pub use import::Imported;
 
 use std::cmp::Ordering;

@@ -71,6 +71,19 @@ pub struct Defrag {
     pub moved: u64,
 }
 
+/// Where a defragmentation ended, for the log: what kept the file longer than the pages in use.
+#[derive(Debug, Clone, Copy)]
+pub struct DefragReport {
+    pub passes: u32,
+    /// Pages at or above it were to be moved.
+    pub limit: u64,
+    pub high_water: u64,
+    /// Freed pages a reader or the next durable commit still holds.
+    pub pending: usize,
+    /// Pages the free list takes.
+    pub freelist: usize,
+}
+
 impl Defrag {
     pub fn new() -> Defrag {
         Defrag {
@@ -189,6 +202,17 @@ impl Mvcc {
     fn defrag_limit(&self) -> u64 {
         let in_use = self.pages_in_use();
         in_use + in_use / 32 + 64
+    }
+
+    /// What `d` did and what the page store holds now.
+    pub fn defrag_report(&self, d: &Defrag) -> DefragReport {
+        DefragReport {
+            passes: d.passes,
+            limit: d.limit,
+            high_water: self.store.high_water(),
+            pending: self.store.pending_pages(),
+            freelist: self.store.freelist_len(),
+        }
     }
 
     /// Cuts the db file to the pages in use (after a checkpoint); returns its new length.

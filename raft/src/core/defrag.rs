@@ -73,8 +73,14 @@ impl Core {
         };
         if let DefragNext::Done { file_len } = r.next {
             let r = self.defrag.take().expect("checked");
+            let report = self.mvcc.defrag_report(&r.defrag);
             info!(
                 moved_leaves = r.defrag.moved,
+                passes = report.passes,
+                limit_page = report.limit,
+                high_water_page = report.high_water,
+                pending_pages = report.pending,
+                freelist_pages = report.freelist,
                 file_len,
                 db_size = self.mvcc.db_size(),
                 db_size_in_use = self.mvcc.db_size_in_use(),
