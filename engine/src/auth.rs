@@ -330,7 +330,7 @@ impl AuthState {
             Request::Compact(_) => Ok(self.check_admin(caller)?),
             Request::LeaseGrant(_) | Request::LeaseCheckpoint(_) => Ok(()),
             Request::Auth(AuthRequest::Authenticate { .. }) => Ok(()),
-            Request::Auth(_) => Ok(self.check_admin(caller)?),
+            Request::Auth(_) | Request::Alarm(_) => Ok(self.check_admin(caller)?),
         }
     }
 

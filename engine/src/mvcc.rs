@@ -13,6 +13,7 @@ pub use defrag::{Defrag, DefragNext, DefragReport};
 pub use import::Imported;
 
 use std::cmp::Ordering;
+use std::collections::BTreeSet;
 
 use rkyv::{Archive, Deserialize, Serialize, rancor};
 
@@ -26,6 +27,15 @@ use crate::request::{
     Caller, CompactRequest, Compare, DeleteRangeRequest, PutRequest, RangeRequest, Request,
     RequestOp, TxnRequest,
 };
+
+/// Whether a Txn puts anything, in either branch, at any depth (etcd's quota cost above zero).
+fn txn_puts(t: &TxnRequest) -> bool {
+    t.success.iter().chain(&t.failure).any(|op| match op {
+        RequestOp::Put(_) => true,
+        RequestOp::Txn(inner) => txn_puts(inner),
+        _ => false,
+    })
+}
 
 /// Stored value of one version of a key (the `k` key space, §4.1).
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -100,6 +110,12 @@ pub enum MvccError {
     Store(#[from] StoreError),
     #[error("corrupt record in page store: {0}")]
     Record(String),
+    /// A NOSPACE alarm is raised: writes that add data are refused (etcd's capped applier).
+    #[error("mvcc: database space exceeded")]
+    NoSpace,
+    /// A CORRUPT alarm is raised: every write is refused (etcd's corrupt applier).
+    #[error("corrupt cluster")]
+    Corrupt,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -144,6 +160,21 @@ pub enum WriteResult {
     LeaseRevoke { revision: i64 },
     LeaseCheckpoint { revision: i64 },
     Auth { revision: i64, outcome: AuthOutcome },
+    /// The alarm the request raised or cleared; `None` when it was already so.
+    Alarm { revision: i64, changed: Option<Alarm> },
+}
+
+/// etcd's AlarmType NOSPACE.
+pub const ALARM_NOSPACE: i32 = 1;
+/// etcd's AlarmType CORRUPT.
+pub const ALARM_CORRUPT: i32 = 2;
+
+/// A raised alarm: etcd's AlarmMember (the member it concerns, 0 for the whole cluster, and the
+/// AlarmType).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Alarm {
+    pub member_id: u64,
+    pub alarm: i32,
 }
 
 // Layout of the published tag.
@@ -197,6 +228,39 @@ const META_MEMBERS: &[u8] = b"mmembers";
 const META_LOCAL: &[u8] = b"mlocal";
 /// Auth: [enabled (0/1), auth revision] (§4.8).
 const META_AUTH: &[u8] = b"mauth";
+/// Raised alarms: `malarm ‖ BE(member id) ‖ BE(alarm type as u32)` → empty (§4.3).
+const META_ALARM: &[u8] = b"malarm";
+
+fn alarm_key(a: Alarm) -> Vec<u8> {
+    [
+        META_ALARM,
+        &a.member_id.to_be_bytes(),
+        &(a.alarm as u32).to_be_bytes(),
+    ]
+    .concat()
+}
+
+/// The alarms raised in `src`, in (member, type) order.
+fn load_alarms<S: Source>(src: &S) -> Result<BTreeSet<Alarm>, MvccError> {
+    let mut out = BTreeSet::new();
+    let mut cur = btree::cursor(src);
+    cur.seek(META_ALARM)?;
+    while cur.valid() && cur.key().starts_with(META_ALARM) {
+        let rest = &cur.key()[META_ALARM.len()..];
+        let (Ok(member), Ok(alarm)) = (
+            <[u8; 8]>::try_from(rest.get(..8).unwrap_or_default()),
+            <[u8; 4]>::try_from(rest.get(8..).unwrap_or_default()),
+        ) else {
+            return Err(MvccError::Record(format!("alarm key of {} bytes", rest.len())));
+        };
+        out.insert(Alarm {
+            member_id: u64::from_be_bytes(member),
+            alarm: u32::from_be_bytes(alarm) as i32,
+        });
+        cur.advance()?;
+    }
+    Ok(out)
+}
 
 /// `enc(key)` of §4.1 appended to `out`.
 fn push_enc(out: &mut Vec<u8>, key: &[u8]) {
@@ -1169,6 +1233,8 @@ pub struct Mvcc {
     /// The auth state after the last applied entry; `auth_reader` holds it once published.
     auth: Arc<AuthState>,
     auth_reader: AuthReader,
+    /// The raised alarms after the last applied entry (`m alarm`, §4.3).
+    alarms: BTreeSet<Alarm>,
 }
 
 /// Where the deletion of a compaction's dropped versions goes on (§4.9).
@@ -1233,6 +1299,7 @@ impl Mvcc {
         let applied = get_u64s::<2, _>(&snap, META_APPLIED)?.map_or((0, 0), |a| (a[0], a[1]));
         let auth = Arc::new(load_auth(&snap)?);
         let compaction = PendingCompaction::load(&snap)?;
+        let alarms = load_alarms(&snap)?;
         drop(snap);
         let mut m = Mvcc {
             store,
@@ -1242,6 +1309,7 @@ impl Mvcc {
             compaction,
             auth_reader: AuthReader::new(auth.clone()),
             auth,
+            alarms,
         };
         // Publish the tag so readers see the recovered revisions.
         let tag = m.tag();
@@ -1272,6 +1340,10 @@ impl Mvcc {
     /// The auth state after the last applied entry.
     pub fn auth(&self) -> &AuthState {
         &self.auth
+    }
+    /// The alarms raised after the last applied entry, in (member, type) order.
+    pub fn alarms(&self) -> Vec<Alarm> {
+        self.alarms.iter().copied().collect()
     }
     pub fn compacted(&self) -> i64 {
         self.compacted
@@ -1352,6 +1424,7 @@ impl Mvcc {
         // The auth state goes out before the data it guards (see `apply_with_events`).
         self.auth_reader.publish(self.auth.clone());
         self.store.switch_to_beside(tag)?;
+        self.alarms = load_alarms(&self.store.reader().snapshot())?;
         self.rev = tag[TAG_REV] as i64;
         self.compacted = tag[TAG_COMPACT] as i64;
         self.applied = (tag[TAG_APPLIED], tag[TAG_TERM]);
@@ -1460,6 +1533,7 @@ impl Mvcc {
     ) -> Result<Vec<Result<WriteResult, MvccError>>, MvccError> {
         let mut results = Vec::new();
         let published_auth = self.auth.clone();
+        let mut alarms = self.alarms.clone();
         let mut txn = self.store.begin();
         let (mut rev, mut compacted, mut applied) = (self.rev, self.compacted, self.applied);
         for e in entries {
@@ -1485,12 +1559,14 @@ impl Mvcc {
                 compacted,
                 events: &mut *events,
                 auth: &mut self.auth,
+                alarms: &mut alarms,
                 index: e.index,
             };
-            let res = match e.caller {
+            // etcd's corrupt and capped appliers wrap the others: checked before auth.
+            let res = w.check_alarms(req).and_then(|()| match e.caller {
                 Some(c) => w.check(c, req).and_then(|()| w.execute(req)),
                 None => w.execute(req),
-            };
+            });
             if w.sub > 0 {
                 rev += 1;
             }
@@ -1534,6 +1610,7 @@ impl Mvcc {
         self.compacted = compacted;
         self.applied = applied;
         self.compaction = compaction;
+        self.alarms = alarms;
         Ok(results)
     }
 
@@ -1654,6 +1731,7 @@ struct Writer<'t, 's, 'e> {
     compacted: i64,
     events: &'e mut Vec<Event>,
     auth: &'e mut Arc<AuthState>,
+    alarms: &'e mut BTreeSet<Alarm>,
     /// The Raft index of the entry (part of a simple token).
     index: u64,
 }
@@ -1673,6 +1751,53 @@ impl Writer<'_, '_, '_> {
                 Denied::Auth(e) => MvccError::Auth(e),
                 Denied::Read(e) => e,
             })
+    }
+
+    /// etcd's corrupt applier (every write refused while a CORRUPT alarm is raised) and capped
+    /// applier (while NOSPACE is: a Put, a Txn that puts anywhere, a LeaseGrant).
+    fn check_alarms(&self, req: &Request) -> Result<(), MvccError> {
+        let raised = |t: i32| self.alarms.iter().any(|a| a.alarm == t);
+        let writes = !matches!(
+            req,
+            Request::LeaseCheckpoint(_) | Request::Auth(_) | Request::Alarm(_)
+        );
+        if writes && raised(ALARM_CORRUPT) {
+            return Err(MvccError::Corrupt);
+        }
+        let adds = match req {
+            Request::Put(_) | Request::LeaseGrant(_) => true,
+            Request::Txn(t) => txn_puts(t),
+            _ => false,
+        };
+        if adds && raised(ALARM_NOSPACE) {
+            return Err(MvccError::NoSpace);
+        }
+        Ok(())
+    }
+
+    /// etcd's applyAlarm for ACTIVATE and DEACTIVATE: an alarm of type NONE is never raised, and
+    /// the answer names the alarm only when it changed.
+    fn apply_alarm(&mut self, req: &crate::request::AlarmRequest) -> Result<WriteResult, MvccError> {
+        let a = Alarm {
+            member_id: req.member_id,
+            alarm: req.alarm,
+        };
+        let changed = if req.activate {
+            req.alarm != 0 && self.alarms.insert(a)
+        } else {
+            self.alarms.remove(&a)
+        };
+        if changed {
+            if req.activate {
+                self.txn.put(&alarm_key(a), &[])?;
+            } else {
+                self.txn.delete(&alarm_key(a))?;
+            }
+        }
+        Ok(WriteResult::Alarm {
+            revision: self.rev,
+            changed: changed.then_some(a),
+        })
     }
 
     fn apply_auth(&mut self, req: &crate::request::AuthRequest) -> Result<WriteResult, MvccError> {
@@ -1711,6 +1836,7 @@ impl Writer<'_, '_, '_> {
     fn execute(&mut self, req: &Request) -> Result<WriteResult, MvccError> {
         match req {
             Request::Auth(a) => self.apply_auth(a),
+            Request::Alarm(a) => self.apply_alarm(a),
             Request::Put(p) => {
                 // etcd checks a plain Put's lease before its ignore_value/ignore_lease (inside a
                 // Txn the order is the other way round, see `check_put`).

@@ -217,6 +217,17 @@ pub struct Caller {
     pub revision: u64,
 }
 
+/// etcd's AlarmRequest ACTIVATE or DEACTIVATE (GET is answered from the applied state, without
+/// Raft). Proposed by the member itself (a quota it exceeded, a corruption check) or for a
+/// client whose admin rights net/ checked.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct AlarmRequest {
+    pub activate: bool,
+    pub member_id: u64,
+    /// etcd's AlarmType: 0 NONE, 1 NOSPACE, 2 CORRUPT.
+    pub alarm: i32,
+}
+
 /// A state-changing request, as proposed to Raft. New variants go at the end (the discriminant is
 /// part of the log format).
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -229,6 +240,7 @@ pub enum Request {
     LeaseRevoke(LeaseRevokeRequest),
     LeaseCheckpoint(LeaseCheckpointRequest),
     Auth(AuthRequest),
+    Alarm(AlarmRequest),
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -3017,3 +3017,90 @@ fn hash_kv_matches_etcds_algorithm_on_random_histories() {
         }
     }
 }
+
+/// etcd's alarms: raised and cleared through the log, kept across a restart, and applied as
+/// etcd's capped (NOSPACE) and corrupt (CORRUPT) appliers refuse writes.
+#[test]
+fn alarms_refuse_writes_and_survive_a_restart() {
+    use retcd_engine::mvcc::{ALARM_CORRUPT, ALARM_NOSPACE, Alarm};
+    use retcd_engine::request::{AlarmRequest, LeaseGrantRequest, LeaseRevokeRequest};
+    let alarm = |activate: bool, member_id: u64, alarm: i32| {
+        Request::Alarm(AlarmRequest {
+            activate,
+            member_id,
+            alarm,
+        })
+    };
+    let changed = |r: Result<WriteResult, MvccError>| match r.unwrap() {
+        WriteResult::Alarm { changed, .. } => changed,
+        other => panic!("{other:?}"),
+    };
+    let mut s = Store::new();
+    s.put(b"a", b"1");
+    s.apply(Request::LeaseGrant(LeaseGrantRequest { id: 7, ttl: 60 }))
+        .unwrap();
+    let nospace = Alarm {
+        member_id: 5,
+        alarm: ALARM_NOSPACE,
+    };
+    assert_eq!(changed(s.apply(alarm(true, 5, ALARM_NOSPACE))), Some(nospace));
+    // Raised already; NONE is never raised.
+    assert_eq!(changed(s.apply(alarm(true, 5, ALARM_NOSPACE))), None);
+    assert_eq!(changed(s.apply(alarm(true, 5, 0))), None);
+    let rev = s.m().revision();
+    assert!(matches!(
+        s.put_with(put_req(b"b", b"1")),
+        Err(MvccError::NoSpace)
+    ));
+    let put_in_failure = TxnRequest {
+        compare: vec![],
+        success: vec![],
+        failure: vec![RequestOp::Txn(TxnRequest {
+            compare: vec![],
+            success: vec![RequestOp::Put(put_req(b"c", b"1"))],
+            failure: vec![],
+        })],
+    };
+    assert!(matches!(s.txn(put_in_failure), Err(MvccError::NoSpace)));
+    assert!(matches!(
+        s.apply(Request::LeaseGrant(LeaseGrantRequest { id: 8, ttl: 60 })),
+        Err(MvccError::NoSpace)
+    ));
+    assert_eq!(s.m().revision(), rev);
+    // What frees space goes on.
+    s.delete(b"a", b"", false);
+    s.apply(Request::LeaseRevoke(LeaseRevokeRequest { id: 7 }))
+        .unwrap();
+    s.restart();
+    assert_eq!(s.m().alarms(), vec![nospace]);
+    assert!(matches!(
+        s.put_with(put_req(b"b", b"1")),
+        Err(MvccError::NoSpace)
+    ));
+    assert_eq!(changed(s.apply(alarm(false, 5, ALARM_NOSPACE))), Some(nospace));
+    assert_eq!(changed(s.apply(alarm(false, 5, ALARM_NOSPACE))), None);
+    s.put(b"b", b"1");
+    // CORRUPT refuses every write, deletes too.
+    assert!(changed(s.apply(alarm(true, 0, ALARM_CORRUPT))).is_some());
+    let rev = s.m().revision();
+    assert!(matches!(
+        s.apply(Request::DeleteRange(del_req(b"b", b"", false))),
+        Err(MvccError::Corrupt)
+    ));
+    s.restart();
+    assert_eq!(
+        s.m().alarms(),
+        vec![Alarm {
+            member_id: 0,
+            alarm: ALARM_CORRUPT
+        }]
+    );
+    assert!(matches!(
+        s.put_with(put_req(b"b", b"2")),
+        Err(MvccError::Corrupt)
+    ));
+    assert_eq!(s.m().revision(), rev);
+    assert!(changed(s.apply(alarm(false, 0, ALARM_CORRUPT))).is_some());
+    s.put(b"b", b"2");
+    assert!(s.m().alarms().is_empty());
+}
