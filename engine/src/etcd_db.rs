@@ -383,7 +383,17 @@ pub const ALARM_NONE: i32 = 0;
 pub const ALARM_NOSPACE: i32 = 1;
 pub const ALARM_CORRUPT: i32 = 2;
 
-/// One raised alarm (`etcdserverpb.AlarmMember`); etcd stores it as the KEY of an entry whose
+/// etcd's name of an AlarmType (`endpoint status`, `/health`, the logs).
+pub fn alarm_name(alarm: i32) -> &'static str {
+    match alarm {
+        ALARM_NOSPACE => "NOSPACE",
+        ALARM_CORRUPT => "CORRUPT",
+        _ => "NONE",
+    }
+}
+
+/// One raised alarm (`etcdserverpb.AlarmMember`; retcd's `m alarm` keys, engine/DESIGN.md §4.3,
+/// hold the same pairs); etcd stores it as the KEY of an entry whose
 /// value is empty.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Alarm {

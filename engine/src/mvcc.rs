@@ -155,27 +155,34 @@ pub enum WriteResult {
     Put(PutResult),
     DeleteRange(DeleteResult),
     Txn(TxnResult),
-    Compact { revision: i64 },
-    LeaseGrant { revision: i64, id: i64, ttl: i64 },
-    LeaseRevoke { revision: i64 },
-    LeaseCheckpoint { revision: i64 },
-    Auth { revision: i64, outcome: AuthOutcome },
-    /// The alarm the request raised or cleared; `None` when it was already so.
-    Alarm { revision: i64, changed: Option<Alarm> },
+    Compact {
+        revision: i64,
+    },
+    LeaseGrant {
+        revision: i64,
+        id: i64,
+        ttl: i64,
+    },
+    LeaseRevoke {
+        revision: i64,
+    },
+    LeaseCheckpoint {
+        revision: i64,
+    },
+    Auth {
+        revision: i64,
+        outcome: AuthOutcome,
+    },
+    /// etcd's answer: the alarm raised (newly or not) or cleared, `None` for a type NONE raised
+    /// or an alarm cleared that was not raised; `changed` whether the set changed.
+    Alarm {
+        revision: i64,
+        alarm: Option<Alarm>,
+        changed: bool,
+    },
 }
 
-/// etcd's AlarmType NOSPACE.
-pub const ALARM_NOSPACE: i32 = 1;
-/// etcd's AlarmType CORRUPT.
-pub const ALARM_CORRUPT: i32 = 2;
-
-/// A raised alarm: etcd's AlarmMember (the member it concerns, 0 for the whole cluster, and the
-/// AlarmType).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Alarm {
-    pub member_id: u64,
-    pub alarm: i32,
-}
+pub use crate::etcd_db::{ALARM_CORRUPT, ALARM_NOSPACE, Alarm, alarm_name};
 
 // Layout of the published tag.
 const TAG_REV: usize = 0;
@@ -251,7 +258,10 @@ fn load_alarms<S: Source>(src: &S) -> Result<BTreeSet<Alarm>, MvccError> {
             <[u8; 8]>::try_from(rest.get(..8).unwrap_or_default()),
             <[u8; 4]>::try_from(rest.get(8..).unwrap_or_default()),
         ) else {
-            return Err(MvccError::Record(format!("alarm key of {} bytes", rest.len())));
+            return Err(MvccError::Record(format!(
+                "alarm key of {} bytes",
+                rest.len()
+            )));
         };
         out.insert(Alarm {
             member_id: u64::from_be_bytes(member),
@@ -1345,6 +1355,10 @@ impl Mvcc {
     pub fn alarms(&self) -> Vec<Alarm> {
         self.alarms.iter().copied().collect()
     }
+    /// Whether the raised alarms are exactly `these` (in (member, type) order).
+    pub fn alarms_are(&self, these: &[Alarm]) -> bool {
+        self.alarms.iter().eq(these)
+    }
     pub fn compacted(&self) -> i64 {
         self.compacted
     }
@@ -1775,9 +1789,12 @@ impl Writer<'_, '_, '_> {
         Ok(())
     }
 
-    /// etcd's applyAlarm for ACTIVATE and DEACTIVATE: an alarm of type NONE is never raised, and
-    /// the answer names the alarm only when it changed.
-    fn apply_alarm(&mut self, req: &crate::request::AlarmRequest) -> Result<WriteResult, MvccError> {
+    /// etcd's applyAlarm for ACTIVATE and DEACTIVATE: an alarm of type NONE is never raised; a
+    /// raise answers the alarm even when it was raised already, a clear only when it was.
+    fn apply_alarm(
+        &mut self,
+        req: &crate::request::AlarmRequest,
+    ) -> Result<WriteResult, MvccError> {
         let a = Alarm {
             member_id: req.member_id,
             alarm: req.alarm,
@@ -1796,7 +1813,8 @@ impl Writer<'_, '_, '_> {
         }
         Ok(WriteResult::Alarm {
             revision: self.rev,
-            changed: changed.then_some(a),
+            alarm: (changed || (req.activate && req.alarm != 0)).then_some(a),
+            changed,
         })
     }
 

@@ -44,6 +44,8 @@ pub fn mvcc_status(e: mvcc::MvccError) -> Status {
         mvcc::MvccError::LeaseNotFound => EtcdError::LeaseNotFound.status(),
         mvcc::MvccError::LeaseExist => EtcdError::LeaseExist.status(),
         mvcc::MvccError::Auth(e) => crate::auth::auth_status(e),
+        mvcc::MvccError::NoSpace => EtcdError::NoSpace.status(),
+        mvcc::MvccError::Corrupt => EtcdError::Corrupt.status(),
         other => {
             tracing::error!(error = %other, "storage error");
             Status::internal(format!("retcd: {other}"))
@@ -429,11 +431,12 @@ impl KvService {
     }
 
     /// etcd's backend quota: a write whose cost would take the db past --quota-backend-bytes
-    /// raises the NOSPACE alarm, and while it is raised every write that adds data is refused.
+    /// raises the NOSPACE alarm (for this member, through Raft, so every member refuses what
+    /// adds data from then on: the apply checks it), and is refused.
     /// As etcd: the size compared is the db's (the file's pages, free ones included, so after a
     /// compaction it takes a defragmentation to get below the quota again), a write is allowed
     /// while size + cost < quota, and a request that puts nothing (cost 0) always passes (3.5).
-    fn check_quota(&self, cost: usize) -> Result<(), Status> {
+    async fn check_quota(&self, cost: usize) -> Result<(), Status> {
         if cost == 0 {
             return Ok(());
         }
@@ -443,12 +446,20 @@ impl KvService {
         }
         let quota = self.ctx.limits.quota_bytes;
         if quota > 0 && status.db_size().saturating_add(cost as u64) >= quota as u64 {
-            status.set_nospace(true);
             tracing::warn!(
                 quota,
                 db_size = status.db_size(),
-                "backend quota exceeded: NOSPACE alarm raised"
+                "backend quota exceeded: raising the NOSPACE alarm"
             );
+            let raise = Request::Alarm(er::AlarmRequest {
+                activate: true,
+                member_id: status.member_id,
+                alarm: retcd_engine::mvcc::ALARM_NOSPACE,
+            });
+            // etcd waits for the alarm and answers NoSpace whatever became of it.
+            if let Err(e) = self.ctx.proposer.propose(&raise).await {
+                tracing::warn!(error = %e, "failed to raise the NOSPACE alarm");
+            }
             return Err(EtcdError::NoSpace.status());
         }
         Ok(())
@@ -489,7 +500,7 @@ impl pb::kv_server::Kv for KvService {
         check_put(&r)?;
         self.check_size(&r)?;
         let caller = self.ctx.auth.caller_of(&md, &ext)?;
-        self.check_quota(put_cost(&r))?;
+        self.check_quota(put_cost(&r)).await?;
         match self.write(&caller, Request::Put(put_req(r))).await? {
             WriteResult::Put(p) => {
                 let h = self.ctx.header(p.revision);
@@ -525,7 +536,7 @@ impl pb::kv_server::Kv for KvService {
         let read_only = txn_is_read_only(&r);
         if !read_only {
             self.check_size(&r)?;
-            self.check_quota(txn_cost(&r))?;
+            self.check_quota(txn_cost(&r)).await?;
         }
         let req = Request::Txn(txn_req(r));
         let Request::Txn(t) = &req else {

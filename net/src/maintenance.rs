@@ -19,7 +19,7 @@ use crate::kv::propose_status;
 use crate::pb::etcdserverpb::{self as pb, maintenance_server::Maintenance};
 use retcd_engine::bbolt;
 use retcd_engine::etcd_db::{self, SnapshotSource};
-use retcd_engine::mvcc::StateSnapshot;
+use retcd_engine::mvcc::{StateSnapshot, WriteResult};
 use retcd_raft::ProposeError;
 use retcd_raft::membership::Membership;
 use retcd_raft::status::NodeStatus;
@@ -64,23 +64,48 @@ impl Maintenance for MaintenanceService {
             self.admin(&request)?;
         }
         let r = request.into_inner();
-        let status = &self.ctx.status;
-        // The only alarm retcd raises so far is NOSPACE (the backend quota, see net::kv).
-        let nospace = || pb::AlarmMember {
-            member_id: status.member_id,
-            alarm: pb::AlarmType::Nospace as i32,
+        let member = |a: &etcd_db::Alarm| pb::AlarmMember {
+            member_id: a.member_id,
+            alarm: a.alarm,
         };
-        let wants_nospace =
-            r.alarm == pb::AlarmType::None as i32 || r.alarm == pb::AlarmType::Nospace as i32;
-        let alarms = match AlarmAction::try_from(r.action) {
-            Ok(AlarmAction::Get) => status.nospace().then(nospace).into_iter().collect(),
-            Ok(AlarmAction::Deactivate) if wants_nospace && status.nospace() => {
-                status.set_nospace(false);
-                tracing::info!("NOSPACE alarm disarmed");
-                vec![nospace()]
+        let activate = match AlarmAction::try_from(r.action) {
+            // etcd's alarm store: every alarm for NONE, else those of the type.
+            Ok(AlarmAction::Get) => {
+                let alarms = self.ctx.status.alarms();
+                return Ok(Response::new(pb::AlarmResponse {
+                    header: self.ctx.current_header(),
+                    alarms: alarms
+                        .iter()
+                        .filter(|a| r.alarm == pb::AlarmType::None as i32 || a.alarm == r.alarm)
+                        .map(member)
+                        .collect(),
+                }));
             }
-            Ok(AlarmAction::Deactivate) => Vec::new(),
-            Ok(AlarmAction::Activate) | Err(_) => return Err(unimplemented("raising alarms")),
+            Ok(AlarmAction::Activate) => true,
+            Ok(AlarmAction::Deactivate) => false,
+            Err(_) => return Err(Status::invalid_argument("retcd: unknown alarm action")),
+        };
+        // etcd raises only the types it knows (another would stop it: "unimplemented alarm
+        // activation"); clearing one never raised changes nothing.
+        let known = [etcd_db::ALARM_NOSPACE, etcd_db::ALARM_CORRUPT].contains(&r.alarm);
+        let alarms = if activate && !known {
+            Vec::new()
+        } else {
+            let req = retcd_engine::request::Request::Alarm(retcd_engine::request::AlarmRequest {
+                activate,
+                member_id: r.member_id,
+                alarm: r.alarm,
+            });
+            match self
+                .ctx
+                .proposer
+                .propose(&req)
+                .await
+                .map_err(propose_status)?
+            {
+                WriteResult::Alarm { alarm, .. } => alarm.iter().map(member).collect(),
+                other => return Err(Status::internal(format!("retcd: alarm: {other:?}"))),
+            }
         };
         Ok(Response::new(pb::AlarmResponse {
             header: self.ctx.current_header(),
@@ -102,7 +127,18 @@ impl Maintenance for MaintenanceService {
             raft_index: s.commit_index(),
             raft_term: s.term(),
             raft_applied_index: s.applied_index(),
-            errors: Vec::new(),
+            // etcd: each raised alarm as its AlarmMember's text form.
+            errors: s
+                .alarms()
+                .iter()
+                .map(|a| {
+                    format!(
+                        "memberID:{} alarm:{} ",
+                        a.member_id,
+                        etcd_db::alarm_name(a.alarm)
+                    )
+                })
+                .collect(),
             db_size_in_use: s.db_size_in_use() as i64,
             is_learner: s.is_learner(),
             storage_version: String::new(),
@@ -259,14 +295,7 @@ fn snapshot_extras(snap: &StateSnapshot, status: &NodeStatus) -> Result<etcd_db:
             client_urls: m.client_urls.clone(),
         })
         .collect();
-    let alarms = status
-        .nospace()
-        .then_some(etcd_db::Alarm {
-            member_id: status.member_id,
-            alarm: etcd_db::ALARM_NOSPACE,
-        })
-        .into_iter()
-        .collect();
+    let alarms = status.alarms().to_vec();
     // etcd keeps major.minor.0 of the cluster's version.
     let mut version = ETCD_API_VERSION.splitn(3, '.');
     let cluster_version = format!(

@@ -1,20 +1,22 @@
 //! What every core may read of this member's Raft state ([`NodeStatus`]): term, leader, commit
 //! and applied indexes, the last log index, whether it is a learner, the page store's size, the
-//! NOSPACE alarm and the applied membership (response headers, Status, the Cluster service).
+//! raised alarms and the applied membership (response headers, Status, the Cluster service).
 //!
 //! A leaf: it knows only [`crate::membership`], so the core, the lessor, the sequencer and net/
 //! can share it without knowing each other.
 //!
 //! Invariants: only [`crate::core`] writes the Raft values and the membership (after each round,
 //! and when an applied entry or an installed snapshot changed the membership); the fields are
-//! `pub(crate)` for that alone. Everyone else reads, except for the NOSPACE alarm (raised and
-//! disarmed by net/'s services through [`NodeStatus::set_nospace`]) and the membership a joining
-//! member fetched ([`NodeStatus::seed_members`], at startup, before the core runs).
+//! `pub(crate)` for that alone; the alarms too, as applied (they change only through the log).
+//! Everyone else reads, except for the membership a joining member fetched
+//! ([`NodeStatus::seed_members`], at startup, before the core runs).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
+
+use retcd_engine::mvcc::{ALARM_CORRUPT, ALARM_NOSPACE, Alarm};
 
 use crate::membership::Membership;
 
@@ -38,9 +40,8 @@ pub struct NodeStatus {
     pub(crate) learner: AtomicBool,
     pub(crate) db_size: AtomicU64,
     pub(crate) db_size_in_use: AtomicU64,
-    /// etcd's NOSPACE alarm: raised when a write would take the store past its quota, cleared by
-    /// `alarm disarm`. Kept in memory (etcd persists its alarms; a restart clears this one).
-    pub(crate) nospace: AtomicBool,
+    /// The raised alarms as applied (etcd's alarm store), in (member, type) order.
+    pub(crate) alarms: ArcSwap<Vec<Alarm>>,
     pub(crate) members: ArcSwap<Membership>,
 }
 
@@ -80,11 +81,17 @@ impl NodeStatus {
     pub fn db_size_in_use(&self) -> u64 {
         self.db_size_in_use.load(Ordering::Acquire)
     }
-    pub fn nospace(&self) -> bool {
-        self.nospace.load(Ordering::Acquire)
+    /// The raised alarms, in (member, type) order.
+    pub fn alarms(&self) -> Arc<Vec<Alarm>> {
+        self.alarms.load_full()
     }
-    pub fn set_nospace(&self, raised: bool) {
-        self.nospace.store(raised, Ordering::Release);
+    /// A NOSPACE alarm is raised (for any member): writes that add data are refused.
+    pub fn nospace(&self) -> bool {
+        self.alarms.load().iter().any(|a| a.alarm == ALARM_NOSPACE)
+    }
+    /// A CORRUPT alarm is raised: every write is refused.
+    pub fn corrupt(&self) -> bool {
+        self.alarms.load().iter().any(|a| a.alarm == ALARM_CORRUPT)
     }
     /// The applied membership (before this member applied any: the one it joined with).
     pub fn members(&self) -> Arc<Membership> {

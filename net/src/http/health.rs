@@ -51,13 +51,13 @@ pub async fn health(ctx: &Ctx, method: &Method, query: &Query) -> Response<Body>
     }
 }
 
-/// The alarms raised on this member, by etcd's names.
+/// The alarms raised, by etcd's names.
 fn alarms(ctx: &Ctx) -> Vec<&'static str> {
-    let mut a = Vec::new();
-    if ctx.status.nospace() {
-        a.push("NOSPACE");
-    }
-    a
+    ctx.status
+        .alarms()
+        .iter()
+        .map(|a| retcd_engine::etcd_db::alarm_name(a.alarm))
+        .collect()
 }
 
 /// etcd's health read: a one-key Range, keys only.

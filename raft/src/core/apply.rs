@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use raft::prelude::{ConfChange, Entry, EntryType};
-use retcd_engine::mvcc::Applied;
+use retcd_engine::mvcc::{Applied, WriteResult};
 use retcd_engine::request::{Caller, Request};
 
 use crate::feed::EventBatch;
@@ -139,6 +139,23 @@ impl Core {
             if let (Kind::Request(req, _), Some(r)) = (&kind, &result) {
                 if let Ok(w) = r {
                     LeaseChange::collect(req, w, &mut self.lease_changes);
+                    if let (
+                        Request::Alarm(ar),
+                        WriteResult::Alarm {
+                            alarm: Some(a),
+                            changed: true,
+                            ..
+                        },
+                    ) = (req, w)
+                    {
+                        let alarm = retcd_engine::mvcc::alarm_name(a.alarm);
+                        let from = format!("{:x}", a.member_id);
+                        if ar.activate {
+                            tracing::warn!(alarm, from, "alarm raised");
+                        } else {
+                            tracing::warn!(alarm, from, "alarm disarmed");
+                        }
+                    }
                 }
                 self.tokens.on_applied(e.index, req, r, now);
             }

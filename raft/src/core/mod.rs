@@ -456,6 +456,9 @@ impl Core {
         s.db_size.store(self.mvcc.db_size(), Ordering::Release);
         s.db_size_in_use
             .store(self.mvcc.db_size_in_use(), Ordering::Release);
+        if !self.mvcc.alarms_are(&s.alarms.load()) {
+            s.alarms.store(Arc::new(self.mvcc.alarms()));
+        }
     }
 
     /// Whether a compaction's dropped versions are still being deleted (engine/DESIGN.md §4.9).
