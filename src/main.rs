@@ -266,6 +266,15 @@ fn run(mut cfg: Config) -> Result<(), String> {
         auth,
         passwords,
     });
+    let checker = retcd_net::corruption::Checker {
+        reader: ctx.reader.clone(),
+        status: ctx.status.clone(),
+        proposer: ctx.proposer.clone(),
+        timeout: request_timeout,
+    };
+    let (initial_corrupt_check, corrupt_check_time) =
+        (cfg.initial_corrupt_check, cfg.corrupt_check_time);
+    let peer_reader = ctx.reader.clone();
     let stop_proposer = ctx.proposer.clone();
     let stop_status = ctx.status.clone();
     let serve_opts = ServeOptions {
@@ -306,18 +315,32 @@ fn run(mut cfg: Config) -> Result<(), String> {
         let metrics_listen = metrics_listen.clone();
         let snap_dir = snap_dir.clone();
         let peer_leases = peer_leases.clone();
+        let peer_reader = peer_reader.clone();
         let go_tx = go_tx.clone();
+        let checker = checker.clone();
         async move {
             if let Some(feed) = feed {
                 retcd_net::watch::start_hub(feed);
             }
             if let Some(seq) = seq {
                 let fail = fail_tx.clone();
+                let check_fail = fail_tx.clone();
                 runtime::spawn_local(async move {
+                    // Clients are served once the log is replayed and, unless turned off, the
+                    // state's hash matched the peers'; the leader's periodic check runs after.
                     let started = move || {
-                        for _ in 0..=cores {
-                            let _ = go_tx.try_send(());
-                        }
+                        runtime::spawn_local(async move {
+                            if initial_corrupt_check && let Err(e) = checker.initial_check().await {
+                                let _ = check_fail.send(e);
+                                return;
+                            }
+                            for _ in 0..=cores {
+                                let _ = go_tx.try_send(());
+                            }
+                            if !corrupt_check_time.is_zero() {
+                                checker.run_periodic(corrupt_check_time).await;
+                            }
+                        });
                     };
                     let msg = match CatchPanic(Box::pin(seq.run(started))).await {
                         Ok(Ok(())) => return,
@@ -340,9 +363,14 @@ fn run(mut cfg: Config) -> Result<(), String> {
                     }
                 };
                 retcd_net::peer::start_links(links, peer_status.clone(), inbox.clone());
-                let routes =
-                    retcd_net::peer::PeerService::new(peer_status, inbox, snap_dir, peer_leases)
-                        .routes(peer_max_bytes);
+                let routes = retcd_net::peer::PeerService::new(
+                    peer_status,
+                    inbox,
+                    snap_dir,
+                    peer_leases,
+                    peer_reader,
+                )
+                .routes(peer_max_bytes);
                 retcd_net::serve::serve_listeners(
                     "peer",
                     listeners,

@@ -15,6 +15,8 @@ pub mod concurrency;
 #[cfg(feature = "server")]
 pub mod context;
 #[cfg(feature = "server")]
+pub mod corruption;
+#[cfg(feature = "server")]
 pub mod election;
 pub mod errors;
 #[cfg(feature = "server")]

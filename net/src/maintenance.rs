@@ -196,10 +196,9 @@ impl Maintenance for MaintenanceService {
         r: Request<pb::HashKvRequest>,
     ) -> Result<Response<pb::HashKvResponse>, Status> {
         self.admin(&r)?;
-        let h = self
-            .ctx
-            .reader
-            .hash_kv(r.into_inner().revision)
+        // A walk of the key space: off the core.
+        let h = crate::corruption::hash_kv(&self.ctx.reader, r.into_inner().revision)
+            .await
             .map_err(crate::kv::mvcc_status)?;
         Ok(Response::new(pb::HashKvResponse {
             header: self.ctx.header(h.revision),

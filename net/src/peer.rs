@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use glommio::net::TcpStream;
+use retcd_engine::mvcc::MvccReader;
 use retcd_engine::runtime;
 use retcd_raft::NodeStatus;
 use retcd_raft::PeerInbox;
@@ -43,8 +44,8 @@ use tracing::{debug, info, warn};
 use crate::pb::retcdpeer::peer_client::PeerClient;
 use crate::pb::retcdpeer::peer_server::{Peer, PeerServer};
 use crate::pb::retcdpeer::{
-    LeaseAnswer, LeaseCall, MembersRequest, MembersResponse, RaftAck, RaftFrame, SnapshotAck,
-    SnapshotChunk, SnapshotEntry,
+    HashKvAnswer, HashKvCall, LeaseAnswer, LeaseCall, MembersRequest, MembersResponse, RaftAck,
+    RaftFrame, SnapshotAck, SnapshotChunk, SnapshotEntry,
 };
 use crate::serve::{HyperIo, LocalExec};
 use retcd_raft::ProposeError;
@@ -93,6 +94,8 @@ pub struct PeerService {
     snap_dir: PathBuf,
     /// This member's lessor (for lease calls forwarded by followers).
     leases: LeaseHandle,
+    /// The state, for the corruption checks' HashKV.
+    reader: MvccReader,
 }
 
 impl PeerService {
@@ -101,12 +104,14 @@ impl PeerService {
         inbox: PeerInbox,
         snap_dir: PathBuf,
         leases: LeaseHandle,
+        reader: MvccReader,
     ) -> Self {
         PeerService {
             status,
             inbox,
             snap_dir,
             leases,
+            reader,
         }
     }
 
@@ -251,6 +256,26 @@ impl Peer for PeerService {
         Ok(Response::new(MembersResponse {
             cluster_id: self.status.cluster_id,
             membership: self.status.members().encode(),
+        }))
+    }
+
+    async fn hash_kv(&self, req: Request<HashKvCall>) -> Result<Response<HashKvAnswer>, Status> {
+        let r = req.into_inner();
+        if r.cluster_id != self.status.cluster_id {
+            return Err(Status::failed_precondition(format!(
+                "cluster ID mismatch: this member belongs to {:x}, the sender to {:x}",
+                self.status.cluster_id, r.cluster_id
+            )));
+        }
+        let h = crate::corruption::hash_kv(&self.reader, r.revision)
+            .await
+            .map_err(crate::kv::mvcc_status)?;
+        Ok(Response::new(HashKvAnswer {
+            member_id: self.status.member_id,
+            revision: h.revision,
+            compact_revision: h.compact_revision,
+            hash: h.hash,
+            hash_revision: h.hash_revision,
         }))
     }
 }
@@ -751,6 +776,18 @@ pub async fn fetch_members(urls: &[String]) -> Result<(u64, Vec<u8>), String> {
         "could not fetch the cluster's membership from any peer: {}",
         errors.join("; ")
     ))
+}
+
+/// The HashKV at `rev` of the member at peer URL `url` (the corruption checks).
+pub async fn hash_kv_of(url: &str, cluster_id: u64, rev: i64) -> Result<HashKvAnswer, String> {
+    let mut c = dial(url).await?;
+    c.hash_kv(HashKvCall {
+        cluster_id,
+        revision: rev,
+    })
+    .await
+    .map(Response::into_inner)
+    .map_err(|s| s.message().to_string())
 }
 
 /// hyper's HTTP/2 client connection as the tower service tonic's clients call.

@@ -145,6 +145,10 @@ pub(super) fn build(
         warning_apply_duration: Duration::from_nanos(
             u64::try_from(dur_of(settings, "experimental-warning-apply-duration")).unwrap_or(0),
         ),
+        initial_corrupt_check: bool_of(settings, "experimental-initial-corrupt-check"),
+        corrupt_check_time: Duration::from_nanos(
+            u64::try_from(dur_of(settings, "experimental-corrupt-check-time")).unwrap_or(0),
+        ),
         // Only the caller knows whether the settings came from a file.
         config_file: None,
     })

@@ -270,8 +270,8 @@ pub(super) static SPECS: &[Spec] = &[
     f("proxy-write-timeout", K::Uint, "5000", S::Ignored, Sec::Proxy, "Write timeout in milliseconds (0: none)."),
     f("proxy-read-timeout", K::Uint, "0", S::Ignored, Sec::Proxy, "Read timeout in milliseconds (0: none)."),
     // Experimental
-    f("experimental-initial-corrupt-check", K::Bool, "false", S::Ignored, Sec::Experimental, "Check for data corruption before serving."),
-    f("experimental-corrupt-check-time", K::Duration, "0s", S::Ignored, Sec::Experimental, "Period of cluster-wide corruption checks."),
+    f("experimental-initial-corrupt-check", K::Bool, "true", S::Implemented, Sec::Experimental, "Compare the state's hash with the peers' before serving (retcd: on by default)."),
+    f("experimental-corrupt-check-time", K::Duration, "5m", S::Implemented, Sec::Experimental, "Period of the leader's cluster-wide corruption checks (0: off; retcd: on by default)."),
     f("experimental-compact-hash-check-enabled", K::Bool, "false", S::Ignored, Sec::Experimental, "Let the leader compare followers' hashes after compactions."),
     f("experimental-compact-hash-check-time", K::Duration, "1m", S::Ignored, Sec::Experimental, "Period of those compaction hash checks."),
     f("experimental-enable-v2v3", K::Str, "", S::Ignored, Sec::Experimental, "Serve the v2 API from the v3 store under this prefix (deprecated)."),

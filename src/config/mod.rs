@@ -264,6 +264,10 @@ pub struct Config {
     pub socket_reuse_port: bool,
     /// `--experimental-warning-apply-duration`: an apply slower than this is logged and counted.
     pub warning_apply_duration: Duration,
+    /// `--experimental-initial-corrupt-check`: compare hashes with the peers before serving.
+    pub initial_corrupt_check: bool,
+    /// `--experimental-corrupt-check-time`: period of the leader's corruption check (0: off).
+    pub corrupt_check_time: Duration,
     /// The config file the settings came from, if any.
     pub config_file: Option<PathBuf>,
 }
