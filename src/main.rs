@@ -272,8 +272,11 @@ fn run(mut cfg: Config) -> Result<(), String> {
         proposer: ctx.proposer.clone(),
         timeout: request_timeout,
     };
-    let (initial_corrupt_check, corrupt_check_time) =
-        (cfg.initial_corrupt_check, cfg.corrupt_check_time);
+    let (initial_corrupt_check, corrupt_check_time, compact_hash_check) = (
+        cfg.initial_corrupt_check,
+        cfg.corrupt_check_time,
+        cfg.compact_hash_check,
+    );
     let peer_reader = ctx.reader.clone();
     let stop_proposer = ctx.proposer.clone();
     let stop_status = ctx.status.clone();
@@ -336,6 +339,11 @@ fn run(mut cfg: Config) -> Result<(), String> {
                             }
                             for _ in 0..=cores {
                                 let _ = go_tx.try_send(());
+                            }
+                            if let Some(period) = compact_hash_check {
+                                runtime::spawn_local(
+                                    checker.clone().run_compact_hash_checks(period),
+                                );
                             }
                             if !corrupt_check_time.is_zero() {
                                 checker.run_periodic(corrupt_check_time).await;

@@ -47,9 +47,12 @@ fn corrupt_value(db: &std::path::Path, key: &[u8], main: u64, from: &[u8], to: &
     store.sync().unwrap();
 }
 
-#[test]
-fn a_member_with_corrupted_state_is_found_and_alarmed() {
-    let mut c = Cluster::start(Kind::Retcd, 3, &["--experimental-corrupt-check-time=1s"]);
+/// A 3-member cluster (with `args`) where one follower's stored value of `corrupt-me` differs
+/// from the others'; that member's initial check is asserted to refuse it, and it is then
+/// started without that check. Returns the cluster, the leader's and that member's indexes, and
+/// that member's id.
+fn cluster_with_a_corrupted_member(args: &[&str]) -> (Cluster, usize, usize, u64) {
+    let mut c = Cluster::start(Kind::Retcd, 3, args);
     let put: serde_json::Value = serde_json::from_str(&ok(c.etcdctl(&[
         "put",
         "corrupt-me",
@@ -85,10 +88,15 @@ fn a_member_with_corrupted_state_is_found_and_alarmed() {
         "{refused}"
     );
     assert!(c.members[bad].early_exit().is_some(), "{refused}");
-
-    // Without the initial check it serves, and the leader's next check finds it.
     c.members[bad].push_arg("--experimental-initial-corrupt-check=false");
     c.members[bad].start_again();
+    (c, leader, bad, bad_id)
+}
+
+/// Waits until the leader lists exactly a CORRUPT alarm for `bad_id`; then every member holds
+/// the same (applied from the log) and refuses writes, reads go on, and the leader's log says
+/// `why`.
+fn assert_alarmed(c: &mut Cluster, leader: usize, bad_id: u64, why: &str) {
     let want = format!("memberID:{bad_id} alarm:CORRUPT \n");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -103,17 +111,15 @@ fn a_member_with_corrupted_state_is_found_and_alarmed() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    // The same alarm on every member (applied from the log), shown by endpoint status too.
     c.wait_caught_up();
     for m in &c.members {
         assert_eq!(m.etcdctl(&["alarm", "list"]).stdout, want, "{}", m.name());
     }
     assert!(
-        c.members[leader].log_tail().contains("found hash mismatch"),
+        c.members[leader].log_tail().contains(why),
         "{}",
         c.members[leader].log_tail()
     );
-    // Every write is refused, on every member; reads go on.
     for m in &c.members {
         let put = m.etcdctl(&["put", "after", "1"]);
         assert!(!put.success(), "{put:?}");
@@ -124,4 +130,28 @@ fn a_member_with_corrupted_state_is_found_and_alarmed() {
     }
     let get = ok(c.members[leader].etcdctl(&["get", "corrupt-me", "--print-value-only"]));
     assert_eq!(get, "good-value\n");
+}
+
+/// The initial check refuses the member; the leader's periodic check alarms it.
+#[test]
+fn a_member_with_corrupted_state_is_found_and_alarmed() {
+    let (mut c, leader, _, bad_id) = cluster_with_a_corrupted_member(&[
+        "--experimental-corrupt-check-time=1s",
+        "--experimental-compact-hash-check-enabled=false",
+    ]);
+    assert_alarmed(&mut c, leader, bad_id, "found hash mismatch");
+}
+
+/// The compact hash check alone (no periodic check) alarms it after a compaction.
+#[test]
+fn a_compaction_hash_mismatch_is_found_and_alarmed() {
+    let (mut c, leader, _, bad_id) = cluster_with_a_corrupted_member(&[
+        "--experimental-corrupt-check-time=0",
+        "--experimental-compact-hash-check-time=1s",
+    ]);
+    let rev = c.members[leader].etcdctl(&["get", "corrupt-me", "-w", "json"]);
+    let rev: serde_json::Value = serde_json::from_str(&ok(rev)).unwrap();
+    let rev = rev["header"]["revision"].as_i64().expect("revision");
+    ok(c.members[leader].etcdctl(&["compact", &rev.to_string()]));
+    assert_alarmed(&mut c, leader, bad_id, "failed compaction hash check");
 }

@@ -683,6 +683,20 @@ impl StateSnapshot {
         KeyBucket::new(&self.snap, compacted, current, compacted)
     }
 
+    /// etcd's compaction hash (3.5.5+, the compact hash check): the HashKV at `target` as the
+    /// bucket was before the compaction to `target` applied, when `previous` was the compacted
+    /// revision. Valid on the state right after that compaction applied and before any of its
+    /// deletion batches ran (engine/DESIGN.md §4.9: until then every version it drops is still
+    /// stored); every member computes it on the same state.
+    pub fn compaction_hash(&self, target: i64, previous: i64) -> Result<KvHash, MvccError> {
+        Ok(KvHash {
+            hash: bucket_hash(&self.snap, previous, target)?,
+            compact_revision: previous,
+            hash_revision: target,
+            revision: target,
+        })
+    }
+
     /// The membership as raft/ stored it (`m members`, opaque here), for the etcd snapshot's
     /// `members` buckets to come from this same state.
     pub fn membership(&self) -> Result<Option<Vec<u8>>, MvccError> {
@@ -846,26 +860,8 @@ impl MvccReader {
             return Err(MvccError::FutureRev);
         }
         let upto = if rev == 0 { current } else { rev };
-        // etcd filters versions ≤ the compacted revision by its `keep` set (each key's newest
-        // version ≤ `upto` when it is a put) only when that set is not empty; with it empty it
-        // hashes every such version its bucket holds (each key's newest ≤ compacted, when live).
-        let mut keep_empty = true;
-        if upto > 0 {
-            scan(&snap, b"", &[0], upto, |_, _, _| {
-                keep_empty = false;
-                false
-            })?;
-        }
-        let kept_at = if keep_empty { compacted } else { upto };
-        let mut bucket = KeyBucket::new(&snap, compacted, upto, kept_at);
-        let mut h = crc32c::crc32c(etcd_keys::KEY_BUCKET);
-        let (mut k, mut v) = (Vec::new(), Vec::new());
-        while bucket.next_into(&mut k, &mut v)?.is_some() {
-            h = crc32c::crc32c_append(h, &k);
-            h = crc32c::crc32c_append(h, &v);
-        }
         Ok(KvHash {
-            hash: h,
+            hash: bucket_hash(&snap, compacted, upto)?,
             compact_revision: compacted,
             hash_revision: upto,
             revision: current,
@@ -995,6 +991,29 @@ impl MvccReader {
             compacted,
         })
     }
+}
+
+/// etcd's HashKV of the bucket `src` holds as of a compaction at `compacted`, up to `upto`.
+fn bucket_hash<S: Source>(src: &S, compacted: i64, upto: i64) -> Result<u32, MvccError> {
+    // etcd filters versions ≤ the compacted revision by its `keep` set (each key's newest
+    // version ≤ `upto` when it is a put) only when that set is not empty; with it empty it
+    // hashes every such version its bucket holds (each key's newest ≤ compacted, when live).
+    let mut keep_empty = true;
+    if upto > 0 {
+        scan(src, b"", &[0], upto, |_, _, _| {
+            keep_empty = false;
+            false
+        })?;
+    }
+    let kept_at = if keep_empty { compacted } else { upto };
+    let mut bucket = KeyBucket::new(src, compacted, upto, kept_at);
+    let mut h = crc32c::crc32c(etcd_keys::KEY_BUCKET);
+    let (mut k, mut v) = (Vec::new(), Vec::new());
+    while bucket.next_into(&mut k, &mut v)?.is_some() {
+        h = crc32c::crc32c_append(h, &k);
+        h = crc32c::crc32c_append(h, &v);
+    }
+    Ok(h)
 }
 
 /// What [`MvccReader::hash_kv`] answers (etcd's HashKVResponse).

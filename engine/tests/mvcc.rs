@@ -3113,3 +3113,49 @@ fn alarms_refuse_writes_and_survive_a_restart() {
     s.put(b"b", b"2");
     assert!(s.m().alarms().is_empty());
 }
+
+/// The compaction hash, taken on the state right after a compaction applied, is the HashKV the
+/// same revision had before it (what etcd's compact hash check compares between members).
+#[test]
+fn the_compaction_hash_is_the_hash_before_the_compaction() {
+    let mut s = Store::new();
+    for i in 0..50u32 {
+        s.put(format!("k{}", i % 7).as_bytes(), &i.to_le_bytes());
+        if i % 11 == 0 {
+            s.delete(format!("k{}", i % 5).as_bytes(), b"", false);
+        }
+    }
+    let first = s.m().revision() - 20;
+    let before = s.m().reader().hash_kv(first).unwrap();
+    s.apply(Request::Compact(CompactRequest {
+        revision: first,
+        physical: false,
+    }))
+    .unwrap();
+    let after = s
+        .m()
+        .reader()
+        .state_snapshot()
+        .compaction_hash(first, -1)
+        .unwrap();
+    assert_eq!((after.hash, after.compact_revision), (before.hash, -1));
+    // Once more, from a compacted state, with part of the first compaction's deletion done.
+    s.mm().compact_step().unwrap();
+    for i in 0..10u32 {
+        s.put(b"k1", &i.to_le_bytes());
+    }
+    let second = s.m().revision() - 3;
+    let before = s.m().reader().hash_kv(second).unwrap();
+    s.apply(Request::Compact(CompactRequest {
+        revision: second,
+        physical: false,
+    }))
+    .unwrap();
+    let after = s
+        .m()
+        .reader()
+        .state_snapshot()
+        .compaction_hash(second, first)
+        .unwrap();
+    assert_eq!((after.hash, after.compact_revision), (before.hash, first));
+}

@@ -13,9 +13,16 @@
 //!   its own (through Raft, so every member refuses writes from then on); with no such quorum,
 //!   the alarm names member 0.
 //!
+//! - the *compact hash check* (`--experimental-compact-hash-check-enabled`, default true;
+//!   `--experimental-compact-hash-check-time`, 1m), run by the leader: every member records the
+//!   hash of each compaction it applies (the last 10, computed on the state the compaction
+//!   applied to, so it costs no extra pass while serving); the leader compares its newest
+//!   unchecked ones with the peers', with the same verdict as the periodic check.
+//!
 //! Hashes are computed on a thread of their own: a walk of the whole key space must not stall
 //! a core (the peer service and the sequencer share core 0).
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,8 +70,9 @@ pub struct Checker {
 }
 
 impl Checker {
-    /// Every other member's HashKV at `rev`, from its first peer URL that answers.
-    async fn peer_hashes(&self, rev: i64) -> Vec<PeerHash> {
+    /// Every other member's HashKV at `rev` (with `compaction`: the hash it recorded for its
+    /// compaction to `rev`), from its first peer URL that answers.
+    async fn peer_hashes(&self, rev: i64, compaction: bool) -> Vec<PeerHash> {
         let members = self.status.members();
         let mut out = Vec::new();
         for m in &members.members {
@@ -74,7 +82,7 @@ impl Checker {
             let mut last = String::from("no peer URL");
             let mut answer = None;
             for url in &m.peer_urls {
-                let call = crate::peer::hash_kv_of(url, self.status.cluster_id, rev);
+                let call = crate::peer::hash_kv_of(url, self.status.cluster_id, rev, compaction);
                 let limit = async {
                     retcd_engine::runtime::sleep(self.timeout).await;
                     Err(format!("no answer within {:?}", self.timeout))
@@ -123,7 +131,7 @@ impl Checker {
             .await
             .map_err(|e| format!("{me} failed to fetch hash ({e})"))?;
         let mut mismatch = 0;
-        for p in self.peer_hashes(h.revision).await {
+        for p in self.peer_hashes(h.revision, false).await {
             let Ok(a) = p.answer else { continue };
             if a.hash == h.hash {
                 continue;
@@ -185,7 +193,7 @@ impl Checker {
         let h = hash_kv(&self.reader, 0).await.map_err(|e| e.to_string())?;
         let me = self.status.member_id;
         let mut hashes = vec![(me, h.hash)];
-        for p in self.peer_hashes(h.revision).await {
+        for p in self.peer_hashes(h.revision, false).await {
             // A member compacted to another revision hashes other versions; one that failed to
             // answer is checked next time.
             if let Ok(a) = p.answer
@@ -195,44 +203,118 @@ impl Checker {
             }
         }
         let checked = hashes.len() - 1;
-        let mut votes: HashMap<u32, usize> = HashMap::new();
-        for (_, hash) in &hashes {
-            *votes.entry(*hash).or_default() += 1;
-        }
-        if votes.len() > 1 {
-            let members = self.status.members().members.len();
-            let (majority, count) = votes
-                .iter()
-                .max_by_key(|(_, n)| **n)
-                .map(|(h, n)| (*h, *n))
-                .expect("at least the leader's hash");
-            let corrupt: Vec<u64> = if count * 2 > members {
-                hashes
-                    .iter()
-                    .filter(|(_, hash)| *hash != majority)
-                    .map(|(id, _)| *id)
-                    .collect()
-            } else {
-                vec![0]
-            };
-            for id in corrupt {
-                let theirs = hashes.iter().find(|(m, _)| *m == id).map(|(_, h)| *h);
-                warn!(
-                    revision = h.revision,
-                    compact_revision = h.compact_revision,
-                    member_id = %format!("{id:x}"),
-                    member_hash = ?theirs,
-                    quorum_hash = majority,
-                    "found hash mismatch"
-                );
-                self.raise(id).await;
-            }
-        }
+        self.judge(&hashes, &h, "found hash mismatch").await;
         info!(
             number_of_peers_checked = checked,
             "finished peer corruption check"
         );
         Ok(())
+    }
+
+    /// The verdict on the hashes members gave for `h`'s revision: with more than one hash, the
+    /// members outside a quorum that agrees get a CORRUPT alarm each (member 0 when no quorum
+    /// agrees); returns whether all agreed.
+    async fn judge(&self, hashes: &[(u64, u32)], h: &KvHash, what: &str) -> bool {
+        let mut votes: HashMap<u32, usize> = HashMap::new();
+        for (_, hash) in hashes {
+            *votes.entry(*hash).or_default() += 1;
+        }
+        if votes.len() <= 1 {
+            return true;
+        }
+        let members = self.status.members().members.len();
+        let (majority, count) = votes
+            .iter()
+            .max_by_key(|(_, n)| **n)
+            .map(|(h, n)| (*h, *n))
+            .expect("at least the leader's hash");
+        let corrupt: Vec<u64> = if count * 2 > members {
+            hashes
+                .iter()
+                .filter(|(_, hash)| *hash != majority)
+                .map(|(id, _)| *id)
+                .collect()
+        } else {
+            vec![0]
+        };
+        for id in corrupt {
+            let theirs = hashes.iter().find(|(m, _)| *m == id).map(|(_, h)| *h);
+            warn!(
+                revision = h.hash_revision,
+                compact_revision = h.compact_revision,
+                member_id = %format!("{id:x}"),
+                member_hash = ?theirs,
+                quorum_hash = majority,
+                "{what}"
+            );
+            self.raise(id).await;
+        }
+        false
+    }
+
+    /// Runs the compact hash check every `period` while this member leads (call on core 0).
+    pub async fn run_compact_hash_checks(self, period: Duration) {
+        let latest_checked = Cell::new(0i64);
+        loop {
+            retcd_engine::runtime::sleep(period).await;
+            if self.status.leader() == self.status.member_id {
+                self.compact_hash_check(&latest_checked).await;
+            }
+        }
+    }
+
+    /// etcd's CompactHashCheck: the newest recorded compaction hashes not checked yet, newest
+    /// first, against the peers' for the same compaction; stops at the first one every peer
+    /// answered (or at a mismatch).
+    pub async fn compact_hash_check(&self, latest_checked: &Cell<i64>) {
+        let me = format!("{:x}", self.status.member_id);
+        info!(local_member_id = me.as_str(), timeout = ?self.timeout, "starting compact hash check");
+        let hashes: Vec<KvHash> = self
+            .status
+            .compact_hashes()
+            .into_iter()
+            .filter(|h| h.hash_revision > latest_checked.get())
+            .collect();
+        for (i, h) in hashes.iter().enumerate() {
+            let peers = self.peer_hashes(h.hash_revision, true).await;
+            if peers.is_empty() {
+                continue;
+            }
+            let mut all = vec![(self.status.member_id, h.hash)];
+            for p in &peers {
+                if let Ok(a) = &p.answer
+                    && a.compact_revision == h.compact_revision
+                {
+                    all.push((p.id, a.hash));
+                }
+            }
+            if !self.judge(&all, h, "failed compaction hash check").await {
+                return;
+            }
+            if all.len() - 1 == peers.len() {
+                info!(
+                    number_of_peers_checked = peers.len(),
+                    revision = h.hash_revision,
+                    "successfully checked hash on whole cluster"
+                );
+                latest_checked.set(latest_checked.get().max(h.hash_revision));
+                info!(
+                    number_of_hashes_checked = i + 1,
+                    "finished compaction hash check"
+                );
+                return;
+            }
+            warn!(
+                number_of_peers_checked = all.len() - 1,
+                number_of_peers = peers.len(),
+                revision = h.hash_revision,
+                "skipped revision in compaction hash check; was not able to check all peers"
+            );
+        }
+        info!(
+            number_of_hashes_checked = hashes.len(),
+            "finished compaction hash check"
+        );
     }
 
     /// Raises a CORRUPT alarm for `member` (0: the cluster) through Raft.

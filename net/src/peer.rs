@@ -267,9 +267,15 @@ impl Peer for PeerService {
                 self.status.cluster_id, r.cluster_id
             )));
         }
-        let h = crate::corruption::hash_kv(&self.reader, r.revision)
-            .await
-            .map_err(crate::kv::mvcc_status)?;
+        let h = if r.compaction {
+            self.status.compact_hash(r.revision).ok_or_else(|| {
+                Status::not_found(format!("no hash of a compaction to {}", r.revision))
+            })?
+        } else {
+            crate::corruption::hash_kv(&self.reader, r.revision)
+                .await
+                .map_err(crate::kv::mvcc_status)?
+        };
         Ok(Response::new(HashKvAnswer {
             member_id: self.status.member_id,
             revision: h.revision,
@@ -779,11 +785,17 @@ pub async fn fetch_members(urls: &[String]) -> Result<(u64, Vec<u8>), String> {
 }
 
 /// The HashKV at `rev` of the member at peer URL `url` (the corruption checks).
-pub async fn hash_kv_of(url: &str, cluster_id: u64, rev: i64) -> Result<HashKvAnswer, String> {
+pub async fn hash_kv_of(
+    url: &str,
+    cluster_id: u64,
+    rev: i64,
+    compaction: bool,
+) -> Result<HashKvAnswer, String> {
     let mut c = dial(url).await?;
     c.hash_kv(HashKvCall {
         cluster_id,
         revision: rev,
+        compaction,
     })
     .await
     .map(Response::into_inner)

@@ -518,6 +518,26 @@ pub(crate) async fn open(
     })
 }
 
+/// Computes the hash of the compaction to `target` (from `previous`) on a thread of its own (a
+/// walk of the key space) and records it in `status` for the compact hash check.
+fn record_compaction_hash(
+    snap: retcd_engine::mvcc::StateSnapshot,
+    target: i64,
+    previous: i64,
+    status: &Arc<NodeStatus>,
+) {
+    let status = status.clone();
+    let spawned = std::thread::Builder::new()
+        .name("retcd-compact-hash".into())
+        .spawn(move || match snap.compaction_hash(target, previous) {
+            Ok(h) => status.record_compact_hash(h),
+            Err(e) => tracing::warn!(target, error = %e, "failed to hash a compaction"),
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(target, error = %e, "cannot start a compaction hash thread");
+    }
+}
+
 /// The lessor of a member that just started (or restarted) over `core`'s stored leases.
 pub(crate) fn new_lessor(
     opts: &SequencerOptions,
@@ -786,6 +806,11 @@ async fn drive(
         }
         if let Some(c) = auto_compactor.as_mut() {
             c.collect(Instant::now());
+        }
+        // Before any deletion batch of theirs (below) runs: the state still holds what they drop.
+        for (target, previous) in core.take_compactions() {
+            let snap = core.mvcc().reader().state_snapshot();
+            record_compaction_hash(snap, target, previous, core.status());
         }
         let changes = core.take_lease_changes();
         if !changes.is_empty() {

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 
-use retcd_engine::mvcc::{ALARM_CORRUPT, ALARM_NOSPACE, Alarm};
+use retcd_engine::mvcc::{ALARM_CORRUPT, ALARM_NOSPACE, Alarm, KvHash};
 
 use crate::membership::Membership;
 
@@ -43,7 +43,12 @@ pub struct NodeStatus {
     /// The raised alarms as applied (etcd's alarm store), in (member, type) order.
     pub(crate) alarms: ArcSwap<Vec<Alarm>>,
     pub(crate) members: ArcSwap<Membership>,
+    /// The compaction hashes of the latest compactions, newest last (etcd keeps 10).
+    compact_hashes: std::sync::Mutex<std::collections::VecDeque<KvHash>>,
 }
+
+/// Compaction hashes a member keeps (etcd's hashStorage).
+pub const COMPACT_HASHES: usize = 10;
 
 impl NodeStatus {
     pub fn new(member_id: u64, cluster_id: u64) -> Self {
@@ -88,6 +93,24 @@ impl NodeStatus {
     /// A NOSPACE alarm is raised (for any member): writes that add data are refused.
     pub fn nospace(&self) -> bool {
         self.alarms.load().iter().any(|a| a.alarm == ALARM_NOSPACE)
+    }
+    /// Records the hash of a compaction (the oldest of [`COMPACT_HASHES`] goes).
+    pub fn record_compact_hash(&self, h: KvHash) {
+        let mut q = self.compact_hashes.lock().expect("not poisoned");
+        if q.len() == COMPACT_HASHES {
+            q.pop_front();
+        }
+        q.push_back(h);
+    }
+    /// The recorded compaction hashes, newest first.
+    pub fn compact_hashes(&self) -> Vec<KvHash> {
+        let q = self.compact_hashes.lock().expect("not poisoned");
+        q.iter().rev().copied().collect()
+    }
+    /// The hash recorded for the compaction to `revision`, if any.
+    pub fn compact_hash(&self, revision: i64) -> Option<KvHash> {
+        let q = self.compact_hashes.lock().expect("not poisoned");
+        q.iter().find(|h| h.hash_revision == revision).copied()
     }
     /// A CORRUPT alarm is raised: every write is refused.
     pub fn corrupt(&self) -> bool {

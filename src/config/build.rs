@@ -149,6 +149,14 @@ pub(super) fn build(
         corrupt_check_time: Duration::from_nanos(
             u64::try_from(dur_of(settings, "experimental-corrupt-check-time")).unwrap_or(0),
         ),
+        compact_hash_check: bool_of(settings, "experimental-compact-hash-check-enabled").then(
+            || {
+                Duration::from_nanos(
+                    u64::try_from(dur_of(settings, "experimental-compact-hash-check-time"))
+                        .unwrap_or(0),
+                )
+            },
+        ),
         // Only the caller knows whether the settings came from a file.
         config_file: None,
     })

@@ -272,8 +272,8 @@ pub(super) static SPECS: &[Spec] = &[
     // Experimental
     f("experimental-initial-corrupt-check", K::Bool, "true", S::Implemented, Sec::Experimental, "Compare the state's hash with the peers' before serving (retcd: on by default)."),
     f("experimental-corrupt-check-time", K::Duration, "5m", S::Implemented, Sec::Experimental, "Period of the leader's cluster-wide corruption checks (0: off; retcd: on by default)."),
-    f("experimental-compact-hash-check-enabled", K::Bool, "false", S::Ignored, Sec::Experimental, "Let the leader compare followers' hashes after compactions."),
-    f("experimental-compact-hash-check-time", K::Duration, "1m", S::Ignored, Sec::Experimental, "Period of those compaction hash checks."),
+    f("experimental-compact-hash-check-enabled", K::Bool, "true", S::Implemented, Sec::Experimental, "Let the leader compare the members' hashes of each compaction (retcd: on by default)."),
+    f("experimental-compact-hash-check-time", K::Duration, "1m", S::Implemented, Sec::Experimental, "Period of those compaction hash checks."),
     f("experimental-enable-v2v3", K::Str, "", S::Ignored, Sec::Experimental, "Serve the v2 API from the v3 store under this prefix (deprecated)."),
     f("experimental-enable-lease-checkpoint", K::Bool, "false", S::Ignored, Sec::Experimental, "Have the leader checkpoint lease TTLs to the other members."),
     f("experimental-enable-lease-checkpoint-persist", K::Bool, "false", S::Ignored, Sec::Experimental, "Persist checkpointed lease TTLs (needs the flag above)."),

@@ -268,6 +268,9 @@ pub struct Config {
     pub initial_corrupt_check: bool,
     /// `--experimental-corrupt-check-time`: period of the leader's corruption check (0: off).
     pub corrupt_check_time: Duration,
+    /// `--experimental-compact-hash-check-enabled` and `-time`: period of the leader's check of
+    /// the compaction hashes (`None`: off).
+    pub compact_hash_check: Option<Duration>,
     /// The config file the settings came from, if any.
     pub config_file: Option<PathBuf>,
 }

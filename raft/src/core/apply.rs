@@ -67,6 +67,7 @@ impl Core {
             return Ok(());
         }
         let applied_before = self.mvcc.applied().0;
+        let mut compacted = self.mvcc.compacted();
         let mut kinds = Vec::with_capacity(entries.len());
         let mut memberships: Vec<Option<Vec<u8>>> = Vec::with_capacity(entries.len());
         for e in entries {
@@ -139,6 +140,10 @@ impl Core {
             if let (Kind::Request(req, _), Some(r)) = (&kind, &result) {
                 if let Ok(w) = r {
                     LeaseChange::collect(req, w, &mut self.lease_changes);
+                    if let Request::Compact(c) = req {
+                        self.compactions.push((c.revision, compacted));
+                        compacted = c.revision;
+                    }
                     if let (
                         Request::Alarm(ar),
                         WriteResult::Alarm {
@@ -203,6 +208,13 @@ impl Core {
             .then(|| self.membership.conf_state());
         self.raw.mut_store().set_snapshot_meta(index, term, conf);
         Ok(())
+    }
+
+    /// The compactions applied since the last call, as (target, previously compacted revision),
+    /// in order. Their compaction hashes are taken on the state now, before any of their
+    /// deletion batches runs (`StateSnapshot::compaction_hash`).
+    pub fn take_compactions(&mut self) -> Vec<(i64, i64)> {
+        std::mem::take(&mut self.compactions)
     }
 
     /// The lease changes applied since the last call (grants, revokes, checkpoints), in order.

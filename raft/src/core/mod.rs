@@ -140,6 +140,9 @@ pub struct Core {
     since_checkpoint: u64,
     /// Lease changes applied since the last [`Core::take_lease_changes`] (for the lessor).
     lease_changes: Vec<LeaseChange>,
+    /// Compactions applied since the last [`Core::take_compactions`]: (target, previously
+    /// compacted revision), for their compaction hashes.
+    compactions: Vec<(i64, i64)>,
     tokens: Arc<SimpleTokens>,
     /// This member applied its own removal.
     removed: bool,
@@ -216,6 +219,7 @@ impl Core {
             catch_up_entries: opts.catch_up_entries,
             since_checkpoint: 0,
             lease_changes: Vec::new(),
+            compactions: Vec::new(),
             tokens: opts.tokens,
             removed: false,
             published: false,
@@ -289,6 +293,10 @@ impl Core {
         self.raw.raft.leader_id
     }
 
+    /// The status this core publishes.
+    pub fn status(&self) -> &Arc<NodeStatus> {
+        &self.status
+    }
     pub fn mvcc(&self) -> &Mvcc {
         &self.mvcc
     }
