@@ -7,6 +7,7 @@
 pub mod config;
 pub mod identity;
 pub mod import;
+pub mod logging;
 pub mod stop;
 pub mod systemd;
 pub mod transport;

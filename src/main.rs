@@ -25,7 +25,7 @@ use retcd_raft::feed::Feed;
 use retcd_raft::sequencer::{Sequencer, SequencerOptions};
 use tracing::{error, info, warn};
 
-use retcd::config::{self, AuthTokenConfig, Config, LogOutput, Parsed};
+use retcd::config::{self, AuthTokenConfig, Config, Parsed};
 use retcd::{identity, stop, systemd, transport};
 
 /// Event batches queued per core before the core is marked lagged.
@@ -62,7 +62,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = init_logging(&cfg) {
+    if let Err(e) = retcd::logging::init(&cfg) {
         eprintln!("retcd: cannot set up logging: {e}");
         return ExitCode::FAILURE;
     }
@@ -77,29 +77,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn init_logging(cfg: &Config) -> std::io::Result<()> {
-    let level = cfg.log_level.tracing_level();
-    let builder = tracing_subscriber::fmt()
-        .json()
-        .with_max_level(level)
-        .with_current_span(false);
-    match cfg.log_outputs.first() {
-        Some(LogOutput::Stdout) => builder.with_writer(std::io::stdout).init(),
-        Some(LogOutput::File(path)) => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)?;
-            builder.with_writer(Mutex::new(file)).init()
-        }
-        _ => builder.with_writer(std::io::stderr).init(),
-    }
-    if cfg.log_outputs.len() > 1 {
-        warn!("only the first of --log-outputs is used for now");
-    }
-    Ok(())
 }
 
 fn run(mut cfg: Config) -> Result<(), String> {
@@ -177,6 +154,11 @@ fn run(mut cfg: Config) -> Result<(), String> {
     // Bound before any core serves; another process on these ports is refused here, as etcd
     // is, instead of silently sharing the clients (retcd_net::serve::Bound).
     let shared = cfg.socket_reuse_port;
+    let serving: Vec<(std::net::SocketAddr, bool)> = client_listen
+        .iter()
+        .chain(&client_http_listen)
+        .map(|l| (l.addr, l.security.tls.is_some()))
+        .collect();
     let client_listen =
         retcd_net::serve::bind(&client_listen, cores, shared).map_err(|e| e.to_string())?;
     // The HTTP-only and metrics URLs, served by every core next to the client URLs.
@@ -352,6 +334,9 @@ fn run(mut cfg: Config) -> Result<(), String> {
                     };
                     let msg = match CatchPanic(Box::pin(seq.run(started))).await {
                         Ok(Ok(())) => return,
+                        Ok(Err(retcd_raft::sequencer::SequencerError::Removed)) => {
+                            REMOVED.to_string()
+                        }
                         Ok(Err(e)) => format!("sequencer: {e}"),
                         Err(panic) => format!("sequencer panicked: {panic}"),
                     };
@@ -437,9 +422,12 @@ fn run(mut cfg: Config) -> Result<(), String> {
         .recv(&fail_rx, |m| m.ok())
         .wait();
     if let Some(msg) = first {
-        return Err(msg);
+        return removed_or(msg);
     }
     info!(client_urls = ?cfg.listen_client_urls.iter().map(|u| u.to_string()).collect::<Vec<_>>(), "ready to serve client requests");
+    for (addr, secure) in serving {
+        transport::log_serving("client", addr, secure);
+    }
     match systemd::notify("READY=1") {
         Ok(true) => info!("notified systemd of readiness"),
         Ok(false) => {}
@@ -450,13 +438,27 @@ fn run(mut cfg: Config) -> Result<(), String> {
         .recv(signals.take_over(), |s| Err(s.ok()))
         .wait();
     match next {
-        Ok(msg) => Err(msg),
+        Ok(msg) => removed_or(msg),
         Err(Some(signal)) => stop::on_signal(signal, &stop_proposer, &stop_status, request_timeout),
         Err(None) => {
             started.join().map_err(|e| e.to_string())?;
             Ok(())
         }
     }
+}
+
+/// What the sequencer reports when this member was removed from the cluster.
+const REMOVED: &str = retcd_net::peer::REMOVED_MESSAGE;
+
+/// etcd exits 0 once the member learns it was removed (after logging so); any other failure
+/// is an error.
+fn removed_or(msg: String) -> Result<(), String> {
+    if msg == REMOVED {
+        warn!("{REMOVED}");
+        let _ = systemd::notify("STOPPING=1");
+        return Ok(());
+    }
+    Err(msg)
 }
 
 /// Runs `f` if there is one.

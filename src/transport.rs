@@ -36,6 +36,15 @@ fn transport_files(
         .map_err(|e| format!("failed to get {kind} self-signed certs: {e}"))
 }
 
+/// etcd's line for a listener that serves now.
+pub fn log_serving(kind: &str, addr: SocketAddr, secure: bool) {
+    if secure {
+        info!(traffic = "grpc+http", address = %addr, "serving {kind} traffic securely");
+    } else {
+        warn!(address = %addr, "serving {kind} traffic insecurely; this is strongly discouraged!");
+    }
+}
+
 /// The listening addresses of one transport and how each speaks (etcd groups the URLs by
 /// host:port: plain if any is http://, TLS if any is https://). The TLS configuration is built
 /// once, here, so that a bad certificate, key or CA is a start-up error.
@@ -66,11 +75,11 @@ fn listen_addrs(
             security.plain = true;
         }
     }
-    for (addr, security) in &by_addr {
-        if security.tls.is_some() {
-            info!(address = %addr, "serving {kind} traffic securely");
-        } else {
-            warn!(address = %addr, "serving {kind} traffic insecurely; this is strongly discouraged!");
+    // Peers are served from the start; the client kinds once the member serves clients (main
+    // logs them then, as etcd does after "ready to serve client requests").
+    if kind == "peer" {
+        for (addr, security) in &by_addr {
+            log_serving(kind, *addr, security.tls.is_some());
         }
     }
     Ok(by_addr

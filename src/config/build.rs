@@ -27,7 +27,7 @@ use super::url::Url;
 use super::value::{Value, differs_from_default};
 use super::{
     ClusterState, Config, ConfigError, DEFAULT_NAME, DEFAULT_SNAPSHOT_COUNT,
-    DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL, InitialMember, LogLevel, LogOutput,
+    DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL, InitialMember, LogLevel, LogOutput, LogRotation,
     MAX_ELECTION_TIMEOUT_MS, MAX_SUGGESTED_QUOTA_BYTES, MIN_WATCH_PROGRESS_NOTIFY_INTERVAL,
 };
 
@@ -69,7 +69,8 @@ pub(super) fn build(
         log_level,
         logger,
         log_outputs,
-    } = logging(settings, warnings)?;
+        log_rotation,
+    } = logging(settings)?;
     let Timing {
         heartbeat_interval,
         election_timeout,
@@ -114,6 +115,7 @@ pub(super) fn build(
         log_level,
         logger,
         log_outputs,
+        log_rotation,
         heartbeat_interval,
         election_timeout,
         initial_election_tick_advance,
@@ -367,9 +369,61 @@ struct Logging {
     log_level: LogLevel,
     logger: String,
     log_outputs: Vec<LogOutput>,
+    log_rotation: Option<LogRotation>,
 }
 
-fn logging(settings: &Settings, warnings: &mut Vec<String>) -> Result<Logging, ConfigError> {
+/// etcd's setupLogRotation: rotation needs exactly one file among the outputs, and lumberjack's
+/// JSON settings.
+fn log_rotation(
+    settings: &Settings,
+    outputs: &[LogOutput],
+) -> Result<Option<LogRotation>, ConfigError> {
+    if !bool_of(settings, "enable-log-rotation") {
+        return Ok(None);
+    }
+    let files = outputs
+        .iter()
+        .filter(|o| matches!(o, LogOutput::File(_)))
+        .count();
+    if files != 1 {
+        return Err(ConfigError::Invalid(
+            "--log-outputs requires a single file path when using --log-rotation-config-json"
+                .to_string(),
+        ));
+    }
+    let raw = str_of(settings, "log-rotation-config-json");
+    let invalid = |reason: String| {
+        invalid_setting(settings, "log-rotation-config-json", raw.clone(), &reason)
+    };
+    let v: serde_json::Value = serde_json::from_str(&raw)
+        .map_err(|e| invalid(format!("improperly formatted log rotation config: {e}")))?;
+    let num = |key: &str| -> Result<u64, ConfigError> {
+        match v.get(key) {
+            None => Ok(0),
+            Some(n) => n.as_u64().ok_or_else(|| {
+                invalid(format!(
+                    "invalid log rotation config: {key} must be a number"
+                ))
+            }),
+        }
+    };
+    if v.get("compress").and_then(serde_json::Value::as_bool) == Some(true) {
+        return Err(invalid(
+            "retcd does not compress rotated logs; set \"compress\": false".to_string(),
+        ));
+    }
+    Ok(Some(LogRotation {
+        // lumberjack: 0 means its default, 100 MB.
+        max_size_mb: match num("maxsize")? {
+            0 => 100,
+            n => n,
+        },
+        max_age_days: num("maxage")?,
+        max_backups: num("maxbackups")?,
+    }))
+}
+
+fn logging(settings: &Settings) -> Result<Logging, ConfigError> {
     let logger = str_of(settings, "logger");
     let unsupported = match logger.as_str() {
         "zap" => None,
@@ -388,11 +442,13 @@ fn logging(settings: &Settings, warnings: &mut Vec<String>) -> Result<Logging, C
             "must be one of debug, info, warn, error, panic, fatal",
         )
     })?;
-    let log_outputs = resolve_log_outputs(settings, warnings)?;
+    let log_outputs = resolve_log_outputs(settings)?;
+    let log_rotation = log_rotation(settings, &log_outputs)?;
     Ok(Logging {
         log_level,
         logger: "zap".to_string(),
         log_outputs,
+        log_rotation,
     })
 }
 
@@ -476,10 +532,7 @@ fn check_bind(urls: &[Url], name: &str, origin: &Origin) -> Result<(), ConfigErr
     }
 }
 
-fn resolve_log_outputs(
-    settings: &Settings,
-    warnings: &mut Vec<String>,
-) -> Result<Vec<LogOutput>, ConfigError> {
+fn resolve_log_outputs(settings: &Settings) -> Result<Vec<LogOutput>, ConfigError> {
     let mut outputs = list_of(settings, "log-outputs");
     if outputs.is_empty() {
         outputs.push("default".to_string());
@@ -503,14 +556,7 @@ fn resolve_log_outputs(
         resolved.push(match output.as_str() {
             "default" | "stderr" => LogOutput::Stderr,
             "stdout" => LogOutput::Stdout,
-            "systemd/journal" => {
-                warnings.push(
-                    "--log-outputs systemd/journal is accepted but not implemented yet; \
-                     logging to stderr"
-                        .to_string(),
-                );
-                LogOutput::Stderr
-            }
+            "systemd/journal" => LogOutput::Journal,
             path => LogOutput::File(PathBuf::from(path)),
         });
     }

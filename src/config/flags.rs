@@ -254,8 +254,8 @@ pub(super) static SPECS: &[Spec] = &[
     f("logger", K::Str, "zap", S::Implemented, Sec::Logging, "Logger implementation; only 'zap' (structured logging) exists in etcd 3.5."),
     f("log-outputs", K::UniqueStrings, "default", S::Implemented, Sec::Logging, "Where logs go: 'default' or 'stderr', 'stdout', or file paths, comma separated."),
     f("log-level", K::Str, "info", S::Implemented, Sec::Logging, "Log level: debug, info, warn, error, panic or fatal."),
-    f("enable-log-rotation", K::Bool, "false", S::Ignored, Sec::Logging, "Rotate the log file (needs a single file in --log-outputs)."),
-    f("log-rotation-config-json", K::Str, LOG_ROTATION_DEFAULT, S::Ignored, Sec::Logging, "Log rotation settings as JSON."),
+    f("enable-log-rotation", K::Bool, "false", S::Implemented, Sec::Logging, "Rotate the log file (needs a single file in --log-outputs)."),
+    f("log-rotation-config-json", K::Str, LOG_ROTATION_DEFAULT, S::Implemented, Sec::Logging, "Log rotation settings as JSON (maxsize MB, maxage days, maxbackups; backups named in UTC; compress is refused)."),
     // Tracing
     f("experimental-enable-distributed-tracing", K::Bool, "false", S::Ignored, Sec::Tracing, "Export OpenTelemetry traces."),
     f("experimental-distributed-tracing-address", K::Str, "localhost:4317", S::Ignored, Sec::Tracing, "Address of the trace collector."),

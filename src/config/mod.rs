@@ -159,11 +159,25 @@ impl LogLevel {
 /// One `--log-outputs` target.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LogOutput {
-    /// `stderr` or `default` (and `systemd/journal`, not supported yet).
+    /// `stderr` or `default`.
     Stderr,
     Stdout,
+    /// `systemd/journal`: journald's native protocol.
+    Journal,
     /// Any other value: a file path to append to.
     File(PathBuf),
+}
+
+/// `--enable-log-rotation` with `--log-rotation-config-json` (lumberjack's settings, as etcd
+/// takes them; backups are named in UTC, and `compress` is refused).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogRotation {
+    /// `maxsize`: megabytes a file may reach before it is rotated.
+    pub max_size_mb: u64,
+    /// `maxage`: days a backup is kept (0: no limit).
+    pub max_age_days: u64,
+    /// `maxbackups`: backups kept (0: no limit).
+    pub max_backups: u64,
 }
 
 /// The resolved server configuration.
@@ -218,6 +232,8 @@ pub struct Config {
     pub logger: String,
     /// `--log-outputs`.
     pub log_outputs: Vec<LogOutput>,
+    /// `--enable-log-rotation`: how the one log file is rotated.
+    pub log_rotation: Option<LogRotation>,
     /// `--heartbeat-interval`.
     pub heartbeat_interval: Duration,
     /// `--election-timeout`.

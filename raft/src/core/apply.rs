@@ -194,7 +194,16 @@ impl Core {
                     let _ = reply.send(out);
                 }
                 (Waiter::Internal, _) => {}
-                (Waiter::Publish, Kind::Members(r)) => self.published |= r.is_ok(),
+                (Waiter::Publish, Kind::Members(r)) => {
+                    if r.is_ok() && !self.published {
+                        self.published = true;
+                        tracing::info!(
+                            local_member_id = %format!("{me:x}"),
+                            cluster_id = %format!("{:x}", self.status.cluster_id),
+                            "published local member to cluster through raft"
+                        );
+                    }
+                }
                 // raft-rs replaced the entry (a second configuration change while one was
                 // pending becomes an empty entry).
                 (waiter, _) => fail(waiter, ProposeError::LeaderChanged),

@@ -444,6 +444,20 @@ impl Core {
         let was = s.leader.swap(r.leader_id, Ordering::AcqRel);
         if r.leader_id != 0 && r.leader_id != was {
             s.leader_changes.fetch_add(1, Ordering::Relaxed);
+            // etcd's raft node lines (tools wait for them).
+            tracing::info!(
+                "raft.node: {:x} elected leader {:x} at term {}",
+                s.member_id,
+                r.leader_id,
+                r.term
+            );
+        } else if r.leader_id == 0 && was != 0 {
+            tracing::info!(
+                "raft.node: {:x} lost leader {:x} at term {}",
+                s.member_id,
+                was,
+                r.term
+            );
         }
         s.commit.store(r.raft_log.committed, Ordering::Release);
         s.last_index
