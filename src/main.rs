@@ -97,6 +97,12 @@ fn run(mut cfg: Config) -> Result<(), String> {
         "starting retcd"
     );
     runtime::probe_io_uring().map_err(|e| e.to_string())?;
+    if cfg.unsafe_no_fsync {
+        warn!(
+            "--unsafe-no-fsync is set: fsync is disabled; unsafe, will cause data loss on a crash"
+        );
+        retcd_engine::disk::set_unsafe_no_fsync(true);
+    }
     let transport::Listeners {
         client: client_listen,
         client_http: client_http_listen,

@@ -308,3 +308,30 @@ fn slow_applies_are_counted_past_the_warning_duration() {
     }
     assert!(retcd.log_since(0).contains("apply request took too long"));
 }
+
+/// --unsafe-no-fsync: writes are acknowledged without any WAL fdatasync (the fsync histogram
+/// stays empty while the appended bytes grow), and the member says so when it starts.
+#[test]
+fn unsafe_no_fsync_skips_the_wal_fsyncs() {
+    let s = Server::start_in_tempdir_with_args(support::Kind::Retcd, &["--unsafe-no-fsync"]);
+    for i in 0..20 {
+        assert!(s.etcdctl(&["put", &format!("k{i}"), "v"]).success());
+    }
+    let (_, body) = scrape(&s);
+    let families = parse(&body);
+    let fsyncs = value(
+        &families,
+        "etcd_disk_wal_fsync_duration_seconds",
+        "etcd_disk_wal_fsync_duration_seconds_count",
+        &[],
+    );
+    assert_eq!(fsyncs, 0.0);
+    let written = value(
+        &families,
+        "etcd_disk_wal_write_bytes_total",
+        "etcd_disk_wal_write_bytes_total",
+        &[],
+    );
+    assert!(written > 0.0);
+    assert!(s.log_since(0).contains("--unsafe-no-fsync is set"));
+}

@@ -32,7 +32,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// The unit a disk writes whole (DESIGN §1).
@@ -40,6 +40,22 @@ pub const SECTOR: u64 = 512;
 
 /// Installed recorders; `ACTIVE` counts them so that a hook without any costs one load.
 static ACTIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// etcd's `--unsafe-no-fsync`: the WAL's appends and the page store's durable commits skip their
+/// fdatasyncs (set once at start-up, before any write).
+static NO_FSYNC: AtomicBool = AtomicBool::new(false);
+
+/// Turns the fdatasyncs of the WAL's appends and of the page store's durable commits off (etcd's
+/// `--unsafe-no-fsync`: "Disables fsync, unsafe, will cause data loss"): a crash of the machine
+/// can then lose acknowledged writes. Segment creation and directory changes still sync.
+pub fn set_unsafe_no_fsync(on: bool) {
+    NO_FSYNC.store(on, Ordering::Relaxed);
+}
+
+/// Whether the WAL and the page store make their writes durable (see [`set_unsafe_no_fsync`]).
+pub fn fsync_enabled() -> bool {
+    !NO_FSYNC.load(Ordering::Relaxed)
+}
 static RECORDERS: Mutex<Vec<Arc<Recorder>>> = Mutex::new(Vec::new());
 
 /// Who does an operation. A power cut is placed by counting foreground operations only: the

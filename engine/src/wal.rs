@@ -1232,6 +1232,9 @@ impl Wal {
         )
         .await?;
         crate::metrics::WAL_WRITE_BYTES.add(self.staging.len() as u64);
+        if !disk::fsync_enabled() {
+            return Ok(());
+        }
         disk::sync(&path).map_err(std_io_err("syncing", &path))?;
         let started = std::time::Instant::now();
         self.file

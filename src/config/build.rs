@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use super::auth::{Auth, auth};
 use super::compaction::auto_compaction;
-use super::flags::{DEFAULT_INITIAL_CLUSTER, Support, refusal_reason, spec};
+use super::flags::{DEFAULT_INITIAL_CLUSTER, Support, no_effect_reason, refusal_reason, spec};
 use super::settings::{
     Origin, Settings, bool_of, dur_of, i64_of, invalid_setting, list_of, str_of, u64_of, urls_of,
     usize_of, value,
@@ -147,6 +147,7 @@ pub(super) fn build(
         warning_apply_duration: Duration::from_nanos(
             u64::try_from(dur_of(settings, "experimental-warning-apply-duration")).unwrap_or(0),
         ),
+        unsafe_no_fsync: bool_of(settings, "unsafe-no-fsync"),
         initial_corrupt_check: bool_of(settings, "experimental-initial-corrupt-check"),
         corrupt_check_time: Duration::from_nanos(
             u64::try_from(dur_of(settings, "experimental-corrupt-check-time")).unwrap_or(0),
@@ -181,10 +182,16 @@ fn refuse_or_warn_unimplemented(
             )),
             Support::Ignored => {
                 if differs_from_default(spec, &setting.value) {
-                    warnings.push(format!(
-                        "flag --{name} is accepted but not implemented yet; ignored{}",
-                        setting.origin.suffix()
-                    ));
+                    warnings.push(match no_effect_reason(name) {
+                        Some(why) => format!(
+                            "flag --{name} has no effect in retcd: {why}{}",
+                            setting.origin.suffix()
+                        ),
+                        None => format!(
+                            "flag --{name} is accepted but not implemented yet; ignored{}",
+                            setting.origin.suffix()
+                        ),
+                    });
                 }
             }
             Support::Security | Support::Unsupported => {

@@ -289,7 +289,7 @@ pub(super) static SPECS: &[Spec] = &[
     f("experimental-snapshot-catchup-entries", K::Uint, "5000", S::Implemented, Sec::Experimental, "Entries kept after a snapshot for slow followers to catch up."),
     // Unsafe
     f("force-new-cluster", K::Bool, "false", S::Unsupported, Sec::Unsafe, "Restart as a one-member cluster, dropping the others (recovery only)."),
-    f("unsafe-no-fsync", K::Bool, "false", S::Ignored, Sec::Unsafe, "Never fsync (loses data on crash)."),
+    f("unsafe-no-fsync", K::Bool, "false", S::Implemented, Sec::Unsafe, "Disables fsync, unsafe, will cause data loss."),
     // Other
     f("config-file", K::Str, "", S::Special, Sec::Other, "etcd YAML config file; other flags and ETCD_* variables are then ignored."),
     f("version", K::Bool, "false", S::Special, Sec::Other, "Print the version and exit."),
@@ -318,6 +318,34 @@ pub(super) fn lookup(name: &str) -> Option<&'static Spec> {
 /// For names the code itself spells; a miss is a bug, hence the panic.
 pub(super) fn spec(name: &str) -> &'static Spec {
     lookup(name).unwrap_or_else(|| panic!("no flag spec for {name}"))
+}
+
+/// Why an accepted flag (`Support::Ignored`) changes nothing in retcd, where retcd's design makes
+/// it moot.
+pub(super) fn no_effect_reason(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "grpc-keepalive-min-time" => {
+            "the HTTP/2 server has no policy on how often clients may ping (etcd's enforcement \
+             policy); pings are answered whatever their rate"
+        }
+        "max-snapshots" => {
+            "retcd keeps no .snap files (a Raft snapshot streams from the page store, and a \
+             received one is removed once installed)"
+        }
+        "max-wals" => {
+            "retcd deletes each WAL segment as soon as a checkpoint of the page store covers it; \
+             none are kept beyond that"
+        }
+        "experimental-enable-lease-checkpoint" | "experimental-enable-lease-checkpoint-persist" => {
+            "retcd always checkpoints remaining lease TTLs through Raft and persists them \
+             (etcd's behaviour with both flags on)"
+        }
+        "backend-bbolt-freelist-type" | "backend-batch-interval" | "backend-batch-limit" => {
+            "retcd's page store is not bbolt: its transactions commit per applied batch and \
+             its free list is its own"
+        }
+        _ => return None,
+    })
 }
 
 /// Why a refused flag (`Support::Security`/`Unsupported`) is refused.

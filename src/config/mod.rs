@@ -280,6 +280,8 @@ pub struct Config {
     pub socket_reuse_port: bool,
     /// `--experimental-warning-apply-duration`: an apply slower than this is logged and counted.
     pub warning_apply_duration: Duration,
+    /// `--unsafe-no-fsync`: the WAL and the page store skip their fdatasyncs.
+    pub unsafe_no_fsync: bool,
     /// `--experimental-initial-corrupt-check`: compare hashes with the peers before serving.
     pub initial_corrupt_check: bool,
     /// `--experimental-corrupt-check-time`: period of the leader's corruption check (0: off).

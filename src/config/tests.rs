@@ -328,8 +328,11 @@ fn tuning_flags_warned() {
     );
     assert_eq!(c, Config::default());
     let expect = [
-        "flag --max-snapshots is accepted but not implemented yet; ignored",
-        "flag --grpc-keepalive-min-time is accepted but not implemented yet; ignored",
+        "flag --max-snapshots has no effect in retcd: retcd keeps no .snap files (a Raft \
+         snapshot streams from the page store, and a received one is removed once installed)",
+        "flag --grpc-keepalive-min-time has no effect in retcd: the HTTP/2 server has no policy \
+         on how often clients may ping (etcd's enforcement policy); pings are answered whatever \
+         their rate",
         "flag --enable-pprof is accepted but not implemented yet; ignored",
         "flag --pre-vote is accepted but not implemented yet; ignored (set by environment variable ETCD_PRE_VOTE (flag --pre-vote))",
         "flag --snapshot is no longer supported by etcd; ignored",
