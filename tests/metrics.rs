@@ -335,3 +335,40 @@ fn unsafe_no_fsync_skips_the_wal_fsyncs() {
     assert!(written > 0.0);
     assert!(s.log_since(0).contains("--unsafe-no-fsync is set"));
 }
+
+/// A scrape storm (500 scrapes, 50 at a time) while a client writes: every scrape is answered
+/// 200 with the exposition, and every write goes through.
+#[test]
+fn a_scrape_storm_is_answered_and_writes_go_on() {
+    let s = Server::start_in_tempdir(support::Kind::Retcd);
+    let url = format!("{}/metrics", s.client_url());
+    // Each URL with its own -o: curl applies one per URL.
+    let args: Vec<String> = (0..500)
+        .flat_map(|_| ["-o".to_string(), "/dev/null".to_string(), url.clone()])
+        .collect();
+    let storm = std::thread::spawn(move || {
+        Command::new("curl")
+            .args([
+                "-s",
+                "--max-time",
+                "60",
+                "--parallel",
+                "--parallel-max",
+                "50",
+            ])
+            .args(["-w", "%{http_code}\\n"])
+            .args(&args)
+            .output()
+            .expect("curl")
+    });
+    for i in 0..20 {
+        let put = s.etcdctl(&["put", &format!("k{i}"), "v"]);
+        assert!(put.success(), "{put:?}");
+    }
+    let out = storm.join().unwrap();
+    let codes = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(codes.lines().count(), 500, "{codes}");
+    assert!(codes.lines().all(|c| c == "200"), "{codes}");
+    let (_, body) = scrape(&s);
+    assert!(body.contains("etcd_server_has_leader 1"));
+}

@@ -31,6 +31,12 @@ impl From<String> for Body {
     }
 }
 
+impl From<Bytes> for Body {
+    fn from(b: Bytes) -> Body {
+        Body(Inner::Full(Some(b)))
+    }
+}
+
 impl From<Vec<u8>> for Body {
     fn from(v: Vec<u8>) -> Body {
         Body(Inner::Full(Some(Bytes::from(v))))
