@@ -372,3 +372,52 @@ fn a_scrape_storm_is_answered_and_writes_go_on() {
     let (_, body) = scrape(&s);
     assert!(body.contains("etcd_server_has_leader 1"));
 }
+
+/// retcd's own families: the group commit's batch sizes, checkpoint durations, the sequencer's
+/// queue and each core's watch-feed queue.
+#[test]
+fn retcd_families_show_the_cores_and_the_group_commit() {
+    let s = Server::start_in_tempdir(support::Kind::Retcd);
+    for i in 0..10 {
+        assert!(s.etcdctl(&["put", &format!("k{i}"), "v"]).success());
+    }
+    // A graceful defragmentation asks for checkpoints (each timed).
+    assert!(s.etcdctl(&["defrag"]).success());
+    let (_, body) = scrape(&s);
+    let f = parse(&body);
+    let appends = value(
+        &f,
+        "retcd_wal_group_commit_entries",
+        "retcd_wal_group_commit_entries_count",
+        &[],
+    );
+    let entries = value(
+        &f,
+        "retcd_wal_group_commit_entries",
+        "retcd_wal_group_commit_entries_sum",
+        &[],
+    );
+    assert!(appends >= 10.0 && entries >= appends, "{appends} {entries}");
+    let checkpoints = value(
+        &f,
+        "retcd_checkpoint_duration_seconds",
+        "retcd_checkpoint_duration_seconds_count",
+        &[],
+    );
+    assert!(checkpoints >= 1.0, "{checkpoints}");
+    assert_eq!(f["retcd_watch_feed_queued_batches"]["type"], "gauge");
+    let cores = f["retcd_watch_feed_queued_batches"]["samples"]
+        .as_array()
+        .expect("samples")
+        .len();
+    assert!(cores >= 1, "{body}");
+    // No more than the batches applied (the hubs drain them as they come).
+    let queued = value(
+        &f,
+        "retcd_watch_feed_queued_batches",
+        "retcd_watch_feed_queued_batches",
+        &[("core", "0")],
+    );
+    assert!((0.0..=10.0).contains(&queued), "{queued}");
+    assert_eq!(f["retcd_sequencer_queued_proposals"]["type"], "gauge");
+}

@@ -50,6 +50,10 @@ impl Feed {
             subs.push((tx, lagged.clone()));
             ends.push(Subscription { rx, lagged });
         }
+        *crate::metrics::FEED_QUEUES
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) =
+            subs.iter().map(|(tx, _)| tx.downgrade()).collect();
         (Feed { subs }, ends)
     }
 

@@ -6,7 +6,11 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use retcd_engine::metrics::{Counter, Gauge, Histogram};
+
+use crate::feed::EventBatch;
 use retcd_engine::mvcc::{Event, EventKind, Mvcc};
 use retcd_engine::request::RangeRequest;
 
@@ -47,6 +51,30 @@ pub fn set_slow_apply(d: Duration) {
         u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
         Ordering::Relaxed,
     );
+}
+
+/// Bounds of [`GROUP_COMMIT_ENTRIES`]: 1 to 4096 entries, doubling.
+const BATCH_BOUNDS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0,
+];
+/// `retcd_wal_group_commit_entries`: records in each WAL append (one fdatasync each).
+pub static GROUP_COMMIT_ENTRIES: Histogram = Histogram::new(BATCH_BOUNDS);
+/// `retcd_checkpoint_duration_seconds`: each checkpoint, from its start (the free list written)
+/// to its Checkpoint record durable in the WAL.
+pub static CHECKPOINT_SECONDS: Histogram = Histogram::new(retcd_engine::metrics::DISK_SECONDS);
+
+/// The latest watch feed's queues, one per core, read at scrape time (weak: a scrape never keeps
+/// a queue open).
+pub(crate) static FEED_QUEUES: std::sync::Mutex<Vec<flume::WeakSender<Arc<EventBatch>>>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Each core's watch-feed depth (batches its watchers have not taken yet), in core order.
+pub fn feed_queued() -> Vec<u64> {
+    let queues = FEED_QUEUES.lock().unwrap_or_else(|e| e.into_inner());
+    queues
+        .iter()
+        .map(|q| q.upgrade().map_or(0, |tx| tx.len() as u64))
+        .collect()
 }
 
 /// Live keys in the store.

@@ -752,6 +752,7 @@ async fn drive(
     // At most one checkpoint in flight; its blocking fdatasyncs run off the core.
     let (done_tx, done_rx) = flume::bounded::<Box<(Checkpoint, Result<(), StoreError>)>>(1);
     let mut checkpointing = false;
+    let mut checkpoint_started = Instant::now();
     // Asked for a checkpoint (Input::Checkpoint): those waiting for the next one to begin, and
     // those waiting for the one in flight to end.
     let mut checkpoint_asked: Vec<DoneReply> = Vec::new();
@@ -784,6 +785,7 @@ async fn drive(
                 core.finish_install_sync(cp);
             }
             if !step.records.is_empty() {
+                crate::metrics::GROUP_COMMIT_ENTRIES.observe(step.records.len() as f64);
                 io.wal.append(&step.records).await?;
             }
             let later = core.persisted(step)?;
@@ -843,6 +845,7 @@ async fn drive(
                 || (core.applied_since_checkpoint() > 0
                     && last_checkpoint.elapsed() >= opts.checkpoint_interval))
         {
+            checkpoint_started = Instant::now();
             let cp = core.begin_checkpoint()?;
             let done = done_tx.clone();
             runtime::spawn_local(async move {
@@ -957,6 +960,7 @@ async fn drive(
                 io.wal.append(&[rec]).await?;
                 io.wal.release_to(index).await?;
                 core.trim_log(index)?;
+                crate::metrics::CHECKPOINT_SECONDS.observe_duration(checkpoint_started.elapsed());
                 checkpointing = false;
                 last_checkpoint = Instant::now();
                 for reply in checkpoint_waiting.drain(..) {

@@ -55,6 +55,19 @@ impl Exposition {
         let _ = writeln!(t, "{name} {}", go_float(v));
     }
 
+    /// A gauge of several series, each `labels` (`a="x"`, escaped) and its value.
+    fn gauge_series(
+        &mut self,
+        name: &'static str,
+        help: &str,
+        series: impl Iterator<Item = (String, f64)>,
+    ) {
+        let t = self.family(name, "gauge", help);
+        for (labels, v) in series {
+            let _ = writeln!(t, "{name}{{{labels}}} {}", go_float(v));
+        }
+    }
+
     /// A gauge with one label set to `value` and the sample 1 (etcd's version and id gauges).
     fn info(&mut self, name: &'static str, help: &str, label: &str, value: &str) {
         let t = self.family(name, "gauge", help);
@@ -433,6 +446,25 @@ fn retcd(x: &mut Exposition, ctx: &Ctx) {
         "retcd_sequencer_queued_proposals",
         "Proposals queued for the sequencer and not yet taken.",
         ctx.proposer.queued() as f64,
+    );
+    x.histogram(
+        "retcd_wal_group_commit_entries",
+        "Records in each WAL append (one fdatasync each): the group commit's batch size.",
+        &retcd_raft::metrics::GROUP_COMMIT_ENTRIES,
+    );
+    x.histogram(
+        "retcd_checkpoint_duration_seconds",
+        "Duration of each checkpoint of the page store, until its WAL record is durable.",
+        &retcd_raft::metrics::CHECKPOINT_SECONDS,
+    );
+    let queued = retcd_raft::metrics::feed_queued();
+    x.gauge_series(
+        "retcd_watch_feed_queued_batches",
+        "Applied batches queued for each core's watchers.",
+        queued
+            .iter()
+            .enumerate()
+            .map(|(core, n)| (format!("core=\"{core}\""), *n as f64)),
     );
 }
 
