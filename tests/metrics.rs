@@ -271,6 +271,9 @@ fn peer_metrics_name_each_peer() {
                 .filter_map(|s| s[1][label].as_str().map(str::to_string))
                 .collect();
             assert_eq!(peers, others, "{kind:?} {family}: bytes by {label}");
+            if kind == support::Kind::Retcd {
+                assert_round_trips(&c.members[leader], &others);
+            }
             seen.push((
                 kind,
                 family,
@@ -286,6 +289,29 @@ fn peer_metrics_name_each_peer() {
             (e.1, &e.2, &e.3, &e.4),
             "retcd vs etcd"
         );
+    }
+}
+
+/// Waits until the prober timed a round trip to each of `others` (etcd's histogram by `To`).
+fn assert_round_trips(s: &Server, others: &BTreeSet<String>) {
+    let family = "etcd_network_peer_round_trip_time_seconds";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (_, body) = scrape(s);
+        let f = parse(&body);
+        let timed: BTreeSet<String> = f[family]["samples"]
+            .as_array()
+            .expect("samples")
+            .iter()
+            .filter(|x| x[0] == format!("{family}_count") && x[2].as_f64() > Some(0.0))
+            .filter_map(|x| x[1]["To"].as_str().map(str::to_string))
+            .collect();
+        if &timed == others {
+            assert_eq!(f[family]["type"], "histogram");
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{timed:?}\n{body}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
 

@@ -293,6 +293,7 @@ pub fn start_links(queues: PeerQueues, status: Arc<NodeStatus>, inbox: PeerInbox
     let (s, i) = (status.clone(), inbox.clone());
     runtime::spawn_local(async move {
         while let Ok(link) = links.recv_async().await {
+            runtime::spawn_local(probe(link.id, link.rx.clone(), s.clone()));
             runtime::spawn_local(run_link(link, s.clone(), i.clone()));
         }
     });
@@ -562,6 +563,48 @@ async fn run_link(link: PeerLink, status: Arc<NodeStatus>, inbox: PeerInbox) {
         inbox.unreachable(link.id);
         runtime::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// How often the prober times a call to each peer (etcd observes its prober's round trip every
+/// 30 s).
+const PROBE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// etcd's prober: one small call (the membership) to peer `id` at once and then every
+/// [`PROBE_INTERVAL`] on a connection of its own, its round trip recorded in
+/// `etcd_network_peer_round_trip_time_seconds`; ends when the peer's outbox closes (removed).
+async fn probe(id: u64, outbox: retcd_raft::transport::OutboxRx, status: Arc<NodeStatus>) {
+    let mut client = None;
+    while !outbox.is_disconnected() {
+        let url = status
+            .members()
+            .get(id)
+            .and_then(|m| m.peer_urls.first().cloned());
+        if client.is_none()
+            && let Some(url) = &url
+        {
+            client = dial(url).await.ok();
+        }
+        let mut answered = false;
+        if let Some(c) = client.as_mut() {
+            let started = std::time::Instant::now();
+            match c.members(MembersRequest {}).await {
+                Ok(_) => {
+                    answered = true;
+                    crate::metrics::peer::cells(id)
+                        .round_trip
+                        .observe_duration(started.elapsed());
+                }
+                Err(_) => client = None,
+            }
+        }
+        // A peer that is not up yet (a cluster starting) is tried again soon.
+        runtime::sleep(if answered {
+            PROBE_INTERVAL
+        } else {
+            MAX_BACKOFF
+        })
+        .await;
     }
 }
 

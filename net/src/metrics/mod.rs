@@ -414,6 +414,16 @@ fn peers(x: &mut Exposition) {
             let _ = writeln!(t, "{name}{{{label}=\"{id}\"}} {v}");
         }
     }
+    let name = "etcd_network_peer_round_trip_time_seconds";
+    let t = x.family(name, "histogram", "Round-Trip-Time histogram between peers");
+    let mut rows: Vec<(String, &peer::PeerCells)> = all
+        .iter()
+        .map(|(id, c)| (format!("{id:x}"), &**c))
+        .collect();
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    for (id, c) in rows {
+        write_histogram(t, name, &format!("To=\"{id}\""), &c.round_trip.snapshot());
+    }
 }
 
 fn leases(x: &mut Exposition) {
