@@ -150,6 +150,7 @@ fn run(mut cfg: Config) -> Result<(), String> {
     let request_timeout = std::time::Duration::from_secs(5) + 2 * cfg.election_timeout;
     seq_opts.request_timeout = request_timeout;
     seq_opts.bootstrap = identity.bootstrap;
+    seq_opts.force_new_cluster = cfg.force_new_cluster;
     seq_opts.snapshot_count = cfg.snapshot_count;
     seq_opts.catch_up_entries = cfg.snapshot_catchup_entries;
     seq_opts.name = cfg.name.clone();

@@ -709,3 +709,44 @@ fn retcd_stopped_leader_hands_over() {
 fn etcd_stopped_leader_hands_over() {
     stopped_leader_hands_over(Kind::Etcd);
 }
+
+/// etcd's recovery of a cluster that lost its quorum (--force-new-cluster), on both: with every
+/// member stopped, one restarted with the flag serves alone, as the only member, with the data
+/// that was committed, and takes writes.
+#[test]
+fn force_new_cluster_restarts_a_member_alone() {
+    for kind in [Kind::Etcd, Kind::Retcd] {
+        let mut c = Cluster::start(kind, 3, &[]);
+        ok(c.etcdctl(&["put", "k", "v"]));
+        c.wait_caught_up();
+        let id0 = c.member_id(0);
+        for m in &mut c.members {
+            m.stop();
+        }
+        c.members[0].push_arg("--force-new-cluster");
+        c.members[0].start_again();
+        let list = ok(c.members[0].etcdctl(&["member", "list"]));
+        assert_eq!(list.lines().count(), 1, "{kind:?}: {list}");
+        assert!(
+            list.starts_with(&format!("{id0:x}, started, m0, ")),
+            "{kind:?}: {list}"
+        );
+        assert_eq!(
+            ok(c.members[0].etcdctl(&["get", "k", "--print-value-only"])),
+            "v\n"
+        );
+        ok(c.members[0].etcdctl(&["put", "k2", "v2"]));
+        // Again with the flag: already alone, nothing more is changed.
+        c.members[0].restart();
+        assert_eq!(
+            ok(c.members[0].etcdctl(&["member", "list"]))
+                .lines()
+                .count(),
+            1
+        );
+        assert_eq!(
+            ok(c.members[0].etcdctl(&["get", "k2", "--print-value-only"])),
+            "v2\n"
+        );
+    }
+}

@@ -24,6 +24,12 @@ pub struct RecoveredLog {
 /// Folds WAL records into the log they describe.
 pub fn recover(records: &[Record]) -> RecoveredLog {
     let mut log = RecoveredLog::default();
+    recover_onto(&mut log, records);
+    log
+}
+
+/// Folds more WAL records (appended after those `log` was recovered from) into it.
+pub fn recover_onto(log: &mut RecoveredLog, records: &[Record]) {
     for r in records {
         match r {
             Record::Entry {
@@ -81,7 +87,67 @@ pub fn recover(records: &[Record]) -> RecoveredLog {
     }
     let cp = log.checkpoint.0;
     log.entries.retain(|e| e.index > cp);
-    log
+}
+
+/// etcd's restart as a standalone node (`--force-new-cluster`): the records that make `me` the
+/// only member of the log's cluster — a committed RemoveNode for every other member that
+/// `members` (the applied membership's ids, at `applied`) and the committed configuration
+/// changes after it leave, appended after the commit index (so uncommitted entries are
+/// overwritten, as etcd discards them), and the hard state committing them. Empty when `me` is
+/// already alone.
+pub fn force_new_cluster_records(
+    log: &RecoveredLog,
+    applied: u64,
+    members: impl IntoIterator<Item = u64>,
+    me: u64,
+) -> Vec<Record> {
+    use raft::prelude::{ConfChange, ConfChangeType};
+    let commit = log.hard_state.commit.max(applied);
+    let mut ids: std::collections::BTreeSet<u64> = members.into_iter().collect();
+    for e in &log.entries {
+        if e.index <= applied
+            || e.index > commit
+            || e.get_entry_type() != EntryType::EntryConfChange
+        {
+            continue;
+        }
+        if let Ok(cc) = <ConfChange as prost011::Message>::decode(&e.data[..]) {
+            match cc.get_change_type() {
+                ConfChangeType::RemoveNode => {
+                    ids.remove(&cc.node_id);
+                }
+                _ => {
+                    ids.insert(cc.node_id);
+                }
+            }
+        }
+    }
+    let term = log.hard_state.term;
+    let mut records: Vec<Record> = ids
+        .iter()
+        .filter(|id| **id != me)
+        .enumerate()
+        .map(|(i, id)| {
+            let mut cc = ConfChange::default();
+            cc.set_change_type(ConfChangeType::RemoveNode);
+            cc.node_id = *id;
+            Record::Entry {
+                index: commit + 1 + i as u64,
+                term,
+                entry_type: entry_type_byte(EntryType::EntryConfChange),
+                data: Bytes::from(prost011::Message::encode_to_vec(&cc)),
+            }
+        })
+        .collect();
+    if records.is_empty() {
+        return records;
+    }
+    records.push(Record::HardState {
+        term,
+        vote: log.hard_state.vote,
+        commit: commit + records.len() as u64,
+    });
+    records
 }
 
 /// Whether a state at (`index`, `term`) — a Raft snapshot's — replaced the log `entries` rather

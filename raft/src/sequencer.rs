@@ -94,6 +94,9 @@ pub struct SequencerOptions {
     pub auto_compaction: Option<Retention>,
     /// How often revision-mode auto compaction checks (etcd: 5 min; shorter in tests).
     pub revision_compaction_interval: Duration,
+    /// etcd's --force-new-cluster: a member with a log restarts as the only member of its
+    /// cluster ([`crate::log::force_new_cluster_records`]).
+    pub force_new_cluster: bool,
 }
 
 impl SequencerOptions {
@@ -119,6 +122,7 @@ impl SequencerOptions {
             client_urls: Vec::new(),
             auto_compaction: None,
             revision_compaction_interval: crate::compactor::REVISION_INTERVAL,
+            force_new_cluster: false,
         }
     }
 }
@@ -478,6 +482,21 @@ pub(crate) async fn open(
     };
     if membership.is_removed(status.member_id) {
         return Err(SequencerError::Removed);
+    }
+    if opts.force_new_cluster {
+        let ids = membership.members.iter().map(|m| m.id);
+        let records =
+            crate::log::force_new_cluster_records(&log, mvcc.applied().0, ids, status.member_id);
+        if !records.is_empty() {
+            warn!(
+                local_member_id = %format!("{:x}", status.member_id),
+                removed_members = records.len() - 1,
+                commit_index = log.hard_state.commit,
+                "forcing restart member as a one-member cluster (--force-new-cluster)"
+            );
+            wal.append(&records).await?;
+            crate::log::recover_onto(&mut log, &records);
+        }
     }
     info!(
         applied = mvcc.applied().0,

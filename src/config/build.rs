@@ -148,6 +148,7 @@ pub(super) fn build(
             u64::try_from(dur_of(settings, "experimental-warning-apply-duration")).unwrap_or(0),
         ),
         unsafe_no_fsync: bool_of(settings, "unsafe-no-fsync"),
+        force_new_cluster: bool_of(settings, "force-new-cluster"),
         initial_corrupt_check: bool_of(settings, "experimental-initial-corrupt-check"),
         corrupt_check_time: Duration::from_nanos(
             u64::try_from(dur_of(settings, "experimental-corrupt-check-time")).unwrap_or(0),

@@ -288,7 +288,7 @@ pub(super) static SPECS: &[Spec] = &[
     f("experimental-stop-grpc-service-on-defrag", K::Bool, "false", S::Ignored, Sec::Experimental, "Stop serving gRPC while defragmenting."),
     f("experimental-snapshot-catchup-entries", K::Uint, "5000", S::Implemented, Sec::Experimental, "Entries kept after a snapshot for slow followers to catch up."),
     // Unsafe
-    f("force-new-cluster", K::Bool, "false", S::Unsupported, Sec::Unsafe, "Restart as a one-member cluster, dropping the others (recovery only)."),
+    f("force-new-cluster", K::Bool, "false", S::Implemented, Sec::Unsafe, "Restart as a one-member cluster, dropping the others (recovery only)."),
     f("unsafe-no-fsync", K::Bool, "false", S::Implemented, Sec::Unsafe, "Disables fsync, unsafe, will cause data loss."),
     // Other
     f("config-file", K::Str, "", S::Special, Sec::Other, "etcd YAML config file; other flags and ETCD_* variables are then ignored."),
@@ -359,10 +359,6 @@ pub(super) fn refusal_reason(name: &str) -> &'static str {
             "cluster discovery is not implemented yet; bootstrap with --initial-cluster instead"
         }
         "proxy" => "the v2 proxy mode is not implemented (it is deprecated in etcd 3.5)",
-        "force-new-cluster" => {
-            "forcing a new one-member cluster is not implemented yet; refusing to start as an \
-             ordinary member instead"
-        }
         _ => {
             "peer TLS is not implemented in retcd yet; refusing to start without the transport \
              security this setting asks for"

@@ -14,7 +14,7 @@
 //!   settings it accepts but does not honour yet (a warning naming the flag),
 //!   and settings it refuses until implemented because running without them
 //!   would weaken security or form a different cluster (origin filtering,
-//!   discovery, proxy mode, `--force-new-cluster`),
+//!   discovery, proxy mode),
 //! * `--help` / `--version` texts and the resolved paths and socket addresses
 //!   the server needs.
 //!
@@ -280,6 +280,9 @@ pub struct Config {
     pub socket_reuse_port: bool,
     /// `--experimental-warning-apply-duration`: an apply slower than this is logged and counted.
     pub warning_apply_duration: Duration,
+    /// `--force-new-cluster`: restart as the only member of the cluster (recovery of a cluster
+    /// that lost its quorum).
+    pub force_new_cluster: bool,
     /// `--unsafe-no-fsync`: the WAL and the page store skip their fdatasyncs.
     pub unsafe_no_fsync: bool,
     /// `--experimental-initial-corrupt-check`: compare hashes with the peers before serving.

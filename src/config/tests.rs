@@ -271,7 +271,6 @@ fn security_flags_refused() {
         &["--cors", "http://example.com:80"],
         &["--discovery", "https://discovery.etcd.io/abc"],
         &["--proxy", "on"],
-        &["--force-new-cluster"],
     ] {
         let e = err(args, &[]);
         let flag = args[0].split('=').next().unwrap();
