@@ -162,10 +162,13 @@ fn zap_line(level: Level, ts: &time::OffsetDateTime, caller: &str, f: &Fields) -
 
 /// zap's ISO 8601 encoder in UTC: `2006-01-02T15:04:05.000Z`.
 fn zap_time(t: &time::OffsetDateTime) -> String {
-    let mut s = String::with_capacity(24);
-    let _ = write!(
-        s,
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+    format!("{}Z", stamp(t, ':'))
+}
+
+/// `2006-01-02T15<sep>04<sep>05.000` of `t`.
+fn stamp(t: &time::OffsetDateTime, sep: char) -> String {
+    format!(
+        "{:04}-{:02}-{:02}T{:02}{sep}{:02}{sep}{:02}.{:03}",
         t.year(),
         u8::from(t.month()),
         t.day(),
@@ -173,8 +176,7 @@ fn zap_time(t: &time::OffsetDateTime) -> String {
         t.minute(),
         t.second(),
         t.millisecond()
-    );
-    s
+    )
 }
 
 enum Sink {
@@ -301,18 +303,9 @@ fn split_name(path: &Path) -> (PathBuf, String, String) {
     }
 }
 
-/// lumberjack's time stamp in a backup's name.
+/// lumberjack's time stamp in a backup's name: `2006-01-02T15-04-05.000`.
 fn backup_stamp(t: &time::OffsetDateTime) -> String {
-    format!(
-        "{:04}-{:02}-{:02}T{:02}-{:02}-{:02}.{:03}",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
-    )
+    stamp(t, '-')
 }
 
 fn backup_name(path: &Path, t: &time::OffsetDateTime) -> PathBuf {

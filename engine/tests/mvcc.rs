@@ -3125,37 +3125,28 @@ fn the_compaction_hash_is_the_hash_before_the_compaction() {
             s.delete(format!("k{}", i % 5).as_bytes(), b"", false);
         }
     }
-    let first = s.m().revision() - 20;
-    let before = s.m().reader().hash_kv(first).unwrap();
-    s.apply(Request::Compact(CompactRequest {
-        revision: first,
-        physical: false,
-    }))
-    .unwrap();
-    let after = s
-        .m()
-        .reader()
-        .state_snapshot()
-        .compaction_hash(first, -1)
+    // HashKV at `rev` before the compaction to it, and the compaction hash after it.
+    let compact = |s: &mut Store, rev: i64, previous: i64| {
+        let before = s.m().reader().hash_kv(rev).unwrap();
+        s.apply(Request::Compact(CompactRequest {
+            revision: rev,
+            physical: false,
+        }))
         .unwrap();
-    assert_eq!((after.hash, after.compact_revision), (before.hash, -1));
+        let snap = s.m().reader().state_snapshot();
+        let after = snap.compaction_hash(rev, previous).unwrap();
+        assert_eq!(
+            (after.hash, after.compact_revision),
+            (before.hash, previous)
+        );
+    };
+    let first = s.m().revision() - 20;
+    compact(&mut s, first, -1);
     // Once more, from a compacted state, with part of the first compaction's deletion done.
     s.mm().compact_step().unwrap();
     for i in 0..10u32 {
         s.put(b"k1", &i.to_le_bytes());
     }
     let second = s.m().revision() - 3;
-    let before = s.m().reader().hash_kv(second).unwrap();
-    s.apply(Request::Compact(CompactRequest {
-        revision: second,
-        physical: false,
-    }))
-    .unwrap();
-    let after = s
-        .m()
-        .reader()
-        .state_snapshot()
-        .compaction_hash(second, first)
-        .unwrap();
-    assert_eq!((after.hash, after.compact_revision), (before.hash, first));
+    compact(&mut s, second, first);
 }
