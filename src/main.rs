@@ -260,12 +260,10 @@ fn run(mut cfg: Config) -> Result<(), String> {
         status: ctx.status.clone(),
         proposer: ctx.proposer.clone(),
         timeout: request_timeout,
+        initial: cfg.initial_corrupt_check,
+        period: cfg.corrupt_check_time,
+        compact_period: cfg.compact_hash_check,
     };
-    let (initial_corrupt_check, corrupt_check_time, compact_hash_check) = (
-        cfg.initial_corrupt_check,
-        cfg.corrupt_check_time,
-        cfg.compact_hash_check,
-    );
     let peer_reader = ctx.reader.clone();
     let stop_proposer = ctx.proposer.clone();
     let stop_status = ctx.status.clone();
@@ -322,20 +320,13 @@ fn run(mut cfg: Config) -> Result<(), String> {
                     // state's hash matched the peers'; the leader's periodic check runs after.
                     let started = move || {
                         runtime::spawn_local(async move {
-                            if initial_corrupt_check && let Err(e) = checker.initial_check().await {
+                            let ready = move || {
+                                for _ in 0..=cores {
+                                    let _ = go_tx.try_send(());
+                                }
+                            };
+                            if let Err(e) = checker.run(ready).await {
                                 let _ = check_fail.send(e);
-                                return;
-                            }
-                            for _ in 0..=cores {
-                                let _ = go_tx.try_send(());
-                            }
-                            if let Some(period) = compact_hash_check {
-                                runtime::spawn_local(
-                                    checker.clone().run_compact_hash_checks(period),
-                                );
-                            }
-                            if !corrupt_check_time.is_zero() {
-                                checker.run_periodic(corrupt_check_time).await;
                             }
                         });
                     };

@@ -406,6 +406,26 @@ where
     glommio::executor().spawn_blocking(f).await
 }
 
+/// Runs `f` on a new thread named `name` and waits for its result without blocking the core: for
+/// long walks of the whole state (a hash), which must hold neither a core nor glommio's blocking
+/// pool (core 0's checkpoint syncs use it). `Err` says why no result came.
+pub async fn on_own_thread<T, F>(name: &str, f: F) -> Result<T, String>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let (tx, rx) = flume::bounded(1);
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let _ = tx.send(f());
+        })
+        .map_err(|e| format!("cannot start a {name} thread: {e}"))?;
+    rx.recv_async()
+        .await
+        .map_err(|_| format!("the {name} thread ended without an answer"))
+}
+
 /// Waits for `d` on the current core's timer.
 ///
 /// # Panics

@@ -40,16 +40,9 @@ const HASH_THREAD: &str = "retcd-hashkv";
 /// etcd's HashKV of `reader`'s latest state at `rev` (0: current), on a thread of its own.
 pub async fn hash_kv(reader: &MvccReader, rev: i64) -> Result<KvHash, MvccError> {
     let reader = reader.clone();
-    let (tx, rx) = flume::bounded(1);
-    std::thread::Builder::new()
-        .name(HASH_THREAD.into())
-        .spawn(move || {
-            let _ = tx.send(reader.hash_kv(rev));
-        })
-        .map_err(|e| MvccError::Record(format!("cannot start a hash thread: {e}")))?;
-    rx.recv_async()
+    retcd_engine::runtime::on_own_thread(HASH_THREAD, move || reader.hash_kv(rev))
         .await
-        .map_err(|_| MvccError::Record("the hash thread ended without an answer".into()))?
+        .map_err(MvccError::Record)?
 }
 
 /// What one peer answered.
@@ -67,9 +60,42 @@ pub struct Checker {
     pub proposer: Proposer,
     /// How long one peer may take to answer (etcd's request timeout).
     pub timeout: Duration,
+    /// `--experimental-initial-corrupt-check`.
+    pub initial: bool,
+    /// `--experimental-corrupt-check-time` (zero: off).
+    pub period: Duration,
+    /// `--experimental-compact-hash-check-time` when enabled.
+    pub compact_period: Option<Duration>,
 }
 
 impl Checker {
+    /// The checks' schedule (call on core 0 once the log is replayed): the initial check, then
+    /// `ready` (the member serves clients), then the periodic and compact-hash checks for as
+    /// long as the member runs. `Err` only when the initial check refuses the member.
+    pub async fn run(self, ready: impl FnOnce()) -> Result<(), String> {
+        if self.initial {
+            self.initial_check().await?;
+        }
+        ready();
+        if let Some(period) = self.compact_period {
+            retcd_engine::runtime::spawn_local(self.clone().run_compact_hash_checks(period));
+        }
+        let period = self.period;
+        if !period.is_zero() {
+            self.run_periodic(period).await;
+        }
+        Ok(())
+    }
+
+    /// No other member to compare with (then no check walks the state).
+    fn alone(&self) -> bool {
+        let members = self.status.members();
+        members
+            .members
+            .iter()
+            .all(|m| m.id == self.status.member_id)
+    }
+
     /// Every other member's HashKV at `rev` (with `compaction`: the hash it recorded for its
     /// compaction to `rev`), from its first peer URL that answers.
     async fn peer_hashes(&self, rev: i64, compaction: bool) -> Vec<PeerHash> {
@@ -117,13 +143,7 @@ impl Checker {
     /// revision differs with the same compacted revision.
     pub async fn initial_check(&self) -> Result<(), String> {
         let me = format!("{:x}", self.status.member_id);
-        let members = self.status.members();
-        if members
-            .members
-            .iter()
-            .all(|m| m.id == self.status.member_id)
-        {
-            // Nobody to compare with: no walk of the whole state before serving.
+        if self.alone() {
             return Ok(());
         }
         info!(local_member_id = me.as_str(), timeout = ?self.timeout, "starting initial corruption check");
@@ -136,33 +156,24 @@ impl Checker {
             if a.hash == h.hash {
                 continue;
             }
-            let fields = format!(
-                "local-member-revision {} local-member-compact-revision {} local-member-hash {} \
-                 remote-peer-id {:x} remote-peer-endpoints {:?} remote-peer-revision {} \
-                 remote-peer-compact-revision {} remote-peer-hash {}",
-                h.revision,
-                h.compact_revision,
-                h.hash,
-                p.id,
-                p.urls,
-                a.revision,
-                a.compact_revision,
-                a.hash
-            );
-            if a.compact_revision == h.compact_revision {
-                warn!(
-                    local_member_id = me.as_str(),
-                    details = fields.as_str(),
-                    "found different hash values from remote peer"
-                );
+            let what = if a.compact_revision == h.compact_revision {
                 mismatch += 1;
+                "found different hash values from remote peer"
             } else {
-                warn!(
-                    local_member_id = me.as_str(),
-                    details = fields.as_str(),
-                    "found different compact revision values from remote peer"
-                );
-            }
+                "found different compact revision values from remote peer"
+            };
+            warn!(
+                local_member_id = me.as_str(),
+                local_member_revision = h.revision,
+                local_member_compact_revision = h.compact_revision,
+                local_member_hash = h.hash,
+                remote_peer_id = %format!("{:x}", p.id),
+                remote_peer_endpoints = ?p.urls,
+                remote_peer_revision = a.revision,
+                remote_peer_compact_revision = a.compact_revision,
+                remote_peer_hash = a.hash,
+                "{what}"
+            );
         }
         if mismatch > 0 {
             return Err(format!("{me} found data inconsistency with peers"));
@@ -178,7 +189,7 @@ impl Checker {
     pub async fn run_periodic(self, period: Duration) {
         loop {
             retcd_engine::runtime::sleep(period).await;
-            if self.status.leader() != self.status.member_id {
+            if self.status.leader() != self.status.member_id || self.alone() {
                 continue;
             }
             if let Err(e) = self.periodic_check().await {
@@ -257,7 +268,7 @@ impl Checker {
         let latest_checked = Cell::new(0i64);
         loop {
             retcd_engine::runtime::sleep(period).await;
-            if self.status.leader() == self.status.member_id {
+            if self.status.leader() == self.status.member_id && !self.alone() {
                 self.compact_hash_check(&latest_checked).await;
             }
         }

@@ -174,18 +174,12 @@ impl Maintenance for MaintenanceService {
         let source = SnapshotSource::new(snap, &extras)
             .map_err(|e| Status::internal(format!("retcd: hash: {e}")))?;
         // A walk of the whole state: on a thread of its own, as the snapshot writer.
-        let (tx, rx) = flume::bounded(1);
-        std::thread::Builder::new()
-            .name(HASH_THREAD.into())
-            .spawn(move || {
-                let _ = tx.send(etcd_db::backend_hash(&source).map_err(|e| e.to_string()));
-            })
-            .map_err(|e| Status::unavailable(format!("retcd: hash thread: {e}")))?;
-        let hash = rx
-            .recv_async()
-            .await
-            .map_err(|_| Status::internal("retcd: hash: the thread ended without an answer"))?
-            .map_err(|e| Status::internal(format!("retcd: hash: {e}")))?;
+        let hash = retcd_engine::runtime::on_own_thread(HASH_THREAD, move || {
+            etcd_db::backend_hash(&source).map_err(|e| e.to_string())
+        })
+        .await
+        .and_then(|r| r)
+        .map_err(|e| Status::internal(format!("retcd: hash: {e}")))?;
         Ok(Response::new(pb::HashResponse { header, hash }))
     }
     /// etcd's HashKV: the hash etcd computes over its `key` bucket up to a revision, equal to
