@@ -28,7 +28,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use retcd_engine::mvcc::{ALARM_CORRUPT, KvHash, MvccError, MvccReader};
-use retcd_engine::request::{AlarmRequest, Request};
 use retcd_raft::{NodeStatus, Proposer};
 use tracing::{info, warn};
 
@@ -330,12 +329,11 @@ impl Checker {
 
     /// Raises a CORRUPT alarm for `member` (0: the cluster) through Raft.
     async fn raise(&self, member: u64) {
-        let req = Request::Alarm(AlarmRequest {
-            activate: true,
-            member_id: member,
-            alarm: ALARM_CORRUPT,
-        });
-        if let Err(e) = self.proposer.propose(&req).await {
+        if let Err(e) = self
+            .proposer
+            .propose_alarm(true, member, ALARM_CORRUPT)
+            .await
+        {
             warn!(error = %e, "failed to raise the CORRUPT alarm");
         }
     }

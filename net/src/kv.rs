@@ -451,13 +451,13 @@ impl KvService {
                 db_size = status.db_size(),
                 "backend quota exceeded: raising the NOSPACE alarm"
             );
-            let raise = Request::Alarm(er::AlarmRequest {
-                activate: true,
-                member_id: status.member_id,
-                alarm: retcd_engine::mvcc::ALARM_NOSPACE,
-            });
             // etcd waits for the alarm and answers NoSpace whatever became of it.
-            if let Err(e) = self.ctx.proposer.propose(&raise).await {
+            let nospace = retcd_engine::mvcc::ALARM_NOSPACE;
+            let raised = self
+                .ctx
+                .proposer
+                .propose_alarm(true, status.member_id, nospace);
+            if let Err(e) = raised.await {
                 tracing::warn!(error = %e, "failed to raise the NOSPACE alarm");
             }
             return Err(EtcdError::NoSpace.status());

@@ -91,18 +91,11 @@ impl Maintenance for MaintenanceService {
         let alarms = if activate && !known {
             Vec::new()
         } else {
-            let req = retcd_engine::request::Request::Alarm(retcd_engine::request::AlarmRequest {
-                activate,
-                member_id: r.member_id,
-                alarm: r.alarm,
-            });
-            match self
+            let changed = self
                 .ctx
                 .proposer
-                .propose(&req)
-                .await
-                .map_err(propose_status)?
-            {
+                .propose_alarm(activate, r.member_id, r.alarm);
+            match changed.await.map_err(propose_status)? {
                 WriteResult::Alarm { alarm, .. } => alarm.iter().map(member).collect(),
                 other => return Err(Status::internal(format!("retcd: alarm: {other:?}"))),
             }

@@ -266,6 +266,22 @@ impl Proposer {
         self.propose_bytes(req.encode()).await
     }
 
+    /// Raises (`activate`) or clears alarm type `alarm` for `member_id` through Raft (the
+    /// member's own request: callers check a client's rights first); waits until applied.
+    pub async fn propose_alarm(
+        &self,
+        activate: bool,
+        member_id: u64,
+        alarm: i32,
+    ) -> Result<WriteResult, ProposeError> {
+        let req = Request::Alarm(retcd_engine::request::AlarmRequest {
+            activate,
+            member_id,
+            alarm,
+        });
+        self.propose(&req).await
+    }
+
     /// Proposes a client's `req`, which the apply checks against `caller`'s permissions at its
     /// place in the log; waits until it is applied.
     pub async fn propose_as(

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 
-use retcd_engine::mvcc::{ALARM_CORRUPT, ALARM_NOSPACE, Alarm, KvHash};
+use retcd_engine::mvcc::{ALARM_NOSPACE, Alarm, KvHash};
 
 use crate::membership::Membership;
 
@@ -111,10 +111,6 @@ impl NodeStatus {
     pub fn compact_hash(&self, revision: i64) -> Option<KvHash> {
         let q = self.compact_hashes.lock().expect("not poisoned");
         q.iter().find(|h| h.hash_revision == revision).copied()
-    }
-    /// A CORRUPT alarm is raised: every write is refused.
-    pub fn corrupt(&self) -> bool {
-        self.alarms.load().iter().any(|a| a.alarm == ALARM_CORRUPT)
     }
     /// The applied membership (before this member applied any: the one it joined with).
     pub fn members(&self) -> Arc<Membership> {
