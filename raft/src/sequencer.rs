@@ -845,9 +845,13 @@ async fn drive(
             c.collect(Instant::now());
         }
         // Before any deletion batch of theirs (below) runs: the state still holds what they drop.
-        for (target, previous) in core.take_compactions() {
-            let snap = core.mvcc().reader().state_snapshot();
-            record_compaction_hash(snap, target, previous, core.status());
+        // A member alone has no one to compare them with: no walk.
+        let compactions = core.take_compactions();
+        if core.membership().members.len() > 1 {
+            for (target, previous) in compactions {
+                let snap = core.mvcc().reader().state_snapshot();
+                record_compaction_hash(snap, target, previous, core.status());
+            }
         }
         let changes = core.take_lease_changes();
         if !changes.is_empty() {
