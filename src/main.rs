@@ -15,8 +15,10 @@ use retcd_engine::wal::WalOptions;
 
 // Every request allocates (decoded messages, B+tree node copies, response buffers) and frees on
 // the core that served it: glibc's malloc was 10–15% of a busy core's samples (perf/findings.md).
+// Wrapped for `--enable-pprof`'s heap profiles; off, the wrapper costs one relaxed load per call.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: retcd_net::profile::heap::Sampled<mimalloc::MiMalloc> =
+    retcd_net::profile::heap::Sampled(mimalloc::MiMalloc);
 use retcd_net::auth::TokenProvider;
 use retcd_net::context::{Ctx, Limits, MemberInfo};
 use retcd_net::serve::ServeOptions;
@@ -225,6 +227,11 @@ fn run(mut cfg: Config) -> Result<(), String> {
         cfg.enable_grpc_gateway,
         std::sync::atomic::Ordering::Relaxed,
     );
+    if cfg.serves_pprof() {
+        retcd_net::profile::heap::enable();
+        retcd_net::http::pprof::ENABLED.store(true, std::sync::atomic::Ordering::Relaxed);
+        info!(path = retcd_net::http::pprof::PREFIX, "pprof is enabled");
+    }
     if let Some(n) = cfg.max_concurrent_streams {
         retcd_net::serve::set_max_streams(n);
     }

@@ -41,6 +41,8 @@ pub mod pb;
 #[cfg(feature = "server")]
 pub mod peer;
 #[cfg(feature = "server")]
+pub mod profile;
+#[cfg(feature = "server")]
 pub mod serve;
 #[cfg(feature = "server")]
 pub mod timer;

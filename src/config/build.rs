@@ -137,6 +137,7 @@ pub(super) fn build(
             .ok()
             .filter(|n| *n != u32::MAX),
         enable_grpc_gateway: bool_of(settings, "enable-grpc-gateway"),
+        enable_pprof: bool_of(settings, "enable-pprof"),
         grpc_keepalive_interval: Duration::from_nanos(
             u64::try_from(dur_of(settings, "grpc-keepalive-interval")).unwrap_or(0),
         ),

@@ -247,7 +247,7 @@ pub(super) static SPECS: &[Spec] = &[
     f("bcrypt-cost", K::Uint, "10", S::Implemented, Sec::Auth, "bcrypt cost factor for password hashes (4 to 31)."),
     f("auth-token-ttl", K::Uint, "300", S::Implemented, Sec::Auth, "Lifetime of simple tokens, in seconds."),
     // Profiling and monitoring
-    f("enable-pprof", K::Bool, "false", S::Ignored, Sec::Monitoring, "Serve runtime profiles under <client-url>/debug/pprof/."),
+    f("enable-pprof", K::Bool, "false", S::Implemented, Sec::Monitoring, "Serve runtime profiles under <client-url>/debug/pprof/."),
     f("metrics", K::Str, "basic", S::Implemented, Sec::Monitoring, "Metrics detail: 'basic' or 'extensive' (adds gRPC latency histograms)."),
     f("listen-metrics-urls", K::Urls, "", S::Implemented, Sec::Monitoring, "Extra URLs serving /metrics and /health."),
     // Logging
@@ -343,6 +343,37 @@ pub(super) fn no_effect_reason(name: &str) -> Option<&'static str> {
         "backend-bbolt-freelist-type" | "backend-batch-interval" | "backend-batch-limit" => {
             "retcd's page store is not bbolt: its transactions commit per applied batch and \
              its free list is its own"
+        }
+        "experimental-txn-mode-write-with-shared-buffer" => {
+            "retcd's write transactions never share bbolt's buffer; reads see the last applied \
+             state without copying it"
+        }
+        "pre-vote" => "retcd always runs Raft's pre-vote and check-quorum (etcd's defaults)",
+        "strict-reconfig-check" => {
+            "retcd always makes etcd's strict reconfiguration checks (a change that would leave \
+             too few started or reachable voters is refused)"
+        }
+        "raft-read-timeout" | "raft-write-timeout" => {
+            "peer connections are long-lived HTTP/2 streams; a peer that stops answering is \
+             found by Raft's heartbeats and the round-trip prober, not by per-call timeouts"
+        }
+        "discovery-fallback" | "discovery-proxy" => {
+            "it only applies to --discovery, which retcd refuses"
+        }
+        "proxy-failure-wait"
+        | "proxy-refresh-interval"
+        | "proxy-dial-timeout"
+        | "proxy-write-timeout"
+        | "proxy-read-timeout" => "it only applies to --proxy, which retcd refuses",
+        "enable-v2" | "v2-deprecation" | "experimental-enable-v2v3" => {
+            "retcd serves the v3 API only (v2 is deprecated in etcd 3.5 and removed in 3.6)"
+        }
+        "experimental-compaction-batch-limit" | "experimental-compaction-sleep-interval" => {
+            "retcd deletes compacted revisions in bounded batches between the sequencer's \
+             rounds, so a compaction never stalls writes and needs no tuning"
+        }
+        "experimental-stop-grpc-service-on-defrag" => {
+            "retcd's defragmentation runs online and never stops serving"
         }
         _ => return None,
     })

@@ -276,6 +276,9 @@ pub struct Config {
     pub grpc_keepalive_timeout: Duration,
     /// `--enable-grpc-gateway`.
     pub enable_grpc_gateway: bool,
+    /// `--enable-pprof`: `/debug/pprof/` on the client URLs (also served at `--log-level=debug`,
+    /// as etcd does; see [`Config::serves_pprof`]).
+    pub enable_pprof: bool,
     /// `--socket-reuse-port`: other processes may listen on the member's addresses.
     pub socket_reuse_port: bool,
     /// `--experimental-warning-apply-duration`: an apply slower than this is logged and counted.
@@ -304,6 +307,12 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Whether `/debug/pprof/` is served: `--enable-pprof`, or `--log-level=debug` (etcd
+    /// registers its pprof handlers for either).
+    pub fn serves_pprof(&self) -> bool {
+        self.enable_pprof || self.log_level == LogLevel::Debug
+    }
+
     /// `<data-dir>/member`.
     pub fn member_dir(&self) -> PathBuf {
         self.data_dir.join("member")
@@ -477,9 +486,12 @@ pub fn help_text() -> String {
             out.push_str(&format!("  --{} '{}'\n", spec.name, shown));
             out.push_str(&format!("    {}\n", spec.help));
             match spec.support {
-                Support::Ignored => {
-                    out.push_str("    (retcd: accepted but not implemented yet; ignored)\n")
-                }
+                Support::Ignored => match flags::no_effect_reason(spec.name) {
+                    Some(why) => out.push_str(&format!("    (retcd: no effect: {why})\n")),
+                    None => {
+                        out.push_str("    (retcd: accepted but not implemented yet; ignored)\n")
+                    }
+                },
                 Support::Security | Support::Unsupported => out.push_str(
                     "    (retcd: not implemented yet; refused unless left at its default)\n",
                 ),

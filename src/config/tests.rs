@@ -201,20 +201,19 @@ fn go_flag_syntax() {
     let (c, _) = ok(&["--name", "a", "--name", "b", "--"], &[]);
     assert_eq!(c.name, "b");
     // Boolean flags: bare, =true, =false, Go spellings.
-    for (arg, expect_warning) in [
+    for (arg, expect) in [
         ("--enable-pprof", true),
         ("--enable-pprof=true", true),
         ("--enable-pprof=T", true),
         ("--enable-pprof=false", false),
         ("-enable-pprof=0", false),
     ] {
-        let (_, w) = ok(&[arg], &[]);
-        assert_eq!(
-            w.iter().any(|w| w.contains("--enable-pprof")),
-            expect_warning,
-            "{arg}"
-        );
+        let (c, _) = ok(&[arg], &[]);
+        assert_eq!(c.enable_pprof, expect, "{arg}");
+        assert_eq!(c.serves_pprof(), expect, "{arg}");
     }
+    let (c, _) = ok(&["--log-level=debug"], &[]);
+    assert!(!c.enable_pprof && c.serves_pprof());
     // A boolean flag does not take the next argument.
     let e = err(&["--enable-pprof", "true"], &[]);
     assert_eq!(e, "'true' is not a valid flag");
@@ -319,7 +318,7 @@ fn tuning_flags_warned() {
             "--max-snapshots=10",
             "--grpc-keepalive-min-time",
             "1h",
-            "--enable-pprof",
+            "--enable-v2",
             "--max-wals=5",
             "--snapshot",
         ],
@@ -332,8 +331,11 @@ fn tuning_flags_warned() {
         "flag --grpc-keepalive-min-time has no effect in retcd: the HTTP/2 server has no policy \
          on how often clients may ping (etcd's enforcement policy); pings are answered whatever \
          their rate",
-        "flag --enable-pprof is accepted but not implemented yet; ignored",
-        "flag --pre-vote is accepted but not implemented yet; ignored (set by environment variable ETCD_PRE_VOTE (flag --pre-vote))",
+        "flag --enable-v2 has no effect in retcd: retcd serves the v3 API only (v2 is \
+         deprecated in etcd 3.5 and removed in 3.6)",
+        "flag --pre-vote has no effect in retcd: retcd always runs Raft's pre-vote and \
+         check-quorum (etcd's defaults) (set by environment variable ETCD_PRE_VOTE (flag \
+         --pre-vote))",
         "flag --snapshot is no longer supported by etcd; ignored",
     ];
     for e in expect {
@@ -786,14 +788,14 @@ fn yaml_config_file() {
     assert_eq!(c.log_outputs, vec![LogOutput::Stdout]);
     assert_eq!(c.watch_progress_notify_interval, Duration::from_secs(5));
     assert_eq!(c.config_file.as_deref(), Some(Path::new(file.path())));
-    assert!(w.iter().any(|w| w.contains("--enable-pprof")), "{w:?}");
+    assert!(c.enable_pprof, "{w:?}");
     assert!(c.socket_reuse_port);
     assert!(
         w.iter()
             .any(|w| w.contains("no-such-key") && w.contains("line 34")),
         "{w:?}"
     );
-    assert_eq!(w.len(), 2, "{w:?}");
+    assert_eq!(w.len(), 1, "{w:?}");
 
     // ETCD_CONFIG_FILE works too; flags and variables are then ignored.
     let (c, w) = ok(

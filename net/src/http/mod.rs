@@ -3,7 +3,8 @@
 //! negotiate `h2` by ALPN), as etcd's ports serve HTTP/1.1 next to gRPC.
 //!
 //! - the client port: `/health` (etcd 3.5), `/livez` and `/readyz` (etcd 3.6, [`health`]),
-//!   `/version`, `/metrics` ([`crate::metrics`]), the JSON gateway under `/v3/` ([`gateway`]);
+//!   `/version`, `/metrics` ([`crate::metrics`]), the JSON gateway under `/v3/` ([`gateway`]),
+//!   `/debug/pprof/` with `--enable-pprof` ([`pprof`]);
 //! - the peer port: `/version` (etcd's peer handler serves it too).
 //!
 //! Any other path answers 404 with the body of Go's `http.NotFound`, as etcd does for a path it
@@ -15,6 +16,7 @@
 mod body;
 mod gateway;
 mod health;
+pub mod pprof;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -83,6 +85,7 @@ where
         (_, "/version") if !matches!(api, HttpApi::ClientGrpcOnly) => version(&parts.method),
         (Some(ctx), "/health") => health::health(ctx, &parts.method, &query).await,
         (Some(ctx), "/metrics") => metrics(ctx, &parts.method),
+        (Some(_), p) if all && pprof::serves(p) => pprof::answer(p, &query).await,
         (Some(_), p) if all && gateway && gateway::route(p).is_some() => {
             let route = gateway::route(p).expect("checked");
             gateway::call(route, &grpc, &parts, body).await
