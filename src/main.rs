@@ -228,9 +228,14 @@ fn run(mut cfg: Config) -> Result<(), String> {
         std::sync::atomic::Ordering::Relaxed,
     );
     if cfg.serves_pprof() {
-        retcd_net::profile::heap::enable();
         retcd_net::http::pprof::ENABLED.store(true, std::sync::atomic::Ordering::Relaxed);
         info!(path = retcd_net::http::pprof::PREFIX, "pprof is enabled");
+        if !retcd_net::profile::heap::enable() {
+            warn!(
+                "pprof: no heap or CPU profiles here: walking stacks inside the allocator and \
+                 signal handlers needs glibc 2.35 or later"
+            );
+        }
     }
     if let Some(n) = cfg.max_concurrent_streams {
         retcd_net::serve::set_max_streams(n);

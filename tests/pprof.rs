@@ -207,6 +207,9 @@ fn profiles_are_read_by_go_tool_pprof_on_etcd_and_retcd() {
                 "{heap}"
             );
             assert!(heap.contains("# VmRSS: "), "{heap}");
+            // The text form is Go's legacy heap profile, which pprof reads too.
+            let top = pprof_top(&save(&text, dir.path(), "heap.txt"), None);
+            assert!(top.contains("Type: space"), "{top}");
         }
     }
 }

@@ -1,23 +1,27 @@
-//! CPU profiles: while a [`Session`] runs, a process CPU-time timer (`ITIMER_PROF`, 100 Hz, as
-//! Go's default rate) sends SIGPROF to whichever thread is using the CPU, and the handler adds
-//! that thread's stack to a fixed table. Idle threads (a core parked in io_uring) cost nothing
-//! and show nothing, as in Go's profiles.
+//! CPU profiles: while a [`Session`] runs, every thread of the process has a CPU-time timer of
+//! its own (`timer_create` on the thread's CPU clock, 100 Hz, Go's default rate and, since Go
+//! 1.18, Go's way: a process-wide `ITIMER_PROF` delivers about one signal per kernel tick, and
+//! undercounts once more than two or three cores are busy). Its SIGPROF goes to that thread,
+//! whose handler adds its stack to a fixed table. Idle threads (a core parked in io_uring) cost
+//! nothing and show nothing. Threads started during a session are not in it (the cores, the
+//! sequencer and the runtime's threads live from start-up).
 //!
 //! One session at a time (Go's rule: a second gets "cpu profiling already in use"). The handler
 //! stays installed once set, doing nothing between sessions, so a SIGPROF still in flight when a
 //! session ends never meets the signal's default action (terminating the process). It is
 //! installed with SA_RESTART; glommio's rings treat EINTR from `io_uring_enter` as a wake-up.
 //!
-//! Invariant: the table is freed only after the timer is off, the table pointer is cleared and
-//! no handler is running (`IN_HANDLER` counts them, raised before the pointer is read).
+//! Invariant: the table is freed only after the timers are deleted, the table pointer is
+//! cleared and no handler is running (`IN_HANDLER` counts them, raised before the pointer is
+//! read); if a handler never finishes, the table is leaked rather than freed under it.
 
-use std::sync::Once;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use super::stack::{self, AtomicStack, Stack};
 
-/// Samples per second of CPU time.
+/// Samples per second of CPU time, per thread.
 pub const HZ: i64 = 100;
 /// Distinct (thread, stack) pairs per session; samples beyond are counted as dropped.
 const SLOTS: usize = 1 << 13;
@@ -41,7 +45,7 @@ struct Table {
 static TABLE: AtomicPtr<Table> = AtomicPtr::new(std::ptr::null_mut());
 static IN_HANDLER: AtomicUsize = AtomicUsize::new(0);
 static BUSY: AtomicBool = AtomicBool::new(false);
-static INSTALL: Once = Once::new();
+static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
 
 /// What a session recorded: (thread id, stack, samples).
 pub struct Recorded {
@@ -50,18 +54,29 @@ pub struct Recorded {
     pub duration: Duration,
 }
 
-/// A running CPU profile; stopping it ([`Session::finish`] or drop) turns the timer off.
+/// A running CPU profile; stopping it ([`Session::finish`] or drop) deletes its timers.
 pub struct Session {
-    table: Option<Box<Table>>,
+    /// From `Box::into_raw`: handlers hold copies of this pointer, so the box is not kept as a
+    /// `Box` (moving a Box asserts it is unique) until the session frees it.
+    table: *mut Table,
+    timers: Vec<libc::timer_t>,
     started: Instant,
+    /// Whether every handler has finished with the table (it may then be freed).
+    drained: bool,
 }
+
+// SAFETY: the table is owned by the session (handlers only use it until `stop` drains them) and
+// timer ids are process-wide; nothing in a session is tied to the thread that started it.
+unsafe impl Send for Session {}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cpu profiling already in use")]
     Busy,
+    #[error("stack walks from a signal handler need glibc 2.35 or later here")]
+    Unsupported,
     #[error("{0}")]
-    Os(std::io::Error),
+    Os(String),
 }
 
 impl Session {
@@ -69,13 +84,17 @@ impl Session {
         if BUSY.swap(true, Ordering::AcqRel) {
             return Err(StartError::Busy);
         }
-        let mut installed = Ok(());
-        INSTALL.call_once(|| installed = install_handler());
-        if let Err(e) = installed {
+        let refuse = |e| {
             BUSY.store(false, Ordering::Release);
-            return Err(StartError::Os(e));
+            Err(e)
+        };
+        if let Err(e) = INSTALLED.get_or_init(install_handler) {
+            return refuse(StartError::Os(e.clone()));
         }
-        let table = Box::new(Table {
+        if !stack::unwinding_is_signal_safe() {
+            return refuse(StartError::Unsupported);
+        }
+        let table = Box::into_raw(Box::new(Table {
             slots: (0..SLOTS)
                 .map(|_| Slot {
                     hash: AtomicU64::new(0),
@@ -86,15 +105,25 @@ impl Session {
                 })
                 .collect(),
             dropped: AtomicU64::new(0),
-        });
+        }));
+        TABLE.store(table, Ordering::SeqCst);
         let mut session = Session {
-            table: Some(table),
+            table,
+            timers: Vec::new(),
             started: Instant::now(),
+            drained: false,
         };
-        let ptr = session.table.as_deref_mut().expect("just set") as *mut Table;
-        TABLE.store(ptr, Ordering::SeqCst);
-        if let Err(e) = set_timer(Duration::from_nanos(1_000_000_000 / HZ as u64)) {
-            drop(session);
+        let interval = Duration::from_nanos(1_000_000_000 / HZ as u64);
+        let mut last_error = None;
+        for tid in threads() {
+            match thread_timer(tid, interval) {
+                Ok(t) => session.timers.push(t),
+                // A thread that ended since the listing has no clock any more.
+                Err(e) => last_error = Some(e),
+            }
+        }
+        if session.timers.is_empty() {
+            let e = last_error.map_or("no threads to profile".into(), |e| e.to_string());
             return Err(StartError::Os(e));
         }
         Ok(session)
@@ -104,10 +133,8 @@ impl Session {
     pub fn finish(mut self) -> Recorded {
         self.stop();
         let duration = self.started.elapsed();
-        let table = self
-            .table
-            .take()
-            .expect("a session holds its table until finished");
+        // SAFETY: the table lives until the session frees it (in drop, below), or forever.
+        let table = unsafe { &*self.table };
         let samples = table
             .slots
             .iter()
@@ -127,50 +154,81 @@ impl Session {
         }
     }
 
-    /// Timer off, table detached, running handlers drained. Idempotent.
+    /// Timers deleted, table detached, running handlers drained. Idempotent.
     fn stop(&mut self) {
-        if self.table.is_none() || TABLE.load(Ordering::SeqCst).is_null() {
-            return;
+        for t in self.timers.drain(..) {
+            // SAFETY: a timer this session created and has not deleted.
+            unsafe { libc::timer_delete(t) };
         }
-        let _ = set_timer(Duration::ZERO);
-        TABLE.store(std::ptr::null_mut(), Ordering::SeqCst);
+        if TABLE.load(Ordering::SeqCst) == self.table {
+            TABLE.store(std::ptr::null_mut(), Ordering::SeqCst);
+        }
         // A handler that read the pointer before it was cleared had already raised the count;
-        // it finishes in microseconds. Bounded: if one never finishes, the table is leaked
-        // rather than freed under it.
+        // it finishes in microseconds. Bounded: one that never does keeps the table alive.
         for _ in 0..10_000_000 {
             if IN_HANDLER.load(Ordering::SeqCst) == 0 {
+                self.drained = true;
                 return;
             }
             std::thread::yield_now();
         }
-        std::mem::forget(self.table.take());
     }
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
         self.stop();
+        if self.drained {
+            // SAFETY: from Box::into_raw in `start`; no handler can reach it any more.
+            drop(unsafe { Box::from_raw(self.table) });
+        }
         BUSY.store(false, Ordering::Release);
     }
 }
 
-fn set_timer(interval: Duration) -> std::io::Result<()> {
-    let tv = libc::timeval {
-        tv_sec: interval.as_secs() as libc::time_t,
-        tv_usec: interval.subsec_micros() as libc::suseconds_t,
-    };
-    let it = libc::itimerval {
-        it_interval: tv,
-        it_value: tv,
-    };
-    // SAFETY: plain syscall with a valid itimerval; no old value asked for.
-    if unsafe { libc::setitimer(libc::ITIMER_PROF, &it, std::ptr::null_mut()) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+/// The process's threads (`/proc/self/task`).
+fn threads() -> Vec<i32> {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
-fn install_handler() -> std::io::Result<()> {
+/// A timer on thread `tid`'s CPU clock that sends it SIGPROF every `interval` of its CPU time.
+fn thread_timer(tid: i32, interval: Duration) -> std::io::Result<libc::timer_t> {
+    // The kernel's MAKE_THREAD_CPUCLOCK(tid, CPUCLOCK_SCHED): a thread's CPU clock by its id.
+    let clock = ((!(tid as u32)) << 3) as libc::clockid_t | 6;
+    // SAFETY: a zeroed sigevent is valid; the fields set are those SIGEV_THREAD_ID reads.
+    let mut ev: libc::sigevent = unsafe { std::mem::zeroed() };
+    ev.sigev_notify = libc::SIGEV_THREAD_ID;
+    ev.sigev_signo = libc::SIGPROF;
+    ev.sigev_notify_thread_id = tid;
+    let mut timer: libc::timer_t = std::ptr::null_mut();
+    // SAFETY: valid pointers to a sigevent and to where the timer id goes.
+    if unsafe { libc::timer_create(clock, &mut ev, &mut timer) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let ts = libc::timespec {
+        tv_sec: interval.as_secs() as libc::time_t,
+        tv_nsec: interval.subsec_nanos() as libc::c_long,
+    };
+    let spec = libc::itimerspec {
+        it_interval: ts,
+        it_value: ts,
+    };
+    // SAFETY: the timer was just created; no old value asked for.
+    if unsafe { libc::timer_settime(timer, 0, &spec, std::ptr::null_mut()) } != 0 {
+        let e = std::io::Error::last_os_error();
+        // SAFETY: as above.
+        unsafe { libc::timer_delete(timer) };
+        return Err(e);
+    }
+    Ok(timer)
+}
+
+fn install_handler() -> Result<(), String> {
     // SAFETY: a zeroed sigaction is valid; the handler is an `extern "C"` function of the
     // SA_SIGINFO signature and only does async-signal-safe work (atomics, the stack walk).
     unsafe {
@@ -179,7 +237,7 @@ fn install_handler() -> std::io::Result<()> {
         sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
         libc::sigemptyset(&mut sa.sa_mask);
         if libc::sigaction(libc::SIGPROF, &sa, std::ptr::null_mut()) != 0 {
-            return Err(std::io::Error::last_os_error());
+            return Err(std::io::Error::last_os_error().to_string());
         }
     }
     Ok(())
@@ -206,7 +264,8 @@ fn record(table: &Table, pc: Option<usize>) {
     let tid = unsafe { libc::gettid() };
     let hash = stack.hash(tid as u64);
     for probe in 0..PROBES {
-        let slot = &table.slots[(hash as usize).wrapping_add(probe) % SLOTS];
+        // Not the low bit: the hash sets it (0 marks a free slot).
+        let slot = &table.slots[((hash >> 1) as usize).wrapping_add(probe) % SLOTS];
         let mut seen = slot.hash.load(Ordering::Acquire);
         if seen == 0 {
             match slot

@@ -9,9 +9,11 @@
 //! sampled allocations. Nothing here allocates while recording: a thread inside the sampler
 //! (`INSIDE`) is not sampled again, so the unwinder may allocate without recursion.
 //!
-//! Slot protocol: a writer claims a slot by CAS of `addr` from 0, then writes `size` and the
-//! stack inside a `seq` odd/even window (a seqlock); a free clears `addr` after bumping `seq`.
-//! Readers copy a slot and keep it only if `seq` was even and unchanged and `addr` still set.
+//! Slot protocol: a writer claims slot i by CAS of `addrs[i]` from 0, then writes the record's
+//! `size` and stack inside a `seq` odd/even window (a seqlock); a free zeroes the record in
+//! such a window, then clears `addrs[i]`. Readers copy a record and keep it only if `seq` was
+//! even and unchanged, `addrs[i]` still set and the record not zeroed. The addresses are a dense
+//! array of their own, so a free's probe reads two cache lines, not one per record.
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::cell::Cell;
@@ -25,15 +27,20 @@ pub const RATE: u64 = 512 * 1024;
 const SLOTS: usize = 1 << 13;
 const PROBES: usize = 16;
 
-struct Slot {
-    addr: AtomicUsize,
+struct Record {
     seq: AtomicU64,
     size: AtomicUsize,
     stack: AtomicStack,
 }
 
+struct Table {
+    /// The sampled block in each slot; 0: free.
+    addrs: Box<[AtomicUsize]>,
+    records: Box<[Record]>,
+}
+
 static ON: AtomicBool = AtomicBool::new(false);
-static TABLE: AtomicPtr<Slot> = AtomicPtr::new(std::ptr::null_mut());
+static TABLE: AtomicPtr<Table> = AtomicPtr::new(std::ptr::null_mut());
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 
 thread_local! {
@@ -46,36 +53,56 @@ thread_local! {
 /// The global allocator `A`, sampled for heap profiles once [`enable`]d.
 pub struct Sampled<A>(pub A);
 
-/// Starts sampling (`--enable-pprof`). Allocations made before are not in the profile.
-pub fn enable() {
+/// Starts sampling (`--enable-pprof`); false where stacks cannot be walked inside the allocator
+/// safely ([`stack::unwinding_is_signal_safe`]). Allocations made before are not in profiles.
+pub fn enable() -> bool {
     if ON.load(Ordering::Acquire) {
-        return;
+        return true;
     }
-    let table: Box<[Slot]> = (0..SLOTS)
-        .map(|_| Slot {
-            addr: AtomicUsize::new(0),
-            seq: AtomicU64::new(0),
-            size: AtomicUsize::new(0),
-            stack: AtomicStack::default(),
-        })
-        .collect();
+    if !stack::unwinding_is_signal_safe() {
+        return false;
+    }
+    let table = Box::new(Table {
+        addrs: (0..SLOTS).map(|_| AtomicUsize::new(0)).collect(),
+        records: (0..SLOTS)
+            .map(|_| Record {
+                seq: AtomicU64::new(0),
+                size: AtomicUsize::new(0),
+                stack: AtomicStack::default(),
+            })
+            .collect(),
+    });
     // Kept for the process's life: frees of sampled blocks may come at any time.
-    TABLE.store(Box::leak(table).as_mut_ptr(), Ordering::Release);
+    TABLE.store(Box::leak(table), Ordering::Release);
     ON.store(true, Ordering::Release);
+    true
 }
 
 pub fn enabled() -> bool {
     ON.load(Ordering::Relaxed)
 }
 
-fn table() -> Option<&'static [Slot]> {
+fn table() -> Option<&'static Table> {
     let p = TABLE.load(Ordering::Acquire);
-    // SAFETY: set once from a leaked boxed slice of SLOTS slots, never freed.
-    (!p.is_null()).then(|| unsafe { std::slice::from_raw_parts(p, SLOTS) })
+    // SAFETY: set once from a leaked box, never freed.
+    (!p.is_null()).then(|| unsafe { &*p })
 }
 
+/// The `probe`th slot for `addr`: the product's high bits, which depend on every address bit
+/// (blocks that share their low bits, such as large blocks at a fixed offset in their own
+/// segments, must not share their slots).
 fn slot_of(addr: usize, probe: usize) -> usize {
-    ((addr >> 4).wrapping_mul(0x9e37_79b9_7f4a_7c15_u64 as usize) >> 7).wrapping_add(probe) % SLOTS
+    const BITS: u32 = SLOTS.trailing_zeros();
+    let h = (addr as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - BITS);
+    (h as usize).wrapping_add(probe) % SLOTS
+}
+
+/// Runs `write` on record `r` inside an odd `seq` window.
+fn write_record(r: &Record, write: impl FnOnce(&Record)) {
+    r.seq.fetch_add(1, Ordering::Relaxed);
+    fence(Ordering::Release);
+    write(r);
+    r.seq.fetch_add(1, Ordering::Release);
 }
 
 // SAFETY: every call is forwarded to `A` unchanged; sampling only observes the returned blocks.
@@ -161,19 +188,18 @@ fn next_gap(seed: usize) -> i64 {
 }
 
 fn record(addr: usize, size: usize) {
-    let Some(slots) = table() else { return };
+    let Some(table) = table() else { return };
     let stack = stack::record(None);
     for probe in 0..PROBES {
-        let slot = &slots[slot_of(addr, probe)];
-        if slot
-            .addr
+        let i = slot_of(addr, probe);
+        if table.addrs[i]
             .compare_exchange(0, addr, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
         {
-            slot.seq.fetch_add(1, Ordering::AcqRel);
-            slot.size.store(size, Ordering::Relaxed);
-            slot.stack.store(&stack);
-            slot.seq.fetch_add(1, Ordering::Release);
+            write_record(&table.records[i], |r| {
+                r.size.store(size, Ordering::Relaxed);
+                r.stack.store(&stack);
+            });
             return;
         }
     }
@@ -182,17 +208,17 @@ fn record(addr: usize, size: usize) {
 
 #[inline]
 fn freed(addr: usize) {
-    let Some(slots) = table() else { return };
+    let Some(table) = table() else { return };
     for probe in 0..PROBES {
-        let slot = &slots[slot_of(addr, probe)];
-        if slot.addr.load(Ordering::Relaxed) == addr {
+        let i = slot_of(addr, probe);
+        if table.addrs[i].load(Ordering::Relaxed) == addr {
             // Zeroed, so that a reader that sees the slot's next owner before it has written
             // anything reads an empty record and skips it.
-            slot.seq.fetch_add(1, Ordering::AcqRel);
-            slot.size.store(0, Ordering::Relaxed);
-            slot.stack.clear();
-            slot.seq.fetch_add(1, Ordering::Release);
-            slot.addr.store(0, Ordering::Release);
+            write_record(&table.records[i], |r| {
+                r.size.store(0, Ordering::Relaxed);
+                r.stack.clear();
+            });
+            table.addrs[i].store(0, Ordering::Release);
             return;
         }
     }
@@ -206,25 +232,25 @@ pub struct Block {
 
 /// The live sampled blocks, and how many samples found no room in the table.
 pub fn live() -> (Vec<Block>, u64) {
-    let Some(slots) = table() else {
+    let Some(table) = table() else {
         return (Vec::new(), 0);
     };
     let mut out = Vec::new();
-    for slot in slots {
-        let addr = slot.addr.load(Ordering::Acquire);
+    for (slot, r) in table.addrs.iter().zip(table.records.iter()) {
+        let addr = slot.load(Ordering::Acquire);
         if addr == 0 {
             continue;
         }
-        let before = slot.seq.load(Ordering::Acquire);
-        let size = slot.size.load(Ordering::Relaxed);
-        let stack = slot.stack.load();
+        let before = r.seq.load(Ordering::Acquire);
+        let size = r.size.load(Ordering::Relaxed);
+        let stack = r.stack.load();
         fence(Ordering::Acquire);
-        let after = slot.seq.load(Ordering::Relaxed);
+        let after = r.seq.load(Ordering::Relaxed);
         if before % 2 == 0
             && before == after
             && size > 0
             && stack.len > 0
-            && slot.addr.load(Ordering::Relaxed) == addr
+            && slot.load(Ordering::Relaxed) == addr
         {
             out.push(Block { size, stack });
         }

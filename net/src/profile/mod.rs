@@ -8,8 +8,9 @@
 //!
 //! Everything is off unless `--enable-pprof` (or etcd's other trigger, `--log-level=debug`):
 //! then the allocator's only cost is one relaxed load per call. Served by
-//! `crate::http`'s `/debug/pprof/` handlers; encoding (symbolizing: it reads the binary's debug
-//! information once, and keeps it) runs on a thread of its own, never on a core.
+//! `crate::http`'s `/debug/pprof/` handlers; encoding runs on a thread of its own, never on a
+//! core. Symbolizing reads the binary's line tables for each profile and frees them after: a
+//! transient ~200 MiB on the release build, for a second or two.
 
 pub mod cpu;
 pub mod heap;
@@ -29,7 +30,6 @@ pub fn encode_cpu(recorded: &cpu::Recorded) -> Vec<u8> {
         &[("samples", "count"), ("cpu", "nanoseconds")],
         "cpu",
         ("cpu", "nanoseconds", period),
-        true,
         is_signal_internal,
     );
     b.duration(recorded.duration);
@@ -47,7 +47,7 @@ pub fn encode_cpu(recorded: &cpu::Recorded) -> Vec<u8> {
             .clone();
         let n = *count as i64;
         b.sample(
-            stack.frames(),
+            stack,
             Values {
                 values: &[n, n * period],
                 labels: &[
@@ -68,7 +68,6 @@ pub fn encode_heap() -> Vec<u8> {
         &[("inuse_objects", "count"), ("inuse_space", "bytes")],
         "inuse_space",
         ("space", "bytes", heap::RATE as i64),
-        false,
         is_allocator_internal,
     );
     if dropped > 0 {
@@ -79,7 +78,7 @@ pub fn encode_heap() -> Vec<u8> {
     for block in blocks {
         let (objects, bytes) = heap::scale(block.size);
         b.sample(
-            block.stack.frames(),
+            &block.stack,
             Values {
                 values: &[objects.round() as i64, bytes.round() as i64],
                 labels: &[("bytes", LabelValue::Num(block.size as i64))],
@@ -89,31 +88,32 @@ pub fn encode_heap() -> Vec<u8> {
     b.finish()
 }
 
-/// `/debug/pprof/heap?debug=1`: the same samples as text (Go's legacy heap profile layout, whose
-/// bracketed totals are in-use here too: retcd keeps no cumulative allocation counts), then the
-/// process's memory as the kernel reports it.
+/// `/debug/pprof/heap?debug=1`: the same samples as text, in Go's legacy heap profile layout
+/// (raw sampled counts, and twice the sampling rate after `heap/`, from which readers such as
+/// `go tool pprof` scale them; the bracketed totals, allocations since start in Go's, are the
+/// in-use ones here: retcd keeps no cumulative counts), then the process's memory as the kernel
+/// reports it.
 pub fn heap_text() -> String {
     let (blocks, dropped) = heap::live();
-    let mut by_stack: std::collections::HashMap<stack::Stack, (f64, f64)> = Default::default();
+    let mut by_stack: std::collections::HashMap<stack::Stack, (u64, u64)> = Default::default();
     for block in &blocks {
-        let (o, s) = heap::scale(block.size);
         let e = by_stack.entry(block.stack).or_default();
-        e.0 += o;
-        e.1 += s;
+        e.0 += 1;
+        e.1 += block.size as u64;
     }
     let mut rows: Vec<_> = by_stack.into_iter().collect();
-    rows.sort_by(|a, b| b.1.1.total_cmp(&a.1.1));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.1.1));
     let (objects, bytes) = rows
         .iter()
-        .fold((0.0, 0.0), |t, (_, (o, s))| (t.0 + o, t.1 + s));
+        .fold((0, 0), |t, (_, (o, s))| (t.0 + o, t.1 + s));
     let mut out = format!(
-        "heap profile: {objects:.0}: {bytes:.0} [{objects:.0}: {bytes:.0}] @ heap/{}\n",
-        heap::RATE
+        "heap profile: {objects}: {bytes} [{objects}: {bytes}] @ heap/{}\n",
+        2 * heap::RATE
     );
     let mut symbols = stack::Symbols::default();
     for (stack, (o, s)) in &rows {
-        let frames = symbols.lines(stack.frames(), false, is_allocator_internal);
-        let _ = write!(out, "{o:.0}: {s:.0} [{o:.0}: {s:.0}] @");
+        let frames = symbols.lines(stack, is_allocator_internal);
+        let _ = write!(out, "{o}: {s} [{o}: {s}] @");
         let mut last = None;
         for f in &frames {
             if last != Some(f.ip) {
@@ -153,9 +153,10 @@ fn thread_name(tid: i32) -> String {
         .unwrap_or_else(|_| format!("thread {tid}"))
 }
 
-/// Frames of the CPU profiler itself (left out when the stack walk could not skip them).
+/// Frames of the CPU profiler's handler (left out when the stack walk could not skip them by
+/// the interrupted address).
 fn is_signal_internal(function: &str) -> bool {
-    function.starts_with("retcd_net::profile::")
+    function.starts_with("retcd_net::profile::cpu::") || function.starts_with("backtrace::")
 }
 
 /// Frames between an allocation and the sampler: the allocator shims and the sampler (by their

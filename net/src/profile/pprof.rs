@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 
-use super::stack::{Line, Symbols};
+use super::stack::{Line, Stack, Symbols};
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Profile {
@@ -122,11 +122,11 @@ pub struct Builder {
     profile: Profile,
     strings: HashMap<String, i64>,
     functions: HashMap<(String, String), u64>,
-    /// Location ids by (address, lines kept): a stack cut inside an inlined chain keeps fewer.
-    locations: HashMap<(usize, usize), u64>,
+    /// Location ids by (address, interrupted instruction or return address, lines kept): a
+    /// stack cut inside an inlined chain keeps fewer.
+    locations: HashMap<(usize, bool, usize), u64>,
     symbols: Symbols,
     /// See [`Symbols::lines`].
-    exact_leaf: bool,
     is_internal: fn(&str) -> bool,
 }
 
@@ -143,13 +143,12 @@ pub enum LabelValue {
 
 impl Builder {
     /// `types`: (type, unit) of each sample value, Go's names (`samples`/`count`, `cpu`/
-    /// `nanoseconds`, `inuse_space`/`bytes`…); `period`: (type, unit, value); `exact_leaf` and
-    /// `is_internal`: how stacks are symbolized ([`Symbols::lines`]).
+    /// `nanoseconds`, `inuse_space`/`bytes`…); `period`: (type, unit, value); `is_internal`:
+    /// where recording began ([`Symbols::lines`]).
     pub fn new(
         types: &[(&str, &str)],
         default: &str,
         period: (&str, &str, i64),
-        exact_leaf: bool,
         is_internal: fn(&str) -> bool,
     ) -> Self {
         let mut b = Builder {
@@ -158,7 +157,6 @@ impl Builder {
             functions: HashMap::new(),
             locations: HashMap::new(),
             symbols: Symbols::default(),
-            exact_leaf,
             is_internal,
         };
         b.string(""); // profile.proto: string_table[0] is "".
@@ -254,8 +252,8 @@ impl Builder {
     }
 
     /// Adds one sample.
-    pub fn sample(&mut self, ips: &[usize], v: Values<'_>) {
-        let flat = self.symbols.lines(ips, self.exact_leaf, self.is_internal);
+    pub fn sample(&mut self, stack: &Stack, v: Values<'_>) {
+        let flat = self.symbols.lines(stack, self.is_internal);
         let mut ids = Vec::new();
         let mut i = 0;
         while i < flat.len() {
@@ -265,7 +263,7 @@ impl Builder {
                 .iter()
                 .position(|f| f.ip != ip)
                 .map_or(flat.len(), |n| i + n);
-            let key = (ip, flat[i].inlined);
+            let key = (ip, flat[i].exact, flat[i].inlined);
             let id = match self.locations.get(&key) {
                 Some(&id) => id,
                 None => {

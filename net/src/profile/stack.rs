@@ -3,11 +3,12 @@
 //!
 //! Recording ([`record`]) runs inside a SIGPROF handler and inside the global allocator: it
 //! neither allocates nor locks (backtrace's unsynchronized walk over libgcc's unwinder, which on
-//! glibc ≥ 2.35 finds unwind tables through `_dl_find_object`, without the loader's lock).
+//! glibc ≥ 2.35 finds unwind tables through `_dl_find_object`, without the loader's lock; on an
+//! older glibc it would take that lock, so [`unwinding_is_signal_safe`] refuses profiling there).
 //! Symbolizing ([`Symbols`]) allocates and locks, and runs only when a profile is encoded.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Deepest stack recorded; deeper ones keep their innermost frames.
 pub const MAX_FRAMES: usize = 64;
@@ -17,12 +18,16 @@ pub const MAX_FRAMES: usize = 64;
 pub struct Stack {
     pub len: usize,
     pub ips: [usize; MAX_FRAMES],
+    /// `ips[0]` is the interrupted instruction itself (a signal's stack whose walk met it), not
+    /// a return address; the recorder's own frames are then already left out.
+    pub exact: bool,
 }
 
 impl Stack {
     pub const EMPTY: Stack = Stack {
         len: 0,
         ips: [0; MAX_FRAMES],
+        exact: false,
     };
 
     pub fn frames(&self) -> &[usize] {
@@ -64,19 +69,39 @@ pub fn record(from: Option<usize>) -> Stack {
             n < ROOM
         });
     }
-    let start = from
-        .and_then(|pc| all[..n].iter().position(|&ip| ip == pc))
-        .unwrap_or(0);
+    let found = from.and_then(|pc| all[..n].iter().position(|&ip| ip == pc));
+    let start = found.unwrap_or(0);
     let mut s = Stack::EMPTY;
+    s.exact = found.is_some();
     s.len = (n - start).min(MAX_FRAMES);
     s.ips[..s.len].copy_from_slice(&all[start..start + s.len]);
     s
+}
+
+/// Whether [`record`] may run in a signal handler and in the allocator here: glibc ≥ 2.35
+/// (libgcc's unwinder then finds unwind tables without the loader's lock). Also runs one walk,
+/// so that the unwinder's one-time set-up never happens inside a signal handler.
+pub fn unwinding_is_signal_safe() -> bool {
+    // SAFETY: gnu_get_libc_version returns a static NUL-terminated string.
+    let version = unsafe { std::ffi::CStr::from_ptr(libc::gnu_get_libc_version()) };
+    let mut parts = version
+        .to_str()
+        .unwrap_or("")
+        .split('.')
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    let safe = (major, minor) >= (2, 35);
+    if safe {
+        let _ = record(None);
+    }
+    safe
 }
 
 /// A stack stored in a table that signal handlers and allocating threads write while readers
 /// copy it out: every word is an atomic (relaxed; the table's slot protocol orders them).
 pub struct AtomicStack {
     len: AtomicUsize,
+    exact: AtomicBool,
     ips: [AtomicUsize; MAX_FRAMES],
 }
 
@@ -84,6 +109,7 @@ impl Default for AtomicStack {
     fn default() -> Self {
         AtomicStack {
             len: AtomicUsize::new(0),
+            exact: AtomicBool::new(false),
             ips: std::array::from_fn(|_| AtomicUsize::new(0)),
         }
     }
@@ -95,6 +121,7 @@ impl AtomicStack {
             slot.store(ip, Ordering::Relaxed);
         }
         self.len.store(s.len, Ordering::Relaxed);
+        self.exact.store(s.exact, Ordering::Relaxed);
     }
 
     pub fn clear(&self) {
@@ -104,6 +131,7 @@ impl AtomicStack {
     pub fn load(&self) -> Stack {
         let mut s = Stack::EMPTY;
         s.len = self.len.load(Ordering::Relaxed).min(MAX_FRAMES);
+        s.exact = self.exact.load(Ordering::Relaxed);
         for (ip, slot) in s.ips.iter_mut().zip(&self.ips[..s.len]) {
             *ip = slot.load(Ordering::Relaxed);
         }
@@ -112,6 +140,7 @@ impl AtomicStack {
 
     pub fn equals(&self, s: &Stack) -> bool {
         self.len.load(Ordering::Relaxed) == s.len
+            && self.exact.load(Ordering::Relaxed) == s.exact
             && self
                 .ips
                 .iter()
@@ -131,7 +160,8 @@ pub struct Line {
     pub line: i64,
 }
 
-/// A Rust trait method's name as pprof's tools can show it: `<T as Trait>::m` becomes `T::m`.
+/// A Rust trait method's name as pprof's tools can show it: `<T as Trait>::m` becomes `T::m`,
+/// and `<T>::m` (an inherent method of a qualified type) too.
 /// Their name shortening strips everything between `<` and `>` (C++ template arguments), which
 /// would leave only `::m` of every trait method (`poll`, `call`, `alloc`…).
 pub fn display_name(full: &str) -> String {
@@ -160,16 +190,21 @@ pub fn display_name(full: &str) -> String {
         }
         match (as_at, close) {
             (Some(a), Some(c)) => name = format!("{}{}", &inner[..a], &inner[c + 1..]),
+            (None, Some(c)) if inner[c + 1..].starts_with("::") => {
+                name = format!("{}{}", &inner[..c], &inner[c + 1..])
+            }
             _ => break,
         }
     }
     name
 }
 
-/// One line of a symbolized stack: the frame's address, the line's place among the frame's
-/// inlined lines (0: innermost), the line.
+/// One line of a symbolized stack: the frame's address, whether that is an interrupted
+/// instruction (else a return address), the line's place among the frame's inlined lines
+/// (0: innermost), the line.
 pub struct Frame {
     pub ip: usize,
+    pub exact: bool,
     pub inlined: usize,
     pub line: Line,
 }
@@ -182,19 +217,13 @@ pub struct Symbols {
 }
 
 impl Symbols {
-    /// The lines of `ips` (innermost first), innermost first. `exact_leaf`: `ips[0]` is the
-    /// address of an interrupted instruction, not a return address. Frames from the outermost
-    /// one that `is_internal` accepts inwards (where recording began: the allocator, the
-    /// profiler) are left out.
-    pub fn lines(
-        &mut self,
-        ips: &[usize],
-        exact_leaf: bool,
-        is_internal: fn(&str) -> bool,
-    ) -> Vec<Frame> {
+    /// The lines of `stack`, innermost first. Unless the stack is [`Stack::exact`], frames
+    /// from the outermost one that `is_internal` accepts inwards (where recording began: the
+    /// allocator, the profiler) are left out.
+    pub fn lines(&mut self, stack: &Stack, is_internal: fn(&str) -> bool) -> Vec<Frame> {
         let mut flat = Vec::new();
-        for (i, &ip) in ips.iter().enumerate() {
-            let exact = exact_leaf && i == 0;
+        for (i, &ip) in stack.frames().iter().enumerate() {
+            let exact = stack.exact && i == 0;
             let lines = self
                 .cache
                 .entry((ip, exact))
@@ -202,12 +231,15 @@ impl Symbols {
             for (inlined, line) in lines.iter().enumerate() {
                 flat.push(Frame {
                     ip,
+                    exact,
                     inlined,
                     line: line.clone(),
                 });
             }
         }
-        if let Some(cut) = flat.iter().rposition(|f| is_internal(&f.line.function)) {
+        if !stack.exact
+            && let Some(cut) = flat.iter().rposition(|f| is_internal(&f.line.function))
+        {
             flat.drain(..=cut);
         }
         flat
@@ -269,6 +301,8 @@ mod tests {
             "retcd::run::{{closure}}"
         );
         assert_eq!(display_name("<unbalanced"), "<unbalanced");
-        assert_eq!(display_name("<T>::new"), "<T>::new");
+        assert_eq!(display_name("<T>::new"), "T::new");
+        assert_eq!(display_name("<[u8]>::to_vec"), "[u8]::to_vec");
+        assert_eq!(display_name("<T>"), "<T>");
     }
 }
