@@ -160,6 +160,12 @@ fn zap_line(level: Level, ts: &time::OffsetDateTime, caller: &str, f: &Fields) -
     line
 }
 
+/// Now, as zap's ISO 8601 encoder writes it (for the tools, whose messages imitate etcd's
+/// clients').
+pub fn zap_now() -> String {
+    zap_time(&time::OffsetDateTime::now_utc())
+}
+
 /// zap's ISO 8601 encoder in UTC: `2006-01-02T15:04:05.000Z`.
 fn zap_time(t: &time::OffsetDateTime) -> String {
     format!("{}Z", stamp(t, ':'))

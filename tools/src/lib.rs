@@ -11,6 +11,7 @@
 //! - [`backup`]: `backup --data-dir --backup-dir`, an offline copy of a stopped member's data dir.
 
 pub mod backup;
+pub mod ctl;
 pub mod defrag;
 pub mod hashkv;
 pub mod output;

@@ -1,0 +1,207 @@
+//! The connection retcdctl makes: the first endpoint that answers (etcdctl's balancer tries
+//! them in turn), plain or TLS (`https://` endpoints, or `--insecure-transport=false`, or
+//! certificates given), the auth token of `--user`, and etcdctl's timeouts: `--dial-timeout`
+//! for the connection, `--command-timeout` for each call.
+
+use std::time::Duration;
+
+use retcd_net::pb::etcdserverpb::{AuthenticateRequest, auth_client::AuthClient};
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+use super::flags::Parsed;
+
+/// A connected client: the channel and what every request carries.
+pub struct Client {
+    pub channel: Channel,
+    token: Option<String>,
+    pub command_timeout: Duration,
+    /// clientv3's name of the connection in its log lines: `endpoint://client-<uuid>/<host:port>`.
+    target: String,
+}
+
+impl Client {
+    /// `msg` as a request carrying the auth token, if any.
+    pub fn request<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(msg);
+        if let Some(t) = self
+            .token
+            .as_ref()
+            .and_then(|t| MetadataValue::try_from(t).ok())
+        {
+            r.metadata_mut().insert("token", t);
+        }
+        r.set_timeout(self.command_timeout);
+        r
+    }
+
+    /// Runs one call within `--command-timeout` (etcdctl: "context deadline exceeded").
+    pub async fn call<T, F>(&self, f: F) -> Result<T, String>
+    where
+        F: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        match tokio::time::timeout(self.command_timeout, f).await {
+            Ok(Ok(r)) => Ok(r.into_inner()),
+            Ok(Err(s)) => {
+                self.log_retry(&s);
+                Err(status_text(&s))
+            }
+            Err(_) => Err("context deadline exceeded".into()),
+        }
+    }
+
+    /// The warning clientv3's retry interceptor logs (zap JSON on stderr) when a call fails.
+    fn log_retry(&self, s: &tonic::Status) {
+        let error = format!(
+            "rpc error: code = {} desc = {}",
+            code_name(s.code()),
+            s.message()
+        );
+        let json = |v: &str| serde_json::to_string(v).unwrap_or_default();
+        eprintln!(
+            "{{\"level\":\"warn\",\"ts\":{},\"caller\":\"clientv3/retry_interceptor.go:62\",\
+             \"msg\":\"retrying of unary invoker failed\",\"target\":{},\"attempt\":0,\
+             \"error\":{}}}",
+            json(&retcd::logging::zap_now()),
+            json(&self.target),
+            json(&error)
+        );
+    }
+}
+
+/// A random (version 4) UUID, as clientv3 names its connections.
+fn uuid() -> String {
+    let mut b = [0u8; 16];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut f, &mut b);
+    }
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+/// How etcdctl 3.4 prints a gRPC error: an etcd error by its message (clientv3 turns those into
+/// its typed errors), anything else as grpc-go's status string.
+pub fn status_text(s: &tonic::Status) -> String {
+    let m = s.message();
+    if m.starts_with("etcdserver: ") || m.starts_with("mvcc: ") || m.starts_with("auth: ") {
+        return m.to_string();
+    }
+    if s.code() == tonic::Code::DeadlineExceeded {
+        return "context deadline exceeded".into();
+    }
+    format!("rpc error: code = {} desc = {m}", code_name(s.code()))
+}
+
+fn code_name(c: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match c {
+        Ok => "OK",
+        Cancelled => "Canceled",
+        Unknown => "Unknown",
+        InvalidArgument => "InvalidArgument",
+        DeadlineExceeded => "DeadlineExceeded",
+        NotFound => "NotFound",
+        AlreadyExists => "AlreadyExists",
+        PermissionDenied => "PermissionDenied",
+        ResourceExhausted => "ResourceExhausted",
+        FailedPrecondition => "FailedPrecondition",
+        Aborted => "Aborted",
+        OutOfRange => "OutOfRange",
+        Unimplemented => "Unimplemented",
+        Internal => "Internal",
+        Unavailable => "Unavailable",
+        DataLoss => "DataLoss",
+        Unauthenticated => "Unauthenticated",
+    }
+}
+
+/// Connects as the global flags say. `Err`: what etcdctl prints after "Error: ".
+pub async fn connect(g: &Parsed) -> Result<Client, String> {
+    let dial_timeout = g.duration("dial-timeout");
+    let command_timeout = g.duration("command-timeout");
+    let secure_flags =
+        !g.bool("insecure-transport") || !g.str("cacert").is_empty() || !g.str("cert").is_empty();
+    let mut last = "context deadline exceeded".to_string();
+    for ep in g.list("endpoints") {
+        let tls = ep.starts_with("https://") || (secure_flags && !ep.starts_with("http://"));
+        let uri = match ep.split_once("://") {
+            Some((_, rest)) => format!("{}://{rest}", if tls { "https" } else { "http" }),
+            None => format!("{}://{ep}", if tls { "https" } else { "http" }),
+        };
+        let mut e = Endpoint::from_shared(uri)
+            .map_err(|e| e.to_string())?
+            .connect_timeout(dial_timeout)
+            .tcp_nodelay(true);
+        if tls {
+            e = e.tls_config(tls_config(g)?).map_err(|e| e.to_string())?;
+        }
+        match tokio::time::timeout(dial_timeout, e.connect()).await {
+            Ok(Ok(channel)) => {
+                let host = ep.split_once("://").map_or(ep.as_str(), |(_, h)| h);
+                let mut client = Client {
+                    channel,
+                    token: None,
+                    command_timeout,
+                    target: format!("endpoint://client-{}/{host}", uuid()),
+                };
+                if !g.str("user").is_empty() {
+                    client.token = Some(authenticate(&client, g).await?);
+                }
+                return Ok(client);
+            }
+            Ok(Err(e)) => last = e.to_string(),
+            Err(_) => last = "context deadline exceeded".into(),
+        }
+    }
+    Err(last)
+}
+
+fn tls_config(g: &Parsed) -> Result<ClientTlsConfig, String> {
+    if g.bool("insecure-skip-tls-verify") {
+        return Err(
+            "--insecure-skip-tls-verify is not supported yet: pass the server's CA with \
+                    --cacert"
+                .into(),
+        );
+    }
+    let read = |p: &str| std::fs::read(p).map_err(|e| format!("open {p}: {e}"));
+    let mut cfg = ClientTlsConfig::new().with_enabled_roots();
+    if !g.str("cacert").is_empty() {
+        cfg = cfg.ca_certificate(Certificate::from_pem(read(g.str("cacert"))?));
+    }
+    match (g.str("cert"), g.str("key")) {
+        ("", "") => {}
+        (c, k) if !c.is_empty() && !k.is_empty() => {
+            cfg = cfg.identity(Identity::from_pem(read(c)?, read(k)?))
+        }
+        _ => return Err("tls: both --cert and --key must be given".into()),
+    }
+    Ok(cfg)
+}
+
+/// `--user name[:password]` (with `--password`, the user flag is the name alone).
+async fn authenticate(client: &Client, g: &Parsed) -> Result<String, String> {
+    let user = g.str("user");
+    let (name, password) = if !g.str("password").is_empty() {
+        (user.to_string(), g.str("password").to_string())
+    } else {
+        match user.split_once(':') {
+            Some((n, p)) => (n.to_string(), p.to_string()),
+            None => return Err("password is required (prompting is not supported yet)".into()),
+        }
+    };
+    let mut auth = AuthClient::new(client.channel.clone());
+    let r = client
+        .call(auth.authenticate(client.request(AuthenticateRequest { name, password })))
+        .await?;
+    Ok(r.token)
+}

@@ -1,0 +1,442 @@
+//! etcdctl's command line as cobra and pflag read it: long flags (`--name=value`, `--name value`,
+//! a bare boolean), short ones (`-w json`, `-wjson`, `-w=json`), flags anywhere among the
+//! arguments, `--` ending them; then `ETCDCTL_*` variables for the global flags not given (a
+//! variable shadowed by its flag is an error, as etcdctl's `pkg/flags` says).
+//!
+//! Errors carry pflag's wording. Called by [`super`] only.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Kind {
+    Bool,
+    Str,
+    /// A comma-separated list (pflag's StringSlice).
+    List,
+    Int,
+    Duration,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Spec {
+    pub name: &'static str,
+    pub short: Option<char>,
+    pub kind: Kind,
+    pub default: &'static str,
+    /// etcdctl's help text for the flag.
+    pub usage: &'static str,
+}
+
+pub const fn spec(
+    name: &'static str,
+    kind: Kind,
+    default: &'static str,
+    usage: &'static str,
+) -> Spec {
+    Spec {
+        name,
+        short: None,
+        kind,
+        default,
+        usage,
+    }
+}
+
+/// cobra's own flag of every command.
+pub const HELP: Spec = Spec {
+    name: "help",
+    short: Some('h'),
+    kind: Kind::Bool,
+    default: "false",
+    usage: "",
+};
+
+/// etcdctl 3.4's global (persistent) flags.
+pub const GLOBAL: &[Spec] = &[
+    spec("endpoints", Kind::List, "127.0.0.1:2379", "gRPC endpoints"),
+    spec(
+        "debug",
+        Kind::Bool,
+        "false",
+        "enable client-side debug logging",
+    ),
+    Spec {
+        name: "write-out",
+        short: Some('w'),
+        kind: Kind::Str,
+        default: "simple",
+        usage: "set the output format (fields, json, protobuf, simple, table)",
+    },
+    spec(
+        "hex",
+        Kind::Bool,
+        "false",
+        "print byte strings as hex encoded strings",
+    ),
+    spec(
+        "dial-timeout",
+        Kind::Duration,
+        "2s",
+        "dial timeout for client connections",
+    ),
+    spec(
+        "command-timeout",
+        Kind::Duration,
+        "5s",
+        "timeout for short running command (excluding dial timeout)",
+    ),
+    spec(
+        "keepalive-time",
+        Kind::Duration,
+        "2s",
+        "keepalive time for client connections",
+    ),
+    spec(
+        "keepalive-timeout",
+        Kind::Duration,
+        "6s",
+        "keepalive timeout for client connections",
+    ),
+    spec(
+        "insecure-transport",
+        Kind::Bool,
+        "true",
+        "disable transport security for client connections",
+    ),
+    spec(
+        "insecure-discovery",
+        Kind::Bool,
+        "true",
+        "accept insecure SRV records describing cluster endpoints",
+    ),
+    spec(
+        "insecure-skip-tls-verify",
+        Kind::Bool,
+        "false",
+        "skip server certificate verification (CAUTION: this option should be enabled only for testing purposes)",
+    ),
+    spec(
+        "cert",
+        Kind::Str,
+        "",
+        "identify secure client using this TLS certificate file",
+    ),
+    spec(
+        "key",
+        Kind::Str,
+        "",
+        "identify secure client using this TLS key file",
+    ),
+    spec(
+        "cacert",
+        Kind::Str,
+        "",
+        "verify certificates of TLS-enabled secure servers using this CA bundle",
+    ),
+    spec(
+        "user",
+        Kind::Str,
+        "",
+        "username[:password] for authentication (prompt if password is not supplied)",
+    ),
+    spec(
+        "password",
+        Kind::Str,
+        "",
+        "password for authentication (if this option is used, --user option shouldn't include password)",
+    ),
+    Spec {
+        name: "discovery-srv",
+        short: Some('d'),
+        kind: Kind::Str,
+        default: "",
+        usage: "domain name to query for SRV records describing cluster endpoints",
+    },
+    spec(
+        "discovery-srv-name",
+        Kind::Str,
+        "",
+        "service name to query when using DNS discovery",
+    ),
+];
+
+/// The flags and positional arguments of one command line.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    values: HashMap<&'static str, String>,
+    pub args: Vec<String>,
+}
+
+impl Parsed {
+    pub fn str(&self, name: &str) -> &str {
+        self.values.get(name).map_or("", String::as_str)
+    }
+
+    pub fn bool(&self, name: &str) -> bool {
+        parse_bool(self.str(name)) == Some(true)
+    }
+
+    pub fn int(&self, name: &str) -> i64 {
+        self.str(name).parse().unwrap_or(0)
+    }
+
+    pub fn duration(&self, name: &str) -> Duration {
+        parse_duration(self.str(name)).unwrap_or_default()
+    }
+
+    pub fn list(&self, name: &str) -> Vec<String> {
+        let v = self.str(name);
+        if v.is_empty() {
+            return Vec::new();
+        }
+        v.split(',').map(str::to_string).collect()
+    }
+}
+
+/// Reads `argv` (after the command's words) against `specs` (the command's flags then the
+/// global ones), then the environment for what was not given.
+pub fn parse(
+    argv: &[String],
+    specs: &[&[Spec]],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Parsed, String> {
+    let all: Vec<&Spec> = specs.iter().flat_map(|s| s.iter()).collect();
+    let mut p = Parsed::default();
+    let mut given: Vec<&'static str> = Vec::new();
+    let mut i = 0;
+    while i < argv.len() {
+        let a = &argv[i];
+        i += 1;
+        if a == "--" {
+            p.args.extend(argv[i..].iter().cloned());
+            break;
+        }
+        if let Some(long) = a.strip_prefix("--") {
+            let (name, inline) = match long.split_once('=') {
+                Some((n, v)) => (n, Some(v.to_string())),
+                None => (long, None),
+            };
+            let s = all
+                .iter()
+                .find(|s| s.name == name)
+                .ok_or_else(|| format!("unknown flag: --{name}"))?;
+            let value = match (inline, s.kind) {
+                (Some(v), _) => v,
+                (None, Kind::Bool) => "true".into(),
+                (None, _) => {
+                    let v = argv
+                        .get(i)
+                        .ok_or_else(|| format!("flag needs an argument: --{name}"))?;
+                    i += 1;
+                    v.clone()
+                }
+            };
+            set(&mut p, &mut given, s, value, &format!("--{name}"))?;
+        } else if let Some(shorts) = a.strip_prefix('-').filter(|s| !s.is_empty()) {
+            let chars: Vec<char> = shorts.chars().collect();
+            let mut j = 0;
+            while j < chars.len() {
+                let c = chars[j];
+                j += 1;
+                let s = all
+                    .iter()
+                    .find(|s| s.short == Some(c))
+                    .ok_or_else(|| format!("unknown shorthand flag: '{c}' in -{shorts}"))?;
+                let rest: String = chars[j..].iter().collect();
+                let value = if s.kind == Kind::Bool {
+                    match rest.strip_prefix('=') {
+                        Some(v) => {
+                            j = chars.len();
+                            v.to_string()
+                        }
+                        None => "true".into(),
+                    }
+                } else if !rest.is_empty() {
+                    j = chars.len();
+                    rest.strip_prefix('=').unwrap_or(&rest).to_string()
+                } else {
+                    let v = argv
+                        .get(i)
+                        .ok_or_else(|| format!("flag needs an argument: '{c}' in -{c}"))?;
+                    i += 1;
+                    v.clone()
+                };
+                set(&mut p, &mut given, s, value, &format!("-{c}, --{}", s.name))?;
+            }
+        } else {
+            p.args.push(a.clone());
+        }
+    }
+    for s in GLOBAL {
+        let var = format!("ETCDCTL_{}", s.name.to_uppercase().replace('-', "_"));
+        if let Some(v) = env(&var) {
+            if given.contains(&s.name) {
+                return Err(format!(
+                    "conflicting environment variable \"{var}\" is shadowed by corresponding \
+                     command-line flag (either unset environment variable or disable flag)"
+                ));
+            }
+            set(&mut p, &mut given, s, v, &var)?;
+        }
+    }
+    for s in all {
+        p.values
+            .entry(s.name)
+            .or_insert_with(|| s.default.to_string());
+    }
+    Ok(p)
+}
+
+fn set(
+    p: &mut Parsed,
+    given: &mut Vec<&'static str>,
+    s: &Spec,
+    value: String,
+    shown: &str,
+) -> Result<(), String> {
+    let invalid = |why: String| format!("invalid argument \"{value}\" for \"{shown}\" flag: {why}");
+    match s.kind {
+        Kind::Bool => {
+            parse_bool(&value).ok_or_else(|| {
+                invalid(format!(
+                    "strconv.ParseBool: parsing \"{value}\": invalid syntax"
+                ))
+            })?;
+        }
+        Kind::Int => {
+            value.parse::<i64>().map_err(|_| {
+                invalid(format!(
+                    "strconv.ParseInt: parsing \"{value}\": invalid syntax"
+                ))
+            })?;
+        }
+        Kind::Duration => {
+            parse_duration(&value)
+                .ok_or_else(|| invalid(format!("time: invalid duration \"{value}\"")))?;
+        }
+        Kind::Str | Kind::List => {}
+    }
+    // pflag's StringSlice appends on repetition; every other kind takes the last value.
+    let value = match (s.kind, given.contains(&s.name), p.values.get(s.name)) {
+        (Kind::List, true, Some(old)) => format!("{old},{value}"),
+        _ => value,
+    };
+    p.values.insert(s.name, value);
+    if !given.contains(&s.name) {
+        given.push(s.name);
+    }
+    Ok(())
+}
+
+/// Go's strconv.ParseBool.
+pub fn parse_bool(s: &str) -> Option<bool> {
+    match s {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// Go's time.ParseDuration for the units etcdctl's flags use (ns … h, fractions, sums).
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    if s == "0" {
+        return Some(Duration::ZERO);
+    }
+    let mut rest = s;
+    let mut total = 0f64;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .filter(|&n| n > 0)?;
+        let n: f64 = rest[..num_end].parse().ok()?;
+        rest = &rest[num_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let nanos = match &rest[..unit_end] {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return None,
+        };
+        total += n * nanos;
+        rest = &rest[unit_end..];
+    }
+    Some(Duration::from_nanos(total as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    const GET: &[Spec] = &[
+        spec("prefix", Kind::Bool, "false", ""),
+        spec("limit", Kind::Int, "0", ""),
+    ];
+
+    #[test]
+    fn pflag_forms() {
+        let none = |_: &str| None;
+        let p = parse(
+            &args(&[
+                "a",
+                "--prefix",
+                "-wjson",
+                "--limit=3",
+                "b",
+                "--endpoints",
+                "x,y",
+            ]),
+            &[GET, GLOBAL],
+            &none,
+        )
+        .unwrap();
+        assert_eq!(p.args, ["a", "b"]);
+        assert!(p.bool("prefix"));
+        assert_eq!(p.str("write-out"), "json");
+        assert_eq!(p.int("limit"), 3);
+        assert_eq!(p.list("endpoints"), ["x", "y"]);
+        assert_eq!(p.duration("dial-timeout"), Duration::from_secs(2));
+        let e = parse(&args(&["--nope"]), &[GET, GLOBAL], &none).unwrap_err();
+        assert_eq!(e, "unknown flag: --nope");
+        let e = parse(&args(&["-x"]), &[GET, GLOBAL], &none).unwrap_err();
+        assert_eq!(e, "unknown shorthand flag: 'x' in -x");
+        let e = parse(&args(&["--limit"]), &[GET, GLOBAL], &none).unwrap_err();
+        assert_eq!(e, "flag needs an argument: --limit");
+        let e = parse(&args(&["--limit=x"]), &[GET, GLOBAL], &none).unwrap_err();
+        assert_eq!(
+            e,
+            "invalid argument \"x\" for \"--limit\" flag: strconv.ParseInt: parsing \"x\": invalid syntax"
+        );
+        let p = parse(&args(&["--", "-k"]), &[GET, GLOBAL], &none).unwrap();
+        assert_eq!(p.args, ["-k"]);
+    }
+
+    #[test]
+    fn environment() {
+        let env = |k: &str| (k == "ETCDCTL_ENDPOINTS").then(|| "http://e:1".to_string());
+        let p = parse(&args(&["k"]), &[GET, GLOBAL], &env).unwrap();
+        assert_eq!(p.list("endpoints"), ["http://e:1"]);
+        let e = parse(&args(&["--endpoints=a"]), &[GET, GLOBAL], &env).unwrap_err();
+        assert!(e.starts_with("conflicting environment variable \"ETCDCTL_ENDPOINTS\""));
+    }
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("5"), None);
+        assert_eq!(parse_duration("x"), None);
+    }
+}
