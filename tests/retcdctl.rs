@@ -3,7 +3,7 @@
 //! the same kind (so both see the same history: the same revisions), once for retcd and once for
 //! real etcd; stdout, stderr and exit codes must be identical, member and cluster ids aside.
 //!
-//! So far retcdctl has get, put and del (tools/RETCDCTL.md says what is next).
+//! So far retcdctl has get, put, del and compaction (tools/RETCDCTL.md says what is next).
 
 mod support;
 
@@ -66,6 +66,14 @@ const TRANSCRIPT: &[Step] = &[
     (&["del", "foo2", "--prev-kv"], None),
     (&["del", "foo2", "-w", "json"], None),
     (&["del", "", "--from-key", "-w", "fields"], None),
+    (&["compaction", "3"], None),
+    (&["compaction", "4", "--physical", "-w", "json"], None),
+    (&["get", "k", "--rev=3"], None),
+    (&["compaction", "2"], None),
+    (&["compaction", "999"], None),
+    (&["compaction"], None),
+    (&["compaction", "abc"], None),
+    (&["compaction", "-h"], None),
     // Bad input: etcdctl's messages and exit codes.
     (&["get"], None),
     (&["get", "foo", "--prefix", "--from-key"], None),

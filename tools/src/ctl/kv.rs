@@ -4,7 +4,8 @@
 use std::io::Read;
 
 use retcd_net::pb::etcdserverpb::{
-    DeleteRangeRequest, PutRequest, RangeRequest, kv_client::KvClient, range_request,
+    CompactionRequest, DeleteRangeRequest, PutRequest, RangeRequest, kv_client::KvClient,
+    range_request,
 };
 
 use super::connected;
@@ -53,6 +54,20 @@ pub const DEL_ABOUT: About = About {
     short: "Removes the specified key or range of keys [key, range_end)",
     long: None,
 };
+
+pub const COMPACTION_ABOUT: About = About {
+    path: "compaction",
+    args: "[options] <revision>",
+    short: "Compacts the event history in etcd",
+    long: None,
+};
+
+pub const COMPACTION: &[Spec] = &[spec(
+    "physical",
+    Kind::Bool,
+    "false",
+    "'true' to wait for compaction to physically remove all old revisions",
+)];
 
 pub const GET: &[Spec] = &[
     spec(
@@ -343,4 +358,29 @@ pub fn del(p: &Parsed, printer: &Printer) -> Result<Printed, Failure> {
         c.call(kv.delete_range(c.request(req))).await
     })?;
     Ok(printer.del(&resp))
+}
+
+/// `compaction <revision>`: the same line in every output format.
+pub fn compaction(p: &Parsed, _printer: &mut Printer) -> Result<Printed, Failure> {
+    if p.args.len() != 1 {
+        return Err(bad(exit::BAD_ARGS, "compaction command needs 1 argument"));
+    }
+    let arg = &p.args[0];
+    let revision: i64 = arg.parse().map_err(|_| {
+        Failure::error(format!(
+            "strconv.ParseInt: parsing {}: invalid syntax",
+            super::print::go_quote(arg.as_bytes())
+        ))
+    })?;
+    let req = CompactionRequest {
+        revision,
+        physical: p.bool("physical"),
+    };
+    connected(p, |c| async move {
+        let mut kv = KvClient::new(c.channel.clone());
+        c.call(kv.compact(c.request(req))).await
+    })?;
+    Ok(Printed::Out(
+        format!("compacted revision {revision}\n").into_bytes(),
+    ))
 }

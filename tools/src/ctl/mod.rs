@@ -5,7 +5,7 @@
 //! - [`flags`]: cobra/pflag's command line and `ETCDCTL_*` variables;
 //! - [`client`]: endpoints, TLS, auth, timeouts;
 //! - [`print`]: the output formats;
-//! - [`kv`]: the commands (get, put, del so far; see tools/RETCDCTL.md for the rest).
+//! - [`kv`]: the commands (get, put, del, compaction so far; tools/RETCDCTL.md has the rest).
 //!
 //! Called by the `retcdctl` binary; [`run`] returns the process's exit code.
 
@@ -28,6 +28,7 @@ fn command(name: &str) -> Option<(usage::About, &'static [Spec], Command)> {
         "get" => (kv::GET_ABOUT, kv::GET, kv::get),
         "put" => (kv::PUT_ABOUT, kv::PUT, |p, pr| kv::put(p, pr)),
         "del" => (kv::DEL_ABOUT, kv::DEL, |p, pr| kv::del(p, pr)),
+        "compaction" => (kv::COMPACTION_ABOUT, kv::COMPACTION, kv::compaction),
         _ => return None,
     })
 }

@@ -55,6 +55,7 @@ fn help_usage(path: &'static str) -> &'static str {
         "get" => "help for get",
         "put" => "help for put",
         "del" => "help for del",
+        "compaction" => "help for compaction",
         _ => "help",
     }
 }
