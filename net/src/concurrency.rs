@@ -15,6 +15,7 @@ use std::sync::Arc;
 use tonic::{Request, Status};
 
 use crate::context::Ctx;
+use crate::keys::prefix_end;
 use crate::kv::KvService;
 use crate::lease::LeaseService;
 use crate::pb::etcdserverpb::{
@@ -373,16 +374,4 @@ pub fn prefix_of(name: &[u8]) -> Vec<u8> {
     let mut p = name.to_vec();
     p.push(b'/');
     p
-}
-
-/// The range end of every key starting with `prefix` (etcd's `GetPrefixRangeEnd`).
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
 }

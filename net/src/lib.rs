@@ -25,6 +25,7 @@ pub mod grpc_limit;
 pub mod hpack;
 #[cfg(feature = "server")]
 pub mod http;
+pub mod keys;
 #[cfg(feature = "server")]
 pub mod kv;
 #[cfg(feature = "server")]

@@ -13,6 +13,7 @@ use super::flags::{Kind, Parsed, Spec, spec};
 use super::print::{Printed, Printer};
 use super::usage::About;
 use crate::output::{Failure, exit};
+use retcd_net::keys::prefix_range;
 
 pub const GET_ABOUT: About = About {
     path: "get",
@@ -166,20 +167,6 @@ fn bad(code: i32, message: &str) -> Failure {
     }
 }
 
-/// The end of the range of keys that start with `key` (etcd's GetPrefixRangeEnd): `\0` (every
-/// key from `key` on) when no such end exists.
-fn prefix_end(key: &[u8]) -> Vec<u8> {
-    let mut end = key.to_vec();
-    while let Some(last) = end.last_mut() {
-        if *last < 0xff {
-            *last += 1;
-            return end;
-        }
-        end.pop();
-    }
-    vec![0]
-}
-
 /// The key and range end of `get` and `del` (clientv3's WithRange, WithPrefix, WithFromKey):
 /// an empty key with `--prefix` or `--from-key` is every key (`\0` to `\0`).
 fn key_range(p: &Parsed, prefix: bool, from_key: bool) -> Result<(Vec<u8>, Vec<u8>), Failure> {
@@ -194,15 +181,14 @@ fn key_range(p: &Parsed, prefix: bool, from_key: bool) -> Result<(Vec<u8>, Vec<u
         }
         end = e.as_bytes().to_vec();
     }
-    if prefix || from_key {
+    if prefix {
+        return Ok(prefix_range(&key));
+    }
+    if from_key {
         if key.is_empty() {
             key = vec![0];
-            end = vec![0];
-        } else if prefix {
-            end = prefix_end(&key);
-        } else {
-            end = vec![0];
         }
+        end = vec![0];
     }
     Ok((key, end))
 }
