@@ -91,7 +91,7 @@ pub(super) fn differs_from_default(spec: &Spec, value: &Value) -> bool {
 }
 
 /// Go's `strconv.ParseBool`.
-fn parse_go_bool(s: &str) -> Result<bool, String> {
+pub fn parse_go_bool(s: &str) -> Result<bool, String> {
     match s {
         "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
         "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
@@ -154,7 +154,7 @@ fn parse_go_int(s: &str) -> Result<i64, String> {
 }
 
 /// Go's `time.ParseDuration`, in nanoseconds: "300ms", "-1.5h", "2h45m".
-pub(super) fn parse_go_duration(input: &str) -> Result<i64, String> {
+pub fn parse_go_duration(input: &str) -> Result<i64, String> {
     let err = |what: &str| format!("invalid duration ({what}; e.g. 500ms, 10s, 1h30m)");
     let (neg, mut s) = match input.as_bytes().first() {
         Some(b'-') => (true, &input[1..]),

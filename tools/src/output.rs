@@ -45,6 +45,17 @@ pub enum Format {
 }
 
 impl Format {
+    /// The format's name, as `--write-out` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Simple => "simple",
+            Format::Table => "table",
+            Format::Json => "json",
+            Format::Fields => "fields",
+            Format::Protobuf => "protobuf",
+        }
+    }
+
     /// etcd's names; anything else is "unsupported output format" (exit code 4).
     pub fn parse(s: &str) -> Result<Format, Failure> {
         Ok(match s {

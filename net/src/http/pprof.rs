@@ -128,10 +128,9 @@ fn profile_response(encoded: Result<Vec<u8>, String>, name: &str) -> Response<Bo
     r
 }
 
-/// Go's pprof `serveError`.
+/// Go's pprof `serveError`: `http.Error`'s answer, marked as pprof's.
 fn serve_error(status: StatusCode, message: &str) -> Response<Body> {
-    let mut r = nosniff(text(format!("{message}\n")));
-    *r.status_mut() = status;
+    let mut r = super::error(status, message);
     r.headers_mut()
         .insert("x-go-pprof", HeaderValue::from_static("1"));
     r

@@ -101,27 +101,12 @@ pub fn status_text(s: &tonic::Status) -> String {
     format!("rpc error: code = {} desc = {m}", code_name(s.code()))
 }
 
+/// grpc-go's name of a status code.
 fn code_name(c: tonic::Code) -> &'static str {
-    use tonic::Code::*;
-    match c {
-        Ok => "OK",
-        Cancelled => "Canceled",
-        Unknown => "Unknown",
-        InvalidArgument => "InvalidArgument",
-        DeadlineExceeded => "DeadlineExceeded",
-        NotFound => "NotFound",
-        AlreadyExists => "AlreadyExists",
-        PermissionDenied => "PermissionDenied",
-        ResourceExhausted => "ResourceExhausted",
-        FailedPrecondition => "FailedPrecondition",
-        Aborted => "Aborted",
-        OutOfRange => "OutOfRange",
-        Unimplemented => "Unimplemented",
-        Internal => "Internal",
-        Unavailable => "Unavailable",
-        DataLoss => "DataLoss",
-        Unauthenticated => "Unauthenticated",
-    }
+    retcd_net::metrics::grpc::CODES
+        .get(c as usize)
+        .copied()
+        .unwrap_or("Unknown")
 }
 
 /// Connects as the global flags say. `Err`: what etcdctl prints after "Error: ".

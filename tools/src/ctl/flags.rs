@@ -331,45 +331,13 @@ fn set(
 
 /// Go's strconv.ParseBool.
 pub fn parse_bool(s: &str) -> Option<bool> {
-    match s {
-        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
-        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
-        _ => None,
-    }
+    retcd::config::parse_go_bool(s).ok()
 }
 
-/// Go's time.ParseDuration for the units etcdctl's flags use (ns … h, fractions, sums).
+/// Go's time.ParseDuration (a negative duration counts as none).
 pub fn parse_duration(s: &str) -> Option<Duration> {
-    if s == "0" {
-        return Some(Duration::ZERO);
-    }
-    let mut rest = s;
-    let mut total = 0f64;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let num_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .filter(|&n| n > 0)?;
-        let n: f64 = rest[..num_end].parse().ok()?;
-        rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let nanos = match &rest[..unit_end] {
-            "ns" => 1.0,
-            "us" | "µs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return None,
-        };
-        total += n * nanos;
-        rest = &rest[unit_end..];
-    }
-    Some(Duration::from_nanos(total as u64))
+    let nanos = retcd::config::parse_go_duration(s).ok()?;
+    Some(Duration::from_nanos(nanos.max(0) as u64))
 }
 
 #[cfg(test)]

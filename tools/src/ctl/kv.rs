@@ -167,6 +167,26 @@ fn bad(code: i32, message: &str) -> Failure {
     }
 }
 
+/// `get`'s and `del`'s first checks: a key is given, and not both `--prefix` and `--from-key`.
+fn range_flags(p: &Parsed, command: &str) -> Result<(bool, bool), Failure> {
+    if p.args.is_empty() {
+        return Err(bad(
+            exit::BAD_ARGS,
+            &format!(
+                "{command} command needs one argument as key and an optional argument as range_end"
+            ),
+        ));
+    }
+    let (prefix, from_key) = (p.bool("prefix"), p.bool("from-key"));
+    if prefix && from_key {
+        return Err(bad(
+            exit::BAD_ARGS,
+            "`--prefix` and `--from-key` cannot be set at the same time, choose one",
+        ));
+    }
+    Ok((prefix, from_key))
+}
+
 /// The key and range end of `get` and `del` (clientv3's WithRange, WithPrefix, WithFromKey):
 /// an empty key with `--prefix` or `--from-key` is every key (`\0` to `\0`).
 fn key_range(p: &Parsed, prefix: bool, from_key: bool) -> Result<(Vec<u8>, Vec<u8>), Failure> {
@@ -194,19 +214,7 @@ fn key_range(p: &Parsed, prefix: bool, from_key: bool) -> Result<(Vec<u8>, Vec<u
 }
 
 pub fn get(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
-    if p.args.is_empty() {
-        return Err(bad(
-            exit::BAD_ARGS,
-            "get command needs one argument as key and an optional argument as range_end",
-        ));
-    }
-    let (prefix, from_key) = (p.bool("prefix"), p.bool("from-key"));
-    if prefix && from_key {
-        return Err(bad(
-            exit::BAD_ARGS,
-            "`--prefix` and `--from-key` cannot be set at the same time, choose one",
-        ));
-    }
+    let (prefix, from_key) = range_flags(p, "get")?;
     let serializable = match p.str("consistency") {
         "s" => true,
         "l" => false,
@@ -321,19 +329,7 @@ pub fn put(p: &Parsed, printer: &Printer) -> Result<Printed, Failure> {
 }
 
 pub fn del(p: &Parsed, printer: &Printer) -> Result<Printed, Failure> {
-    if p.args.is_empty() {
-        return Err(bad(
-            exit::BAD_ARGS,
-            "del command needs one argument as key and an optional argument as range_end",
-        ));
-    }
-    let (prefix, from_key) = (p.bool("prefix"), p.bool("from-key"));
-    if prefix && from_key {
-        return Err(bad(
-            exit::BAD_ARGS,
-            "`--prefix` and `--from-key` cannot be set at the same time, choose one",
-        ));
-    }
+    let (prefix, from_key) = range_flags(p, "del")?;
     let mut req = DeleteRangeRequest {
         prev_kv: p.bool("prev-kv"),
         ..Default::default()

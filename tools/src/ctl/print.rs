@@ -28,14 +28,10 @@ pub struct Printer {
 
 impl Printer {
     fn unsupported(&self) -> Printed {
-        let name = match self.format {
-            Format::Simple => "simple",
-            Format::Json => "json",
-            Format::Fields => "fields",
-            Format::Protobuf => "protobuf",
-            Format::Table => "table",
-        };
-        Printed::Unsupported(format!("{name} not supported as output format"))
+        Printed::Unsupported(format!(
+            "{} not supported as output format",
+            self.format.name()
+        ))
     }
 
     pub fn get(&self, r: &RangeResponse) -> Printed {

@@ -33,38 +33,29 @@ pub fn render(about: &About, local: &[Spec]) -> String {
             t.push_str(&format!("\t{line}\n"));
         }
     }
-    let mut own: Vec<Spec> = local.to_vec();
-    own.push(Spec {
-        usage: help_usage(about.path),
-        ..HELP
-    });
-    own.sort_by_key(|s| s.name);
+    // cobra's own help flag: "help for <the command's last word>".
+    let help = format!(
+        "help for {}",
+        about.path.rsplit(' ').next().unwrap_or(about.path)
+    );
+    let mut own: Vec<(Spec, &str)> = local.iter().map(|s| (*s, s.usage)).collect();
+    own.push((HELP, &help));
+    own.sort_by_key(|(s, _)| s.name);
     t.push_str("\nOPTIONS:\n");
     t.push_str(&flag_lines(&own));
-    let mut global = GLOBAL.to_vec();
-    global.sort_by_key(|s| s.name);
+    let mut global: Vec<(Spec, &str)> = GLOBAL.iter().map(|s| (*s, s.usage)).collect();
+    global.sort_by_key(|(s, _)| s.name);
     t.push_str("\nGLOBAL OPTIONS:\n");
     t.push_str(&flag_lines(&global));
     t.push('\n');
     tabwriter(&t)
 }
 
-/// cobra's usage of its help flag: "help for <name>".
-fn help_usage(path: &'static str) -> &'static str {
-    match path {
-        "get" => "help for get",
-        "put" => "help for put",
-        "del" => "help for del",
-        "compaction" => "help for compaction",
-        _ => "help",
-    }
-}
-
 /// etcdFlagUsages: `  -s, --name` or `      --name`, `[=default]` for booleans, Go's `%q` of
 /// string defaults, a tab, the usage.
-fn flag_lines(specs: &[Spec]) -> String {
+fn flag_lines(specs: &[(Spec, &str)]) -> String {
     let mut o = String::new();
-    for s in specs {
+    for (s, usage) in specs {
         match s.short {
             Some(c) => o.push_str(&format!("  -{c}, --{}", s.name)),
             None => o.push_str(&format!("      --{}", s.name)),
@@ -79,7 +70,7 @@ fn flag_lines(specs: &[Spec]) -> String {
         } else {
             o.push_str(&format!("={value}"));
         }
-        o.push_str(&format!("\t{}\n", s.usage));
+        o.push_str(&format!("\t{usage}\n"));
     }
     o
 }
