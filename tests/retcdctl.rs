@@ -1,9 +1,11 @@
 //! Issue 15: `retcdctl` against the real etcdctl 3.4. The same transcript of commands runs
 //! through etcdctl against one fresh server and through retcdctl against another fresh server of
 //! the same kind (so both see the same history: the same revisions), once for retcd and once for
-//! real etcd; stdout, stderr and exit codes must be identical, member and cluster ids aside.
+//! real etcd; stdout, stderr and exit codes must be identical, ids and timings aside. The
+//! offline commands (snapshot status) read the same file through both tools.
 //!
-//! So far retcdctl has get, put, del and compaction (tools/RETCDCTL.md says what is next).
+//! tools/RETCDCTL.md §9 is the plan; the commands left out here and why are listed at the end of
+//! the transcript.
 
 mod support;
 
@@ -24,10 +26,12 @@ fn retcdctl_bin() -> PathBuf {
     p
 }
 
-/// One step: arguments and standard input.
+/// One step: arguments and standard input. In arguments, `{LEASE}` is the last lease granted on
+/// that server, `{MEMBER}` the server's member id, `{LEARNER}` the member added last, `{DIR}` a
+/// directory of that server's own (all hexadecimal).
 type Step = (&'static [&'static str], Option<&'static str>);
 
-const TRANSCRIPT: &[Step] = &[
+const KV: &[Step] = &[
     (&["put", "foo", "bar"], None),
     (&["put", "foo2", "b\"a\\z\n\t\u{1}é"], None),
     (&["put", "k", "-w", "json"], Some("from stdin")),
@@ -63,9 +67,83 @@ const TRANSCRIPT: &[Step] = &[
     (&["get", "k", "--rev=3"], None),
     (&["get", "nothing", "-w", "json"], None),
     (&["get", "nothing", "-w", "fields"], None),
+    (&["g", "foo"], None),
     (&["del", "foo2", "--prev-kv"], None),
     (&["del", "foo2", "-w", "json"], None),
     (&["del", "", "--from-key", "-w", "fields"], None),
+    (&["put", "w1", "a"], None),
+    (&["put", "w1", "b"], None),
+    (&["del", "w1"], None),
+    // A watch from history, ended by its exec command (which kills etcdctl) after the first
+    // response: the response's events, then the command's view of the first one.
+    (
+        &[
+            "watch",
+            "--rev=1",
+            "w1",
+            "--prev-kv",
+            "--",
+            "sh",
+            "-c",
+            "echo $ETCD_WATCH_EVENT_TYPE $ETCD_WATCH_KEY $ETCD_WATCH_VALUE $ETCD_WATCH_REVISION; kill $PPID",
+        ],
+        None,
+    ),
+    (
+        &[
+            "watch",
+            "--rev=1",
+            "-w",
+            "json",
+            "w1",
+            "--",
+            "sh",
+            "-c",
+            "kill $PPID",
+        ],
+        None,
+    ),
+    (
+        &[
+            "watch",
+            "--rev=1",
+            "-w",
+            "fields",
+            "w",
+            "--prefix",
+            "--",
+            "sh",
+            "-c",
+            "kill $PPID",
+        ],
+        None,
+    ),
+    (&["watch", "--rev=1", "w1", "--", "false"], None),
+    // txn: every section, every format, and etcdctl's complaints.
+    (
+        &["txn"],
+        Some("mod(\"k\") > \"0\"\n\nput k2 v2\nget k\ndel nothing\n\nput k3 v3\n\n"),
+    ),
+    (
+        &["txn", "-w", "json"],
+        Some("val(\"k\") = \"nope\"\n\nput k2 v2\n\nput \"k 3\" \"v\\n3\"\nget --prefix k\n\n"),
+    ),
+    (
+        &["txn", "-w", "fields"],
+        Some("ver(\"k\") != \"0\"\nc(\"k\") < \"100\"\n\np k4 v4\ng k4\nd k4\n\n\n"),
+    ),
+    (&["txn", "-i"], Some("create(\"k\") = \"0\"\n\n\nget k\n\n")),
+    (&["txn"], Some("mod(\"k\") > \"0\"\n")),
+    (&["txn"], Some("nothing\n\n\n\n")),
+    (&["txn"], Some("ver(\"a\") =\n\n\n\n")),
+    (&["txn"], Some("x(\"a\") = \"1\"\n\n\n\n")),
+    (&["txn"], Some("ver(\"a\") = \"x\"\n\n\n\n")),
+    (&["txn"], Some("\nput\n\n\n")),
+    (&["txn"], Some("\nfrob a b\n\n\n")),
+    (&["txn"], Some("\nput a\n\n\n")),
+    (&["txn"], Some("\nget --nope a\n\n\n")),
+    (&["txn", "x"], None),
+    (&["txn", "-w", "table"], Some("\nput a b\n\n\n")),
     (&["compaction", "3"], None),
     (&["compaction", "4", "--physical", "-w", "json"], None),
     (&["get", "k", "--rev=3"], None),
@@ -74,6 +152,8 @@ const TRANSCRIPT: &[Step] = &[
     (&["compaction"], None),
     (&["compaction", "abc"], None),
     (&["compaction", "-h"], None),
+    (&["watch", "--rev=2", "foo"], None),
+    (&["watch", "--rev=2", "foo", "-w", "json"], None),
     // Bad input: etcdctl's messages and exit codes.
     (&["get"], None),
     (&["get", "foo", "--prefix", "--from-key"], None),
@@ -92,6 +172,9 @@ const TRANSCRIPT: &[Step] = &[
     (&["put", "k", "v", "--lease=1234"], None),
     (&["del"], None),
     (&["del", "a", "b", "--prefix"], None),
+    (&["watch"], None),
+    (&["watch", "a", "--"], None),
+    (&["watch", "a", "b", "--prefix"], None),
     (&["--command-timeout=5s", "get", "foo"], None),
     (&["get", "--nope"], None),
     (&["put", "-x"], None),
@@ -100,79 +183,467 @@ const TRANSCRIPT: &[Step] = &[
     (&["get", "-h"], None),
     (&["put", "--help"], None),
     (&["nosuch"], None),
+    (&["m"], None),
     (&["-w", "json", "get", "foo"], None),
 ];
 
-/// Runs `bin` with `args` against `server`; its stdout, stderr and exit code, ids masked.
-fn run(bin: &std::path::Path, server: &Server, args: &[&str], stdin: Option<&str>) -> String {
-    let mut cmd = Command::new(bin);
-    support::remove_env_with_prefixes(&mut cmd, &["ETCDCTL_"]);
-    cmd.env("ETCDCTL_API", "3");
-    cmd.arg(format!("--endpoints={}", server.endpoint()));
-    cmd.args(args);
-    let out = support::run_with_timeout(cmd, stdin, Duration::from_secs(30))
-        .unwrap_or_else(|e| panic!("{} {args:?}: {e}", bin.display()));
-    let text = format!(
-        "stdout:\n{}\nstderr:\n{}\nexit: {:?}",
-        out.stdout,
-        out.stderr,
-        out.status.code()
-    );
-    mask_ids(&text, server.client_port())
+const LEASES: &[Step] = &[
+    (&["lease", "grant", "100"], None),
+    (&["put", "leased", "v", "--lease={LEASE}"], None),
+    (&["lease", "timetolive", "{LEASE}", "--keys"], None),
+    (&["lease", "timetolive", "{LEASE}", "-w", "json"], None),
+    (
+        &["lease", "timetolive", "{LEASE}", "--keys", "-w", "fields"],
+        None,
+    ),
+    (&["lease", "list"], None),
+    (&["lease", "list", "-w", "json"], None),
+    (&["lease", "list", "-w", "fields"], None),
+    (&["lease", "keep-alive", "--once", "{LEASE}"], None),
+    (
+        &["lease", "keep-alive", "--once", "{LEASE}", "-w", "json"],
+        None,
+    ),
+    (&["lease", "revoke", "{LEASE}"], None),
+    (&["lease", "revoke", "{LEASE}"], None),
+    (&["lease", "timetolive", "{LEASE}"], None),
+    (&["lease", "keep-alive", "--once", "{LEASE}"], None),
+    (&["lease", "keep-alive", "{LEASE}"], None),
+    (&["lease", "grant", "50", "-w", "json"], None),
+    (&["lease", "grant", "50", "-w", "fields"], None),
+    (&["lease", "revoke", "{LEASE}", "-w", "json"], None),
+    (&["lease", "grant"], None),
+    (&["lease", "grant", "x"], None),
+    (&["lease", "grant", "-5"], None),
+    (&["lease", "revoke", "zz"], None),
+    (&["lease", "timetolive"], None),
+    (&["lease", "keep-alive"], None),
+    (&["lease", "grant", "10", "-w", "table"], None),
+    (&["lease"], None),
+    (&["lease", "nosuch"], None),
+    (&["lease", "--help"], None),
+    (&["lease", "grant", "--help"], None),
+    (&["lea", "list"], None),
+];
+
+const CLUSTER: &[Step] = &[
+    (&["member", "list"], None),
+    (&["member", "list", "-w", "json"], None),
+    (&["member", "list", "-w", "fields"], None),
+    (&["member", "list", "-w", "table"], None),
+    (
+        &[
+            "member",
+            "add",
+            "n2",
+            "--learner",
+            "--peer-urls=http://127.0.0.1:1",
+        ],
+        None,
+    ),
+    (&["member", "list"], None),
+    (&["member", "list", "-w", "table"], None),
+    (&["member", "promote", "{LEARNER}"], None),
+    (
+        &[
+            "member",
+            "update",
+            "{LEARNER}",
+            "--peer-urls=http://127.0.0.1:2",
+        ],
+        None,
+    ),
+    (&["member", "remove", "{LEARNER}"], None),
+    (&["member", "remove", "{LEARNER}"], None),
+    (&["member", "add"], None),
+    (&["member", "add", "a", "http://x", "https://y"], None),
+    (&["member", "add", "a"], None),
+    (&["member", "remove"], None),
+    (&["member", "remove", "zz"], None),
+    (&["member", "update", "1"], None),
+    (&["member", "promote", "+1"], None),
+    (&["endpoint", "hashkv"], None),
+    (&["endpoint", "hashkv", "-w", "json"], None),
+    (&["endpoint", "hashkv", "-w", "fields"], None),
+    (&["endpoint", "hashkv", "-w", "table"], None),
+    (&["endpoint", "hashkv", "--cluster", "--rev=1"], None),
+    (&["endpoint", "status", "-w", "json"], None),
+    (&["endpoint", "health", "-w", "json"], None),
+    (&["endpoint", "health", "--cluster", "-w", "json"], None),
+    (&["endpoint", "--help"], None),
+    (&["endpoint", "health", "--help"], None),
+    (&["move-leader"], None),
+    (&["move-leader", "zz"], None),
+    (&["move-leader", "{MEMBER}"], None),
+    (&["alarm", "list"], None),
+    (&["alarm", "list", "-w", "json"], None),
+    (&["alarm", "disarm"], None),
+    (&["alarm", "disarm", "-w", "json"], None),
+    (&["alarm", "list", "x"], None),
+    (&["defrag"], None),
+    (&["defrag", "--cluster"], None),
+    (&["snapshot", "save"], None),
+    (&["snapshot", "save", "{DIR}/snap.db"], None),
+    (&["snapshot", "save", "{DIR}/nonexistent/x.db"], None),
+    (&["snapshot", "status"], None),
+    (&["snapshot", "status", "{DIR}/nonexistent.db"], None),
+    (&["snapshot", "restore"], None),
+    (&["version"], None),
+    (&["lock"], None),
+    (
+        &[
+            "lock",
+            "l1",
+            "--",
+            "sh",
+            "-c",
+            "echo locked; echo $ETCD_LOCK_REV",
+        ],
+        None,
+    ),
+    (&["lock", "l1", "--", "false"], None),
+    (&["elect"], None),
+    (&["elect", "e1"], None),
+    (&["elect", "-l", "e1", "p"], None),
+    (&["make-mirror"], None),
+    (&["check", "perf", "--load=x"], None),
+    (&["check", "datascale", "--load=x"], None),
+    (&["put", "/etcdctl-check-perf/x", "v"], None),
+    (&["check", "perf"], None),
+];
+
+const AUTH: &[Step] = &[
+    (&["user", "add", "root", "--new-user-password=rootpw"], None),
+    (&["user", "add", "alice:pw", "-w", "json"], None),
+    (
+        &["user", "add", "bob", "--interactive=false"],
+        Some("bobpw\n"),
+    ),
+    (
+        &["user", "add", "carol", "--no-password", "-w", "fields"],
+        None,
+    ),
+    (&["user", "add", ":pw"], None),
+    (&["user", "add"], None),
+    (&["user", "add", "alice:pw"], None),
+    (&["role", "add", "r1"], None),
+    (&["role", "add", "r2", "-w", "json"], None),
+    (&["role", "grant-permission", "r1", "read", "foo"], None),
+    (
+        &["role", "grant-permission", "r1", "write", "bar", "baz"],
+        None,
+    ),
+    (
+        &[
+            "role",
+            "grant-permission",
+            "r1",
+            "readwrite",
+            "pre",
+            "--prefix",
+        ],
+        None,
+    ),
+    (
+        &[
+            "role",
+            "grant-permission",
+            "r1",
+            "read",
+            "from",
+            "--from-key",
+        ],
+        None,
+    ),
+    (
+        &["role", "grant-permission", "r1", "read", "", "--prefix"],
+        None,
+    ),
+    (&["role", "grant-permission", "r1", "x", "k"], None),
+    (&["role", "grant-permission", "r1", "read"], None),
+    (
+        &[
+            "role",
+            "grant-permission",
+            "r1",
+            "read",
+            "a",
+            "b",
+            "--prefix",
+        ],
+        None,
+    ),
+    (
+        &[
+            "role",
+            "grant-permission",
+            "r1",
+            "read",
+            "a",
+            "--prefix",
+            "--from-key",
+        ],
+        None,
+    ),
+    (&["role", "get", "r1"], None),
+    (&["role", "get", "r1", "-w", "json"], None),
+    (&["role", "get", "r1", "-w", "fields"], None),
+    (&["role", "list"], None),
+    (&["role", "list", "-w", "json"], None),
+    (&["role", "list", "-w", "fields"], None),
+    (&["user", "grant-role", "alice", "r1"], None),
+    (&["user", "grant-role", "alice", "r2", "-w", "json"], None),
+    (&["user", "grant-role", "alice", "nosuch"], None),
+    (&["user", "get", "alice"], None),
+    (&["user", "get", "alice", "-w", "json"], None),
+    (&["user", "get", "alice", "--detail"], None),
+    (&["user", "get", "alice", "-w", "fields"], None),
+    (&["user", "list"], None),
+    (&["user", "list", "-w", "json"], None),
+    (&["user", "revoke-role", "alice", "r2"], None),
+    (&["user", "revoke-role", "alice", "r2"], None),
+    (
+        &["role", "revoke-permission", "r1", "pre", "--prefix"],
+        None,
+    ),
+    (&["role", "revoke-permission", "r1", "bar", "baz"], None),
+    (
+        &["role", "revoke-permission", "r1", "from", "--from-key"],
+        None,
+    ),
+    (&["role", "revoke-permission", "r1", "foo"], None),
+    (&["role", "revoke-permission", "r1", "foo"], None),
+    (&["role", "get", "r1"], None),
+    (
+        &["user", "passwd", "bob", "--interactive=false"],
+        Some("newpw\n"),
+    ),
+    (&["user", "delete", "bob"], None),
+    (&["user", "delete", "bob"], None),
+    (&["role", "delete", "r2"], None),
+    (&["user", "get"], None),
+    (&["user", "grant-role", "alice"], None),
+    (&["role", "add"], None),
+    (&["auth", "enable", "x"], None),
+    (&["auth", "enable"], None),
+    (&["get", "foo"], None),
+    (&["--user=alice:pw", "get", "foo"], None),
+    (&["--user=alice:wrong", "get", "foo"], None),
+    (&["--user=root:rootpw", "auth", "disable"], None),
+    (&["auth", "disable"], None),
+];
+
+/// What the runner knows of one server, to fill in placeholders and mask ids.
+struct Ctx {
+    server: Server,
+    member: u64,
+    cluster: u64,
+    leases: Vec<i64>,
+    learners: Vec<u64>,
+    dir: tempfile::TempDir,
 }
 
-/// Member and cluster ids (which differ between two servers), the time stamps and connection
-/// names of clientv3's log lines and the servers' ports replaced by placeholders.
-fn mask_ids(s: &str, port: u16) -> String {
-    let mut out = String::new();
-    for line in s.split_inclusive('\n') {
-        let mut l = line.replace(&format!(":{port}"), ":<PORT>");
-        for (key, end) in [("\"ts\":\"", '"'), ("endpoint://client-", '/')] {
-            if let Some(at) = l.find(key) {
-                let start = at + key.len();
-                if let Some(n) = l[start..].find(end) {
-                    l.replace_range(start..start + n, "<MASKED>");
+impl Ctx {
+    fn new(kind: Kind) -> Ctx {
+        let server = Server::start_in_tempdir(kind);
+        let out = server.etcdctl(&["member", "list", "-w", "json"]);
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("member list json");
+        Ctx {
+            member: v["members"][0]["ID"].as_u64().expect("member id"),
+            cluster: v["header"]["cluster_id"].as_u64().expect("cluster id"),
+            server,
+            leases: Vec::new(),
+            learners: Vec::new(),
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    fn fill(&self, arg: &str) -> String {
+        let mut a = arg
+            .replace("{MEMBER}", &format!("{:x}", self.member))
+            .replace("{DIR}", &self.dir.path().display().to_string());
+        if let Some(l) = self.leases.last() {
+            a = a.replace("{LEASE}", &format!("{l:x}"));
+        }
+        if let Some(l) = self.learners.last() {
+            a = a.replace("{LEARNER}", &format!("{l:x}"));
+        }
+        a
+    }
+
+    /// Runs `bin` with `args`; its stdout, stderr and exit code, ids masked.
+    fn run(&mut self, bin: &std::path::Path, args: &[&str], stdin: Option<&str>) -> String {
+        let mut cmd = Command::new(bin);
+        support::remove_env_with_prefixes(&mut cmd, &["ETCDCTL_"]);
+        cmd.env("ETCDCTL_API", "3");
+        cmd.arg(format!("--endpoints={}", self.server.endpoint()));
+        let args: Vec<String> = args.iter().map(|a| self.fill(a)).collect();
+        cmd.args(&args);
+        let out = support::run_with_timeout(cmd, stdin, Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("{} {args:?}: {e}", bin.display()));
+        self.learn(&out.stdout);
+        let mut stdout = self.mask(&out.stdout);
+        if args.starts_with(&["member".to_string(), "list".to_string()]) {
+            // Members come in id order, and ids differ between the two servers.
+            let mut lines: Vec<&str> = stdout.lines().collect();
+            lines.sort();
+            stdout = lines.join("\n");
+        }
+        format!(
+            "stdout:\n{}\nstderr:\n{}\nexit: {:?}",
+            stdout,
+            self.mask(&out.stderr),
+            out.status.code()
+        )
+    }
+
+    /// Ids that appear in an output, for later steps.
+    fn learn(&mut self, stdout: &str) {
+        for line in stdout.lines() {
+            if let Some(rest) = line.strip_prefix("lease ")
+                && let Some((hex, tail)) = rest.split_once(' ')
+                && tail.starts_with("granted")
+                && let Ok(id) = i64::from_str_radix(hex, 16)
+                && !self.leases.contains(&id)
+            {
+                self.leases.push(id);
+            }
+            if let Some(rest) = line.strip_prefix("Member ")
+                && let Some((hex, tail)) = rest.trim_start().split_once(' ')
+                && tail.starts_with("added")
+                && let Ok(id) = u64::from_str_radix(hex, 16)
+            {
+                self.learners.push(id);
+            }
+        }
+        // lease list: a lease granted by a step whose output was refused (`-w table`).
+        if stdout.starts_with("found ") {
+            for id in stdout.lines().skip(1) {
+                if let Ok(id) = i64::from_str_radix(id, 16)
+                    && !self.leases.contains(&id)
+                {
+                    self.leases.push(id);
                 }
             }
         }
-        for key in ["\"cluster_id\":", "\"member_id\":"] {
-            if let Some(at) = l.find(key) {
-                let start = at + key.len();
-                let end = l[start..]
-                    .find(|c: char| !c.is_ascii_digit())
-                    .map_or(l.len(), |n| start + n);
-                l.replace_range(start..end, "<ID>");
-            }
+        // fields: `"ID" : N` beside `"TTL" : N`.
+        if stdout.contains("\"TTL\" : ")
+            && let Some(id) = stdout
+                .lines()
+                .find_map(|l| l.strip_prefix("\"ID\" : "))
+                .and_then(|v| v.parse::<i64>().ok())
+            && !self.leases.contains(&id)
+        {
+            self.leases.push(id);
         }
-        for key in ["\"ClusterID\" : ", "\"MemberID\" : "] {
-            if l.starts_with(key) {
-                l = format!("{key}<ID>\n");
-            }
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(stdout.trim())
+            && let Some(id) = v["ID"].as_i64()
+            && v.get("TTL").is_some()
+            && !self.leases.contains(&id)
+        {
+            self.leases.push(id);
         }
-        out.push_str(&l);
     }
-    out
+
+    /// Ids, ports, paths, durations and clientv3's log lines replaced by placeholders.
+    fn mask(&self, s: &str) -> String {
+        let mut s = s
+            .replace(&self.dir.path().display().to_string(), "<DIR>")
+            .replace(self.server.name(), "<NAME>")
+            .replace(&format!(":{}", self.server.client_port()), ":<PORT>")
+            .replace(&format!(":{}", self.server.peer_port()), ":<PEER>");
+        let mut ids: Vec<(String, String)> = Vec::new();
+        let mut hex_and_dec = |v: u64, name: &str| {
+            ids.push((format!("{v:016x}"), format!("<{name}>")));
+            ids.push((format!("{v:16x}"), format!("<{name}>")));
+            ids.push((format!("{v:x}"), format!("<{name}>")));
+            ids.push((v.to_string(), format!("<{name}>")));
+        };
+        hex_and_dec(self.member, "MEMBER");
+        hex_and_dec(self.cluster, "CLUSTER");
+        for (i, l) in self.leases.iter().enumerate() {
+            hex_and_dec(*l as u64, &format!("LEASE{i}"));
+        }
+        for (i, l) in self.learners.iter().enumerate() {
+            hex_and_dec(*l, &format!("LEARNER{i}"));
+        }
+        // Longer forms first, so a hex id is not half-replaced by a shorter decimal one.
+        ids.sort_by_key(|(from, _)| std::cmp::Reverse(from.len()));
+        for (from, to) in ids {
+            s = s.replace(&from, &to);
+        }
+        let mut out = String::new();
+        for line in s.split_inclusive('\n') {
+            // clientv3's and the snapshot's zap lines carry times and connection names.
+            if line.starts_with("{\"level\":") {
+                out.push_str("<ZAP LINE>\n");
+                continue;
+            }
+            let mut l = line.to_string();
+            if let Some(list) = l.strip_prefix("ETCD_INITIAL_CLUSTER=") {
+                let mut members: Vec<&str> = list.trim_end().trim_matches('"').split(',').collect();
+                members.sort();
+                l = format!("ETCD_INITIAL_CLUSTER=\"{}\"\n", members.join(","));
+            }
+            // A member's db size moves with its background commits.
+            for (key, end) in [
+                ("\"took\":\"", '"'),
+                ("\"Took\" : ", '\n'),
+                ("\"dbSize\":", ','),
+                ("\"dbSizeInUse\":", '}'),
+            ] {
+                if let Some(at) = l.find(key) {
+                    let start = at + key.len();
+                    if let Some(n) = l[start..].find(end) {
+                        l.replace_range(start..start + n, "<TOOK>");
+                    }
+                }
+            }
+            out.push_str(&l);
+        }
+        out
+    }
 }
 
-fn transcripts_match(kind: Kind) {
-    let a = Server::start_in_tempdir(kind);
-    let b = Server::start_in_tempdir(kind);
+fn transcripts_match(kind: Kind, steps: &[Step]) {
+    let mut a = Ctx::new(kind);
+    let mut b = Ctx::new(kind);
     let etcdctl = support::etcdctl_binary();
     let retcdctl = retcdctl_bin();
-    for (args, stdin) in TRANSCRIPT {
-        let want = run(&etcdctl, &a, args, *stdin);
+    for (args, stdin) in steps {
+        let want = a.run(&etcdctl, args, *stdin);
         // The program's own name aside (usage lines, cobra's messages).
-        let got = run(&retcdctl, &b, args, *stdin).replace("retcdctl", "etcdctl");
+        let got = b
+            .run(&retcdctl, args, *stdin)
+            .replace("retcdctl", "etcdctl");
         assert_eq!(got, want, "{kind:?}: {args:?}");
     }
 }
 
 #[test]
-fn kv_commands_print_what_etcdctl_prints_against_retcd() {
-    transcripts_match(Kind::Retcd);
+fn kv_txn_watch_print_what_etcdctl_prints_against_retcd() {
+    transcripts_match(Kind::Retcd, KV);
 }
 
 #[test]
-fn kv_commands_print_what_etcdctl_prints_against_etcd() {
-    transcripts_match(Kind::Etcd);
+fn kv_txn_watch_print_what_etcdctl_prints_against_etcd() {
+    transcripts_match(Kind::Etcd, KV);
+}
+
+#[test]
+fn lease_commands_print_what_etcdctl_prints() {
+    transcripts_match(Kind::Retcd, LEASES);
+    transcripts_match(Kind::Etcd, LEASES);
+}
+
+#[test]
+fn cluster_and_maintenance_commands_print_what_etcdctl_prints() {
+    transcripts_match(Kind::Retcd, CLUSTER);
+    transcripts_match(Kind::Etcd, CLUSTER);
+}
+
+#[test]
+fn auth_commands_print_what_etcdctl_prints() {
+    transcripts_match(Kind::Retcd, AUTH);
+    transcripts_match(Kind::Etcd, AUTH);
 }

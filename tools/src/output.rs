@@ -8,7 +8,10 @@ use std::fmt;
 /// etcd's exit codes (`cobrautl`): what scripts test for.
 pub mod exit {
     pub const ERROR: i32 = 1;
+    pub const BAD_CONNECTION: i32 = 2;
+    pub const INVALID_INPUT: i32 = 3;
     pub const BAD_FEATURE: i32 = 4;
+    pub const INTERRUPTED: i32 = 5;
     pub const BAD_ARGS: i32 = 128;
 }
 
@@ -72,6 +75,17 @@ impl Format {
             }
         })
     }
+}
+
+/// One JSON log line on stderr, as etcdutl and etcdctl log their steps (zap's info lines).
+pub fn log_info(msg: &str, fields: &[(&str, &str)]) {
+    let mut line = serde_json::Map::new();
+    line.insert("level".into(), "info".into());
+    line.insert("msg".into(), msg.into());
+    for (k, v) in fields {
+        line.insert((*k).into(), (*v).into());
+    }
+    eprintln!("{}", serde_json::Value::Object(line));
 }
 
 /// go-humanize's `Bytes`: SI units, one decimal below 10, as etcd prints sizes ("25 kB",

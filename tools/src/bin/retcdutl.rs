@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use retcd_tools::output::{Failure, Format};
+use retcd_tools::output::{Failure, Format, log_info as log};
 use retcd_tools::restore::RestoreOptions;
 
 /// The etcd API version retcd implements (the server's Status.version).
@@ -221,17 +221,6 @@ fn run(cli: Cli) -> Result<String, Failure> {
             Ok(String::new())
         }
     }
-}
-
-/// One JSON log line on stderr, as etcdutl logs its steps.
-fn log(msg: &str, fields: &[(&str, &str)]) {
-    let mut line = serde_json::Map::new();
-    line.insert("level".into(), "info".into());
-    line.insert("msg".into(), msg.into());
-    for (k, v) in fields {
-        line.insert((*k).into(), (*v).into());
-    }
-    eprintln!("{}", serde_json::Value::Object(line));
 }
 
 fn main() -> ExitCode {

@@ -10,12 +10,14 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use super::flags::Parsed;
+use crate::output::Failure;
 
 /// A connected client: the channel and what every request carries.
 pub struct Client {
     pub channel: Channel,
     token: Option<String>,
-    pub command_timeout: Duration,
+    /// `--command-timeout` for each call; none for the commands etcdctl runs without one.
+    pub command_timeout: Option<Duration>,
     /// clientv3's name of the connection in its log lines: `endpoint://client-<uuid>/<host:port>`.
     target: String,
 }
@@ -31,7 +33,9 @@ impl Client {
         {
             r.metadata_mut().insert("token", t);
         }
-        r.set_timeout(self.command_timeout);
+        if let Some(t) = self.command_timeout {
+            r.set_timeout(t);
+        }
         r
     }
 
@@ -40,7 +44,11 @@ impl Client {
     where
         F: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        match tokio::time::timeout(self.command_timeout, f).await {
+        let r = match self.command_timeout {
+            Some(t) => tokio::time::timeout(t, f).await,
+            None => Ok(f.await),
+        };
+        match r {
             Ok(Ok(r)) => Ok(r.into_inner()),
             Ok(Err(s)) => {
                 self.log_retry(&s);
@@ -109,45 +117,60 @@ fn code_name(c: tonic::Code) -> &'static str {
         .unwrap_or("Unknown")
 }
 
-/// Connects as the global flags say. `Err`: what etcdctl prints after "Error: ".
-pub async fn connect(g: &Parsed) -> Result<Client, String> {
+/// Connects as the global flags say: the first endpoint that answers. `Err`: what etcdctl prints
+/// after "Error: " and its exit code (a failed `--user` login is ExitBadConnection).
+pub async fn connect(g: &Parsed) -> Result<Client, Failure> {
+    let mut last = Failure::error("context deadline exceeded");
+    for ep in g.list("endpoints") {
+        match connect_endpoint(g, &ep).await {
+            Ok(c) => return Ok(c),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// A client of `ep` alone (etcdctl's per-endpoint calls: status, hashkv, defrag, health).
+pub async fn connect_endpoint(g: &Parsed, ep: &str) -> Result<Client, Failure> {
     let dial_timeout = g.duration("dial-timeout");
     let command_timeout = g.duration("command-timeout");
     let secure_flags =
         !g.bool("insecure-transport") || !g.str("cacert").is_empty() || !g.str("cert").is_empty();
-    let mut last = "context deadline exceeded".to_string();
-    for ep in g.list("endpoints") {
-        let tls = ep.starts_with("https://") || (secure_flags && !ep.starts_with("http://"));
-        let uri = match ep.split_once("://") {
-            Some((_, rest)) => format!("{}://{rest}", if tls { "https" } else { "http" }),
-            None => format!("{}://{ep}", if tls { "https" } else { "http" }),
-        };
-        let mut e = Endpoint::from_shared(uri)
-            .map_err(|e| e.to_string())?
-            .connect_timeout(dial_timeout)
-            .tcp_nodelay(true);
-        if tls {
-            e = e.tls_config(tls_config(g)?).map_err(|e| e.to_string())?;
-        }
-        match tokio::time::timeout(dial_timeout, e.connect()).await {
-            Ok(Ok(channel)) => {
-                let host = ep.split_once("://").map_or(ep.as_str(), |(_, h)| h);
-                let mut client = Client {
-                    channel,
-                    token: None,
-                    command_timeout,
-                    target: format!("endpoint://client-{}/{host}", uuid()),
-                };
-                if !g.str("user").is_empty() {
-                    client.token = Some(authenticate(&client, g).await?);
-                }
-                return Ok(client);
-            }
-            Ok(Err(e)) => last = e.to_string(),
-            Err(_) => last = "context deadline exceeded".into(),
-        }
+    let tls = ep.starts_with("https://") || (secure_flags && !ep.starts_with("http://"));
+    let uri = match ep.split_once("://") {
+        Some((_, rest)) => format!("{}://{rest}", if tls { "https" } else { "http" }),
+        None => format!("{}://{ep}", if tls { "https" } else { "http" }),
+    };
+    let mut e = Endpoint::from_shared(uri)
+        .map_err(Failure::error)?
+        .connect_timeout(dial_timeout)
+        .tcp_nodelay(true);
+    if tls {
+        e = e
+            .tls_config(tls_config(g).map_err(Failure::error)?)
+            .map_err(Failure::error)?;
     }
-    Err(last)
+    match tokio::time::timeout(dial_timeout, e.connect()).await {
+        Ok(Ok(channel)) => {
+            let host = ep.split_once("://").map_or(ep, |(_, h)| h);
+            let mut client = Client {
+                channel,
+                token: None,
+                command_timeout: Some(command_timeout),
+                target: format!("endpoint://client-{}/{host}", uuid()),
+            };
+            if !g.str("user").is_empty() {
+                let token = authenticate(&client, g).await.map_err(|e| Failure {
+                    code: crate::output::exit::BAD_CONNECTION,
+                    message: e,
+                })?;
+                client.token = Some(token);
+            }
+            Ok(client)
+        }
+        Ok(Err(e)) => Err(Failure::error(e)),
+        Err(_) => Err(Failure::error("context deadline exceeded")),
+    }
 }
 
 fn tls_config(g: &Parsed) -> Result<ClientTlsConfig, String> {
@@ -173,7 +196,35 @@ fn tls_config(g: &Parsed) -> Result<ClientTlsConfig, String> {
     Ok(cfg)
 }
 
-/// `--user name[:password]` (with `--password`, the user flag is the name alone).
+/// speakeasy's Ask, as etcdctl prompts: the prompt on stdout, the echo turned off while a
+/// terminal is read (`stty -echo`, as speakeasy does), one line.
+pub fn ask_password(prompt: &str) -> Result<String, String> {
+    use std::io::{IsTerminal, Write};
+    let mut out = std::io::stdout();
+    let _ = out.write_all(prompt.as_bytes());
+    let _ = out.flush();
+    let tty = std::io::stdin().is_terminal();
+    let stty = |arg: &str| {
+        let _ = std::process::Command::new("stty")
+            .arg(arg)
+            .stdin(std::process::Stdio::inherit())
+            .status();
+    };
+    if tty {
+        stty("-echo");
+    }
+    let mut line = String::new();
+    let r = std::io::stdin().read_line(&mut line);
+    if tty {
+        stty("echo");
+        let _ = out.write_all(b"\n");
+    }
+    r.map_err(|e| e.to_string())?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_string())
+}
+
+/// `--user name[:password]` (with `--password`, the user flag is the name alone; without
+/// either, etcdctl asks for it).
 async fn authenticate(client: &Client, g: &Parsed) -> Result<String, String> {
     let user = g.str("user");
     let (name, password) = if !g.str("password").is_empty() {
@@ -181,7 +232,7 @@ async fn authenticate(client: &Client, g: &Parsed) -> Result<String, String> {
     } else {
         match user.split_once(':') {
             Some((n, p)) => (n.to_string(), p.to_string()),
-            None => return Err("password is required (prompting is not supported yet)".into()),
+            None => (user.to_string(), ask_password("Password: ")?),
         }
     };
     let mut auth = AuthClient::new(client.channel.clone());

@@ -162,13 +162,27 @@ pub const GLOBAL: &[Spec] = &[
 ];
 
 /// The flags and positional arguments of one command line.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Parsed {
     values: HashMap<&'static str, String>,
+    /// The flags given on the command line or by `ETCDCTL_*` variables (not defaulted).
+    given: Vec<&'static str>,
     pub args: Vec<String>,
 }
 
 impl Parsed {
+    /// A copy with `name` set to `value`.
+    pub fn with(&self, name: &'static str, value: &str) -> Parsed {
+        let mut p = self.clone();
+        p.values.insert(name, value.to_string());
+        p
+    }
+
+    /// Whether `name` was given rather than defaulted (cobra's `Flags().Changed`).
+    pub fn given(&self, name: &str) -> bool {
+        self.given.contains(&name)
+    }
+
     pub fn str(&self, name: &str) -> &str {
         self.values.get(name).map_or("", String::as_str)
     }
@@ -285,6 +299,7 @@ pub fn parse(
             .entry(s.name)
             .or_insert_with(|| s.default.to_string());
     }
+    p.given = given;
     Ok(p)
 }
 
@@ -327,6 +342,34 @@ fn set(
         given.push(s.name);
     }
     Ok(())
+}
+
+/// Go's strconv.ParseInt(s, radix, 64), with Go's error text.
+pub fn go_parse_int(s: &str, radix: u32) -> Result<i64, String> {
+    i64::from_str_radix(s, radix).map_err(|e| go_num_error("ParseInt", s, &e))
+}
+
+/// Go's strconv.ParseUint(s, radix, 64) (no sign allowed), with Go's error text.
+pub fn go_parse_uint(s: &str, radix: u32) -> Result<u64, String> {
+    if s.starts_with('+') {
+        return Err(format!(
+            "strconv.ParseUint: parsing {}: invalid syntax",
+            super::print::go_quote(s.as_bytes())
+        ));
+    }
+    u64::from_str_radix(s, radix).map_err(|e| go_num_error("ParseUint", s, &e))
+}
+
+fn go_num_error(f: &str, s: &str, e: &std::num::ParseIntError) -> String {
+    use std::num::IntErrorKind::{NegOverflow, PosOverflow};
+    let why = match e.kind() {
+        PosOverflow | NegOverflow => "value out of range",
+        _ => "invalid syntax",
+    };
+    format!(
+        "strconv.{f}: parsing {}: {why}",
+        super::print::go_quote(s.as_bytes())
+    )
 }
 
 /// Go's strconv.ParseBool.

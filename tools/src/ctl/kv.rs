@@ -8,12 +8,35 @@ use retcd_net::pb::etcdserverpb::{
     range_request,
 };
 
-use super::connected;
 use super::flags::{Kind, Parsed, Spec, spec};
 use super::print::{Printed, Printer};
 use super::usage::About;
+use super::{Cmd, connected};
 use crate::output::{Failure, exit};
 use retcd_net::keys::prefix_range;
+
+pub const COMMANDS: &[Cmd] = &[
+    Cmd {
+        about: GET_ABOUT,
+        flags: GET,
+        run: get,
+    },
+    Cmd {
+        about: PUT_ABOUT,
+        flags: PUT,
+        run: |p, pr| put(p, pr),
+    },
+    Cmd {
+        about: DEL_ABOUT,
+        flags: DEL,
+        run: |p, pr| del(p, pr),
+    },
+    Cmd {
+        about: COMPACTION_ABOUT,
+        flags: COMPACTION,
+        run: compaction,
+    },
+];
 
 pub const GET_ABOUT: About = About {
     path: "get",
@@ -160,7 +183,7 @@ pub const DEL: &[Spec] = &[
     ),
 ];
 
-fn bad(code: i32, message: &str) -> Failure {
+pub fn bad(code: i32, message: &str) -> Failure {
     Failure {
         code,
         message: message.to_string(),
@@ -214,6 +237,25 @@ fn key_range(p: &Parsed, prefix: bool, from_key: bool) -> Result<(Vec<u8>, Vec<u
 }
 
 pub fn get(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
+    let req = get_request(p)?;
+    let resp = connected(p, |c| async move {
+        let mut kv = KvClient::new(c.channel.clone());
+        c.call(kv.range(c.request(req))).await
+    })?;
+    if p.bool("print-value-only") {
+        if printer.format != crate::output::Format::Simple {
+            return Err(bad(
+                exit::BAD_ARGS,
+                "print-value-only is only for `--write-out=simple`",
+            ));
+        }
+        printer.value_only = true;
+    }
+    Ok(printer.get(&resp))
+}
+
+/// etcdctl's getGetOp: `get`'s request from its flags and arguments (also a txn's `get` line).
+pub fn get_request(p: &Parsed) -> Result<RangeRequest, Failure> {
     let (prefix, from_key) = range_flags(p, "get")?;
     let serializable = match p.str("consistency") {
         "s" => true,
@@ -268,23 +310,21 @@ pub fn get(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
         };
     req.sort_order = order as i32;
     req.sort_target = target as i32;
-    let resp = connected(p, |c| async move {
-        let mut kv = KvClient::new(c.channel.clone());
-        c.call(kv.range(c.request(req))).await
-    })?;
-    if p.bool("print-value-only") {
-        if printer.format != crate::output::Format::Simple {
-            return Err(bad(
-                exit::BAD_ARGS,
-                "print-value-only is only for `--write-out=simple`",
-            ));
-        }
-        printer.value_only = true;
-    }
-    Ok(printer.get(&resp))
+    Ok(req)
 }
 
 pub fn put(p: &Parsed, printer: &Printer) -> Result<Printed, Failure> {
+    let req = put_request(p, &mut std::io::stdin())?;
+    let resp = connected(p, |c| async move {
+        let mut kv = KvClient::new(c.channel.clone());
+        c.call(kv.put(c.request(req))).await
+    })?;
+    Ok(printer.put(&resp))
+}
+
+/// etcdctl's getPutOp: `put`'s request; a missing value is read from `stdin` (argOrStdin:
+/// nothing there is an error).
+pub fn put_request(p: &Parsed, stdin: &mut dyn Read) -> Result<PutRequest, Failure> {
     const NEEDS: &str = "put command needs 1 argument and input from stdin or 2 arguments";
     let Some(key) = p.args.first() else {
         return Err(bad(exit::BAD_ARGS, NEEDS));
@@ -302,39 +342,40 @@ pub fn put(p: &Parsed, printer: &Printer) -> Result<Printed, Failure> {
         v.as_bytes().to_vec()
     } else {
         let mut v = Vec::new();
-        match std::io::stdin().read_to_end(&mut v) {
-            Ok(_) => v,
-            Err(_) => return Err(bad(exit::BAD_ARGS, NEEDS)),
+        match stdin.read_to_end(&mut v) {
+            Ok(_) if !v.is_empty() => v,
+            _ => return Err(bad(exit::BAD_ARGS, NEEDS)),
         }
     };
-    let lease = i64::from_str_radix(p.str("lease"), 16).map_err(|_| {
-        bad(exit::BAD_ARGS, &format!(
-                "bad lease ID (strconv.ParseInt: parsing \"{}\": invalid syntax), expecting ID in Hex",
-                p.str("lease")
-            ))
+    let lease = super::flags::go_parse_int(p.str("lease"), 16).map_err(|e| {
+        bad(
+            exit::BAD_ARGS,
+            &format!("bad lease ID ({e}), expecting ID in Hex"),
+        )
     })?;
-    let req = PutRequest {
+    Ok(PutRequest {
         key: key.as_bytes().to_vec(),
         value,
         lease,
         prev_kv: p.bool("prev-kv"),
         ignore_value,
         ignore_lease: p.bool("ignore-lease"),
-    };
-    let resp = connected(p, |c| async move {
-        let mut kv = KvClient::new(c.channel.clone());
-        c.call(kv.put(c.request(req))).await
-    })?;
-    Ok(printer.put(&resp))
+    })
 }
 
-pub fn del(p: &Parsed, printer: &Printer) -> Result<Printed, Failure> {
+/// etcdctl's getDelOp: `del`'s request.
+pub fn del_request(p: &Parsed) -> Result<DeleteRangeRequest, Failure> {
     let (prefix, from_key) = range_flags(p, "del")?;
     let mut req = DeleteRangeRequest {
         prev_kv: p.bool("prev-kv"),
         ..Default::default()
     };
     (req.key, req.range_end) = key_range(p, prefix, from_key)?;
+    Ok(req)
+}
+
+pub fn del(p: &Parsed, printer: &Printer) -> Result<Printed, Failure> {
+    let req = del_request(p)?;
     let resp = connected(p, |c| async move {
         let mut kv = KvClient::new(c.channel.clone());
         c.call(kv.delete_range(c.request(req))).await
@@ -348,12 +389,7 @@ pub fn compaction(p: &Parsed, _printer: &mut Printer) -> Result<Printed, Failure
         return Err(bad(exit::BAD_ARGS, "compaction command needs 1 argument"));
     }
     let arg = &p.args[0];
-    let revision: i64 = arg.parse().map_err(|_| {
-        Failure::error(format!(
-            "strconv.ParseInt: parsing {}: invalid syntax",
-            super::print::go_quote(arg.as_bytes())
-        ))
-    })?;
+    let revision = super::flags::go_parse_int(arg, 10).map_err(Failure::error)?;
     let req = CompactionRequest {
         revision,
         physical: p.bool("physical"),

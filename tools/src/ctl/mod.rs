@@ -1,58 +1,348 @@
 //! `retcdctl`: etcdctl v3's command line, spoken over the wire protocol only (etcd's protos
 //! from net/ and a tonic client), with etcdctl's output and exit codes, so that scripts written
-//! for etcdctl work unchanged against retcd or etcd.
+//! for etcdctl work unchanged against retcd or etcd. tools/RETCDCTL.md is the specification.
 //!
 //! - [`flags`]: cobra/pflag's command line and `ETCDCTL_*` variables;
 //! - [`client`]: endpoints, TLS, auth, timeouts;
-//! - [`print`]: the output formats;
-//! - [`kv`]: the commands (get, put, del, compaction so far; tools/RETCDCTL.md has the rest).
+//! - [`print`]: the output formats; [`usage`]: the help texts;
+//! - the commands, by what they talk to: [`kv`] (get, put, del, compaction), [`txn`],
+//!   [`watch`], [`lease`], [`member`], [`maintenance`] (endpoint, alarm, defrag, move-leader,
+//!   snapshot), [`auth`] (auth, user, role), [`concurrency`] (lock, elect), [`mirror`]
+//!   (make-mirror), [`check`] (perf, datascale), and the root's own (version, completion,
+//!   migrate) here.
 //!
 //! Called by the `retcdctl` binary; [`run`] returns the process's exit code.
 
+pub mod argify;
+pub mod auth;
+pub mod check;
 pub mod client;
+pub mod concurrency;
 pub mod flags;
 pub mod kv;
+pub mod lease;
+pub mod maintenance;
+pub mod member;
+pub mod mirror;
 pub mod print;
+pub mod txn;
 pub mod usage;
+pub mod watch;
 
-use flags::{GLOBAL, Kind, Spec};
+use flags::{GLOBAL, HELP, Kind, Spec, spec};
 use print::{Printed, Printer};
+use usage::About;
 
 use crate::output::{Failure, Format, exit};
 
+/// The etcdctl version retcdctl speaks as (its commands, flags and output).
+pub const VERSION: &str = "3.4.23";
+/// The API version etcdctl 3.4 prints.
+pub const API_VERSION: &str = "3.4";
+
 type Command = fn(&flags::Parsed, &mut Printer) -> Result<Printed, Failure>;
 
-/// The commands: what their usage says, their own flags, what runs them.
-fn command(name: &str) -> Option<(usage::About, &'static [Spec], Command)> {
-    Some(match name {
-        "get" => (kv::GET_ABOUT, kv::GET, kv::get),
-        "put" => (kv::PUT_ABOUT, kv::PUT, |p, pr| kv::put(p, pr)),
-        "del" => (kv::DEL_ABOUT, kv::DEL, |p, pr| kv::del(p, pr)),
-        "compaction" => (kv::COMPACTION_ABOUT, kv::COMPACTION, kv::compaction),
-        _ => return None,
-    })
+/// One runnable command: its usage, its own flags, what runs it.
+pub struct Cmd {
+    pub about: About,
+    pub flags: &'static [Spec],
+    pub run: Command,
 }
 
-/// Runs one call on a connection made from the global flags, on a runtime of its own.
+/// A command that only holds others (`lease`, `member`, …), with its persistent flags.
+struct Group {
+    about: About,
+    persistent: &'static [Spec],
+}
+
+const fn group(name: &'static str, args: &'static str, short: &'static str) -> Group {
+    Group {
+        about: About {
+            path: name,
+            args,
+            short,
+            long: None,
+        },
+        persistent: &[],
+    }
+}
+
+const CLUSTER: &[Spec] = &[spec(
+    "cluster",
+    Kind::Bool,
+    "false",
+    "use all endpoints from the cluster member list",
+)];
+
+const GROUPS: &[Group] = &[
+    group("alarm", "<subcommand>", "Alarm related commands"),
+    Group {
+        persistent: CLUSTER,
+        ..group("endpoint", "<subcommand>", "Endpoint related commands")
+    },
+    group("lease", "<subcommand>", "Lease related commands"),
+    group("member", "<subcommand>", "Membership related commands"),
+    group("snapshot", "<subcommand>", "Manages etcd node snapshots"),
+    group(
+        "auth",
+        "<enable or disable>",
+        "Enable or disable authentication",
+    ),
+    group("user", "<subcommand>", "User related commands"),
+    group("role", "<subcommand>", "Role related commands"),
+    group(
+        "check",
+        "<subcommand>",
+        "commands for checking properties of the etcd cluster",
+    ),
+    Group {
+        about: About {
+            path: "completion",
+            args: "",
+            short: "Generate the autocompletion script for the specified shell",
+            long: Some(
+                "Generate the autocompletion script for etcdctl for the specified shell.\n\
+                 See each sub-command's help for details on how to use the generated script.",
+            ),
+        },
+        persistent: &[],
+    },
+];
+
+/// The root's commands in etcdctl's registration order (cobra suggests in this order).
+const TOP: &[&str] = &[
+    "get",
+    "put",
+    "del",
+    "txn",
+    "compaction",
+    "alarm",
+    "defrag",
+    "endpoint",
+    "move-leader",
+    "watch",
+    "version",
+    "lease",
+    "member",
+    "snapshot",
+    "make-mirror",
+    "migrate",
+    "lock",
+    "elect",
+    "auth",
+    "user",
+    "role",
+    "check",
+    "completion",
+    "help",
+];
+
+/// Every runnable command.
+fn commands() -> impl Iterator<Item = &'static Cmd> {
+    [
+        kv::COMMANDS,
+        txn::COMMANDS,
+        watch::COMMANDS,
+        lease::COMMANDS,
+        member::COMMANDS,
+        maintenance::COMMANDS,
+        auth::COMMANDS,
+        concurrency::COMMANDS,
+        mirror::COMMANDS,
+        check::COMMANDS,
+        ROOT_COMMANDS,
+        completion::COMMANDS,
+    ]
+    .into_iter()
+    .flatten()
+}
+
+fn find(path: &str) -> Option<&'static Cmd> {
+    commands().find(|c| c.about.path == path)
+}
+
+fn find_group(name: &str) -> Option<&'static Group> {
+    GROUPS.iter().find(|g| g.about.path == name)
+}
+
+/// The runnable commands below `prefix` ("" for all), sorted by path, as cobra lists them.
+fn children(prefix: &str) -> Vec<(String, &'static str)> {
+    let mut v: Vec<(String, &'static str)> = commands()
+        .filter_map(|c| {
+            let below = if prefix.is_empty() {
+                Some(c.about.path)
+            } else {
+                c.about
+                    .path
+                    .strip_prefix(prefix)
+                    .and_then(|r| r.strip_prefix(' '))
+            };
+            below.map(|b| (b.to_string(), c.about.short))
+        })
+        .collect();
+    if prefix.is_empty() {
+        v.push(("help".into(), "Help about any command"));
+    }
+    v.sort();
+    v
+}
+
+const ROOT_ABOUT: About = About {
+    path: "",
+    args: "",
+    short: "A simple command line client for etcd3.",
+    long: None,
+};
+
+fn root_help() -> String {
+    usage::render_with(
+        &ROOT_ABOUT,
+        &[],
+        &usage::Extra {
+            children: children(""),
+            root: true,
+            ..Default::default()
+        },
+    )
+}
+
+fn group_help(g: &Group) -> String {
+    usage::render_with(
+        &g.about,
+        g.persistent,
+        &usage::Extra {
+            children: children(g.about.path),
+            ..Default::default()
+        },
+    )
+}
+
+fn command_help(c: &Cmd) -> String {
+    let inherited = c
+        .about
+        .path
+        .split_once(' ')
+        .and_then(|(g, _)| find_group(g))
+        .map_or(&[][..], |g| g.persistent);
+    usage::render_with(
+        &c.about,
+        c.flags,
+        &usage::Extra {
+            inherited,
+            no_flags_in_use_line: c.about.path.starts_with("completion "),
+            ..Default::default()
+        },
+    )
+}
+
+/// cobra's command lookup with etcdctl's EnablePrefixMatching: the exact name, or the only name
+/// that starts with the word.
+fn resolve<'a>(word: &str, names: impl Iterator<Item = &'a str> + Clone) -> Option<&'a str> {
+    if let Some(n) = names.clone().find(|n| *n == word) {
+        return Some(n);
+    }
+    let mut m = names.filter(|n| !word.is_empty() && n.starts_with(word));
+    match (m.next(), m.next()) {
+        (Some(one), None) => Some(one),
+        _ => None,
+    }
+}
+
+/// cobra's "unknown command" error with its suggestions (Levenshtein distance ≤ 2 or a prefix,
+/// case-insensitive).
+fn unknown_command(word: &str, parent: &str) -> String {
+    let mut e = format!("unknown command \"{word}\" for \"{parent}\"");
+    let lower = word.to_lowercase();
+    let suggestions: Vec<&str> = TOP
+        .iter()
+        .copied()
+        .filter(|n| levenshtein(&lower, n) <= 2 || n.starts_with(&lower))
+        .collect();
+    if !suggestions.is_empty() {
+        e.push_str("\n\nDid you mean this?\n");
+        for s in suggestions {
+            e.push_str(&format!("\t{s}\n"));
+        }
+    }
+    e
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = if ca == *cb {
+                prev
+            } else {
+                1 + prev.min(cur).min(row[j])
+            };
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// Runs one call on a connection made from the global flags, on a runtime of its own, each call
+/// within `--command-timeout`.
 pub fn connected<T, F, Fut>(p: &flags::Parsed, f: F) -> Result<T, Failure>
 where
     F: FnOnce(std::rc::Rc<client::Client>) -> Fut,
     Fut: std::future::Future<Output = Result<T, String>>,
 {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(Failure::error)?;
+    connect_and(p, true, f)
+}
+
+/// As [`connected`], for the commands etcdctl runs without a timeout (txn, user, role, lease
+/// list and timetolive, watch, lock, elect).
+pub fn connected_no_timeout<T, F, Fut>(p: &flags::Parsed, f: F) -> Result<T, Failure>
+where
+    F: FnOnce(std::rc::Rc<client::Client>) -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    connect_and(p, false, f)
+}
+
+fn connect_and<T, F, Fut>(p: &flags::Parsed, timeout: bool, f: F) -> Result<T, Failure>
+where
+    F: FnOnce(std::rc::Rc<client::Client>) -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let rt = runtime()?;
     rt.block_on(async {
-        let c = client::connect(p).await.map_err(Failure::error)?;
+        let mut c = client::connect(p).await?;
+        if !timeout {
+            c.command_timeout = None;
+        }
         f(std::rc::Rc::new(c)).await.map_err(Failure::error)
     })
 }
 
-/// The index of the command word in `argv`: the first argument that is neither a flag nor the
-/// value of a global flag that takes one (cobra finds it the same way).
-fn command_at(argv: &[String]) -> Option<usize> {
-    let mut i = 0;
+/// A runtime on this thread for one command.
+pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Failure::error)
+}
+
+/// A Go panic as etcdctl 3.4 dies of it (exit 2; the stack trace left out).
+pub fn panic(what: &str) -> Failure {
+    Failure {
+        code: 2,
+        message: format!("{PANIC}{what}"),
+    }
+}
+
+const PANIC: &str = "panic: ";
+
+/// The index of the next command word in `argv` at or after `from`: the first argument that is
+/// neither a flag nor the value of a global flag that takes one (cobra finds it the same way).
+fn command_at(argv: &[String], from: usize) -> Option<usize> {
+    let mut i = from;
     while i < argv.len() {
         let a = &argv[i];
         let takes_value = |s: &Spec| s.kind != Kind::Bool;
@@ -78,61 +368,328 @@ fn command_at(argv: &[String]) -> Option<usize> {
     None
 }
 
+fn print_failure(f: &Failure) -> i32 {
+    match f.message.strip_prefix(PANIC) {
+        Some(what) => eprintln!("panic: {what}\n\ngoroutine 1 [running]:"),
+        // etcdctl's os.Exit(ExitError) after its own messages.
+        None if f.message.is_empty() => {}
+        None => eprintln!("Error: {}", f.message),
+    }
+    f.code
+}
+
 /// Runs `argv` (without the program name) and returns the exit code.
 pub fn run(argv: Vec<String>) -> i32 {
-    let fail = |f: Failure| {
-        eprintln!("Error: {}", f.message);
-        f.code
-    };
-    let Some(at) = command_at(&argv) else {
-        // cobra without a command prints the help; etcdctl's own help text comes later.
-        println!("retcdctl: etcdctl v3's commands; see `etcdctl --help`");
+    let Some(at) = command_at(&argv, 0) else {
+        print::emit(root_help().as_bytes());
         return 0;
     };
-    let name = argv[at].as_str();
-    let Some((about, specs, cmd)) = command(name) else {
-        // cobra's message, then etcdctl's own "Error:" line.
-        let e = format!("unknown command \"{name}\" for \"{}\"", usage::PROGRAM);
+    let word = argv[at].as_str();
+    let Some(top) = resolve(word, TOP.iter().copied()) else {
+        let e = unknown_command(word, "etcdctl");
         eprintln!("Error: {e}");
         eprintln!("Run '{} --help' for usage.", usage::PROGRAM);
-        return fail(Failure::error(e));
+        return print_failure(&Failure::error(e));
     };
     let mut rest = argv.clone();
     rest.remove(at);
+    if top == "help" {
+        return help(&rest);
+    }
+    let (cmd, inherited) = match find_group(top) {
+        Some(g) => {
+            let sub = command_at(&rest, at).and_then(|i| {
+                let names = children(top);
+                let name = resolve(&rest[i], names.iter().map(|(n, _)| n.as_str()))?;
+                Some((i, find(&format!("{top} {name}"))?))
+            });
+            let Some((i, cmd)) = sub else {
+                // cobra: a command that only holds others prints its help, whatever follows.
+                print::emit(group_help(g).as_bytes());
+                return 0;
+            };
+            rest.remove(i);
+            (cmd, g.persistent)
+        }
+        None => match find(top) {
+            Some(c) => (c, &[][..]),
+            None => unreachable!("every top-level name is a command or a group: {top}"),
+        },
+    };
     let env = |k: &str| std::env::var(k).ok();
-    let parsed = match flags::parse(&rest, &[specs, &[flags::HELP], GLOBAL], &env) {
+    let parsed = match flags::parse(&rest, &[cmd.flags, inherited, &[HELP], GLOBAL], &env) {
         Ok(p) => p,
         Err(e) => {
             // cobra prints the flag error and the usage (etcdctl's usage goes to stdout, then
             // cobra ends its part with an empty line), then etcdctl prints the error again.
             eprintln!("Error: {e}");
-            print::emit(usage::render(&about, specs).as_bytes());
+            print::emit(command_help(cmd).as_bytes());
             eprintln!();
-            return fail(Failure::error(e));
+            return print_failure(&Failure::error(e));
         }
     };
     if parsed.bool("help") {
-        print::emit(usage::render(&about, specs).as_bytes());
+        print::emit(command_help(cmd).as_bytes());
         return 0;
     }
     let format = match Format::parse(parsed.str("write-out")) {
         Ok(f) => f,
-        Err(f) => return fail(f),
+        Err(f) => return print_failure(&f),
     };
     let mut printer = Printer {
         format,
         hex: parsed.bool("hex"),
         value_only: false,
     };
-    match cmd(&parsed, &mut printer) {
+    match (cmd.run)(&parsed, &mut printer) {
         Ok(Printed::Out(bytes)) => {
             print::emit(&bytes);
             0
         }
-        Ok(Printed::Unsupported(why)) => fail(Failure {
+        Ok(Printed::Unsupported(why)) => print_failure(&Failure {
             code: exit::BAD_FEATURE,
             message: why,
         }),
-        Err(f) => fail(f),
+        Err(f) => print_failure(&f),
+    }
+}
+
+/// `help [command…]`: that command's help; an unknown one gets the root's and a note on stderr.
+fn help(args: &[String]) -> i32 {
+    let words: Vec<&str> = args
+        .iter()
+        .filter(|a| !a.starts_with('-'))
+        .map(String::as_str)
+        .collect();
+    let path = words.join(" ");
+    if path.is_empty() {
+        print::emit(root_help().as_bytes());
+    } else if let Some(c) = find(&path) {
+        print::emit(command_help(c).as_bytes());
+    } else if let Some(g) = find_group(&path) {
+        print::emit(group_help(g).as_bytes());
+    } else {
+        print::emit(root_help().as_bytes());
+        eprintln!("Unknown help topic [`{}`]", words.join("` `"));
+    }
+    0
+}
+
+const ROOT_COMMANDS: &[Cmd] = &[
+    Cmd {
+        about: About {
+            path: "version",
+            args: "",
+            short: "Prints the version of etcdctl",
+            long: None,
+        },
+        flags: &[],
+        run: |_, _| {
+            Ok(Printed::Out(
+                format!("etcdctl version: {VERSION}\nAPI version: {API_VERSION}\n").into_bytes(),
+            ))
+        },
+    },
+    Cmd {
+        about: About {
+            path: "migrate",
+            args: "",
+            short: "Migrates keys in a v2 store to a mvcc store",
+            long: None,
+        },
+        flags: &[
+            spec("no-ttl", Kind::Bool, "false", "Do not convert TTL keys"),
+            spec("data-dir", Kind::Str, "", "Path to the data directory"),
+            spec("wal-dir", Kind::Str, "", "Path to the WAL directory"),
+            spec(
+                "transformer",
+                Kind::Str,
+                "",
+                "Path to the user-provided transformer program",
+            ),
+        ],
+        run: |_, _| {
+            Err(Failure::error(
+                "migrate: retcd has no v2 store to migrate from (etcd 3.5 removed this command too)",
+            ))
+        },
+    },
+];
+
+/// `completion bash|zsh|fish|powershell`: scripts that complete retcdctl's commands and flags
+/// (cobra's own scripts are Go templates; these are retcdctl's).
+mod completion {
+    use super::{Cmd, Kind, Printed, spec};
+    use crate::ctl::usage::About;
+
+    const fn shell(path: &'static str, short: &'static str, run: super::Command) -> Cmd {
+        Cmd {
+            about: About {
+                path,
+                args: "",
+                short,
+                long: None,
+            },
+            flags: NO_DESCRIPTIONS,
+            run,
+        }
+    }
+
+    const NO_DESCRIPTIONS: &[super::Spec] = &[spec(
+        "no-descriptions",
+        Kind::Bool,
+        "false",
+        "disable completion descriptions",
+    )];
+
+    pub const COMMANDS: &[Cmd] = &[
+        shell(
+            "completion bash",
+            "Generate the autocompletion script for bash",
+            |_, _| Ok(Printed::Out(script("bash").into_bytes())),
+        ),
+        shell(
+            "completion fish",
+            "Generate the autocompletion script for fish",
+            |_, _| Ok(Printed::Out(script("fish").into_bytes())),
+        ),
+        shell(
+            "completion powershell",
+            "Generate the autocompletion script for powershell",
+            |_, _| Ok(Printed::Out(script("powershell").into_bytes())),
+        ),
+        shell(
+            "completion zsh",
+            "Generate the autocompletion script for zsh",
+            |_, _| Ok(Printed::Out(script("zsh").into_bytes())),
+        ),
+    ];
+
+    /// Every command path and every flag name, for the completion scripts.
+    fn words() -> (Vec<String>, Vec<String>) {
+        let paths: Vec<String> = super::commands()
+            .map(|c| c.about.path.to_string())
+            .collect();
+        let mut flags: Vec<String> = super::commands()
+            .flat_map(|c| c.flags.iter())
+            .chain(super::GLOBAL.iter())
+            .map(|s| format!("--{}", s.name))
+            .collect();
+        flags.sort();
+        flags.dedup();
+        (paths, flags)
+    }
+
+    fn script(shell: &str) -> String {
+        let (paths, flags) = words();
+        let prog = super::usage::PROGRAM;
+        let tops: Vec<&str> = {
+            let mut t: Vec<&str> = paths
+                .iter()
+                .map(|p| p.split(' ').next().unwrap_or(p))
+                .collect();
+            t.dedup();
+            t
+        };
+        match shell {
+            "bash" | "zsh" => {
+                let mut cases = String::new();
+                for top in &tops {
+                    let subs: Vec<&str> = paths
+                        .iter()
+                        .filter_map(|p| p.strip_prefix(&format!("{top} ")))
+                        .collect();
+                    if !subs.is_empty() {
+                        cases
+                            .push_str(&format!("        {top}) words=\"{}\" ;;\n", subs.join(" ")));
+                    }
+                }
+                let head = if shell == "zsh" {
+                    format!("#compdef {prog}\nautoload -U +X bashcompinit && bashcompinit\n")
+                } else {
+                    String::new()
+                };
+                format!(
+                    "{head}# {shell} completion for {prog}\n\
+                     _{u}_complete() {{\n\
+                     \x20   local cur=\"${{COMP_WORDS[COMP_CWORD]}}\" words=\"{tops}\"\n\
+                     \x20   if [[ \"$cur\" == -* ]]; then\n\
+                     \x20       COMPREPLY=($(compgen -W \"{flags}\" -- \"$cur\"))\n\
+                     \x20       return\n\
+                     \x20   fi\n\
+                     \x20   if [[ $COMP_CWORD -ge 2 ]]; then\n\
+                     \x20       case \"${{COMP_WORDS[1]}}\" in\n\
+                     {cases}\
+                     \x20       *) words=\"\" ;;\n\
+                     \x20       esac\n\
+                     \x20       [[ $COMP_CWORD -gt 2 ]] && words=\"\"\n\
+                     \x20   fi\n\
+                     \x20   COMPREPLY=($(compgen -W \"$words\" -- \"$cur\"))\n\
+                     }}\n\
+                     complete -F _{u}_complete {prog}\n",
+                    u = prog.replace('-', "_"),
+                    tops = tops.join(" "),
+                    flags = flags.join(" "),
+                )
+            }
+            "fish" => {
+                let mut o = format!("# fish completion for {prog}\n");
+                for top in &tops {
+                    o.push_str(&format!(
+                        "complete -c {prog} -n __fish_use_subcommand -a {top}\n"
+                    ));
+                }
+                for f in &flags {
+                    o.push_str(&format!("complete -c {prog} -l {}\n", &f[2..]));
+                }
+                o
+            }
+            _ => {
+                format!(
+                    "# powershell completion for {prog}\n\
+                     Register-ArgumentCompleter -Native -CommandName '{prog}' -ScriptBlock {{\n\
+                     \x20   param($wordToComplete, $commandAst, $cursorPosition)\n\
+                     \x20   @({}) | Where-Object {{ $_ -like \"$wordToComplete*\" }} |\n\
+                     \x20       ForEach-Object {{ [System.Management.Automation.CompletionResult]::new($_) }}\n\
+                     }}\n",
+                    tops.iter()
+                        .chain(flags.iter().map(String::as_str).collect::<Vec<_>>().iter())
+                        .map(|w| format!("'{w}'"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_and_suggestions_as_cobra() {
+        assert_eq!(resolve("g", TOP.iter().copied()), Some("get"));
+        assert_eq!(resolve("m", TOP.iter().copied()), None);
+        assert_eq!(resolve("member", TOP.iter().copied()), Some("member"));
+        assert_eq!(
+            unknown_command("m", "etcdctl"),
+            "unknown command \"m\" for \"etcdctl\"\n\nDid you mean this?\n\tmove-leader\n\
+             \tmember\n\tmake-mirror\n\tmigrate\n"
+        );
+        assert_eq!(levenshtein("gte", "get"), 2);
+    }
+
+    #[test]
+    fn every_group_has_commands_and_every_top_name_resolves() {
+        for g in GROUPS {
+            assert!(!children(g.about.path).is_empty(), "{}", g.about.path);
+        }
+        for t in TOP {
+            assert!(
+                *t == "help" || find(t).is_some() || find_group(t).is_some(),
+                "{t}"
+            );
+        }
     }
 }

@@ -27,7 +27,7 @@ pub struct Printer {
 }
 
 impl Printer {
-    fn unsupported(&self) -> Printed {
+    pub fn unsupported(&self) -> Printed {
         Printed::Unsupported(format!(
             "{} not supported as output format",
             self.format.name()
@@ -42,20 +42,10 @@ impl Printer {
                     self.simple_kv(&mut o, kv);
                 }
             }
-            Format::Fields => {
-                fields_header(&mut o, r.header.as_ref());
-                for kv in &r.kvs {
-                    fields_kv(&mut o, "", kv);
-                }
-                let _ = writeln!(o, "\"More\" : {}", r.more);
-                let _ = writeln!(o, "\"Count\" : {}", r.count);
-            }
+            Format::Fields => fields_get(&mut o, r),
             Format::Json => {
                 let mut j = Json::new();
-                j.header(r.header.as_ref());
-                j.kvs("kvs", &r.kvs);
-                j.boolean("more", r.more);
-                j.num("count", r.count);
+                json_get(&mut j, r);
                 o = j.end();
             }
             Format::Protobuf => return Printed::Out(prost::Message::encode_to_vec(r)),
@@ -73,19 +63,10 @@ impl Printer {
                     self.simple_kv(&mut o, kv);
                 }
             }
-            Format::Fields => {
-                fields_header(&mut o, r.header.as_ref());
-                if let Some(kv) = &r.prev_kv {
-                    fields_kv(&mut o, "Prev", kv);
-                }
-            }
+            Format::Fields => fields_put(&mut o, r),
             Format::Json => {
                 let mut j = Json::new();
-                j.header(r.header.as_ref());
-                if let Some(kv) = &r.prev_kv {
-                    j.key("prev_kv");
-                    j.kv(kv);
-                }
+                json_put(&mut j, r);
                 o = j.end();
             }
             Format::Protobuf => return Printed::Out(prost::Message::encode_to_vec(r)),
@@ -103,18 +84,10 @@ impl Printer {
                     self.simple_kv(&mut o, kv);
                 }
             }
-            Format::Fields => {
-                fields_header(&mut o, r.header.as_ref());
-                let _ = writeln!(o, "\"Deleted\" : {}", r.deleted);
-                for kv in &r.prev_kvs {
-                    fields_kv(&mut o, "Prev", kv);
-                }
-            }
+            Format::Fields => fields_del(&mut o, r),
             Format::Json => {
                 let mut j = Json::new();
-                j.header(r.header.as_ref());
-                j.num("deleted", r.deleted);
-                j.kvs("prev_kvs", &r.prev_kvs);
+                json_del(&mut j, r);
                 o = j.end();
             }
             Format::Protobuf => return Printed::Out(prost::Message::encode_to_vec(r)),
@@ -123,8 +96,36 @@ impl Printer {
         Printed::Out(o.into_bytes())
     }
 
+    /// etcdctl's printerRPC pattern: simple and fields text of the command's own, json the
+    /// struct's (through `json`, which writes an open object's fields), protobuf the message's
+    /// bytes, table refused, fields refused where the command has none.
+    pub fn rpc<M: prost::Message>(
+        &self,
+        m: &M,
+        simple: impl FnOnce(&mut String),
+        fields: Option<&dyn Fn(&mut String)>,
+        json: impl FnOnce(&mut Json),
+    ) -> Printed {
+        let mut o = String::new();
+        match self.format {
+            Format::Simple => simple(&mut o),
+            Format::Fields => match fields {
+                Some(f) => f(&mut o),
+                None => return self.unsupported(),
+            },
+            Format::Json => {
+                let mut j = Json::new();
+                json(&mut j);
+                o = j.end();
+            }
+            Format::Protobuf => return Printed::Out(prost::Message::encode_to_vec(m)),
+            Format::Table => return self.unsupported(),
+        }
+        Printed::Out(o.into_bytes())
+    }
+
     /// etcdctl's printKV: the key (unless value-only), then the value; `--hex` as `\xNN`s.
-    fn simple_kv(&self, o: &mut String, kv: &KeyValue) {
+    pub fn simple_kv(&self, o: &mut String, kv: &KeyValue) {
         let show = |b: &[u8]| {
             if self.hex {
                 b.iter().map(|x| format!("\\x{x:02x}")).collect()
@@ -148,7 +149,53 @@ pub fn emit(bytes: &[u8]) {
     let _ = out.flush();
 }
 
-fn fields_header(o: &mut String, h: Option<&ResponseHeader>) {
+pub fn fields_get(o: &mut String, r: &RangeResponse) {
+    fields_header(o, r.header.as_ref());
+    for kv in &r.kvs {
+        fields_kv(o, "", kv);
+    }
+    let _ = writeln!(o, "\"More\" : {}", r.more);
+    let _ = writeln!(o, "\"Count\" : {}", r.count);
+}
+
+pub fn fields_put(o: &mut String, r: &PutResponse) {
+    fields_header(o, r.header.as_ref());
+    if let Some(kv) = &r.prev_kv {
+        fields_kv(o, "Prev", kv);
+    }
+}
+
+pub fn fields_del(o: &mut String, r: &DeleteRangeResponse) {
+    fields_header(o, r.header.as_ref());
+    let _ = writeln!(o, "\"Deleted\" : {}", r.deleted);
+    for kv in &r.prev_kvs {
+        fields_kv(o, "Prev", kv);
+    }
+}
+
+pub fn json_get(j: &mut Json, r: &RangeResponse) {
+    j.header(r.header.as_ref());
+    j.kvs("kvs", &r.kvs);
+    j.boolean("more", r.more);
+    j.num("count", r.count);
+}
+
+pub fn json_put(j: &mut Json, r: &PutResponse) {
+    j.header(r.header.as_ref());
+    if let Some(kv) = &r.prev_kv {
+        j.key("prev_kv");
+        j.kv(kv);
+    }
+}
+
+pub fn json_del(j: &mut Json, r: &DeleteRangeResponse) {
+    j.header(r.header.as_ref());
+    j.num("deleted", r.deleted);
+    j.kvs("prev_kvs", &r.prev_kvs);
+}
+
+/// etcdctl's fields header: the response header's four numbers (0 when missing).
+pub fn fields_header(o: &mut String, h: Option<&ResponseHeader>) {
     let h = h.cloned().unwrap_or_default();
     let _ = writeln!(o, "\"ClusterID\" : {}", h.cluster_id);
     let _ = writeln!(o, "\"MemberID\" : {}", h.member_id);
@@ -156,7 +203,7 @@ fn fields_header(o: &mut String, h: Option<&ResponseHeader>) {
     let _ = writeln!(o, "\"RaftTerm\" : {}", h.raft_term);
 }
 
-fn fields_kv(o: &mut String, prefix: &str, kv: &KeyValue) {
+pub fn fields_kv(o: &mut String, prefix: &str, kv: &KeyValue) {
     let _ = writeln!(o, "\"{prefix}Key\" : {}", go_quote(&kv.key));
     let _ = writeln!(o, "\"{prefix}CreateRevision\" : {}", kv.create_revision);
     let _ = writeln!(o, "\"{prefix}ModRevision\" : {}", kv.mod_revision);
@@ -208,21 +255,22 @@ pub fn go_quote(b: &[u8]) -> String {
     o
 }
 
-/// Go's encoding/json of etcd's gogo structs, as far as these responses need it.
-struct Json {
+/// Go's encoding/json of etcd's gogo structs: fields in struct order, `omitempty` ones left out
+/// when empty (the `*_always` forms are the fields without it).
+pub struct Json {
     out: String,
     first: Vec<bool>,
 }
 
 impl Json {
-    fn new() -> Json {
+    pub fn new() -> Json {
         Json {
             out: "{".into(),
             first: vec![true],
         }
     }
 
-    fn key(&mut self, k: &str) {
+    pub fn key(&mut self, k: &str) {
         let first = self.first.last_mut().expect("open object");
         if !*first {
             self.out.push(',');
@@ -231,7 +279,7 @@ impl Json {
         let _ = write!(self.out, "\"{k}\":");
     }
 
-    fn num(&mut self, k: &str, v: impl Into<i128>) {
+    pub fn num(&mut self, k: &str, v: impl Into<i128>) {
         let v = v.into();
         if v != 0 {
             self.key(k);
@@ -239,14 +287,14 @@ impl Json {
         }
     }
 
-    fn boolean(&mut self, k: &str, v: bool) {
+    pub fn boolean(&mut self, k: &str, v: bool) {
         if v {
             self.key(k);
             self.out.push_str("true");
         }
     }
 
-    fn bytes(&mut self, k: &str, v: &[u8]) {
+    pub fn bytes(&mut self, k: &str, v: &[u8]) {
         if !v.is_empty() {
             self.key(k);
             let _ = write!(
@@ -257,17 +305,26 @@ impl Json {
         }
     }
 
-    fn open(&mut self) {
+    pub fn open(&mut self) {
         self.out.push('{');
         self.first.push(true);
     }
 
-    fn close(&mut self) {
+    pub fn close(&mut self) {
         self.out.push('}');
         self.first.pop();
     }
 
-    fn header(&mut self, h: Option<&ResponseHeader>) {
+    /// A header embedded in a clientv3 struct: its fields at this level.
+    pub fn header_fields(&mut self, h: Option<&ResponseHeader>) {
+        let Some(h) = h else { return };
+        self.num("cluster_id", h.cluster_id);
+        self.num("member_id", h.member_id);
+        self.num("revision", h.revision);
+        self.num("raft_term", h.raft_term);
+    }
+
+    pub fn header(&mut self, h: Option<&ResponseHeader>) {
         let Some(h) = h else { return };
         self.key("header");
         self.open();
@@ -278,7 +335,7 @@ impl Json {
         self.close();
     }
 
-    fn kv(&mut self, kv: &KeyValue) {
+    pub fn kv(&mut self, kv: &KeyValue) {
         self.open();
         self.bytes("key", &kv.key);
         self.num("create_revision", kv.create_revision);
@@ -289,7 +346,7 @@ impl Json {
         self.close();
     }
 
-    fn kvs(&mut self, k: &str, kvs: &[KeyValue]) {
+    pub fn kvs(&mut self, k: &str, kvs: &[KeyValue]) {
         if kvs.is_empty() {
             return;
         }
@@ -304,15 +361,222 @@ impl Json {
         self.out.push(']');
     }
 
-    fn end(mut self) -> String {
+    /// A field whose value the caller writes with [`Json::raw`] or nested calls.
+    pub fn raw(&mut self, text: &str) {
+        self.out.push_str(text);
+    }
+
+    pub fn num_always(&mut self, k: &str, v: impl Into<i128>) {
+        self.key(k);
+        let _ = write!(self.out, "{}", v.into());
+    }
+
+    pub fn boolean_always(&mut self, k: &str, v: bool) {
+        self.key(k);
+        let _ = write!(self.out, "{v}");
+    }
+
+    pub fn str(&mut self, k: &str, v: &str) {
+        if !v.is_empty() {
+            self.str_always(k, v);
+        }
+    }
+
+    pub fn str_always(&mut self, k: &str, v: &str) {
+        self.key(k);
+        self.out.push_str(&json_string(v.as_bytes()));
+    }
+
+    /// A string slice: left out when empty if `omit`, else `null` for none.
+    pub fn strs(&mut self, k: &str, v: &[String], omit: bool) {
+        if v.is_empty() && omit {
+            return;
+        }
+        self.key(k);
+        if v.is_empty() {
+            self.out.push_str("null");
+            return;
+        }
+        self.out.push('[');
+        for (i, s) in v.iter().enumerate() {
+            if i > 0 {
+                self.out.push(',');
+            }
+            self.out.push_str(&json_string(s.as_bytes()));
+        }
+        self.out.push(']');
+    }
+
+    /// An array of objects, each written by `each` between its braces. An empty one is left
+    /// out (`empty` None: omitempty) or written as `empty` says (`null` or `[]`).
+    pub fn objects<T>(
+        &mut self,
+        k: &str,
+        v: &[T],
+        empty: Option<&str>,
+        each: impl Fn(&mut Json, &T),
+    ) {
+        if v.is_empty() {
+            match empty {
+                None => return,
+                Some(e) => {
+                    self.key(k);
+                    self.out.push_str(e);
+                    return;
+                }
+            }
+        }
+        self.key(k);
+        self.out.push('[');
+        for (i, x) in v.iter().enumerate() {
+            if i > 0 {
+                self.out.push(',');
+            }
+            self.open();
+            each(self, x);
+            self.close();
+        }
+        self.out.push(']');
+    }
+
+    /// The object, closed, without a newline (an element of an array).
+    pub fn close_object(mut self) -> String {
+        self.out.push('}');
+        self.out
+    }
+
+    pub fn end(mut self) -> String {
         self.out.push_str("}\n");
         self.out
     }
 }
 
+impl Default for Json {
+    fn default() -> Json {
+        Json::new()
+    }
+}
+
+/// One of the zap info lines etcdctl's libraries write on stderr: `{"level":"info","ts":…,
+/// "caller":…,"msg":…,<fields>}`; `fields` hold JSON values already written.
+pub fn zap_info(caller: &str, msg: &str, fields: &[(&str, String)]) {
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
+    let mut line = format!(
+        "{{\"level\":\"info\",\"ts\":{ts},\"caller\":{},\"msg\":{}",
+        json_string(caller.as_bytes()),
+        json_string(msg.as_bytes())
+    );
+    for (k, v) in fields {
+        let _ = write!(line, ",{}:{v}", json_string(k.as_bytes()));
+    }
+    line.push('}');
+    eprintln!("{line}");
+}
+
+/// A JSON string value for [`zap_info`].
+pub fn js(s: &str) -> String {
+    json_string(s.as_bytes())
+}
+
+/// Go's time.Duration.String(): `850ns`, `1.5µs`, `2.004401ms`, `1.001037315s`, `1m0.5s`.
+pub fn go_duration(d: std::time::Duration) -> String {
+    let n = d.as_nanos();
+    // The digits of `v` with `scale` of them after the point, trailing zeros dropped.
+    let frac = |v: u128, scale: u32| -> String {
+        let p = 10u128.pow(scale);
+        let (i, f) = (v / p, v % p);
+        if f == 0 {
+            return i.to_string();
+        }
+        let f = format!("{f:0w$}", w = scale as usize);
+        format!("{i}.{}", f.trim_end_matches('0'))
+    };
+    if n == 0 {
+        return "0s".into();
+    }
+    if n < 1_000 {
+        return format!("{n}ns");
+    }
+    if n < 1_000_000 {
+        return format!("{}µs", frac(n, 3));
+    }
+    if n < 1_000_000_000 {
+        return format!("{}ms", frac(n, 6));
+    }
+    let secs = n / 1_000_000_000;
+    let (h, m) = (secs / 3600, secs / 60 % 60);
+    let s = frac(n % 60_000_000_000, 9);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, m) => format!("{m}m{s}s"),
+        (h, m) => format!("{h}h{m}m{s}s"),
+    }
+}
+
+/// Go's encoding/json string: `\" \\ \n \r \t` escaped, other control bytes as `\u00XX`,
+/// `< > &` and U+2028/U+2029 as `\uXXXX` (HTML-safe), invalid UTF-8 as U+FFFD.
+pub fn json_string(b: &[u8]) -> String {
+    let mut o = String::with_capacity(b.len() + 2);
+    o.push('"');
+    for chunk in b.utf8_chunks() {
+        json_chars(&mut o, chunk.valid());
+        // Go writes one replacement per byte it cannot decode.
+        for _ in chunk.invalid() {
+            o.push_str("\\ufffd");
+        }
+    }
+    o.push('"');
+    o
+}
+
+fn json_chars(o: &mut String, s: &str) {
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            '\n' => o.push_str("\\n"),
+            '\r' => o.push_str("\\r"),
+            '\t' => o.push_str("\\t"),
+            c if (c as u32) < 0x20 || matches!(c, '<' | '>' | '&' | '\u{2028}' | '\u{2029}') => {
+                let _ = write!(o, "\\u{:04x}", c as u32);
+            }
+            c => o.push(c),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::go_quote;
+    use super::{go_quote, json_string};
+
+    #[test]
+    fn json_strings_as_go() {
+        assert_eq!(
+            json_string(b"a\"b\\<\x01\n"),
+            "\"a\\\"b\\\\\\u003c\\u0001\\n\""
+        );
+        assert_eq!(json_string(b"\xff"), "\"\\ufffd\"");
+    }
+
+    #[test]
+    fn durations_as_go() {
+        use std::time::Duration;
+        assert_eq!(super::go_duration(Duration::from_nanos(850)), "850ns");
+        assert_eq!(super::go_duration(Duration::from_nanos(850_000)), "850µs");
+        assert_eq!(
+            super::go_duration(Duration::from_nanos(2_004_401)),
+            "2.004401ms"
+        );
+        assert_eq!(
+            super::go_duration(Duration::from_nanos(1_001_037_315)),
+            "1.001037315s"
+        );
+        assert_eq!(super::go_duration(Duration::from_millis(60_500)), "1m0.5s");
+        assert_eq!(super::go_duration(Duration::from_secs(3600)), "1h0m0s");
+    }
 
     #[test]
     fn quotes_as_go() {

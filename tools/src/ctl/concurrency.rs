@@ -1,0 +1,271 @@
+//! `lock` and `elect`: etcdctl's distributed lock and leader election, through the server's
+//! Lock and Election services, each on a session lease this process keeps alive (the recipe
+//! the services run is clientv3's concurrency, so keys are `<name>/<lease %x>` as etcdctl's).
+//! SIGINT and SIGTERM release the lock or resign and exit 0, as etcdctl's handlers do.
+
+use std::time::Duration;
+
+use retcd_net::pb::etcdserverpb::{
+    LeaseGrantRequest, LeaseKeepAliveRequest, LeaseRevokeRequest, RangeRequest, RangeResponse,
+    kv_client::KvClient, lease_client::LeaseClient,
+};
+use retcd_net::pb::v3electionpb::{
+    CampaignRequest, LeaderRequest, ResignRequest, election_client::ElectionClient,
+};
+use retcd_net::pb::v3lockpb::{LockRequest, UnlockRequest, lock_client::LockClient};
+use tokio::signal::unix::{SignalKind, signal};
+
+use super::client::Client;
+use super::flags::{Kind, Parsed, Spec, spec};
+use super::print::{self, Printed, Printer};
+use super::usage::about;
+use super::{Cmd, connected_no_timeout};
+use crate::output::Failure;
+
+pub const COMMANDS: &[Cmd] = &[
+    Cmd {
+        about: about(
+            "lock",
+            "<lockname> [exec-command arg1 arg2 ...]",
+            "Acquires a named lock",
+        ),
+        flags: &[spec("ttl", Kind::Int, "10", "timeout for session")],
+        run: lock,
+    },
+    Cmd {
+        about: about(
+            "elect",
+            "<election-name> [proposal]",
+            "Observes and participates in leader election",
+        ),
+        flags: ELECT,
+        run: elect,
+    },
+];
+
+const ELECT: &[Spec] = &[Spec {
+    short: Some('l'),
+    ..spec("listen", Kind::Bool, "false", "observation mode")
+}];
+
+/// A session: a lease kept alive in the background until dropped. `lost` fires when the lease
+/// is gone (expired or revoked).
+struct Session {
+    lease: i64,
+    lost: tokio::sync::oneshot::Receiver<()>,
+    keeper: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.keeper.abort();
+    }
+}
+
+async fn session(c: &Client, ttl: i64) -> Result<Session, String> {
+    let mut l = LeaseClient::new(c.channel.clone());
+    let g = c
+        .call(l.lease_grant(c.request(LeaseGrantRequest { ttl, id: 0 })))
+        .await?;
+    let lease = g.id;
+    let (lost_tx, lost) = tokio::sync::oneshot::channel();
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    // The first renewal goes before the call: the server answers the stream's headers with its
+    // first response.
+    let _ = tx.send(LeaseKeepAliveRequest { id: lease }).await;
+    let mut responses = l
+        .lease_keep_alive(c.request(tokio_stream::wrappers::ReceiverStream::new(rx)))
+        .await
+        .map_err(|s| super::client::status_text(&s))?
+        .into_inner();
+    let keeper = tokio::spawn(async move {
+        loop {
+            match responses.message().await {
+                Ok(Some(r)) if r.ttl > 0 => {
+                    let third = Duration::from_millis((r.ttl as u64 * 1000 / 3).max(500));
+                    tokio::time::sleep(third).await;
+                }
+                _ => break,
+            }
+            if tx.send(LeaseKeepAliveRequest { id: lease }).await.is_err() {
+                break;
+            }
+        }
+        let _ = lost_tx.send(());
+    });
+    Ok(Session {
+        lease,
+        lost,
+        keeper,
+    })
+}
+
+async fn revoke(c: &Client, lease: i64) {
+    let mut l = LeaseClient::new(c.channel.clone());
+    let _ = c
+        .call(l.lease_revoke(c.request(LeaseRevokeRequest { id: lease })))
+        .await;
+}
+
+async fn get(c: &Client, key: &[u8]) -> Result<RangeResponse, String> {
+    let mut kv = KvClient::new(c.channel.clone());
+    c.call(kv.range(c.request(RangeRequest {
+        key: key.to_vec(),
+        ..Default::default()
+    })))
+    .await
+}
+
+fn show(printer: &Printer, r: &RangeResponse) -> Result<(), String> {
+    match printer.get(r) {
+        Printed::Out(b) => {
+            print::emit(&b);
+            Ok(())
+        }
+        Printed::Unsupported(why) => Err(why),
+    }
+}
+
+/// Waits for SIGINT or SIGTERM.
+async fn interrupted() {
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn lock(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
+    let Some(name) = p.args.first().cloned() else {
+        return Err(Failure::bad_args(
+            "lock takes a lock name argument and an optional command to execute",
+        ));
+    };
+    let exec: Vec<String> = p.args[1..].to_vec();
+    let ttl = p.int("ttl");
+    let printer = &*printer;
+    connected_no_timeout(p, |c| async move {
+        let mut s = session(&c, ttl).await?;
+        let mut locks = LockClient::new(c.channel.clone());
+        let locked = c
+            .call(locks.lock(c.request(LockRequest {
+                name: name.into_bytes(),
+                lease: s.lease,
+            })))
+            .await?;
+        let unlock = async |key: Vec<u8>| {
+            let mut locks = LockClient::new(c.channel.clone());
+            let _ = c.call(locks.unlock(c.request(UnlockRequest { key }))).await;
+        };
+        if !exec.is_empty() {
+            let revision = locked.header.as_ref().map_or(0, |h| h.revision);
+            let status = std::process::Command::new(&exec[0])
+                .args(&exec[1..])
+                .env(
+                    "ETCD_LOCK_KEY",
+                    String::from_utf8_lossy(&locked.key).as_ref(),
+                )
+                .env("ETCD_LOCK_REV", revision.to_string())
+                .status();
+            unlock(locked.key.clone()).await;
+            revoke(&c, s.lease).await;
+            return match status {
+                Ok(st) if st.success() => Ok(()),
+                Ok(st) => Err(match st.code() {
+                    Some(code) => format!("exit status {code}"),
+                    None => format!("signal: {st}"),
+                }),
+                Err(e) => Err(format!("exec: {}: {e}", exec[0])),
+            };
+        }
+        show(printer, &get(&c, &locked.key).await?)?;
+        tokio::select! {
+            _ = interrupted() => {
+                unlock(locked.key.clone()).await;
+                revoke(&c, s.lease).await;
+                Ok(())
+            }
+            _ = &mut s.lost => Err("session expired".to_string()),
+        }
+    })?;
+    Ok(Printed::Out(Vec::new()))
+}
+
+fn elect(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
+    let listen = p.bool("listen");
+    match (p.args.len(), listen) {
+        (1 | 2, _) => {}
+        _ => {
+            return Err(Failure::bad_args(
+                "elect takes one election name argument and an optional proposal argument",
+            ));
+        }
+    }
+    if p.args.len() == 1 && !listen {
+        return Err(Failure::bad_args("no proposal argument but -l not set"));
+    }
+    if p.args.len() == 2 && listen {
+        return Err(Failure::bad_args("proposal given but -l is set"));
+    }
+    let name = p.args[0].clone().into_bytes();
+    let proposal = p.args.get(1).cloned().unwrap_or_default().into_bytes();
+    let printer = &*printer;
+    connected_no_timeout(p, |c| async move {
+        let mut e = ElectionClient::new(c.channel.clone());
+        if listen {
+            let mut stream = e
+                .observe(c.request(LeaderRequest { name }))
+                .await
+                .map_err(|s| super::client::status_text(&s))?
+                .into_inner();
+            loop {
+                tokio::select! {
+                    _ = interrupted() => return Ok(()),
+                    r = stream.message() => match r {
+                        Ok(Some(r)) => {
+                            let kvs: Vec<_> = r.kv.into_iter().collect();
+                            let count = kvs.len() as i64;
+                            show(printer, &RangeResponse {
+                                header: r.header,
+                                kvs,
+                                more: false,
+                                count,
+                            })?;
+                        }
+                        _ => return Err("elect: observer lost".to_string()),
+                    },
+                }
+            }
+        }
+        let mut s = session(&c, 60).await?;
+        let campaign = c.call(e.campaign(c.request(CampaignRequest {
+            name,
+            lease: s.lease,
+            value: proposal,
+        })));
+        let won = tokio::select! {
+            r = campaign => r?,
+            _ = interrupted() => {
+                revoke(&c, s.lease).await;
+                return Ok(());
+            }
+        };
+        let leader = won.leader.unwrap_or_default();
+        show(printer, &get(&c, &leader.key).await?)?;
+        tokio::select! {
+            _ = interrupted() => {
+                let _ = c.call(e.resign(c.request(ResignRequest { leader: Some(leader) }))).await;
+                revoke(&c, s.lease).await;
+                Ok(())
+            }
+            _ = &mut s.lost => Err("elect: session expired".to_string()),
+        }
+    })?;
+    Ok(Printed::Out(Vec::new()))
+}
