@@ -647,3 +647,82 @@ fn auth_commands_print_what_etcdctl_prints() {
     transcripts_match(Kind::Retcd, AUTH);
     transcripts_match(Kind::Etcd, AUTH);
 }
+
+/// Runs `bin` with `args` and no server; stdout, stderr and exit code.
+fn offline(bin: &std::path::Path, args: &[&str]) -> String {
+    let mut cmd = Command::new(bin);
+    support::remove_env_with_prefixes(&mut cmd, &["ETCDCTL_"]);
+    cmd.env("ETCDCTL_API", "3");
+    cmd.args(args);
+    let out = support::run_with_timeout(cmd, None, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{} {args:?}: {e}", bin.display()));
+    format!(
+        "stdout:\n{}\nstderr:\n{}\nexit: {:?}",
+        out.stdout,
+        out.stderr,
+        out.status.code()
+    )
+    .replace("retcdctl", "etcdctl")
+}
+
+/// The help of the root, of every command etcdctl lists and of every group, in the forms users
+/// ask for it, byte for byte.
+#[test]
+fn every_help_text_is_etcdctls() {
+    let etcdctl = support::etcdctl_binary();
+    let retcdctl = retcdctl_bin();
+    let root = offline(&etcdctl, &["--help"]);
+    let listed: Vec<String> = root
+        .split("COMMANDS:\n")
+        .nth(1)
+        .expect("root help lists its commands")
+        .lines()
+        .take_while(|l| !l.is_empty())
+        .map(|l| {
+            l.trim_start_matches('\t')
+                .split('\t')
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    assert!(listed.len() > 50, "{listed:?}");
+    let mut cases: Vec<Vec<String>> = vec![
+        vec!["--help".into()],
+        vec![],
+        vec!["help".into()],
+        vec!["help".into(), "--help".into()],
+        vec!["help".into(), "nosuch".into()],
+        vec!["help".into(), "lease".into(), "grant".into()],
+        vec!["version".into()],
+        vec!["gte".into()],
+    ];
+    for c in &listed {
+        let mut words: Vec<String> = c.split(' ').map(str::to_string).collect();
+        words.push("--help".into());
+        cases.push(words);
+    }
+    for g in [
+        "alarm",
+        "auth",
+        "check",
+        "completion",
+        "endpoint",
+        "lease",
+        "member",
+        "role",
+        "snapshot",
+        "user",
+    ] {
+        cases.push(vec![g.into()]);
+        cases.push(vec![g.into(), "-h".into()]);
+    }
+    for case in cases {
+        let args: Vec<&str> = case.iter().map(String::as_str).collect();
+        assert_eq!(
+            offline(&retcdctl, &args),
+            offline(&etcdctl, &args),
+            "{args:?}"
+        );
+    }
+}

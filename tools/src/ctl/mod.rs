@@ -17,6 +17,7 @@ pub mod argify;
 pub mod auth;
 pub mod check;
 pub mod client;
+pub mod completion;
 pub mod concurrency;
 pub mod flags;
 pub mod kv;
@@ -40,7 +41,7 @@ pub const VERSION: &str = "3.4.23";
 /// The API version etcdctl 3.4 prints.
 pub const API_VERSION: &str = "3.4";
 
-type Command = fn(&flags::Parsed, &mut Printer) -> Result<Printed, Failure>;
+pub type Command = fn(&flags::Parsed, &mut Printer) -> Result<Printed, Failure>;
 
 /// One runnable command: its usage, its own flags, what runs it.
 pub struct Cmd {
@@ -138,7 +139,7 @@ const TOP: &[&str] = &[
 ];
 
 /// Every runnable command.
-fn commands() -> impl Iterator<Item = &'static Cmd> {
+pub fn commands() -> impl Iterator<Item = &'static Cmd> {
     [
         kv::COMMANDS,
         txn::COMMANDS,
@@ -206,6 +207,31 @@ fn root_help() -> String {
     )
 }
 
+/// `help` on an unknown topic shows the root's help without cobra's `-h` line (the help flag is
+/// added only when a command's help runs).
+fn root_help_without_help_flag() -> String {
+    usage::render_with(
+        &ROOT_ABOUT,
+        &[],
+        &usage::Extra {
+            children: children(""),
+            root: true,
+            omit_help_flag: true,
+            ..Default::default()
+        },
+    )
+}
+
+const HELP_ABOUT: About = About {
+    path: "help",
+    args: "[command]",
+    short: "Help about any command",
+    long: Some(
+        "Help provides help for any command in the application.\nSimply type retcdctl help \
+         [path to command] for full details.",
+    ),
+};
+
 fn group_help(g: &Group) -> String {
     usage::render_with(
         &g.about,
@@ -229,7 +255,7 @@ fn command_help(c: &Cmd) -> String {
         c.flags,
         &usage::Extra {
             inherited,
-            no_flags_in_use_line: c.about.path.starts_with("completion "),
+            no_flags_in_use_line: c.about.path == "completion bash",
             ..Default::default()
         },
     )
@@ -456,6 +482,10 @@ pub fn run(argv: Vec<String>) -> i32 {
 
 /// `help [command…]`: that command's help; an unknown one gets the root's and a note on stderr.
 fn help(args: &[String]) -> i32 {
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        print::emit(usage::render(&HELP_ABOUT, &[]).as_bytes());
+        return 0;
+    }
     let words: Vec<&str> = args
         .iter()
         .filter(|a| !a.starts_with('-'))
@@ -469,8 +499,8 @@ fn help(args: &[String]) -> i32 {
     } else if let Some(g) = find_group(&path) {
         print::emit(group_help(g).as_bytes());
     } else {
-        print::emit(root_help().as_bytes());
         eprintln!("Unknown help topic [`{}`]", words.join("` `"));
+        print::emit(root_help_without_help_flag().as_bytes());
     }
     0
 }
@@ -515,153 +545,6 @@ const ROOT_COMMANDS: &[Cmd] = &[
         },
     },
 ];
-
-/// `completion bash|zsh|fish|powershell`: scripts that complete retcdctl's commands and flags
-/// (cobra's own scripts are Go templates; these are retcdctl's).
-mod completion {
-    use super::{Cmd, Kind, Printed, spec};
-    use crate::ctl::usage::About;
-
-    const fn shell(path: &'static str, short: &'static str, run: super::Command) -> Cmd {
-        Cmd {
-            about: About {
-                path,
-                args: "",
-                short,
-                long: None,
-            },
-            flags: NO_DESCRIPTIONS,
-            run,
-        }
-    }
-
-    const NO_DESCRIPTIONS: &[super::Spec] = &[spec(
-        "no-descriptions",
-        Kind::Bool,
-        "false",
-        "disable completion descriptions",
-    )];
-
-    pub const COMMANDS: &[Cmd] = &[
-        shell(
-            "completion bash",
-            "Generate the autocompletion script for bash",
-            |_, _| Ok(Printed::Out(script("bash").into_bytes())),
-        ),
-        shell(
-            "completion fish",
-            "Generate the autocompletion script for fish",
-            |_, _| Ok(Printed::Out(script("fish").into_bytes())),
-        ),
-        shell(
-            "completion powershell",
-            "Generate the autocompletion script for powershell",
-            |_, _| Ok(Printed::Out(script("powershell").into_bytes())),
-        ),
-        shell(
-            "completion zsh",
-            "Generate the autocompletion script for zsh",
-            |_, _| Ok(Printed::Out(script("zsh").into_bytes())),
-        ),
-    ];
-
-    /// Every command path and every flag name, for the completion scripts.
-    fn words() -> (Vec<String>, Vec<String>) {
-        let paths: Vec<String> = super::commands()
-            .map(|c| c.about.path.to_string())
-            .collect();
-        let mut flags: Vec<String> = super::commands()
-            .flat_map(|c| c.flags.iter())
-            .chain(super::GLOBAL.iter())
-            .map(|s| format!("--{}", s.name))
-            .collect();
-        flags.sort();
-        flags.dedup();
-        (paths, flags)
-    }
-
-    fn script(shell: &str) -> String {
-        let (paths, flags) = words();
-        let prog = super::usage::PROGRAM;
-        let tops: Vec<&str> = {
-            let mut t: Vec<&str> = paths
-                .iter()
-                .map(|p| p.split(' ').next().unwrap_or(p))
-                .collect();
-            t.dedup();
-            t
-        };
-        match shell {
-            "bash" | "zsh" => {
-                let mut cases = String::new();
-                for top in &tops {
-                    let subs: Vec<&str> = paths
-                        .iter()
-                        .filter_map(|p| p.strip_prefix(&format!("{top} ")))
-                        .collect();
-                    if !subs.is_empty() {
-                        cases
-                            .push_str(&format!("        {top}) words=\"{}\" ;;\n", subs.join(" ")));
-                    }
-                }
-                let head = if shell == "zsh" {
-                    format!("#compdef {prog}\nautoload -U +X bashcompinit && bashcompinit\n")
-                } else {
-                    String::new()
-                };
-                format!(
-                    "{head}# {shell} completion for {prog}\n\
-                     _{u}_complete() {{\n\
-                     \x20   local cur=\"${{COMP_WORDS[COMP_CWORD]}}\" words=\"{tops}\"\n\
-                     \x20   if [[ \"$cur\" == -* ]]; then\n\
-                     \x20       COMPREPLY=($(compgen -W \"{flags}\" -- \"$cur\"))\n\
-                     \x20       return\n\
-                     \x20   fi\n\
-                     \x20   if [[ $COMP_CWORD -ge 2 ]]; then\n\
-                     \x20       case \"${{COMP_WORDS[1]}}\" in\n\
-                     {cases}\
-                     \x20       *) words=\"\" ;;\n\
-                     \x20       esac\n\
-                     \x20       [[ $COMP_CWORD -gt 2 ]] && words=\"\"\n\
-                     \x20   fi\n\
-                     \x20   COMPREPLY=($(compgen -W \"$words\" -- \"$cur\"))\n\
-                     }}\n\
-                     complete -F _{u}_complete {prog}\n",
-                    u = prog.replace('-', "_"),
-                    tops = tops.join(" "),
-                    flags = flags.join(" "),
-                )
-            }
-            "fish" => {
-                let mut o = format!("# fish completion for {prog}\n");
-                for top in &tops {
-                    o.push_str(&format!(
-                        "complete -c {prog} -n __fish_use_subcommand -a {top}\n"
-                    ));
-                }
-                for f in &flags {
-                    o.push_str(&format!("complete -c {prog} -l {}\n", &f[2..]));
-                }
-                o
-            }
-            _ => {
-                format!(
-                    "# powershell completion for {prog}\n\
-                     Register-ArgumentCompleter -Native -CommandName '{prog}' -ScriptBlock {{\n\
-                     \x20   param($wordToComplete, $commandAst, $cursorPosition)\n\
-                     \x20   @({}) | Where-Object {{ $_ -like \"$wordToComplete*\" }} |\n\
-                     \x20       ForEach-Object {{ [System.Management.Automation.CompletionResult]::new($_) }}\n\
-                     }}\n",
-                    tops.iter()
-                        .chain(flags.iter().map(String::as_str).collect::<Vec<_>>().iter())
-                        .map(|w| format!("'{w}'"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            }
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {

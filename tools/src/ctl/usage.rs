@@ -26,8 +26,10 @@ pub struct Extra<'a> {
     pub children: Vec<(String, &'static str)>,
     /// The root's help (VERSION, every flag under OPTIONS).
     pub root: bool,
-    /// cobra's DisableFlagsInUseLine (the completion scripts).
+    /// cobra's DisableFlagsInUseLine (`completion bash`).
     pub no_flags_in_use_line: bool,
+    /// No `-h, --help` line (the root's help shown by `help <unknown topic>`).
+    pub omit_help_flag: bool,
 }
 
 /// The usage of the command `about` with its own flags `local`.
@@ -78,7 +80,9 @@ pub fn render_with(about: &About, local: &[Spec], extra: &Extra) -> String {
         }
     );
     let mut own: Vec<(Spec, &str)> = local.iter().map(|s| (*s, s.usage)).collect();
-    own.push((HELP, &help));
+    if !extra.omit_help_flag {
+        own.push((HELP, &help));
+    }
     let mut global: Vec<(Spec, &str)> = GLOBAL
         .iter()
         .chain(extra.inherited)
