@@ -288,15 +288,16 @@ fn election_campaign_proclaim_observe_resign() {
     });
 }
 
-/// A long-running etcdctl (`lock` without a command, `elect`), its stdout read line by line.
+/// A long-running etcdctl or retcdctl (`lock` without a command, `elect`), its stdout read line
+/// by line.
 struct Running {
     child: std::process::Child,
     lines: std::sync::mpsc::Receiver<String>,
 }
 
 impl Running {
-    fn start(s: &Server, args: &[&str]) -> Running {
-        let mut child = std::process::Command::new(support::etcdctl_binary())
+    fn start(ctl: &std::path::Path, s: &Server, args: &[&str]) -> Running {
+        let mut child = std::process::Command::new(ctl)
             .env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={}", s.client_url()))
             .args(args)
@@ -359,19 +360,25 @@ fn wait_ctl_keys(s: &Server, prefix: &str, n: usize) -> Vec<String> {
     }
 }
 
-/// etcdctl's own `lock` and `elect` (the client-side recipes over KV, Lease and Watch), the same
-/// steps against etcd and retcd, compared with lease ids masked.
+/// etcdctl's own `lock` and `elect` (the client-side recipes over KV, Lease and Watch) and
+/// retcdctl's (over the Lock and Election services), the same steps against etcd and retcd,
+/// compared with lease ids masked.
 #[test]
 fn etcdctl_lock_and_elect() {
     let (etcd, retcd) = support::start_both(&[]);
     let mut seen = Vec::new();
-    for s in [&etcd, &retcd] {
+    let ctls = [support::etcdctl_binary(), support::retcdctl_bin()];
+    for (ctl, s) in ctls.iter().flat_map(|c| [(c, &etcd), (c, &retcd)]) {
         let mut log = Vec::new();
         // Uncontended, with a command: it runs holding the lock, then the lock is gone.
-        let out = s.etcdctl(&["lock", "L", "--", "sh", "-c", "echo held $ETCD_LOCK_KEY"]);
-        assert!(out.success(), "{out:?}");
-        let held = out
-            .stdout
+        let out = std::process::Command::new(ctl)
+            .arg(format!("--endpoints={}", s.client_url()))
+            .args(["lock", "L", "--", "sh", "-c", "echo held $ETCD_LOCK_KEY"])
+            .output()
+            .expect("lock");
+        assert!(out.status.success(), "{out:?}");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let held = stdout
             .trim()
             .strip_prefix("held ")
             .expect("the command ran");
@@ -379,10 +386,10 @@ fn etcdctl_lock_and_elect() {
         assert!(ctl_keys(s, "L/").is_empty());
 
         // A holder, then a second one that waits until the first is interrupted.
-        let holder = Running::start(s, &["lock", "L"]);
+        let holder = Running::start(ctl, s, &["lock", "L"]);
         let key = holder.line();
         log.push(shape(&key));
-        let waiter = Running::start(s, &["lock", "L"]);
+        let waiter = Running::start(ctl, s, &["lock", "L"]);
         let keys = wait_ctl_keys(s, "L/", 2);
         assert_eq!(keys[0], key);
         holder.interrupt();
@@ -395,15 +402,15 @@ fn etcdctl_lock_and_elect() {
         assert!(ctl_keys(s, "L/").is_empty());
 
         // Elections: a leader, an observer, a second candidate taking over on resign.
-        let first = Running::start(s, &["elect", "E", "p1"]);
+        let first = Running::start(ctl, s, &["elect", "E", "p1"]);
         let leader_key = first.line();
         log.push(format!("{} {}", shape(&leader_key), first.line()));
-        let observer = Running::start(s, &["elect", "-l", "E"]);
+        let observer = Running::start(ctl, s, &["elect", "-l", "E"]);
         assert_eq!(
             (observer.line(), observer.line()),
             (leader_key.clone(), "p1".to_string())
         );
-        let second = Running::start(s, &["elect", "E", "p2"]);
+        let second = Running::start(ctl, s, &["elect", "E", "p2"]);
         wait_ctl_keys(s, "E/", 2);
         first.interrupt();
         let next_key = second.line();
@@ -416,6 +423,8 @@ fn etcdctl_lock_and_elect() {
         observer.interrupt();
         seen.push(log);
     }
-    assert_eq!(seen[1], seen[0], "retcd vs etcd");
+    for (i, log) in seen.iter().enumerate() {
+        assert_eq!(*log, seen[0], "run {i}: etcdctl/retcdctl × etcd/retcd");
+    }
     assert_eq!(seen[0][..2], ["held L/<lease>", "L/<lease>"]);
 }

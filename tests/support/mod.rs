@@ -1438,7 +1438,16 @@ pub fn assert_status<T: std::fmt::Debug>(
 /// The `retcdutl` binary built beside `retcd` (`cargo test --workspace` builds both; a test run
 /// of this crate alone needs `cargo build -p retcd-tools` first).
 pub fn retcdutl_bin() -> PathBuf {
-    let p = Path::new(env!("CARGO_BIN_EXE_retcd")).with_file_name("retcdutl");
+    tool_bin("retcdutl")
+}
+
+/// The `retcdctl` binary (built as [`retcdutl_bin`] is).
+pub fn retcdctl_bin() -> PathBuf {
+    tool_bin("retcdctl")
+}
+
+fn tool_bin(name: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_BIN_EXE_retcd")).with_file_name(name);
     assert!(
         p.exists(),
         "{} is missing: `cargo build -p retcd-tools` (cargo test --workspace builds it)",

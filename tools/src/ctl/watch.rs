@@ -156,12 +156,21 @@ fn watch(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
     connected_no_timeout(p, |c| async move {
         let (tx, rx) = tokio::sync::mpsc::channel::<WatchRequest>(16);
         let mut req = c.request(tokio_stream::wrappers::ReceiverStream::new(rx));
-        req.metadata_mut()
-            .insert("hasleader", tonic::metadata::MetadataValue::from_static("true"));
+        req.metadata_mut().insert(
+            "hasleader",
+            tonic::metadata::MetadataValue::from_static("true"),
+        );
+        // What the line reader did, in order with the creates it sent.
+        let (ctl_tx, mut ctl_rx) = tokio::sync::mpsc::unbounded_channel::<Ctl>();
         let mut pending: VecDeque<Vec<String>> = VecDeque::new();
         for w in first {
             pending.push_back(w.exec);
             let _ = tx.send(create(w.create)).await;
+        }
+        if interactive {
+            // Lines are read beside the call: the server answers the call only once a watch is
+            // asked for.
+            tokio::spawn(read_lines(tx.clone(), ctl_tx, env.clone()));
         }
         let mut client = WatchClient::new(c.channel.clone());
         let mut responses = client
@@ -169,16 +178,26 @@ fn watch(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
             .await
             .map_err(|s| super::client::status_text(&s))?
             .into_inner();
-        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
         let mut execs: HashMap<i64, Vec<String>> = HashMap::new();
         loop {
             tokio::select! {
+                // Creates are queued before their responses can arrive: take those first.
+                biased;
+                ctl = ctl_rx.recv() => match ctl {
+                    Some(Ctl::Created(exec)) => pending.push_back(exec),
+                    Some(Ctl::Stop(e)) => return Err(e),
+                    None => std::future::pending::<()>().await,
+                },
                 r = responses.message() => {
                     let r = match r {
                         Ok(Some(r)) => r,
                         _ => break,
                     };
                     if r.created {
+                        // The reader may still hold this create's exec in the channel.
+                        while let Ok(Ctl::Created(exec)) = ctl_rx.try_recv() {
+                            pending.push_back(exec);
+                        }
                         let exec = pending.pop_front().unwrap_or_default();
                         if !r.canceled {
                             execs.insert(r.watch_id, exec);
@@ -200,43 +219,72 @@ fn watch(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
                         }
                     }
                 }
-                line = lines.next_line(), if interactive => {
-                    let line = match line {
-                        Ok(Some(l)) => l,
-                        Ok(None) => return Err(Stop::eof()),
-                        Err(e) => return Err(Stop::read(e)),
-                    };
-                    match interactive_line(&line, env)? {
-                        Some(Line::Watch(args)) => {
-                            let parsed = super::flags::parse(&args, &[FLAGS, &[HELP]], &|_| None)
-                                .map_err(Stop::bad_args)?;
-                            let (wargs, exec) = split_interactive(&args, &parsed, env)?;
-                            match create_request(&parsed, &wargs) {
-                                Ok(create_req) => {
-                                    pending.push_back(exec);
-                                    let _ = tx.send(create(create_req)).await;
-                                }
-                                Err(e) => eprintln!("Invalid command {line} ({e})"),
-                            }
-                        }
-                        Some(Line::Progress) => {
-                            let _ = tx
-                                .send(WatchRequest {
-                                    request_union: Some(watch_request::RequestUnion::ProgressRequest(
-                                        WatchProgressRequest {},
-                                    )),
-                                })
-                                .await;
-                        }
-                        None => {}
-                    }
-                }
             }
         }
         Err(Stop::canceled())
     })
     .map_err(Stop::decode)?;
     Ok(Printed::Out(Vec::new()))
+}
+
+/// What the line reader of `watch -i` tells the response loop.
+enum Ctl {
+    /// A create was sent; its exec command, for the created response to come.
+    Created(Vec<String>),
+    /// The end: an error to exit with.
+    Stop(String),
+}
+
+/// `watch -i`'s reader: each stdin line becomes a create or a progress request on the stream.
+async fn read_lines(
+    tx: tokio::sync::mpsc::Sender<WatchRequest>,
+    ctl: tokio::sync::mpsc::UnboundedSender<Ctl>,
+    env: (String, String),
+) {
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let stop = |e: String| {
+        let _ = ctl.send(Ctl::Stop(e));
+    };
+    loop {
+        let line = match lines.next_line().await {
+            Ok(Some(l)) => l,
+            Ok(None) => return stop(Stop::eof()),
+            Err(e) => return stop(Stop::read(e)),
+        };
+        let request = match interactive_line(&line, &env) {
+            Err(e) => return stop(e),
+            Ok(None) => continue,
+            Ok(Some(Line::Progress)) => {
+                watch_request::RequestUnion::ProgressRequest(WatchProgressRequest {})
+            }
+            Ok(Some(Line::Watch(args))) => {
+                let parsed = match super::flags::parse(&args, &[FLAGS, &[HELP]], &|_| None) {
+                    Ok(p) => p,
+                    Err(e) => return stop(Stop::bad_args(e)),
+                };
+                let (wargs, exec) = match split_interactive(&args, &parsed, &env) {
+                    Ok(x) => x,
+                    Err(e) => return stop(e),
+                };
+                match create_request(&parsed, &wargs) {
+                    Ok(c) => {
+                        let _ = ctl.send(Ctl::Created(exec));
+                        watch_request::RequestUnion::CreateRequest(c)
+                    }
+                    Err(e) => {
+                        eprintln!("Invalid command {line} ({e})");
+                        continue;
+                    }
+                }
+            }
+        };
+        let req = WatchRequest {
+            request_union: Some(request),
+        };
+        if tx.send(req).await.is_err() {
+            return;
+        }
+    }
 }
 
 fn create(c: WatchCreateRequest) -> WatchRequest {
