@@ -190,7 +190,8 @@ where
     Fut: std::future::Future<Output = Result<T, String>>,
 {
     connected_no_timeout(p, |c| {
-        let a = AuthClient::new(c.channel.clone());
+        let a =
+            AuthClient::new(c.channel.clone()).max_decoding_message_size(super::client::MAX_RECV);
         f(c, a)
     })
 }
@@ -235,7 +236,8 @@ fn done(
 fn enable(p: &Parsed, _printer: &mut Printer) -> Result<Printed, Failure> {
     no_args(p, "auth enable command does not accept any arguments")?;
     connected(p, |c| async move {
-        let mut a = AuthClient::new(c.channel.clone());
+        let mut a =
+            AuthClient::new(c.channel.clone()).max_decoding_message_size(super::client::MAX_RECV);
         // etcdctl adds the root role (granted to root) when that is all that is missing.
         loop {
             match c.call(a.auth_enable(c.request(AuthEnableRequest {}))).await {
@@ -261,7 +263,8 @@ fn enable(p: &Parsed, _printer: &mut Printer) -> Result<Printed, Failure> {
 fn disable(p: &Parsed, _printer: &mut Printer) -> Result<Printed, Failure> {
     no_args(p, "auth disable command does not accept any arguments")?;
     connected(p, |c| async move {
-        let mut a = AuthClient::new(c.channel.clone());
+        let mut a =
+            AuthClient::new(c.channel.clone()).max_decoding_message_size(super::client::MAX_RECV);
         c.call(a.auth_disable(c.request(AuthDisableRequest {})))
             .await
     })?;

@@ -12,6 +12,10 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use super::flags::Parsed;
 use crate::output::Failure;
 
+/// The largest response retcdctl takes: clientv3's default (math.MaxInt32), where tonic's own
+/// default of 4 MiB would refuse a large range or member list.
+pub const MAX_RECV: usize = i32::MAX as usize;
+
 /// A connected client: the channel and what every request carries.
 pub struct Client {
     pub channel: Channel,
@@ -60,21 +64,21 @@ impl Client {
 
     /// The warning clientv3's retry interceptor logs (zap JSON on stderr) when a call fails.
     fn log_retry(&self, s: &tonic::Status) {
-        let error = format!(
-            "rpc error: code = {} desc = {}",
-            code_name(s.code()),
-            s.message()
-        );
-        let json = |v: &str| serde_json::to_string(v).unwrap_or_default();
-        eprintln!(
-            "{{\"level\":\"warn\",\"ts\":{},\"caller\":\"clientv3/retry_interceptor.go:62\",\
-             \"msg\":\"retrying of unary invoker failed\",\"target\":{},\"attempt\":0,\
-             \"error\":{}}}",
-            json(&retcd::logging::zap_now()),
-            json(&self.target),
-            json(&error)
-        );
+        log_retry(&self.target, code_name(s.code()), s.message());
     }
+}
+
+fn log_retry(target: &str, code: &str, message: &str) {
+    let error = format!("rpc error: code = {code} desc = {message}");
+    let json = |v: &str| serde_json::to_string(v).unwrap_or_default();
+    eprintln!(
+        "{{\"level\":\"warn\",\"ts\":{},\"caller\":\"clientv3/retry_interceptor.go:62\",\
+         \"msg\":\"retrying of unary invoker failed\",\"target\":{},\"attempt\":0,\
+         \"error\":{}}}",
+        json(&retcd::logging::zap_now()),
+        json(target),
+        json(&error)
+    );
 }
 
 /// A random (version 4) UUID, as clientv3 names its connections.
@@ -103,7 +107,11 @@ pub fn status_text(s: &tonic::Status) -> String {
     if m.starts_with("etcdserver: ") || m.starts_with("mvcc: ") || m.starts_with("auth: ") {
         return m.to_string();
     }
-    if s.code() == tonic::Code::DeadlineExceeded {
+    // The call's deadline (`--command-timeout`), whichever side noticed it first: grpc-go's
+    // DeadlineExceeded, or tonic's own "Timeout expired".
+    if s.code() == tonic::Code::DeadlineExceeded
+        || (s.code() == tonic::Code::Cancelled && m == "Timeout expired")
+    {
         return "context deadline exceeded".into();
     }
     format!("rpc error: code = {} desc = {m}", code_name(s.code()))
@@ -120,6 +128,12 @@ fn code_name(c: tonic::Code) -> &'static str {
 /// Connects as the global flags say: the first endpoint that answers. `Err`: what etcdctl prints
 /// after "Error: " and its exit code (a failed `--user` login is ExitBadConnection).
 pub async fn connect(g: &Parsed) -> Result<Client, Failure> {
+    if !g.str("discovery-srv").is_empty() {
+        return Err(Failure::error(
+            "--discovery-srv (DNS SRV discovery) is not supported by retcdctl: give the \
+             members' client URLs with --endpoints",
+        ));
+    }
     let mut last = Failure::error("context deadline exceeded");
     for ep in g.list("endpoints") {
         match connect_endpoint(g, &ep).await {
@@ -137,22 +151,36 @@ pub async fn connect_endpoint(g: &Parsed, ep: &str) -> Result<Client, Failure> {
     let secure_flags =
         !g.bool("insecure-transport") || !g.str("cacert").is_empty() || !g.str("cert").is_empty();
     let tls = ep.starts_with("https://") || (secure_flags && !ep.starts_with("http://"));
+    let skip_verify = tls && g.bool("insecure-skip-tls-verify");
+    // With skip-verify the connector does the TLS, so tonic must see a plain URI.
+    let scheme = if tls && !skip_verify { "https" } else { "http" };
     let uri = match ep.split_once("://") {
-        Some((_, rest)) => format!("{}://{rest}", if tls { "https" } else { "http" }),
-        None => format!("{}://{ep}", if tls { "https" } else { "http" }),
+        Some((_, rest)) => format!("{scheme}://{rest}"),
+        None => format!("{scheme}://{ep}"),
     };
     let mut e = Endpoint::from_shared(uri)
         .map_err(Failure::error)?
         .connect_timeout(dial_timeout)
         .tcp_nodelay(true);
-    if tls {
+    if tls && !skip_verify {
         e = e
             .tls_config(tls_config(g).map_err(Failure::error)?)
             .map_err(Failure::error)?;
     }
-    match tokio::time::timeout(dial_timeout, e.connect()).await {
+    let connecting = async {
+        if skip_verify {
+            let cfg = super::skip_verify::config(g.str("cert"), g.str("key"))?;
+            let connector = super::skip_verify::Connector(std::sync::Arc::new(cfg));
+            e.connect_with_connector(connector)
+                .await
+                .map_err(|e| error_chain(&e))
+        } else {
+            e.connect().await.map_err(|e| error_chain(&e))
+        }
+    };
+    match tokio::time::timeout(dial_timeout, connecting).await {
         Ok(Ok(channel)) => {
-            let host = ep.split_once("://").map_or(ep, |(_, h)| h);
+            let host = host_of(ep);
             let mut client = Client {
                 channel,
                 token: None,
@@ -168,19 +196,39 @@ pub async fn connect_endpoint(g: &Parsed, ep: &str) -> Result<Client, Failure> {
             }
             Ok(client)
         }
-        Ok(Err(e)) => Err(Failure::error(e)),
+        // clientv3 dials in the background: a call fails at its deadline, and the dial's
+        // reason appears only in the retry warning.
+        Ok(Err(e)) => {
+            let target = format!("endpoint://client-{}/{}", uuid(), host_of(ep));
+            log_retry(
+                &target,
+                "DeadlineExceeded",
+                &format!("latest balancer error: {e}"),
+            );
+            Err(Failure::error("context deadline exceeded"))
+        }
         Err(_) => Err(Failure::error("context deadline exceeded")),
     }
 }
 
-fn tls_config(g: &Parsed) -> Result<ClientTlsConfig, String> {
-    if g.bool("insecure-skip-tls-verify") {
-        return Err(
-            "--insecure-skip-tls-verify is not supported yet: pass the server's CA with \
-                    --cacert"
-                .into(),
-        );
+/// An error with its causes (tonic's own text is only "transport error").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
     }
+    s
+}
+
+/// An endpoint without its scheme.
+fn host_of(ep: &str) -> &str {
+    ep.split_once("://").map_or(ep, |(_, h)| h)
+}
+
+fn tls_config(g: &Parsed) -> Result<ClientTlsConfig, String> {
     let read = |p: &str| std::fs::read(p).map_err(|e| format!("open {p}: {e}"));
     let mut cfg = ClientTlsConfig::new().with_enabled_roots();
     if !g.str("cacert").is_empty() {
@@ -235,7 +283,7 @@ async fn authenticate(client: &Client, g: &Parsed) -> Result<String, String> {
             None => (user.to_string(), ask_password("Password: ")?),
         }
     };
-    let mut auth = AuthClient::new(client.channel.clone());
+    let mut auth = AuthClient::new(client.channel.clone()).max_decoding_message_size(MAX_RECV);
     let r = client
         .call(auth.authenticate(client.request(AuthenticateRequest { name, password })))
         .await?;

@@ -63,7 +63,8 @@ impl Drop for Session {
 }
 
 async fn session(c: &Client, ttl: i64) -> Result<Session, String> {
-    let mut l = LeaseClient::new(c.channel.clone());
+    let mut l =
+        LeaseClient::new(c.channel.clone()).max_decoding_message_size(super::client::MAX_RECV);
     let g = c
         .call(l.lease_grant(c.request(LeaseGrantRequest { ttl, id: 0 })))
         .await?;
@@ -101,14 +102,16 @@ async fn session(c: &Client, ttl: i64) -> Result<Session, String> {
 }
 
 async fn revoke(c: &Client, lease: i64) {
-    let mut l = LeaseClient::new(c.channel.clone());
+    let mut l =
+        LeaseClient::new(c.channel.clone()).max_decoding_message_size(super::client::MAX_RECV);
     let _ = c
         .call(l.lease_revoke(c.request(LeaseRevokeRequest { id: lease })))
         .await;
 }
 
 async fn get(c: &Client, key: &[u8]) -> Result<RangeResponse, String> {
-    let mut kv = KvClient::new(c.channel.clone());
+    let mut kv =
+        KvClient::new(c.channel.clone()).max_decoding_message_size(super::client::MAX_RECV);
     c.call(kv.range(c.request(RangeRequest {
         key: key.to_vec(),
         ..Default::default()
@@ -152,7 +155,8 @@ fn lock(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
     let printer = &*printer;
     connected_no_timeout(p, |c| async move {
         let mut s = session(&c, ttl).await?;
-        let mut locks = LockClient::new(c.channel.clone());
+        let mut locks =
+            LockClient::new(c.channel.clone()).max_decoding_message_size(super::client::MAX_RECV);
         let locked = c
             .call(locks.lock(c.request(LockRequest {
                 name: name.into_bytes(),
@@ -160,7 +164,8 @@ fn lock(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
             })))
             .await?;
         let unlock = async |key: Vec<u8>| {
-            let mut locks = LockClient::new(c.channel.clone());
+            let mut locks = LockClient::new(c.channel.clone())
+                .max_decoding_message_size(super::client::MAX_RECV);
             let _ = c.call(locks.unlock(c.request(UnlockRequest { key }))).await;
         };
         if !exec.is_empty() {
@@ -217,7 +222,8 @@ fn elect(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
     let proposal = p.args.get(1).cloned().unwrap_or_default().into_bytes();
     let printer = &*printer;
     connected_no_timeout(p, |c| async move {
-        let mut e = ElectionClient::new(c.channel.clone());
+        let mut e = ElectionClient::new(c.channel.clone())
+            .max_decoding_message_size(super::client::MAX_RECV);
         if listen {
             let mut stream = e
                 .observe(c.request(LeaderRequest { name }))

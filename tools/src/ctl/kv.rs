@@ -239,7 +239,8 @@ fn key_range(p: &Parsed, prefix: bool, from_key: bool) -> Result<(Vec<u8>, Vec<u
 pub fn get(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
     let req = get_request(p)?;
     let resp = connected(p, |c| async move {
-        let mut kv = KvClient::new(c.channel.clone());
+        let mut kv =
+            KvClient::new(c.channel.clone()).max_decoding_message_size(super::client::MAX_RECV);
         c.call(kv.range(c.request(req))).await
     })?;
     if p.bool("print-value-only") {
@@ -316,7 +317,8 @@ pub fn get_request(p: &Parsed) -> Result<RangeRequest, Failure> {
 pub fn put(p: &Parsed, printer: &Printer) -> Result<Printed, Failure> {
     let req = put_request(p, &mut std::io::stdin())?;
     let resp = connected(p, |c| async move {
-        let mut kv = KvClient::new(c.channel.clone());
+        let mut kv =
+            KvClient::new(c.channel.clone()).max_decoding_message_size(super::client::MAX_RECV);
         c.call(kv.put(c.request(req))).await
     })?;
     Ok(printer.put(&resp))
@@ -377,7 +379,8 @@ pub fn del_request(p: &Parsed) -> Result<DeleteRangeRequest, Failure> {
 pub fn del(p: &Parsed, printer: &Printer) -> Result<Printed, Failure> {
     let req = del_request(p)?;
     let resp = connected(p, |c| async move {
-        let mut kv = KvClient::new(c.channel.clone());
+        let mut kv =
+            KvClient::new(c.channel.clone()).max_decoding_message_size(super::client::MAX_RECV);
         c.call(kv.delete_range(c.request(req))).await
     })?;
     Ok(printer.del(&resp))
@@ -395,7 +398,8 @@ pub fn compaction(p: &Parsed, _printer: &mut Printer) -> Result<Printed, Failure
         physical: p.bool("physical"),
     };
     connected(p, |c| async move {
-        let mut kv = KvClient::new(c.channel.clone());
+        let mut kv =
+            KvClient::new(c.channel.clone()).max_decoding_message_size(super::client::MAX_RECV);
         c.call(kv.compact(c.request(req))).await
     })?;
     Ok(Printed::Out(

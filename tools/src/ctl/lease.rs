@@ -80,7 +80,8 @@ fn grant(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
     let arg = one_arg(p, "lease grant command needs TTL argument")?;
     let ttl = go_parse_int(&arg, 10).map_err(|e| Failure::bad_args(format!("bad TTL ({e})")))?;
     let r = connected(p, |c| async move {
-        let mut l = LeaseClient::new(c.channel.clone());
+        let mut l =
+            LeaseClient::new(c.channel.clone()).max_decoding_message_size(super::client::MAX_RECV);
         c.call(l.lease_grant(c.request(LeaseGrantRequest { ttl, id: 0 })))
             .await
     })
@@ -116,7 +117,8 @@ fn revoke(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
     let arg = one_arg(p, "lease revoke command needs 1 argument")?;
     let id = lease_id(&arg)?;
     let r = connected(p, |c| async move {
-        let mut l = LeaseClient::new(c.channel.clone());
+        let mut l =
+            LeaseClient::new(c.channel.clone()).max_decoding_message_size(super::client::MAX_RECV);
         c.call(l.lease_revoke(c.request(LeaseRevokeRequest { id })))
             .await
     })
@@ -152,7 +154,8 @@ fn timetolive(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
     let id = lease_id(&arg)?;
     let keys = p.bool("keys");
     let r = connected_no_timeout(p, |c| async move {
-        let mut l = LeaseClient::new(c.channel.clone());
+        let mut l =
+            LeaseClient::new(c.channel.clone()).max_decoding_message_size(super::client::MAX_RECV);
         c.call(l.lease_time_to_live(c.request(LeaseTimeToLiveRequest { id, keys })))
             .await
     })
@@ -218,7 +221,8 @@ fn timetolive(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
 
 fn list(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
     let r = connected_no_timeout(p, |c| async move {
-        let mut l = LeaseClient::new(c.channel.clone());
+        let mut l =
+            LeaseClient::new(c.channel.clone()).max_decoding_message_size(super::client::MAX_RECV);
         c.call(l.lease_leases(c.request(LeaseLeasesRequest {})))
             .await
     })
@@ -281,7 +285,8 @@ fn keep_alive(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
     let once = p.bool("once");
     let printer = &*printer;
     connected_no_timeout(p, |c| async move {
-        let mut l = LeaseClient::new(c.channel.clone());
+        let mut l =
+            LeaseClient::new(c.channel.clone()).max_decoding_message_size(super::client::MAX_RECV);
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
         let _ = tx.send(LeaseKeepAliveRequest { id }).await;

@@ -197,7 +197,8 @@ fn endpoints(p: &Parsed) -> Result<Vec<String>, Failure> {
                     continue;
                 }
             };
-            let mut m = ClusterClient::new(c.channel.clone());
+            let mut m = ClusterClient::new(c.channel.clone())
+                .max_decoding_message_size(super::client::MAX_RECV);
             match c
                 .call(m.member_list(c.request(MemberListRequest {
                     linearizable: false,
@@ -271,7 +272,8 @@ fn health(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
                     }
                 };
                 let start = Instant::now();
-                let mut kv = KvClient::new(c.channel.clone());
+                let mut kv = KvClient::new(c.channel.clone())
+                    .max_decoding_message_size(super::client::MAX_RECV);
                 let r = c
                     .call(kv.range(c.request(RangeRequest {
                         key: b"health".to_vec(),
@@ -371,7 +373,8 @@ fn health(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
 fn status(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
     let eps = endpoints(p)?;
     let results = per_endpoint(p, &eps, async |c: &Client, _ep: &str| {
-        let mut m = MaintenanceClient::new(c.channel.clone());
+        let mut m = MaintenanceClient::new(c.channel.clone())
+            .max_decoding_message_size(super::client::MAX_RECV);
         c.call(m.status(c.request(StatusRequest {}))).await
     })?;
     let mut ok: Vec<(String, StatusResponse)> = Vec::new();
@@ -487,7 +490,8 @@ fn hashkv(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
     let eps = endpoints(p)?;
     let revision = p.int("rev");
     let results = per_endpoint(p, &eps, async |c: &Client, _ep: &str| {
-        let mut m = MaintenanceClient::new(c.channel.clone());
+        let mut m = MaintenanceClient::new(c.channel.clone())
+            .max_decoding_message_size(super::client::MAX_RECV);
         c.call(m.hash_kv(c.request(HashKvRequest { revision })))
             .await
     })?;
@@ -560,7 +564,8 @@ fn move_leader(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
     let found = rt.block_on(async {
         for ep in &eps {
             let c = connect_endpoint(p, ep).await?;
-            let mut m = MaintenanceClient::new(c.channel.clone());
+            let mut m = MaintenanceClient::new(c.channel.clone())
+                .max_decoding_message_size(super::client::MAX_RECV);
             let s = c
                 .call(m.status(c.request(StatusRequest {})))
                 .await
@@ -579,7 +584,8 @@ fn move_leader(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
     };
     let r = rt
         .block_on(async {
-            let mut m = MaintenanceClient::new(c.channel.clone());
+            let mut m = MaintenanceClient::new(c.channel.clone())
+                .max_decoding_message_size(super::client::MAX_RECV);
             c.call(m.move_leader(c.request(MoveLeaderRequest { target_id: target })))
                 .await
         })
@@ -662,7 +668,8 @@ fn alarm_request(action: alarm_request::AlarmAction, a: &AlarmMember) -> AlarmRe
 fn alarm_list(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
     no_args(p, "alarm list")?;
     let r = connected(p, |c| async move {
-        let mut m = MaintenanceClient::new(c.channel.clone());
+        let mut m = MaintenanceClient::new(c.channel.clone())
+            .max_decoding_message_size(super::client::MAX_RECV);
         let req = alarm_request(alarm_request::AlarmAction::Get, &AlarmMember::default());
         c.call(m.alarm(c.request(req))).await
     })?;
@@ -674,7 +681,8 @@ fn alarm_list(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
 fn alarm_disarm(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
     no_args(p, "alarm disarm")?;
     let r = connected(p, |c| async move {
-        let mut m = MaintenanceClient::new(c.channel.clone());
+        let mut m = MaintenanceClient::new(c.channel.clone())
+            .max_decoding_message_size(super::client::MAX_RECV);
         let req = alarm_request(alarm_request::AlarmAction::Get, &AlarmMember::default());
         let list = c.call(m.alarm(c.request(req))).await?;
         let mut all = AlarmResponse::default();
@@ -699,7 +707,8 @@ fn defrag(p: &Parsed, _printer: &mut Printer) -> Result<Printed, Failure> {
     }
     let eps = endpoints(p)?;
     let results = per_endpoint(p, &eps, async |c: &Client, _ep: &str| {
-        let mut m = MaintenanceClient::new(c.channel.clone());
+        let mut m = MaintenanceClient::new(c.channel.clone())
+            .max_decoding_message_size(super::client::MAX_RECV);
         c.call(m.defragment(c.request(DefragmentRequest {}))).await
     })?;
     let mut failures = 0;
@@ -780,7 +789,8 @@ fn save(p: &Parsed, ep: &str, path: &Path, part: &Path) -> Result<(), String> {
         if !p.given("command-timeout") {
             c.command_timeout = None;
         }
-        let mut m = MaintenanceClient::new(c.channel.clone());
+        let mut m = MaintenanceClient::new(c.channel.clone())
+            .max_decoding_message_size(super::client::MAX_RECV);
         let mut stream = m
             .snapshot(c.request(SnapshotRequest {}))
             .await

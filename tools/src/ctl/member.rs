@@ -106,6 +106,38 @@ fn peer_urls(p: &Parsed) -> Result<Vec<String>, Failure> {
     Ok(urls.split(',').map(str::to_string).collect())
 }
 
+/// clientv3's check of peer URLs before it sends them (etcd's types.NewURLs): a 3.4 server
+/// would take a malformed one and lose the member.
+fn check_urls(urls: &[String]) -> Result<(), Failure> {
+    for u in urls {
+        let u = u.trim();
+        let (scheme, rest) = u.split_once("://").unwrap_or(("", u));
+        if !matches!(
+            scheme.to_ascii_lowercase().as_str(),
+            "http" | "https" | "unix" | "unixs"
+        ) {
+            return Err(Failure::error(format!(
+                "URL scheme must be http, https, unix, or unixs: {u}"
+            )));
+        }
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (host, tail) = rest.split_at(end);
+        let host_port = match host.strip_prefix('[') {
+            Some(b) => b.split_once("]:").is_some(),
+            None => host.split(':').count() == 2,
+        };
+        if !host_port {
+            return Err(Failure::error(format!(
+                "URL address does not have the form \"host:port\": {u}"
+            )));
+        }
+        if tail.starts_with('/') {
+            return Err(Failure::error(format!("URL must not contain a path: {u}")));
+        }
+    }
+    Ok(())
+}
+
 fn add(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
     let name = match p.args.as_slice() {
         [] => return Err(Failure::bad_args("member name not provided")),
@@ -121,12 +153,14 @@ fn add(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
         }
     };
     let urls = peer_urls(p)?;
+    check_urls(&urls)?;
     let req = MemberAddRequest {
         peer_ur_ls: urls,
         is_learner: p.bool("learner"),
     };
     let r = connected(p, |c| async move {
-        let mut m = ClusterClient::new(c.channel.clone());
+        let mut m = ClusterClient::new(c.channel.clone())
+            .max_decoding_message_size(super::client::MAX_RECV);
         c.call(m.member_add(c.request(req))).await
     })?;
     let new = r.member.clone().unwrap_or_default();
@@ -173,7 +207,8 @@ fn add(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
 fn remove(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
     let id = member_id(p)?;
     let r = connected(p, |c| async move {
-        let mut m = ClusterClient::new(c.channel.clone());
+        let mut m = ClusterClient::new(c.channel.clone())
+            .max_decoding_message_size(super::client::MAX_RECV);
         c.call(m.member_remove(c.request(MemberRemoveRequest { id })))
             .await
     })?;
@@ -194,8 +229,10 @@ fn remove(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
 fn update(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
     let id = member_id(p)?;
     let urls = peer_urls(p)?;
+    check_urls(&urls)?;
     let r = connected(p, |c| async move {
-        let mut m = ClusterClient::new(c.channel.clone());
+        let mut m = ClusterClient::new(c.channel.clone())
+            .max_decoding_message_size(super::client::MAX_RECV);
         c.call(m.member_update(c.request(MemberUpdateRequest {
             id,
             peer_ur_ls: urls,
@@ -219,7 +256,8 @@ fn update(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
 fn promote(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
     let id = member_id(p)?;
     let r = connected(p, |c| async move {
-        let mut m = ClusterClient::new(c.channel.clone());
+        let mut m = ClusterClient::new(c.channel.clone())
+            .max_decoding_message_size(super::client::MAX_RECV);
         c.call(m.member_promote(c.request(MemberPromoteRequest { id })))
             .await
     })?;
@@ -237,7 +275,8 @@ fn promote(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
 
 fn list(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
     let r = connected(p, |c| async move {
-        let mut m = ClusterClient::new(c.channel.clone());
+        let mut m = ClusterClient::new(c.channel.clone())
+            .max_decoding_message_size(super::client::MAX_RECV);
         c.call(m.member_list(c.request(MemberListRequest {
             linearizable: false,
         })))

@@ -107,8 +107,10 @@ fn make_mirror(p: &Parsed, _printer: &mut Printer) -> Result<Printed, Failure> {
             k.replacen(&prefix, &dest_prefix, 1).into_bytes()
         };
         let (key, range_end) = retcd_net::keys::prefix_range(prefix.as_bytes());
-        let mut skv = KvClient::new(src.channel.clone());
-        let mut dkv = KvClient::new(dst.channel.clone());
+        let mut skv =
+            KvClient::new(src.channel.clone()).max_decoding_message_size(super::client::MAX_RECV);
+        let mut dkv =
+            KvClient::new(dst.channel.clone()).max_decoding_message_size(super::client::MAX_RECV);
         let total = std::cell::Cell::new(0u64);
         let reporter = async {
             loop {
@@ -164,7 +166,8 @@ fn make_mirror(p: &Parsed, _printer: &mut Printer) -> Result<Printed, Failure> {
                     )),
                 })
                 .await;
-            let mut w = WatchClient::new(src.channel.clone());
+            let mut w = WatchClient::new(src.channel.clone())
+                .max_decoding_message_size(super::client::MAX_RECV);
             let mut req = src.request(tokio_stream::wrappers::ReceiverStream::new(rx));
             req.metadata_mut().insert(
                 "hasleader",

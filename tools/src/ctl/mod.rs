@@ -26,6 +26,7 @@ pub mod maintenance;
 pub mod member;
 pub mod mirror;
 pub mod print;
+pub mod skip_verify;
 pub mod txn;
 pub mod usage;
 pub mod watch;

@@ -73,7 +73,8 @@ pub fn txn(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
         failure,
     };
     let resp = connected_no_timeout(p, |c| async move {
-        let mut kv = KvClient::new(c.channel.clone());
+        let mut kv =
+            KvClient::new(c.channel.clone()).max_decoding_message_size(super::client::MAX_RECV);
         c.call(kv.txn(c.request(req))).await
     })?;
     Ok(show(printer, &resp))

@@ -172,7 +172,8 @@ fn watch(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
             // asked for.
             tokio::spawn(read_lines(tx.clone(), ctl_tx, env.clone()));
         }
-        let mut client = WatchClient::new(c.channel.clone());
+        let mut client =
+            WatchClient::new(c.channel.clone()).max_decoding_message_size(super::client::MAX_RECV);
         let mut responses = client
             .watch(req)
             .await
