@@ -26,6 +26,9 @@ pub struct Spec {
     pub default: &'static str,
     /// etcdctl's help text for the flag.
     pub usage: &'static str,
+    /// Accepted but left out of the help (etcdctl 3.5's additions, so that 3.4's help stays
+    /// byte for byte).
+    pub hidden: bool,
 }
 
 pub const fn spec(
@@ -40,17 +43,20 @@ pub const fn spec(
         kind,
         default,
         usage,
+        hidden: false,
     }
 }
 
 /// cobra's own flag of every command.
 pub const HELP: Spec = Spec {
-    name: "help",
     short: Some('h'),
-    kind: Kind::Bool,
-    default: "false",
-    usage: "",
+    ..spec("help", Kind::Bool, "false", "")
 };
+
+/// A flag of etcdctl 3.5 that 3.4 lacks: accepted, not listed in the help.
+pub const fn hidden(s: Spec) -> Spec {
+    Spec { hidden: true, ..s }
+}
 
 /// etcdctl 3.4's global (persistent) flags.
 pub const GLOBAL: &[Spec] = &[
@@ -62,11 +68,13 @@ pub const GLOBAL: &[Spec] = &[
         "enable client-side debug logging",
     ),
     Spec {
-        name: "write-out",
         short: Some('w'),
-        kind: Kind::Str,
-        default: "simple",
-        usage: "set the output format (fields, json, protobuf, simple, table)",
+        ..spec(
+            "write-out",
+            Kind::Str,
+            "simple",
+            "set the output format (fields, json, protobuf, simple, table)",
+        )
     },
     spec(
         "hex",
@@ -147,11 +155,13 @@ pub const GLOBAL: &[Spec] = &[
         "password for authentication (if this option is used, --user option shouldn't include password)",
     ),
     Spec {
-        name: "discovery-srv",
         short: Some('d'),
-        kind: Kind::Str,
-        default: "",
-        usage: "domain name to query for SRV records describing cluster endpoints",
+        ..spec(
+            "discovery-srv",
+            Kind::Str,
+            "",
+            "domain name to query for SRV records describing cluster endpoints",
+        )
     },
     spec(
         "discovery-srv-name",

@@ -8,7 +8,7 @@ use retcd_net::pb::etcdserverpb::{
     range_request,
 };
 
-use super::flags::{Kind, Parsed, Spec, spec};
+use super::flags::{Kind, Parsed, Spec, hidden, spec};
 use super::print::{Printed, Printer};
 use super::usage::About;
 use super::{Cmd, connected};
@@ -133,6 +133,12 @@ pub const GET: &[Spec] = &[
         "false",
         "Only write values when using the \"simple\" output format",
     ),
+    hidden(spec(
+        "count-only",
+        Kind::Bool,
+        "false",
+        "Get only the count",
+    )),
 ];
 
 pub const PUT: &[Spec] = &[
@@ -243,6 +249,13 @@ pub fn get(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
             KvClient::new(c.channel.clone()).max_decoding_message_size(super::client::MAX_RECV);
         c.call(kv.range(c.request(req))).await
     })?;
+    // etcdctl 3.5's --count-only, checked after the call as 3.5 does.
+    if p.bool("count-only") && printer.format != crate::output::Format::Fields {
+        return Err(bad(
+            exit::BAD_ARGS,
+            "--count-only is only for `--write-out=fields`",
+        ));
+    }
     if p.bool("print-value-only") {
         if printer.format != crate::output::Format::Simple {
             return Err(bad(
@@ -268,10 +281,17 @@ pub fn get_request(p: &Parsed) -> Result<RangeRequest, Failure> {
             ));
         }
     };
+    if p.bool("keys-only") && p.bool("count-only") {
+        return Err(bad(
+            exit::BAD_ARGS,
+            "`--keys-only` and `--count-only` cannot be set at the same time, choose one",
+        ));
+    }
     let mut req = RangeRequest {
         limit: p.int("limit"),
         serializable,
         keys_only: p.bool("keys-only"),
+        count_only: p.bool("count-only"),
         ..Default::default()
     };
     (req.key, req.range_end) = key_range(p, prefix, from_key)?;

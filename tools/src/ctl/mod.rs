@@ -167,9 +167,13 @@ fn find_group(name: &str) -> Option<&'static Group> {
     GROUPS.iter().find(|g| g.about.path == name)
 }
 
+/// Commands of etcdctl 3.5 that 3.4 lacks: they run, but 3.4's listings do not show them.
+const HIDDEN: &[&str] = &["auth status"];
+
 /// The runnable commands below `prefix` ("" for all), sorted by path, as cobra lists them.
 fn children(prefix: &str) -> Vec<(String, &'static str)> {
     let mut v: Vec<(String, &'static str)> = commands()
+        .filter(|c| !HIDDEN.contains(&c.about.path))
         .filter_map(|c| {
             let below = if prefix.is_empty() {
                 Some(c.about.path)
@@ -426,8 +430,11 @@ pub fn run(argv: Vec<String>) -> i32 {
     let (cmd, inherited) = match find_group(top) {
         Some(g) => {
             let sub = command_at(&rest, at).and_then(|i| {
-                let names = children(top);
-                let name = resolve(&rest[i], names.iter().map(|(n, _)| n.as_str()))?;
+                // Hidden commands run too; they are only left out of listings.
+                let names: Vec<&str> = commands()
+                    .filter_map(|c| c.about.path.strip_prefix(top)?.strip_prefix(' '))
+                    .collect();
+                let name = resolve(&rest[i], names.iter().copied())?;
                 Some((i, find(&format!("{top} {name}"))?))
             });
             let Some((i, cmd)) = sub else {

@@ -107,7 +107,7 @@ pub fn render_with(about: &About, local: &[Spec], extra: &Extra) -> String {
 /// string defaults, a tab, the usage.
 fn flag_lines(specs: &[(Spec, &str)]) -> String {
     let mut o = String::new();
-    for (s, usage) in specs {
+    for (s, usage) in specs.iter().filter(|(s, _)| !s.hidden) {
         match s.short {
             Some(c) => o.push_str(&format!("  -{c}, --{}", s.name)),
             None => o.push_str(&format!("      --{}", s.name)),
@@ -190,7 +190,11 @@ pub fn cobra_default_usage(use_line: &str, local: &[Spec]) -> String {
         "help for {}",
         use_line.split(' ').next().unwrap_or(use_line)
     );
-    let mut flags: Vec<(Spec, &str)> = local.iter().map(|s| (*s, s.usage)).collect();
+    let mut flags: Vec<(Spec, &str)> = local
+        .iter()
+        .filter(|s| !s.hidden)
+        .map(|s| (*s, s.usage))
+        .collect();
     flags.push((HELP, &help));
     flags.sort_by_key(|(s, _)| s.name);
     let lefts: Vec<String> = flags

@@ -14,7 +14,7 @@ use retcd_net::pb::mvccpb::Event;
 use tokio::io::AsyncBufReadExt;
 
 use super::argify::argify;
-use super::flags::{HELP, Kind, Parsed, Spec, spec};
+use super::flags::{HELP, Kind, Parsed, Spec, hidden, spec};
 use super::print::{self, Json, Printed, Printer, fields_header, fields_kv, go_quote};
 use super::usage::about;
 use super::{Cmd, connected_no_timeout};
@@ -48,6 +48,12 @@ const FLAGS: &[Spec] = &[
         "false",
         "get the previous key-value pair before the event happens",
     ),
+    hidden(spec(
+        "progress-notify",
+        Kind::Bool,
+        "false",
+        "get periodic watch progress notification from server",
+    )),
 ];
 
 const BAD_NUM: &str = "bad number of arguments";
@@ -81,6 +87,7 @@ fn create_request(p: &Parsed, args: &[String]) -> Result<WatchCreateRequest, Str
         key: key.as_bytes().to_vec(),
         start_revision: p.int("rev"),
         prev_kv: p.bool("prev-kv"),
+        progress_notify: p.bool("progress-notify"),
         ..Default::default()
     };
     if args.len() == 2 {
