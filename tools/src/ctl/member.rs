@@ -212,17 +212,13 @@ fn remove(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
         c.call(m.member_remove(c.request(MemberRemoveRequest { id })))
             .await
     })?;
-    let cluster = r.header.as_ref().map_or(0, |h| h.cluster_id);
-    Ok(printer.rpc(
+    Ok(changed(
+        printer,
         &r,
-        |o| {
-            let _ = writeln!(o, "Member {id:16x} removed from cluster {cluster:16x}");
-        },
-        None,
-        |j| {
-            j.header(r.header.as_ref());
-            j.objects("members", &r.members, None, json_member);
-        },
+        r.header.as_ref(),
+        &r.members,
+        id,
+        "removed from",
     ))
 }
 
@@ -239,18 +235,38 @@ fn update(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
         })))
         .await
     })?;
-    let cluster = r.header.as_ref().map_or(0, |h| h.cluster_id);
-    Ok(printer.rpc(
+    Ok(changed(
+        printer,
         &r,
+        r.header.as_ref(),
+        &r.members,
+        id,
+        "updated in",
+    ))
+}
+
+/// The output of a remove or an update: `Member %16x <what> cluster %16x`, or the response's
+/// header and members.
+fn changed(
+    printer: &Printer,
+    r: &impl prost::Message,
+    header: Option<&retcd_net::pb::etcdserverpb::ResponseHeader>,
+    members: &[Member],
+    id: u64,
+    what: &str,
+) -> Printed {
+    let cluster = header.map_or(0, |h| h.cluster_id);
+    printer.rpc(
+        r,
         |o| {
-            let _ = writeln!(o, "Member {id:16x} updated in cluster {cluster:16x}");
+            let _ = writeln!(o, "Member {id:16x} {what} cluster {cluster:16x}");
         },
         None,
         |j| {
-            j.header(r.header.as_ref());
-            j.objects("members", &r.members, None, json_member);
+            j.header(header);
+            j.objects("members", members, None, json_member);
         },
-    ))
+    )
 }
 
 fn promote(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {

@@ -132,15 +132,7 @@ fn split_exec(
     {
         args.truncate(i);
     }
-    if !env.0.is_empty() {
-        let mut with_env = vec![env.0.clone()];
-        if !env.1.is_empty() {
-            with_env.push(env.1.clone());
-        }
-        with_env.extend(args);
-        args = with_env;
-    }
-    Ok((args, exec))
+    Ok((with_env_key(args, env), exec))
 }
 
 fn watch(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
@@ -367,6 +359,19 @@ fn interactive_line(line: &str, env: &(String, String)) -> Result<Option<Line>, 
     }
 }
 
+/// The watch arguments after `ETCDCTL_WATCH_KEY` (and `ETCDCTL_WATCH_RANGE_END`), if set.
+fn with_env_key(args: Vec<String>, env: &(String, String)) -> Vec<String> {
+    if env.0.is_empty() {
+        return args;
+    }
+    let mut with_env = vec![env.0.clone()];
+    if !env.1.is_empty() {
+        with_env.push(env.1.clone());
+    }
+    with_env.extend(args);
+    with_env
+}
+
 /// parseWatchArgs for an interactive `watch …` line (its own flags already parsed).
 fn split_interactive(
     toks: &[String],
@@ -388,16 +393,7 @@ fn split_interactive(
         return Err(Stop::bad_args(BAD_NUM_ENV));
     }
     let exec = sep.map_or_else(Vec::new, |i| toks[i + 1..].to_vec());
-    let mut args = before;
-    if !env.0.is_empty() {
-        let mut with_env = vec![env.0.clone()];
-        if !env.1.is_empty() {
-            with_env.push(env.1.clone());
-        }
-        with_env.extend(args);
-        args = with_env;
-    }
-    Ok((args, exec))
+    Ok((with_env_key(before, env), exec))
 }
 
 /// clientv3's WatchResponse.Err() text of a canceled watch.
