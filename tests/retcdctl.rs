@@ -107,6 +107,11 @@ const KV: &[Step] = &[
         None,
     ),
     (&["watch", "--rev=1", "w1", "--", "false"], None),
+    (&["watch", "--rev=1", "w1", "--", "no-such-program"], None),
+    // watch -i ends with its input, whether or not a watch was made.
+    (&["watch", "-i"], Some("")),
+    (&["watch", "-i"], Some("frob\n")),
+    (&["watch", "-i"], Some("watch --nope k\n")),
     // txn: every section, every format, and etcdctl's complaints.
     (
         &["txn"],
@@ -1220,4 +1225,119 @@ fn etcdctl_35_additions_print_35s_format() {
         out.starts_with("Authentication Status: true\nAuthRevision: "),
         "{out}"
     );
+}
+
+/// `ETCDCTL_*` variables as etcd's pkg/flags applies them for etcdctl: a variable sets its
+/// global flag unless the command line did (then it is fatal), a bad value is ignored, an
+/// unknown `ETCDCTL_*` draws a warning, and commands without a client read none.
+#[test]
+fn environment_variables_as_etcdctl_reads_them() {
+    let s = Server::start_in_tempdir(Kind::Retcd);
+    assert!(s.etcdctl(&["put", "k", "v"]).success());
+    let cases: &[(&[(&str, &str)], &[&str])] = &[
+        (&[("ETCDCTL_WRITE_OUT", "json")], &["get", "k"]),
+        (&[("ETCDCTL_DIAL_TIMEOUT", "abc")], &["get", "k"]),
+        (&[("ETCDCTL_FOO", "1")], &["get", "k"]),
+        (
+            &[("ETCDCTL_WRITE_OUT", "json")],
+            &["get", "k", "-w", "fields"],
+        ),
+        (&[("ETCDCTL_HEX", "")], &["get", "k", "--hex"]),
+        (&[("ETCDCTL_HEX", "true")], &["get", "k"]),
+        (&[("ETCDCTL_FOO", "1")], &["version"]),
+        (&[("ETCDCTL_CLUSTER", "true")], &["endpoint", "hashkv"]),
+        (&[("ETCDCTL_CLUSTER", "true")], &["get", "k"]),
+        (
+            &[("ETCDCTL_WATCH_KEY", "k")],
+            &["watch", "--rev=1", "--", "sh", "-c", "kill $PPID"],
+        ),
+    ];
+    let run = |bin: &std::path::Path, env: &[(&str, &str)], args: &[&str]| {
+        let mut cmd = Command::new(bin);
+        support::remove_env_with_prefixes(&mut cmd, &["ETCDCTL_"]);
+        cmd.env("ETCDCTL_API", "3")
+            .envs(env.iter().copied())
+            .arg(format!("--endpoints={}", s.endpoint()))
+            .args(args);
+        let out = support::run_with_timeout(cmd, None, Duration::from_secs(30)).expect("run");
+        // capnslog's time stamps, clientv3's JSON lines and ids vary.
+        let stderr: String = out
+            .stderr
+            .lines()
+            .map(|l| match l.split_once(" | ") {
+                Some((stamp, rest)) if stamp.len() == 28 => {
+                    format!("<TIME> {}", &stamp[27..]) + " | " + rest
+                }
+                _ => l.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let mask = |t: &str| {
+            t.split([',', '"', ' ', '\n', '{', '}', ':'])
+                .filter(|w| !w.chars().all(|c| c.is_ascii_digit()) || w.len() < 12)
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        (
+            mask(&out.stdout),
+            mask(&stderr).replace("retcdctl", "etcdctl"),
+            out.status.code(),
+        )
+    };
+    for (env, args) in cases {
+        assert_eq!(
+            run(&support::retcdctl_bin(), env, args),
+            run(&support::etcdctl_binary(), env, args),
+            "{env:?} {args:?}"
+        );
+    }
+}
+
+/// Keys and values are bytes: a value that is not UTF-8 comes back byte for byte, and a key
+/// given as an argument that is not UTF-8 is that key (as etcdctl takes them).
+#[test]
+fn binary_keys_and_values_pass_unchanged() {
+    use std::os::unix::ffi::OsStrExt;
+    let s = Server::start_in_tempdir(Kind::Retcd);
+    let raw = |bin: &std::path::Path, args: &[&std::ffi::OsStr], stdin: Option<&[u8]>| {
+        use std::io::Write;
+        let mut child = Command::new(bin)
+            .arg(format!("--endpoints={}", s.endpoint()))
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(stdin.unwrap_or_default()).unwrap();
+        drop(input);
+        let out = child.wait_with_output().expect("wait");
+        (out.stdout, out.stderr, out.status.code())
+    };
+    let os = |b: &'static [u8]| std::ffi::OsStr::from_bytes(b);
+    for bin in [support::etcdctl_binary(), support::retcdctl_bin()] {
+        let name = bin.file_name().unwrap().to_string_lossy().into_owned();
+        let (_, err, code) = raw(
+            &bin,
+            &[os(b"put"), os(b"bin/\xff\xfe")],
+            Some(b"\x00\xff\xc3v"),
+        );
+        assert_eq!(code, Some(0), "{name}: {}", String::from_utf8_lossy(&err));
+        let (out, _, _) = raw(&bin, &[os(b"get"), os(b"bin/\xff\xfe")], None);
+        assert_eq!(out, b"bin/\xff\xfe\n\x00\xff\xc3v\n", "{name}");
+        let (out, _, _) = raw(
+            &bin,
+            &[
+                os(b"get"),
+                os(b"bin/"),
+                os(b"--prefix"),
+                os(b"--print-value-only"),
+            ],
+            None,
+        );
+        assert_eq!(out, b"\x00\xff\xc3v\n", "{name}");
+        let (_, _, code) = raw(&bin, &[os(b"del"), os(b"bin/\xff\xfe")], None);
+        assert_eq!(code, Some(0), "{name}");
+    }
 }

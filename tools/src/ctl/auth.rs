@@ -19,6 +19,7 @@ use retcd_net::pb::etcdserverpb::{
 use super::client::{MAX_RECV, ask_password};
 use super::flags::{Kind, Parsed, Spec, spec};
 use super::print::{self, Json, Printed, Printer, fields_header, go_quote};
+use super::rawarg::bytes;
 use super::usage::about;
 use super::{Cmd, connected, connected_no_timeout};
 use crate::output::{Failure, Format};
@@ -630,7 +631,7 @@ fn role_list(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
 fn perm_range(p: &Parsed, args: &[String]) -> Result<(Vec<u8>, Vec<u8>), Failure> {
     let (prefix, from_key) = (p.bool("prefix"), p.bool("from-key"));
     let exclusive = || Failure::bad_args("--from-key and --prefix flags are mutually exclusive");
-    let key = args[0].as_bytes();
+    let key = &bytes(&args[0]);
     if key.is_empty() {
         if prefix && from_key {
             return Err(exclusive());
@@ -658,7 +659,7 @@ fn perm_range(p: &Parsed, args: &[String]) -> Result<(Vec<u8>, Vec<u8>), Failure
                 "unexpected endkey argument with --from-key flag",
             ));
         }
-        Some(e) => e.as_bytes().to_vec(),
+        Some(e) => bytes(e),
     };
     Ok((key.to_vec(), end))
 }

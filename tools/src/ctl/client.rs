@@ -146,6 +146,8 @@ pub async fn connect(g: &Parsed) -> Result<Client, Failure> {
 
 /// A client of `ep` alone (etcdctl's per-endpoint calls: status, hashkv, defrag, health).
 pub async fn connect_endpoint(g: &Parsed, ep: &str) -> Result<Client, Failure> {
+    // etcdctl trims each endpoint (`--endpoints="a, b"`).
+    let ep = ep.trim();
     let dial_timeout = g.duration("dial-timeout");
     let command_timeout = g.duration("command-timeout");
     let secure_flags =
@@ -280,7 +282,13 @@ async fn authenticate(client: &Client, g: &Parsed) -> Result<String, String> {
     } else {
         match user.split_once(':') {
             Some((n, p)) => (n.to_string(), p.to_string()),
-            None => (user.to_string(), ask_password("Password: ")?),
+            // Asked once per run, however many endpoints are dialed.
+            None => {
+                static ASKED: std::sync::OnceLock<Result<String, String>> =
+                    std::sync::OnceLock::new();
+                let pw = ASKED.get_or_init(|| ask_password("Password: ")).clone()?;
+                (user.to_string(), pw)
+            }
         }
     };
     let mut auth = AuthClient::new(client.channel.clone()).max_decoding_message_size(MAX_RECV);

@@ -18,6 +18,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use super::client::Client;
 use super::flags::{Kind, Parsed, Spec, spec};
 use super::print::{self, Printed, Printer};
+use super::rawarg::bytes;
 use super::usage::about;
 use super::{Cmd, connected_no_timeout};
 use crate::output::Failure;
@@ -129,20 +130,40 @@ fn show(printer: &Printer, r: &RangeResponse) -> Result<(), String> {
     }
 }
 
-/// Waits for SIGINT or SIGTERM.
-async fn interrupted() {
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = int.recv() => {}
-        _ = term.recv() => {}
+/// SIGINT and SIGTERM, caught from the start of the command (etcdctl installs its handler
+/// first thing), so that none is lost between two waits.
+struct Interrupts {
+    int: Option<tokio::signal::unix::Signal>,
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Interrupts {
+    fn catch() -> Interrupts {
+        Interrupts {
+            int: signal(SignalKind::interrupt()).ok(),
+            term: signal(SignalKind::terminate()).ok(),
+        }
+    }
+
+    /// Waits for the next one.
+    async fn recv(&mut self) {
+        async fn one(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            _ = one(&mut self.int) => {}
+            _ = one(&mut self.term) => {}
+        }
     }
 }
+
+/// What etcdctl says when a signal cancels a wait (its context is cancelled).
+const CANCELED: &str = "context canceled";
 
 fn lock(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
     let Some(name) = p.args.first().cloned() else {
@@ -154,44 +175,50 @@ fn lock(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
     let ttl = p.int("ttl");
     let printer = &*printer;
     connected_no_timeout(p, |c| async move {
+        let mut signals = Interrupts::catch();
         let mut s = session(&c, ttl).await?;
         let mut locks =
             LockClient::new(c.channel.clone()).max_decoding_message_size(super::client::MAX_RECV);
-        let locked = c
-            .call(locks.lock(c.request(LockRequest {
-                name: name.into_bytes(),
-                lease: s.lease,
-            })))
-            .await?;
+        let lock = c.call(locks.lock(c.request(LockRequest {
+            name: bytes(&name),
+            lease: s.lease,
+        })));
+        let locked = tokio::select! {
+            r = lock => r?,
+            _ = signals.recv() => {
+                // The session's lease goes, and with it the waiting key.
+                revoke(&c, s.lease).await;
+                return Err(CANCELED.to_string());
+            }
+        };
         let unlock = async |key: Vec<u8>| {
             let mut locks = LockClient::new(c.channel.clone())
                 .max_decoding_message_size(super::client::MAX_RECV);
             let _ = c.call(locks.unlock(c.request(UnlockRequest { key }))).await;
         };
         if !exec.is_empty() {
+            // The session is kept alive while the command runs (it may outlast the TTL);
+            // a signal reaches the command, and this process waits for it.
             let revision = locked.header.as_ref().map_or(0, |h| h.revision);
-            let status = std::process::Command::new(&exec[0])
-                .args(&exec[1..])
-                .env(
+            let env = [
+                (
                     "ETCD_LOCK_KEY",
-                    String::from_utf8_lossy(&locked.key).as_ref(),
-                )
-                .env("ETCD_LOCK_REV", revision.to_string())
-                .status();
+                    String::from_utf8_lossy(&locked.key).into_owned(),
+                ),
+                ("ETCD_LOCK_REV", revision.to_string()),
+            ];
+            let ran = super::exec::run(&exec, &env).await;
             unlock(locked.key.clone()).await;
             revoke(&c, s.lease).await;
-            return match status {
-                Ok(st) if st.success() => Ok(()),
-                Ok(st) => Err(match st.code() {
-                    Some(code) => format!("exit status {code}"),
-                    None => format!("signal: {st}"),
-                }),
-                Err(e) => Err(format!("exec: {}: {e}", exec[0])),
-            };
+            return ran;
         }
-        show(printer, &get(&c, &locked.key).await?)?;
+        let held = get(&c, &locked.key).await?;
+        if held.kvs.is_empty() {
+            return Err("lock lost on init".to_string());
+        }
+        show(printer, &held)?;
         tokio::select! {
-            _ = interrupted() => {
+            _ = signals.recv() => {
                 unlock(locked.key.clone()).await;
                 revoke(&c, s.lease).await;
                 Ok(())
@@ -218,12 +245,13 @@ fn elect(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
     if p.args.len() == 2 && listen {
         return Err(Failure::bad_args("proposal given but -l is set"));
     }
-    let name = p.args[0].clone().into_bytes();
-    let proposal = p.args.get(1).cloned().unwrap_or_default().into_bytes();
+    let name = bytes(&p.args[0]);
+    let proposal = p.args.get(1).map(|a| bytes(a)).unwrap_or_default();
     let printer = &*printer;
     connected_no_timeout(p, |c| async move {
         let mut e = ElectionClient::new(c.channel.clone())
             .max_decoding_message_size(super::client::MAX_RECV);
+        let mut signals = Interrupts::catch();
         if listen {
             let mut stream = e
                 .observe(c.request(LeaderRequest { name }))
@@ -232,7 +260,7 @@ fn elect(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
                 .into_inner();
             loop {
                 tokio::select! {
-                    _ = interrupted() => return Ok(()),
+                    _ = signals.recv() => return Ok(()),
                     r = stream.message() => match r {
                         Ok(Some(r)) => {
                             let kvs: Vec<_> = r.kv.into_iter().collect();
@@ -257,15 +285,15 @@ fn elect(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
         })));
         let won = tokio::select! {
             r = campaign => r?,
-            _ = interrupted() => {
+            _ = signals.recv() => {
                 revoke(&c, s.lease).await;
-                return Ok(());
+                return Err(CANCELED.to_string());
             }
         };
         let leader = won.leader.unwrap_or_default();
         show(printer, &get(&c, &leader.key).await?)?;
         tokio::select! {
-            _ = interrupted() => {
+            _ = signals.recv() => {
                 let _ = c.call(e.resign(c.request(ResignRequest { leader: Some(leader) }))).await;
                 revoke(&c, s.lease).await;
                 Ok(())

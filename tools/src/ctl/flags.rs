@@ -220,11 +220,7 @@ impl Parsed {
 
 /// Reads `argv` (after the command's words) against `specs` (the command's flags then the
 /// global ones), then the environment for what was not given.
-pub fn parse(
-    argv: &[String],
-    specs: &[&[Spec]],
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Parsed, String> {
+pub fn parse(argv: &[String], specs: &[&[Spec]], env: Option<&Env>) -> Result<Parsed, ParseError> {
     let all: Vec<&Spec> = specs.iter().flat_map(|s| s.iter()).collect();
     let mut p = Parsed::default();
     let mut given: Vec<&'static str> = Vec::new();
@@ -292,17 +288,8 @@ pub fn parse(
             p.args.push(a.clone());
         }
     }
-    for s in GLOBAL {
-        let var = format!("ETCDCTL_{}", s.name.to_uppercase().replace('-', "_"));
-        if let Some(v) = env(&var) {
-            if given.contains(&s.name) {
-                return Err(format!(
-                    "conflicting environment variable \"{var}\" is shadowed by corresponding \
-                     command-line flag (either unset environment variable or disable flag)"
-                ));
-            }
-            set(&mut p, &mut given, s, v, &var)?;
-        }
+    if let Some(env) = env {
+        apply_env(&mut p, &mut given, env)?;
     }
     for s in all {
         p.values
@@ -350,6 +337,83 @@ fn set(
     p.values.insert(s.name, value);
     if !given.contains(&s.name) {
         given.push(s.name);
+    }
+    Ok(())
+}
+
+/// What reading a command line can end with.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ParseError {
+    /// pflag's error for a flag: the command's usage follows it.
+    Flag(String),
+    /// A variable shadowed by the flag of the same name: pkg/flags' fatal log line.
+    EnvConflict(String),
+}
+
+impl From<String> for ParseError {
+    fn from(s: String) -> ParseError {
+        ParseError::Flag(s)
+    }
+}
+
+impl std::fmt::Display for ParseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ParseError::Flag(s) => f.write_str(s),
+            ParseError::EnvConflict(var) => write!(
+                f,
+                "conflicting environment variable {} is shadowed by corresponding command-line \
+                 flag (either unset environment variable or disable flag)",
+                super::print::go_quote(var.as_bytes())
+            ),
+        }
+    }
+}
+
+/// The environment a command reads its `ETCDCTL_*` variables from.
+pub struct Env<'a> {
+    /// Every variable, in the environment's order.
+    pub vars: Vec<(String, String)>,
+    /// The flags variables may set: the command's inherited ones (the globals, and a group's
+    /// persistent flags).
+    pub flags: Vec<&'a Spec>,
+    /// Variables the command reads itself (watch's `ETCDCTL_WATCH_KEY`), not warned about.
+    pub own: &'a [&'a str],
+}
+
+/// The variable of a flag: `ETCDCTL_` and the name in upper case, `-` as `_`.
+pub fn env_name(flag: &str) -> String {
+    format!("ETCDCTL_{}", flag.to_uppercase().replace('-', "_"))
+}
+
+/// etcd's pkg/flags SetPflagsFromEnv as etcdctl uses it: a non-empty variable sets its flag
+/// unless the command line did (a bad value is ignored); then a variable whose flag the
+/// command line set is fatal, and any other `ETCDCTL_*` not used draws a warning.
+fn apply_env(p: &mut Parsed, given: &mut Vec<&'static str>, env: &Env) -> Result<(), ParseError> {
+    let on_command_line = given.clone();
+    let mut used: Vec<String> = Vec::new();
+    for s in &env.flags {
+        let var = env_name(s.name);
+        if on_command_line.contains(&s.name) {
+            continue;
+        }
+        if let Some((_, v)) = env.vars.iter().find(|(k, v)| *k == var && !v.is_empty()) {
+            used.push(var.clone());
+            let _ = set(p, given, s, v.clone(), &var);
+        }
+    }
+    for (k, v) in &env.vars {
+        if !k.starts_with("ETCDCTL_") || used.contains(k) || env.own.contains(&k.as_str()) {
+            continue;
+        }
+        if env
+            .flags
+            .iter()
+            .any(|s| on_command_line.contains(&s.name) && env_name(s.name) == *k)
+        {
+            return Err(ParseError::EnvConflict(k.clone()));
+        }
+        super::print::capnslog('W', &format!("unrecognized environment variable {k}={v}"));
     }
     Ok(())
 }
@@ -408,7 +472,6 @@ mod tests {
 
     #[test]
     fn pflag_forms() {
-        let none = |_: &str| None;
         let p = parse(
             &args(&[
                 "a",
@@ -420,7 +483,7 @@ mod tests {
                 "x,y",
             ]),
             &[GET, GLOBAL],
-            &none,
+            None,
         )
         .unwrap();
         assert_eq!(p.args, ["a", "b"]);
@@ -429,28 +492,48 @@ mod tests {
         assert_eq!(p.int("limit"), 3);
         assert_eq!(p.list("endpoints"), ["x", "y"]);
         assert_eq!(p.duration("dial-timeout"), Duration::from_secs(2));
-        let e = parse(&args(&["--nope"]), &[GET, GLOBAL], &none).unwrap_err();
-        assert_eq!(e, "unknown flag: --nope");
-        let e = parse(&args(&["-x"]), &[GET, GLOBAL], &none).unwrap_err();
-        assert_eq!(e, "unknown shorthand flag: 'x' in -x");
-        let e = parse(&args(&["--limit"]), &[GET, GLOBAL], &none).unwrap_err();
-        assert_eq!(e, "flag needs an argument: --limit");
-        let e = parse(&args(&["--limit=x"]), &[GET, GLOBAL], &none).unwrap_err();
+        let err = |a: &[&str]| {
+            parse(&args(a), &[GET, GLOBAL], None)
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(err(&["--nope"]), "unknown flag: --nope");
+        assert_eq!(err(&["-x"]), "unknown shorthand flag: 'x' in -x");
+        assert_eq!(err(&["--limit"]), "flag needs an argument: --limit");
         assert_eq!(
-            e,
+            err(&["--limit=x"]),
             "invalid argument \"x\" for \"--limit\" flag: strconv.ParseInt: parsing \"x\": invalid syntax"
         );
-        let p = parse(&args(&["--", "-k"]), &[GET, GLOBAL], &none).unwrap();
+        let p = parse(&args(&["--", "-k"]), &[GET, GLOBAL], None).unwrap();
         assert_eq!(p.args, ["-k"]);
     }
 
     #[test]
     fn environment() {
-        let env = |k: &str| (k == "ETCDCTL_ENDPOINTS").then(|| "http://e:1".to_string());
-        let p = parse(&args(&["k"]), &[GET, GLOBAL], &env).unwrap();
+        let env = |vars: &[(&str, &str)]| Env {
+            vars: vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            flags: GLOBAL.iter().collect(),
+            own: &["ETCDCTL_API"],
+        };
+        let e = env(&[
+            ("ETCDCTL_ENDPOINTS", "http://e:1"),
+            ("ETCDCTL_DIAL_TIMEOUT", "abc"),
+            ("ETCDCTL_WRITE_OUT", ""),
+        ]);
+        let p = parse(&args(&["k"]), &[GET, GLOBAL], Some(&e)).unwrap();
         assert_eq!(p.list("endpoints"), ["http://e:1"]);
-        let e = parse(&args(&["--endpoints=a"]), &[GET, GLOBAL], &env).unwrap_err();
-        assert!(e.starts_with("conflicting environment variable \"ETCDCTL_ENDPOINTS\""));
+        // A bad value is ignored, an empty one not used.
+        assert_eq!(p.duration("dial-timeout"), Duration::from_secs(2));
+        assert_eq!(p.str("write-out"), "simple");
+        let err = parse(&args(&["--endpoints=a"]), &[GET, GLOBAL], Some(&e)).unwrap_err();
+        assert_eq!(err, ParseError::EnvConflict("ETCDCTL_ENDPOINTS".into()));
+        assert!(
+            err.to_string()
+                .starts_with("conflicting environment variable \"ETCDCTL_ENDPOINTS\"")
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ use retcd_net::pb::etcdserverpb::{
 
 use super::flags::{Kind, Parsed, Spec, hidden, spec};
 use super::print::{Printed, Printer};
+use super::rawarg::bytes;
 use super::usage::About;
 use super::{Cmd, connected};
 use crate::output::{Failure, exit};
@@ -219,7 +220,7 @@ fn range_flags(p: &Parsed, command: &str) -> Result<(bool, bool), Failure> {
 /// The key and range end of `get` and `del` (clientv3's WithRange, WithPrefix, WithFromKey):
 /// an empty key with `--prefix` or `--from-key` is every key (`\0` to `\0`).
 fn key_range(p: &Parsed, prefix: bool, from_key: bool) -> Result<(Vec<u8>, Vec<u8>), Failure> {
-    let mut key = p.args[0].as_bytes().to_vec();
+    let mut key = bytes(&p.args[0]);
     let mut end = Vec::new();
     if let Some(e) = p.args.get(1) {
         if prefix || from_key {
@@ -228,7 +229,7 @@ fn key_range(p: &Parsed, prefix: bool, from_key: bool) -> Result<(Vec<u8>, Vec<u
                 "too many arguments, only accept one argument when `--prefix` or `--from-key` is set",
             ));
         }
-        end = e.as_bytes().to_vec();
+        end = bytes(e);
     }
     if prefix {
         return Ok(prefix_range(&key));
@@ -361,7 +362,7 @@ pub fn put_request(p: &Parsed, stdin: &mut dyn Read) -> Result<PutRequest, Failu
     let value = if ignore_value {
         Vec::new()
     } else if let Some(v) = p.args.get(1) {
-        v.as_bytes().to_vec()
+        bytes(v)
     } else {
         let mut v = Vec::new();
         match stdin.read_to_end(&mut v) {
@@ -376,7 +377,7 @@ pub fn put_request(p: &Parsed, stdin: &mut dyn Read) -> Result<PutRequest, Failu
         )
     })?;
     Ok(PutRequest {
-        key: key.as_bytes().to_vec(),
+        key: bytes(key),
         value,
         lease,
         prev_kv: p.bool("prev-kv"),

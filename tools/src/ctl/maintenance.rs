@@ -838,8 +838,12 @@ fn save(p: &Parsed, ep: &str, path: &Path, part: &Path) -> Result<(), String> {
             "completed snapshot read; closing",
             &[],
         );
-        if tail.len() != 32 || sha.finalize().as_slice() != tail.as_slice() {
-            return Err("snapshot stream ended without a valid sha256 trailer".to_string());
+        // clientv3's snapshot.Save checks the same trailer (v3_snapshot.go).
+        if tail.len() != 32 {
+            return Err(format!("sha256 checksum not found [bytes: {size}]"));
+        }
+        if sha.finalize().as_slice() != tail.as_slice() {
+            return Err("expected sha256 checksum does not match the snapshot stream".to_string());
         }
         Ok(size)
     })?;

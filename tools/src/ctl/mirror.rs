@@ -13,6 +13,7 @@ use retcd_net::pb::etcdserverpb::{
 use super::client::connect_endpoint;
 use super::flags::{Kind, Parsed, Spec, spec};
 use super::print::{self, Printed, Printer};
+use super::rawarg::bytes;
 use super::usage::about;
 use super::{Cmd, runtime};
 use crate::output::Failure;
@@ -87,8 +88,11 @@ fn make_mirror(p: &Parsed, _printer: &mut Printer) -> Result<Printed, Failure> {
     let prefix = p.str("prefix").to_string();
     let rt = runtime()?;
     rt.block_on(async {
-        let src = super::client::connect(p).await?;
-        let dst = connect_endpoint(&dp, dest).await?;
+        // etcdctl mirrors with no deadline on any call (its watch would end with one).
+        let mut src = super::client::connect(p).await?;
+        let mut dst = connect_endpoint(&dp, dest).await?;
+        src.command_timeout = None;
+        dst.command_timeout = None;
         if !p.str("dest-prefix").is_empty() && p.bool("no-dest-prefix") {
             return Err(Failure::bad_args(
                 "`--dest-prefix` and `--no-dest-prefix` cannot be set at the same time, choose one",
@@ -101,12 +105,20 @@ fn make_mirror(p: &Parsed, _printer: &mut Printer) -> Result<Printed, Failure> {
         } else {
             p.str("dest-prefix").to_string()
         };
-        // strings.Replace(key, prefix, destPrefix, 1).
+        // strings.Replace(key, prefix, destPrefix, 1), on bytes.
+        let (from, to) = (bytes(&prefix), bytes(&dest_prefix));
         let rename = |k: &[u8]| -> Vec<u8> {
-            let k = String::from_utf8_lossy(k);
-            k.replacen(&prefix, &dest_prefix, 1).into_bytes()
+            let at = if from.is_empty() {
+                Some(0)
+            } else {
+                k.windows(from.len()).position(|w| w == from.as_slice())
+            };
+            match at {
+                Some(i) => [&k[..i], to.as_slice(), &k[i + from.len()..]].concat(),
+                None => k.to_vec(),
+            }
         };
-        let (key, range_end) = retcd_net::keys::prefix_range(prefix.as_bytes());
+        let (key, range_end) = retcd_net::keys::prefix_range(&from);
         let mut skv =
             KvClient::new(src.channel.clone()).max_decoding_message_size(super::client::MAX_RECV);
         let mut dkv =
@@ -168,11 +180,7 @@ fn make_mirror(p: &Parsed, _printer: &mut Printer) -> Result<Printed, Failure> {
                 .await;
             let mut w = WatchClient::new(src.channel.clone())
                 .max_decoding_message_size(super::client::MAX_RECV);
-            let mut req = src.request(tokio_stream::wrappers::ReceiverStream::new(rx));
-            req.metadata_mut().insert(
-                "hasleader",
-                tonic::metadata::MetadataValue::from_static("true"),
-            );
+            let req = src.request(tokio_stream::wrappers::ReceiverStream::new(rx));
             let mut stream = w
                 .watch(req)
                 .await

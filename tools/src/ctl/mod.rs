@@ -19,6 +19,7 @@ pub mod check;
 pub mod client;
 pub mod completion;
 pub mod concurrency;
+pub mod exec;
 pub mod flags;
 pub mod kv;
 pub mod lease;
@@ -26,6 +27,7 @@ pub mod maintenance;
 pub mod member;
 pub mod mirror;
 pub mod print;
+pub mod rawarg;
 pub mod skip_verify;
 pub mod txn;
 pub mod usage;
@@ -324,7 +326,11 @@ where
     F: FnOnce(std::rc::Rc<client::Client>) -> Fut,
     Fut: std::future::Future<Output = Result<T, String>>,
 {
-    connect_and(p, true, f)
+    connect_and(
+        p,
+        true,
+        |c| async move { f(c).await.map_err(Failure::error) },
+    )
 }
 
 /// As [`connected`], for the commands etcdctl runs without a timeout (txn, user, role, lease
@@ -334,22 +340,31 @@ where
     F: FnOnce(std::rc::Rc<client::Client>) -> Fut,
     Fut: std::future::Future<Output = Result<T, String>>,
 {
-    connect_and(p, false, f)
+    connect_and(
+        p,
+        false,
+        |c| async move { f(c).await.map_err(Failure::error) },
+    )
 }
 
-fn connect_and<T, F, Fut>(p: &flags::Parsed, timeout: bool, f: F) -> Result<T, Failure>
+/// Runs `f` on a connection made from the global flags (with `--command-timeout` on each call if
+/// `timeout`); `f` ends the command with a [`Failure`] of its choosing. The runtime is shut down
+/// without waiting for blocked readers (a `watch -i` stdin thread).
+pub fn connect_and<T, F, Fut>(p: &flags::Parsed, timeout: bool, f: F) -> Result<T, Failure>
 where
     F: FnOnce(std::rc::Rc<client::Client>) -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
+    Fut: std::future::Future<Output = Result<T, Failure>>,
 {
     let rt = runtime()?;
-    rt.block_on(async {
+    let r = rt.block_on(async {
         let mut c = client::connect(p).await?;
         if !timeout {
             c.command_timeout = None;
         }
-        f(std::rc::Rc::new(c)).await.map_err(Failure::error)
-    })
+        f(std::rc::Rc::new(c)).await
+    });
+    rt.shutdown_background();
+    r
 }
 
 /// A runtime on this thread for one command.
@@ -417,7 +432,7 @@ pub fn run(argv: Vec<String>) -> i32 {
     };
     let word = argv[at].as_str();
     let Some(top) = resolve(word, TOP.iter().copied()) else {
-        let e = unknown_command(word, "etcdctl");
+        let e = unknown_command(word, usage::PROGRAM);
         eprintln!("Error: {e}");
         eprintln!("Run '{} --help' for usage.", usage::PROGRAM);
         return print_failure(&Failure::error(e));
@@ -450,9 +465,35 @@ pub fn run(argv: Vec<String>) -> i32 {
             None => unreachable!("every top-level name is a command or a group: {top}"),
         },
     };
-    let env = |k: &str| std::env::var(k).ok();
-    let parsed = match flags::parse(&rest, &[cmd.flags, inherited, &[HELP], GLOBAL], &env) {
+    // The commands that build no client read no ETCDCTL_* variables.
+    let path = cmd.about.path;
+    let reads_env = !matches!(
+        path,
+        "version" | "snapshot status" | "snapshot restore" | "migrate"
+    ) && !path.starts_with("completion");
+    let env = flags::Env {
+        vars: std::env::vars_os()
+            .map(|(k, v)| (rawarg::from_os(&k), rawarg::from_os(&v)))
+            .collect(),
+        flags: GLOBAL.iter().chain(inherited).collect(),
+        // etcdctl's main takes ETCDCTL_API out of the environment; watch reads its own.
+        own: if path == "watch" {
+            &[
+                "ETCDCTL_API",
+                "ETCDCTL_WATCH_KEY",
+                "ETCDCTL_WATCH_RANGE_END",
+            ]
+        } else {
+            &["ETCDCTL_API"]
+        },
+    };
+    let specs: &[&[Spec]] = &[cmd.flags, inherited, &[HELP], GLOBAL];
+    let parsed = match flags::parse(&rest, specs, reads_env.then_some(&env)) {
         Ok(p) => p,
+        Err(e @ flags::ParseError::EnvConflict(_)) => {
+            print::capnslog('C', &e.to_string());
+            return exit::ERROR;
+        }
         Err(e) => {
             // cobra prints the flag error and the usage (etcdctl's usage goes to stdout, then
             // cobra ends its part with an empty line), then etcdctl prints the error again.

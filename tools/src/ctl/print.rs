@@ -38,9 +38,11 @@ impl Printer {
         let mut o = String::new();
         match self.format {
             Format::Simple => {
+                let mut b = Vec::new();
                 for kv in &r.kvs {
-                    self.simple_kv(&mut o, kv);
+                    self.simple_kv(&mut b, kv);
                 }
+                return Printed::Out(b);
             }
             Format::Fields => fields_get(&mut o, r),
             Format::Json => {
@@ -58,10 +60,11 @@ impl Printer {
         let mut o = String::new();
         match self.format {
             Format::Simple => {
-                o.push_str("OK\n");
+                let mut b = b"OK\n".to_vec();
                 if let Some(kv) = &r.prev_kv {
-                    self.simple_kv(&mut o, kv);
+                    self.simple_kv(&mut b, kv);
                 }
+                return Printed::Out(b);
             }
             Format::Fields => fields_put(&mut o, r),
             Format::Json => {
@@ -79,10 +82,11 @@ impl Printer {
         let mut o = String::new();
         match self.format {
             Format::Simple => {
-                let _ = writeln!(o, "{}", r.deleted);
+                let mut b = format!("{}\n", r.deleted).into_bytes();
                 for kv in &r.prev_kvs {
-                    self.simple_kv(&mut o, kv);
+                    self.simple_kv(&mut b, kv);
                 }
+                return Printed::Out(b);
             }
             Format::Fields => fields_del(&mut o, r),
             Format::Json => {
@@ -124,21 +128,23 @@ impl Printer {
         Printed::Out(o.into_bytes())
     }
 
-    /// etcdctl's printKV: the key (unless value-only), then the value; `--hex` as `\xNN`s.
-    pub fn simple_kv(&self, o: &mut String, kv: &KeyValue) {
-        let show = |b: &[u8]| {
+    /// etcdctl's printKV: the key (unless value-only), then the value, as raw bytes (values
+    /// are often binary); `--hex` as `\xNN`s.
+    pub fn simple_kv(&self, o: &mut Vec<u8>, kv: &KeyValue) {
+        let mut show = |b: &[u8]| {
             if self.hex {
-                b.iter().map(|x| format!("\\x{x:02x}")).collect()
+                for x in b {
+                    o.extend_from_slice(format!("\\x{x:02x}").as_bytes());
+                }
             } else {
-                String::from_utf8_lossy(b).into_owned()
+                o.extend_from_slice(b);
             }
+            o.push(b'\n');
         };
         if !self.value_only {
-            o.push_str(&show(&kv.key));
-            o.push('\n');
+            show(&kv.key);
         }
-        o.push_str(&show(&kv.value));
-        o.push('\n');
+        show(&kv.value);
     }
 }
 
@@ -455,6 +461,33 @@ impl Default for Json {
     fn default() -> Json {
         Json::new()
     }
+}
+
+/// A capnslog line as etcd's pkg/flags writes it on stderr: `2026-12-03 16:36:08.815009 W |
+/// pkg/flags: <msg>` (the time in UTC here; etcdctl writes local time).
+pub fn capnslog(level: char, msg: &str) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    eprintln!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{:06} {level} | pkg/flags: {msg}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        now.subsec_micros()
+    );
 }
 
 /// One of the zap info lines etcdctl's libraries write on stderr: `{"level":"info","ts":…,

@@ -13,8 +13,9 @@ use retcd_net::pb::etcdserverpb::{
 use super::argify::{ArgifyError, argify};
 use super::flags::{HELP, Kind, Parsed, Spec, spec};
 use super::print::{self, Json, Printed, Printer, go_quote};
+use super::rawarg::{bytes, from_bytes};
 use super::usage::About;
-use super::{Cmd, connected_no_timeout, kv, panic};
+use super::{Cmd, kv, panic};
 use crate::output::{Failure, Format, exit};
 
 pub const COMMANDS: &[Cmd] = &[Cmd {
@@ -52,30 +53,31 @@ pub fn txn(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
         return Err(Failure::bad_args("txn command does not accept argument"));
     }
     let interactive = p.bool("interactive");
-    let mut input = std::io::BufReader::new(std::io::stdin());
-    let prompt = |s: &str| {
-        if interactive {
-            print::emit(format!("{s}\n").as_bytes());
-        }
-    };
-    prompt("compares:");
-    let compares = section(&mut input)?
-        .iter()
-        .map(|l| parse_compare(l))
-        .collect::<Result<Vec<_>, _>>()?;
-    prompt("success requests (get, put, del):");
-    let success = ops(&mut input)?;
-    prompt("failure requests (get, put, del):");
-    let failure = ops(&mut input)?;
-    let req = TxnRequest {
-        compare: compares,
-        success,
-        failure,
-    };
-    let resp = connected_no_timeout(p, |c| async move {
+    // etcdctl connects (and asks for a password) before it reads the transaction.
+    let resp = super::connect_and(p, false, |c| async move {
+        let mut input = std::io::BufReader::new(std::io::stdin());
+        let prompt = |s: &str| {
+            if interactive {
+                print::emit(format!("{s}\n").as_bytes());
+            }
+        };
+        prompt("compares:");
+        let compares = section(&mut input)?
+            .iter()
+            .map(|l| parse_compare(l))
+            .collect::<Result<Vec<_>, _>>()?;
+        prompt("success requests (get, put, del):");
+        let success = ops(&mut input)?;
+        prompt("failure requests (get, put, del):");
+        let failure = ops(&mut input)?;
+        let req = TxnRequest {
+            compare: compares,
+            success,
+            failure,
+        };
         let mut kv =
             KvClient::new(c.channel.clone()).max_decoding_message_size(super::client::MAX_RECV);
-        c.call(kv.txn(c.request(req))).await
+        c.call(kv.txn(c.request(req))).await.map_err(Failure::error)
     })?;
     Ok(show(printer, &resp))
 }
@@ -90,7 +92,7 @@ fn section(r: &mut impl BufRead) -> Result<Vec<String>, Failure> {
             Ok(_) if line.last() == Some(&b'\n') => {}
             _ => return Err(invalid("EOF".into())),
         }
-        let line = String::from_utf8_lossy(&line).trim().to_string();
+        let line = from_bytes(&line).trim().to_string();
         if line.is_empty() {
             return Ok(lines);
         }
@@ -105,7 +107,7 @@ fn ops(r: &mut impl BufRead) -> Result<Vec<RequestOp>, Failure> {
 /// One op line: `get|put|del` (or a prefix of one, as cobra matches) with that command's own
 /// flags; its argument errors keep their messages and exit codes.
 fn parse_op(line: &str) -> Result<RequestOp, Failure> {
-    let toks = argify(line.as_bytes()).map_err(|e| match e {
+    let toks = argify(&bytes(line)).map_err(|e| match e {
         ArgifyError::Syntax => invalid("invalid syntax".into()),
         ArgifyError::SliceBounds { high, len } => panic(&format!(
             "runtime error: slice bounds out of range [:{high}] with length {len}"
@@ -115,7 +117,7 @@ fn parse_op(line: &str) -> Result<RequestOp, Failure> {
         return Err(invalid(format!("invalid txn compare request: {line}")));
     }
     let bad_request = || invalid(format!("invalid txn request: {line}"));
-    let word = String::from_utf8_lossy(&toks[0]).into_owned();
+    let word = from_bytes(&toks[0]);
     let names = ["put", "get", "del"];
     let name = match names.iter().find(|n| **n == word) {
         Some(n) => *n,
@@ -127,16 +129,13 @@ fn parse_op(line: &str) -> Result<RequestOp, Failure> {
             }
         }
     };
-    let args: Vec<String> = toks[1..]
-        .iter()
-        .map(|t| String::from_utf8_lossy(t).into_owned())
-        .collect();
+    let args: Vec<String> = toks[1..].iter().map(|t| from_bytes(t)).collect();
     let specs = match name {
         "put" => kv::PUT,
         "get" => kv::GET,
         _ => kv::DEL,
     };
-    let parsed = super::flags::parse(&args, &[specs, &[HELP]], &|_| None).map_err(|_| {
+    let parsed = super::flags::parse(&args, &[specs, &[HELP]], None).map_err(|_| {
         // cobra's own usage of the sub-command, on stderr, before etcdctl's error.
         let about = match name {
             "put" => kv::PUT_ABOUT,
@@ -165,7 +164,7 @@ pub fn parse_compare(line: &str) -> Result<Compare, Failure> {
     let Some((target, rest)) = line.split_once('(') else {
         return Err(invalid(format!("malformed comparison: {line}")));
     };
-    let s = scan(rest.as_bytes());
+    let s = scan(&bytes(rest));
     if s.n != 3 {
         return Err(invalid(format!(
             "malformed comparison: {line}; got {target}({}) {} {}",

@@ -11,13 +11,13 @@ use retcd_net::pb::etcdserverpb::{
     watch_client::WatchClient, watch_request,
 };
 use retcd_net::pb::mvccpb::Event;
-use tokio::io::AsyncBufReadExt;
 
-use super::argify::argify;
+use super::Cmd;
+use super::argify::{ArgifyError, argify};
 use super::flags::{HELP, Kind, Parsed, Spec, hidden, spec};
 use super::print::{self, Json, Printed, Printer, fields_header, fields_kv, go_quote};
+use super::rawarg::{bytes, from_bytes};
 use super::usage::about;
-use super::{Cmd, connected_no_timeout};
 use crate::output::{Failure, Format, exit};
 
 pub const COMMANDS: &[Cmd] = &[Cmd {
@@ -84,7 +84,7 @@ fn create_request(p: &Parsed, args: &[String]) -> Result<WatchCreateRequest, Str
         return Err(BAD_NUM.into());
     };
     let mut req = WatchCreateRequest {
-        key: key.as_bytes().to_vec(),
+        key: bytes(key),
         start_revision: p.int("rev"),
         prev_kv: p.bool("prev-kv"),
         progress_notify: p.bool("progress-notify"),
@@ -94,7 +94,7 @@ fn create_request(p: &Parsed, args: &[String]) -> Result<WatchCreateRequest, Str
         if p.bool("prefix") {
             return Err("`range_end` and `--prefix` are mutually exclusive".into());
         }
-        req.range_end = args[1].as_bytes().to_vec();
+        req.range_end = bytes(&args[1]);
     }
     if p.bool("prefix") {
         (req.key, req.range_end) = retcd_net::keys::prefix_range(&req.key);
@@ -140,19 +140,19 @@ fn watch(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
     let interactive = p.bool("interactive");
     let mut first = Vec::new();
     if !interactive {
-        // The process's own arguments after the first `watch` (etcdctl reads os.Args).
-        let raw: Vec<String> = std::env::args()
-            .skip(1)
-            .skip_while(|a| a != "watch")
-            .skip(1)
-            .collect();
+        // The process's own arguments after the first `watch` (etcdctl reads os.Args; a
+        // command word given by a prefix leaves them all).
+        let all = super::rawarg::args();
+        let raw = match all.iter().position(|a| a == "watch") {
+            Some(i) => all[i + 1..].to_vec(),
+            None => all,
+        };
         let (args, exec) = split_exec(&raw, &p.args, &env)?;
         let create = create_request(p, &args).map_err(Failure::bad_args)?;
         first.push(Wanted { create, exec });
     }
     let printer = &*printer;
-    let env = &env;
-    connected_no_timeout(p, |c| async move {
+    super::connect_and(p, false, |c| async move {
         let (tx, rx) = tokio::sync::mpsc::channel::<WatchRequest>(16);
         let mut req = c.request(tokio_stream::wrappers::ReceiverStream::new(rx));
         req.metadata_mut().insert(
@@ -167,32 +167,33 @@ fn watch(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
             let _ = tx.send(create(w.create)).await;
         }
         if interactive {
-            // Lines are read beside the call: the server answers the call only once a watch is
-            // asked for.
-            tokio::spawn(read_lines(tx.clone(), ctl_tx, env.clone()));
+            tokio::spawn(read_lines(tx.clone(), ctl_tx, env));
         }
         let mut client =
             WatchClient::new(c.channel.clone()).max_decoding_message_size(super::client::MAX_RECV);
-        let mut responses = client
-            .watch(req)
-            .await
-            .map_err(|s| super::client::status_text(&s))?
-            .into_inner();
+        // The server answers the call only once a watch is asked for, so the reader's
+        // verdicts (the end of the input, a bad line) are heard while the call is pending.
+        let mut call = std::pin::pin!(client.watch(req));
+        let mut responses = None;
+        let mut reader_open = interactive;
         let mut execs: HashMap<i64, Vec<String>> = HashMap::new();
         loop {
             tokio::select! {
                 // Creates are queued before their responses can arrive: take those first.
                 biased;
-                ctl = ctl_rx.recv() => match ctl {
+                ctl = ctl_rx.recv(), if reader_open => match ctl {
                     Some(Ctl::Created(exec)) => pending.push_back(exec),
-                    Some(Ctl::Stop(e)) => return Err(e),
-                    None => std::future::pending::<()>().await,
+                    Some(Ctl::Stop(f)) => return Err(f),
+                    None => reader_open = false,
                 },
-                r = responses.message() => {
-                    let r = match r {
-                        Ok(Some(r)) => r,
-                        _ => break,
-                    };
+                r = &mut call, if responses.is_none() => {
+                    responses = Some(
+                        r.map_err(|s| Failure::error(super::client::status_text(&s)))?
+                            .into_inner(),
+                    );
+                }
+                r = next(&mut responses) => {
+                    let Ok(Some(r)) = r else { break };
                     if r.created {
                         // The reader may still hold this create's exec in the channel.
                         while let Ok(Ctl::Created(exec)) = ctl_rx.try_recv() {
@@ -210,7 +211,7 @@ fn watch(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
                         vec![execs.get(&r.watch_id).cloned().unwrap_or_default()]
                     };
                     for exec in targets {
-                        show(printer, &r, &exec)?;
+                        show(printer, &r, &exec).await?;
                     }
                     if r.canceled {
                         execs.remove(&r.watch_id);
@@ -221,18 +222,70 @@ fn watch(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
                 }
             }
         }
-        Err(Stop::canceled())
-    })
-    .map_err(Stop::decode)?;
+        Err(Failure {
+            code: exit::INTERRUPTED,
+            message: "watch is canceled by the server".into(),
+        })
+    })?;
     Ok(Printed::Out(Vec::new()))
+}
+
+/// The next response of the stream once there is one.
+async fn next(
+    s: &mut Option<tonic::Streaming<WatchResponse>>,
+) -> Result<Option<WatchResponse>, tonic::Status> {
+    match s {
+        Some(s) => s.message().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn create(c: WatchCreateRequest) -> WatchRequest {
+    WatchRequest {
+        request_union: Some(watch_request::RequestUnion::CreateRequest(c)),
+    }
 }
 
 /// What the line reader of `watch -i` tells the response loop.
 enum Ctl {
     /// A create was sent; its exec command, for the created response to come.
     Created(Vec<String>),
-    /// The end: an error to exit with.
-    Stop(String),
+    /// The end, and how.
+    Stop(Failure),
+}
+
+fn failure(code: i32, message: impl Into<String>) -> Failure {
+    Failure {
+        code,
+        message: message.into(),
+    }
+}
+
+/// Standard input's lines, read on a thread of their own (a blocked read must not keep the
+/// process from exiting), each with only its `\n` removed, as Go's ReadString leaves it; a last
+/// line without `\n` is the end of the input, as for Go.
+fn stdin_lines() -> tokio::sync::mpsc::UnboundedReceiver<Result<Vec<u8>, String>> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut input = std::io::stdin().lock();
+        loop {
+            let mut line = Vec::new();
+            let r = match input.read_until(b'\n', &mut line) {
+                Ok(_) if line.last() == Some(&b'\n') => {
+                    line.pop();
+                    Ok(line)
+                }
+                Ok(_) => Err("EOF".to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            let end = r.is_err();
+            if tx.send(r).is_err() || end {
+                return;
+            }
+        }
+    });
+    rx
 }
 
 /// `watch -i`'s reader: each stdin line becomes a create or a progress request on the stream.
@@ -241,30 +294,35 @@ async fn read_lines(
     ctl: tokio::sync::mpsc::UnboundedSender<Ctl>,
     env: (String, String),
 ) {
-    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-    let stop = |e: String| {
-        let _ = ctl.send(Ctl::Stop(e));
+    let mut lines = stdin_lines();
+    let stop = |f: Failure| {
+        let _ = ctl.send(Ctl::Stop(f));
     };
     loop {
-        let line = match lines.next_line().await {
-            Ok(Some(l)) => l,
-            Ok(None) => return stop(Stop::eof()),
-            Err(e) => return stop(Stop::read(e)),
+        let line = match lines.recv().await {
+            Some(Ok(l)) => from_bytes(&l),
+            Some(Err(e)) => {
+                return stop(failure(
+                    exit::INVALID_INPUT,
+                    format!("Error reading watch request line: {e}"),
+                ));
+            }
+            None => return,
         };
         let request = match interactive_line(&line, &env) {
-            Err(e) => return stop(e),
+            Err(f) => return stop(f),
             Ok(None) => continue,
             Ok(Some(Line::Progress)) => {
                 watch_request::RequestUnion::ProgressRequest(WatchProgressRequest {})
             }
             Ok(Some(Line::Watch(args))) => {
-                let parsed = match super::flags::parse(&args, &[FLAGS, &[HELP]], &|_| None) {
+                let parsed = match super::flags::parse(&args, &[FLAGS, &[HELP]], None) {
                     Ok(p) => p,
-                    Err(e) => return stop(Stop::bad_args(e)),
+                    Err(e) => return stop(Failure::bad_args(e)),
                 };
                 let (wargs, exec) = match split_interactive(&args, &parsed, &env) {
                     Ok(x) => x,
-                    Err(e) => return stop(e),
+                    Err(f) => return stop(f),
                 };
                 match create_request(&parsed, &wargs) {
                     Ok(c) => {
@@ -287,57 +345,22 @@ async fn read_lines(
     }
 }
 
-fn create(c: WatchCreateRequest) -> WatchRequest {
-    WatchRequest {
-        request_union: Some(watch_request::RequestUnion::CreateRequest(c)),
-    }
-}
-
-/// How the watch loop ends, carried through `connected`'s string error: an exit code, then the
-/// message.
-struct Stop;
-
-impl Stop {
-    fn encode(code: i32, message: &str) -> String {
-        format!("{code}\u{1}{message}")
-    }
-    fn eof() -> String {
-        Stop::encode(exit::INVALID_INPUT, "Error reading watch request line: EOF")
-    }
-    fn read(e: std::io::Error) -> String {
-        Stop::encode(
-            exit::INVALID_INPUT,
-            &format!("Error reading watch request line: {e}"),
-        )
-    }
-    fn bad_args(e: impl std::fmt::Display) -> String {
-        Stop::encode(exit::BAD_ARGS, &e.to_string())
-    }
-    fn canceled() -> String {
-        Stop::encode(exit::INTERRUPTED, "watch is canceled by the server")
-    }
-    fn decode(f: Failure) -> Failure {
-        match f.message.split_once('\u{1}') {
-            Some((code, m)) => Failure {
-                code: code.parse().unwrap_or(exit::ERROR),
-                message: m.to_string(),
-            },
-            None => f,
-        }
-    }
-}
-
 enum Line {
     Watch(Vec<String>),
     Progress,
 }
 
 /// One line of `watch -i`: a watch to create, a progress request, or a complaint on stderr.
-fn interactive_line(line: &str, env: &(String, String)) -> Result<Option<Line>, String> {
-    let toks: Vec<String> = argify(line.as_bytes())
-        .map_err(|_| Stop::encode(exit::INVALID_INPUT, "invalid syntax"))?
+fn interactive_line(line: &str, env: &(String, String)) -> Result<Option<Line>, Failure> {
+    let toks: Vec<String> = argify(&bytes(line))
+        .map_err(|e| match e {
+            ArgifyError::Syntax => failure(exit::INVALID_INPUT, "invalid syntax"),
+            ArgifyError::SliceBounds { high, len } => super::panic(&format!(
+                "runtime error: slice bounds out of range [:{high}] with length {len}"
+            )),
+        })?
         .into_iter()
-        .map(|t| String::from_utf8_lossy(&t).into_owned())
+        .map(|t| from_bytes(&t))
         .collect();
     match toks.first().map(String::as_str) {
         None => {
@@ -377,20 +400,20 @@ fn split_interactive(
     toks: &[String],
     parsed: &Parsed,
     env: &(String, String),
-) -> Result<(Vec<String>, Vec<String>), String> {
+) -> Result<(Vec<String>, Vec<String>), Failure> {
     let sep = toks.iter().position(|a| a == "--");
     if sep == Some(toks.len() - 1) {
-        return Err(Stop::bad_args(BAD_NUM_SEP));
+        return Err(Failure::bad_args(BAD_NUM_SEP));
     }
     let before: Vec<String> = match sep {
         Some(i) => parsed.args[..parsed.args.len() - (toks.len() - i - 1)].to_vec(),
         None => parsed.args.clone(),
     };
     if sep.is_none() && env.0.is_empty() && before.is_empty() {
-        return Err(Stop::bad_args(BAD_NUM));
+        return Err(Failure::bad_args(BAD_NUM));
     }
     if sep.is_none() && !before.is_empty() && !env.0.is_empty() {
-        return Err(Stop::bad_args(BAD_NUM_ENV));
+        return Err(Failure::bad_args(BAD_NUM_ENV));
     }
     let exec = sep.map_or_else(Vec::new, |i| toks[i + 1..].to_vec());
     Ok((with_env_key(before, env), exec))
@@ -409,7 +432,7 @@ fn cancel_text(r: &WatchResponse) -> String {
 }
 
 /// Prints one response (and runs the exec command per event).
-fn show(printer: &Printer, r: &WatchResponse, exec: &[String]) -> Result<(), String> {
+async fn show(printer: &Printer, r: &WatchResponse, exec: &[String]) -> Result<(), Failure> {
     if r.canceled {
         eprintln!("watch was canceled ({})", cancel_text(r));
     }
@@ -424,33 +447,21 @@ fn show(printer: &Printer, r: &WatchResponse, exec: &[String]) -> Result<(), Str
     }
     match display(printer, r) {
         Printed::Out(b) => print::emit(&b),
-        Printed::Unsupported(why) => return Err(Stop::encode(exit::BAD_FEATURE, &why)),
+        Printed::Unsupported(why) => return Err(failure(exit::BAD_FEATURE, why)),
     }
-    if exec.is_empty() {
-        return Ok(());
-    }
-    for ev in &r.events {
+    // Per event, in order, each command to its end before the next.
+    for ev in r.events.iter().filter(|_| !exec.is_empty()) {
         let kv = ev.kv.clone().unwrap_or_default();
-        let kind = if ev.r#type == 1 { "DELETE" } else { "PUT" };
-        let status = std::process::Command::new(&exec[0])
-            .args(&exec[1..])
-            .env("ETCD_WATCH_REVISION", revision.to_string())
-            .env("ETCD_WATCH_EVENT_TYPE", format!("\"{kind}\""))
-            .env("ETCD_WATCH_KEY", go_quote(&kv.key))
-            .env("ETCD_WATCH_VALUE", go_quote(&kv.value))
-            .status();
-        let failed = match status {
-            Ok(s) if s.success() => None,
-            Ok(s) => Some(match s.code() {
-                Some(c) => format!("exit status {c}"),
-                None => format!("signal: {s}"),
-            }),
-            Err(e) => Some(format!("exec: {}: {e}", go_quote(exec[0].as_bytes()))),
-        };
-        if let Some(why) = failed {
+        let env = [
+            ("ETCD_WATCH_REVISION", revision.to_string()),
+            ("ETCD_WATCH_EVENT_TYPE", format!("\"{}\"", event_type(ev))),
+            ("ETCD_WATCH_KEY", go_quote(&kv.key)),
+            ("ETCD_WATCH_VALUE", go_quote(&kv.value)),
+        ];
+        if let Err(why) = super::exec::run(exec, &env).await {
             let argv: Vec<String> = exec.iter().map(|a| go_quote(a.as_bytes())).collect();
             eprintln!("command [{}] error ({why})", argv.join(" "));
-            return Err(Stop::encode(exit::ERROR, ""));
+            return Err(failure(exit::ERROR, ""));
         }
     }
     Ok(())
@@ -469,14 +480,12 @@ fn display(printer: &Printer, r: &WatchResponse) -> Printed {
             for e in &r.events {
                 out.extend_from_slice(event_type(e).as_bytes());
                 out.push(b'\n');
-                let mut s = String::new();
                 if let Some(kv) = &e.prev_kv {
-                    printer.simple_kv(&mut s, kv);
+                    printer.simple_kv(&mut out, kv);
                 }
                 if let Some(kv) = &e.kv {
-                    printer.simple_kv(&mut s, kv);
+                    printer.simple_kv(&mut out, kv);
                 }
-                out.extend_from_slice(s.as_bytes());
             }
             return Printed::Out(out);
         }
