@@ -1234,7 +1234,10 @@ fn etcdctl_35_additions_print_35s_format() {
 fn environment_variables_as_etcdctl_reads_them() {
     let s = Server::start_in_tempdir(Kind::Retcd);
     assert!(s.etcdctl(&["put", "k", "v"]).success());
-    type Case = (&'static [(&'static str, &'static str)], &'static [&'static str]);
+    type Case = (
+        &'static [(&'static str, &'static str)],
+        &'static [&'static str],
+    );
     let cases: &[Case] = &[
         (&[("ETCDCTL_WRITE_OUT", "json")], &["get", "k"]),
         (&[("ETCDCTL_DIAL_TIMEOUT", "abc")], &["get", "k"]),

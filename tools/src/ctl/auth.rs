@@ -16,7 +16,7 @@ use retcd_net::pb::etcdserverpb::{
     auth_client::AuthClient,
 };
 
-use super::client::{MAX_RECV, ask_password};
+use super::client::ask_password;
 use super::flags::{Kind, Parsed, Spec, spec};
 use super::print::{self, Json, Printed, Printer, fields_header, go_quote};
 use super::rawarg::bytes;
@@ -198,8 +198,7 @@ where
     Fut: std::future::Future<Output = Result<T, String>>,
 {
     connected_no_timeout(p, |c| {
-        let a =
-            AuthClient::new(c.channel.clone()).max_decoding_message_size(super::client::MAX_RECV);
+        let a = c.auth();
         f(c, a)
     })
 }
@@ -244,8 +243,7 @@ fn done(
 fn enable(p: &Parsed, _printer: &mut Printer) -> Result<Printed, Failure> {
     no_args(p, "auth enable command does not accept any arguments")?;
     connected(p, |c| async move {
-        let mut a =
-            AuthClient::new(c.channel.clone()).max_decoding_message_size(super::client::MAX_RECV);
+        let mut a = c.auth();
         // etcdctl adds the root role (granted to root) when that is all that is missing.
         loop {
             match c.call(a.auth_enable(c.request(AuthEnableRequest {}))).await {
@@ -272,7 +270,7 @@ fn enable(p: &Parsed, _printer: &mut Printer) -> Result<Printed, Failure> {
 fn status(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
     no_args(p, "auth status command does not accept any arguments")?;
     let r = connected(p, |c| async move {
-        let mut a = AuthClient::new(c.channel.clone()).max_decoding_message_size(MAX_RECV);
+        let mut a = c.auth();
         c.call(a.auth_status(c.request(AuthStatusRequest {}))).await
     })?;
     Ok(printer.rpc(
@@ -293,8 +291,7 @@ fn status(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
 fn disable(p: &Parsed, _printer: &mut Printer) -> Result<Printed, Failure> {
     no_args(p, "auth disable command does not accept any arguments")?;
     connected(p, |c| async move {
-        let mut a =
-            AuthClient::new(c.channel.clone()).max_decoding_message_size(super::client::MAX_RECV);
+        let mut a = c.auth();
         c.call(a.auth_disable(c.request(AuthDisableRequest {})))
             .await
     })?;

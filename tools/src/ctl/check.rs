@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use retcd_net::pb::etcdserverpb::{
     CompactionRequest, DefragmentRequest, DeleteRangeRequest, PutRequest, RangeRequest,
-    kv_client::KvClient, maintenance_client::MaintenanceClient,
 };
 
 use super::client::{Client, connect, connect_endpoint};
@@ -138,8 +137,7 @@ fn random_key(prefix: &str, size: usize, seed: &mut u64) -> Vec<u8> {
 
 async fn ensure_empty(c: &Client, prefix: &str) -> Result<(), Failure> {
     let (key, range_end) = retcd_net::keys::prefix_range(prefix.as_bytes());
-    let mut kv =
-        KvClient::new(c.channel.clone()).max_decoding_message_size(super::client::MAX_RECV);
+    let mut kv = c.kv();
     let r = c
         .call(kv.range(c.request(RangeRequest {
             key,
@@ -165,8 +163,7 @@ async fn ensure_empty(c: &Client, prefix: &str) -> Result<(), Failure> {
 /// helpers, with their lines).
 async fn clean_up(p: &Parsed, c: &Client, prefix: &str) -> Result<(), Failure> {
     let (key, range_end) = retcd_net::keys::prefix_range(prefix.as_bytes());
-    let mut kv =
-        KvClient::new(c.channel.clone()).max_decoding_message_size(super::client::MAX_RECV);
+    let mut kv = c.kv();
     let d = c
         .call(kv.delete_range(c.request(DeleteRangeRequest {
             key,
@@ -190,8 +187,7 @@ async fn clean_up(p: &Parsed, c: &Client, prefix: &str) -> Result<(), Failure> {
         for ep in p.list("endpoints") {
             print::emit(format!("Defragmenting {}\n", print::go_quote(ep.as_bytes())).as_bytes());
             let e = connect_endpoint(p, &ep).await?;
-            let mut m = MaintenanceClient::new(e.channel.clone())
-                .max_decoding_message_size(super::client::MAX_RECV);
+            let mut m = e.maintenance();
             e.call(m.defragment(e.request(DefragmentRequest {})))
                 .await
                 .map_err(Failure::error)?;
@@ -243,8 +239,7 @@ async fn load_puts(p: &Parsed, l: Load<'_>, mut on_put: impl FnMut()) -> Result<
         let rx = rx.clone();
         let stats = stats.clone();
         workers.push(async move {
-            let mut kv =
-                KvClient::new(c.channel.clone()).max_decoding_message_size(super::client::MAX_RECV);
+            let mut kv = c.kv();
             while let Ok(req) = rx.recv().await {
                 let start = Instant::now();
                 let r = c.call(kv.put(c.request(req))).await;

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use retcd_net::pb::etcdserverpb::{AuthenticateRequest, auth_client::AuthClient};
+use retcd_net::pb::etcdserverpb::{self as pb, AuthenticateRequest};
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
@@ -26,7 +26,31 @@ pub struct Client {
     target: String,
 }
 
+/// A gRPC client of one of etcd's services on this connection, taking responses up to
+/// [`MAX_RECV`].
+macro_rules! service {
+    ($name:ident, $client:ty) => {
+        pub fn $name(&self) -> $client {
+            <$client>::new(self.channel.clone()).max_decoding_message_size(MAX_RECV)
+        }
+    };
+}
+
+type Grpc = Channel;
+
 impl Client {
+    service!(kv, pb::kv_client::KvClient<Grpc>);
+    service!(lease, pb::lease_client::LeaseClient<Grpc>);
+    service!(cluster, pb::cluster_client::ClusterClient<Grpc>);
+    service!(maintenance, pb::maintenance_client::MaintenanceClient<Grpc>);
+    service!(auth, pb::auth_client::AuthClient<Grpc>);
+    service!(watch, pb::watch_client::WatchClient<Grpc>);
+    service!(lock, retcd_net::pb::v3lockpb::lock_client::LockClient<Grpc>);
+    service!(
+        election,
+        retcd_net::pb::v3electionpb::election_client::ElectionClient<Grpc>
+    );
+
     /// `msg` as a request carrying the auth token, if any.
     pub fn request<T>(&self, msg: T) -> tonic::Request<T> {
         let mut r = tonic::Request::new(msg);
@@ -291,7 +315,7 @@ async fn authenticate(client: &Client, g: &Parsed) -> Result<String, String> {
             }
         }
     };
-    let mut auth = AuthClient::new(client.channel.clone()).max_decoding_message_size(MAX_RECV);
+    let mut auth = client.auth();
     let r = client
         .call(auth.authenticate(client.request(AuthenticateRequest { name, password })))
         .await?;

@@ -7,12 +7,9 @@ use std::time::Duration;
 
 use retcd_net::pb::etcdserverpb::{
     LeaseGrantRequest, LeaseKeepAliveRequest, LeaseRevokeRequest, RangeRequest, RangeResponse,
-    kv_client::KvClient, lease_client::LeaseClient,
 };
-use retcd_net::pb::v3electionpb::{
-    CampaignRequest, LeaderRequest, ResignRequest, election_client::ElectionClient,
-};
-use retcd_net::pb::v3lockpb::{LockRequest, UnlockRequest, lock_client::LockClient};
+use retcd_net::pb::v3electionpb::{CampaignRequest, LeaderRequest, ResignRequest};
+use retcd_net::pb::v3lockpb::{LockRequest, UnlockRequest};
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::client::Client;
@@ -64,8 +61,7 @@ impl Drop for Session {
 }
 
 async fn session(c: &Client, ttl: i64) -> Result<Session, String> {
-    let mut l =
-        LeaseClient::new(c.channel.clone()).max_decoding_message_size(super::client::MAX_RECV);
+    let mut l = c.lease();
     let g = c
         .call(l.lease_grant(c.request(LeaseGrantRequest { ttl, id: 0 })))
         .await?;
@@ -103,16 +99,14 @@ async fn session(c: &Client, ttl: i64) -> Result<Session, String> {
 }
 
 async fn revoke(c: &Client, lease: i64) {
-    let mut l =
-        LeaseClient::new(c.channel.clone()).max_decoding_message_size(super::client::MAX_RECV);
+    let mut l = c.lease();
     let _ = c
         .call(l.lease_revoke(c.request(LeaseRevokeRequest { id: lease })))
         .await;
 }
 
 async fn get(c: &Client, key: &[u8]) -> Result<RangeResponse, String> {
-    let mut kv =
-        KvClient::new(c.channel.clone()).max_decoding_message_size(super::client::MAX_RECV);
+    let mut kv = c.kv();
     c.call(kv.range(c.request(RangeRequest {
         key: key.to_vec(),
         ..Default::default()
@@ -177,8 +171,7 @@ fn lock(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
     connected_no_timeout(p, |c| async move {
         let mut signals = Interrupts::catch();
         let mut s = session(&c, ttl).await?;
-        let mut locks =
-            LockClient::new(c.channel.clone()).max_decoding_message_size(super::client::MAX_RECV);
+        let mut locks = c.lock();
         let lock = c.call(locks.lock(c.request(LockRequest {
             name: bytes(&name),
             lease: s.lease,
@@ -192,8 +185,7 @@ fn lock(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
             }
         };
         let unlock = async |key: Vec<u8>| {
-            let mut locks = LockClient::new(c.channel.clone())
-                .max_decoding_message_size(super::client::MAX_RECV);
+            let mut locks = c.lock();
             let _ = c.call(locks.unlock(c.request(UnlockRequest { key }))).await;
         };
         if !exec.is_empty() {
@@ -249,8 +241,7 @@ fn elect(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
     let proposal = p.args.get(1).map(|a| bytes(a)).unwrap_or_default();
     let printer = &*printer;
     connected_no_timeout(p, |c| async move {
-        let mut e = ElectionClient::new(c.channel.clone())
-            .max_decoding_message_size(super::client::MAX_RECV);
+        let mut e = c.election();
         let mut signals = Interrupts::catch();
         if listen {
             let mut stream = e

@@ -202,7 +202,7 @@ impl Parsed {
     }
 
     pub fn int(&self, name: &str) -> i64 {
-        self.str(name).parse().unwrap_or(0)
+        go_parse_int_base0(self.str(name)).unwrap_or(0)
     }
 
     pub fn duration(&self, name: &str) -> Duration {
@@ -317,11 +317,7 @@ fn set(
             })?;
         }
         Kind::Int => {
-            value.parse::<i64>().map_err(|_| {
-                invalid(format!(
-                    "strconv.ParseInt: parsing \"{value}\": invalid syntax"
-                ))
-            })?;
+            go_parse_int_base0(&value).map_err(invalid)?;
         }
         Kind::Duration => {
             parse_duration(&value)
@@ -421,6 +417,50 @@ fn apply_env(p: &mut Parsed, given: &mut Vec<&'static str>, env: &Env) -> Result
 /// Go's strconv.ParseInt(s, radix, 64), with Go's error text.
 pub fn go_parse_int(s: &str, radix: u32) -> Result<i64, String> {
     i64::from_str_radix(s, radix).map_err(|e| go_num_error("ParseInt", s, &e))
+}
+
+/// pflag's int flags: Go's strconv.ParseInt(s, 0, 64), so `0x10`, `0o20`, `0b1`, `020` and
+/// `1_000` are numbers too.
+pub fn go_parse_int_base0(s: &str) -> Result<i64, String> {
+    let err = || {
+        format!(
+            "strconv.ParseInt: parsing {}: invalid syntax",
+            super::print::go_quote(s.as_bytes())
+        )
+    };
+    let (neg, body) = match s.strip_prefix('-') {
+        Some(b) => (true, b),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    let lower = body.to_ascii_lowercase();
+    let (radix, digits) = if let Some(d) = lower.strip_prefix("0x") {
+        (16, d)
+    } else if let Some(d) = lower.strip_prefix("0o") {
+        (8, d)
+    } else if let Some(d) = lower.strip_prefix("0b") {
+        (2, d)
+    } else if lower.len() > 1 && lower.starts_with('0') {
+        (8, &lower[1..])
+    } else {
+        (10, lower.as_str())
+    };
+    // Underscores only between digits (base 0 allows them).
+    if digits.is_empty()
+        || digits.starts_with('_')
+        || digits.ends_with('_')
+        || digits.contains("__")
+    {
+        return Err(err());
+    }
+    let clean: String = digits.chars().filter(|c| *c != '_').collect();
+    let v = i128::from_str_radix(&clean, radix).map_err(|_| err())?;
+    let v = if neg { -v } else { v };
+    i64::try_from(v).map_err(|_| {
+        format!(
+            "strconv.ParseInt: parsing {}: value out of range",
+            super::print::go_quote(s.as_bytes())
+        )
+    })
 }
 
 /// Go's strconv.ParseUint(s, radix, 64) (no sign allowed), with Go's error text.

@@ -4,8 +4,7 @@
 use std::io::Read;
 
 use retcd_net::pb::etcdserverpb::{
-    CompactionRequest, DeleteRangeRequest, PutRequest, RangeRequest, kv_client::KvClient,
-    range_request,
+    CompactionRequest, DeleteRangeRequest, PutRequest, RangeRequest, range_request,
 };
 
 use super::flags::{Kind, Parsed, Spec, hidden, spec};
@@ -246,8 +245,7 @@ fn key_range(p: &Parsed, prefix: bool, from_key: bool) -> Result<(Vec<u8>, Vec<u
 pub fn get(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
     let req = get_request(p)?;
     let resp = connected(p, |c| async move {
-        let mut kv =
-            KvClient::new(c.channel.clone()).max_decoding_message_size(super::client::MAX_RECV);
+        let mut kv = c.kv();
         c.call(kv.range(c.request(req))).await
     })?;
     // etcdctl 3.5's --count-only, checked after the call as 3.5 does.
@@ -338,8 +336,7 @@ pub fn get_request(p: &Parsed) -> Result<RangeRequest, Failure> {
 pub fn put(p: &Parsed, printer: &Printer) -> Result<Printed, Failure> {
     let req = put_request(p, &mut std::io::stdin())?;
     let resp = connected(p, |c| async move {
-        let mut kv =
-            KvClient::new(c.channel.clone()).max_decoding_message_size(super::client::MAX_RECV);
+        let mut kv = c.kv();
         c.call(kv.put(c.request(req))).await
     })?;
     Ok(printer.put(&resp))
@@ -400,8 +397,7 @@ pub fn del_request(p: &Parsed) -> Result<DeleteRangeRequest, Failure> {
 pub fn del(p: &Parsed, printer: &Printer) -> Result<Printed, Failure> {
     let req = del_request(p)?;
     let resp = connected(p, |c| async move {
-        let mut kv =
-            KvClient::new(c.channel.clone()).max_decoding_message_size(super::client::MAX_RECV);
+        let mut kv = c.kv();
         c.call(kv.delete_range(c.request(req))).await
     })?;
     Ok(printer.del(&resp))
@@ -419,8 +415,7 @@ pub fn compaction(p: &Parsed, _printer: &mut Printer) -> Result<Printed, Failure
         physical: p.bool("physical"),
     };
     connected(p, |c| async move {
-        let mut kv =
-            KvClient::new(c.channel.clone()).max_decoding_message_size(super::client::MAX_RECV);
+        let mut kv = c.kv();
         c.call(kv.compact(c.request(req))).await
     })?;
     Ok(Printed::Out(

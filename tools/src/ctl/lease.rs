@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use retcd_net::pb::etcdserverpb::{
     LeaseGrantRequest, LeaseKeepAliveRequest, LeaseLeasesRequest, LeaseRevokeRequest,
-    LeaseTimeToLiveRequest, lease_client::LeaseClient,
+    LeaseTimeToLiveRequest,
 };
 
 use super::flags::{Kind, Parsed, Spec, go_parse_int, spec};
@@ -80,8 +80,7 @@ fn grant(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
     let arg = one_arg(p, "lease grant command needs TTL argument")?;
     let ttl = go_parse_int(&arg, 10).map_err(|e| Failure::bad_args(format!("bad TTL ({e})")))?;
     let r = connected(p, |c| async move {
-        let mut l =
-            LeaseClient::new(c.channel.clone()).max_decoding_message_size(super::client::MAX_RECV);
+        let mut l = c.lease();
         c.call(l.lease_grant(c.request(LeaseGrantRequest { ttl, id: 0 })))
             .await
     })
@@ -117,8 +116,7 @@ fn revoke(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
     let arg = one_arg(p, "lease revoke command needs 1 argument")?;
     let id = lease_id(&arg)?;
     let r = connected(p, |c| async move {
-        let mut l =
-            LeaseClient::new(c.channel.clone()).max_decoding_message_size(super::client::MAX_RECV);
+        let mut l = c.lease();
         c.call(l.lease_revoke(c.request(LeaseRevokeRequest { id })))
             .await
     })
@@ -154,8 +152,7 @@ fn timetolive(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
     let id = lease_id(&arg)?;
     let keys = p.bool("keys");
     let r = connected_no_timeout(p, |c| async move {
-        let mut l =
-            LeaseClient::new(c.channel.clone()).max_decoding_message_size(super::client::MAX_RECV);
+        let mut l = c.lease();
         c.call(l.lease_time_to_live(c.request(LeaseTimeToLiveRequest { id, keys })))
             .await
     })
@@ -221,8 +218,7 @@ fn timetolive(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
 
 fn list(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
     let r = connected_no_timeout(p, |c| async move {
-        let mut l =
-            LeaseClient::new(c.channel.clone()).max_decoding_message_size(super::client::MAX_RECV);
+        let mut l = c.lease();
         c.call(l.lease_leases(c.request(LeaseLeasesRequest {})))
             .await
     })
@@ -285,8 +281,7 @@ fn keep_alive(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
     let once = p.bool("once");
     let printer = &*printer;
     connected_no_timeout(p, |c| async move {
-        let mut l =
-            LeaseClient::new(c.channel.clone()).max_decoding_message_size(super::client::MAX_RECV);
+        let mut l = c.lease();
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
         let _ = tx.send(LeaseKeepAliveRequest { id }).await;
@@ -308,10 +303,9 @@ fn keep_alive(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
                 }
                 break;
             }
-            if let Printed::Out(b) = show_keep_alive(printer, &r) {
-                print::emit(&b);
-            } else if let Printed::Unsupported(why) = show_keep_alive(printer, &r) {
-                return Err(why);
+            match show_keep_alive(printer, &r) {
+                Printed::Out(b) => print::emit(&b),
+                Printed::Unsupported(why) => return Err(why),
             }
             if once {
                 return Ok(());

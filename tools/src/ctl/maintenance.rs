@@ -11,8 +11,7 @@ use std::time::Instant;
 use retcd_net::pb::etcdserverpb::{
     AlarmMember, AlarmRequest, AlarmResponse, DefragmentRequest, HashKvRequest, HashKvResponse,
     MemberListRequest, MoveLeaderRequest, RangeRequest, SnapshotRequest, StatusRequest,
-    StatusResponse, alarm_request, cluster_client::ClusterClient, kv_client::KvClient,
-    maintenance_client::MaintenanceClient,
+    StatusResponse, alarm_request,
 };
 use sha2::Digest as _;
 
@@ -197,8 +196,7 @@ fn endpoints(p: &Parsed) -> Result<Vec<String>, Failure> {
                     continue;
                 }
             };
-            let mut m = ClusterClient::new(c.channel.clone())
-                .max_decoding_message_size(super::client::MAX_RECV);
+            let mut m = c.cluster();
             match c
                 .call(m.member_list(c.request(MemberListRequest {
                     linearizable: false,
@@ -272,8 +270,7 @@ fn health(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
                     }
                 };
                 let start = Instant::now();
-                let mut kv = KvClient::new(c.channel.clone())
-                    .max_decoding_message_size(super::client::MAX_RECV);
+                let mut kv = c.kv();
                 let r = c
                     .call(kv.range(c.request(RangeRequest {
                         key: b"health".to_vec(),
@@ -373,8 +370,7 @@ fn health(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
 fn status(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
     let eps = endpoints(p)?;
     let results = per_endpoint(p, &eps, async |c: &Client, _ep: &str| {
-        let mut m = MaintenanceClient::new(c.channel.clone())
-            .max_decoding_message_size(super::client::MAX_RECV);
+        let mut m = c.maintenance();
         c.call(m.status(c.request(StatusRequest {}))).await
     })?;
     let mut ok: Vec<(String, StatusResponse)> = Vec::new();
@@ -490,8 +486,7 @@ fn hashkv(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
     let eps = endpoints(p)?;
     let revision = p.int("rev");
     let results = per_endpoint(p, &eps, async |c: &Client, _ep: &str| {
-        let mut m = MaintenanceClient::new(c.channel.clone())
-            .max_decoding_message_size(super::client::MAX_RECV);
+        let mut m = c.maintenance();
         c.call(m.hash_kv(c.request(HashKvRequest { revision })))
             .await
     })?;
@@ -564,8 +559,7 @@ fn move_leader(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
     let found = rt.block_on(async {
         for ep in &eps {
             let c = connect_endpoint(p, ep).await?;
-            let mut m = MaintenanceClient::new(c.channel.clone())
-                .max_decoding_message_size(super::client::MAX_RECV);
+            let mut m = c.maintenance();
             let s = c
                 .call(m.status(c.request(StatusRequest {})))
                 .await
@@ -584,8 +578,7 @@ fn move_leader(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
     };
     let r = rt
         .block_on(async {
-            let mut m = MaintenanceClient::new(c.channel.clone())
-                .max_decoding_message_size(super::client::MAX_RECV);
+            let mut m = c.maintenance();
             c.call(m.move_leader(c.request(MoveLeaderRequest { target_id: target })))
                 .await
         })
@@ -668,8 +661,7 @@ fn alarm_request(action: alarm_request::AlarmAction, a: &AlarmMember) -> AlarmRe
 fn alarm_list(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
     no_args(p, "alarm list")?;
     let r = connected(p, |c| async move {
-        let mut m = MaintenanceClient::new(c.channel.clone())
-            .max_decoding_message_size(super::client::MAX_RECV);
+        let mut m = c.maintenance();
         let req = alarm_request(alarm_request::AlarmAction::Get, &AlarmMember::default());
         c.call(m.alarm(c.request(req))).await
     })?;
@@ -681,8 +673,7 @@ fn alarm_list(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
 fn alarm_disarm(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
     no_args(p, "alarm disarm")?;
     let r = connected(p, |c| async move {
-        let mut m = MaintenanceClient::new(c.channel.clone())
-            .max_decoding_message_size(super::client::MAX_RECV);
+        let mut m = c.maintenance();
         let req = alarm_request(alarm_request::AlarmAction::Get, &AlarmMember::default());
         let list = c.call(m.alarm(c.request(req))).await?;
         let mut all = AlarmResponse::default();
@@ -707,8 +698,7 @@ fn defrag(p: &Parsed, _printer: &mut Printer) -> Result<Printed, Failure> {
     }
     let eps = endpoints(p)?;
     let results = per_endpoint(p, &eps, async |c: &Client, _ep: &str| {
-        let mut m = MaintenanceClient::new(c.channel.clone())
-            .max_decoding_message_size(super::client::MAX_RECV);
+        let mut m = c.maintenance();
         c.call(m.defragment(c.request(DefragmentRequest {}))).await
     })?;
     let mut failures = 0;
@@ -789,8 +779,7 @@ fn save(p: &Parsed, ep: &str, path: &Path, part: &Path) -> Result<(), String> {
         if !p.given("command-timeout") {
             c.command_timeout = None;
         }
-        let mut m = MaintenanceClient::new(c.channel.clone())
-            .max_decoding_message_size(super::client::MAX_RECV);
+        let mut m = c.maintenance();
         let mut stream = m
             .snapshot(c.request(SnapshotRequest {}))
             .await

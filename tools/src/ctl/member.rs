@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use retcd_net::pb::etcdserverpb::{
     Member, MemberAddRequest, MemberListRequest, MemberPromoteRequest, MemberRemoveRequest,
-    MemberUpdateRequest, cluster_client::ClusterClient,
+    MemberUpdateRequest,
 };
 
 use super::flags::{Kind, Parsed, Spec, go_parse_uint, spec};
@@ -159,8 +159,7 @@ fn add(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
         is_learner: p.bool("learner"),
     };
     let r = connected(p, |c| async move {
-        let mut m = ClusterClient::new(c.channel.clone())
-            .max_decoding_message_size(super::client::MAX_RECV);
+        let mut m = c.cluster();
         c.call(m.member_add(c.request(req))).await
     })?;
     let new = r.member.clone().unwrap_or_default();
@@ -207,8 +206,7 @@ fn add(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
 fn remove(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
     let id = member_id(p)?;
     let r = connected(p, |c| async move {
-        let mut m = ClusterClient::new(c.channel.clone())
-            .max_decoding_message_size(super::client::MAX_RECV);
+        let mut m = c.cluster();
         c.call(m.member_remove(c.request(MemberRemoveRequest { id })))
             .await
     })?;
@@ -227,8 +225,7 @@ fn update(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
     let urls = peer_urls(p)?;
     check_urls(&urls)?;
     let r = connected(p, |c| async move {
-        let mut m = ClusterClient::new(c.channel.clone())
-            .max_decoding_message_size(super::client::MAX_RECV);
+        let mut m = c.cluster();
         c.call(m.member_update(c.request(MemberUpdateRequest {
             id,
             peer_ur_ls: urls,
@@ -272,8 +269,7 @@ fn changed(
 fn promote(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
     let id = member_id(p)?;
     let r = connected(p, |c| async move {
-        let mut m = ClusterClient::new(c.channel.clone())
-            .max_decoding_message_size(super::client::MAX_RECV);
+        let mut m = c.cluster();
         c.call(m.member_promote(c.request(MemberPromoteRequest { id })))
             .await
     })?;
@@ -291,8 +287,7 @@ fn promote(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
 
 fn list(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
     let r = connected(p, |c| async move {
-        let mut m = ClusterClient::new(c.channel.clone())
-            .max_decoding_message_size(super::client::MAX_RECV);
+        let mut m = c.cluster();
         c.call(m.member_list(c.request(MemberListRequest {
             linearizable: false,
         })))

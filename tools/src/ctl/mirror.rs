@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use retcd_net::pb::etcdserverpb::{
     DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest, WatchCreateRequest,
-    WatchRequest, kv_client::KvClient, request_op, watch_client::WatchClient, watch_request,
+    WatchRequest, kv_client::KvClient, request_op, watch_request,
 };
 
 use super::client::connect_endpoint;
@@ -119,10 +119,8 @@ fn make_mirror(p: &Parsed, _printer: &mut Printer) -> Result<Printed, Failure> {
             }
         };
         let (key, range_end) = retcd_net::keys::prefix_range(&from);
-        let mut skv =
-            KvClient::new(src.channel.clone()).max_decoding_message_size(super::client::MAX_RECV);
-        let mut dkv =
-            KvClient::new(dst.channel.clone()).max_decoding_message_size(super::client::MAX_RECV);
+        let mut skv = src.kv();
+        let mut dkv = dst.kv();
         let total = std::cell::Cell::new(0u64);
         let reporter = async {
             loop {
@@ -178,8 +176,7 @@ fn make_mirror(p: &Parsed, _printer: &mut Printer) -> Result<Printed, Failure> {
                     )),
                 })
                 .await;
-            let mut w = WatchClient::new(src.channel.clone())
-                .max_decoding_message_size(super::client::MAX_RECV);
+            let mut w = src.watch();
             let req = src.request(tokio_stream::wrappers::ReceiverStream::new(rx));
             let mut stream = w
                 .watch(req)

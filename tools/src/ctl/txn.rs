@@ -6,8 +6,7 @@ use std::fmt::Write as _;
 use std::io::BufRead;
 
 use retcd_net::pb::etcdserverpb::{
-    Compare, RequestOp, ResponseOp, TxnRequest, TxnResponse, compare, kv_client::KvClient,
-    request_op, response_op,
+    Compare, RequestOp, ResponseOp, TxnRequest, TxnResponse, compare, request_op, response_op,
 };
 
 use super::argify::{ArgifyError, argify};
@@ -75,8 +74,7 @@ pub fn txn(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
             success,
             failure,
         };
-        let mut kv =
-            KvClient::new(c.channel.clone()).max_decoding_message_size(super::client::MAX_RECV);
+        let mut kv = c.kv();
         c.call(kv.txn(c.request(req))).await.map_err(Failure::error)
     })?;
     Ok(show(printer, &resp))

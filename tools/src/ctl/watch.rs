@@ -7,8 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 
 use retcd_net::pb::etcdserverpb::{
-    WatchCreateRequest, WatchProgressRequest, WatchRequest, WatchResponse,
-    watch_client::WatchClient, watch_request,
+    WatchCreateRequest, WatchProgressRequest, WatchRequest, WatchResponse, watch_request,
 };
 use retcd_net::pb::mvccpb::Event;
 
@@ -169,8 +168,7 @@ fn watch(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
         if interactive {
             tokio::spawn(read_lines(tx.clone(), ctl_tx, env));
         }
-        let mut client =
-            WatchClient::new(c.channel.clone()).max_decoding_message_size(super::client::MAX_RECV);
+        let mut client = c.watch();
         // The server answers the call only once a watch is asked for, so the reader's
         // verdicts (the end of the input, a bad line) are heard while the call is pending.
         let mut call = std::pin::pin!(client.watch(req));
