@@ -230,6 +230,13 @@ fn run(mut cfg: Config) -> Result<(), String> {
     if cfg.serves_pprof() {
         retcd_net::http::pprof::ENABLED.store(true, std::sync::atomic::Ordering::Relaxed);
         info!(path = retcd_net::http::pprof::PREFIX, "pprof is enabled");
+        // A test's knob: a denser heap sample than Go's default (see heap::set_rate).
+        if let Some(bytes) = std::env::var("RETCD_PPROF_HEAP_SAMPLE_BYTES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            retcd_net::profile::heap::set_rate(bytes);
+        }
         if !retcd_net::profile::heap::enable() {
             warn!(
                 "pprof: no heap or CPU profiles here: walking stacks inside the allocator and \

@@ -274,6 +274,8 @@ const CLUSTER: &[Step] = &[
     (&["move-leader"], None),
     (&["move-leader", "zz"], None),
     (&["move-leader", "{MEMBER}"], None),
+    (&["move-leader", "{MEMBER}", "-w", "json"], None),
+    (&["move-leader", "{MEMBER}", "-w", "fields"], None),
     (&["alarm", "list"], None),
     (&["alarm", "list", "-w", "json"], None),
     (&["alarm", "disarm"], None),
@@ -562,7 +564,6 @@ impl Ctx {
         let mut ids: Vec<(String, String)> = Vec::new();
         let mut hex_and_dec = |v: u64, name: &str| {
             ids.push((format!("{v:016x}"), format!("<{name}>")));
-            ids.push((format!("{v:16x}"), format!("<{name}>")));
             ids.push((format!("{v:x}"), format!("<{name}>")));
             ids.push((v.to_string(), format!("<{name}>")));
         };
@@ -587,6 +588,12 @@ impl Ctx {
                 continue;
             }
             let mut l = line.to_string();
+            // `Member %16x … cluster %16x`: ids of 15 digits or fewer are space-padded.
+            if l.starts_with("Member ") {
+                while l.contains("  ") {
+                    l = l.replace("  ", " ");
+                }
+            }
             // Table widths follow the masked values (names and ports of different lengths).
             if l.starts_with('+') || l.starts_with('|') {
                 let mut squeezed = String::new();
@@ -612,6 +619,7 @@ impl Ctx {
             for (key, end) in [
                 ("\"took\":\"", '"'),
                 ("\"Took\" : ", '\n'),
+                ("took = ", '\n'),
                 ("\"dbSize\":", ','),
                 ("\"dbSizeInUse\":", '}'),
             ] {
@@ -662,6 +670,7 @@ const READS: &[Step] = &[
     (&["endpoint", "status", "-w", "protobuf"], None),
     (&["endpoint", "status", "--cluster", "-w", "table"], None),
     (&["endpoint", "hashkv", "-w", "table"], None),
+    (&["endpoint", "health"], None),
     (&["endpoint", "health", "-w", "fields"], None),
     (&["endpoint", "health", "-w", "table"], None),
     (&["endpoint", "health", "-w", "protobuf"], None),

@@ -294,6 +294,7 @@ impl Proposer {
 
     async fn propose_bytes(&self, data: Vec<u8>) -> Result<WriteResult, ProposeError> {
         let _pending = crate::metrics::Pending::start();
+        let started = Instant::now();
         let result = async {
             let (reply, rx) = flume::bounded(1);
             self.tx
@@ -308,6 +309,7 @@ impl Proposer {
         {
             crate::metrics::PROPOSALS_FAILED.inc();
         }
+        crate::metrics::PROPOSAL_SECONDS.observe(started.elapsed().as_secs_f64());
         result
     }
 
@@ -803,7 +805,10 @@ async fn drive(
     loop {
         io.report(core);
         core.issue_reads(Instant::now());
-        while let Some(mut step) = core.ready()? {
+        loop {
+            let ready_at = Instant::now();
+            let Some(mut step) = core.ready()? else { break };
+            crate::metrics::STAGE_READY_SECONDS.observe(ready_at.elapsed().as_secs_f64());
             // A leader's appends leave before its own fsync (etcd's pipelining).
             let now_msgs = std::mem::take(&mut step.out);
             io.send(core, now_msgs);
@@ -821,9 +826,13 @@ async fn drive(
             }
             if !step.records.is_empty() {
                 crate::metrics::GROUP_COMMIT_ENTRIES.observe(step.records.len() as f64);
+                let wal_at = Instant::now();
                 io.wal.append(&step.records).await?;
+                crate::metrics::STAGE_WAL_SECONDS.observe(wal_at.elapsed().as_secs_f64());
             }
+            let apply_at = Instant::now();
             let later = core.persisted(step)?;
+            crate::metrics::STAGE_APPLY_SECONDS.observe(apply_at.elapsed().as_secs_f64());
             io.send(core, later);
         }
         core.refresh_status();
@@ -917,6 +926,7 @@ async fn drive(
         } else {
             opts.tick.saturating_sub(last_tick.elapsed())
         };
+        let idle_at = Instant::now();
         let next = futures_lite::future::or(
             async { Event::Proposal(rx.recv_async().await) },
             futures_lite::future::or(
@@ -959,6 +969,7 @@ async fn drive(
         )
         .await;
         let now = Instant::now();
+        crate::metrics::STAGE_IDLE_SECONDS.observe((now - idle_at).as_secs_f64());
         match next {
             Event::Proposal(Ok(p)) => {
                 let mut bytes = p.data.len();

@@ -58,7 +58,7 @@ fn index() -> Response<Body> {
          {} bytes allocated on average<br>\n\
          <a href=\"profile\">profile</a>: CPU profile of every thread; <code>seconds</code> \
          (default {}) says how long<br>\n</p>\n</body>\n</html>\n",
-        profile::heap::RATE,
+        profile::heap::rate(),
         profile::DEFAULT_SECONDS
     );
     let mut r = Response::new(Body::from(body));

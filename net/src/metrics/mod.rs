@@ -79,6 +79,14 @@ impl Exposition {
         write_histogram(t, name, "", &h.snapshot());
     }
 
+    /// One family of histograms, one per label set.
+    fn histogram_series(&mut self, name: &'static str, help: &str, series: &[(&str, &Histogram)]) {
+        let t = self.family(name, "histogram", help);
+        for (labels, h) in series {
+            write_histogram(t, name, labels, &h.snapshot());
+        }
+    }
+
     fn render(mut self) -> String {
         self.families.sort_by(|a, b| a.name.cmp(b.name));
         let mut out = String::with_capacity(self.families.iter().map(|f| f.text.len()).sum());
@@ -461,6 +469,22 @@ fn retcd(x: &mut Exposition, ctx: &Ctx) {
         "retcd_wal_group_commit_entries",
         "Records in each WAL append (one fdatasync each): the group commit's batch size.",
         &retcd_raft::metrics::GROUP_COMMIT_ENTRIES,
+    );
+    x.histogram(
+        "retcd_proposal_duration_seconds",
+        "Writes as the serving core sees them: from the hand-over to the sequencer to the answer.",
+        &retcd_raft::metrics::PROPOSAL_SECONDS,
+    );
+    x.histogram_series(
+        "retcd_sequencer_stage_duration_seconds",
+        "Where the sequencer's rounds go (ready: raft-rs's Ready; wal: the WAL append and its \
+         fdatasync; apply: applying and answering; idle: waiting for work).",
+        &[
+            ("stage=\"apply\"", &retcd_raft::metrics::STAGE_APPLY_SECONDS),
+            ("stage=\"idle\"", &retcd_raft::metrics::STAGE_IDLE_SECONDS),
+            ("stage=\"ready\"", &retcd_raft::metrics::STAGE_READY_SECONDS),
+            ("stage=\"wal\"", &retcd_raft::metrics::STAGE_WAL_SECONDS),
+        ],
     );
     x.histogram(
         "retcd_checkpoint_duration_seconds",

@@ -21,9 +21,23 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering,
 
 use super::stack::{self, AtomicStack, Stack};
 
-/// Mean bytes allocated between two samples (Go's `runtime.MemProfileRate` default).
-pub const RATE: u64 = 512 * 1024;
-/// Live sampled blocks the table holds (~4 GiB of live heap at [`RATE`]); more are dropped.
+/// Mean bytes allocated between two samples: Go's `runtime.MemProfileRate` default, and, like
+/// it, settable before sampling starts ([`set_rate`]).
+static RATE: AtomicU64 = AtomicU64::new(512 * 1024);
+
+/// Mean bytes allocated between two samples.
+pub fn rate() -> u64 {
+    RATE.load(Ordering::Relaxed)
+}
+
+/// Sets [`rate`] (at start, before [`enable`]; tests sample densely so that a short run's live
+/// heap is sure to show).
+pub fn set_rate(bytes: u64) {
+    RATE.store(bytes.max(1), Ordering::Relaxed);
+}
+
+/// Live sampled blocks the table holds (~4 GiB of live heap at the default rate); more are
+/// dropped.
 const SLOTS: usize = 1 << 13;
 const PROBES: usize = 16;
 
@@ -173,7 +187,7 @@ fn sample(addr: usize, size: usize, first: bool) {
     INSIDE.with(|i| i.set(false));
 }
 
-/// An exponentially distributed gap with mean [`RATE`] (Go's `fastexprand`).
+/// An exponentially distributed gap with mean [`rate`] (Go's `fastexprand`).
 fn next_gap(seed: usize) -> i64 {
     let mut x = RNG.with(|r| r.get());
     if x == 0 {
@@ -184,7 +198,7 @@ fn next_gap(seed: usize) -> i64 {
     x ^= x << 17;
     RNG.with(|r| r.set(x));
     let uniform = ((x >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
-    (-uniform.ln() * RATE as f64) as i64 + 1
+    (-uniform.ln() * rate() as f64) as i64 + 1
 }
 
 fn record(addr: usize, size: usize) {
@@ -259,11 +273,11 @@ pub fn live() -> (Vec<Block>, u64) {
 }
 
 /// How many bytes and blocks one sampled block of `size` stands for (Go's `scaleHeapSample`:
-/// a block of size s is sampled with probability 1 - e^(-s/RATE)).
+/// a block of size s is sampled with probability 1 - e^(-s/rate))).
 pub fn scale(size: usize) -> (f64, f64) {
     if size == 0 {
         return (0.0, 0.0);
     }
-    let p = 1.0 - (-(size as f64) / RATE as f64).exp();
+    let p = 1.0 - (-(size as f64) / rate() as f64).exp();
     (1.0 / p, size as f64 / p)
 }

@@ -67,7 +67,7 @@ pub fn encode_heap() -> Vec<u8> {
     let mut b = Builder::new(
         &[("inuse_objects", "count"), ("inuse_space", "bytes")],
         "inuse_space",
-        ("space", "bytes", heap::RATE as i64),
+        ("space", "bytes", heap::rate() as i64),
         is_allocator_internal,
     );
     if dropped > 0 {
@@ -108,7 +108,7 @@ pub fn heap_text() -> String {
         .fold((0, 0), |t, (_, (o, s))| (t.0 + o, t.1 + s));
     let mut out = format!(
         "heap profile: {objects}: {bytes} [{objects}: {bytes}] @ heap/{}\n",
-        2 * heap::RATE
+        2 * heap::rate()
     );
     let mut symbols = stack::Symbols::default();
     for (stack, (o, s)) in &rows {
