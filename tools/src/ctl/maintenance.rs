@@ -331,18 +331,12 @@ fn health(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
             }
         }
         Format::Json => {
-            let items: Vec<String> = list
-                .iter()
-                .map(|h| {
-                    let mut j = Json::new();
-                    j.str_always("endpoint", &h.ep);
-                    j.boolean_always("health", h.health);
-                    j.str_always("took", &h.took);
-                    j.str("error", &h.error);
-                    j.close_object()
-                })
-                .collect();
-            let _ = writeln!(o, "[{}]", items.join(","));
+            o = json_array(&list, |j, h| {
+                j.str_always("endpoint", &h.ep);
+                j.boolean_always("health", h.health);
+                j.str_always("took", &h.took);
+                j.str("error", &h.error);
+            });
         }
         Format::Table => {
             let rows: Vec<Vec<String>> = list
@@ -454,13 +448,8 @@ fn show_status(printer: &Printer, list: &[(String, StatusResponse)]) -> Printed 
             }
         }
         Format::Json => {
-            let items: Vec<String> = list
-                .iter()
-                .map(|(ep, s)| {
-                    let mut j = Json::new();
-                    j.str_always("Endpoint", ep);
-                    j.key("Status");
-                    j.open();
+            o = json_array(list, |j, (ep, s)| {
+                endpoint_entry(j, ep, "Status", |j| {
                     j.header(s.header.as_ref());
                     j.str("version", &s.version);
                     j.num("dbSize", s.db_size);
@@ -471,15 +460,35 @@ fn show_status(printer: &Printer, list: &[(String, StatusResponse)]) -> Printed 
                     j.strs("errors", &s.errors, true);
                     j.num("dbSizeInUse", s.db_size_in_use);
                     j.boolean("isLearner", s.is_learner);
-                    j.close();
-                    j.close_object()
-                })
-                .collect();
-            let _ = writeln!(o, "[{}]", items.join(","));
+                });
+            });
         }
         Format::Protobuf => return printer.unsupported(),
     }
     Printed::Out(o.into_bytes())
+}
+
+/// Go's encoding/json of a slice of structs on one line: each object written by `each`, `[]`
+/// when there are none (etcdctl's endpoint commands).
+fn json_array<T>(items: &[T], each: impl Fn(&mut Json, &T)) -> String {
+    let objects: Vec<String> = items
+        .iter()
+        .map(|x| {
+            let mut j = Json::new();
+            each(&mut j, x);
+            j.close_object()
+        })
+        .collect();
+    format!("[{}]\n", objects.join(","))
+}
+
+/// `"Endpoint":<ep>,"<key>":{…}`: etcdctl's epStatus and epHashKV.
+fn endpoint_entry(j: &mut Json, ep: &str, key: &str, body: impl FnOnce(&mut Json)) {
+    j.str_always("Endpoint", ep);
+    j.key(key);
+    j.open();
+    body(j);
+    j.close();
 }
 
 fn hashkv(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
@@ -524,21 +533,13 @@ fn hashkv(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
             }
         }
         Format::Json => {
-            let items: Vec<String> = ok
-                .iter()
-                .map(|(ep, h)| {
-                    let mut j = Json::new();
-                    j.str_always("Endpoint", ep);
-                    j.key("HashKV");
-                    j.open();
+            o = json_array(&ok, |j, (ep, h)| {
+                endpoint_entry(j, ep, "HashKV", |j| {
                     j.header(h.header.as_ref());
                     j.num("hash", h.hash);
                     j.num("compact_revision", h.compact_revision);
-                    j.close();
-                    j.close_object()
-                })
-                .collect();
-            let _ = writeln!(o, "[{}]", items.join(","));
+                });
+            });
         }
         Format::Protobuf => return Ok(printer.unsupported()),
     }
