@@ -998,18 +998,35 @@ fn dropping_wals_while_their_spare_is_prepared() {
                 _ => {
                     // Drop with the directory gone right after.
                     drop(wal);
-                    std::fs::remove_dir_all(&dir).unwrap();
+                    remove_dir_behind_cancelled_io(&dir).await;
                     continue;
                 }
             }
             let (wal, rec) = open_wal(&dir, 16 * MIB).await;
             assert_eq!(rec.records, vec![entry(1, 10)]);
             drop(wal);
-            std::fs::remove_dir_all(&dir).unwrap();
+            remove_dir_behind_cancelled_io(&dir).await;
         }
         // Give cancelled I/O time to complete against the deleted files.
         glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
     });
+}
+
+/// Deletes `dir` right after a WAL was dropped there. The dropped spare preparation may still
+/// have an `openat(O_CREAT)` in the kernel (io_uring runs it on a worker thread), which can put
+/// the spare file back after `remove_dir_all` emptied the directory: that is retried until the
+/// directory is gone, a bounded number of reactor turns.
+async fn remove_dir_behind_cancelled_io(dir: &Path) {
+    for _ in 0..1000 {
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => {
+                glommio::timer::sleep(std::time::Duration::from_millis(1)).await
+            }
+            Err(e) => panic!("removing {}: {e}", dir.display()),
+        }
+    }
+    panic!("{} still not removable after 1000 tries", dir.display());
 }
 
 /// Prints append latencies around rollovers (no assertion on timings): with the spare ready, a
