@@ -1523,7 +1523,13 @@ impl<'s> WriteTxn<'s> {
         // The next transaction reads these pages back at once (the path it copies is the one
         // this one wrote): checking bytes that were encoded here was a crc per page per commit.
         debug_assert!(
-            PageView::parse(&self.store.map.map, self.store.high_water, id, &self.store.shared.path).is_ok(),
+            PageView::parse(
+                &self.store.map.map,
+                self.store.high_water,
+                id,
+                &self.store.shared.path
+            )
+            .is_ok(),
             "a page written by this process parses"
         );
         self.store.map.trust(id, pages);

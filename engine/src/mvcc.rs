@@ -1991,6 +1991,9 @@ impl Writer<'_, '_, '_> {
             self.txn.put(&attach_key(lease, &p.key), b"")?;
         }
         self.write_version(&p.key, main, &v)?;
+        // The stored bytes are written: the event takes the value and the previous version
+        // instead of copies (the reply copies the previous one only when asked for it).
+        let prev_kv = if p.prev_kv { prev.clone() } else { None };
         self.events.push(Event {
             kind: EventKind::Put,
             kv: KeyValue {
@@ -1998,14 +2001,14 @@ impl Writer<'_, '_, '_> {
                 create_revision: v.create_revision,
                 mod_revision: main,
                 version: v.version,
-                value: v.value.clone(),
+                value: v.value,
                 lease,
             },
-            prev_kv: prev.clone(),
+            prev_kv: prev,
         });
         Ok(PutResult {
             revision: main,
-            prev_kv: if p.prev_kv { prev } else { None },
+            prev_kv,
         })
     }
 
