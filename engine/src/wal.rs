@@ -923,40 +923,6 @@ pub struct Wal {
     poisoned: bool,
     /// The next segment's file; `None` only while a rollover uses it or after a failure.
     spare: Option<Spare>,
-    /// The thread that runs [`Wal::append_and`]'s fdatasyncs; started by its first call.
-    syncer: Option<Syncer>,
-}
-
-/// A thread that fdatasyncs file descriptors on request, so that the core can go on computing
-/// while the disk flushes (glommio hands an io_uring request to the kernel only when the core
-/// goes back to its reactor, which a computing task does not do). One request at a time: the
-/// queue holds one.
-struct Syncer {
-    requests: flume::Sender<(std::os::fd::RawFd, flume::Sender<std::io::Result<()>>)>,
-}
-
-impl Syncer {
-    fn start() -> std::io::Result<Syncer> {
-        let (requests, rx) =
-            flume::bounded::<(std::os::fd::RawFd, flume::Sender<std::io::Result<()>>)>(1);
-        std::thread::Builder::new()
-            .name("retcd-wal-sync".into())
-            .spawn(move || {
-                // Ends when the WAL (the only sender) is dropped.
-                for (fd, reply) in rx {
-                    // SAFETY: fdatasync reads no memory of ours; `fd` is the current segment's
-                    // descriptor, kept open by the WAL until the reply is received
-                    // (`append_and` holds the WAL borrowed until then).
-                    let r = if unsafe { libc::fdatasync(fd) } == 0 {
-                        Ok(())
-                    } else {
-                        Err(std::io::Error::last_os_error())
-                    };
-                    let _ = reply.send(r);
-                }
-            })?;
-        Ok(Syncer { requests })
-    }
 }
 
 impl Wal {
@@ -1046,7 +1012,6 @@ impl Wal {
             state,
             poisoned: false,
             spare: None,
-            syncer: None,
         }
     }
 
@@ -1257,11 +1222,6 @@ impl Wal {
 
     /// Writes `staging` (whole blocks) at `chunk_start` of the current segment and fdatasyncs.
     async fn write_staging(&mut self) -> Result<(), WalError> {
-        self.write_staging_then(true).await
-    }
-
-    /// Writes `staging` at `chunk_start`; fdatasyncs when `sync` (else the caller does).
-    async fn write_staging_then(&mut self, sync: bool) -> Result<(), WalError> {
         let path = self.current_path().to_path_buf();
         self.buffer_allocations += write_blocks(
             &self.file,
@@ -1272,7 +1232,7 @@ impl Wal {
         )
         .await?;
         crate::metrics::WAL_WRITE_BYTES.add(self.staging.len() as u64);
-        if !sync || !disk::fsync_enabled() {
+        if !disk::fsync_enabled() {
             return Ok(());
         }
         disk::sync(&path).map_err(std_io_err("syncing", &path))?;
@@ -1336,61 +1296,6 @@ impl Wal {
     ///
     /// If the Entry records of the batch do not have strictly increasing indexes.
     pub async fn append(&mut self, records: &[Record]) -> Result<(), WalError> {
-        self.check_batch(records)?;
-        self.poisoned = true;
-        self.write_batch(records).await?;
-        self.poisoned = false;
-        Ok(())
-    }
-
-    /// [`Wal::append`] that runs `during` while the batch's last fdatasync is in flight (on the
-    /// WAL's sync thread) and returns its result once the records are durable: the sequencer
-    /// applies the previous batch meanwhile. Nothing about durability changes: this returns
-    /// after the fdatasync, as `append` does. Without fsync (tests), `during` runs after the
-    /// write.
-    pub async fn append_and<R>(
-        &mut self,
-        records: &[Record],
-        during: impl FnOnce() -> R,
-    ) -> Result<R, WalError> {
-        self.check_batch(records)?;
-        self.poisoned = true;
-        self.write_batch_then(records, false).await?;
-        if !disk::fsync_enabled() {
-            self.poisoned = false;
-            return Ok(during());
-        }
-        let path = self.current_path().to_path_buf();
-        disk::sync(&path).map_err(std_io_err("syncing", &path))?;
-        if self.syncer.is_none() {
-            self.syncer =
-                Some(Syncer::start().map_err(std_io_err("starting the sync thread for", &path))?);
-        }
-        let syncer = self.syncer.as_ref().expect("started above");
-        let started = Instant::now();
-        let (reply, done) = flume::bounded(1);
-        use std::os::fd::AsRawFd;
-        syncer
-            .requests
-            .send_async((self.file.as_raw_fd(), reply))
-            .await
-            .map_err(|_| {
-                std_io_err("syncing", &path)(std::io::Error::other("the WAL's sync thread is gone"))
-            })?;
-        let out = during();
-        let synced = done
-            .recv_async()
-            .await
-            .unwrap_or_else(|_| Err(std::io::Error::other("the WAL's sync thread is gone")));
-        synced.map_err(std_io_err("syncing", &path))?;
-        crate::metrics::WAL_FSYNC_SECONDS.observe_duration(started.elapsed());
-        self.poisoned = false;
-        Ok(out)
-    }
-
-    /// Checks a batch before anything of it is written: the WAL is usable, every record fits,
-    /// entries have increasing indexes.
-    fn check_batch(&self, records: &[Record]) -> Result<(), WalError> {
         self.check_usable()?;
         let max = self.max_payload();
         let mut prev_index = None;
@@ -1409,6 +1314,9 @@ impl Wal {
                 prev_index = Some(index);
             }
         }
+        self.poisoned = true;
+        self.write_batch(records).await?;
+        self.poisoned = false;
         Ok(())
     }
 
@@ -1419,12 +1327,6 @@ impl Wal {
     }
 
     async fn write_batch(&mut self, records: &[Record]) -> Result<(), WalError> {
-        self.write_batch_then(records, true).await
-    }
-
-    /// [`Wal::write_batch`]; without `sync`, the last write is not fdatasynced (every earlier
-    /// one, before a rollover or between writes of at most W bytes, is): the caller does it.
-    async fn write_batch_then(&mut self, records: &[Record], sync: bool) -> Result<(), WalError> {
         debug_assert_eq!(self.chunk_from, self.tail);
         if self.tail == BLOCK_SIZE {
             self.push_carry();
@@ -1432,7 +1334,7 @@ impl Wal {
         for rec in records {
             self.push(rec).await?;
         }
-        self.flush_chunk_then(sync).await
+        self.flush_chunk().await
     }
 
     /// Encodes the latest HardState and Checkpoint at the start of an empty segment.
@@ -1483,11 +1385,6 @@ impl Wal {
 
     /// Writes the encoded chunk (padded to a block) and fdatasyncs; then starts the next chunk.
     async fn flush_chunk(&mut self) -> Result<(), WalError> {
-        self.flush_chunk_then(true).await
-    }
-
-    /// [`Wal::flush_chunk`]; without `sync`, the caller fdatasyncs the current segment.
-    async fn flush_chunk_then(&mut self, sync: bool) -> Result<(), WalError> {
         if self.tail == self.chunk_from {
             return Ok(());
         }
@@ -1500,7 +1397,7 @@ impl Wal {
         assert!(len <= MAX_WRITE_BYTES, "WAL write of {len} bytes exceeds W");
         assert!(self.chunk_start + len <= self.file_size);
         self.staging.resize(len as usize, 0);
-        self.write_staging_then(sync).await?;
+        self.write_staging().await?;
         let prefix = (self.tail % BLOCK_SIZE) as usize;
         if prefix == 0 {
             self.tail_block.fill(0);

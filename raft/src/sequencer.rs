@@ -4,9 +4,7 @@
 //! The loop takes everything pending when the previous flush ended (bounded by a byte budget),
 //! proposes it, writes the resulting records with one WAL append (one fdatasync), applies what is
 //! committed and replies. While a flush is in progress, new proposals queue up: that is the group
-//! commit. The queue's bound is the backpressure: a full queue makes callers wait. A round's
-//! committed entries are applied during the next round's fdatasync when proposals wait for one
-//! (`Core::defer_apply`, engine/DESIGN.md §2.4), at once otherwise.
+//! commit. The queue's bound is the backpressure: a full queue makes callers wait.
 //!
 //! A second bounded queue carries everything else that drives Raft: messages from peers, reads
 //! asking for a read index, membership changes and leader transfers ([`Input`]). Outgoing
@@ -432,8 +430,6 @@ impl Sequencer {
             Instant::now(),
         )?;
         core.campaign_if_alone()?;
-        // Each round's apply overlaps the next round's flush (`drive`).
-        core.defer_apply();
         let mut leases = Leases {
             lessor: &mut lessor,
             rx: &lease_rx,
@@ -612,17 +608,6 @@ enum Event {
 struct Leases<'a> {
     lessor: &'a mut Lessor,
     rx: &'a flume::Receiver<LeaseCall>,
-}
-
-/// Applies what the last round left (`Core::apply_deferred`), timed as the apply stage.
-fn apply_deferred(core: &mut Core) -> Result<(), CoreError> {
-    if !core.has_deferred() {
-        return Ok(());
-    }
-    let apply_at = Instant::now();
-    core.apply_deferred()?;
-    crate::metrics::STAGE_APPLY_SECONDS.observe(apply_at.elapsed().as_secs_f64());
-    Ok(())
 }
 
 /// Lease calls served per wake-up before the loop goes on.
@@ -822,15 +807,7 @@ async fn drive(
         core.issue_reads(Instant::now());
         loop {
             let ready_at = Instant::now();
-            let Some(mut step) = core.ready()? else {
-                // Nothing to overlap the deferred apply with: it runs now (and may make more
-                // work, e.g. a configuration change).
-                if core.has_deferred() {
-                    apply_deferred(core)?;
-                    continue;
-                }
-                break;
-            };
+            let Some(mut step) = core.ready()? else { break };
             crate::metrics::STAGE_READY_SECONDS.observe(ready_at.elapsed().as_secs_f64());
             // A leader's appends leave before its own fsync (etcd's pipelining).
             let now_msgs = std::mem::take(&mut step.out);
@@ -850,35 +827,14 @@ async fn drive(
             if !step.records.is_empty() {
                 crate::metrics::GROUP_COMMIT_ENTRIES.observe(step.records.len() as f64);
                 let wal_at = Instant::now();
-                // The previous round's entries (durable, committed) are applied and answered
-                // while this round's records flush (engine/DESIGN.md §2.4, step 3).
-                let applied = io
-                    .wal
-                    .append_and(&step.records, || apply_deferred(core))
-                    .await?;
-                applied?;
+                io.wal.append(&step.records).await?;
                 crate::metrics::STAGE_WAL_SECONDS.observe(wal_at.elapsed().as_secs_f64());
-            } else {
-                apply_deferred(core)?;
             }
+            let apply_at = Instant::now();
             let later = core.persisted(step)?;
+            crate::metrics::STAGE_APPLY_SECONDS.observe(apply_at.elapsed().as_secs_f64());
             io.send(core, later);
-            if core.has_deferred() {
-                // The next round: what queued while this one flushed, so that this round's
-                // apply overlaps the next flush (none queued: it is applied at once above).
-                let now = Instant::now();
-                let mut bytes = 0;
-                while bytes < opts.max_batch_bytes {
-                    let Ok(p) = rx.try_recv() else { break };
-                    bytes += p.data.len().max(1);
-                    core.propose(p, now);
-                }
-            }
         }
-        debug_assert!(
-            !core.has_deferred(),
-            "every round's entries are applied before the wait"
-        );
         core.refresh_status();
         if core.removed() {
             let at = *removed_at.get_or_insert_with(Instant::now);

@@ -6,10 +6,8 @@
 //! Invariants: an entry at or below the applied index is skipped (the replay after a restart);
 //! the applied index, the state and the membership are committed together; a waiter is answered
 //! only after its entry is applied; an entry that does not decode stops the member
-//! ([`CoreError::BadEntry`]). The round ([`Core::ready`], [`Core::persisted`]) applies, or, with
-//! [`Core::defer_apply`], leaves what `persisted` committed to [`Core::apply_deferred`] (entries
-//! still apply in log order: `ready` applies deferred ones before its own); the sequencer takes
-//! the lease changes.
+//! ([`CoreError::BadEntry`]). The round ([`Core::ready`], [`Core::persisted`]) applies; the
+//! sequencer takes the lease changes.
 
 use std::sync::Arc;
 

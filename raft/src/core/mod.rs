@@ -163,11 +163,6 @@ pub struct Core {
     /// Applied `physical` compactions, answered once no compaction is pending (etcd answers
     /// them once the compaction's deletion is done).
     physical: Vec<(crate::reply::Reply, retcd_engine::mvcc::WriteResult)>,
-    /// Committed by the last [`Core::persisted`] and not applied yet: the sequencer applies them
-    /// while the next round's records flush ([`Core::apply_deferred`]). Only with
-    /// [`Core::defer_apply`]; empty otherwise, and always empty between rounds.
-    deferred: Vec<raft::prelude::Entry>,
-    defer_apply: bool,
 }
 
 impl Core {
@@ -234,8 +229,6 @@ impl Core {
             install_sync: None,
             failed_snapshots: Vec::new(),
             physical: Vec::new(),
-            deferred: Vec::new(),
-            defer_apply: false,
         };
         if !core.membership.members.is_empty() {
             core.status.members.store(Arc::new(core.membership.clone()));
@@ -369,10 +362,6 @@ impl Core {
         }
         let mut rd = self.raw.ready();
         let out = self.outgoing(rd.take_messages());
-        if !rd.snapshot().is_empty() || !rd.committed_entries().is_empty() {
-            // Entries apply in log order, and a snapshot replaces a state they are part of.
-            self.apply_deferred()?;
-        }
         if !rd.snapshot().is_empty() {
             let snap = rd.snapshot().clone();
             self.install(&snap)?;
@@ -440,47 +429,12 @@ impl Core {
         messages.extend(light.take_messages());
         let messages = self.outgoing(messages);
         let committed = light.take_committed_entries();
-        if self.defer_apply {
-            // `advance` counted what `ready` applied; these wait for `apply_deferred`.
-            self.deferred.extend(committed);
-        } else {
-            self.apply(&committed)?;
-            self.raw.advance_apply();
-        }
+        self.apply(&committed)?;
+        self.raw.advance_apply();
         self.release_reads();
         self.finish_transfers();
         self.publish_status();
         Ok(messages)
-    }
-
-    /// From now on [`Core::persisted`] leaves the entries it makes committed to
-    /// [`Core::apply_deferred`], so that the caller can apply them while the next round's
-    /// records flush. The caller must then call it before anything else reads the state:
-    /// [`Core::ready`] does when it has entries or a snapshot of its own to apply first.
-    pub fn defer_apply(&mut self) {
-        self.defer_apply = true;
-    }
-
-    /// Whether entries wait for [`Core::apply_deferred`].
-    pub fn has_deferred(&self) -> bool {
-        !self.deferred.is_empty()
-    }
-
-    /// Applies the entries the last [`Core::persisted`] left (all of them durable and
-    /// committed), answers their waiters and the reads they release.
-    pub fn apply_deferred(&mut self) -> Result<(), CoreError> {
-        let Some(last) = self.deferred.last().map(|e| e.index) else {
-            return Ok(());
-        };
-        let entries = std::mem::take(&mut self.deferred);
-        self.apply(&entries)?;
-        if last > self.raw.raft.raft_log.applied {
-            self.raw.advance_apply_to(last);
-        }
-        self.release_reads();
-        self.finish_transfers();
-        self.publish_status();
-        Ok(())
     }
 
     fn publish_status(&self) {

@@ -686,8 +686,6 @@ impl World {
         )
         .map_err(|e| e.to_string())?;
         core.campaign_if_alone().map_err(|e| e.to_string())?;
-        // As the sequencer: a round's apply waits for the next round's append.
-        core.defer_apply();
         // The sequencer also fast-forwards the election clock once the log is replayed
         // (--initial-election-tick-advance); the simulator does not, so that a seed's history
         // stays what it was when the seed was recorded as finding a bug.
@@ -932,11 +930,6 @@ impl World {
             live.core.issue_reads(self.at(*t));
             for _ in 0..10_000 {
                 let Some(mut step) = live.core.ready().map_err(|e| e.to_string())? else {
-                    // As the sequencer: nothing to overlap the deferred apply with.
-                    if live.core.has_deferred() {
-                        live.core.apply_deferred().map_err(|e| e.to_string())?;
-                        continue;
-                    }
                     break;
                 };
                 let out = std::mem::take(&mut step.out);
@@ -954,9 +947,6 @@ impl World {
                         .retain(|r| !matches!(r, Record::HardState { .. }));
                 }
                 let records = std::mem::take(&mut step.records);
-                // The sequencer applies the previous round's entries while this round's records
-                // flush: here, before the simulated append completes.
-                live.core.apply_deferred().map_err(|e| e.to_string())?;
                 if bugs.ack_before_fsync {
                     let later = live.core.persisted(step).map_err(|e| e.to_string())?;
                     self.send(i, live, later, *t);
