@@ -62,7 +62,7 @@ use std::time::Duration;
 pub use auth::{AuthTokenConfig, JwtConfig};
 pub use url::{Scheme, Url};
 /// Go's parsers of flag values, for the tools' command lines too.
-pub use value::{parse_go_bool, parse_go_duration};
+pub use value::{GoNumError, parse_go_bool, parse_go_duration, parse_go_int_base0};
 
 use build::build;
 use cmdline::{CommandLine, parse_command_line};

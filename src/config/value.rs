@@ -99,10 +99,18 @@ pub fn parse_go_bool(s: &str) -> Result<bool, String> {
     }
 }
 
-/// Go's `strconv.ParseUint(s, 0, 64)`: decimal, `0x`, `0o`, `0b`, a leading
-/// `0` for octal, `_` between digits.
-fn parse_go_uint(s: &str, max: u64) -> Result<u64, String> {
-    let err = || format!("invalid unsigned integer (expected 0 to {max})");
+/// Why Go's `strconv` refuses a number (the end of its error text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum GoNumError {
+    #[error("invalid syntax")]
+    Syntax,
+    #[error("value out of range")]
+    Range,
+}
+
+/// Go's `strconv.ParseUint(s, 0, 64)`: decimal, `0x`, `0o`, `0b`, a leading `0` for octal, `_`
+/// between digits (and after a base prefix).
+fn parse_go_uint_base0(s: &str) -> Result<u64, GoNumError> {
     let lower = s.to_ascii_lowercase();
     let (digits, radix) = if let Some(d) = lower.strip_prefix("0x") {
         (d, 16)
@@ -121,36 +129,47 @@ fn parse_go_uint(s: &str, max: u64) -> Result<u64, String> {
         || digits.contains("__")
         || (radix == 10 && digits.starts_with('_'))
     {
-        return Err(err());
+        return Err(GoNumError::Syntax);
     }
     let cleaned: String = digits.chars().filter(|&c| c != '_').collect();
     if cleaned.is_empty() {
-        return Err(err());
+        return Err(GoNumError::Syntax);
     }
-    let v = u64::from_str_radix(&cleaned, radix).map_err(|_| err())?;
-    if v > max {
-        return Err(err());
-    }
-    Ok(v)
+    u64::from_str_radix(&cleaned, radix).map_err(|e| match e.kind() {
+        std::num::IntErrorKind::PosOverflow => GoNumError::Range,
+        _ => GoNumError::Syntax,
+    })
 }
 
-/// Go's `strconv.ParseInt(s, 0, 64)`.
-fn parse_go_int(s: &str) -> Result<i64, String> {
-    let err = || "invalid integer".to_string();
+/// [`parse_go_uint_base0`] at most `max`, with the configuration's message.
+fn parse_go_uint(s: &str, max: u64) -> Result<u64, String> {
+    match parse_go_uint_base0(s) {
+        Ok(v) if v <= max => Ok(v),
+        _ => Err(format!("invalid unsigned integer (expected 0 to {max})")),
+    }
+}
+
+/// Go's `strconv.ParseInt(s, 0, 64)` (pflag's int flags parse this way too).
+pub fn parse_go_int_base0(s: &str) -> Result<i64, GoNumError> {
     let (neg, rest) = match s.as_bytes().first() {
         Some(b'-') => (true, &s[1..]),
         Some(b'+') => (false, &s[1..]),
         _ => (false, s),
     };
-    let magnitude = parse_go_uint(rest, u64::MAX).map_err(|_| err())?;
+    let magnitude = parse_go_uint_base0(rest)?;
     if neg {
         if magnitude > i64::MAX as u64 + 1 {
-            return Err(err());
+            return Err(GoNumError::Range);
         }
         Ok((magnitude as i64).wrapping_neg())
     } else {
-        i64::try_from(magnitude).map_err(|_| err())
+        i64::try_from(magnitude).map_err(|_| GoNumError::Range)
     }
+}
+
+/// [`parse_go_int_base0`] with the configuration's message.
+fn parse_go_int(s: &str) -> Result<i64, String> {
+    parse_go_int_base0(s).map_err(|_| "invalid integer".to_string())
 }
 
 /// Go's `time.ParseDuration`, in nanoseconds: "300ms", "-1.5h", "2h45m".

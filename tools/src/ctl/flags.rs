@@ -420,44 +420,11 @@ pub fn go_parse_int(s: &str, radix: u32) -> Result<i64, String> {
 }
 
 /// pflag's int flags: Go's strconv.ParseInt(s, 0, 64), so `0x10`, `0o20`, `0b1`, `020` and
-/// `1_000` are numbers too.
+/// `1_000` are numbers too; Go's error text.
 pub fn go_parse_int_base0(s: &str) -> Result<i64, String> {
-    let err = || {
+    retcd::config::parse_go_int_base0(s).map_err(|e| {
         format!(
-            "strconv.ParseInt: parsing {}: invalid syntax",
-            super::print::go_quote(s.as_bytes())
-        )
-    };
-    let (neg, body) = match s.strip_prefix('-') {
-        Some(b) => (true, b),
-        None => (false, s.strip_prefix('+').unwrap_or(s)),
-    };
-    let lower = body.to_ascii_lowercase();
-    let (radix, digits) = if let Some(d) = lower.strip_prefix("0x") {
-        (16, d)
-    } else if let Some(d) = lower.strip_prefix("0o") {
-        (8, d)
-    } else if let Some(d) = lower.strip_prefix("0b") {
-        (2, d)
-    } else if lower.len() > 1 && lower.starts_with('0') {
-        (8, &lower[1..])
-    } else {
-        (10, lower.as_str())
-    };
-    // Underscores only between digits (base 0 allows them).
-    if digits.is_empty()
-        || digits.starts_with('_')
-        || digits.ends_with('_')
-        || digits.contains("__")
-    {
-        return Err(err());
-    }
-    let clean: String = digits.chars().filter(|c| *c != '_').collect();
-    let v = i128::from_str_radix(&clean, radix).map_err(|_| err())?;
-    let v = if neg { -v } else { v };
-    i64::try_from(v).map_err(|_| {
-        format!(
-            "strconv.ParseInt: parsing {}: value out of range",
+            "strconv.ParseInt: parsing {}: {e}",
             super::print::go_quote(s.as_bytes())
         )
     })
@@ -546,6 +513,25 @@ mod tests {
         );
         let p = parse(&args(&["--", "-k"]), &[GET, GLOBAL], None).unwrap();
         assert_eq!(p.args, ["-k"]);
+    }
+
+    #[test]
+    fn base_zero_integers_as_go_parses_them() {
+        assert_eq!(go_parse_int_base0("0x10"), Ok(16));
+        assert_eq!(go_parse_int_base0("0x_10"), Ok(16));
+        assert_eq!(go_parse_int_base0("-020"), Ok(-16));
+        assert_eq!(go_parse_int_base0("1_000"), Ok(1000));
+        assert_eq!(
+            go_parse_int_base0("_1"),
+            Err("strconv.ParseInt: parsing \"_1\": invalid syntax".to_string())
+        );
+        assert_eq!(
+            go_parse_int_base0("9223372036854775808"),
+            Err(
+                "strconv.ParseInt: parsing \"9223372036854775808\": value out of range".to_string()
+            )
+        );
+        assert_eq!(go_parse_int_base0("-9223372036854775808"), Ok(i64::MIN));
     }
 
     #[test]
