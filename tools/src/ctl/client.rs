@@ -105,6 +105,45 @@ fn log_retry(target: &str, code: &str, message: &str) {
     );
 }
 
+/// A lease's keep-alive stream as clientv3 drives it: the first renewal is queued before the
+/// call (the server answers the stream's headers with its first response), each later one goes a
+/// third of the way through the TTL the last response granted (at least 500 ms apart).
+pub struct KeepAlive {
+    id: i64,
+    tx: tokio::sync::mpsc::Sender<pb::LeaseKeepAliveRequest>,
+    responses: tonic::Streaming<pb::LeaseKeepAliveResponse>,
+}
+
+impl KeepAlive {
+    pub async fn open(c: &Client, id: i64) -> Result<KeepAlive, String> {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let _ = tx.send(pb::LeaseKeepAliveRequest { id }).await;
+        let responses = c
+            .lease()
+            .lease_keep_alive(c.request(tokio_stream::wrappers::ReceiverStream::new(rx)))
+            .await
+            .map_err(|s| status_text(&s))?
+            .into_inner();
+        Ok(KeepAlive { id, tx, responses })
+    }
+
+    /// The next response; `Ok(None)` when the server ended the stream.
+    pub async fn next(&mut self) -> Result<Option<pb::LeaseKeepAliveResponse>, tonic::Status> {
+        self.responses.message().await
+    }
+
+    /// Waits until the next renewal is due after a response granting `ttl` seconds, and sends
+    /// it; `false` when the stream is gone.
+    pub async fn renew_after(&mut self, ttl: i64) -> bool {
+        let third = Duration::from_millis((ttl.max(0) as u64 * 1000 / 3).max(500));
+        tokio::time::sleep(third).await;
+        self.tx
+            .send(pb::LeaseKeepAliveRequest { id: self.id })
+            .await
+            .is_ok()
+    }
+}
+
 /// A random (version 4) UUID, as clientv3 names its connections.
 fn uuid() -> String {
     let mut b = [0u8; 16];

@@ -3,16 +3,14 @@
 //! the services run is clientv3's concurrency, so keys are `<name>/<lease %x>` as etcdctl's).
 //! SIGINT and SIGTERM release the lock or resign and exit 0, as etcdctl's handlers do.
 
-use std::time::Duration;
-
 use retcd_net::pb::etcdserverpb::{
-    LeaseGrantRequest, LeaseKeepAliveRequest, LeaseRevokeRequest, RangeRequest, RangeResponse,
+    LeaseGrantRequest, LeaseRevokeRequest, RangeRequest, RangeResponse,
 };
 use retcd_net::pb::v3electionpb::{CampaignRequest, LeaderRequest, ResignRequest};
 use retcd_net::pb::v3lockpb::{LockRequest, UnlockRequest};
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::client::Client;
+use super::client::{Client, KeepAlive};
 use super::flags::{Kind, Parsed, Spec, spec};
 use super::print::{self, Printed, Printer};
 use super::rawarg::bytes;
@@ -67,25 +65,10 @@ async fn session(c: &Client, ttl: i64) -> Result<Session, String> {
         .await?;
     let lease = g.id;
     let (lost_tx, lost) = tokio::sync::oneshot::channel();
-    let (tx, rx) = tokio::sync::mpsc::channel(1);
-    // The first renewal goes before the call: the server answers the stream's headers with its
-    // first response.
-    let _ = tx.send(LeaseKeepAliveRequest { id: lease }).await;
-    let mut responses = l
-        .lease_keep_alive(c.request(tokio_stream::wrappers::ReceiverStream::new(rx)))
-        .await
-        .map_err(|s| super::client::status_text(&s))?
-        .into_inner();
+    let mut stream = KeepAlive::open(c, lease).await?;
     let keeper = tokio::spawn(async move {
-        loop {
-            match responses.message().await {
-                Ok(Some(r)) if r.ttl > 0 => {
-                    let third = Duration::from_millis((r.ttl as u64 * 1000 / 3).max(500));
-                    tokio::time::sleep(third).await;
-                }
-                _ => break,
-            }
-            if tx.send(LeaseKeepAliveRequest { id: lease }).await.is_err() {
+        while let Ok(Some(r)) = stream.next().await {
+            if r.ttl <= 0 || !stream.renew_after(r.ttl).await {
                 break;
             }
         }

@@ -5,10 +5,10 @@
 use std::fmt::Write as _;
 
 use retcd_net::pb::etcdserverpb::{
-    LeaseGrantRequest, LeaseKeepAliveRequest, LeaseLeasesRequest, LeaseRevokeRequest,
-    LeaseTimeToLiveRequest,
+    LeaseGrantRequest, LeaseLeasesRequest, LeaseRevokeRequest, LeaseTimeToLiveRequest,
 };
 
+use super::client::KeepAlive;
 use super::flags::{Kind, Parsed, Spec, go_parse_int, spec};
 use super::print::{self, Json, Printed, Printer, fields_header, go_quote};
 use super::usage::about;
@@ -281,17 +281,9 @@ fn keep_alive(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
     let once = p.bool("once");
     let printer = &*printer;
     connected_no_timeout(p, |c| async move {
-        let mut l = c.lease();
-        let (tx, rx) = tokio::sync::mpsc::channel(1);
-        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
-        let _ = tx.send(LeaseKeepAliveRequest { id }).await;
-        let mut responses = l
-            .lease_keep_alive(c.request(stream))
-            .await
-            .map_err(|s| super::client::status_text(&s))?
-            .into_inner();
+        let mut stream = KeepAlive::open(&c, id).await?;
         loop {
-            let r = match responses.message().await {
+            let r = match stream.next().await {
                 Ok(Some(r)) => r,
                 Ok(None) if once => return Err("EOF".to_string()),
                 Ok(None) => break,
@@ -310,10 +302,7 @@ fn keep_alive(p: &Parsed, printer: &mut Printer) -> Result<Printed, Failure> {
             if once {
                 return Ok(());
             }
-            // clientv3 renews a third of the way through the TTL.
-            let wait = std::time::Duration::from_millis((r.ttl as u64 * 1000 / 3).max(500));
-            tokio::time::sleep(wait).await;
-            if tx.send(LeaseKeepAliveRequest { id }).await.is_err() {
+            if !stream.renew_after(r.ttl).await {
                 break;
             }
         }
