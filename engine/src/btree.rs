@@ -61,37 +61,33 @@ impl Mapping {
 
     /// The node at page `id`: verified on its first read, trusted afterwards.
     fn view(&self, high_water: u64, id: u64, file: &Path) -> Result<PageView<'_>, StoreError> {
-        let (word, bit) = ((id / 64) as usize, 1u64 << (id % 64));
         let known = id < high_water
             && self
-                .verified
-                .get(word)
-                .is_some_and(|w| w.load(Ordering::Acquire) & bit != 0);
+                .bit(id)
+                .is_some_and(|(w, bit)| w.load(Ordering::Acquire) & bit != 0);
         if known {
             return Ok(PageView::trusted(&self.map, id));
         }
         let v = PageView::parse(&self.map, high_water, id, file)?;
-        if let Some(w) = self.verified.get(word) {
-            w.fetch_or(bit, Ordering::AcqRel);
-        }
+        self.mark(id, 1, true);
         Ok(v)
     }
 
-    /// Marks pages `id .. id + n` as verified: this process has just written them, from bytes
-    /// it encoded and stamped itself, so their first read need not check them again (§3.2).
-    fn trust(&self, id: u64, n: u64) {
-        for p in id..id + n {
-            if let Some(w) = self.verified.get((p / 64) as usize) {
-                w.fetch_or(1u64 << (p % 64), Ordering::AcqRel);
-            }
-        }
+    /// Page `id`'s word of the bitmap and its bit in it (none past the map's end).
+    fn bit(&self, id: u64) -> Option<(&AtomicU64, u64)> {
+        let w = self.verified.get((id / 64) as usize)?;
+        Some((w, 1u64 << (id % 64)))
     }
 
-    /// Forgets that pages `id .. id + n` were verified (they are about to be rewritten).
-    fn forget(&self, id: u64, n: u64) {
-        for p in id..id + n {
-            if let Some(w) = self.verified.get((p / 64) as usize) {
-                w.fetch_and(!(1u64 << (p % 64)), Ordering::AcqRel);
+    /// Marks pages `id .. id + n` as verified — this process has just written them, from bytes
+    /// it encoded and stamped itself, so their first read need not check them again (§3.2) —
+    /// or forgets that they were (they are about to be rewritten).
+    fn mark(&self, id: u64, n: u64, verified: bool) {
+        for (w, bit) in (id..id + n).filter_map(|p| self.bit(p)) {
+            if verified {
+                w.fetch_or(bit, Ordering::AcqRel);
+            } else {
+                w.fetch_and(!bit, Ordering::AcqRel);
             }
         }
     }
@@ -811,7 +807,7 @@ impl PageStore {
 
     fn alloc(&mut self, n: u64) -> Result<u64, StoreError> {
         let id = self.alloc_run(n)?;
-        self.map.forget(id, n);
+        self.map.mark(id, n, false);
         self.fresh.extend(id..id + n);
         Ok(id)
     }
@@ -1021,7 +1017,7 @@ impl PageStore {
             (first..first + n).collect()
         } else {
             for &p in &low {
-                self.map.forget(p, 1);
+                self.map.mark(p, 1, false);
             }
             low.clone()
         };
@@ -1532,7 +1528,7 @@ impl<'s> WriteTxn<'s> {
             .is_ok(),
             "a page written by this process parses"
         );
-        self.store.map.trust(id, pages);
+        self.store.map.mark(id, pages, true);
         self.store.buf = buf;
         Ok(id)
     }
