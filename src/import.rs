@@ -42,10 +42,7 @@ pub fn build(
 ) -> Result<Built, String> {
     let snap = dir.join("member").join("snap");
     std::fs::create_dir_all(&snap).map_err(|e| format!("{}: {e}", snap.display()))?;
-    let mut mvcc = Mvcc::open(&StoreOptions {
-        path: snap.join("db"),
-    })
-    .map_err(|e| e.to_string())?;
+    let mut mvcc = Mvcc::open(&StoreOptions::new(snap.join("db"))).map_err(|e| e.to_string())?;
     let imported = mvcc
         .import_etcd_with_progress(db, progress)
         .map_err(|e| e.to_string())?;

@@ -124,10 +124,7 @@ fn run(mut cfg: Config) -> Result<(), String> {
         .collect();
     // A data dir that etcd's own `snapshot restore` wrote becomes retcd's, once.
     retcd::import::import_etcd_data_dir(&cfg)?;
-    let mut mvcc = Mvcc::open(&StoreOptions {
-        path: cfg.db_path(),
-    })
-    .map_err(|e| e.to_string())?;
+    let mut mvcc = Mvcc::open(&StoreOptions::new(cfg.db_path())).map_err(|e| e.to_string())?;
     // The store is ours now (its lock): snapshot spools of an earlier run are garbage.
     match retcd_net::peer::remove_leftover_spools(&cfg.snap_dir()) {
         Ok(0) => {}

@@ -22,10 +22,8 @@ fn ok(out: Output) -> String {
 fn corrupt_value(db: &std::path::Path, key: &[u8], main: u64, from: &[u8], to: &[u8]) {
     assert_eq!(from.len(), to.len());
     assert!(!key.contains(&0), "a key without 0x00 needs no escaping");
-    let mut store = PageStore::open(&StoreOptions {
-        path: db.to_path_buf(),
-    })
-    .expect("open the stopped member's db");
+    let mut store = PageStore::open(&StoreOptions::new(db.to_path_buf()))
+        .expect("open the stopped member's db");
     // engine/DESIGN.md §4.1: 'k' ‖ key ‖ 00 00 ‖ BE(!main).
     let k = [b"k", key, &[0, 0], &(!main).to_be_bytes()].concat();
     let snap = store.reader().snapshot();

@@ -159,10 +159,8 @@ fn main() {
     let mut rows = Vec::new();
 
     // 1. Random-order insert.
-    let mut store = PageStore::open(&StoreOptions {
-        path: tmp.path().join("random/db"),
-    })
-    .expect("open store");
+    let mut store =
+        PageStore::open(&StoreOptions::new(tmp.path().join("random/db"))).expect("open store");
     let (d, in_sync) = load(&mut store, &order, "random insert");
     let random_file = store.high_water() * PAGE;
     row(
@@ -182,10 +180,8 @@ fn main() {
     // 2. Sequential insert into a fresh store.
     {
         let seq: Vec<u32> = (0..n as u32).collect();
-        let mut s2 = PageStore::open(&StoreOptions {
-            path: tmp.path().join("sequential/db"),
-        })
-        .expect("open store");
+        let mut s2 = PageStore::open(&StoreOptions::new(tmp.path().join("sequential/db")))
+            .expect("open store");
         let (d, in_sync) = load(&mut s2, &seq, "sequential insert");
         row(
             &mut rows,

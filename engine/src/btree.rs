@@ -101,7 +101,8 @@ pub type Tag = [u64; 4];
 pub struct Published {
     txn: u64,
     tag: Tag,
-    root: u64,
+    /// `None`: the tree is empty. Never a transaction's arena node.
+    root: Option<Child>,
     high_water: u64,
     map: Arc<Mapping>,
 }
@@ -145,23 +146,103 @@ impl Snapshot {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
+/// A reference to a node.
+#[derive(Clone)]
 enum Child {
+    /// A node on pages.
     Page(u64),
+    /// A node in the writing transaction's arena.
     Mem(usize),
+    /// An immutable node a soft commit kept in memory (DESIGN.md §3.6), shared by every version
+    /// that reaches it; dropped with the last of them.
+    Shared(Arc<Node>),
 }
 
+impl Child {
+    fn link(&self) -> Link<'_> {
+        match self {
+            Child::Page(id) => Link::Page(*id),
+            Child::Mem(i) => Link::Arena(*i),
+            Child::Shared(n) => Link::Node(n),
+        }
+    }
+}
+
+/// A borrowed [`Child`]: where a cursor goes next.
+#[derive(Clone, Copy)]
+enum Link<'a> {
+    Page(u64),
+    Arena(usize),
+    Node(&'a Node),
+}
+
+#[derive(Clone)]
 enum Node {
     /// `append`: the last insert went to the end, so a split fills the left node completely
     /// (sequential keys such as revisions), otherwise it splits evenly.
     Leaf {
-        entries: Vec<(Vec<u8>, Vec<u8>)>,
+        entries: Vec<(Bytes, Bytes)>,
         append: bool,
     },
     Branch {
-        keys: Vec<Vec<u8>>,
+        keys: Vec<Bytes>,
         children: Vec<Child>,
     },
+}
+
+/// A key or value of an in-memory node: shared, so that copying a node (a transaction's path
+/// copy, §3.6) copies pointers, not bytes.
+type Bytes = Arc<[u8]>;
+
+impl Node {
+    fn empty_leaf() -> Node {
+        Node::Leaf {
+            entries: Vec::new(),
+            append: false,
+        }
+    }
+
+    /// What it would take on pages: the bound on in-memory nodes counts its bytes, the size
+    /// of the file reported (and checked against the quota) its pages.
+    fn footprint(&self) -> Footprint {
+        let bytes = match self {
+            Node::Leaf { entries, .. } => entries
+                .iter()
+                .map(|(k, v)| page::leaf_entry_size(k, v))
+                .sum(),
+            Node::Branch { keys, .. } => keys.iter().map(|k| page::branch_entry_size(k)).sum(),
+        };
+        Footprint {
+            bytes,
+            pages: page::pages_for(HEADER + bytes) as u64,
+        }
+    }
+}
+
+/// The size of in-memory nodes as pages would hold them.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Footprint {
+    bytes: usize,
+    pages: u64,
+}
+
+impl std::ops::AddAssign for Footprint {
+    fn add_assign(&mut self, o: Footprint) {
+        self.bytes += o.bytes;
+        self.pages += o.pages;
+    }
+}
+
+impl std::ops::SubAssign for Footprint {
+    fn sub_assign(&mut self, o: Footprint) {
+        let (Some(bytes), Some(pages)) = (
+            self.bytes.checked_sub(o.bytes),
+            self.pages.checked_sub(o.pages),
+        ) else {
+            panic!("in-memory nodes of {o:?} taken from {self:?}: the count lost track of them");
+        };
+        *self = Footprint { bytes, pages };
+    }
 }
 
 /// A node as a cursor sees it: a verified page or a node the writer holds in memory.
@@ -199,10 +280,10 @@ impl<'a> NodeRef<'a> {
             NodeRef::Mem(Node::Branch { .. }) => unreachable!("value of a branch"),
         }
     }
-    fn child(&self, i: usize) -> Child {
+    fn child(&self, i: usize) -> Link<'a> {
         match self {
-            NodeRef::Page(p) => Child::Page(p.child(i)),
-            NodeRef::Mem(Node::Branch { children, .. }) => children[i],
+            NodeRef::Page(p) => Link::Page(p.child(i)),
+            NodeRef::Mem(Node::Branch { children, .. }) => children[i].link(),
             NodeRef::Mem(Node::Leaf { .. }) => unreachable!("child of a leaf"),
         }
     }
@@ -238,31 +319,32 @@ impl<'a> NodeRef<'a> {
 /// Where a cursor loads nodes from.
 pub trait Source {
     #[doc(hidden)]
-    fn root_child(&self) -> Option<ChildRef>;
+    fn root_child(&self) -> Option<ChildRef<'_>>;
     #[doc(hidden)]
-    fn load(&self, c: ChildRef) -> Result<NodeRefPub<'_>, StoreError>;
+    fn load<'a>(&'a self, c: ChildRef<'a>) -> Result<NodeRefPub<'a>, StoreError>;
 }
 
 // Opaque wrappers so the trait can be public while the node types stay private.
 #[doc(hidden)]
 #[derive(Clone, Copy)]
-pub struct ChildRef(Child);
+pub struct ChildRef<'a>(Link<'a>);
 #[doc(hidden)]
 #[derive(Clone, Copy)]
 pub struct NodeRefPub<'a>(NodeRef<'a>);
 
 impl Source for Snapshot {
-    fn root_child(&self) -> Option<ChildRef> {
-        (self.p.root != 0).then_some(ChildRef(Child::Page(self.p.root)))
+    fn root_child(&self) -> Option<ChildRef<'_>> {
+        self.p.root.as_ref().map(|c| ChildRef(c.link()))
     }
-    fn load(&self, c: ChildRef) -> Result<NodeRefPub<'_>, StoreError> {
+    fn load<'a>(&'a self, c: ChildRef<'a>) -> Result<NodeRefPub<'a>, StoreError> {
         match c.0 {
-            Child::Page(id) => Ok(NodeRefPub(NodeRef::Page(self.p.map.view(
+            Link::Page(id) => Ok(NodeRefPub(NodeRef::Page(self.p.map.view(
                 self.p.high_water,
                 id,
                 &self.shared.path,
             )?))),
-            Child::Mem(_) => unreachable!("snapshots hold no in-memory nodes"),
+            Link::Node(n) => Ok(NodeRefPub(NodeRef::Mem(n))),
+            Link::Arena(_) => unreachable!("published versions hold no transaction's nodes"),
         }
     }
 }
@@ -281,7 +363,7 @@ impl<'a, S: Source> Cursor<'a, S> {
         }
     }
 
-    fn load(&self, c: Child) -> Result<NodeRef<'a>, StoreError> {
+    fn load(&self, c: Link<'a>) -> Result<NodeRef<'a>, StoreError> {
         Ok(self.src.load(ChildRef(c))?.0)
     }
 
@@ -361,6 +443,22 @@ pub fn get<'a, S: Source>(src: &'a S, key: &[u8]) -> Result<Option<&'a [u8]>, St
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
     pub path: PathBuf,
+    /// Soft commits keep the nodes they change in memory until those reachable from the root
+    /// take this many bytes (DESIGN.md §3.6); 0: every commit writes its nodes as pages.
+    pub memory_limit: usize,
+}
+
+/// The default [`StoreOptions::memory_limit`].
+pub const DEFAULT_MEMORY_LIMIT: usize = 32 << 20;
+
+impl StoreOptions {
+    /// A store at `path` with the default bounds.
+    pub fn new(path: impl Into<PathBuf>) -> StoreOptions {
+        StoreOptions {
+            path: path.into(),
+            memory_limit: DEFAULT_MEMORY_LIMIT,
+        }
+    }
 }
 
 /// The single writer of the page store.
@@ -378,7 +476,12 @@ pub struct PageStore {
     /// The meta slot (0 or 1) holding the durable meta of `durable_txn`: the next durable commit
     /// writes the other one (DESIGN.md §3.1).
     durable_slot: u64,
-    root: u64,
+    /// The latest committed root (`None`: empty); page-backed or kept in memory, never an
+    /// arena node.
+    root: Option<Child>,
+    /// What the in-memory nodes `root` reaches would take on pages.
+    memory: Footprint,
+    memory_limit: usize,
     freelist_pages: Vec<u64>,
     free: BTreeSet<u64>,
     /// Pages freed by a txn that a durable tree may still reach: reusable once a durable commit
@@ -577,10 +680,11 @@ impl PageStore {
             }
             next = n;
         }
+        let root = (meta.root != 0).then_some(Child::Page(meta.root));
         let published = Arc::new(Published {
             txn: meta.txn,
             tag: [0; 4],
-            root: meta.root,
+            root: root.clone(),
             high_water: meta.high_water,
             map: map.clone(),
         });
@@ -598,7 +702,9 @@ impl PageStore {
             durable_txn: meta.txn,
             durable_high_water: meta.high_water,
             durable_slot,
-            root: meta.root,
+            root,
+            memory: Footprint::default(),
+            memory_limit: opts.memory_limit,
             freelist_pages,
             free,
             pending: VecDeque::new(),
@@ -631,6 +737,23 @@ impl PageStore {
         self.free.len() + self.pending_pages()
     }
 
+    /// Bytes of the in-memory nodes the latest root reaches (DESIGN.md §3.6).
+    pub fn memory(&self) -> usize {
+        self.memory.bytes
+    }
+
+    /// The pages the file will hold once the in-memory nodes are written (the file grows only
+    /// at spills, §3.6; the spill takes free pages first): etcd's dbSize, as the quota sees it.
+    pub fn size_pages(&self) -> u64 {
+        self.high_water + self.memory.pages.saturating_sub(self.free.len() as u64)
+    }
+
+    /// Pages in use (the tree, the free list, the metas), the in-memory nodes counted as the
+    /// pages a spill will give them: etcd's dbSizeInUse.
+    pub fn pages_in_use(&self) -> u64 {
+        self.high_water - self.free_pages() as u64 + self.memory.pages
+    }
+
     /// Accounts for every page below the high-water mark, walking the latest committed tree (a
     /// check for tests and tools: it reads every page the tree reaches). Each page must be a meta
     /// page, a page of a node the root reaches, a page of the persisted free list, or free
@@ -647,19 +770,17 @@ impl PageStore {
             }
         };
         mark(0, 2, &mut audit);
-        let mut stack: Vec<u64> = [Some(self.root), self.beside]
+        let beside = self.beside.filter(|&r| r != 0).map(Link::Page);
+        let roots = self
+            .root
+            .as_ref()
+            .map(Child::link)
             .into_iter()
-            .flatten()
-            .filter(|&r| r != 0)
-            .collect();
-        while let Some(id) = stack.pop() {
-            let v = self.map.view(self.high_water, id, &self.shared.path)?;
-            if v.kind() == KIND_BRANCH {
-                stack.extend((0..v.count()).map(|i| v.child(i)));
-            }
-            audit.reachable += v.pages();
-            mark(id, v.pages(), &mut audit);
-        }
+            .chain(beside);
+        self.visit_pages(roots, |id, pages| {
+            audit.reachable += pages;
+            mark(id, pages, &mut audit);
+        })?;
         for &p in &self.freelist_pages {
             audit.freelist += 1;
             mark(p, 1, &mut audit);
@@ -684,7 +805,7 @@ impl PageStore {
     }
 
     pub fn begin(&mut self) -> WriteTxn<'_> {
-        let root = (self.root != 0).then_some(Child::Page(self.root));
+        let root = self.root.clone();
         WriteTxn {
             store: self,
             root,
@@ -692,7 +813,19 @@ impl PageStore {
             freed: Vec::new(),
             allocated: Vec::new(),
             beside: false,
+            replaced: Footprint::default(),
+            spill: false,
         }
+    }
+
+    /// Writes every in-memory node the latest root reaches as pages and publishes the page-only
+    /// root under the latest tag (DESIGN.md §3.6); nothing when the root is on pages already.
+    pub fn spill(&mut self) -> Result<(), StoreError> {
+        if !matches!(self.root, Some(Child::Shared(_))) {
+            return Ok(());
+        }
+        let tag = self.tag();
+        self.begin().commit_spilled(tag)
     }
 
     /// A transaction on the tree built beside the published one (started empty by the first
@@ -707,6 +840,8 @@ impl PageStore {
             freed: Vec::new(),
             allocated: Vec::new(),
             beside: true,
+            replaced: Footprint::default(),
+            spill: true,
         }
     }
 
@@ -715,10 +850,11 @@ impl PageStore {
     /// runs); a failure there changes nothing.
     pub fn switch_to_beside(&mut self, tag: Tag) -> Result<(), StoreError> {
         let root = self.beside.expect("no tree is being built beside");
-        let old = self.tree_pages(self.root)?;
+        let old = self.tree_pages(self.root.as_ref().map(Child::link))?;
         self.beside = None;
         self.txn += 1;
-        self.root = root;
+        self.root = (root != 0).then_some(Child::Page(root));
+        self.memory = Footprint::default();
         if !old.is_empty() {
             self.release(self.txn, old);
         }
@@ -733,7 +869,7 @@ impl PageStore {
         let Some(root) = self.beside.take() else {
             return Ok(());
         };
-        let pages = self.tree_pages(root)?;
+        let pages = self.tree_pages((root != 0).then_some(Link::Page(root)))?;
         self.free_unpublished(pages);
         Ok(())
     }
@@ -744,18 +880,38 @@ impl PageStore {
         std::mem::take(&mut self.largest_commit)
     }
 
-    /// Every page of the nodes `root` reaches (0: none).
-    fn tree_pages(&self, root: u64) -> Result<Vec<u64>, StoreError> {
+    /// Every page of the nodes `root` reaches.
+    fn tree_pages(&self, root: Option<Link<'_>>) -> Result<Vec<u64>, StoreError> {
         let mut pages = Vec::new();
-        let mut stack: Vec<u64> = (root != 0).then_some(root).into_iter().collect();
-        while let Some(id) = stack.pop() {
-            let v = self.map.view(self.high_water, id, &self.shared.path)?;
-            if v.kind() == KIND_BRANCH {
-                stack.extend((0..v.count()).map(|i| v.child(i)));
-            }
-            pages.extend(id..id + v.pages());
-        }
+        self.visit_pages(root, |id, n| pages.extend(id..id + n))?;
         Ok(pages)
+    }
+
+    /// Calls `f(first page, pages)` for each page-backed node the trees from `roots` reach; the
+    /// in-memory nodes on the way have no pages, their page-backed children are visited.
+    fn visit_pages<'a>(
+        &'a self,
+        roots: impl IntoIterator<Item = Link<'a>>,
+        mut f: impl FnMut(u64, u64),
+    ) -> Result<(), StoreError> {
+        let mut stack: Vec<Link<'a>> = roots.into_iter().collect();
+        while let Some(link) = stack.pop() {
+            match link {
+                Link::Page(id) => {
+                    let v = self.map.view(self.high_water, id, &self.shared.path)?;
+                    if v.kind() == KIND_BRANCH {
+                        stack.extend((0..v.count()).map(|i| Link::Page(v.child(i))));
+                    }
+                    f(id, v.pages());
+                }
+                Link::Node(Node::Branch { children, .. }) => {
+                    stack.extend(children.iter().map(Child::link))
+                }
+                Link::Node(Node::Leaf { .. }) => {}
+                Link::Arena(_) => unreachable!("committed trees hold no transaction's nodes"),
+            }
+        }
+        Ok(())
     }
 
     /// Frees pages of the tree built beside: no reader (it was never published) and no durable
@@ -775,7 +931,7 @@ impl PageStore {
         let p = Arc::new(Published {
             txn: self.txn,
             tag,
-            root: self.root,
+            root: self.root.clone(),
             high_water: self.high_water,
             map: self.map.clone(),
         });
@@ -900,14 +1056,12 @@ impl PageStore {
         );
         // The pages a live reader starts from must never be rewritten under it (§3.4): a cheap
         // spot check of the reuse rule, one comparison per published version still held.
-        if let Some(p) = self
-            .published
-            .iter()
-            .find(|p| p.root != 0 && (id..id + n).contains(&p.root))
-        {
+        if let Some((root, txn)) = self.published.iter().find_map(|p| match p.root {
+            Some(Child::Page(r)) if (id..id + n).contains(&r) => Some((r, p.txn)),
+            _ => None,
+        }) {
             panic!(
-                "page write {id}+{n} overwrites the root of published version {} (txn {}), which a reader may still use",
-                p.root, p.txn
+                "page write {id}+{n} overwrites the root of published version {root} (txn {txn}), which a reader may still use"
             );
         }
         #[cfg(test)]
@@ -968,8 +1122,9 @@ impl PageStore {
         Ok(())
     }
 
-    /// Starts a durable commit of the latest soft commit: writes the free list (step 1) and
-    /// returns the rest as a job that may run on another thread. One at a time.
+    /// Starts a durable commit of the latest soft commit: spills the nodes kept in memory
+    /// (§3.6), writes the free list (step 1) and returns the rest as a job that may run on
+    /// another thread. One at a time.
     pub fn begin_sync(&mut self) -> Result<SyncJob, StoreError> {
         assert!(!self.syncing, "one durable commit at a time");
         // Its free list would not hold the pages of the tree being built beside, and its meta
@@ -978,6 +1133,12 @@ impl PageStore {
             self.beside.is_none(),
             "no durable commit while a tree is being built beside"
         );
+        self.spill()?;
+        let root = match self.root {
+            None => 0,
+            Some(Child::Page(id)) => id,
+            Some(_) => unreachable!("a spilled root is on pages"),
+        };
         let t = self.txn + 1;
         // Free pages at the end of the file are no longer part of it: the new meta's high-water
         // mark is below them (a file cut to it loses nothing, §3.4).
@@ -1053,7 +1214,7 @@ impl PageStore {
         };
         let meta = Meta {
             txn: t,
-            root: self.root,
+            root,
             freelist: pages.first().copied().unwrap_or(0),
             high_water: self.high_water,
         };
@@ -1147,6 +1308,11 @@ pub struct WriteTxn<'s> {
     allocated: Vec<(u64, u64)>,
     /// A transaction on the tree built beside the published one ([`PageStore::begin_beside`]).
     beside: bool,
+    /// The in-memory nodes of the committed tree this transaction copied: the commit no longer
+    /// reaches them.
+    replaced: Footprint,
+    /// The commit writes every node as pages ([`WriteTxn::relocate`] moves nodes to pages).
+    spill: bool,
 }
 
 impl Drop for WriteTxn<'_> {
@@ -1158,13 +1324,14 @@ impl Drop for WriteTxn<'_> {
 }
 
 impl Source for WriteTxn<'_> {
-    fn root_child(&self) -> Option<ChildRef> {
-        self.root.map(ChildRef)
+    fn root_child(&self) -> Option<ChildRef<'_>> {
+        self.root.as_ref().map(|c| ChildRef(c.link()))
     }
-    fn load(&self, c: ChildRef) -> Result<NodeRefPub<'_>, StoreError> {
+    fn load<'a>(&'a self, c: ChildRef<'a>) -> Result<NodeRefPub<'a>, StoreError> {
         Ok(NodeRefPub(match c.0 {
-            Child::Mem(i) => NodeRef::Mem(&self.arena[i]),
-            Child::Page(id) => NodeRef::Page(self.store.map.view(
+            Link::Arena(i) => NodeRef::Mem(&self.arena[i]),
+            Link::Node(n) => NodeRef::Mem(n),
+            Link::Page(id) => NodeRef::Page(self.store.map.view(
                 self.store.high_water,
                 id,
                 &self.store.shared.path,
@@ -1178,10 +1345,16 @@ impl<'s> WriteTxn<'s> {
         Cursor::new(self)
     }
 
-    /// Copies page-backed node `c` into memory (freeing its pages by this txn).
+    /// Copies committed node `c` into the arena (freeing its pages by this txn, when it has
+    /// some).
     fn copy_to_mem(&mut self, c: Child) -> Result<usize, StoreError> {
         let id = match c {
             Child::Mem(i) => return Ok(i),
+            Child::Shared(n) => {
+                self.replaced += n.footprint();
+                self.arena.push(Node::clone(&n));
+                return Ok(self.arena.len() - 1);
+            }
             Child::Page(id) => id,
         };
         let map = self.store.map.clone();
@@ -1189,12 +1362,12 @@ impl<'s> WriteTxn<'s> {
         let node = match v.kind() {
             KIND_LEAF => Node::Leaf {
                 entries: (0..v.count())
-                    .map(|i| (v.key(i).to_vec(), v.value(i).to_vec()))
+                    .map(|i| (Bytes::from(v.key(i)), Bytes::from(v.value(i))))
                     .collect(),
                 append: false,
             },
             KIND_BRANCH => Node::Branch {
-                keys: (0..v.count()).map(|i| v.key(i).to_vec()).collect(),
+                keys: (0..v.count()).map(|i| Bytes::from(v.key(i))).collect(),
                 children: (0..v.count()).map(|i| Child::Page(v.child(i))).collect(),
             },
             k => {
@@ -1212,7 +1385,7 @@ impl<'s> WriteTxn<'s> {
 
     /// Index in the arena of the (in-memory) leaf that covers `key`, copying the path on the way.
     fn leaf_for(&mut self, key: &[u8]) -> Result<usize, StoreError> {
-        let Some(root) = self.root else {
+        let Some(root) = self.root.clone() else {
             self.arena.push(Node::Leaf {
                 entries: Vec::new(),
                 append: true,
@@ -1227,7 +1400,7 @@ impl<'s> WriteTxn<'s> {
                 Node::Leaf { .. } => return Ok(idx),
                 n @ Node::Branch { children, .. } => {
                     let i = NodeRef::Mem(n).child_index(key);
-                    (i, children[i])
+                    (i, children[i].clone())
                 }
             };
             let ci = self.copy_to_mem(c)?;
@@ -1245,7 +1418,8 @@ impl<'s> WriteTxn<'s> {
     /// free pages. Nothing changes in the tree's content. Returns where the next step starts
     /// (`None`: the last leaf was visited) and the number of paths copied.
     ///
-    /// Call it first in a transaction (it walks the committed tree).
+    /// Call it first in a transaction: it walks the committed tree, spilled first (§3.6), and
+    /// makes the commit write every node as pages.
     pub fn relocate(
         &mut self,
         limit: u64,
@@ -1253,10 +1427,16 @@ impl<'s> WriteTxn<'s> {
         max_visit: usize,
         max_move: usize,
     ) -> Result<(Option<Vec<u8>>, usize), StoreError> {
+        if self.arena.is_empty() && self.freed.is_empty() {
+            self.store.spill()?;
+            self.root = self.store.root.clone();
+        }
+        self.spill = true;
         let root = match self.root {
             None => return Ok((None, 0)),
             Some(Child::Page(id)) => id,
             Some(Child::Mem(_)) => panic!("relocate is the first thing a transaction does"),
+            Some(Child::Shared(_)) => panic!("relocate walks a spilled tree"),
         };
         let map = self.store.map.clone();
         let (hw, path) = (self.store.high_water, self.store.shared.path.clone());
@@ -1321,11 +1501,11 @@ impl<'s> WriteTxn<'s> {
         let Node::Leaf { entries, append } = &mut self.arena[leaf] else {
             unreachable!()
         };
-        match entries.binary_search_by(|(k, _)| k.as_slice().cmp(key)) {
-            Ok(i) => entries[i].1 = value.to_vec(),
+        match entries.binary_search_by(|(k, _)| (**k).cmp(key)) {
+            Ok(i) => entries[i].1 = Bytes::from(value),
             Err(i) => {
                 *append = i == entries.len();
-                entries.insert(i, (key.to_vec(), value.to_vec()));
+                entries.insert(i, (Bytes::from(key), Bytes::from(value)));
             }
         }
         Ok(())
@@ -1341,22 +1521,40 @@ impl<'s> WriteTxn<'s> {
             unreachable!()
         };
         let i = entries
-            .binary_search_by(|(k, _)| k.as_slice().cmp(key))
+            .binary_search_by(|(k, _)| (**k).cmp(key))
             .expect("key was found");
         entries.remove(i);
         Ok(true)
     }
 
-    /// Soft commit (§3.3): writes the changed nodes as new pages and publishes the new root.
-    pub fn commit(mut self, tag: Tag) -> Result<(), StoreError> {
+    /// Soft commit (§3.3, §3.6): publishes the new root, its changed nodes kept in memory, or,
+    /// once the in-memory nodes reach the store's bound, every in-memory node written as pages.
+    pub fn commit(self, tag: Tag) -> Result<(), StoreError> {
+        let spill = self.spill || self.store.memory.bytes >= self.store.memory_limit;
+        self.finish(tag, spill)
+    }
+
+    /// A soft commit that writes every in-memory node the new root reaches as pages (a spill,
+    /// §3.6): what a commit whose nodes must lie on pages uses (an online defragmentation's).
+    pub fn commit_spilled(self, tag: Tag) -> Result<(), StoreError> {
+        self.finish(tag, true)
+    }
+
+    fn finish(mut self, tag: Tag, spill: bool) -> Result<(), StoreError> {
         assert!(
             !self.beside,
             "a tree built beside is committed with commit_beside"
         );
-        let root = self.write_tree()?;
+        let (root, created) = self.build_root(spill)?;
         let store = &mut *self.store;
         store.txn += 1;
         store.root = root;
+        if spill {
+            store.memory = Footprint::default();
+        } else {
+            store.memory -= self.replaced;
+            store.memory += created;
+        }
         if !self.freed.is_empty() {
             let t = store.txn;
             store.release(t, std::mem::take(&mut self.freed));
@@ -1372,29 +1570,36 @@ impl<'s> WriteTxn<'s> {
             self.beside,
             "a transaction on the published tree is committed with commit"
         );
-        let root = self.write_tree()?;
+        let root = match self.build_root(true)?.0 {
+            None => 0,
+            Some(Child::Page(id)) => id,
+            Some(_) => unreachable!("a spilled root is on pages"),
+        };
         self.store.beside = Some(root);
         let freed = std::mem::take(&mut self.freed);
         self.store.free_unpublished(freed);
         Ok(())
     }
 
-    /// Writes the changed nodes as new pages, returns the new root (0: empty); from here on the
-    /// pages are the tree's, not given back when the txn is dropped.
-    fn write_tree(&mut self) -> Result<u64, StoreError> {
-        let mut root = match self.root {
-            None => 0,
-            Some(Child::Page(id)) => id,
-            Some(c @ Child::Mem(_)) => {
+    /// Builds the changed nodes into committed ones — as new pages when `spill` (with every
+    /// in-memory node the root reaches), otherwise as shared in-memory nodes — and returns the
+    /// new root with what the in-memory nodes it created take; from here on the pages are
+    /// the tree's, not given back when the txn is dropped.
+    fn build_root(&mut self, spill: bool) -> Result<(Option<Child>, Footprint), StoreError> {
+        let mut created = Footprint::default();
+        let mut root = match self.root.take() {
+            None => None,
+            Some(c @ Child::Page(_)) => Some(c),
+            Some(c @ Child::Shared(_)) if !spill => Some(c),
+            Some(c) => {
                 let mut parts = Vec::new();
-                self.spill(c, &mut parts)?;
+                self.build(c, spill, &mut parts, &mut created)?;
                 while parts.len() > 1 {
                     let below = parts.len();
-                    let (keys, children) =
-                        parts.drain(..).map(|(k, id)| (k, Child::Page(id))).unzip();
+                    let (keys, children) = parts.drain(..).unzip();
                     self.arena.push(Node::Branch { keys, children });
                     let c = Child::Mem(self.arena.len() - 1);
-                    self.spill(c, &mut parts)?;
+                    self.build(c, spill, &mut parts, &mut created)?;
                     // What makes this loop end (§3.3): a level that did not shrink would be
                     // built again forever, each time on new pages.
                     assert!(
@@ -1403,101 +1608,193 @@ impl<'s> WriteTxn<'s> {
                         parts.len()
                     );
                 }
-                parts.pop().map_or(0, |(_, id)| id)
+                parts.pop().map(|(_, c)| c)
             }
         };
         // A root branch with a single child is replaced by that child.
-        while root != 0 {
-            let v = self
-                .store
-                .map
-                .view(self.store.high_water, root, &self.store.shared.path)?;
-            if v.kind() != KIND_BRANCH || v.count() != 1 {
-                break;
-            }
-            // A branch whose one key is longer than a page spans several pages.
-            self.freed.extend(root..root + v.pages());
-            root = v.child(0);
+        loop {
+            let child = match &root {
+                Some(Child::Page(id)) => {
+                    let v =
+                        self.store
+                            .map
+                            .view(self.store.high_water, *id, &self.store.shared.path)?;
+                    if v.kind() != KIND_BRANCH || v.count() != 1 {
+                        break;
+                    }
+                    // A branch whose one key is longer than a page spans several pages.
+                    self.freed.extend(*id..*id + v.pages());
+                    Child::Page(v.child(0))
+                }
+                // Only a branch this commit built can have one child: an earlier commit
+                // replaced its own.
+                Some(Child::Shared(n)) => match &**n {
+                    Node::Branch { children, .. } if children.len() == 1 => {
+                        created -= n.footprint();
+                        children[0].clone()
+                    }
+                    _ => break,
+                },
+                _ => break,
+            };
+            root = Some(child);
         }
         // Nothing after this fails: the new pages are the tree's from here on.
         let written: u64 = self.allocated.drain(..).map(|(_, n)| n).sum();
         self.store.largest_commit = self.store.largest_commit.max(written);
-        Ok(root)
+        Ok((root, created))
     }
 
-    /// Writes in-memory node `c` (and its in-memory descendants) as pages; appends the resulting
-    /// (separator, page id) parts to `out` (none when the node became empty). The first part's
-    /// separator is empty: the caller holds a key for the node already (its parent's entry), or
-    /// makes the part the first entry of a new root, whose key is never read (§3.2).
-    fn spill(&mut self, c: Child, out: &mut Vec<(Vec<u8>, u64)>) -> Result<(), StoreError> {
-        let Child::Mem(i) = c else {
-            unreachable!("only in-memory nodes are spilled")
+    /// Builds node `c` (an arena node, or with `spill` also a shared one) and its arena — with
+    /// `spill` also shared — descendants into committed nodes: pages when `spill`, shared
+    /// in-memory nodes otherwise, split by the rule of §3.3 either way. Appends the resulting
+    /// (separator, node) parts to `out` (none when the node became empty) and adds what the
+    /// in-memory nodes it made take to `created`. The first part's separator is empty: the caller
+    /// holds a key for the node already (its parent's entry), or makes the part the first entry
+    /// of a new root, whose key is never read (§3.2).
+    fn build(
+        &mut self,
+        c: Child,
+        spill: bool,
+        out: &mut Vec<(Bytes, Child)>,
+        created: &mut Footprint,
+    ) -> Result<(), StoreError> {
+        let held = match c {
+            Child::Mem(i) => Held::Own(std::mem::replace(&mut self.arena[i], Node::empty_leaf())),
+            Child::Shared(n) if spill => Held::Shared(n),
+            _ => unreachable!("only arena nodes, and shared ones when spilling, are built"),
         };
-        let node = std::mem::replace(
-            &mut self.arena[i],
-            Node::Leaf {
-                entries: Vec::new(),
-                append: false,
-            },
-        );
-        match node {
-            Node::Leaf { entries, append } => {
-                let sizes: Vec<usize> = entries
-                    .iter()
-                    .map(|(k, v)| page::leaf_entry_size(k, v))
-                    .collect();
-                for r in split_ranges(&sizes, append, 1) {
-                    let id = self.write_node(
-                        KIND_LEAF,
-                        entries[r.clone()]
-                            .iter()
-                            .map(|(k, v)| (k.as_slice(), v.as_slice())),
-                    )?;
-                    let sep = match r.start {
-                        0 => Vec::new(),
-                        i => separator(&entries[i - 1].0, &entries[i].0).to_vec(),
-                    };
-                    out.push((sep, id));
+        if let Node::Leaf { entries, append } = held.node() {
+            let sizes: Vec<usize> = entries
+                .iter()
+                .map(|(k, v)| page::leaf_entry_size(k, v))
+                .collect();
+            let ranges = split_ranges(&sizes, *append, 1);
+            let seps: Vec<Bytes> = ranges
+                .iter()
+                .map(|r| match r.start {
+                    0 => Bytes::default(),
+                    i => Bytes::from(separator(&entries[i - 1].0, &entries[i].0)),
+                })
+                .collect();
+            if spill {
+                for (r, sep) in ranges.into_iter().zip(seps) {
+                    let id = self
+                        .write_node(KIND_LEAF, entries[r].iter().map(|(k, v)| (&k[..], &v[..])))?;
+                    out.push((sep, Child::Page(id)));
                 }
+                return Ok(());
             }
-            Node::Branch { keys, children } => {
-                let mut list: Vec<(Vec<u8>, [u8; 8])> = Vec::with_capacity(keys.len() + 1);
-                let mut parts = Vec::new();
-                for (k, ch) in keys.into_iter().zip(children) {
-                    match ch {
-                        Child::Page(id) => list.push((k, id.to_le_bytes())),
-                        Child::Mem(_) => {
-                            parts.clear();
-                            self.spill(ch, &mut parts)?;
-                            let mut k = Some(k);
-                            for (pk, id) in parts.drain(..) {
-                                list.push((k.take().unwrap_or(pk), id.to_le_bytes()));
-                            }
-                        }
+            let Held::Own(Node::Leaf {
+                mut entries,
+                append,
+            }) = held
+            else {
+                unreachable!("a shared leaf is built only when spilling")
+            };
+            // Moved, not copied: each node is cut off the end in turn.
+            let mut nodes: Vec<Node> = ranges
+                .iter()
+                .rev()
+                .map(|r| Node::Leaf {
+                    entries: entries.split_off(r.start),
+                    append,
+                })
+                .collect();
+            nodes.reverse();
+            for (n, sep) in nodes.into_iter().zip(seps) {
+                let f = n.footprint();
+                // A leaf over a page (a large value) is written at once: no later commit would
+                // share its pages (it holds one entry, §3.3), and memory would grow with the
+                // values (§3.6).
+                if f.pages > 1 {
+                    let Node::Leaf { entries, .. } = &n else {
+                        unreachable!("built as a leaf")
+                    };
+                    let id =
+                        self.write_node(KIND_LEAF, entries.iter().map(|(k, v)| (&k[..], &v[..])))?;
+                    out.push((sep, Child::Page(id)));
+                    continue;
+                }
+                *created += f;
+                out.push((sep, Child::Shared(Arc::new(n))));
+            }
+            return Ok(());
+        }
+        let (keys, children) = match held {
+            Held::Own(Node::Branch { keys, children }) => (keys, children),
+            // Spilling: a branch's keys are few next to its leaves' entries.
+            Held::Shared(n) => match &*n {
+                Node::Branch { keys, children } => (keys.clone(), children.clone()),
+                Node::Leaf { .. } => unreachable!("a leaf was built above"),
+            },
+            Held::Own(Node::Leaf { .. }) => unreachable!("a leaf was built above"),
+        };
+        let mut list: Vec<(Bytes, Child)> = Vec::with_capacity(keys.len() + 1);
+        let mut parts = Vec::new();
+        for (k, ch) in keys.into_iter().zip(children) {
+            match ch {
+                Child::Page(_) => list.push((k, ch)),
+                Child::Shared(_) if !spill => list.push((k, ch)),
+                _ => {
+                    parts.clear();
+                    self.build(ch, spill, &mut parts, created)?;
+                    let mut k = Some(k);
+                    for (pk, c) in parts.drain(..) {
+                        list.push((k.take().unwrap_or(pk), c));
                     }
                 }
-                // Sized with every key, though each node's first is stored empty: one-page
-                // nodes split exactly where they did before that rule.
-                let sizes: Vec<usize> = list
-                    .iter()
-                    .map(|(k, _)| page::branch_entry_size(k))
-                    .collect();
-                // At least two entries a node: what makes each level built above the root
-                // smaller than the one below (§3.3).
-                for r in split_ranges(&sizes, false, 2) {
-                    let id = self.write_node(
-                        KIND_BRANCH,
-                        list[r.clone()].iter().enumerate().map(|(j, (k, v))| {
-                            (if j == 0 { &[][..] } else { k.as_slice() }, v.as_slice())
-                        }),
-                    )?;
-                    let sep = match r.start {
-                        0 => Vec::new(),
-                        i => std::mem::take(&mut list[i].0),
-                    };
-                    out.push((sep, id));
-                }
             }
+        }
+        // Sized with every key, though each node's first is stored empty: one-page nodes
+        // split exactly where they did before that rule.
+        let sizes: Vec<usize> = list
+            .iter()
+            .map(|(k, _)| page::branch_entry_size(k))
+            .collect();
+        // At least two entries a node: what makes each level built above the root smaller
+        // than the one below (§3.3).
+        let ranges = split_ranges(&sizes, false, 2);
+        if spill {
+            let ids: Vec<[u8; 8]> = list
+                .iter()
+                .map(|(_, c)| match c {
+                    Child::Page(id) => id.to_le_bytes(),
+                    _ => unreachable!("a spilled branch's children are on pages"),
+                })
+                .collect();
+            for r in ranges {
+                let id =
+                    self.write_node(
+                        KIND_BRANCH,
+                        list[r.clone()].iter().zip(&ids[r.clone()]).enumerate().map(
+                            |(j, ((k, _), id))| (if j == 0 { &[][..] } else { &k[..] }, &id[..]),
+                        ),
+                    )?;
+                let sep = match r.start {
+                    0 => Bytes::default(),
+                    i => std::mem::take(&mut list[i].0),
+                };
+                out.push((sep, Child::Page(id)));
+            }
+            return Ok(());
+        }
+        let mut nodes = Vec::with_capacity(ranges.len());
+        for r in ranges.iter().rev() {
+            let (mut keys, children): (Vec<Bytes>, Vec<Child>) =
+                list.split_off(r.start).into_iter().unzip();
+            // Never read (§3.2), and stored empty on pages too.
+            let sep = std::mem::take(&mut keys[0]);
+            nodes.push((
+                if r.start == 0 { Bytes::default() } else { sep },
+                keys,
+                children,
+            ));
+        }
+        for (sep, keys, children) in nodes.into_iter().rev() {
+            let n = Node::Branch { keys, children };
+            *created += n.footprint();
+            out.push((sep, Child::Shared(Arc::new(n))));
         }
         Ok(())
     }
@@ -1531,6 +1828,21 @@ impl<'s> WriteTxn<'s> {
         self.store.map.mark(id, pages, true);
         self.store.buf = buf;
         Ok(id)
+    }
+}
+
+/// A node being built: taken out of the arena, or shared with committed versions.
+enum Held {
+    Own(Node),
+    Shared(Arc<Node>),
+}
+
+impl Held {
+    fn node(&self) -> &Node {
+        match self {
+            Held::Own(n) => n,
+            Held::Shared(n) => n,
+        }
     }
 }
 
@@ -1673,12 +1985,15 @@ mod tests {
     fn checks_that_protect_data_fire_in_release_builds_and_say_what_broke() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
-        let mut store = PageStore::open(&StoreOptions { path }).unwrap();
+        let mut store = PageStore::open(&StoreOptions::new(path)).unwrap();
         let mut txn = store.begin();
         txn.put(b"a", b"1").unwrap();
         txn.commit([0; 4]).unwrap();
+        store.spill().unwrap();
         let held = store.reader().snapshot();
-        let root = store.root;
+        let Some(Child::Page(root)) = store.root else {
+            panic!("a spilled root is on pages")
+        };
         let panic_of = |f: &mut dyn FnMut()| {
             let e = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).expect_err("panics");
             e.downcast_ref::<String>().cloned().unwrap_or_default()
@@ -1709,7 +2024,7 @@ mod tests {
     fn replaced_free_list_pages_are_reusable_without_another_write() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
-        let mut store = PageStore::open(&StoreOptions { path }).unwrap();
+        let mut store = PageStore::open(&StoreOptions::new(path)).unwrap();
         for v in 1..=2u8 {
             let mut txn = store.begin();
             for i in 0..400 {
@@ -1731,13 +2046,13 @@ mod tests {
     fn a_failed_page_write_gives_back_the_pages_of_the_commit() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
-        let mut store = PageStore::open(&StoreOptions { path }).unwrap();
+        let mut store = PageStore::open(&StoreOptions::new(path)).unwrap();
         let fill = |store: &mut PageStore, keys: u32, v: u8| {
             let mut txn = store.begin();
             for i in 0..keys {
                 txn.put(format!("k{i:05}").as_bytes(), &[v; 100]).unwrap();
             }
-            txn.commit([0; 4])
+            txn.commit_spilled([0; 4])
         };
         // A rewrite frees the first version's pages: fewer than the large commit below needs.
         fill(&mut store, 400, 1).unwrap();
@@ -1770,6 +2085,61 @@ mod tests {
         store.writes_before_failure.set(None);
         store.sync().unwrap();
         fill(&mut store, 2000, 3).unwrap();
+        let a = store.audit().unwrap();
+        assert!(a.leaked.is_empty() && a.twice.is_empty(), "{a:?}");
+    }
+
+    /// A spill whose page write fails leaves the in-memory root published, readable and
+    /// counted, and gives back its pages; the next spill writes it (DESIGN.md §3.6).
+    #[test]
+    fn a_failed_spill_keeps_the_in_memory_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let mut store = PageStore::open(&StoreOptions::new(path)).unwrap();
+        let mut txn = store.begin();
+        for i in 0..300u32 {
+            txn.put(format!("k{i:05}").as_bytes(), &[1; 100]).unwrap();
+        }
+        txn.commit([0; 4]).unwrap();
+        store.sync().unwrap();
+        let mut txn = store.begin();
+        for i in (0..3000u32).step_by(3) {
+            txn.put(format!("k{i:05}").as_bytes(), &[2; 100]).unwrap();
+        }
+        txn.commit([0; 4]).unwrap();
+        assert!(matches!(store.root, Some(Child::Shared(_))));
+        let memory = store.memory();
+        assert!(memory > 0);
+        let pages_in_use = store.high_water() - store.free_pages() as u64;
+        let contents = |store: &PageStore| {
+            let snap = store.reader().snapshot();
+            let mut c = snap.cursor();
+            c.seek(b"").unwrap();
+            let mut n = 0;
+            while c.valid() {
+                n += 1;
+                c.advance().unwrap();
+            }
+            n
+        };
+        for n in [0, 3, 20] {
+            store.writes_before_failure.set(Some(n));
+            let err = store.spill().expect_err("a page write fails");
+            assert!(err.to_string().contains("injected"), "{err}");
+            assert!(matches!(store.root, Some(Child::Shared(_))));
+            assert_eq!(store.memory(), memory);
+            assert_eq!(
+                store.high_water() - store.free_pages() as u64,
+                pages_in_use,
+                "after failing write {n}"
+            );
+            assert_eq!(contents(&store), 1200);
+        }
+        store.writes_before_failure.set(None);
+        store.sync().unwrap();
+        assert!(matches!(store.root, Some(Child::Page(_))));
+        assert_eq!(store.memory(), 0);
+        assert_eq!(contents(&store), 1200);
         let a = store.audit().unwrap();
         assert!(a.leaked.is_empty() && a.twice.is_empty(), "{a:?}");
     }

@@ -1387,15 +1387,16 @@ impl Mvcc {
     }
     /// Bytes of the db file in use (etcd's dbSize).
     pub fn db_size(&self) -> u64 {
-        self.store.high_water() * crate::page::PAGE_SIZE as u64
+        self.store.size_pages() * crate::page::PAGE_SIZE as u64
     }
     /// Bytes in use by live pages (etcd's dbSizeInUse).
     pub fn db_size_in_use(&self) -> u64 {
         self.pages_in_use() * crate::page::PAGE_SIZE as u64
     }
-    /// Pages below the high-water mark that are not free (the tree, the free list, the metas).
+    /// Pages below the high-water mark that are not free (the tree, the free list, the metas),
+    /// and those the in-memory nodes will take (§3.6).
     pub fn pages_in_use(&self) -> u64 {
-        self.store.high_water() - self.store.free_pages() as u64
+        self.store.pages_in_use()
     }
 
     /// The stored membership (raft/'s encoding), if any entry or bootstrap stored one.

@@ -715,10 +715,9 @@ fn an_etcd_snapshot_imports_into_a_retcd_store() {
 
     let store = dir.path().join("retcd");
     std::fs::create_dir_all(&store).unwrap();
-    let mut m = retcd_engine::mvcc::Mvcc::open(&retcd_engine::btree::StoreOptions {
-        path: store.join("db"),
-    })
-    .expect("fresh store");
+    let mut m =
+        retcd_engine::mvcc::Mvcc::open(&retcd_engine::btree::StoreOptions::new(store.join("db")))
+            .expect("fresh store");
     let db = Db::open(&snap).expect("etcd's snapshot");
     let imported = m.import_etcd(&db).expect("import");
     assert_eq!(
@@ -776,9 +775,8 @@ fn an_etcd_snapshot_imports_into_a_retcd_store() {
     }
     check(&m, "after the pending compaction");
     drop(m);
-    let m = retcd_engine::mvcc::Mvcc::open(&retcd_engine::btree::StoreOptions {
-        path: store.join("db"),
-    })
-    .expect("reopen");
+    let m =
+        retcd_engine::mvcc::Mvcc::open(&retcd_engine::btree::StoreOptions::new(store.join("db")))
+            .expect("reopen");
     check(&m, "reopened");
 }

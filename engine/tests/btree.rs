@@ -14,6 +14,14 @@ fn open_store(dir: &Path) -> PageStore {
     PageStore::open(&store_options(dir)).unwrap()
 }
 
+/// A store whose every soft commit writes its nodes as pages (no in-memory nodes, DESIGN.md
+/// §3.6): what a spill does, for tests of the pages a commit writes.
+fn open_store_writing_pages(dir: &Path) -> PageStore {
+    let mut opts = store_options(dir);
+    opts.memory_limit = 0;
+    PageStore::open(&opts).unwrap()
+}
+
 /// 20 durable commits, each rewriting the keys `k000000..k002000` with the value
 /// `{prefix}{round}`.
 fn rewrite_2000_keys(store: &mut PageStore, prefix: &str) {
@@ -46,8 +54,15 @@ fn contents_of(snap: &btree::Snapshot) -> BTreeMap<Vec<u8>, Vec<u8>> {
     out
 }
 
+/// Both ways a soft commit can go: nodes kept in memory (spilled at each durable commit) and
+/// nodes written as pages at every commit.
 #[test]
 fn random_ops_match_model_across_commits_syncs_and_reopen() {
+    random_ops_match_model(open_store);
+    random_ops_match_model(open_store_writing_pages);
+}
+
+fn random_ops_match_model(open_store: fn(&Path) -> PageStore) {
     let dir = tempfile::tempdir().unwrap();
     let mut model = BTreeMap::new();
     let mut rng = Rng(0x9e3779b97f4a7c15);
@@ -196,7 +211,7 @@ fn both_meta_pages_corrupt_is_an_error() {
 #[test]
 fn soft_commits_reuse_their_own_pages_without_a_durable_commit() {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = open_store(dir.path());
+    let mut store = open_store_writing_pages(dir.path());
     let mut txn = store.begin();
     for i in 0..5000u32 {
         txn.put(format!("k{i:06}").as_bytes(), &[1u8; 50]).unwrap();
@@ -437,7 +452,7 @@ fn a_failed_commit_gives_back_the_pages_it_took() {
     bytes[m_leaf as usize * 4096 + 2000] ^= 1;
     std::fs::write(&path, &bytes).unwrap();
 
-    let mut store = open_store(dir.path());
+    let mut store = open_store_writing_pages(dir.path());
     let before = (store.high_water(), store.free_pages());
     {
         let mut txn = store.begin();
@@ -864,4 +879,137 @@ fn defragmentation_moves_the_tree_down_and_cuts_the_file() {
     let store = open_store(dir.path());
     assert_eq!(snapshot_contents(&store), expect);
     assert_pages_accounted(&store, "reopened");
+}
+
+/// Soft commits keep their nodes in memory (DESIGN.md §3.6): readers on other threads hold
+/// in-memory versions while the writer goes on committing and spills them to pages (each
+/// durable commit), and each reader reads exactly its version; every page stays accounted for
+/// and a reopen finds the last durable state.
+#[test]
+fn readers_on_other_threads_keep_in_memory_versions_across_spills() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open_store(dir.path());
+    let mut rng = Rng(0x5eed_0306_a11c_e5ed);
+    let mut model = BTreeMap::new();
+    let mut readers = Vec::new();
+    for round in 0..40u32 {
+        let mut txn = store.begin();
+        for _ in 0..200 {
+            let k = format!("k{:05}", rng.below(3000)).into_bytes();
+            if rng.below(5) == 0 {
+                txn.delete(&k).unwrap();
+                model.remove(&k);
+            } else {
+                let v =
+                    format!("v{round}-{}", rng.below(1 << 20)).repeat(1 + rng.below(8) as usize);
+                txn.put(&k, v.as_bytes()).unwrap();
+                model.insert(k, v.into_bytes());
+            }
+        }
+        txn.commit([round as u64, 0, 0, 0]).unwrap();
+        assert!(
+            store.memory() > 0,
+            "round {round}: the commit kept its nodes in memory"
+        );
+        let snap = store.reader().snapshot();
+        let expect = model.clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        readers.push(std::thread::spawn(move || {
+            // The first read happens while the writer may still hold the version in memory;
+            // the second after it has spilled and gone on.
+            assert_eq!(contents_of(&snap), expect, "round {round}, first read");
+            ready_tx.send(()).unwrap();
+            std::thread::park();
+            assert_eq!(
+                contents_of(&snap),
+                expect,
+                "round {round}, after the spills"
+            );
+            assert_eq!(snap.tag()[0], round as u64);
+        }));
+        ready_rx.recv().unwrap();
+        if round % 3 == 2 {
+            store.sync().unwrap();
+            assert_eq!(store.memory(), 0, "round {round}: a durable commit spills");
+            assert_pages_accounted(&store, &format!("round {round}"));
+        }
+    }
+    store.sync().unwrap();
+    for r in readers {
+        r.thread().unpark();
+        r.join().unwrap();
+    }
+    assert_pages_accounted(&store, "at the end");
+    drop(store);
+    let store = open_store(dir.path());
+    assert_eq!(snapshot_contents(&store), model);
+}
+
+/// The bound on in-memory nodes (DESIGN.md §3.6): once the nodes the root reaches take the
+/// store's `memory_limit` bytes, the next commit writes them all as pages, so what the tree
+/// holds in memory never exceeds the bound by more than one commit's nodes.
+#[test]
+fn the_memory_bound_forces_spills() {
+    let dir = tempfile::tempdir().unwrap();
+    let limit = 256 << 10;
+    let mut opts = store_options(dir.path());
+    opts.memory_limit = limit;
+    let mut store = PageStore::open(&opts).unwrap();
+    let mut model = BTreeMap::new();
+    let (mut spills, mut largest) = (0, 0);
+    for round in 0..200u32 {
+        let before = store.memory();
+        let mut txn = store.begin();
+        for i in 0..20u32 {
+            let k = format!("k{:06}", (round * 7919 + i * 104_729) % 50_000).into_bytes();
+            txn.put(&k, &[round as u8; 100]).unwrap();
+            model.insert(k, vec![round as u8; 100]);
+        }
+        txn.commit([0; 4]).unwrap();
+        if before >= limit {
+            assert_eq!(
+                store.memory(),
+                0,
+                "round {round}: over the bound, the commit spilled"
+            );
+            spills += 1;
+        }
+        largest = largest.max(store.memory());
+    }
+    assert!(spills >= 3, "{spills} spills");
+    // 20 paths of a few nodes, each at most about a page.
+    assert!(largest < limit + 20 * 3 * 4096, "{largest} bytes in memory");
+    assert_eq!(snapshot_contents(&store), model);
+    assert_pages_accounted(&store, "after the spills");
+}
+
+/// The file grows only at spills (DESIGN.md §3.6), but the size the store reports (etcd's
+/// dbSize, what the quota checks) counts the pages its in-memory nodes will take, so a quota
+/// sees the data as it is written; after the spill the file holds about that many.
+#[test]
+fn the_reported_size_counts_in_memory_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open_store(dir.path());
+    let before = store.high_water();
+    let mut txn = store.begin();
+    for i in 0..4000u32 {
+        txn.put(format!("k{i:06}").as_bytes(), &[7; 200]).unwrap();
+    }
+    txn.commit([0; 4]).unwrap();
+    assert_eq!(store.high_water(), before, "nothing was written");
+    // 4000 entries of over 200 bytes: at least 200 pages.
+    let reported = store.size_pages();
+    assert!(reported >= before + 200, "{reported} pages reported");
+    assert!(
+        store.pages_in_use() >= 200,
+        "{} in use",
+        store.pages_in_use()
+    );
+    store.sync().unwrap();
+    let written = store.high_water();
+    assert!(
+        written <= reported + 2 && written + written / 10 >= reported,
+        "{reported} pages reported, {written} written"
+    );
+    assert_eq!(store.size_pages(), written);
 }

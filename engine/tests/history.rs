@@ -35,10 +35,7 @@ fn apply(m: &mut Mvcc, index: &mut u64, req: Request, events: &mut Vec<Event>) {
 #[test]
 fn history_equals_the_live_events_and_honours_compaction() {
     let dir = tempfile::tempdir().unwrap();
-    let mut m = Mvcc::open(&StoreOptions {
-        path: dir.path().join("db"),
-    })
-    .unwrap();
+    let mut m = Mvcc::open(&StoreOptions::new(dir.path().join("db"))).unwrap();
     let reader = m.reader();
     let mut index = 0;
     let mut live = Vec::new();

@@ -16,10 +16,7 @@ struct Store {
 impl Store {
     fn new() -> Store {
         let dir = tempfile::tempdir().unwrap();
-        let m = Mvcc::open(&StoreOptions {
-            path: dir.path().join("db"),
-        })
-        .unwrap();
+        let m = Mvcc::open(&StoreOptions::new(dir.path().join("db"))).unwrap();
         Store {
             _dir: dir,
             m,
@@ -227,9 +224,7 @@ fn leases_attach_keys_and_revoke_deletes_them_in_one_revision() {
 #[test]
 fn checkpoints_persist_remaining_ttl_across_reopen() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = StoreOptions {
-        path: dir.path().join("db"),
-    };
+    let opts = StoreOptions::new(dir.path().join("db"));
     let mut m = Mvcc::open(&opts).unwrap();
     let reqs = [
         Request::LeaseGrant(LeaseGrantRequest { id: 1, ttl: 100 }),

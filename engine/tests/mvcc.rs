@@ -1659,10 +1659,7 @@ fn txn_errors_change_nothing() {
 /// Every (user key, main revision) in the `k` key space and the number of `r` entries, read
 /// directly from the page store (DESIGN.md §4.1, §4.2).
 fn physical_versions(path: &Path) -> (Vec<(Vec<u8>, i64)>, usize) {
-    let store = PageStore::open(&StoreOptions {
-        path: path.to_path_buf(),
-    })
-    .unwrap();
+    let store = PageStore::open(&StoreOptions::new(path.to_path_buf())).unwrap();
     let snap = store.reader().snapshot();
     let mut c = snap.cursor();
     c.seek(b"").unwrap();

@@ -51,7 +51,7 @@ pub fn backup(o: &BackupOptions) -> Result<(), String> {
             db.display()
         ));
     }
-    let old = Mvcc::open(&StoreOptions { path: db }).map_err(|e| e.to_string())?;
+    let old = Mvcc::open(&StoreOptions::new(db)).map_err(|e| e.to_string())?;
 
     let tmp = sibling(&o.backup_dir, "tmp");
     let tmp_wal = o.backup_wal_dir.as_ref().map(|w| sibling(w, "tmp"));

@@ -30,7 +30,7 @@ pub fn defrag(data_dir: &Path) -> Result<Defragmented, String> {
     let before = std::fs::metadata(&db)
         .map_err(|e| format!("{}: {e}", db.display()))?
         .len();
-    let old = Mvcc::open(&StoreOptions { path: db.clone() }).map_err(|e| e.to_string())?;
+    let old = Mvcc::open(&StoreOptions::new(db.clone())).map_err(|e| e.to_string())?;
     let new_path = sibling(&db, "defrag");
     let after = copy_live(&old, &new_path)?;
     // The old store (and its lock) goes only once the new file is complete and durable.
@@ -50,10 +50,7 @@ pub fn copy_live(old: &Mvcc, to: &Path) -> Result<u64, String> {
     if to.exists() {
         std::fs::remove_file(to).map_err(|e| format!("{}: {e}", to.display()))?;
     }
-    let mut new = Mvcc::open(&StoreOptions {
-        path: to.to_path_buf(),
-    })
-    .map_err(|e| e.to_string())?;
+    let mut new = Mvcc::open(&StoreOptions::new(to.to_path_buf())).map_err(|e| e.to_string())?;
     let mut bar = Progress::new(old.db_size_in_use());
     let mut after: Option<Vec<u8>> = None;
     let mut buffered: VecDeque<RawEntry> = VecDeque::new();

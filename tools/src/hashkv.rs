@@ -28,20 +28,15 @@ pub fn hashkv(path: &Path, rev: i64, format: Format) -> Result<String, Failure> 
         let db = Db::open(path).map_err(Failure::error)?;
         let dir = tempdir(path)?;
         let result = (|| {
-            let mut mvcc = Mvcc::open(&StoreOptions {
-                path: dir.join("db"),
-            })
-            .map_err(Failure::error)?;
+            let mut mvcc =
+                Mvcc::open(&StoreOptions::new(dir.join("db"))).map_err(Failure::error)?;
             mvcc.import_etcd(&db).map_err(Failure::error)?;
             mvcc.reader().hash_kv(rev).map_err(Failure::error)
         })();
         let _ = std::fs::remove_dir_all(&dir);
         result?
     } else if has_magic(path) {
-        let mvcc = Mvcc::open(&StoreOptions {
-            path: path.to_path_buf(),
-        })
-        .map_err(Failure::error)?;
+        let mvcc = Mvcc::open(&StoreOptions::new(path.to_path_buf())).map_err(Failure::error)?;
         mvcc.reader().hash_kv(rev).map_err(Failure::error)?
     } else {
         return Err(Failure::error("invalid database"));

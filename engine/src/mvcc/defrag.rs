@@ -128,6 +128,9 @@ impl Mvcc {
             d.phase = Phase::Release;
             return Ok(DefragNext::Checkpoint);
         }
+        // The nodes kept in memory are written first (the moves walk pages, §3.6), so that
+        // their pages do not take the room counted here.
+        self.store.spill()?;
         let room = (self.store.reusable_below(d.limit) / PATH_PAGES).saturating_sub(1);
         if room == 0 {
             // The pages the steps freed below the limit are reusable after a checkpoint.

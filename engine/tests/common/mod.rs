@@ -14,7 +14,7 @@ pub fn db_path(dir: &Path) -> PathBuf {
 
 /// Options of the page store under the data directory `dir`.
 pub fn store_options(dir: &Path) -> StoreOptions {
-    StoreOptions { path: db_path(dir) }
+    StoreOptions::new(db_path(dir))
 }
 
 /// Deterministic pseudo-random numbers (xorshift) so failures reproduce.

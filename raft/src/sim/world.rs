@@ -664,10 +664,8 @@ impl World {
         let opts = self.options(i);
         let node = &self.nodes[i];
         let status = Arc::new(NodeStatus::new(node.id, CLUSTER_ID));
-        let mvcc = Mvcc::open(&StoreOptions {
-            path: node.dir.join("member/snap/db"),
-        })
-        .map_err(|e| e.to_string())?;
+        let mvcc = Mvcc::open(&StoreOptions::new(node.dir.join("member/snap/db")))
+            .map_err(|e| e.to_string())?;
         let tokens = Arc::new(SimpleTokens::new(Duration::from_secs(300)));
         // Contexts of this life must differ from an earlier life's (the sequencer uses the
         // wall clock in nanoseconds).
