@@ -40,6 +40,10 @@ const PIN_CORES_ENV: &str = "RETCD_PIN_CORES";
 /// (etcd 3.5 has no flag for it).
 const LEASE_CHECKPOINT_ENV: &str = "RETCD_LEASE_CHECKPOINT_INTERVAL_MS";
 
+/// Internal knob (experiments): soft commits keep the B+tree nodes they change in memory until
+/// they take this many bytes (engine/DESIGN.md §3.6); unset or 0, each commit writes pages.
+const BTREE_MEMORY_ENV: &str = "RETCD_BTREE_MEMORY_BYTES";
+
 /// Internal knob (tests): a leader's bound of uncommitted proposal bytes instead of
 /// `retcd_raft::core::MAX_UNCOMMITTED_BYTES` (raft-rs raises anything below 1 MiB to 1 MiB).
 const MAX_UNCOMMITTED_ENV: &str = "RETCD_MAX_UNCOMMITTED_BYTES";
@@ -124,7 +128,14 @@ fn run(mut cfg: Config) -> Result<(), String> {
         .collect();
     // A data dir that etcd's own `snapshot restore` wrote becomes retcd's, once.
     retcd::import::import_etcd_data_dir(&cfg)?;
-    let mut mvcc = Mvcc::open(&StoreOptions::new(cfg.db_path())).map_err(|e| e.to_string())?;
+    let mut store_opts = StoreOptions::new(cfg.db_path());
+    if let Some(bytes) = std::env::var(BTREE_MEMORY_ENV)
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        store_opts.memory_limit = bytes;
+    }
+    let mut mvcc = Mvcc::open(&store_opts).map_err(|e| e.to_string())?;
     // The store is ours now (its lock): snapshot spools of an earlier run are garbage.
     match retcd_net::peer::remove_leftover_spools(&cfg.snap_dir()) {
         Ok(0) => {}

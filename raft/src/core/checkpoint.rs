@@ -19,13 +19,8 @@ pub struct Checkpoint {
     pub applied: (u64, u64),
 }
 
-/// Applied entries between page-store checkpoints. Each one spills the B+tree nodes kept in
-/// memory since the last (engine/DESIGN.md §3.6): the further apart, the more rewrites of the
-/// same leaf they absorb (at 10,000 it did not pay, 0.94–1.04× in A/B runs; at 50,000 puts
-/// gained 9 %, perf/findings.md §16). The
-/// WAL and the in-memory Raft log hold the entries since the last one, as etcd's do up to its
-/// --snapshot-count (100,000).
-pub(super) const CHECKPOINT_ENTRIES: u64 = 50_000;
+/// Applied entries between page-store checkpoints.
+pub(super) const CHECKPOINT_ENTRIES: u64 = 10_000;
 
 /// etcd's default --experimental-snapshot-catchup-entries.
 pub const CATCH_UP_ENTRIES: u64 = 5_000;

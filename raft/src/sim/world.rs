@@ -210,6 +210,9 @@ struct World {
     net: Net,
     snapshot_count: u64,
     catch_up_entries: u64,
+    /// The page stores' bound on in-memory nodes (engine/DESIGN.md §3.6; 0: off, as retcd runs
+    /// by default): on in half the worlds, small enough that bounds force spills too.
+    btree_memory: usize,
     /// Every member ticks at the same instants and draws its election timeout from two values:
     /// simultaneous candidates, split votes.
     lockstep: bool,
@@ -345,6 +348,8 @@ impl World {
             net,
             snapshot_count,
             catch_up_entries,
+            // From a value already drawn: one more draw would change every seed's world.
+            btree_memory: if snapshot_count % 2 == 1 { 64 << 10 } else { 0 },
             lockstep,
             leaders: BTreeMap::new(),
             applied_at: BTreeMap::new(),
@@ -664,8 +669,9 @@ impl World {
         let opts = self.options(i);
         let node = &self.nodes[i];
         let status = Arc::new(NodeStatus::new(node.id, CLUSTER_ID));
-        let mvcc = Mvcc::open(&StoreOptions::new(node.dir.join("member/snap/db")))
-            .map_err(|e| e.to_string())?;
+        let mut store = StoreOptions::new(node.dir.join("member/snap/db"));
+        store.memory_limit = self.btree_memory;
+        let mvcc = Mvcc::open(&store).map_err(|e| e.to_string())?;
         let tokens = Arc::new(SimpleTokens::new(Duration::from_secs(300)));
         // Contexts of this life must differ from an earlier life's (the sequencer uses the
         // wall clock in nanoseconds).
