@@ -8,6 +8,9 @@
 //!   completed, or the page was allocated after the last durable commit began) and every live
 //!   [`Snapshot`] is at version ≥ `t` (§3.4);
 //! - readers ([`Reader`], cloned to every core) only see published roots and verify every page read;
+//! - a published root may reach immutable in-memory nodes (soft commits in memory, §3.6, when
+//!   [`StoreOptions::memory_limit`] is set): they are written as pages (spilled) before any meta
+//!   names the tree, and [`PageStore::memory`] counts exactly those the latest root reaches;
 //! - every page below the high-water mark is a meta page, in the tree, in the persisted free list,
 //!   or free (now or pending): a failed commit gives back what it allocated ([`PageStore::audit`]);
 //! - keys and values of any length fit: a node is a run of pages when its entries need it, and
