@@ -240,12 +240,10 @@ async fn dial_direct(
     origin: &http::Uri,
     timeout: Option<Duration>,
 ) -> Result<hyper::client::conn::http2::SendRequest<tonic::body::Body>, BoxError> {
-    let authority = origin
-        .authority()
-        .ok_or("no host:port")?
-        .as_str()
-        .to_string();
-    let connecting = tokio::net::TcpStream::connect(authority);
+    let host = origin.host().ok_or("no host")?;
+    // As a Channel does: http without a port is port 80.
+    let port = origin.port_u16().unwrap_or(80);
+    let connecting = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port));
     let tcp = match timeout {
         Some(t) => tokio::time::timeout(t, connecting)
             .await
@@ -331,7 +329,8 @@ pub async fn connect(opts: &ConnectOptions, conns: usize) -> Result<Vec<Conn>, C
         Some(user) => {
             let (name, password) = credentials(user)?;
             let conn = dial(&endpoints[0], opts, Token(None)).await?;
-            let resp = AuthClient::new(conn.svc())
+            let resp = conn
+                .auth()
                 .authenticate(AuthenticateRequest { name, password })
                 .await
                 .map_err(|s| ConnectError::Auth(status_text(&s)))?;

@@ -1356,7 +1356,12 @@ impl<'s> WriteTxn<'s> {
             Child::Mem(i) => return Ok(i),
             Child::Shared(n) => {
                 self.replaced += n.footprint();
-                self.arena.push(Node::clone(&n));
+                let mut copy = Node::clone(&n);
+                // As for a page: the next insert says again whether it went to the end.
+                if let Node::Leaf { append, .. } = &mut copy {
+                    *append = false;
+                }
+                self.arena.push(copy);
                 return Ok(self.arena.len() - 1);
             }
             Child::Page(id) => id,
@@ -1556,8 +1561,9 @@ impl<'s> WriteTxn<'s> {
         if spill {
             store.memory = Footprint::default();
         } else {
-            store.memory -= self.replaced;
+            // Added first: a collapsed root may be a node this commit built.
             store.memory += created;
+            store.memory -= self.replaced;
         }
         if !self.freed.is_empty() {
             let t = store.txn;
@@ -1630,11 +1636,11 @@ impl<'s> WriteTxn<'s> {
                     self.freed.extend(*id..*id + v.pages());
                     Child::Page(v.child(0))
                 }
-                // Only a branch this commit built can have one child: an earlier commit
-                // replaced its own.
+                // Built by this commit, or an untouched one of an earlier commit whose other
+                // children emptied (nothing rebalances, §3.3): either way it leaves the tree.
                 Some(Child::Shared(n)) => match &**n {
                     Node::Branch { children, .. } if children.len() == 1 => {
-                        created -= n.footprint();
+                        self.replaced += n.footprint();
                         children[0].clone()
                     }
                     _ => break,

@@ -1019,3 +1019,41 @@ fn the_reported_size_counts_in_memory_nodes() {
     );
     assert_eq!(store.size_pages(), written);
 }
+
+/// A commit that deletes all but one subtree of the root collapses the root into a branch it
+/// did not touch, kept in memory by an earlier commit — one that itself has a single child
+/// (nothing rebalances, §3.3): the collapse goes on through it, and the count of in-memory
+/// nodes follows (DESIGN.md §3.6). Keys of 1000 bytes that differ only at their end make
+/// separators as long: four entries a node, leaf or branch.
+#[test]
+fn a_root_collapses_through_an_untouched_in_memory_branch() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open_store_in_memory(dir.path());
+    let key = |i: u32| format!("{}{i:04}", "k".repeat(996)).into_bytes();
+    let mut model = BTreeMap::new();
+    let mut txn = store.begin();
+    for i in 0..64 {
+        txn.put(&key(i), b"v").unwrap();
+        model.insert(key(i), b"v".to_vec());
+    }
+    txn.commit([0; 4]).unwrap();
+    // The last subtree keeps one leaf: its branch has one child.
+    let mut txn = store.begin();
+    for i in 48..63 {
+        assert!(txn.delete(&key(i)).unwrap());
+        model.remove(&key(i));
+    }
+    txn.commit([0; 4]).unwrap();
+    // Everything before it goes: the root's one child is that branch, untouched here.
+    let mut txn = store.begin();
+    for i in 0..48 {
+        assert!(txn.delete(&key(i)).unwrap());
+        model.remove(&key(i));
+    }
+    txn.commit([0; 4]).unwrap();
+    assert_eq!(snapshot_contents(&store), model);
+    store.sync().unwrap();
+    assert_eq!(store.memory(), 0);
+    assert_eq!(snapshot_contents(&store), model);
+    assert_pages_accounted(&store, "after the collapse");
+}
