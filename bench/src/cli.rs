@@ -462,6 +462,7 @@ fn connect_options(g: &Global) -> ConnectOptions {
         user: g.user.clone(),
         dial_timeout: (!g.dial_timeout.is_zero()).then_some(g.dial_timeout),
         target_leader: g.target_leader,
+        direct: true,
     }
 }
 

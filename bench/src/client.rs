@@ -35,6 +35,10 @@ pub struct ConnectOptions {
     pub user: Option<String>,
     pub dial_timeout: Option<Duration>,
     pub target_leader: bool,
+    /// Plain-text endpoints through hyper's HTTP/2 handle driven directly ([`Transport::Direct`]:
+    /// cheaper per request, but a broken connection stays broken): what the load commands use.
+    /// Otherwise tonic's Channel, which reconnects (tests that restart members rely on it).
+    pub direct: bool,
 }
 
 /// etcd's client TLS flags.
@@ -216,7 +220,7 @@ async fn dial(ep: &str, opts: &ConnectOptions, token: Token) -> Result<Conn, Con
     let e = endpoint(ep, opts)?;
     let origin = e.uri().clone();
     let dial_err = |e: &dyn std::error::Error| ConnectError::Dial(ep.to_string(), error_chain(e));
-    let transport = if origin.scheme_str() == Some("http") {
+    let transport = if opts.direct && origin.scheme_str() == Some("http") {
         Transport::Direct(
             dial_direct(&origin, opts.dial_timeout)
                 .await
