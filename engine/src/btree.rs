@@ -810,16 +810,7 @@ impl PageStore {
 
     pub fn begin(&mut self) -> WriteTxn<'_> {
         let root = self.root.clone();
-        WriteTxn {
-            store: self,
-            root,
-            arena: Vec::new(),
-            freed: Vec::new(),
-            allocated: Vec::new(),
-            beside: false,
-            replaced: Footprint::default(),
-            spill: false,
-        }
+        WriteTxn::new(self, root, false)
     }
 
     /// Writes every in-memory node the latest root reaches as pages and publishes the page-only
@@ -837,16 +828,7 @@ impl PageStore {
     /// or [`PageStore::abandon_beside`] no durable commit may begin (DESIGN.md §4.7).
     pub fn begin_beside(&mut self) -> WriteTxn<'_> {
         let root = *self.beside.get_or_insert(0);
-        WriteTxn {
-            store: self,
-            root: (root != 0).then_some(Child::Page(root)),
-            arena: Vec::new(),
-            freed: Vec::new(),
-            allocated: Vec::new(),
-            beside: true,
-            replaced: Footprint::default(),
-            spill: true,
-        }
+        WriteTxn::new(self, (root != 0).then_some(Child::Page(root)), true)
     }
 
     /// Publishes the tree built beside as the tree, with `tag`, in one commit that frees every
@@ -1345,6 +1327,19 @@ impl Source for WriteTxn<'_> {
 }
 
 impl<'s> WriteTxn<'s> {
+    fn new(store: &'s mut PageStore, root: Option<Child>, beside: bool) -> WriteTxn<'s> {
+        WriteTxn {
+            store,
+            root,
+            arena: Vec::new(),
+            freed: Vec::new(),
+            allocated: Vec::new(),
+            beside,
+            replaced: Footprint::default(),
+            spill: false,
+        }
+    }
+
     pub fn cursor(&self) -> Cursor<'_, Self> {
         Cursor::new(self)
     }
@@ -1674,7 +1669,7 @@ impl<'s> WriteTxn<'s> {
             Child::Shared(n) if spill => Held::Shared(n),
             _ => unreachable!("only arena nodes, and shared ones when spilling, are built"),
         };
-        if let Node::Leaf { entries, append } = held.node() {
+        let nodes: Vec<(Bytes, Node)> = if let Node::Leaf { entries, append } = held.node() {
             let sizes: Vec<usize> = entries
                 .iter()
                 .map(|(k, v)| page::leaf_entry_size(k, v))
@@ -1687,23 +1682,18 @@ impl<'s> WriteTxn<'s> {
                     i => Bytes::from(separator(&entries[i - 1].0, &entries[i].0)),
                 })
                 .collect();
-            if spill {
-                for (r, sep) in ranges.into_iter().zip(seps) {
-                    let id = self
-                        .write_node(KIND_LEAF, entries[r].iter().map(|(k, v)| (&k[..], &v[..])))?;
-                    out.push((sep, Child::Page(id)));
-                }
-                return Ok(());
-            }
-            let Held::Own(Node::Leaf {
-                mut entries,
-                append,
-            }) = held
-            else {
-                unreachable!("a shared leaf is built only when spilling")
+            let append = *append;
+            // Moved when taken from the arena (each node cut off the end in turn); a shared
+            // leaf's entries are pointers to copy.
+            let mut entries = match held {
+                Held::Own(Node::Leaf { entries, .. }) => entries,
+                Held::Shared(n) => match &*n {
+                    Node::Leaf { entries, .. } => entries.clone(),
+                    Node::Branch { .. } => unreachable!("a leaf"),
+                },
+                Held::Own(Node::Branch { .. }) => unreachable!("a leaf"),
             };
-            // Moved, not copied: each node is cut off the end in turn.
-            let mut nodes: Vec<Node> = ranges
+            let mut parts: Vec<Node> = ranges
                 .iter()
                 .rev()
                 .map(|r| Node::Leaf {
@@ -1711,102 +1701,92 @@ impl<'s> WriteTxn<'s> {
                     append,
                 })
                 .collect();
-            nodes.reverse();
-            for (n, sep) in nodes.into_iter().zip(seps) {
-                let f = n.footprint();
-                // A leaf over a page (a large value) is written at once: no later commit would
-                // share its pages (it holds one entry, §3.3), and memory would grow with the
-                // values (§3.6).
-                if f.pages > 1 {
-                    let Node::Leaf { entries, .. } = &n else {
-                        unreachable!("built as a leaf")
-                    };
-                    let id =
-                        self.write_node(KIND_LEAF, entries.iter().map(|(k, v)| (&k[..], &v[..])))?;
-                    out.push((sep, Child::Page(id)));
-                    continue;
-                }
-                *created += f;
-                out.push((sep, Child::Shared(Arc::new(n))));
-            }
-            return Ok(());
-        }
-        let (keys, children) = match held {
-            Held::Own(Node::Branch { keys, children }) => (keys, children),
-            // Spilling: a branch's keys are few next to its leaves' entries.
-            Held::Shared(n) => match &*n {
-                Node::Branch { keys, children } => (keys.clone(), children.clone()),
-                Node::Leaf { .. } => unreachable!("a leaf was built above"),
-            },
-            Held::Own(Node::Leaf { .. }) => unreachable!("a leaf was built above"),
-        };
-        let mut list: Vec<(Bytes, Child)> = Vec::with_capacity(keys.len() + 1);
-        let mut parts = Vec::new();
-        for (k, ch) in keys.into_iter().zip(children) {
-            match ch {
-                Child::Page(_) => list.push((k, ch)),
-                Child::Shared(_) if !spill => list.push((k, ch)),
-                _ => {
-                    parts.clear();
-                    self.build(ch, spill, &mut parts, created)?;
-                    let mut k = Some(k);
-                    for (pk, c) in parts.drain(..) {
-                        list.push((k.take().unwrap_or(pk), c));
+            parts.reverse();
+            seps.into_iter().zip(parts).collect()
+        } else {
+            let (keys, children) = match held {
+                Held::Own(Node::Branch { keys, children }) => (keys, children),
+                // Spilling: a branch's keys are few next to its leaves' entries.
+                Held::Shared(n) => match &*n {
+                    Node::Branch { keys, children } => (keys.clone(), children.clone()),
+                    Node::Leaf { .. } => unreachable!("a branch"),
+                },
+                Held::Own(Node::Leaf { .. }) => unreachable!("a branch"),
+            };
+            let mut list: Vec<(Bytes, Child)> = Vec::with_capacity(keys.len() + 1);
+            let mut parts = Vec::new();
+            for (k, ch) in keys.into_iter().zip(children) {
+                match ch {
+                    Child::Page(_) => list.push((k, ch)),
+                    Child::Shared(_) if !spill => list.push((k, ch)),
+                    _ => {
+                        parts.clear();
+                        self.build(ch, spill, &mut parts, created)?;
+                        let mut k = Some(k);
+                        for (pk, c) in parts.drain(..) {
+                            list.push((k.take().unwrap_or(pk), c));
+                        }
                     }
                 }
             }
-        }
-        // Sized with every key, though each node's first is stored empty: one-page nodes
-        // split exactly where they did before that rule.
-        let sizes: Vec<usize> = list
-            .iter()
-            .map(|(k, _)| page::branch_entry_size(k))
-            .collect();
-        // At least two entries a node: what makes each level built above the root smaller
-        // than the one below (§3.3).
-        let ranges = split_ranges(&sizes, false, 2);
-        if spill {
-            let ids: Vec<[u8; 8]> = list
+            // Sized with every key, though each node's first is stored empty: one-page nodes
+            // split exactly where they did before that rule.
+            let sizes: Vec<usize> = list
                 .iter()
-                .map(|(_, c)| match c {
-                    Child::Page(id) => id.to_le_bytes(),
-                    _ => unreachable!("a spilled branch's children are on pages"),
-                })
+                .map(|(k, _)| page::branch_entry_size(k))
                 .collect();
-            for r in ranges {
-                let id =
-                    self.write_node(
-                        KIND_BRANCH,
-                        list[r.clone()].iter().zip(&ids[r.clone()]).enumerate().map(
-                            |(j, ((k, _), id))| (if j == 0 { &[][..] } else { &k[..] }, &id[..]),
-                        ),
-                    )?;
-                let sep = match r.start {
-                    0 => Bytes::default(),
-                    i => std::mem::take(&mut list[i].0),
-                };
-                out.push((sep, Child::Page(id)));
+            // At least two entries a node: what makes each level built above the root smaller
+            // than the one below (§3.3).
+            let ranges = split_ranges(&sizes, false, 2);
+            let mut nodes = Vec::with_capacity(ranges.len());
+            for r in ranges.iter().rev() {
+                let (mut keys, children): (Vec<Bytes>, Vec<Child>) =
+                    list.split_off(r.start).into_iter().unzip();
+                // A node's first key is never read (§3.2) and stored empty: the separator.
+                let sep = std::mem::take(&mut keys[0]);
+                let sep = if r.start == 0 { Bytes::default() } else { sep };
+                nodes.push((sep, Node::Branch { keys, children }));
             }
-            return Ok(());
-        }
-        let mut nodes = Vec::with_capacity(ranges.len());
-        for r in ranges.iter().rev() {
-            let (mut keys, children): (Vec<Bytes>, Vec<Child>) =
-                list.split_off(r.start).into_iter().unzip();
-            // Never read (§3.2), and stored empty on pages too.
-            let sep = std::mem::take(&mut keys[0]);
-            nodes.push((
-                if r.start == 0 { Bytes::default() } else { sep },
-                keys,
-                children,
-            ));
-        }
-        for (sep, keys, children) in nodes.into_iter().rev() {
-            let n = Node::Branch { keys, children };
-            *created += n.footprint();
-            out.push((sep, Child::Shared(Arc::new(n))));
+            nodes.reverse();
+            nodes
+        };
+        for (sep, n) in nodes {
+            let f = n.footprint();
+            // A leaf over a page (a large value) is written at once even when the commit
+            // keeps its nodes in memory: no later commit would share its pages (it holds one
+            // entry, §3.3), and memory would grow with the values (§3.6).
+            let large_leaf = matches!(n, Node::Leaf { .. }) && f.pages > 1;
+            let child = if spill || large_leaf {
+                Child::Page(self.write(&n)?)
+            } else {
+                *created += f;
+                Child::Shared(Arc::new(n))
+            };
+            out.push((sep, child));
         }
         Ok(())
+    }
+
+    /// Writes `n` as pages (a branch's children are on pages by now); returns its first page.
+    fn write(&mut self, n: &Node) -> Result<u64, StoreError> {
+        match n {
+            Node::Leaf { entries, .. } => {
+                self.write_node(KIND_LEAF, entries.iter().map(|(k, v)| (&k[..], &v[..])))
+            }
+            Node::Branch { keys, children } => {
+                let ids: Vec<[u8; 8]> = children
+                    .iter()
+                    .map(|c| match c {
+                        Child::Page(id) => id.to_le_bytes(),
+                        _ => unreachable!("a spilled branch's children are on pages"),
+                    })
+                    .collect();
+                self.write_node(
+                    KIND_BRANCH,
+                    keys.iter().zip(&ids).map(|(k, id)| (&k[..], &id[..])),
+                )
+            }
+        }
     }
 
     fn write_node<'e>(
