@@ -40,8 +40,8 @@ const PIN_CORES_ENV: &str = "RETCD_PIN_CORES";
 /// (etcd 3.5 has no flag for it).
 const LEASE_CHECKPOINT_ENV: &str = "RETCD_LEASE_CHECKPOINT_INTERVAL_MS";
 
-/// Internal knob (experiments): soft commits keep the B+tree nodes they change in memory until
-/// they take this many bytes (engine/DESIGN.md §3.6); unset or 0, each commit writes pages.
+/// Internal knob (experiments): soft commits keep the B+tree nodes they change in memory up to
+/// this many bytes (engine/DESIGN.md §3.6; unset: 64 MiB); 0: each commit writes pages.
 const BTREE_MEMORY_ENV: &str = "RETCD_BTREE_MEMORY_BYTES";
 
 /// Internal knob (tests): a leader's bound of uncommitted proposal bytes instead of

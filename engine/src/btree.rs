@@ -8,9 +8,10 @@
 //!   completed, or the page was allocated after the last durable commit began) and every live
 //!   [`Snapshot`] is at version ≥ `t` (§3.4);
 //! - readers ([`Reader`], cloned to every core) only see published roots and verify every page read;
-//! - a published root may reach immutable in-memory nodes (soft commits in memory, §3.6, when
-//!   [`StoreOptions::memory_limit`] is set): they are written as pages (spilled) before any meta
-//!   names the tree, and [`PageStore::memory`] counts exactly those the latest root reaches;
+//! - a published root may reach immutable in-memory nodes (soft commits in memory, §3.6, unless
+//!   [`StoreOptions::memory_limit`] is 0): a durable commit gives them page runs and its job
+//!   writes them before its meta names the tree (§3.6.1); a reader reads such a run only once
+//!   that commit completed; [`PageStore::memory`] counts exactly those the latest root reaches;
 //! - every page below the high-water mark is a meta page, in the tree, in the persisted free list,
 //!   or free (now or pending): a failed commit gives back what it allocated ([`PageStore::audit`]);
 //! - keys and values of any length fit: a node is a run of pages when its entries need it, and
@@ -158,7 +159,59 @@ enum Child {
     Mem(usize),
     /// An immutable node a soft commit kept in memory (DESIGN.md §3.6), shared by every version
     /// that reaches it; dropped with the last of them.
-    Shared(Arc<Node>),
+    Shared(Arc<Kept>),
+}
+
+/// An in-memory node of committed trees (§3.6) and the pages a durable commit gave it (§3.6.1).
+///
+/// Invariants: the node never changes; a run is given only to a node whose children are pages or
+/// have runs (the plan walks bottom-up), so the subtree of a node with a run has runs throughout,
+/// given by the same durable commit or earlier ones; only the writer sets or clears the run,
+/// before the job that writes it starts or after it failed.
+struct Kept {
+    node: Node,
+    /// What the node takes on pages (its run's length).
+    own: Footprint,
+    /// What it and the in-memory nodes below it take: what evicting it gives back.
+    subtree: Footprint,
+    /// First page of its run (0: none, the node is *dirty*).
+    run: AtomicU64,
+    /// The durable commit (txn) whose job writes the run: once that commit completed, the run
+    /// may be read instead of the node.
+    run_txn: AtomicU64,
+}
+
+impl Kept {
+    /// `own` is `node.footprint()`, which the caller has at hand.
+    fn new(node: Node, own: Footprint) -> Kept {
+        debug_assert_eq!(own, node.footprint());
+        let mut subtree = own;
+        if let Node::Branch { children, .. } = &node {
+            for c in children {
+                if let Child::Shared(k) = c {
+                    subtree += k.subtree;
+                }
+            }
+        }
+        Kept {
+            node,
+            own,
+            subtree,
+            run: AtomicU64::new(0),
+            run_txn: AtomicU64::new(0),
+        }
+    }
+
+    /// Its run, if a durable commit gave it one.
+    fn run(&self) -> Option<u64> {
+        Some(self.run.load(Ordering::Relaxed)).filter(|&r| r != 0)
+    }
+
+    /// Its run once the job that writes it completed (durable commit `durable_txn` or earlier).
+    fn written_run(&self, durable_txn: u64) -> Option<u64> {
+        self.run()
+            .filter(|_| self.run_txn.load(Ordering::Relaxed) <= durable_txn)
+    }
 }
 
 impl Child {
@@ -176,7 +229,7 @@ impl Child {
 enum Link<'a> {
     Page(u64),
     Arena(usize),
-    Node(&'a Node),
+    Node(&'a Kept),
 }
 
 #[derive(Clone)]
@@ -346,7 +399,7 @@ impl Source for Snapshot {
                 id,
                 &self.shared.path,
             )?))),
-            Link::Node(n) => Ok(NodeRefPub(NodeRef::Mem(n))),
+            Link::Node(n) => Ok(NodeRefPub(NodeRef::Mem(&n.node))),
             Link::Arena(_) => unreachable!("published versions hold no transaction's nodes"),
         }
     }
@@ -451,9 +504,9 @@ pub struct StoreOptions {
     pub memory_limit: usize,
 }
 
-/// The default [`StoreOptions::memory_limit`]: 0 (off) while a spill runs on the writer's
-/// core, where it stalls the apply for the pages of everything kept (DESIGN.md §3.6).
-pub const DEFAULT_MEMORY_LIMIT: usize = 0;
+/// The default [`StoreOptions::memory_limit`]: soft commits keep their nodes in memory, and
+/// durable commits write them off the writer's core (DESIGN.md §3.6, §3.6.1).
+pub const DEFAULT_MEMORY_LIMIT: usize = 64 << 20;
 
 impl StoreOptions {
     /// A store at `path` with the default bounds.
@@ -485,6 +538,9 @@ pub struct PageStore {
     root: Option<Child>,
     /// What the in-memory nodes `root` reaches would take on pages.
     memory: Footprint,
+    /// The part of `memory` no durable commit gave pages yet (dirty nodes, §3.6.1): the pages
+    /// the file is still to grow by.
+    dirty: Footprint,
     memory_limit: usize,
     freelist_pages: Vec<u64>,
     free: BTreeSet<u64>,
@@ -531,12 +587,18 @@ pub struct PageAudit {
     pub twice: Vec<u64>,
 }
 
-/// The I/O of a durable commit (§3.3 steps 2–4), to run off the writer's core: fdatasync, write
-/// the meta page, fdatasync. The writer goes on with soft commits meanwhile; they never touch a
-/// page the new meta can reach.
+/// The I/O of a durable commit (§3.3 steps 2–4, §3.6.1), to run off the writer's core: write the
+/// in-memory nodes given runs, fdatasync, write the meta page, fdatasync. The writer goes on with
+/// soft commits meanwhile; they never touch a page the new meta can reach.
 pub struct SyncJob {
     file: File,
     path: PathBuf,
+    /// The in-memory nodes to write, each on the run the writer gave it, children first; let go
+    /// once written (here: the last holder of nodes the writer has replaced since frees them
+    /// off its core).
+    nodes: Vec<Arc<Kept>>,
+    /// The runs written (first page, pages), for [`PageStore::finish_sync`].
+    written: Vec<(u64, u64)>,
     meta: Vec<u8>,
     meta_offset: u64,
     slot: u64,
@@ -546,10 +608,18 @@ pub struct SyncJob {
 
 impl SyncJob {
     /// Blocking: performs the durable part of the commit.
-    pub fn run(&self) -> Result<(), StoreError> {
+    pub fn run(&mut self) -> Result<(), StoreError> {
         let started = std::time::Instant::now();
         let err = io_err(&self.path);
         let fsync = disk::fsync_enabled();
+        self.write_nodes()?;
+        // Kept for a retry after a failed sync below (the nodes are written by then).
+        if !self.nodes.is_empty() {
+            self.written = std::mem::take(&mut self.nodes)
+                .iter()
+                .map(|k| (k.run().expect("a planned node has a run"), k.own.pages))
+                .collect();
+        }
         if fsync {
             disk::sync(&self.path).map_err(&err)?;
             self.file.sync_data().map_err(&err)?;
@@ -564,6 +634,109 @@ impl SyncJob {
         }
         crate::metrics::BACKEND_COMMIT_SECONDS.observe_duration(started.elapsed());
         Ok(())
+    }
+
+    /// Encodes and writes the planned nodes, runs that follow each other in one write (up to
+    /// [`SYNC_WRITE_BYTES`]).
+    fn write_nodes(&self) -> Result<(), StoreError> {
+        let err = io_err(&self.path);
+        let mut order: Vec<&Kept> = self.nodes.iter().map(|k| &**k).collect();
+        order.sort_unstable_by_key(|k| k.run.load(Ordering::Relaxed));
+        let (mut out, mut one) = (Vec::new(), Vec::new());
+        let mut at = 0;
+        for k in order {
+            let run = k.run().expect("a planned node has a run");
+            assert!(
+                run >= 2 && run + k.own.pages <= self.high_water,
+                "planned run {run}+{} outside the durable pages 2..{}",
+                k.own.pages,
+                self.high_water
+            );
+            if !out.is_empty()
+                && (run * PAGE_SIZE as u64 != at + out.len() as u64
+                    || out.len() >= SYNC_WRITE_BYTES)
+            {
+                disk::write(&self.path, at, &out).map_err(&err)?;
+                self.file.write_all_at(&out, at).map_err(&err)?;
+                out.clear();
+            }
+            if out.is_empty() {
+                at = run * PAGE_SIZE as u64;
+            }
+            encode(&mut one, run, &k.node);
+            // The run was sized from the node's footprint (§3.6.1): the encoding must fill it.
+            assert_eq!(
+                one.len() as u64,
+                k.own.pages * PAGE_SIZE as u64,
+                "node planned on {} pages encodes to {} bytes",
+                k.own.pages,
+                one.len()
+            );
+            out.extend_from_slice(&one);
+        }
+        if !out.is_empty() {
+            disk::write(&self.path, at, &out).map_err(&err)?;
+            self.file.write_all_at(&out, at).map_err(&err)?;
+        }
+        Ok(())
+    }
+}
+
+/// A page write at least this large (a leaf holding a large value, §3.6) has its writeback
+/// started at once: the next durable commit's fdatasync then finds it mostly on the disk
+/// instead of flushing every large value since the last one in one burst, which the WAL's
+/// fdatasyncs would queue behind.
+const EARLY_WRITEBACK_BYTES: usize = 64 << 10;
+
+/// Starts the writeback of `len` bytes at `offset` of `file` without waiting for it (a hint:
+/// durability still comes from the durable commit's fdatasync, so a failure is ignored).
+fn start_writeback(file: &File, offset: u64, len: usize) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: sync_file_range reads its integer arguments only; the descriptor is open for the
+    // duration of the call (borrowed from `file`).
+    unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            offset as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
+    }
+}
+
+/// Bytes a durable commit's job writes at most at once (pages of consecutive runs).
+const SYNC_WRITE_BYTES: usize = 1 << 20;
+
+/// Encodes node `n` as the page run starting at `id`; a branch's children are on pages or have
+/// runs (§3.6.1).
+fn encode(buf: &mut Vec<u8>, id: u64, n: &Node) {
+    match n {
+        Node::Leaf { entries, .. } => page::encode_node(
+            buf,
+            id,
+            KIND_LEAF,
+            entries.iter().map(|(k, v)| (&k[..], &v[..])),
+        ),
+        Node::Branch { keys, children } => {
+            let ids: Vec<[u8; 8]> = children
+                .iter()
+                .map(|c| {
+                    let id = match c {
+                        Child::Page(id) => Some(*id),
+                        Child::Shared(k) => k.run(),
+                        Child::Mem(_) => None,
+                    };
+                    id.expect("a written branch's children are on pages or have runs")
+                        .to_le_bytes()
+                })
+                .collect();
+            page::encode_node(
+                buf,
+                id,
+                KIND_BRANCH,
+                keys.iter().zip(&ids).map(|(k, id)| (&k[..], &id[..])),
+            )
+        }
     }
 }
 
@@ -708,6 +881,7 @@ impl PageStore {
             durable_slot,
             root,
             memory: Footprint::default(),
+            dirty: Footprint::default(),
             memory_limit: opts.memory_limit,
             freelist_pages,
             free,
@@ -746,16 +920,23 @@ impl PageStore {
         self.memory.bytes
     }
 
+    /// Bytes of the in-memory nodes the latest root reaches that no durable commit gave pages
+    /// yet (DESIGN.md §3.6.1).
+    pub fn unwritten(&self) -> usize {
+        self.dirty.bytes
+    }
+
     /// The pages the file will hold once the in-memory nodes are written (the file grows only
-    /// at spills, §3.6; the spill takes free pages first): etcd's dbSize, as the quota sees it.
+    /// at durable commits and spills, §3.6; they take free pages first): etcd's dbSize, as the
+    /// quota sees it.
     pub fn size_pages(&self) -> u64 {
-        self.high_water + self.memory.pages.saturating_sub(self.free.len() as u64)
+        self.high_water + self.dirty.pages.saturating_sub(self.free.len() as u64)
     }
 
     /// Pages in use (the tree, the free list, the metas), the in-memory nodes counted as the
-    /// pages a spill will give them: etcd's dbSizeInUse.
+    /// pages a durable commit will give them: etcd's dbSizeInUse.
     pub fn pages_in_use(&self) -> u64 {
-        self.high_water - self.free_pages() as u64 + self.memory.pages
+        self.high_water - self.free_pages() as u64 + self.dirty.pages
     }
 
     /// Accounts for every page below the high-water mark, walking the latest committed tree (a
@@ -841,6 +1022,7 @@ impl PageStore {
         self.txn += 1;
         self.root = (root != 0).then_some(Child::Page(root));
         self.memory = Footprint::default();
+        self.dirty = Footprint::default();
         if !old.is_empty() {
             self.release(self.txn, old);
         }
@@ -890,10 +1072,15 @@ impl PageStore {
                     }
                     f(id, v.pages());
                 }
-                Link::Node(Node::Branch { children, .. }) => {
-                    stack.extend(children.iter().map(Child::link))
+                Link::Node(k) => {
+                    // A node a durable commit gave a run: the durable tree reaches its pages.
+                    if let Some(run) = k.run() {
+                        f(run, k.own.pages);
+                    }
+                    if let Node::Branch { children, .. } = &k.node {
+                        stack.extend(children.iter().map(Child::link));
+                    }
                 }
-                Link::Node(Node::Leaf { .. }) => {}
                 Link::Arena(_) => unreachable!("committed trees hold no transaction's nodes"),
             }
         }
@@ -1064,7 +1251,11 @@ impl PageStore {
         disk::write(&self.shared.path, offset, bytes).map_err(io_err(&self.shared.path))?;
         self.file
             .write_all_at(bytes, id * PAGE_SIZE as u64)
-            .map_err(io_err(&self.shared.path))
+            .map_err(io_err(&self.shared.path))?;
+        if bytes.len() >= EARLY_WRITEBACK_BYTES {
+            start_writeback(&self.file, offset, bytes.len());
+        }
+        Ok(())
     }
 
     /// Makes pages whose freeing txn is durable and older than every live snapshot reusable.
@@ -1102,15 +1293,15 @@ impl PageStore {
     /// Durable commit (§3.3) in one call: [`PageStore::begin_sync`], [`SyncJob::run`],
     /// [`PageStore::finish_sync`].
     pub fn sync(&mut self) -> Result<(), StoreError> {
-        let job = self.begin_sync()?;
+        let mut job = self.begin_sync()?;
         job.run()?;
         self.finish_sync(job);
         Ok(())
     }
 
-    /// Starts a durable commit of the latest soft commit: spills the nodes kept in memory
-    /// (§3.6), writes the free list (step 1) and returns the rest as a job that may run on
-    /// another thread. One at a time.
+    /// Starts a durable commit of the latest soft commit: gives the dirty in-memory nodes runs
+    /// (§3.6.1), writes the free list (step 1) and returns the rest — writing those nodes, the
+    /// fdatasyncs and the meta — as a job that may run on another thread. One at a time.
     pub fn begin_sync(&mut self) -> Result<SyncJob, StoreError> {
         assert!(!self.syncing, "one durable commit at a time");
         // Its free list would not hold the pages of the tree being built beside, and its meta
@@ -1119,13 +1310,97 @@ impl PageStore {
             self.beside.is_none(),
             "no durable commit while a tree is being built beside"
         );
-        self.spill()?;
-        let root = match self.root {
-            None => 0,
-            Some(Child::Page(id)) => id,
-            Some(_) => unreachable!("a spilled root is on pages"),
-        };
         let t = self.txn + 1;
+        let nodes = self.plan(t)?;
+        match self.begin_sync_planned(t, &nodes) {
+            Ok((file, meta)) => Ok(SyncJob {
+                file,
+                path: self.shared.path.clone(),
+                nodes,
+                written: Vec::new(),
+                meta: meta.encode(),
+                meta_offset: (1 - self.durable_slot) * PAGE_SIZE as u64,
+                slot: 1 - self.durable_slot,
+                txn: t,
+                high_water: meta.high_water,
+            }),
+            Err(e) => {
+                self.unplan(&nodes);
+                Err(e)
+            }
+        }
+    }
+
+    /// Undoes [`PageStore::plan`] for `nodes` (nothing names their runs yet): the runs given
+    /// back, newest first, the nodes dirty again.
+    fn unplan(&mut self, nodes: &[Arc<Kept>]) {
+        for k in nodes.iter().rev() {
+            let run = k.run.swap(0, Ordering::Relaxed);
+            self.give_back(run, k.own.pages);
+            self.dirty += k.own;
+        }
+    }
+
+    /// Gives each dirty in-memory node the root reaches a run for durable commit `t`, children
+    /// before parents (§3.6.1): the nodes the job writes, in that order.
+    fn plan(&mut self, t: u64) -> Result<Vec<Arc<Kept>>, StoreError> {
+        let mut planned: Vec<Arc<Kept>> = Vec::new();
+        let mut stack: Vec<(Arc<Kept>, bool)> = match &self.root {
+            Some(Child::Shared(k)) if k.run().is_none() => vec![(k.clone(), false)],
+            _ => Vec::new(),
+        };
+        let mut result = Ok(());
+        while let Some((k, expanded)) = stack.pop() {
+            if !expanded {
+                stack.push((k.clone(), true));
+                if let Node::Branch { children, .. } = &k.node {
+                    stack.extend(children.iter().filter_map(|c| match c {
+                        Child::Shared(c) if c.run().is_none() => Some((c.clone(), false)),
+                        _ => None,
+                    }));
+                }
+                continue;
+            }
+            match self.alloc(k.own.pages) {
+                Ok(run) => {
+                    k.run_txn.store(t, Ordering::Relaxed);
+                    k.run.store(run, Ordering::Relaxed);
+                    self.dirty -= k.own;
+                    planned.push(k);
+                }
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        if let Err(e) = result {
+            self.unplan(&planned);
+            return Err(e);
+        }
+        assert_eq!(
+            self.dirty,
+            Footprint::default(),
+            "the count of unwritten in-memory nodes lost track of them: every one is planned now"
+        );
+        Ok(planned)
+    }
+
+    /// [`PageStore::begin_sync`] once the in-memory nodes have runs: the free list (step 1) and
+    /// the meta to write. On an error nothing changed but the planned runs, which the caller
+    /// gives back.
+    fn begin_sync_planned(
+        &mut self,
+        t: u64,
+        nodes: &[Arc<Kept>],
+    ) -> Result<(File, Meta), StoreError> {
+        let root = match &self.root {
+            None => 0,
+            Some(Child::Page(id)) => *id,
+            Some(Child::Shared(k)) => k.run().expect("the root was planned"),
+            Some(Child::Mem(_)) => unreachable!("committed roots are no arena nodes"),
+        };
+        debug_assert!(nodes.last().is_none_or(|k| k.run() == Some(root)));
         // Free pages at the end of the file are no longer part of it: the new meta's high-water
         // mark is below them (a file cut to it loses nothing, §3.4).
         while self.free.last() == Some(&(self.high_water - 1)) {
@@ -1212,25 +1487,50 @@ impl PageStore {
             self.pending_list.push_back((t, old));
         }
         self.syncing = true;
-        Ok(SyncJob {
-            file,
-            path: self.shared.path.clone(),
-            meta: meta.encode(),
-            meta_offset: (1 - self.durable_slot) * PAGE_SIZE as u64,
-            slot: 1 - self.durable_slot,
-            txn: t,
-            high_water: meta.high_water,
-        })
+        Ok((file, meta))
     }
 
-    /// Completes a durable commit whose [`SyncJob::run`] succeeded.
+    /// Completes a durable commit whose [`SyncJob::run`] succeeded. (One whose job failed
+    /// leaves the store syncing: no durable commit begins again, and the caller stops, as it
+    /// does on any failed write.)
     pub fn finish_sync(&mut self, job: SyncJob) {
         assert!(self.syncing && job.txn > self.durable_txn);
+        // Written by this process from bytes it encoded: no crc check on their first read.
+        for &(run, pages) in &job.written {
+            self.map.mark(run, pages, true);
+        }
         self.syncing = false;
         self.durable_txn = job.txn;
         self.durable_slot = job.slot;
         self.durable_high_water = job.high_water;
         self.reclaim();
+        self.evict_written();
+    }
+
+    /// Whether enough in-memory nodes wait for pages that a durable commit should begin: half
+    /// the bound (§3.6.1), so that the job writes them before the bound makes a commit spill
+    /// them on the writer's core.
+    pub fn wants_sync(&self) -> bool {
+        self.memory_limit > 0 && !self.syncing && self.dirty.bytes >= self.memory_limit / 2
+    }
+
+    /// Eviction (§3.6.1): replaces every in-memory node whose run a completed durable commit
+    /// wrote by that run, and publishes the result under the latest tag. It walks only the nodes
+    /// no durable commit gave a run (those changed since the last one began), rebuilding each
+    /// branch that had such a child: the same content, new in-memory nodes.
+    fn evict_written(&mut self) {
+        let Some(Child::Shared(root)) = &self.root else {
+            return;
+        };
+        let mut evicted = Footprint::default();
+        let Some(root) = evict(root, self.durable_txn, &mut evicted) else {
+            return;
+        };
+        self.root = Some(root);
+        self.memory -= evicted;
+        self.txn += 1;
+        let tag = self.tag();
+        self.publish(tag);
     }
 
     /// Cuts the file to the pages in use: the larger of the high-water mark and the durable
@@ -1297,6 +1597,8 @@ pub struct WriteTxn<'s> {
     /// The in-memory nodes of the committed tree this transaction copied: the commit no longer
     /// reaches them.
     replaced: Footprint,
+    /// The part of `replaced` that had no run (dirty, §3.6.1).
+    replaced_dirty: Footprint,
     /// The commit writes every node as pages ([`WriteTxn::relocate`] moves nodes to pages).
     spill: bool,
 }
@@ -1316,7 +1618,7 @@ impl Source for WriteTxn<'_> {
     fn load<'a>(&'a self, c: ChildRef<'a>) -> Result<NodeRefPub<'a>, StoreError> {
         Ok(NodeRefPub(match c.0 {
             Link::Arena(i) => NodeRef::Mem(&self.arena[i]),
-            Link::Node(n) => NodeRef::Mem(n),
+            Link::Node(n) => NodeRef::Mem(&n.node),
             Link::Page(id) => NodeRef::Page(self.store.map.view(
                 self.store.high_water,
                 id,
@@ -1336,6 +1638,7 @@ impl<'s> WriteTxn<'s> {
             allocated: Vec::new(),
             beside,
             replaced: Footprint::default(),
+            replaced_dirty: Footprint::default(),
             spill: false,
         }
     }
@@ -1350,8 +1653,8 @@ impl<'s> WriteTxn<'s> {
         let id = match c {
             Child::Mem(i) => return Ok(i),
             Child::Shared(n) => {
-                self.replaced += n.footprint();
-                let mut copy = Node::clone(&n);
+                self.replace_kept(&n);
+                let mut copy = n.node.clone();
                 // As for a page: the next insert says again whether it went to the end.
                 if let Node::Leaf { append, .. } = &mut copy {
                     *append = false;
@@ -1385,6 +1688,17 @@ impl<'s> WriteTxn<'s> {
         self.freed.extend(id..id + v.pages());
         self.arena.push(node);
         Ok(self.arena.len() - 1)
+    }
+
+    /// Accounts for committed in-memory node `k` leaving the tree this commit builds: its bytes,
+    /// and its run, which the durable tree may reach, is freed by this txn as a page-backed
+    /// node's pages are (§3.6.1).
+    fn replace_kept(&mut self, k: &Kept) {
+        self.replaced += k.own;
+        match k.run() {
+            Some(run) => self.freed.extend(run..run + k.own.pages),
+            None => self.replaced_dirty += k.own,
+        }
     }
 
     /// Index in the arena of the (in-memory) leaf that covers `key`, copying the path on the way.
@@ -1534,7 +1848,14 @@ impl<'s> WriteTxn<'s> {
     /// Soft commit (§3.3, §3.6): publishes the new root, its changed nodes kept in memory, or,
     /// once the in-memory nodes reach the store's bound, every in-memory node written as pages.
     pub fn commit(self, tag: Tag) -> Result<(), StoreError> {
-        let spill = self.spill || self.store.memory.bytes >= self.store.memory_limit;
+        // While a durable commit's job writes the kept nodes the bound is twice as high: they
+        // leave memory when it completes, and spilling them here would write them twice.
+        let limit = if self.store.syncing {
+            self.store.memory_limit.saturating_mul(2)
+        } else {
+            self.store.memory_limit
+        };
+        let spill = self.spill || self.store.memory.bytes >= limit;
         self.finish(tag, spill)
     }
 
@@ -1555,10 +1876,13 @@ impl<'s> WriteTxn<'s> {
         store.root = root;
         if spill {
             store.memory = Footprint::default();
+            store.dirty = Footprint::default();
         } else {
             // Added first: a collapsed root may be a node this commit built.
             store.memory += created;
             store.memory -= self.replaced;
+            store.dirty += created;
+            store.dirty -= self.replaced_dirty;
         }
         if !self.freed.is_empty() {
             let t = store.txn;
@@ -1633,10 +1957,12 @@ impl<'s> WriteTxn<'s> {
                 }
                 // Built by this commit, or an untouched one of an earlier commit whose other
                 // children emptied (nothing rebalances, §3.3): either way it leaves the tree.
-                Some(Child::Shared(n)) => match &**n {
+                Some(Child::Shared(n)) => match &n.node {
                     Node::Branch { children, .. } if children.len() == 1 => {
-                        self.replaced += n.footprint();
-                        children[0].clone()
+                        let child = children[0].clone();
+                        let n = n.clone();
+                        self.replace_kept(&n);
+                        child
                     }
                     _ => break,
                 },
@@ -1666,7 +1992,17 @@ impl<'s> WriteTxn<'s> {
     ) -> Result<(), StoreError> {
         let held = match c {
             Child::Mem(i) => Held::Own(std::mem::replace(&mut self.arena[i], Node::empty_leaf())),
-            Child::Shared(n) if spill => Held::Shared(n),
+            Child::Shared(n) if spill => {
+                if let Some(run) = n.written_run(self.store.durable_txn) {
+                    // A completed durable commit wrote it and its subtree: those pages serve.
+                    out.push((Bytes::default(), Child::Page(run)));
+                    return Ok(());
+                }
+                // Dirty, or its durable commit still running: written again here, its run
+                // (which that commit's meta names) freed.
+                self.replace_kept(&n);
+                Held::Shared(n)
+            }
             _ => unreachable!("only arena nodes, and shared ones when spilling, are built"),
         };
         let nodes: Vec<(Bytes, Node)> = if let Node::Leaf { entries, append } = held.node() {
@@ -1687,7 +2023,7 @@ impl<'s> WriteTxn<'s> {
             // leaf's entries are pointers to copy.
             let mut entries = match held {
                 Held::Own(Node::Leaf { entries, .. }) => entries,
-                Held::Shared(n) => match &*n {
+                Held::Shared(n) => match &n.node {
                     Node::Leaf { entries, .. } => entries.clone(),
                     Node::Branch { .. } => unreachable!("a leaf"),
                 },
@@ -1707,7 +2043,7 @@ impl<'s> WriteTxn<'s> {
             let (keys, children) = match held {
                 Held::Own(Node::Branch { keys, children }) => (keys, children),
                 // Spilling: a branch's keys are few next to its leaves' entries.
-                Held::Shared(n) => match &*n {
+                Held::Shared(n) => match &n.node {
                     Node::Branch { keys, children } => (keys.clone(), children.clone()),
                     Node::Leaf { .. } => unreachable!("a branch"),
                 },
@@ -1760,7 +2096,7 @@ impl<'s> WriteTxn<'s> {
                 Child::Page(self.write(&n)?)
             } else {
                 *created += f;
-                Child::Shared(Arc::new(n))
+                Child::Shared(Arc::new(Kept::new(n, f)))
             };
             out.push((sep, child));
         }
@@ -1769,34 +2105,9 @@ impl<'s> WriteTxn<'s> {
 
     /// Writes `n` as pages (a branch's children are on pages by now); returns its first page.
     fn write(&mut self, n: &Node) -> Result<u64, StoreError> {
-        match n {
-            Node::Leaf { entries, .. } => {
-                self.write_node(KIND_LEAF, entries.iter().map(|(k, v)| (&k[..], &v[..])))
-            }
-            Node::Branch { keys, children } => {
-                let ids: Vec<[u8; 8]> = children
-                    .iter()
-                    .map(|c| match c {
-                        Child::Page(id) => id.to_le_bytes(),
-                        _ => unreachable!("a spilled branch's children are on pages"),
-                    })
-                    .collect();
-                self.write_node(
-                    KIND_BRANCH,
-                    keys.iter().zip(&ids).map(|(k, id)| (&k[..], &id[..])),
-                )
-            }
-        }
-    }
-
-    fn write_node<'e>(
-        &mut self,
-        kind: u8,
-        entries: impl ExactSizeIterator<Item = (&'e [u8], &'e [u8])>,
-    ) -> Result<u64, StoreError> {
         let mut buf = std::mem::take(&mut self.store.buf);
         // Encode with a placeholder id to learn the size, then allocate and stamp the real id.
-        page::encode_node(&mut buf, 0, kind, entries);
+        encode(&mut buf, 0, n);
         let pages = (buf.len() / PAGE_SIZE) as u64;
         let id = self.store.alloc(pages)?;
         // Recorded before the write: a failed write gives the run back too.
@@ -1821,17 +2132,45 @@ impl<'s> WriteTxn<'s> {
     }
 }
 
+/// [`PageStore::evict_written`] below `k`: the reference that replaces it (`None`: unchanged),
+/// adding what leaves memory to `evicted`.
+fn evict(k: &Arc<Kept>, durable_txn: u64, evicted: &mut Footprint) -> Option<Child> {
+    if let Some(run) = k.written_run(durable_txn) {
+        *evicted += k.subtree;
+        return Some(Child::Page(run));
+    }
+    let Node::Branch { keys, children } = &k.node else {
+        return None;
+    };
+    let mut changed: Option<Vec<Child>> = None;
+    for (i, c) in children.iter().enumerate() {
+        if let Child::Shared(c) = c
+            && let Some(new) = evict(c, durable_txn, evicted)
+        {
+            changed.get_or_insert_with(|| children.clone())[i] = new;
+        }
+    }
+    // A node with a run has runs throughout (§3.6.1), so this one had none: neither has its copy.
+    changed.map(|children| {
+        let n = Node::Branch {
+            keys: keys.clone(),
+            children,
+        };
+        Child::Shared(Arc::new(Kept::new(n, k.own)))
+    })
+}
+
 /// A node being built: taken out of the arena, or shared with committed versions.
 enum Held {
     Own(Node),
-    Shared(Arc<Node>),
+    Shared(Arc<Kept>),
 }
 
 impl Held {
     fn node(&self) -> &Node {
         match self {
             Held::Own(n) => n,
-            Held::Shared(n) => n,
+            Held::Shared(n) => &n.node,
         }
     }
 }
@@ -2128,8 +2467,10 @@ mod tests {
         }
         store.writes_before_failure.set(None);
         store.sync().unwrap();
+        // The durable commit's job wrote the nodes (§3.6.1), and its completion replaced them
+        // by their pages.
         assert!(matches!(store.root, Some(Child::Page(_))));
-        assert_eq!(store.memory(), 0);
+        assert_eq!((store.memory(), store.unwritten()), (0, 0));
         assert_eq!(contents(&store), 1200);
         let a = store.audit().unwrap();
         assert!(a.leaked.is_empty() && a.twice.is_empty(), "{a:?}");

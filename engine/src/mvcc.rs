@@ -1545,6 +1545,12 @@ impl Mvcc {
         Ok((self.store.begin_sync()?, self.applied))
     }
 
+    /// Whether the page store holds enough unwritten in-memory nodes that a checkpoint should
+    /// begin (engine/DESIGN.md §3.6.1).
+    pub fn wants_checkpoint(&self) -> bool {
+        self.store.wants_sync()
+    }
+
     pub fn finish_checkpoint(&mut self, job: btree::SyncJob) {
         self.store.finish_sync(job);
     }

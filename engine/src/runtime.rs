@@ -11,6 +11,7 @@
 //!   when asked, each running the caller's per-core future. **Core 0 is the sequencer core**: the
 //!   one that drives Raft and the WAL; the other cores serve reads and forward writes to it. This
 //!   module treats every core alike; the role is the caller's convention.
+//! - [`on_own_thread`]: long blocking work on a thread of its own, off core 0's CPU.
 //! - [`spawn_local`], [`sleep`]: the task and timer primitives that per-core code uses (both only
 //!   inside an executor started here).
 //! - [`block_on_local`]: runs one future to completion on a fresh executor on the calling thread
@@ -181,6 +182,44 @@ fn memlock_limit() -> u64 {
         return u64::MAX;
     }
     lim.rlim_cur
+}
+
+/// The CPUs for threads that must not take the sequencer core's CPU ([`on_own_thread`]): set
+/// by [`start_cores`] when it pins (the process's CPUs but core 0's, when others remain); empty:
+/// no binding (a thread then inherits its creator's CPUs, which are the process's when unpinned).
+static BACKGROUND_CPUS: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
+
+/// How much [`on_own_thread`]'s threads raise their nice value: the cores' threads go first on
+/// a shared CPU, and the background thread still gets about a tenth of it.
+const BACKGROUND_NICE: libc::c_int = 10;
+
+/// The calling thread's nice value.
+fn nice() -> libc::c_int {
+    // SAFETY: getpriority reads its integer arguments only; gettid cannot fail. (-1 is also a
+    // valid nice value: an error reads as that, which only makes the next step a no-op or off
+    // by one.)
+    unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
+}
+
+/// Raises the calling thread's nice value by [`BACKGROUND_NICE`] (at most to 19); false when
+/// the kernel refused.
+fn lower_priority() -> bool {
+    let target = (nice() + BACKGROUND_NICE).min(19);
+    // SAFETY: setpriority reads its integer arguments only; gettid cannot fail.
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, target) == 0 }
+}
+
+/// Binds the calling thread to `cpus`; false when the kernel refused.
+fn bind_to(cpus: &[usize]) -> bool {
+    // SAFETY: cpu_set_t is plain data, filled here with CPU_SET and read by sched_setaffinity
+    // for the calling thread only.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &c in cpus {
+            libc::CPU_SET(c, &mut set);
+        }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+    }
 }
 
 /// The CPUs this process may run on (its affinity mask), in ascending order; empty if unknown.
@@ -358,6 +397,15 @@ where
         }
     }
     if failure.is_none() && reported.iter().all(|&r| r) {
+        // Before any core runs: its first background thread must find the set.
+        let mut spare = Vec::new();
+        if let Some(Some(cpu0)) = pinned.first() {
+            spare = cpus.clone();
+            if spare.len() > 1 {
+                spare.retain(|c| c != cpu0);
+            }
+        }
+        *BACKGROUND_CPUS.lock().unwrap_or_else(|e| e.into_inner()) = spare;
         for tx in &go {
             // A core whose thread is gone shows up in `join`.
             let _ = tx.send(());
@@ -407,17 +455,33 @@ where
 }
 
 /// Runs `f` on a new thread named `name` and waits for its result without blocking the core: for
-/// long walks of the whole state (a hash), which must hold neither a core nor glommio's blocking
-/// pool (core 0's checkpoint syncs use it). `Err` says why no result came.
+/// long work (a walk of the whole state for a hash, a checkpoint's page writes) that must hold
+/// neither a core nor glommio's blocking pool. The thread runs on the CPUs other than core 0's
+/// when the cores are pinned and there are others (a thread would otherwise inherit its
+/// creator's CPU: the blocking pool of a pinned core runs on that core's CPU), at a lower
+/// priority ([`BACKGROUND_NICE`]). `Err` says why no result came.
 pub async fn on_own_thread<T, F>(name: &str, f: F) -> Result<T, String>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
     let (tx, rx) = flume::bounded(1);
+    let cpus = BACKGROUND_CPUS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
+            if !cpus.is_empty() && !bind_to(&cpus) {
+                tracing::debug!("cannot bind a background thread to its CPUs");
+            }
+            // Background work yields to the cores when they share a CPU with it (a process
+            // given one CPU): the kernel's nice, for this thread alone (a fresh one each time),
+            // raised from what it inherited (a process started under `nice` keeps its order).
+            if !lower_priority() {
+                tracing::debug!("cannot lower a background thread's priority");
+            }
             let _ = tx.send(f());
         })
         .map_err(|e| format!("cannot start a {name} thread: {e}"))?;
@@ -500,6 +564,33 @@ mod tests {
         assert_eq!(cores.cpus().len(), 2);
         cores.join().unwrap();
         assert_eq!(SUM.load(Ordering::SeqCst), 1 + 2);
+    }
+
+    /// Long background work ([`on_own_thread`]) runs at a lower priority and, with the cores
+    /// pinned, off core 0's CPU when the process has another.
+    #[test]
+    fn background_threads_stay_off_the_sequencer_cores_cpu() {
+        let process = allowed_cpus();
+        let expected_nice = (nice() + BACKGROUND_NICE).min(19);
+        let (tx, rx) = mpsc::channel();
+        let cores = start_cores(1, DEFAULT_IO_MEMORY, true, move |_| {
+            let tx = tx.clone();
+            async move {
+                let seen = on_own_thread("test-background", || (allowed_cpus(), nice())).await;
+                tx.send(seen).unwrap();
+            }
+        })
+        .unwrap();
+        let core0 = cores.cpus()[0];
+        cores.join().unwrap();
+        let (cpus, nice) = rx.recv().unwrap().unwrap();
+        assert_eq!(nice, expected_nice);
+        if let Some(cpu0) = core0
+            && process.len() > 1
+        {
+            assert!(!cpus.contains(&cpu0), "{cpus:?} holds core 0's CPU {cpu0}");
+            assert!(!cpus.is_empty());
+        }
     }
 
     #[test]

@@ -251,7 +251,7 @@ fn a_durable_commit_in_flight_does_not_block_soft_commits() {
         txn.commit([0; 4]).unwrap();
         if round % 3 == 0 {
             let durable = model.clone();
-            let job = store.begin_sync().unwrap();
+            let mut job = store.begin_sync().unwrap();
             // Soft commits while the job's I/O is "in flight".
             let mut txn = store.begin();
             for i in 0..300u32 {
@@ -936,7 +936,11 @@ fn readers_on_other_threads_keep_in_memory_versions_across_spills() {
         ready_rx.recv().unwrap();
         if round % 3 == 2 {
             store.sync().unwrap();
-            assert_eq!(store.memory(), 0, "round {round}: a durable commit spills");
+            assert_eq!(
+                store.unwritten(),
+                0,
+                "round {round}: a durable commit writes every in-memory node"
+            );
             assert_pages_accounted(&store, &format!("round {round}"));
         }
     }
@@ -1053,7 +1057,105 @@ fn a_root_collapses_through_an_untouched_in_memory_branch() {
     txn.commit([0; 4]).unwrap();
     assert_eq!(snapshot_contents(&store), model);
     store.sync().unwrap();
-    assert_eq!(store.memory(), 0);
+    assert_eq!(store.unwritten(), 0);
     assert_eq!(snapshot_contents(&store), model);
     assert_pages_accounted(&store, "after the collapse");
+    store.spill().unwrap();
+    assert_eq!(store.memory(), 0);
+    assert_eq!(snapshot_contents(&store), model);
+    assert_pages_accounted(&store, "after the spill");
+}
+
+/// A durable commit's job writes the in-memory nodes on another thread while soft commits go on
+/// (DESIGN.md §3.6.1): they copy nodes the job is writing (freeing runs its meta names) and,
+/// past a small bound, spill them again. Once the job completed the nodes it wrote are replaced
+/// by their pages (eviction), the pages add up, and a reopen finds exactly the durable state.
+#[test]
+fn a_durable_commits_job_writes_in_memory_nodes_while_soft_commits_go_on() {
+    for limit in [32 << 20, 64 << 10] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = store_options(dir.path());
+        opts.memory_limit = limit;
+        let mut store = PageStore::open(&opts).unwrap();
+        let mut rng = Rng(0x5eed_0361_0b5e_55ed ^ limit as u64);
+        let mut model = BTreeMap::new();
+        let mut change = |txn: &mut btree::WriteTxn<'_>, model: &mut BTreeMap<_, _>, n: u32| {
+            for _ in 0..n {
+                let k = format!("k{:05}", rng.below(4000)).into_bytes();
+                if rng.below(6) == 0 {
+                    txn.delete(&k).unwrap();
+                    model.remove(&k);
+                } else {
+                    let v = format!("v{}", rng.below(1 << 30)).repeat(1 + rng.below(4) as usize);
+                    txn.put(&k, v.as_bytes()).unwrap();
+                    model.insert(k, v.into_bytes());
+                }
+            }
+        };
+        let mut evictions = 0;
+        for round in 0..24u32 {
+            let mut txn = store.begin();
+            change(&mut txn, &mut model, 150);
+            txn.commit([round as u64, 0, 0, 0]).unwrap();
+            if round % 4 != 3 {
+                assert_eq!(
+                    snapshot_contents(&store),
+                    model,
+                    "limit {limit}, round {round}"
+                );
+                continue;
+            }
+            let durable = model.clone();
+            let job = store.begin_sync().unwrap();
+            assert_eq!(store.unwritten(), 0, "every in-memory node has a run");
+            let mut job = job;
+            let worker = std::thread::spawn(move || job.run().map(|()| job));
+            for _ in 0..3 {
+                let mut txn = store.begin();
+                change(&mut txn, &mut model, 5);
+                txn.commit([round as u64, 1, 0, 0]).unwrap();
+            }
+            if limit < 1 << 20 {
+                // A spill while the job runs writes the nodes it is writing again.
+                store.spill().unwrap();
+                assert_eq!(store.memory(), 0);
+            }
+            let job = worker.join().unwrap().unwrap();
+            let (before, unwritten) = (store.memory(), store.unwritten());
+            store.finish_sync(job);
+            // What the job wrote leaves memory; what was changed since stays.
+            assert_eq!(store.unwritten(), unwritten);
+            if store.memory() < before {
+                evictions += 1;
+            }
+            assert!(store.memory() <= before);
+            assert_pages_accounted(&store, &format!("limit {limit}, round {round}"));
+            assert_eq!(
+                snapshot_contents(&store),
+                model,
+                "limit {limit}, round {round}"
+            );
+            if round % 8 == 7 {
+                drop(store);
+                store = PageStore::open(&opts).unwrap();
+                assert_eq!(
+                    snapshot_contents(&store),
+                    durable,
+                    "limit {limit}, round {round}"
+                );
+                model = durable;
+            }
+        }
+        // (With the small bound the spill during each job left nothing to evict.)
+        if limit >= 1 << 20 {
+            assert!(evictions >= 3, "limit {limit}: {evictions} evictions");
+        }
+        store.sync().unwrap();
+        store.spill().unwrap();
+        assert_eq!(store.memory(), 0);
+        assert_pages_accounted(&store, &format!("limit {limit}, at the end"));
+        drop(store);
+        let store = PageStore::open(&opts).unwrap();
+        assert_eq!(snapshot_contents(&store), model, "limit {limit}, reopened");
+    }
 }

@@ -210,6 +210,7 @@ impl Core {
             }
         }
         self.since_checkpoint += entries.len() as u64;
+        self.since_checkpoint_bytes += entries.iter().map(|e| e.data.len() as u64).sum::<u64>();
         let (index, term) = self.mvcc.applied();
         let conf = memberships
             .iter()

@@ -19,8 +19,14 @@ pub struct Checkpoint {
     pub applied: (u64, u64),
 }
 
-/// Applied entries between page-store checkpoints.
-pub(super) const CHECKPOINT_ENTRIES: u64 = 10_000;
+/// Applied entries between page-store checkpoints at most. Many, so that a leaf the writes of
+/// many groups change is written once between two (engine/DESIGN.md §3.6; perf/findings.md §16);
+/// etcd's --snapshot-count defaults to 100,000.
+pub(super) const CHECKPOINT_ENTRIES: u64 = 50_000;
+
+/// Bytes of applied entries between page-store checkpoints at most: the in-memory Raft log and
+/// the WAL hold them until the next one, so large values bring it sooner.
+pub(super) const CHECKPOINT_BYTES: u64 = 64 << 20;
 
 /// etcd's default --experimental-snapshot-catchup-entries.
 pub const CATCH_UP_ENTRIES: u64 = 5_000;
@@ -28,6 +34,8 @@ pub const CATCH_UP_ENTRIES: u64 = 5_000;
 impl Core {
     pub fn checkpoint_due(&self) -> bool {
         self.since_checkpoint >= self.checkpoint_entries
+            || self.since_checkpoint_bytes >= CHECKPOINT_BYTES
+            || self.mvcc.wants_checkpoint()
     }
 
     pub fn applied_since_checkpoint(&self) -> u64 {
@@ -40,6 +48,7 @@ impl Core {
     pub fn begin_checkpoint(&mut self) -> Result<Checkpoint, CoreError> {
         let (job, applied) = self.mvcc.begin_checkpoint()?;
         self.since_checkpoint = 0;
+        self.since_checkpoint_bytes = 0;
         Ok(Checkpoint { job, applied })
     }
 

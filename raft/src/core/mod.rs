@@ -138,6 +138,9 @@ pub struct Core {
     checkpoint_entries: u64,
     catch_up_entries: u64,
     since_checkpoint: u64,
+    /// Bytes of the entries applied since the last checkpoint: the in-memory Raft log holds
+    /// them until it (bounded by [`checkpoint::CHECKPOINT_BYTES`]).
+    since_checkpoint_bytes: u64,
     /// Lease changes applied since the last [`Core::take_lease_changes`] (for the lessor).
     lease_changes: Vec<LeaseChange>,
     /// Compactions applied since the last [`Core::take_compactions`]: (target, previously
@@ -218,6 +221,7 @@ impl Core {
             checkpoint_entries: opts.snapshot_count.clamp(1, CHECKPOINT_ENTRIES),
             catch_up_entries: opts.catch_up_entries,
             since_checkpoint: 0,
+            since_checkpoint_bytes: 0,
             lease_changes: Vec::new(),
             compactions: Vec::new(),
             tokens: opts.tokens,

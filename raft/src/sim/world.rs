@@ -210,8 +210,9 @@ struct World {
     net: Net,
     snapshot_count: u64,
     catch_up_entries: u64,
-    /// The page stores' bound on in-memory nodes (engine/DESIGN.md §3.6; 0: off, as retcd runs
-    /// by default): on in half the worlds, small enough that bounds force spills too.
+    /// The page stores' bound on in-memory nodes (engine/DESIGN.md §3.6; 0: every commit writes
+    /// pages, as before it): 64 KiB in half the worlds, small enough that the bound forces
+    /// spills and early checkpoints (§3.6.1) too; off in the other half.
     btree_memory: usize,
     /// Every member ticks at the same instants and draws its election timeout from two values:
     /// simultaneous candidates, split votes.
@@ -938,7 +939,7 @@ impl World {
                 };
                 let out = std::mem::take(&mut step.out);
                 self.send(i, live, out, *t);
-                if let Some(cp) = step.install_sync.take() {
+                if let Some(mut cp) = step.install_sync.take() {
                     // An installed snapshot is durable before its Checkpoint record, the first
                     // of the round's records (the sequencer runs this job off the core and
                     // waits for it).
@@ -998,7 +999,7 @@ impl World {
                     || (live.core.applied_since_checkpoint() > 0
                         && *t >= live.last_checkpoint + SEC))
             {
-                let cp = live.core.begin_checkpoint().map_err(|e| e.to_string())?;
+                let mut cp = live.core.begin_checkpoint().map_err(|e| e.to_string())?;
                 // The job's fdatasyncs run on the blocking thread in production while the
                 // sequencer goes on; here they run now and their completion comes later.
                 cp.job.run().map_err(|e| e.to_string())?;
