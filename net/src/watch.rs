@@ -3,8 +3,9 @@
 //!
 //! How events reach a watcher (per core, nothing shared across cores but the feed's `Arc`s):
 //!
-//! - The sequencer publishes one `Arc<EventBatch>` per applied batch to every core's bounded queue
-//!   (`retcd_raft::feed`). On each core a *hub* task ([`start_hub`]) takes them and hands each to
+//! - The sequencer publishes one `Arc<EventBatch>` per applied batch to the bounded queue of every
+//!   core that has a watch stream (`retcd_raft::feed`; a stream is counted before it reads any
+//!   snapshot, so a core it skips has nobody who could miss the batch). On each core a *hub* task ([`start_hub`]) takes them and hands each to
 //!   every watch stream of the core through the stream's own bounded queue
 //!   ([`STREAM_FEED_DEPTH`] batches). Neither step ever waits: a full queue drops the batch and
 //!   marks the core (resp. the stream) lagged.
@@ -51,7 +52,7 @@ use futures_lite::{Stream, StreamExt};
 use prost::Message;
 use retcd_engine::mvcc::{Event, EventKind, MvccError};
 use retcd_engine::runtime;
-use retcd_raft::feed::{EventBatch, Subscription};
+use retcd_raft::feed::{EventBatch, Listeners, Listening, Subscription};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::context::Ctx;
@@ -89,15 +90,27 @@ struct Tap {
     lagged: Arc<AtomicBool>,
 }
 
+/// This core's watch streams, and their count that the sequencer reads to skip a core without
+/// any (`retcd_raft::feed::Listeners`).
+struct Hub {
+    taps: Vec<Tap>,
+    listeners: Listeners,
+}
+
 thread_local! {
-    /// The watch streams of this core; `None` until [`start_hub`] ran on this core.
-    static HUB: RefCell<Option<Vec<Tap>>> = const { RefCell::new(None) };
+    /// `None` until [`start_hub`] ran on this core.
+    static HUB: RefCell<Option<Hub>> = const { RefCell::new(None) };
 }
 
 /// Starts this core's watch hub on the core's executor: it hands every batch of `sub` to every
 /// watch stream of the core. Call once per core, before serving.
 pub fn start_hub(sub: Subscription) {
-    HUB.with(|h| *h.borrow_mut() = Some(Vec::new()));
+    HUB.with(|h| {
+        *h.borrow_mut() = Some(Hub {
+            taps: Vec::new(),
+            listeners: sub.listeners(),
+        })
+    });
     runtime::spawn_local(async move {
         while let Ok(batch) = sub.rx.recv_async().await {
             // A batch dropped before this one: every stream must catch up from history. The
@@ -105,8 +118,8 @@ pub fn start_hub(sub: Subscription) {
             let core_lagged = sub.take_lagged();
             HUB.with(|h| {
                 let mut h = h.borrow_mut();
-                let Some(taps) = h.as_mut() else { return };
-                taps.retain(|t| {
+                let Some(hub) = h.as_mut() else { return };
+                hub.taps.retain(|t| {
                     if core_lagged {
                         t.lagged.store(true, Ordering::Release);
                     }
@@ -128,20 +141,31 @@ pub fn start_hub(sub: Subscription) {
 struct StreamFeed {
     rx: flume::Receiver<Arc<EventBatch>>,
     lagged: Arc<AtomicBool>,
+    /// Keeps the sequencer sending batches to this core while the stream lives.
+    _listening: Listening,
 }
 
 impl StreamFeed {
+    /// Call before the stream reads any store snapshot (the module's doc says why).
     fn register() -> Option<StreamFeed> {
         HUB.with(|h| {
             let mut h = h.borrow_mut();
-            let taps = h.as_mut()?;
+            let hub = h.as_mut()?;
+            let listening = hub.listeners.enter();
+            // Streams that ended are forgotten here too: the hub forgets them only when a batch
+            // comes, which a core without streams never gets.
+            hub.taps.retain(|t| !t.tx.is_disconnected());
             let (tx, rx) = flume::bounded(STREAM_FEED_DEPTH);
             let lagged = Arc::new(AtomicBool::new(false));
-            taps.push(Tap {
+            hub.taps.push(Tap {
                 tx,
                 lagged: lagged.clone(),
             });
-            Some(StreamFeed { rx, lagged })
+            Some(StreamFeed {
+                rx,
+                lagged,
+                _listening: listening,
+            })
         })
     }
 
@@ -880,7 +904,9 @@ mod tests {
     fn the_hub_marks_streams_lagged_when_the_core_or_the_stream_queue_overflows() {
         runtime::block_on_local(async {
             let (feed, mut subs) = Feed::new(1, 2);
-            start_hub(subs.pop().expect("one subscription"));
+            let sub = subs.pop().expect("one subscription");
+            let sub_rx = sub.rx.clone();
+            start_hub(sub);
             let stream = StreamFeed::register().expect("a hub on this core");
             // The core's queue overflows before the hub runs: batch 4 is lost.
             for rev in 2..5 {
@@ -902,9 +928,15 @@ mod tests {
             assert!(stream.take_lagged());
             // A stream that is gone is forgotten.
             drop(stream);
+            let other = StreamFeed::register().expect("a hub on this core");
             feed.publish(batch(1000));
             futures_lite::future::yield_now().await;
-            HUB.with(|h| assert!(h.borrow().as_ref().expect("hub").is_empty()));
+            HUB.with(|h| assert_eq!(h.borrow().as_ref().expect("hub").taps.len(), 1));
+            assert_eq!(other.rx.len(), 1);
+            // A core whose streams are all gone gets no more batches.
+            drop(other);
+            feed.publish(batch(1001));
+            assert!(sub_rx.is_empty());
         });
     }
 }

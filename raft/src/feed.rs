@@ -4,10 +4,18 @@
 //! Invariants: batches are published in revision order; each core's queue is bounded, and a core
 //! whose queue is full is marked lagged instead of blocking the sequencer (the core then catches
 //! its watchers up from history, which the page store keeps). Cross-core traffic is one `Arc` per
-//! batch per core.
+//! batch per core — and none to a core without watch streams: waking an idle core's hub for
+//! nothing cost a third of the sequencer's apply time with one client (perf/findings.md §19).
+//!
+//! Why skipping a core loses nothing: the sequencer publishes a batch only after the store
+//! snapshot holding its revision R is visible, then (behind a SeqCst fence) reads the core's
+//! [`Listeners`] count; a stream enters the count (behind a SeqCst fence) before it reads any
+//! snapshot. Of the two fences one comes first in their total order, so either the sequencer sees
+//! the stream and sends R, or the stream's first snapshot already holds R and it reads R from
+//! history.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
 
 use retcd_engine::mvcc::Event;
 
@@ -24,6 +32,7 @@ pub struct EventBatch {
 pub struct Subscription {
     pub rx: flume::Receiver<Arc<EventBatch>>,
     lagged: Arc<AtomicBool>,
+    listeners: Listeners,
 }
 
 impl Subscription {
@@ -32,11 +41,51 @@ impl Subscription {
     pub fn take_lagged(&self) -> bool {
         self.lagged.swap(false, Ordering::AcqRel)
     }
+
+    /// The count of this core's watch streams, which decides whether batches are sent here.
+    pub fn listeners(&self) -> Listeners {
+        self.listeners.clone()
+    }
+}
+
+/// How many watch streams one core has (see the module's doc for why this is enough to skip a
+/// core).
+#[derive(Clone, Default)]
+pub struct Listeners(Arc<AtomicUsize>);
+
+impl Listeners {
+    /// Counts a stream until the returned guard drops. Call before the stream reads any store
+    /// snapshot.
+    pub fn enter(&self) -> Listening {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        Listening(self.0.clone())
+    }
+
+    fn any(&self) -> bool {
+        self.0.load(Ordering::SeqCst) > 0
+    }
+}
+
+/// One stream counted in its core's [`Listeners`].
+pub struct Listening(Arc<AtomicUsize>);
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        let was = self.0.fetch_sub(1, Ordering::SeqCst);
+        debug_assert!(was > 0, "a stream left a core that counted none");
+    }
+}
+
+struct Core {
+    tx: flume::Sender<Arc<EventBatch>>,
+    lagged: Arc<AtomicBool>,
+    listeners: Listeners,
 }
 
 /// The sequencer's end of the feed.
 pub struct Feed {
-    subs: Vec<(flume::Sender<Arc<EventBatch>>, Arc<AtomicBool>)>,
+    subs: Vec<Core>,
 }
 
 impl Feed {
@@ -47,21 +96,29 @@ impl Feed {
         for _ in 0..cores {
             let (tx, rx) = flume::bounded(depth);
             let lagged = Arc::new(AtomicBool::new(false));
-            subs.push((tx, lagged.clone()));
-            ends.push(Subscription { rx, lagged });
+            let listeners = Listeners::default();
+            subs.push(Core {
+                tx,
+                lagged: lagged.clone(),
+                listeners: listeners.clone(),
+            });
+            ends.push(Subscription {
+                rx,
+                lagged,
+                listeners,
+            });
         }
         *crate::metrics::FEED_QUEUES
             .lock()
-            .unwrap_or_else(|e| e.into_inner()) =
-            subs.iter().map(|(tx, _)| tx.downgrade()).collect();
+            .unwrap_or_else(|e| e.into_inner()) = subs.iter().map(|c| c.tx.downgrade()).collect();
         (Feed { subs }, ends)
     }
 
     /// Marks every core lagged: the state jumped (a Raft snapshot was installed), so every
     /// watcher catches up from the history, which the snapshot carries.
     pub fn lag_all(&self) {
-        for (_, lagged) in &self.subs {
-            lagged.store(true, Ordering::Release);
+        for c in &self.subs {
+            c.lagged.store(true, Ordering::Release);
         }
     }
 
@@ -70,14 +127,21 @@ impl Feed {
         Feed { subs: Vec::new() }
     }
 
+    /// Sends `batch` to every core with a watch stream. Call only once the store snapshot that
+    /// holds `batch.revision` is visible to readers.
     pub fn publish(&self, batch: EventBatch) {
         if self.subs.is_empty() || batch.events.is_empty() {
             return;
         }
-        let batch = Arc::new(batch);
-        for (tx, lagged) in &self.subs {
-            if tx.try_send(batch.clone()).is_err() {
-                lagged.store(true, Ordering::Release);
+        fence(Ordering::SeqCst);
+        let mut shared: Option<Arc<EventBatch>> = None;
+        let mut batch = Some(batch);
+        for c in self.subs.iter().filter(|c| c.listeners.any()) {
+            let b = shared
+                .get_or_insert_with(|| Arc::new(batch.take().expect("taken once")))
+                .clone();
+            if c.tx.try_send(b).is_err() {
+                c.lagged.store(true, Ordering::Release);
             }
         }
     }
@@ -105,6 +169,7 @@ mod tests {
     #[test]
     fn a_full_queue_marks_the_core_lagged_without_blocking() {
         let (feed, subs) = Feed::new(2, 2);
+        let _streams: Vec<Listening> = subs.iter().map(|s| s.listeners().enter()).collect();
         for rev in 2..6 {
             feed.publish(batch(rev));
         }
@@ -112,5 +177,22 @@ mod tests {
         assert!(!subs[0].take_lagged());
         let got: Vec<i64> = subs[1].rx.try_iter().map(|b| b.revision).collect();
         assert_eq!(got, vec![2, 3]);
+    }
+
+    #[test]
+    fn only_cores_with_streams_get_batches() {
+        let (feed, subs) = Feed::new(2, 4);
+        feed.publish(batch(2));
+        let stream = subs[1].listeners().enter();
+        feed.publish(batch(3));
+        drop(stream);
+        feed.publish(batch(4));
+        assert!(subs[0].rx.is_empty());
+        assert!(
+            !subs[0].take_lagged(),
+            "a core without streams is skipped, not lagged"
+        );
+        let got: Vec<i64> = subs[1].rx.try_iter().map(|b| b.revision).collect();
+        assert_eq!(got, vec![3]);
     }
 }
