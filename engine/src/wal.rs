@@ -11,10 +11,10 @@
 //! # Invariants
 //!
 //! - Segments have consecutive `seq`s; the last one is the *current* segment, the only one written.
-//!   Each segment's header (block 0) and zero preallocation are durable before it gets its final
-//!   name, so writing a record never changes file metadata.
+//!   Each segment's header (block 0) and preallocation (blocks reserved that read as zeros) are
+//!   durable before it gets its final name, so writing a record never changes the file's size.
 //! - At most one spare file exists. A background task on the same executor (`spawn_local`; the
-//!   [`Wal`] owns its handle) zero-fills it and fdatasyncs it, started when the WAL opens and again
+//!   [`Wal`] owns its handle) preallocates it and fdatasyncs it, started when the WAL opens and again
 //!   after each rollover consumed the spare. A rollover uses the spare only once that task has
 //!   finished successfully (it waits for it otherwise), writes the header into it, fdatasyncs,
 //!   renames it and fsyncs the directory. The spare is never a segment: open deletes it.
@@ -44,6 +44,7 @@
 //! by [`Wal::open`].
 
 use std::collections::VecDeque;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Instant;
@@ -179,6 +180,8 @@ pub struct WalOptions {
     pub dir: PathBuf,
     /// Size of each new segment file: a multiple of 4096, at least 8192 (default 64 MiB).
     pub segment_size: u64,
+    /// How a new segment's space is made to read as zeros (DESIGN §2.1).
+    pub preallocate: Preallocate,
 }
 
 impl WalOptions {
@@ -187,8 +190,21 @@ impl WalOptions {
         WalOptions {
             dir: dir.into(),
             segment_size: DEFAULT_SEGMENT_SIZE,
+            preallocate: Preallocate::Reserve,
         }
     }
+}
+
+/// How the spare segment's space is made to read as zeros, durably (DESIGN §2.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preallocate {
+    /// `fallocate`: the blocks are reserved and read as zeros without being written, so a
+    /// segment costs no disk bandwidth (etcd preallocates the same way); zero-filled where the
+    /// filesystem cannot.
+    Reserve,
+    /// Zeros written over the whole segment (tests: the path of a filesystem without
+    /// `fallocate`).
+    ZeroFill,
 }
 
 /// One WAL record (DESIGN §2.3).
@@ -695,9 +711,9 @@ async fn write_blocks(
 }
 
 /// Prepares the spare segment file at `path` (DESIGN §2.1): created (truncating whatever is there),
-/// zero-filled to `size` bytes with O_DIRECT writes of at most [`PREALLOC_CHUNK`] bytes, one at a
-/// time, then fdatasynced. Returns the open (read-write) file; its zeros are durable.
-async fn prepare_spare(path: PathBuf, size: u64) -> Result<DmaFile, WalError> {
+/// preallocated to `size` bytes that read as zeros (see [`preallocate`]), then fdatasynced.
+/// Returns the open (read-write) file; its zeros are durable.
+async fn prepare_spare(path: PathBuf, size: u64, how: Preallocate) -> Result<DmaFile, WalError> {
     disk::create_by(Origin::Background, &path).map_err(std_io_err("creating", &path))?;
     let file = OpenOptions::new()
         .read(true)
@@ -707,7 +723,7 @@ async fn prepare_spare(path: PathBuf, size: u64) -> Result<DmaFile, WalError> {
         .dma_open(&path)
         .await
         .map_err(io_err("creating", &path))?;
-    let filled = zero_fill(&file, &path, size).await;
+    let filled = preallocate(&file, &path, size, how).await;
     if let Err(e) = filled {
         // Best effort: the error is what gets reported.
         let _ = file.close().await;
@@ -715,6 +731,43 @@ async fn prepare_spare(path: PathBuf, size: u64) -> Result<DmaFile, WalError> {
     }
     debug!(path = %path.display(), size, "prepared spare WAL segment");
     Ok(file)
+}
+
+/// Makes `0..size` of the empty `file` read as zeros and fdatasyncs it: with `fallocate` (mode 0:
+/// the file's size becomes `size`, its blocks are allocated as unwritten extents that read as
+/// zeros until written, and the fdatasync makes both durable), or with [`zero_fill`] when asked
+/// to or when the filesystem has no `fallocate`.
+async fn preallocate(
+    file: &DmaFile,
+    path: &Path,
+    size: u64,
+    how: Preallocate,
+) -> Result<(), WalError> {
+    if how == Preallocate::ZeroFill {
+        return zero_fill(file, path, size).await;
+    }
+    // For the power-loss recorder the reservation is what the zero-fill would write.
+    let zeros = vec![0u8; PREALLOC_CHUNK.min(size) as usize];
+    let mut pos = 0;
+    while pos < size {
+        let n = (size - pos).min(PREALLOC_CHUNK) as usize;
+        disk::write_by(Origin::Background, path, pos, &zeros[..n])
+            .map_err(std_io_err("preallocating", path))?;
+        pos += n as u64;
+    }
+    let len = i64::try_from(size).expect("segment sizes fit in i64");
+    // SAFETY: fallocate reads its integer arguments only; the descriptor stays open for the
+    // duration of the call because `file` is borrowed.
+    let r = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
+    if r != 0 {
+        let err = std::io::Error::last_os_error();
+        return match err.raw_os_error() {
+            Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => zero_fill(file, path, size).await,
+            _ => Err(std_io_err("preallocating", path)(err)),
+        };
+    }
+    disk::sync_by(Origin::Background, path).map_err(std_io_err("syncing", path))?;
+    file.fdatasync().await.map_err(io_err("syncing", path))
 }
 
 /// Writes zeros over `0..size` of `file` and fdatasyncs it.
@@ -758,7 +811,7 @@ async fn zero_fill(file: &DmaFile, path: &Path, size: u64) -> Result<(), WalErro
     file.fdatasync().await.map_err(io_err("syncing", path))
 }
 
-/// Turns a prepared spare (zero-filled and durable, see [`prepare_spare`]) into the segment `seg`
+/// Turns a prepared spare (preallocated and durable, see [`prepare_spare`]) into the segment `seg`
 /// (DESIGN §2.1): writes the header block (one 4096-byte O_DIRECT write), fdatasyncs, renames the
 /// file to the segment's name and fsyncs the directory. Returns the open file.
 async fn publish_segment(
@@ -890,7 +943,7 @@ async fn list_segments(dir: &Path) -> Result<Vec<Segment>, WalError> {
 enum Spare {
     /// Being prepared by a background task (which may have finished, successfully or not).
     Preparing(Task<Result<DmaFile, WalError>>),
-    /// Prepared: zero-filled and durable, open read-write.
+    /// Prepared: preallocated and durable, open read-write.
     Ready(DmaFile),
 }
 
@@ -900,6 +953,7 @@ pub struct Wal {
     dir_handle: Directory,
     /// Size of new segments.
     segment_size: u64,
+    preallocate: Preallocate,
     /// Live segments, oldest first; the last is the current one.
     segments: VecDeque<Segment>,
     /// The current segment, open read-write.
@@ -959,7 +1013,12 @@ impl Wal {
                 first_index: 1,
                 path: dir.join(segment_name(0, 1)),
             };
-            let spare = prepare_spare(dir.join(SPARE_FILE_NAME), opts.segment_size).await?;
+            let spare = prepare_spare(
+                dir.join(SPARE_FILE_NAME),
+                opts.segment_size,
+                opts.preallocate,
+            )
+            .await?;
             let file = publish_segment(&dir, &dir_handle, spare, &seg, 0).await?;
             let state = LogState {
                 crc: 0,
@@ -970,6 +1029,7 @@ impl Wal {
                 dir,
                 dir_handle,
                 opts.segment_size,
+                opts.preallocate,
                 VecDeque::from([seg]),
                 file,
                 opts.segment_size,
@@ -990,6 +1050,7 @@ impl Wal {
         dir: PathBuf,
         dir_handle: Directory,
         segment_size: u64,
+        preallocate: Preallocate,
         segments: VecDeque<Segment>,
         file: DmaFile,
         file_size: u64,
@@ -999,6 +1060,7 @@ impl Wal {
             dir,
             dir_handle,
             segment_size,
+            preallocate,
             segments,
             file,
             file_size,
@@ -1021,7 +1083,9 @@ impl Wal {
         let path = self.dir.join(SPARE_FILE_NAME);
         let size = self.segment_size;
         self.spare = Some(Spare::Preparing(glommio::spawn_local(prepare_spare(
-            path, size,
+            path,
+            size,
+            self.preallocate,
         ))));
     }
 
@@ -1031,12 +1095,15 @@ impl Wal {
         match self.spare.take() {
             Some(Spare::Ready(file)) => Ok(file),
             Some(Spare::Preparing(task)) => task.await,
-            None => prepare_spare(self.dir.join(SPARE_FILE_NAME), self.segment_size).await,
+            None => {
+                let path = self.dir.join(SPARE_FILE_NAME);
+                prepare_spare(path, self.segment_size, self.preallocate).await
+            }
         }
     }
 
     /// Waits until the spare segment file is prepared (diagnostics and tests: a rollover after
-    /// this does not wait for the zero-fill). An error of the preparation poisons the WAL, as it
+    /// this does not wait for the preallocation). An error of the preparation poisons the WAL, as it
     /// would at the next rollover.
     #[doc(hidden)]
     pub async fn wait_for_spare(&mut self) -> Result<(), WalError> {
@@ -1123,6 +1190,7 @@ impl Wal {
                 opts.dir.clone(),
                 dir_handle,
                 opts.segment_size,
+                opts.preallocate,
                 segs[..=i].iter().cloned().collect(),
                 file,
                 buf.len() as u64,

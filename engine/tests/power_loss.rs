@@ -24,7 +24,7 @@ use retcd_engine::mvcc::{Applied, Mvcc, MvccError};
 use retcd_engine::request::{
     CompactRequest, DeleteRangeRequest, PutRequest, RangeRequest, Request, RequestOp, TxnRequest,
 };
-use retcd_engine::wal::{Record, Wal, WalError, WalOptions};
+use retcd_engine::wal::{Preallocate, Record, Wal, WalError, WalOptions};
 
 /// Small segments, so that rollovers and releases happen every few cycles.
 const SEGMENT_SIZE: u64 = 64 << 10;
@@ -215,9 +215,14 @@ impl Member {
     /// Opens the store and replays the WAL after the page store's applied index, as recovery
     /// does (raft/src/log.rs: a single member's log has no overwrites).
     async fn open(dir: &Path) -> Result<Member, Failure> {
+        Member::open_with(dir, Preallocate::Reserve).await
+    }
+
+    async fn open_with(dir: &Path, preallocate: Preallocate) -> Result<Member, Failure> {
         let (mut wal, recovered) = Wal::open(WalOptions {
             dir: wal_dir(dir),
             segment_size: SEGMENT_SIZE,
+            preallocate,
         })
         .await?;
         // The spare is prepared before anything else happens, so every run of a seed sees the
@@ -379,7 +384,15 @@ async fn crash_cycles(dir: &Path, seed: u64, cycles: u64) -> (u64, u64) {
     let (mut cuts, mut torn) = (0u64, 0u64);
     // The newest acknowledged compaction: it survives like any acknowledged write.
     let mut compacted = -1;
-    let mut member = match Member::open(dir).await {
+    // Both ways of preallocating a segment, one cycle each.
+    let how = |cycle: u64| {
+        if cycle.is_multiple_of(2) {
+            Preallocate::Reserve
+        } else {
+            Preallocate::ZeroFill
+        }
+    };
+    let mut member = match Member::open_with(dir, how(0)).await {
         Ok(m) => m,
         Err(e) => panic!("a fresh store does not open: {e}"),
     };
@@ -434,7 +447,7 @@ async fn crash_cycles(dir: &Path, seed: u64, cycles: u64) -> (u64, u64) {
         if report.sectors_lost > 0 {
             torn += 1;
         }
-        member = match Member::open(dir).await {
+        member = match Member::open_with(dir, how(cycle + 1)).await {
             Ok(m) => m,
             Err(e) => panic!("{ctx}: recovery after {loss:?} ({report:?}) failed: {e}"),
         };

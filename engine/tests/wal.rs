@@ -9,7 +9,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use glommio::{LocalExecutorBuilder, Placement};
-use retcd_engine::wal::{Record, Recovered, SPARE_FILE_NAME, Wal, WalError, WalOptions};
+use retcd_engine::wal::{
+    Preallocate, Record, Recovered, SPARE_FILE_NAME, Wal, WalError, WalOptions,
+};
 
 const MIB: u64 = 1 << 20;
 const BLOCK: u64 = 4096;
@@ -41,6 +43,7 @@ fn opts(dir: &Path, segment_size: u64) -> WalOptions {
     WalOptions {
         dir: dir.to_path_buf(),
         segment_size,
+        preallocate: Preallocate::Reserve,
     }
 }
 
@@ -780,8 +783,25 @@ async fn wait_until_file(path: &Path, size: u64) {
 
 #[test]
 fn spare_is_prepared_in_the_background_and_consumed_by_rollover() {
+    spare_lifecycle(Preallocate::Reserve);
+}
+
+#[test]
+fn a_zero_filled_spare_works_the_same() {
+    spare_lifecycle(Preallocate::ZeroFill);
+}
+
+fn spare_lifecycle(how: Preallocate) {
+    let open = move |dir: PathBuf| async move {
+        Wal::open(WalOptions {
+            preallocate: how,
+            ..opts(&dir, MIB)
+        })
+        .await
+        .unwrap()
+    };
     run_in_tempdir(|dir| async move {
-        let (mut wal, _) = open_wal(&dir, MIB).await;
+        let (mut wal, _) = open(dir.clone()).await;
         // The first segment exists before open returns; the spare comes after.
         assert_eq!(segments(&dir).len(), 1);
         wait_until_file(&spare(&dir), MIB).await;
@@ -790,6 +810,12 @@ fn spare_is_prepared_in_the_background_and_consumed_by_rollover() {
         assert!(
             spare_bytes.iter().all(|&b| b == 0),
             "the spare is all zeros"
+        );
+        let blocks =
+            std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(spare(&dir)).unwrap());
+        assert!(
+            blocks * 512 >= MIB,
+            "{how:?}: the spare's space is allocated ({blocks} blocks of 512 bytes)"
         );
         let spare_ino =
             std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(spare(&dir)).unwrap());
@@ -810,7 +836,7 @@ fn spare_is_prepared_in_the_background_and_consumed_by_rollover() {
         assert_eq!(std::fs::metadata(spare(&dir)).unwrap().len(), MIB);
         wal.close().await.unwrap();
 
-        let (wal, rec) = open_wal(&dir, MIB).await;
+        let (wal, rec) = open(dir.clone()).await;
         assert!(rec.truncated_tail.is_none());
         let want: Vec<Record> = (1..=per_segment + 1).map(|i| entry(i, 1000)).collect();
         assert_eq!(rec.records, want);

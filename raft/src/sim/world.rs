@@ -14,7 +14,7 @@ use retcd_engine::btree::StoreOptions;
 use retcd_engine::disk::{Loss, PowerLoss, SkipSync};
 use retcd_engine::mvcc::{Mvcc, RawEntry, WriteResult};
 use retcd_engine::request::{CompactRequest, PutRequest, RangeRequest, Request};
-use retcd_engine::wal::{Record, Wal, WalOptions};
+use retcd_engine::wal::{Preallocate, Record, Wal, WalOptions};
 
 use crate::core::{Checkpoint, Core, Outgoing, Proposal};
 use crate::feed::Feed;
@@ -397,6 +397,12 @@ impl World {
         let mut o = SequencerOptions::new(WalOptions {
             dir: self.nodes[i].dir.join("member/wal"),
             segment_size: SEGMENT_SIZE,
+            // Both ways of preallocating a segment, by member.
+            preallocate: if i.is_multiple_of(2) {
+                Preallocate::Reserve
+            } else {
+                Preallocate::ZeroFill
+            },
         });
         o.tick = Duration::from_micros(TICK);
         o.election_ticks = ELECTION_TICKS;
