@@ -152,9 +152,12 @@ impl StreamFeed {
             let mut h = h.borrow_mut();
             let hub = h.as_mut()?;
             let listening = hub.listeners.enter();
-            // Streams that ended are forgotten here too: the hub forgets them only when a batch
-            // comes, which a core without streams never gets.
-            hub.taps.retain(|t| !t.tx.is_disconnected());
+            // Streams that ended are forgotten here too (the hub forgets them only when a batch
+            // comes, which a core without streams never gets), once they are as many as the live
+            // ones: opening n streams stays O(n).
+            if hub.taps.len() > 2 * hub.listeners.count() + 8 {
+                hub.taps.retain(|t| !t.tx.is_disconnected());
+            }
             let (tx, rx) = flume::bounded(STREAM_FEED_DEPTH);
             let lagged = Arc::new(AtomicBool::new(false));
             hub.taps.push(Tap {

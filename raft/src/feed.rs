@@ -49,21 +49,36 @@ impl Subscription {
 }
 
 /// How many watch streams one core has (see the module's doc for why this is enough to skip a
-/// core).
-#[derive(Clone, Default)]
-pub struct Listeners(Arc<AtomicUsize>);
+/// core). Entered and left on the core's own thread only.
+#[derive(Clone)]
+pub struct Listeners {
+    count: Arc<AtomicUsize>,
+    /// The core's lagged mark.
+    lagged: Arc<AtomicBool>,
+}
 
 impl Listeners {
     /// Counts a stream until the returned guard drops. Call before the stream reads any store
     /// snapshot.
     pub fn enter(&self) -> Listening {
-        self.0.fetch_add(1, Ordering::SeqCst);
+        if self.count.load(Ordering::SeqCst) == 0 {
+            // A mark set while nobody listened (a snapshot install marks every core) concerns
+            // batches nobody here needs: the first stream reads a snapshot that holds them.
+            // Cleared before the stream counts, so a mark set from now on stays.
+            self.lagged.store(false, Ordering::SeqCst);
+        }
+        self.count.fetch_add(1, Ordering::SeqCst);
         fence(Ordering::SeqCst);
-        Listening(self.0.clone())
+        Listening(self.count.clone())
+    }
+
+    /// The streams counted now.
+    pub fn count(&self) -> usize {
+        self.count.load(Ordering::SeqCst)
     }
 
     fn any(&self) -> bool {
-        self.0.load(Ordering::SeqCst) > 0
+        self.count() > 0
     }
 }
 
@@ -96,7 +111,10 @@ impl Feed {
         for _ in 0..cores {
             let (tx, rx) = flume::bounded(depth);
             let lagged = Arc::new(AtomicBool::new(false));
-            let listeners = Listeners::default();
+            let listeners = Listeners {
+                count: Arc::default(),
+                lagged: lagged.clone(),
+            };
             subs.push(Core {
                 tx,
                 lagged: lagged.clone(),
@@ -194,5 +212,20 @@ mod tests {
         );
         let got: Vec<i64> = subs[1].rx.try_iter().map(|b| b.revision).collect();
         assert_eq!(got, vec![3]);
+    }
+
+    #[test]
+    fn a_mark_set_while_nobody_listened_is_dropped_by_the_first_stream() {
+        let (feed, subs) = Feed::new(1, 4);
+        feed.lag_all();
+        let first = subs[0].listeners().enter();
+        assert!(!subs[0].take_lagged());
+        feed.lag_all();
+        let _second = subs[0].listeners().enter();
+        assert!(
+            subs[0].take_lagged(),
+            "a mark set while a stream listens stays"
+        );
+        drop(first);
     }
 }
