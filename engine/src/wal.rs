@@ -44,7 +44,6 @@
 //! by [`Wal::open`].
 
 use std::collections::VecDeque;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Instant;
@@ -68,7 +67,7 @@ pub const MAX_PAYLOAD: usize = (4 << 20) - 8192;
 pub const DEFAULT_SEGMENT_SIZE: u64 = 64 << 20;
 /// Name of the file read by [`prime_dma_io`].
 pub const PROBE_FILE_NAME: &str = "dma-probe";
-/// Name of the spare segment file: zero-filled, fdatasynced, and renamed to a segment's name when
+/// Name of the spare segment file: preallocated, fdatasynced, and renamed to a segment's name when
 /// the WAL rolls over (DESIGN §2.1). Never a segment; deleted at open.
 pub const SPARE_FILE_NAME: &str = "segment.spare";
 
@@ -755,12 +754,10 @@ async fn preallocate(
             .map_err(std_io_err("preallocating", path))?;
         pos += n as u64;
     }
-    let len = i64::try_from(size).expect("segment sizes fit in i64");
-    // SAFETY: fallocate reads its integer arguments only; the descriptor stays open for the
-    // duration of the call because `file` is borrowed.
-    let r = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
-    if r != 0 {
-        let err = std::io::Error::last_os_error();
+    // Through io_uring, so that the filesystem's work (it may wait for its journal) happens off
+    // the writer's core.
+    if let Err(e) = file.pre_allocate(size, false).await {
+        let err: std::io::Error = e.into();
         return match err.raw_os_error() {
             Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => zero_fill(file, path, size).await,
             _ => Err(std_io_err("preallocating", path)(err)),

@@ -1012,7 +1012,7 @@ fn dropping_wals_while_their_spare_is_prepared() {
             let dir = tmp.path().join(format!("wal-{i}"));
             let (mut wal, _) = open_wal(&dir, 16 * MIB).await;
             // Lets the preparation start; a varying number of appends (each waits for an
-            // fdatasync) leaves it at varying points of its zero-fill.
+            // fdatasync) leaves it at varying points of its preallocation.
             wal.append(&[entry(1, 10)]).await.unwrap();
             for _ in 0..(i % 8) * 4 {
                 wal.append(&[]).await.unwrap();
@@ -1056,8 +1056,8 @@ async fn remove_dir_behind_cancelled_io(dir: &Path) {
 }
 
 /// Prints append latencies around rollovers (no assertion on timings): with the spare ready, a
-/// rollover costs one 4 KiB write, two fdatasyncs and a directory fsync instead of the zero-fill
-/// of a whole segment.
+/// rollover costs one 4 KiB write, two fdatasyncs and a directory fsync instead of the
+/// preallocation of a whole segment.
 #[test]
 fn rollover_latency_is_printed() {
     run_in_tempdir(|dir| async move {
@@ -1066,7 +1066,7 @@ fn rollover_latency_is_printed() {
         let t = Instant::now();
         wal.wait_for_spare().await.unwrap();
         eprintln!(
-            "preparing a {} MiB spare (zero-fill + fdatasync): {:?}",
+            "preparing a {} MiB spare (preallocation + fdatasync): {:?}",
             segment_size / MIB,
             t.elapsed()
         );
