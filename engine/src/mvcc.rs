@@ -25,7 +25,7 @@ use crate::etcd_keys::{self, BucketRevision, KeyValueRef};
 use crate::page::StoreError;
 use crate::request::{
     Caller, CompactRequest, Compare, DeleteRangeRequest, PutRequest, RangeRequest, Request,
-    RequestOp, TxnRequest,
+    RequestOp, TxnRequest, archive_into,
 };
 
 /// Whether a Txn puts anything, in either branch, at any depth (etcd's quota cost above zero).
@@ -2020,7 +2020,7 @@ impl Writer<'_, '_, '_> {
     }
 
     fn write_version(&mut self, key: &[u8], main: i64, v: &Version) -> Result<(), MvccError> {
-        let bytes = rkyv::to_bytes::<rancor::Error>(v).expect("serializing to memory cannot fail");
+        let bytes = archive_into(v, Vec::with_capacity(64 + v.value.len()));
         self.txn.put(&version_key(key, main), &bytes)?;
         self.txn.put(&rev_key(main, v.sub), key)?;
         self.sub += 1;
