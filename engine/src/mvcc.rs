@@ -118,6 +118,17 @@ pub enum MvccError {
     Corrupt,
 }
 
+impl MvccError {
+    /// Whether this member's own page store failed its checks (a page checksum, a record that
+    /// does not parse): its data is damaged, not the request.
+    pub fn is_damage(&self) -> bool {
+        matches!(
+            self,
+            MvccError::Store(StoreError::Corrupt { .. }) | MvccError::Record(_)
+        )
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RangeResult {
     pub revision: i64,

@@ -302,7 +302,7 @@ pub fn start_links(queues: PeerQueues, status: Arc<NodeStatus>, inbox: PeerInbox
             let (status, inbox) = (status.clone(), inbox.clone());
             runtime::spawn_local(async move {
                 let to = job.to;
-                let result = send_snapshot(job, &status).await;
+                let result = send_snapshot(job, &status, &inbox).await;
                 if let Err(e) = &result {
                     warn!(peer = %format!("{to:x}"), error = %e, "sending a snapshot failed");
                 }
@@ -312,8 +312,13 @@ pub fn start_links(queues: PeerQueues, status: Arc<NodeStatus>, inbox: PeerInbox
     });
 }
 
-/// Streams one snapshot to its member.
-async fn send_snapshot(job: SnapshotJob, status: &NodeStatus) -> Result<(), String> {
+/// Streams one snapshot to its member. Damage met reading the state stops this member
+/// ([`PeerInbox::damaged`]).
+async fn send_snapshot(
+    job: SnapshotJob,
+    status: &NodeStatus,
+    inbox: &PeerInbox,
+) -> Result<(), String> {
     let SnapshotJob { to, message, state } = job;
     let url = status
         .members()
@@ -325,6 +330,7 @@ async fn send_snapshot(job: SnapshotJob, status: &NodeStatus) -> Result<(), Stri
     let (cluster_id, from) = (status.cluster_id, status.member_id);
     // The chunks are read here, on this core (the read view is not Send); the request stream
     // only passes them on.
+    let inbox = inbox.clone();
     runtime::spawn_local(async move {
         let mut after: Option<Vec<u8>> = None;
         let mut message = message.to_vec();
@@ -334,6 +340,9 @@ async fn send_snapshot(job: SnapshotJob, status: &NodeStatus) -> Result<(), Stri
                 Ok(e) => e,
                 Err(e) => {
                     warn!(error = %e, "reading the state for a snapshot");
+                    if e.is_damage() {
+                        inbox.damaged(e.to_string()).await;
+                    }
                     return;
                 }
             };

@@ -59,6 +59,13 @@ pub enum SequencerError {
     Membership(String),
     #[error("the member has been permanently removed from the cluster")]
     Removed,
+    /// A read of the whole state (for a snapshot to a member) met damage in the page store: a
+    /// leader that cannot send snapshots would hold back every member that needs one, so the
+    /// member stops and another leads.
+    #[error(
+        "reading the state for a snapshot: {0}; this member's data is damaged: remove its data and re-add it to the cluster"
+    )]
+    Damaged(String),
 }
 
 #[derive(Debug, Clone)]
@@ -155,6 +162,9 @@ pub enum Input {
         to: u64,
         ok: bool,
     },
+    /// Reading the state for a snapshot met damage in the page store (the error): the
+    /// sequencer stops with [`SequencerError::Damaged`].
+    Damaged(String),
     /// Maintenance.Defragment of this member's page store: answered when it ends.
     Defragment(DoneReply),
     /// A page-store checkpoint of everything applied so far (a graceful stop's, so that the
@@ -217,6 +227,11 @@ impl PeerInbox {
     /// How streaming a snapshot to `to` ended.
     pub async fn snapshot_sent(&self, to: u64, ok: bool) {
         let _ = self.inputs.send_async(Input::SnapshotSent { to, ok }).await;
+    }
+
+    /// Reading the state for a snapshot met damage in the page store.
+    pub async fn damaged(&self, error: String) {
+        let _ = self.inputs.send_async(Input::Damaged(error)).await;
     }
 }
 
@@ -717,6 +732,7 @@ pub(crate) fn serve_input(
             Err(e) => warn!(error = %e, "dropped a snapshot message"),
         },
         Input::SnapshotSent { to, ok } => core.report_snapshot(to, ok),
+        Input::Damaged(e) => return Err(SequencerError::Damaged(e)),
         Input::Defragment(reply) => core.defragment(reply),
         // The sequencer's loop schedules checkpoints (`Sequencer::run`); without one (the
         // simulator) there is no page store to make durable.

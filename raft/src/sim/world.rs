@@ -77,6 +77,13 @@ enum Ev {
         peer: u64,
         ok: bool,
     },
+    /// Reading the state for a snapshot met damage in member `at`'s page store (as
+    /// net/src/peer.rs reports it).
+    Damaged {
+        at: usize,
+        life: u64,
+        error: String,
+    },
     CheckpointDone(usize, u64),
     /// The member's loop goes on (a compaction has more batches to delete).
     Resume(usize, u64),
@@ -94,7 +101,7 @@ impl Ev {
         match self {
             Ev::Tick(i, _) | Ev::CheckpointDone(i, _) | Ev::Resume(i, _) => Some(*i),
             Ev::Deliver { to, .. } | Ev::Snapshot { to, .. } => Some(*to),
-            Ev::SnapshotSent { at, .. } => Some(*at),
+            Ev::SnapshotSent { at, .. } | Ev::Damaged { at, .. } => Some(*at),
             _ => None,
         }
     }
@@ -587,6 +594,21 @@ impl World {
                         now,
                     );
                     self.round(at).await;
+                }
+            }
+            Ev::Damaged { at, life, error } => {
+                if self.nodes[at].life != life {
+                    return;
+                }
+                let now = self.at(self.now);
+                let r = match self.nodes[at].live.as_mut() {
+                    Some(live) => {
+                        sequencer::serve_input(&mut live.core, Input::Damaged(error), now)
+                    }
+                    None => Ok(()),
+                };
+                if let Err(e) = r {
+                    self.stop(at, e.to_string()).await;
                 }
             }
             Ev::CheckpointDone(i, life) => {
@@ -1095,7 +1117,12 @@ impl World {
                         after = chunk.last().map(|(k, _)| k.clone());
                         entries.extend(chunk);
                     }
-                    Err(_) => {
+                    Err(e) => {
+                        if e.is_damage() {
+                            let life = self.nodes[i].life;
+                            let error = e.to_string();
+                            self.push(at, Ev::Damaged { at: i, life, error });
+                        }
                         ok = false;
                         break;
                     }
