@@ -72,6 +72,14 @@ pub enum CoreError {
         "the WAL lost committed entries: its HardState commits up to index {commit} but the log ends at {last}; remove this member's data and re-add it to the cluster"
     )]
     LostEntries { commit: u64, last: u64 },
+    /// The WAL's Checkpoint record says the page store held every entry up to `checkpoint`
+    /// durably, and the page store holds less: its newest commit was damaged (a Checkpoint
+    /// record is written only after the page store's durable commit, engine/DESIGN.md §2.3), and
+    /// the entries between may be gone from the WAL.
+    #[error(
+        "the page store lost durable commits: it holds entries up to index {applied} but the WAL's checkpoint says {checkpoint} were stored; its data is damaged: remove this member's data and re-add it to the cluster"
+    )]
+    StoreBehindWal { applied: u64, checkpoint: u64 },
 }
 
 /// Messages for peers. A snapshot message goes with the state it stands for, captured when the
@@ -181,6 +189,13 @@ impl Core {
         seq_base: u64,
     ) -> Result<Core, CoreError> {
         let id = status.member_id;
+        let applied = mvcc.applied().0;
+        if applied < log.checkpoint.0 {
+            return Err(CoreError::StoreBehindWal {
+                applied,
+                checkpoint: log.checkpoint.0,
+            });
+        }
         let storage = crate::log::storage(log, membership.conf_state(), mvcc.applied())?;
         {
             use raft::Storage;
