@@ -446,6 +446,67 @@ fn retcd_snapshot_to_a_new_member() {
     );
 }
 
+/// A watcher on a member that falls so far behind that it installs a snapshot gets the events
+/// the snapshot covers as soon as it is installed, without waiting for a later write (etcd moves
+/// its watchers to the unsynced group when it restores a snapshot). retcd only, as above.
+#[test]
+fn retcd_watchers_catch_up_when_their_member_installs_a_snapshot() {
+    let flags = [
+        "--snapshot-count",
+        "100",
+        "--experimental-snapshot-catchup-entries",
+        "10",
+    ];
+    let mut c = Cluster::start(Kind::Retcd, 3, &flags);
+    let leader = c.leader();
+    let behind = (leader + 1) % 3;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio");
+    let endpoint = c.members[behind].endpoint();
+    // The watch is created (its `created` answer received) before the member stops.
+    let mut stream = rt.block_on(async {
+        let mut client = etcd_client::Client::connect([endpoint], None)
+            .await
+            .expect("connect");
+        let mut stream = client
+            .watch(
+                "snap/",
+                Some(etcd_client::WatchOptions::new().with_prefix()),
+            )
+            .await
+            .expect("watch");
+        let r = stream.message().await.expect("watch").expect("a response");
+        assert!(r.created() && !r.canceled(), "{r:?}");
+        stream
+    });
+    c.members[behind].signal(libc::SIGSTOP);
+    put_many(&c.members[leader].endpoint(), 600);
+    c.members[behind].signal(libc::SIGCONT);
+    let mut keys = std::collections::BTreeSet::new();
+    rt.block_on(async {
+        while keys.len() < 600 {
+            let resp = tokio::time::timeout(Duration::from_secs(60), stream.message())
+                .await
+                .unwrap_or_else(|_| panic!("{} of 600 events after 60 s", keys.len()))
+                .expect("watch stream")
+                .expect("watch stream open");
+            for ev in resp.events() {
+                let kv = ev.kv().expect("kv");
+                keys.insert(kv.key_str().expect("utf-8").to_string());
+            }
+        }
+    });
+    assert_eq!(keys.len(), 600);
+    let log = c.members[behind].log_tail();
+    assert!(
+        log.contains("installed a snapshot from the leader"),
+        "the member caught up by a snapshot: {log}"
+    );
+}
+
 /// Leases through followers: grant, keep-alive, time-to-live, attach and revoke asked of a member
 /// that does not lead (keep-alive and time-to-live are the leader lessor's: forwarded).
 fn leases_on_followers(kind: Kind) {

@@ -132,11 +132,21 @@ impl Feed {
         (Feed { subs }, ends)
     }
 
-    /// Marks every core lagged: the state jumped (a Raft snapshot was installed), so every
-    /// watcher catches up from the history, which the snapshot carries.
-    pub fn lag_all(&self) {
+    /// The state jumped to `revision` (a Raft snapshot was installed): every core is marked
+    /// lagged, so that every watcher catches up from the history the snapshot carries, and the
+    /// cores with streams get an empty batch, so that they see the mark now rather than at the
+    /// next write. A core whose queue is full sees it when it takes the batches queued there.
+    pub fn jumped(&self, revision: i64) {
         for c in &self.subs {
-            c.lagged.store(true, Ordering::Release);
+            c.lagged.store(true, Ordering::SeqCst);
+        }
+        fence(Ordering::SeqCst);
+        let batch = Arc::new(EventBatch {
+            revision,
+            events: Vec::new(),
+        });
+        for c in self.subs.iter().filter(|c| c.listeners.any()) {
+            let _ = c.tx.try_send(batch.clone());
         }
     }
 
@@ -217,15 +227,39 @@ mod tests {
     #[test]
     fn a_mark_set_while_nobody_listened_is_dropped_by_the_first_stream() {
         let (feed, subs) = Feed::new(1, 4);
-        feed.lag_all();
+        feed.jumped(2);
         let first = subs[0].listeners().enter();
         assert!(!subs[0].take_lagged());
-        feed.lag_all();
+        assert!(subs[0].rx.is_empty(), "no batch for a core without streams");
+        feed.jumped(3);
         let _second = subs[0].listeners().enter();
         assert!(
             subs[0].take_lagged(),
             "a mark set while a stream listens stays"
         );
         drop(first);
+    }
+
+    #[test]
+    fn a_jump_wakes_the_cores_with_streams_with_an_empty_batch() {
+        let (feed, subs) = Feed::new(2, 4);
+        let _stream = subs[1].listeners().enter();
+        feed.publish(EventBatch {
+            revision: 5,
+            events: Vec::new(),
+        });
+        assert!(
+            subs[1].rx.is_empty(),
+            "an empty batch of applied entries is not sent"
+        );
+        feed.jumped(9);
+        assert!(subs[0].rx.is_empty());
+        let got: Vec<(i64, usize)> = subs[1]
+            .rx
+            .try_iter()
+            .map(|b| (b.revision, b.events.len()))
+            .collect();
+        assert_eq!(got, vec![(9, 0)]);
+        assert!(subs[1].take_lagged());
     }
 }

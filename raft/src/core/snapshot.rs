@@ -16,7 +16,6 @@ use std::sync::Arc;
 use raft::prelude::Message;
 use retcd_engine::mvcc::RawEntry;
 
-use crate::feed::EventBatch;
 use crate::membership::Membership;
 
 use super::{Core, CoreError, Outgoing};
@@ -139,11 +138,7 @@ impl Core {
             Some(self.membership.conf_state()),
         );
         // Every watcher catches up from the history the snapshot carries.
-        self.feed.lag_all();
-        self.feed.publish(EventBatch {
-            revision: self.mvcc.revision(),
-            events: Vec::new(),
-        });
+        self.feed.jumped(self.mvcc.revision());
         self.installed = true;
         crate::metrics::count_keys(&self.mvcc);
         tracing::info!(
