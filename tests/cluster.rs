@@ -398,6 +398,15 @@ fn put_many(endpoint: &str, n: usize) {
     });
 }
 
+/// Flags that make a retcd leader keep only the last 10 entries of its log at every checkpoint
+/// (one per 100 entries), so that a member 600 writes behind gets a snapshot.
+const SHORT_LOG: &[&str] = &[
+    "--snapshot-count",
+    "100",
+    "--experimental-snapshot-catchup-entries",
+    "10",
+];
+
 /// The hash of every member's key space (`endpoint hashkv`), by endpoint.
 fn hashes(c: &mut Cluster) -> Vec<String> {
     ok(c.etcdctl(&["endpoint", "hashkv"]))
@@ -412,13 +421,7 @@ fn hashes(c: &mut Cluster) -> Vec<String> {
 /// --experimental-snapshot-catchup-entries to make the log short enough for a test.)
 #[test]
 fn retcd_snapshot_to_a_new_member() {
-    let flags = [
-        "--snapshot-count",
-        "100",
-        "--experimental-snapshot-catchup-entries",
-        "10",
-    ];
-    let mut c = Cluster::start(Kind::Retcd, 3, &flags);
+    let mut c = Cluster::start(Kind::Retcd, 3, SHORT_LOG);
     put_many(&c.members[0].endpoint(), 600);
     c.wait_caught_up();
     let new = c.add_member("m3", false);
@@ -451,13 +454,7 @@ fn retcd_snapshot_to_a_new_member() {
 /// its watchers to the unsynced group when it restores a snapshot). retcd only, as above.
 #[test]
 fn retcd_watchers_catch_up_when_their_member_installs_a_snapshot() {
-    let flags = [
-        "--snapshot-count",
-        "100",
-        "--experimental-snapshot-catchup-entries",
-        "10",
-    ];
-    let mut c = Cluster::start(Kind::Retcd, 3, &flags);
+    let mut c = Cluster::start(Kind::Retcd, 3, SHORT_LOG);
     let leader = c.leader();
     let behind = (leader + 1) % 3;
     let rt = tokio::runtime::Builder::new_multi_thread()
