@@ -5,7 +5,8 @@
 //!
 //! - The sequencer publishes one `Arc<EventBatch>` per applied batch to the bounded queue of every
 //!   core that has a watch stream (`retcd_raft::feed`; a stream is counted before it reads any
-//!   snapshot, so a core it skips has nobody who could miss the batch). On each core a *hub* task ([`start_hub`]) takes them and hands each to
+//!   snapshot, so a core it skips has nobody who could miss the batch). On each core a *hub*
+//!   task ([`start_hub`]) takes them and hands each to
 //!   every watch stream of the core through the stream's own bounded queue
 //!   ([`STREAM_FEED_DEPTH`] batches). Neither step ever waits: a full queue drops the batch and
 //!   marks the core (resp. the stream) lagged.

@@ -31,7 +31,6 @@ pub struct EventBatch {
 /// One core's end of the feed.
 pub struct Subscription {
     pub rx: flume::Receiver<Arc<EventBatch>>,
-    lagged: Arc<AtomicBool>,
     listeners: Listeners,
 }
 
@@ -39,7 +38,7 @@ impl Subscription {
     /// Whether batches were dropped because this core's queue was full since the last call
     /// (clears the mark). After `true`, catch up from history before trusting the queue again.
     pub fn take_lagged(&self) -> bool {
-        self.lagged.swap(false, Ordering::AcqRel)
+        self.listeners.lagged.swap(false, Ordering::AcqRel)
     }
 
     /// The count of this core's watch streams, which decides whether batches are sent here.
@@ -49,11 +48,10 @@ impl Subscription {
 }
 
 /// How many watch streams one core has (see the module's doc for why this is enough to skip a
-/// core). Entered and left on the core's own thread only.
-#[derive(Clone)]
+/// core), and the core's lagged mark. Entered and left on the core's own thread only.
+#[derive(Clone, Default)]
 pub struct Listeners {
     count: Arc<AtomicUsize>,
-    /// The core's lagged mark.
     lagged: Arc<AtomicBool>,
 }
 
@@ -94,7 +92,6 @@ impl Drop for Listening {
 
 struct Core {
     tx: flume::Sender<Arc<EventBatch>>,
-    lagged: Arc<AtomicBool>,
     listeners: Listeners,
 }
 
@@ -110,21 +107,12 @@ impl Feed {
         let mut ends = Vec::with_capacity(cores);
         for _ in 0..cores {
             let (tx, rx) = flume::bounded(depth);
-            let lagged = Arc::new(AtomicBool::new(false));
-            let listeners = Listeners {
-                count: Arc::default(),
-                lagged: lagged.clone(),
-            };
+            let listeners = Listeners::default();
             subs.push(Core {
                 tx,
-                lagged: lagged.clone(),
                 listeners: listeners.clone(),
             });
-            ends.push(Subscription {
-                rx,
-                lagged,
-                listeners,
-            });
+            ends.push(Subscription { rx, listeners });
         }
         *crate::metrics::FEED_QUEUES
             .lock()
@@ -138,16 +126,12 @@ impl Feed {
     /// next write. A core whose queue is full sees it when it takes the batches queued there.
     pub fn jumped(&self, revision: i64) {
         for c in &self.subs {
-            c.lagged.store(true, Ordering::SeqCst);
+            c.listeners.lagged.store(true, Ordering::SeqCst);
         }
-        fence(Ordering::SeqCst);
-        let batch = Arc::new(EventBatch {
+        self.send(EventBatch {
             revision,
             events: Vec::new(),
         });
-        for c in self.subs.iter().filter(|c| c.listeners.any()) {
-            let _ = c.tx.try_send(batch.clone());
-        }
     }
 
     /// A feed nobody listens to (tests, tools).
@@ -158,18 +142,23 @@ impl Feed {
     /// Sends `batch` to every core with a watch stream. Call only once the store snapshot that
     /// holds `batch.revision` is visible to readers.
     pub fn publish(&self, batch: EventBatch) {
-        if self.subs.is_empty() || batch.events.is_empty() {
+        if !batch.events.is_empty() {
+            self.send(batch);
+        }
+    }
+
+    /// Sends `batch` to every core with a watch stream (no allocation when there is none); a
+    /// full queue marks its core lagged.
+    fn send(&self, batch: EventBatch) {
+        fence(Ordering::SeqCst);
+        let mut to = self.subs.iter().filter(|c| c.listeners.any()).peekable();
+        if to.peek().is_none() {
             return;
         }
-        fence(Ordering::SeqCst);
-        let mut shared: Option<Arc<EventBatch>> = None;
-        let mut batch = Some(batch);
-        for c in self.subs.iter().filter(|c| c.listeners.any()) {
-            let b = shared
-                .get_or_insert_with(|| Arc::new(batch.take().expect("taken once")))
-                .clone();
-            if c.tx.try_send(b).is_err() {
-                c.lagged.store(true, Ordering::Release);
+        let batch = Arc::new(batch);
+        for c in to {
+            if c.tx.try_send(batch.clone()).is_err() {
+                c.listeners.lagged.store(true, Ordering::Release);
             }
         }
     }

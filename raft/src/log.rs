@@ -288,14 +288,15 @@ impl raft::Storage for LogStore {
 
 /// Builds raft-rs storage for the recovered log. `applied` is the page store's applied (index,
 /// term), which may be newer than the WAL's last checkpoint (the page store was synced but the
-/// checkpoint record not yet written) and never older.
+/// checkpoint record not yet written) and never older (`Core::open` refuses that:
+/// `CoreError::StoreBehindWal`).
 pub fn storage(log: &RecoveredLog, conf: ConfState, applied: (u64, u64)) -> raft::Result<LogStore> {
+    debug_assert!(
+        applied.0 >= log.checkpoint.0,
+        "a page store behind the WAL's checkpoint is refused before"
+    );
     let storage = MemStorage::new();
-    let base = if applied.0 >= log.checkpoint.0 {
-        applied
-    } else {
-        log.checkpoint
-    };
+    let base = applied;
     {
         let mut w = storage.wl();
         if base.0 == 0 {
