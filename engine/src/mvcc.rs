@@ -411,26 +411,37 @@ fn attached_keys<S: Source>(src: &S, id: i64) -> Result<Vec<Vec<u8>>, MvccError>
 
 /// Decodes a `k` tree key into (user key, main revision).
 fn split_version_key(tk: &[u8]) -> Result<(Vec<u8>, i64), MvccError> {
-    let bad = || MvccError::Record(format!("malformed key-index key {tk:?}"));
     if tk.len() < 11 || tk[0] != b'k' {
-        return Err(bad());
+        return Err(malformed_key(tk));
     }
-    let (body, rev) = tk.split_at(tk.len() - 8);
+    let (group, rev) = tk.split_at(tk.len() - 8);
     let main = !u64::from_be_bytes(rev.try_into().expect("8 bytes")) as i64;
-    let body = body[1..].strip_suffix(&[0, 0]).ok_or_else(bad)?;
+    Ok((key_of_group(group)?, main))
+}
+
+fn malformed_key(tk: &[u8]) -> MvccError {
+    MvccError::Record(format!("malformed key-index key {tk:?}"))
+}
+
+/// The user key of a key-index group (`k`, the escaped key, the `00 00` terminator).
+fn key_of_group(group: &[u8]) -> Result<Vec<u8>, MvccError> {
+    let body = group
+        .strip_prefix(b"k")
+        .and_then(|b| b.strip_suffix(&[0, 0]))
+        .ok_or_else(|| malformed_key(group))?;
     let mut key = Vec::with_capacity(body.len());
     let mut i = 0;
     while i < body.len() {
         key.push(body[i]);
         if body[i] == 0 {
             if body.get(i + 1) != Some(&0xFF) {
-                return Err(bad());
+                return Err(malformed_key(group));
             }
             i += 1;
         }
         i += 1;
     }
-    Ok((key, main))
+    Ok(key)
 }
 
 fn decode_version(bytes: &[u8]) -> Result<&ArchivedVersion, MvccError> {
@@ -453,55 +464,63 @@ fn to_kv(key: Vec<u8>, main: i64, v: &ArchivedVersion, keys_only: bool) -> KeyVa
     }
 }
 
-/// Whether `key` lies in etcd's range `[start, end)` (`end` empty: exactly `start`; `end` = "\0":
-/// every key ≥ `start`).
-fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
-    if end.is_empty() {
-        key == start
-    } else if end == [0] {
-        key >= start
-    } else {
-        key >= start && key < end
-    }
-}
-
 /// Visits the newest version ≤ `rev` of every live key in `[start, end)`, in key order, until
-/// `f` returns false.
+/// `f` returns false. `f` gets the key's group in the key index (`k`, the escaped key, `00 00`;
+/// [`key_of_group`] gives the key back), so that a caller that only counts decodes no key.
+///
+/// The bounds are compared in the escaped form, which keeps byte order: for keys `a`, `b`,
+/// `a < b` ⇔ `k·esc(a)·00 00 < k·esc(b)`, as `00 00` sorts below any escaped byte (`00 FF` or
+/// a byte ≥ 1) and `esc` never yields `00 00`.
 fn scan<S: Source>(
     src: &S,
     start: &[u8],
     end: &[u8],
     rev: i64,
-    mut f: impl FnMut(Vec<u8>, i64, &ArchivedVersion) -> bool,
+    mut f: impl FnMut(&[u8], i64, &ArchivedVersion) -> Result<bool, MvccError>,
 ) -> Result<(), MvccError> {
     if !end.is_empty() && end != [0] && end <= start {
         return Ok(());
     }
     let mut cur: Cursor<'_, S> = btree::cursor(src);
-    let mut seek = vec![b'k'];
+    let mut seek = Vec::with_capacity(start.len() + 3);
+    seek.push(b'k');
     push_enc(&mut seek, start);
     cur.seek(&seek)?;
-    // Tree-key prefix (everything but the revision) of the key whose newest visible version was
-    // already handled.
+    // The group of exactly `start` (a single-key range), or the first group past the range.
+    let (exact, limit) = if end.is_empty() {
+        let mut g = seek.clone();
+        g.extend_from_slice(&[0, 0]);
+        (Some(g), None)
+    } else if end == [0] {
+        (None, None)
+    } else {
+        let mut hi = Vec::with_capacity(end.len() + 1);
+        hi.push(b'k');
+        push_enc(&mut hi, end);
+        (None, Some(hi))
+    };
+    // Group of the key whose newest visible version was already handled.
     let mut done: Vec<u8> = Vec::new();
     while cur.valid() {
         let tk = cur.key();
         if tk.first() != Some(&b'k') {
             break;
         }
-        let group = &tk[..tk.len().saturating_sub(8)];
+        if tk.len() < 11 || tk[tk.len() - 10..tk.len() - 8] != [0, 0] {
+            return Err(malformed_key(tk));
+        }
+        let (group, main) = tk.split_at(tk.len() - 8);
         if !done.is_empty() && group == done.as_slice() {
             cur.advance()?;
             continue;
         }
-        let (key, main) = split_version_key(tk)?;
-        if !in_range(&key, start, end) {
-            if end.is_empty() || key.as_slice() > start {
-                break;
-            }
-            cur.advance()?;
-            continue;
+        // Every group here is ≥ `seek`, so ≥ start: only the upper bound needs a look.
+        match (&exact, &limit) {
+            (Some(g), _) if group != g.as_slice() => break,
+            (_, Some(hi)) if group >= hi.as_slice() => break,
+            _ => {}
         }
+        let main = !u64::from_be_bytes(main.try_into().expect("8 bytes")) as i64;
         if main > rev {
             cur.advance()?;
             continue;
@@ -509,7 +528,7 @@ fn scan<S: Source>(
         done.clear();
         done.extend_from_slice(group);
         let v = decode_version(cur.value())?;
-        if !v.tombstone && !f(key, main, v) {
+        if !v.tombstone && !f(group, main, v)? {
             break;
         }
         cur.advance()?;
@@ -520,9 +539,9 @@ fn scan<S: Source>(
 /// The newest live version of `key` (at any revision).
 fn latest<S: Source>(src: &S, key: &[u8]) -> Result<Option<KeyValue>, MvccError> {
     let mut out = None;
-    scan(src, key, &[], i64::MAX, |k, main, v| {
-        out = Some(to_kv(k, main, v, false));
-        false
+    scan(src, key, &[], i64::MAX, |g, main, v| {
+        out = Some(to_kv(key_of_group(g)?, main, v, false));
+        Ok(false)
     })?;
     Ok(out)
 }
@@ -546,14 +565,14 @@ fn range<S: Source>(
     };
     // etcd drops the values of a keys_only range after sorting, so a sort by VALUE still sees them.
     let drop_values = r.keys_only && r.sort_target != 4;
-    let mut kvs = Vec::new();
+    let mut kvs = Vec::with_capacity(fetch.min(1024));
     let mut count = 0i64;
-    scan(src, &r.key, &r.range_end, rev, |k, main, v| {
+    scan(src, &r.key, &r.range_end, rev, |g, main, v| {
         count += 1;
         if !r.count_only && kvs.len() < fetch {
-            kvs.push(to_kv(k, main, v, drop_values));
+            kvs.push(to_kv(key_of_group(g)?, main, v, drop_values));
         }
-        true
+        Ok(true)
     })?;
     kvs.retain(|kv: &KeyValue| {
         !(r.max_mod_revision != 0 && kv.mod_revision > r.max_mod_revision
@@ -606,9 +625,9 @@ fn range<S: Source>(
 /// missing key compares as an empty KeyValue (no key for a value compare fails it).
 fn compare<S: Source>(src: &S, c: &Compare) -> Result<bool, MvccError> {
     let mut kvs = Vec::new();
-    scan(src, &c.key, &c.range_end, i64::MAX, |k, main, v| {
-        kvs.push(to_kv(k, main, v, false));
-        true
+    scan(src, &c.key, &c.range_end, i64::MAX, |g, main, v| {
+        kvs.push(to_kv(key_of_group(g)?, main, v, false));
+        Ok(true)
     })?;
     if kvs.is_empty() {
         if c.target == 3 {
@@ -1013,7 +1032,7 @@ fn bucket_hash<S: Source>(src: &S, compacted: i64, upto: i64) -> Result<u32, Mvc
     if upto > 0 {
         scan(src, b"", &[0], upto, |_, _, _| {
             keep_empty = false;
-            false
+            Ok(false)
         })?;
     }
     let kept_at = if keep_empty { compacted } else { upto };
@@ -2040,9 +2059,9 @@ impl Writer<'_, '_, '_> {
 
     fn delete_range(&mut self, d: &DeleteRangeRequest) -> Result<DeleteResult, MvccError> {
         let mut victims = Vec::new();
-        scan(&*self.txn, &d.key, &d.range_end, i64::MAX, |k, main, v| {
-            victims.push(to_kv(k, main, v, false));
-            true
+        scan(&*self.txn, &d.key, &d.range_end, i64::MAX, |g, main, v| {
+            victims.push(to_kv(key_of_group(g)?, main, v, false));
+            Ok(true)
         })?;
         for kv in &victims {
             if kv.lease != 0 {

@@ -2128,6 +2128,29 @@ fn binary_keys_order_bytewise() {
             b"b".to_vec()
         ]
     );
+    // Every range over these keys and a few more bounds: the store compares bounds in its
+    // escaped form, which must agree with plain byte order.
+    let mut bounds: Vec<Vec<u8>> = sorted.clone();
+    bounds.extend([
+        b"".to_vec(),
+        b"a\x01".to_vec(),
+        b"\xff".to_vec(),
+        b"a\0\0\0".to_vec(),
+    ]);
+    for start in &bounds {
+        for end in &bounds {
+            let want: Vec<Vec<u8>> = sorted
+                .iter()
+                .filter(|k| match end.as_slice() {
+                    b"" => k == &start,
+                    b"\0" => k >= &start,
+                    _ => k >= &start && k < &end,
+                })
+                .cloned()
+                .collect();
+            assert_eq!(s.keys(start, end), want, "range {start:?}..{end:?}");
+        }
+    }
     // Single keys that are prefixes of others.
     assert_eq!(s.get(b"a").unwrap(), kv(b"a", b"a3", 4, 14, 3));
     assert_eq!(s.get(b"a\0").unwrap(), kv(b"a\0", b"a0-2", 8, 13, 2));
