@@ -31,6 +31,8 @@ fn main() -> io::Result<()> {
         // tonic is built without its "transport" feature: clients must not
         // get the `connect(...)` constructor that needs `tonic::transport`.
         .build_transport(false)
+        // prost's codec with the encode buffer sized for the whole message (src/codec.rs).
+        .codec_path("crate::codec::Codec")
         .emit_rerun_if_changed(true)
         .compile_protos(PROTOS, &[PROTO_ROOT])?;
     // serde for the JSON gateway: protobuf's JSON mapping with the proto field names (etcd's

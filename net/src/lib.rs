@@ -2,6 +2,7 @@
 //! table.
 //!
 //! - [`pb`]: the generated etcd v3 messages, servers and clients;
+//! - [`codec`]: the gRPC codec they use (prost's, with the encode buffer sized once);
 //! - [`errors`]: etcd's gRPC errors with their exact codes and messages.
 
 #[cfg(feature = "server")]
@@ -10,6 +11,7 @@ pub mod auth;
 pub mod authority;
 #[cfg(feature = "server")]
 pub mod cluster;
+pub mod codec;
 #[cfg(feature = "server")]
 pub mod concurrency;
 #[cfg(feature = "server")]
