@@ -20,7 +20,9 @@ use rkyv::{Archive, Deserialize, Serialize, rancor};
 use std::sync::Arc;
 
 use crate::auth::{self, AuthError, AuthOutcome, AuthReader, AuthState, Denied, Touched};
-use crate::btree::{self, Cursor, PageStore, Reader, Source, StoreOptions, Tag, WriteTxn};
+use crate::btree::{
+    self, Cursor, PageStore, Reader, Snapshot, Source, StoreOptions, Tag, WriteTxn,
+};
 use crate::etcd_keys::{self, BucketRevision, KeyValueRef};
 use crate::page::StoreError;
 use crate::request::{
@@ -476,16 +478,35 @@ fn scan<S: Source>(
     start: &[u8],
     end: &[u8],
     rev: i64,
-    mut f: impl FnMut(&[u8], i64, &ArchivedVersion) -> Result<bool, MvccError>,
+    f: impl FnMut(&[u8], i64, &ArchivedVersion) -> Result<bool, MvccError>,
 ) -> Result<(), MvccError> {
+    scan_step(src, start, end, rev, None, usize::MAX, f).map(drop)
+}
+
+/// One step of a [`scan`]: it starts just past the group `after` (where the previous step
+/// stopped) when given, and stops once it has visited `budget` entries of the key index and
+/// finished a key. `Some(group)`: it stopped there, the next step goes on after `group`;
+/// `None`: the range is done (or `f` ended it).
+///
+/// Resuming at `group · FF×9` lands past every version of that key and before the next key: a
+/// version entry is the group and 8 bytes, and no other group starts with this one (its `00 00`
+/// terminator cannot occur inside an escaped key).
+fn scan_step<S: Source>(
+    src: &S,
+    start: &[u8],
+    end: &[u8],
+    rev: i64,
+    after: Option<&[u8]>,
+    budget: usize,
+    mut f: impl FnMut(&[u8], i64, &ArchivedVersion) -> Result<bool, MvccError>,
+) -> Result<Option<Vec<u8>>, MvccError> {
     if !end.is_empty() && end != [0] && end <= start {
-        return Ok(());
+        return Ok(None);
     }
     let mut cur: Cursor<'_, S> = btree::cursor(src);
     let mut seek = Vec::with_capacity(start.len() + 3);
     seek.push(b'k');
     push_enc(&mut seek, start);
-    cur.seek(&seek)?;
     // The group of exactly `start` (a single-key range), or the first group past the range.
     let (exact, limit) = if end.is_empty() {
         let mut g = seek.clone();
@@ -501,7 +522,22 @@ fn scan<S: Source>(
     };
     // Group of the key whose newest visible version was already handled.
     let mut done: Vec<u8> = Vec::new();
+    match after {
+        Some(g) => {
+            debug_assert!(g.len() >= 3 && g[0] == b'k' && g.ends_with(&[0, 0]));
+            let mut past = Vec::with_capacity(g.len() + 9);
+            past.extend_from_slice(g);
+            past.extend_from_slice(&[0xFF; 9]);
+            cur.seek(&past)?;
+        }
+        None => cur.seek(&seek)?,
+    }
+    let mut visited = 0usize;
     while cur.valid() {
+        if visited >= budget && !done.is_empty() {
+            return Ok(Some(done));
+        }
+        visited += 1;
         let tk = cur.key();
         if tk.first() != Some(&b'k') {
             break;
@@ -533,7 +569,7 @@ fn scan<S: Source>(
         }
         cur.advance()?;
     }
-    Ok(())
+    Ok(None)
 }
 
 /// The newest live version of `key` (at any revision).
@@ -553,72 +589,142 @@ fn range<S: Source>(
     rev: i64,
     current: i64,
 ) -> Result<RangeResult, MvccError> {
-    let filtered = r.min_mod_revision != 0
-        || r.max_mod_revision != 0
-        || r.min_create_revision != 0
-        || r.max_create_revision != 0;
-    // etcd fetches everything when it sorts or filters, else limit + 1 to learn `more`.
-    let fetch = if r.sort_order != 0 || filtered || r.limit <= 0 {
-        usize::MAX
-    } else {
-        r.limit as usize + 1
-    };
-    // etcd drops the values of a keys_only range after sorting, so a sort by VALUE still sees them.
-    let drop_values = r.keys_only && r.sort_target != 4;
-    let mut kvs = Vec::with_capacity(fetch.min(1024));
-    let mut count = 0i64;
-    scan(src, &r.key, &r.range_end, rev, |g, main, v| {
-        count += 1;
-        if !r.count_only && kvs.len() < fetch {
-            kvs.push(to_kv(key_of_group(g)?, main, v, drop_values));
-        }
-        Ok(true)
-    })?;
-    kvs.retain(|kv: &KeyValue| {
-        !(r.max_mod_revision != 0 && kv.mod_revision > r.max_mod_revision
-            || r.min_mod_revision != 0 && kv.mod_revision < r.min_mod_revision
-            || r.max_create_revision != 0 && kv.create_revision > r.max_create_revision
-            || r.min_create_revision != 0 && kv.create_revision < r.min_create_revision)
-    });
-    let mut order = r.sort_order;
-    if r.sort_target != 0 && order == 0 {
-        order = 1;
-    } else if r.sort_target == 0 && order == 1 {
-        order = 0;
-    }
-    if order != 0 {
-        let cmp = |a: &KeyValue, b: &KeyValue| -> Ordering {
-            match r.sort_target {
-                1 => a.version.cmp(&b.version),
-                2 => a.create_revision.cmp(&b.create_revision),
-                3 => a.mod_revision.cmp(&b.mod_revision),
-                4 => a.value.cmp(&b.value),
-                _ => a.key.cmp(&b.key),
-            }
-        };
-        // Stable, as etcd's results for equal sort keys stay in key order.
-        if order == 2 {
-            kvs.sort_by(|a, b| cmp(b, a));
+    let mut scan = RangeScan::new(r, rev, current);
+    scan.step(src, usize::MAX)?;
+    Ok(scan.finish())
+}
+
+/// etcd's Range in steps of bounded work over one source, so that the caller can let other work
+/// run between them (a 500-key page of a Kubernetes list holds a core for a millisecond).
+struct RangeScan<'r> {
+    r: &'r RangeRequest,
+    rev: i64,
+    current: i64,
+    /// Versions fetched: all when sorting or filtering (etcd), else limit + 1 to learn `more`.
+    fetch: usize,
+    /// etcd drops the values of a keys_only range after sorting, so a sort by VALUE sees them.
+    drop_values: bool,
+    kvs: Vec<KeyValue>,
+    count: i64,
+    /// Where the last step stopped (`None` before the first one).
+    resume: Option<Vec<u8>>,
+    done: bool,
+}
+
+impl<'r> RangeScan<'r> {
+    fn new(r: &'r RangeRequest, rev: i64, current: i64) -> Self {
+        let filtered = r.min_mod_revision != 0
+            || r.max_mod_revision != 0
+            || r.min_create_revision != 0
+            || r.max_create_revision != 0;
+        let fetch = if r.sort_order != 0 || filtered || r.limit <= 0 {
+            usize::MAX
         } else {
-            kvs.sort_by(cmp);
+            r.limit as usize + 1
+        };
+        RangeScan {
+            r,
+            rev,
+            current,
+            fetch,
+            drop_values: r.keys_only && r.sort_target != 4,
+            kvs: Vec::with_capacity(fetch.min(1024)),
+            count: 0,
+            resume: None,
+            done: false,
         }
     }
-    let mut more = false;
-    if r.limit > 0 && kvs.len() > r.limit as usize {
-        kvs.truncate(r.limit as usize);
-        more = true;
+
+    /// Visits about `budget` more entries of the key index; true once the range is complete.
+    fn step<S: Source>(&mut self, src: &S, budget: usize) -> Result<bool, MvccError> {
+        if self.done {
+            return Ok(true);
+        }
+        let RangeScan {
+            r,
+            fetch,
+            drop_values,
+            kvs,
+            count,
+            ..
+        } = self;
+        let r = *r;
+        let resume = scan_step(
+            src,
+            &r.key,
+            &r.range_end,
+            self.rev,
+            self.resume.as_deref(),
+            budget,
+            |g, main, v| {
+                *count += 1;
+                if !r.count_only && kvs.len() < *fetch {
+                    kvs.push(to_kv(key_of_group(g)?, main, v, *drop_values));
+                }
+                Ok(true)
+            },
+        )?;
+        self.done = resume.is_none();
+        self.resume = resume;
+        Ok(self.done)
     }
-    if r.keys_only {
-        for kv in &mut kvs {
-            kv.value = Vec::new();
+
+    /// The answer, once [`step`](Self::step) returned true: etcd's filters, sort and limit.
+    fn finish(self) -> RangeResult {
+        debug_assert!(self.done, "a range answered before its scan completed");
+        let RangeScan {
+            r,
+            current,
+            mut kvs,
+            count,
+            ..
+        } = self;
+        kvs.retain(|kv: &KeyValue| {
+            !(r.max_mod_revision != 0 && kv.mod_revision > r.max_mod_revision
+                || r.min_mod_revision != 0 && kv.mod_revision < r.min_mod_revision
+                || r.max_create_revision != 0 && kv.create_revision > r.max_create_revision
+                || r.min_create_revision != 0 && kv.create_revision < r.min_create_revision)
+        });
+        let mut order = r.sort_order;
+        if r.sort_target != 0 && order == 0 {
+            order = 1;
+        } else if r.sort_target == 0 && order == 1 {
+            order = 0;
+        }
+        if order != 0 {
+            let cmp = |a: &KeyValue, b: &KeyValue| -> Ordering {
+                match r.sort_target {
+                    1 => a.version.cmp(&b.version),
+                    2 => a.create_revision.cmp(&b.create_revision),
+                    3 => a.mod_revision.cmp(&b.mod_revision),
+                    4 => a.value.cmp(&b.value),
+                    _ => a.key.cmp(&b.key),
+                }
+            };
+            // Stable, as etcd's results for equal sort keys stay in key order.
+            if order == 2 {
+                kvs.sort_by(|a, b| cmp(b, a));
+            } else {
+                kvs.sort_by(cmp);
+            }
+        }
+        let mut more = false;
+        if r.limit > 0 && kvs.len() > r.limit as usize {
+            kvs.truncate(r.limit as usize);
+            more = true;
+        }
+        if r.keys_only {
+            for kv in &mut kvs {
+                kv.value = Vec::new();
+            }
+        }
+        RangeResult {
+            revision: current,
+            kvs,
+            more,
+            count,
         }
     }
-    Ok(RangeResult {
-        revision: current,
-        kvs,
-        more,
-        count,
-    })
 }
 
 /// etcd's Compare against the newest state of `src`: every key of the range must satisfy it; a
@@ -833,6 +939,28 @@ pub struct MvccReader {
     reader: Reader,
 }
 
+/// Key-index entries one [`RangeSteps::step`] visits: a few hundred µs of work at most (a
+/// 2 KiB value costs about a µs to find and copy; a counted key past the page far less).
+pub const RANGE_STEP_ENTRIES: usize = 256;
+
+/// A Range being read in steps from one snapshot ([`MvccReader::range_steps`]).
+pub struct RangeSteps<'r> {
+    snap: Snapshot,
+    scan: RangeScan<'r>,
+}
+
+impl RangeSteps<'_> {
+    /// Reads about [`RANGE_STEP_ENTRIES`] more entries; true once the range is complete.
+    pub fn step(&mut self) -> Result<bool, MvccError> {
+        self.scan.step(&self.snap, RANGE_STEP_ENTRIES)
+    }
+
+    /// The answer; call once [`step`](Self::step) returned true.
+    pub fn finish(self) -> RangeResult {
+        self.scan.finish()
+    }
+}
+
 impl MvccReader {
     /// A lease of the latest committed state.
     pub fn lease(&self, id: i64) -> Result<Option<LeaseInfo>, MvccError> {
@@ -903,6 +1031,20 @@ impl MvccReader {
         let (current, compacted) = (t[TAG_REV] as i64, t[TAG_COMPACT] as i64);
         let rev = check_rev(r.revision, current, compacted)?;
         range(&snap, r, rev, current)
+    }
+
+    /// [`range`](Self::range) in steps over the latest committed snapshot: call
+    /// [`RangeSteps::step`] until it returns true (other work may run in between; the snapshot
+    /// stays the same), then [`RangeSteps::finish`].
+    pub fn range_steps<'r>(&self, r: &'r RangeRequest) -> Result<RangeSteps<'r>, MvccError> {
+        let snap = self.reader.snapshot();
+        let t = snap.tag();
+        let (current, compacted) = (t[TAG_REV] as i64, t[TAG_COMPACT] as i64);
+        let rev = check_rev(r.revision, current, compacted)?;
+        Ok(RangeSteps {
+            scan: RangeScan::new(r, rev, current),
+            snap,
+        })
     }
 
     /// A Txn whose every operation is a Range (no nested Txn), on the latest committed snapshot —

@@ -12,8 +12,8 @@
 //!   one that drives Raft and the WAL; the other cores serve reads and forward writes to it. This
 //!   module treats every core alike; the role is the caller's convention.
 //! - [`on_own_thread`]: long blocking work on a thread of its own, off core 0's CPU.
-//! - [`spawn_local`], [`sleep`]: the task and timer primitives that per-core code uses (both only
-//!   inside an executor started here).
+//! - [`spawn_local`], [`sleep`], [`yield_now`]: the task and timer primitives that per-core code
+//!   uses (only inside an executor started here).
 //! - [`block_on_local`]: runs one future to completion on a fresh executor on the calling thread
 //!   (tests and tools).
 //!
@@ -35,6 +35,12 @@ use glommio::{LocalExecutor, LocalExecutorBuilder, Placement};
 /// The `io_memory` that [`block_on_local`] uses and that callers without a better figure pass to
 /// [`start_cores`]: 512 KiB per executor.
 pub const DEFAULT_IO_MEMORY: usize = 512 * 1024;
+
+/// How long a core runs ready tasks before it looks for new I/O again (glommio's default is
+/// 100 ms). glommio polls sockets and the disk only between runs of ready tasks, so a run kept
+/// going by a long request that yields between its steps ([`yield_now`]) would hold every new
+/// request of the core until it ends; with this timer it looks at least every millisecond.
+const PREEMPT_TIMER: Duration = Duration::from_millis(1);
 
 /// glommio's own floor for `RLIMIT_MEMLOCK` (it refuses to start below it).
 const MIN_MEMLOCK: u64 = 512 * 1024;
@@ -297,6 +303,7 @@ fn make_executor(
         let pinned = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&name)
             .io_memory(io_memory)
+            .preempt_timer(PREEMPT_TIMER)
             .make();
         match pinned {
             Ok(ex) => return Ok((ex, Some(cpu))),
@@ -308,6 +315,7 @@ fn make_executor(
     LocalExecutorBuilder::new(Placement::Unbound)
         .name(&name)
         .io_memory(io_memory)
+        .preempt_timer(PREEMPT_TIMER)
         .make()
         .map(|ex| (ex, None))
         .map_err(|e| e.to_string())
@@ -497,6 +505,15 @@ where
 /// Outside an executor started by this module.
 pub async fn sleep(d: Duration) {
     glommio::timer::sleep(d).await;
+}
+
+/// Lets other work of this core run before the caller goes on: a long request calls it between
+/// steps. The tasks already ready run first; once the core has run for [`PREEMPT_TIMER`]
+/// without looking at its I/O, it looks (and the requests that arrived meanwhile run) first.
+pub async fn yield_now() {
+    let ex = glommio::executor();
+    ex.yield_if_needed().await;
+    ex.yield_now().await;
 }
 
 /// Runs `f` to completion on a fresh, unpinned executor on the calling thread (with

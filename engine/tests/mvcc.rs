@@ -123,8 +123,18 @@ impl Store {
             other => panic!("{other:?}"),
         })
     }
+    /// As the KV service reads it: in steps (`range_steps`).
     fn range(&self, r: &RangeRequest) -> Result<RangeResult, MvccError> {
-        self.m().reader().range(r)
+        Ok(self.range_in_steps(r)?.0)
+    }
+    /// The answer and the number of steps it took.
+    fn range_in_steps(&self, r: &RangeRequest) -> Result<(RangeResult, usize), MvccError> {
+        let mut steps = self.m().reader().range_steps(r)?;
+        let mut n = 1;
+        while !steps.step()? {
+            n += 1;
+        }
+        Ok((steps.finish(), n))
     }
     fn get(&self, key: &[u8]) -> Option<KeyValue> {
         let r = self.range(&rr(key, b"")).unwrap();
@@ -2095,6 +2105,77 @@ fn large_value_round_trips() {
     let d = s.delete(b"big", b"", true);
     assert_eq!(d.prev_kvs[0].value, big2);
     assert_eq!(s.get(b"big"), None);
+}
+
+#[test]
+fn a_range_read_in_steps_answers_as_one_read() {
+    let mut s = Store::new();
+    // Keys with many versions (more entries than one step visits), tombstones, and keys
+    // deleted and put again, so that steps end inside runs of old versions.
+    for round in 0..4 {
+        for i in 0..400u32 {
+            if round == 0 || i % 3 == 0 {
+                s.put(
+                    format!("k{i:04}").as_bytes(),
+                    format!("{round}-{i}").as_bytes(),
+                );
+            }
+        }
+        s.delete(format!("k{:04}", round * 7).as_bytes(), b"", false);
+    }
+    s.delete(b"k0100", b"k0110", false);
+    s.put(b"k0105", b"back");
+    let mid = s.rev() - 50;
+    let shapes = [
+        all(),
+        rr(b"k0050", b"k0350"),
+        RangeRequest {
+            limit: 100,
+            ..all()
+        },
+        RangeRequest {
+            limit: 1,
+            ..rr(b"k0099", b"k0200")
+        },
+        RangeRequest {
+            count_only: true,
+            ..all()
+        },
+        RangeRequest {
+            keys_only: true,
+            limit: 300,
+            ..all()
+        },
+        RangeRequest {
+            sort_order: 2,
+            sort_target: 3,
+            limit: 20,
+            ..all()
+        },
+        RangeRequest {
+            min_mod_revision: mid,
+            ..all()
+        },
+        RangeRequest {
+            revision: mid,
+            limit: 250,
+            ..all()
+        },
+        RangeRequest {
+            revision: 400,
+            ..rr(b"k0000", b"\0")
+        },
+        rr(b"k0105", b""),
+        rr(b"k0000", b""),
+    ];
+    for r in &shapes {
+        let whole = s.m().reader().range(r).unwrap();
+        let (stepped, steps) = s.range_in_steps(r).unwrap();
+        assert_eq!(stepped, whole, "{r:?}");
+        if r.range_end == b"\0" && r.revision == 0 {
+            assert!(steps > 1, "{r:?} took one step");
+        }
+    }
 }
 
 #[test]

@@ -13,6 +13,7 @@ use retcd_engine::mvcc::{
     self, DeleteResult, KeyValue, OpResult, PutResult, RangeResult, TxnResult, WriteResult,
 };
 use retcd_engine::request::{self as er, Request};
+use retcd_engine::runtime;
 use retcd_raft::{MemberError, ProposeError};
 use tonic::{Request as Req, Response, Status};
 
@@ -489,7 +490,14 @@ impl pb::kv_server::Kv for KvService {
         // After the barrier, as etcd: a permission revoked before this read began is gone.
         let caller = self.ctx.auth.caller_of(&md, &ext)?;
         self.ctx.auth.check_read(&caller, &r.key, &r.range_end)?;
-        let res = self.ctx.reader.range(&range_req(&r)).map_err(mvcc_status)?;
+        let req = range_req(&r);
+        let mut steps = self.ctx.reader.range_steps(&req).map_err(mvcc_status)?;
+        // A long range (a page of a list, counting the rest) lets the requests queued behind
+        // it on this core run between its steps.
+        while !steps.step().map_err(mvcc_status)? {
+            runtime::yield_now().await;
+        }
+        let res = steps.finish();
         self.ctx.auth.check_unchanged(&caller)?;
         let h = self.ctx.header(res.revision);
         Ok(Response::new(range_resp(res, h)))
