@@ -36,12 +36,6 @@ use glommio::{LocalExecutor, LocalExecutorBuilder, Placement};
 /// [`start_cores`]: 512 KiB per executor.
 pub const DEFAULT_IO_MEMORY: usize = 512 * 1024;
 
-/// How long a core runs ready tasks before it looks for new I/O again (glommio's default is
-/// 100 ms). glommio polls sockets and the disk only between runs of ready tasks, so a run kept
-/// going by a long request that yields between its steps ([`yield_now`]) would hold every new
-/// request of the core until it ends; with this timer it looks at least every millisecond.
-const PREEMPT_TIMER: Duration = Duration::from_millis(1);
-
 /// glommio's own floor for `RLIMIT_MEMLOCK` (it refuses to start below it).
 const MIN_MEMLOCK: u64 = 512 * 1024;
 
@@ -303,7 +297,6 @@ fn make_executor(
         let pinned = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&name)
             .io_memory(io_memory)
-            .preempt_timer(PREEMPT_TIMER)
             .make();
         match pinned {
             Ok(ex) => return Ok((ex, Some(cpu))),
@@ -315,7 +308,6 @@ fn make_executor(
     LocalExecutorBuilder::new(Placement::Unbound)
         .name(&name)
         .io_memory(io_memory)
-        .preempt_timer(PREEMPT_TIMER)
         .make()
         .map(|ex| (ex, None))
         .map_err(|e| e.to_string())
@@ -507,13 +499,13 @@ pub async fn sleep(d: Duration) {
     glommio::timer::sleep(d).await;
 }
 
-/// Lets other work of this core run before the caller goes on: a long request calls it between
-/// steps. The tasks already ready run first; once the core has run for [`PREEMPT_TIMER`]
-/// without looking at its I/O, it looks (and the requests that arrived meanwhile run) first.
+/// Lets the tasks already ready on this core run before the caller goes on: a long request
+/// calls it between steps so that the requests queued behind it do not wait for all of it.
+/// (New I/O is only seen once the ready tasks are done: glommio polls it between runs, or when
+/// its preemption timer fires, 100 ms by default. A 1 ms timer was tried: put-1000 then stalled
+/// for ~60 s in some runs, findings §20.)
 pub async fn yield_now() {
-    let ex = glommio::executor();
-    ex.yield_if_needed().await;
-    ex.yield_now().await;
+    glommio::executor().yield_now().await;
 }
 
 /// Runs `f` to completion on a fresh, unpinned executor on the calling thread (with
