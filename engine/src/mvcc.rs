@@ -1026,11 +1026,9 @@ impl MvccReader {
         })
     }
     pub fn range(&self, r: &RangeRequest) -> Result<RangeResult, MvccError> {
-        let snap = self.reader.snapshot();
-        let t = snap.tag();
-        let (current, compacted) = (t[TAG_REV] as i64, t[TAG_COMPACT] as i64);
-        let rev = check_rev(r.revision, current, compacted)?;
-        range(&snap, r, rev, current)
+        let mut steps = self.range_steps(r)?;
+        steps.scan.step(&steps.snap, usize::MAX)?;
+        Ok(steps.finish())
     }
 
     /// [`range`](Self::range) in steps over the latest committed snapshot: call
