@@ -14,11 +14,11 @@ wait_ready() {
   return 1
 }
 
-# wait_released PORT: 0 once nothing listens on PORT any more, 1 after 5 s. A server killed
-# a moment ago keeps its listening sockets for a few ms after the process is gone (its io_uring
-# is torn down later), and a server started on the same port in that window had its first
-# client connection refused right after it answered wait_ready (seen in perf/ab, 1 run in 25).
-# Without `ss` it returns at once.
+# wait_released PORT: 0 once nothing listens on PORT any more, 1 after 5 s (call it for the
+# client and the peer port). A server killed a moment ago keeps its listening sockets for a few
+# ms after the process is gone (its io_uring is torn down later), and a server started on the
+# same port in that window had its first client connection refused right after it answered
+# wait_ready (seen in perf/ab, 1 run in 25). Without `ss` it returns at once.
 wait_released() {
   command -v ss >/dev/null || return 0
   for _ in $(seq 1 500); do

@@ -628,7 +628,14 @@ impl<'r> RangeScan<'r> {
             current,
             fetch,
             drop_values: r.keys_only && r.sort_target != 4,
-            kvs: Vec::with_capacity(fetch.min(1024)),
+            // A single key has at most one version to return; a page, up to its limit.
+            kvs: Vec::with_capacity(if r.count_only {
+                0
+            } else if r.range_end.is_empty() {
+                1
+            } else {
+                fetch.min(512)
+            }),
             count: 0,
             resume: None,
             done: false,
