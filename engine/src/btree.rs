@@ -268,9 +268,17 @@ impl Node {
                 .sum(),
             Node::Branch { keys, .. } => keys.iter().map(|k| page::branch_entry_size(k)).sum(),
         };
+        let pages = page::pages_for(HEADER + bytes) as u64;
+        // A leaf over a page holds one large value (§3.3): counted apart as well (§3.6).
+        let large = if pages > 1 && matches!(self, Node::Leaf { .. }) {
+            bytes
+        } else {
+            0
+        };
         Footprint {
             bytes,
-            pages: page::pages_for(HEADER + bytes) as u64,
+            pages,
+            large,
         }
     }
 }
@@ -280,24 +288,32 @@ impl Node {
 struct Footprint {
     bytes: usize,
     pages: u64,
+    /// The part of `bytes` in leaves over a page (each holds one large value).
+    large: usize,
 }
 
 impl std::ops::AddAssign for Footprint {
     fn add_assign(&mut self, o: Footprint) {
         self.bytes += o.bytes;
         self.pages += o.pages;
+        self.large += o.large;
     }
 }
 
 impl std::ops::SubAssign for Footprint {
     fn sub_assign(&mut self, o: Footprint) {
-        let (Some(bytes), Some(pages)) = (
+        let (Some(bytes), Some(pages), Some(large)) = (
             self.bytes.checked_sub(o.bytes),
             self.pages.checked_sub(o.pages),
+            self.large.checked_sub(o.large),
         ) else {
             panic!("in-memory nodes of {o:?} taken from {self:?}: the count lost track of them");
         };
-        *self = Footprint { bytes, pages };
+        *self = Footprint {
+            bytes,
+            pages,
+            large,
+        };
     }
 }
 
@@ -702,6 +718,12 @@ fn start_writeback(file: &File, offset: u64, len: usize) {
             libc::SYNC_FILE_RANGE_WRITE,
         );
     }
+}
+
+/// Unwritten leaves over a page (large values) the soft commits keep in memory at most (§3.6):
+/// a quarter of the bound; a durable commit begins at half of it.
+fn large_limit(memory_limit: usize) -> usize {
+    memory_limit / 4
 }
 
 /// Bytes a durable commit's job writes at most at once (pages of consecutive runs).
@@ -1511,7 +1533,10 @@ impl PageStore {
     /// the bound (§3.6.1), so that the job writes them before the bound makes a commit spill
     /// them on the writer's core.
     pub fn wants_sync(&self) -> bool {
-        self.memory_limit > 0 && !self.syncing && self.dirty.bytes >= self.memory_limit / 2
+        self.memory_limit > 0
+            && !self.syncing
+            && (self.dirty.bytes >= self.memory_limit / 2
+                || self.dirty.large >= large_limit(self.memory_limit) / 2)
     }
 
     /// Eviction (§3.6.1): replaces every in-memory node whose run a completed durable commit
@@ -1690,6 +1715,28 @@ impl<'s> WriteTxn<'s> {
         Ok(self.arena.len() - 1)
     }
 
+    /// The key of committed node `c` when it is a leaf over a page holding one entry (a large
+    /// value, §3.3); `None` for anything else, and for nodes of this transaction's own.
+    fn large_leaf_key(&self, c: &Child) -> Result<Option<Bytes>, StoreError> {
+        Ok(match c {
+            Child::Mem(_) => None,
+            Child::Shared(n) => match &n.node {
+                Node::Leaf { entries, .. } if entries.len() == 1 && n.own.pages > 1 => {
+                    Some(entries[0].0.clone())
+                }
+                _ => None,
+            },
+            Child::Page(id) => {
+                let v = self
+                    .store
+                    .map
+                    .view(self.store.high_water, *id, &self.store.shared.path)?;
+                (v.kind() == KIND_LEAF && v.count() == 1 && v.pages() > 1)
+                    .then(|| Bytes::from(v.key(0)))
+            }
+        })
+    }
+
     /// Accounts for committed in-memory node `k` leaving the tree this commit builds: its bytes,
     /// and its run, which the durable tree may reach, is freed by this txn as a page-backed
     /// node's pages are (§3.6.1).
@@ -1703,6 +1750,17 @@ impl<'s> WriteTxn<'s> {
 
     /// Index in the arena of the (in-memory) leaf that covers `key`, copying the path on the way.
     fn leaf_for(&mut self, key: &[u8]) -> Result<usize, StoreError> {
+        self.leaf_at(key, false)
+    }
+
+    /// [`Self::leaf_for`] for a put of `key`: a committed leaf that holds one large value under
+    /// another key (§3.3) is left as it is and a new leaf is put beside it (§3.6), so that the
+    /// value is not written again because a key arrived next to it.
+    fn leaf_for_put(&mut self, key: &[u8]) -> Result<usize, StoreError> {
+        self.leaf_at(key, true)
+    }
+
+    fn leaf_at(&mut self, key: &[u8], insert: bool) -> Result<usize, StoreError> {
         let Some(root) = self.root.clone() else {
             self.arena.push(Node::Leaf {
                 entries: Vec::new(),
@@ -1721,6 +1779,26 @@ impl<'s> WriteTxn<'s> {
                     (i, children[i].clone())
                 }
             };
+            if insert
+                && let Some(large) = self.large_leaf_key(&c)?
+                && *large != *key
+            {
+                self.arena.push(Node::empty_leaf());
+                let new = self.arena.len() - 1;
+                let Node::Branch { keys, children } = &mut self.arena[idx] else {
+                    unreachable!("descending through a branch")
+                };
+                // Separators stay valid (§3.2): the keys routed to child i lie in
+                // [keys[i], keys[i + 1]); the new leaf takes one side of the large key.
+                if key < &*large {
+                    keys.insert(i + 1, large);
+                    children.insert(i, Child::Mem(new));
+                } else {
+                    keys.insert(i + 1, Bytes::from(key));
+                    children.insert(i + 1, Child::Mem(new));
+                }
+                return Ok(new);
+            }
             let ci = self.copy_to_mem(c)?;
             if let Node::Branch { children, .. } = &mut self.arena[idx] {
                 children[i] = Child::Mem(ci);
@@ -1815,7 +1893,7 @@ impl<'s> WriteTxn<'s> {
     }
 
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        let leaf = self.leaf_for(key)?;
+        let leaf = self.leaf_for_put(key)?;
         let Node::Leaf { entries, append } = &mut self.arena[leaf] else {
             unreachable!()
         };
@@ -2088,11 +2166,13 @@ impl<'s> WriteTxn<'s> {
         };
         for (sep, n) in nodes {
             let f = n.footprint();
-            // A leaf over a page (a large value) is written at once even when the commit
-            // keeps its nodes in memory: no later commit would share its pages (it holds one
-            // entry, §3.3), and memory would grow with the values (§3.6).
-            let large_leaf = matches!(n, Node::Leaf { .. }) && f.pages > 1;
-            let child = if spill || large_leaf {
+            // A leaf over a page (a large value) stays in memory for the durable commit's job
+            // to write off this core while the unwritten ones are few (§3.6); past that it is
+            // written at once, so memory does not grow with the values.
+            let large_now = f.large > 0
+                && self.store.dirty.large + created.large + f.large
+                    > large_limit(self.store.memory_limit);
+            let child = if spill || large_now {
                 Child::Page(self.write(&n)?)
             } else {
                 *created += f;

@@ -1159,3 +1159,91 @@ fn a_durable_commits_job_writes_in_memory_nodes_while_soft_commits_go_on() {
         assert_eq!(snapshot_contents(&store), model, "limit {limit}, reopened");
     }
 }
+
+/// A leaf over a page (one large value) waits in memory for a durable commit's job while the
+/// unwritten ones stay under a quarter of the bound; a durable commit is wanted at half of that,
+/// and past the quarter a soft commit writes such a leaf at once (DESIGN.md §3.6), so memory
+/// does not grow with the values whether or not a durable commit comes.
+#[test]
+fn large_values_wait_in_memory_for_the_durable_commit_up_to_a_quarter_of_the_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let limit = 1 << 20;
+    let mut opts = store_options(dir.path());
+    opts.memory_limit = limit;
+    let mut store = PageStore::open(&opts).unwrap();
+    let mut model = BTreeMap::new();
+    let value = |i: u32| vec![i as u8; 20 << 10];
+    let mut wanted_at = None;
+    for i in 0..40u32 {
+        let k = format!("big{i:03}").into_bytes();
+        let mut txn = store.begin();
+        txn.put(&k, &value(i)).unwrap();
+        txn.commit([i as u64, 0, 0, 0]).unwrap();
+        model.insert(k, value(i));
+        if wanted_at.is_none() && store.wants_sync() {
+            wanted_at = Some(i);
+        }
+        // A quarter of the bound, plus the few small branch nodes above the leaves.
+        assert!(
+            store.unwritten() <= limit / 4 + 3 * 4096,
+            "value {i}: {} bytes unwritten",
+            store.unwritten()
+        );
+        assert!(store.memory() < limit, "value {i}: no spill needed");
+    }
+    // Half of a quarter of 1 MiB is 128 KiB: the seventh value of 20 KiB reaches it.
+    assert_eq!(
+        wanted_at,
+        Some(6),
+        "a durable commit is wanted at half the quarter"
+    );
+    assert_eq!(snapshot_contents(&store), model);
+    let before = store.memory();
+    let mut job = store.begin_sync().unwrap();
+    assert_eq!(store.unwritten(), 0, "every in-memory node has a run");
+    job.run().unwrap();
+    store.finish_sync(job);
+    assert!(
+        store.memory() < before / 4,
+        "the job wrote the kept leaves and they left memory ({} of {before} bytes stay)",
+        store.memory()
+    );
+    assert!(!store.wants_sync());
+    assert_pages_accounted(&store, "after the durable commit");
+    assert_eq!(snapshot_contents(&store), model);
+    // Keys put next to a large value (before it and after it, small and large) leave its leaf
+    // as it is: nothing but the new leaves and their path waits to be written.
+    let mut txn = store.begin();
+    for (k, v) in [
+        ("big010", vec![1u8; 10]),
+        ("big0105", vec![2u8; 30 << 10]),
+        ("big011a", vec![3u8; 10]),
+        ("big00", vec![4u8; 10]),
+    ] {
+        txn.put(k.as_bytes(), &v).unwrap();
+        model.insert(k.as_bytes().to_vec(), v);
+    }
+    txn.commit([99, 0, 0, 0]).unwrap();
+    assert!(
+        store.unwritten() < (30 << 10) + 6 * 4096,
+        "{} bytes unwritten: a large leaf beside the new keys was copied",
+        store.unwritten()
+    );
+    assert_eq!(snapshot_contents(&store), model);
+    assert_pages_accounted(&store, "after keys beside large values");
+    let mut txn = store.begin();
+    txn.put(b"big012", &[5u8; 10]).unwrap();
+    model.insert(b"big012".to_vec(), vec![5u8; 10]);
+    txn.commit([100, 0, 0, 0]).unwrap();
+    assert_eq!(
+        snapshot_contents(&store),
+        model,
+        "a large value replaced by a small one"
+    );
+    let mut job = store.begin_sync().unwrap();
+    job.run().unwrap();
+    store.finish_sync(job);
+    drop(store);
+    let store = PageStore::open(&opts).unwrap();
+    assert_eq!(snapshot_contents(&store), model, "reopened");
+}
