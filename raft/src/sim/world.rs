@@ -53,6 +53,8 @@ const CLUSTER_ID: u64 = 0x51;
 const UNIX_MS_BASE: u64 = 1_700_000_000_000;
 /// Small WAL segments: rollovers and releases happen in every run.
 const SEGMENT_SIZE: u64 = 8 << 10;
+/// The segments of worlds with large values: the largest value's record fits.
+const LARGE_VALUE_SEGMENT_SIZE: u64 = 32 << 10;
 
 /// A member's key-value state: (key, value, mod revision) in key order.
 type KvState = Vec<(Vec<u8>, Vec<u8>, i64)>;
@@ -221,6 +223,10 @@ struct World {
     /// pages, as before it): 64 KiB in half the worlds, small enough that the bound forces
     /// spills and early checkpoints (§3.6.1) too; off in the other half.
     btree_memory: usize,
+    /// In a third of the worlds one put in five carries a value over a page: a leaf of its own
+    /// in the page store, kept in memory or written by its own rules (engine/DESIGN.md §3.3,
+    /// §3.6); their WAL segments are [`LARGE_VALUE_SEGMENT_SIZE`].
+    large_values: bool,
     /// Every member ticks at the same instants and draws its election timeout from two values:
     /// simultaneous candidates, split votes.
     lockstep: bool,
@@ -358,6 +364,7 @@ impl World {
             catch_up_entries,
             // From a value already drawn: one more draw would change every seed's world.
             btree_memory: if snapshot_count % 2 == 1 { 64 << 10 } else { 0 },
+            large_values: catch_up_entries % 3 == 0,
             lockstep,
             leaders: BTreeMap::new(),
             applied_at: BTreeMap::new(),
@@ -403,7 +410,11 @@ impl World {
     fn options(&self, i: usize) -> SequencerOptions {
         let mut o = SequencerOptions::new(WalOptions {
             dir: self.nodes[i].dir.join("member/wal"),
-            segment_size: SEGMENT_SIZE,
+            segment_size: if self.large_values {
+                LARGE_VALUE_SEGMENT_SIZE
+            } else {
+                SEGMENT_SIZE
+            },
             // Both ways of preallocating a segment, by member.
             preallocate: if i.is_multiple_of(2) {
                 Preallocate::Reserve
@@ -1423,7 +1434,13 @@ impl World {
         let bugs = self.cfg.bugs;
         let live = self.nodes[m].live.as_mut().expect("a candidate is live");
         let waiting = if pick < 50 {
-            let value = format!("c{c}.{seq}");
+            let mut value = format!("c{c}.{seq}");
+            // (Drawn only where there are large values: the other worlds stay as they were.)
+            if self.large_values && self.rng.percent(20) {
+                let len = self.rng.between(4_100, 12_000) as usize;
+                value.push('.');
+                value.extend(std::iter::repeat_n('v', len));
+            }
             let (tx, rx) = flume::bounded(1);
             live.core.propose(
                 Proposal {
@@ -1443,7 +1460,15 @@ impl World {
                 ret: None,
                 kind: Kind::Put(value.clone()),
             });
-            self.log(format!("client {c} put {key}={value} at m{}", m + 1));
+            let shown = match value.rsplit_once('.') {
+                Some((_, pad)) if pad.len() > 100 => format!(
+                    "{}…({} bytes)",
+                    &value[..value.len() - pad.len()],
+                    value.len()
+                ),
+                _ => value.clone(),
+            };
+            self.log(format!("client {c} put {key}={shown} at m{}", m + 1));
             (Some(self.history.len() - 1), Waiting::Write(rx))
         } else if pick < 95 {
             // A sole voter whose state is current answers from it, as net/src/kv.rs does; so
