@@ -364,7 +364,7 @@ impl World {
             catch_up_entries,
             // From a value already drawn: one more draw would change every seed's world.
             btree_memory: if snapshot_count % 2 == 1 { 64 << 10 } else { 0 },
-            large_values: catch_up_entries % 3 == 0,
+            large_values: catch_up_entries.is_multiple_of(3),
             lockstep,
             leaders: BTreeMap::new(),
             applied_at: BTreeMap::new(),
