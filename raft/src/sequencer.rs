@@ -100,6 +100,8 @@ pub struct SequencerOptions {
     /// [`CoreOptions`]).
     pub snapshot_count: u64,
     pub catch_up_entries: u64,
+    /// Bytes of entry data kept behind a checkpoint at most (see [`CoreOptions`]).
+    pub catch_up_bytes: u64,
     /// A leader's bound of uncommitted proposal bytes (see [`crate::core::MAX_UNCOMMITTED_BYTES`]).
     pub max_uncommitted_bytes: u64,
     /// What this member publishes about itself once it runs (etcd's name and client URLs).
@@ -131,6 +133,7 @@ impl SequencerOptions {
             request_timeout: Duration::from_secs(7),
             snapshot_count: 100_000,
             catch_up_entries: crate::core::CATCH_UP_ENTRIES,
+            catch_up_bytes: crate::core::CATCH_UP_BYTES,
             max_uncommitted_bytes: crate::core::MAX_UNCOMMITTED_BYTES,
             bootstrap: None,
             name: String::new(),
@@ -566,6 +569,7 @@ pub(crate) async fn open(
             request_timeout: opts.request_timeout,
             snapshot_count: opts.snapshot_count,
             catch_up_entries: opts.catch_up_entries,
+            catch_up_bytes: opts.catch_up_bytes,
             tokens,
             max_uncommitted_bytes: opts.max_uncommitted_bytes,
         },

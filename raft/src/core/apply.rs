@@ -210,7 +210,16 @@ impl Core {
             }
         }
         self.since_checkpoint += entries.len() as u64;
-        self.since_checkpoint_bytes += entries.iter().map(|e| e.data.len() as u64).sum::<u64>();
+        for e in entries {
+            self.since_checkpoint_bytes += e.data.len() as u64;
+            self.applied_bytes_total += e.data.len() as u64;
+            debug_assert!(
+                self.applied_bytes.back().is_none_or(|&(i, _)| i < e.index),
+                "entries are applied in order"
+            );
+            self.applied_bytes
+                .push_back((e.index, self.applied_bytes_total));
+        }
         let (index, term) = self.mvcc.applied();
         let conf = memberships
             .iter()

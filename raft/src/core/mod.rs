@@ -31,12 +31,12 @@ mod reads;
 mod snapshot;
 mod waiters;
 
-pub use checkpoint::{CATCH_UP_ENTRIES, Checkpoint};
+pub use checkpoint::{CATCH_UP_BYTES, CATCH_UP_ENTRIES, Checkpoint};
 pub use conf::MemberChange;
 pub use snapshot::SnapshotEntries;
 pub use waiters::Proposal;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -115,6 +115,9 @@ pub struct CoreOptions {
     /// etcd's --experimental-snapshot-catchup-entries: entries kept in memory behind a
     /// checkpoint for members that are behind; one further behind gets a snapshot.
     pub catch_up_entries: u64,
+    /// Bytes of entry data kept behind a checkpoint at most, whatever `catch_up_entries` says
+    /// (etcd has no such bound): with large values 5,000 entries are gigabytes of memory.
+    pub catch_up_bytes: u64,
     /// The simple auth tokens the apply hands out and withdraws (read by every core).
     pub tokens: Arc<SimpleTokens>,
     /// Bytes of entry data a leader holds uncommitted before raft-rs drops new proposals
@@ -145,6 +148,14 @@ pub struct Core {
     request_timeout: Duration,
     checkpoint_entries: u64,
     catch_up_entries: u64,
+    catch_up_bytes: u64,
+    /// (index, bytes of entry data applied up to and including it since this core started) of
+    /// each applied entry the in-memory log still holds, oldest first: what
+    /// [`Core::trim_log`] measures `catch_up_bytes` with.
+    applied_bytes: VecDeque<(u64, u64)>,
+    /// The cumulative bytes before `applied_bytes`' first entry.
+    applied_bytes_base: u64,
+    applied_bytes_total: u64,
     since_checkpoint: u64,
     /// Bytes of the entries applied since the last checkpoint: the in-memory Raft log holds
     /// them until it (bounded by [`checkpoint::CHECKPOINT_BYTES`]).
@@ -235,6 +246,10 @@ impl Core {
             request_timeout: opts.request_timeout,
             checkpoint_entries: opts.snapshot_count.clamp(1, CHECKPOINT_ENTRIES),
             catch_up_entries: opts.catch_up_entries,
+            catch_up_bytes: opts.catch_up_bytes,
+            applied_bytes: VecDeque::new(),
+            applied_bytes_base: 0,
+            applied_bytes_total: 0,
             since_checkpoint: 0,
             since_checkpoint_bytes: 0,
             lease_changes: Vec::new(),

@@ -225,7 +225,8 @@ struct World {
     btree_memory: usize,
     /// In a third of the worlds one put in five carries a value over a page: a leaf of its own
     /// in the page store, kept in memory or written by its own rules (engine/DESIGN.md §3.3,
-    /// §3.6); their WAL segments are [`LARGE_VALUE_SEGMENT_SIZE`].
+    /// §3.6); their WAL segments are [`LARGE_VALUE_SEGMENT_SIZE`], and their members keep
+    /// only 10–60 KiB of entries behind a checkpoint (`catch_up_bytes`).
     large_values: bool,
     /// Every member ticks at the same instants and draws its election timeout from two values:
     /// simultaneous candidates, split votes.
@@ -427,6 +428,10 @@ impl World {
         o.request_timeout = Duration::from_secs(3);
         o.snapshot_count = self.snapshot_count;
         o.catch_up_entries = self.catch_up_entries;
+        if self.large_values {
+            // 10–60 KiB: a few large values, so the byte bound trims before the count does.
+            o.catch_up_bytes = self.snapshot_count << 10;
+        }
         o.checkpoint_interval = Duration::from_secs(1);
         o.lease_checkpoint_interval = Duration::from_secs(3);
         o.bootstrap = Some(bootstrap_members(self.cfg.members));
