@@ -1536,7 +1536,7 @@ impl PageStore {
         self.memory_limit > 0
             && !self.syncing
             && (self.dirty.bytes >= self.memory_limit / 2
-                || self.dirty.large >= large_limit(self.memory_limit) / 2)
+                || (self.dirty.large > 0 && self.dirty.large >= large_limit(self.memory_limit) / 2))
     }
 
     /// Eviction (§3.6.1): replaces every in-memory node whose run a completed durable commit
@@ -1790,11 +1790,12 @@ impl<'s> WriteTxn<'s> {
                 };
                 // Separators stay valid (§3.2): the keys routed to child i lie in
                 // [keys[i], keys[i + 1]); the new leaf takes one side of the large key.
+                // The shortest key between the two (§3.2), as a split would pick.
                 if key < &*large {
-                    keys.insert(i + 1, large);
+                    keys.insert(i + 1, Bytes::from(separator(key, &large)));
                     children.insert(i, Child::Mem(new));
                 } else {
-                    keys.insert(i + 1, Bytes::from(key));
+                    keys.insert(i + 1, Bytes::from(separator(&large, key)));
                     children.insert(i + 1, Child::Mem(new));
                 }
                 return Ok(new);
