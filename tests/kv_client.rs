@@ -1579,6 +1579,39 @@ fn put_request_size_limits_match_etcd() {
     run_both(&["--max-request-bytes", &limit], put_request_size_limits);
 }
 
+/// retcd only, a documented difference: one WAL record holds a Raft entry of at most ~4 MiB
+/// (engine/DESIGN.md §2.3). With --max-request-bytes above that, a larger write gets etcd's
+/// request-too-large error (etcd takes it), where it used to stop the member; smaller ones
+/// still go through, and the member serves on.
+#[test]
+fn a_write_the_wal_cannot_hold_is_refused_and_the_member_serves_on() {
+    let mut server = support::Server::start_in_tempdir_with_args(
+        Kind::Retcd,
+        &["--max-request-bytes", "10485760"],
+    );
+    let t = Target::of(&server);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(async move {
+        let mut c = t.client().await;
+        assert_status(
+            c.put("big", "v".repeat(5 << 20), None).await,
+            "InvalidArgument",
+            E_TOO_LARGE,
+        );
+        let txn = Txn::new().and_then([TxnOp::put("big", "v".repeat(5 << 20), None)]);
+        assert_status(c.txn(txn).await, "InvalidArgument", E_TOO_LARGE);
+        assert_eq!(put(&mut c, "big", &"v".repeat(3 << 20)).await, 2);
+        let r = c.get("big", None).await.expect("get");
+        assert_eq!(r.kvs()[0].value().len(), 3 << 20);
+        assert_eq!(put(&mut c, "small", "1").await, 3);
+    });
+    assert!(server.is_running(), "the member still runs");
+}
+
 /// How gRPC refuses a message over its receive limit (grpc-go: code
 /// ResourceExhausted, "grpc: received message larger than max (N vs. M)").
 async fn grpc_limit_refusal(t: Target) {

@@ -1385,6 +1385,12 @@ impl Wal {
         Ok(())
     }
 
+    /// Largest Raft entry data an Entry record can carry (DESIGN §2.3): what a proposal may
+    /// hold, whatever the request limit says, or its append would fail the WAL.
+    pub fn max_entry_data(&self) -> usize {
+        self.max_payload() - ENTRY_FIXED
+    }
+
     /// Largest payload that fits a write and a fresh segment (after its carried records).
     fn max_payload(&self) -> usize {
         let room = (self.segment_size - BLOCK_SIZE) as usize - CARRY_MAX - RECORD_HEADER;

@@ -62,6 +62,7 @@ pub fn propose_status(e: ProposeError) -> Status {
         ProposeError::Stopped => EtcdError::Stopped.status(),
         ProposeError::NotLeader => EtcdError::NotLeader.status(),
         ProposeError::Timeout => EtcdError::Timeout.status(),
+        ProposeError::TooLarge => EtcdError::RequestTooLarge.status(),
         ProposeError::TimeoutDueToLeaderFail => EtcdError::TimeoutDueToLeaderFail.status(),
         // Not in etcd's error table: etcd answers raft's error text with code Unknown (its
         // togRPCError), and clients (etcd's own tester among them) match that text.

@@ -50,6 +50,10 @@ pub enum ProposeError {
     ProposalDropped,
     #[error("request timed out")]
     Timeout,
+    /// The proposal's entry would not fit one WAL record (engine/DESIGN.md §2.3), which a
+    /// --max-request-bytes above ~4 MiB lets through: refused before Raft sees it.
+    #[error("request is too large")]
+    TooLarge,
     #[error("request timed out, possibly due to previous leader failure")]
     TimeoutDueToLeaderFail,
     #[error(transparent)]

@@ -570,6 +570,7 @@ pub(crate) async fn open(
             snapshot_count: opts.snapshot_count,
             catch_up_entries: opts.catch_up_entries,
             catch_up_bytes: opts.catch_up_bytes,
+            max_entry_bytes: wal.max_entry_data(),
             tokens,
             max_uncommitted_bytes: opts.max_uncommitted_bytes,
         },

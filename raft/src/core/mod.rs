@@ -118,6 +118,9 @@ pub struct CoreOptions {
     /// Bytes of entry data kept behind a checkpoint at most, whatever `catch_up_entries` says
     /// (etcd has no such bound): with large values 5,000 entries are gigabytes of memory.
     pub catch_up_bytes: u64,
+    /// Largest entry data a proposal may carry: what one WAL record holds
+    /// (`Wal::max_entry_data`).
+    pub max_entry_bytes: usize,
     /// The simple auth tokens the apply hands out and withdraws (read by every core).
     pub tokens: Arc<SimpleTokens>,
     /// Bytes of entry data a leader holds uncommitted before raft-rs drops new proposals
@@ -149,6 +152,7 @@ pub struct Core {
     checkpoint_entries: u64,
     catch_up_entries: u64,
     catch_up_bytes: u64,
+    max_entry_bytes: usize,
     /// (index, bytes of entry data applied up to and including it since this core started) of
     /// each applied entry the in-memory log still holds, oldest first: what
     /// [`Core::trim_log`] measures `catch_up_bytes` with.
@@ -247,6 +251,7 @@ impl Core {
             checkpoint_entries: opts.snapshot_count.clamp(1, CHECKPOINT_ENTRIES),
             catch_up_entries: opts.catch_up_entries,
             catch_up_bytes: opts.catch_up_bytes,
+            max_entry_bytes: opts.max_entry_bytes,
             applied_bytes: VecDeque::new(),
             applied_bytes_base: 0,
             applied_bytes_total: 0,

@@ -87,6 +87,12 @@ impl Core {
     }
 
     pub(super) fn propose_waiter(&mut self, data: Vec<u8>, waiter: Waiter, now: Instant) {
+        // Checked by the proposer, before Raft: an entry the WAL cannot hold would stop every
+        // member that appends it.
+        if data.len() > self.max_entry_bytes {
+            fail(waiter, ProposeError::TooLarge);
+            return;
+        }
         if self.raw.raft.leader_id == raft::INVALID_ID {
             fail(waiter, ProposeError::NoLeader);
             return;
