@@ -1754,7 +1754,7 @@ impl<'s> WriteTxn<'s> {
     }
 
     /// [`Self::leaf_for`] for a put of `key`: a committed leaf that holds one large value under
-    /// another key (§3.3) is left as it is and a new leaf is put beside it (§3.6), so that the
+    /// another key is left as it is and a new leaf is put beside it (§3.3), so that the
     /// value is not written again because a key arrived next to it.
     fn leaf_for_put(&mut self, key: &[u8]) -> Result<usize, StoreError> {
         self.leaf_at(key, true)
@@ -1789,8 +1789,8 @@ impl<'s> WriteTxn<'s> {
                     unreachable!("descending through a branch")
                 };
                 // Separators stay valid (§3.2): the keys routed to child i lie in
-                // [keys[i], keys[i + 1]); the new leaf takes one side of the large key.
-                // The shortest key between the two (§3.2), as a split would pick.
+                // [keys[i], keys[i + 1]), and the new one, the shortest key between the put's
+                // and the large leaf's (as a split picks it), parts them.
                 if key < &*large {
                     keys.insert(i + 1, Bytes::from(separator(key, &large)));
                     children.insert(i, Child::Mem(new));

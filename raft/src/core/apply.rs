@@ -212,13 +212,13 @@ impl Core {
         self.since_checkpoint += entries.len() as u64;
         for e in entries {
             self.since_checkpoint_bytes += e.data.len() as u64;
-            self.applied_bytes_total += e.data.len() as u64;
+            let before = self.applied_bytes.back().copied();
             debug_assert!(
-                self.applied_bytes.back().is_none_or(|&(i, _)| i < e.index),
+                before.is_none_or(|(i, _)| i < e.index),
                 "entries are applied in order"
             );
-            self.applied_bytes
-                .push_back((e.index, self.applied_bytes_total));
+            let through = before.map_or(self.applied_bytes_base, |(_, c)| c) + e.data.len() as u64;
+            self.applied_bytes.push_back((e.index, through));
         }
         let (index, term) = self.mvcc.applied();
         let conf = memberships

@@ -159,7 +159,6 @@ pub struct Core {
     applied_bytes: VecDeque<(u64, u64)>,
     /// The cumulative bytes before `applied_bytes`' first entry.
     applied_bytes_base: u64,
-    applied_bytes_total: u64,
     since_checkpoint: u64,
     /// Bytes of the entries applied since the last checkpoint: the in-memory Raft log holds
     /// them until it (bounded by [`checkpoint::CHECKPOINT_BYTES`]).
@@ -254,7 +253,6 @@ impl Core {
             max_entry_bytes: opts.max_entry_bytes,
             applied_bytes: VecDeque::new(),
             applied_bytes_base: 0,
-            applied_bytes_total: 0,
             since_checkpoint: 0,
             since_checkpoint_bytes: 0,
             lease_changes: Vec::new(),

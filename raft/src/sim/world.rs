@@ -1439,7 +1439,8 @@ impl World {
         let bugs = self.cfg.bugs;
         let live = self.nodes[m].live.as_mut().expect("a candidate is live");
         let waiting = if pick < 50 {
-            let mut value = format!("c{c}.{seq}");
+            let name = format!("c{c}.{seq}");
+            let mut value = name.clone();
             // (Drawn only where there are large values: the other worlds stay as they were.)
             if self.large_values && self.rng.percent(20) {
                 let len = self.rng.between(4_100, 12_000) as usize;
@@ -1465,13 +1466,10 @@ impl World {
                 ret: None,
                 kind: Kind::Put(value.clone()),
             });
-            let shown = match value.rsplit_once('.') {
-                Some((_, pad)) if pad.len() > 100 => format!(
-                    "{}…({} bytes)",
-                    &value[..value.len() - pad.len()],
-                    value.len()
-                ),
-                _ => value.clone(),
+            let shown = if value.len() > name.len() {
+                format!("{name}.…({} bytes)", value.len())
+            } else {
+                name
             };
             self.log(format!("client {c} put {key}={shown} at m{}", m + 1));
             (Some(self.history.len() - 1), Waiting::Write(rx))
