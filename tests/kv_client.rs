@@ -2939,3 +2939,70 @@ fn a_burst_of_small_requests_on_one_connection() {
         assert_eq!(n, 500);
     });
 }
+
+// ---- large lists at once (net/src/admission.rs) ----
+
+/// One sample of the member's `/metrics`, by its full name.
+fn metric(server: &support::Server, name: &str) -> f64 {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--max-time", "20"])
+        .arg(format!("{}/metrics", server.client_url()))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{text}"))
+}
+
+/// Lists whose responses together pass a core's budget of response bytes (64 MiB) are answered
+/// in turn: each one whole and exact, the younger ones waiting while the oldest is built and
+/// sent, and every charge released once its response has gone out.
+#[test]
+fn large_lists_at_once_are_admitted_in_turn_and_answered_whole() {
+    const KEYS: usize = 80;
+    const VALUE: usize = 1 << 20;
+    let value = |i: usize| vec![b'a' + (i % 26) as u8; VALUE];
+    let server = support::Server::start_in_tempdir(Kind::Retcd);
+    let t = Target::of(&server);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(async move {
+        let mut c = t.client().await;
+        for i in 0..KEYS {
+            c.put(format!("big/{i:03}"), value(i), None)
+                .await
+                .expect("put");
+        }
+        // One connection: every list is served by the same core.
+        let kv = c.kv_client().max_decoding_message_size(usize::MAX);
+        let lists: Vec<_> = (0..3)
+            .map(|_| {
+                let mut kv = kv.clone();
+                tokio::spawn(
+                    async move { kv.get("big/", Some(GetOptions::new().with_prefix())).await },
+                )
+            })
+            .collect();
+        for list in lists {
+            let r = list.await.expect("task").expect("list");
+            assert_eq!(
+                (r.count(), r.more(), r.kvs().len()),
+                (KEYS as i64, false, KEYS)
+            );
+            for (i, kv) in r.kvs().iter().enumerate() {
+                assert_eq!(kv.key(), format!("big/{i:03}").as_bytes());
+                assert!(kv.value() == value(i), "value of big/{i:03}");
+            }
+        }
+    });
+    assert!(
+        metric(&server, "retcd_range_admission_waits_total") >= 1.0,
+        "a list past the budget waited"
+    );
+    assert_eq!(metric(&server, "retcd_range_admission_held_bytes"), 0.0);
+    assert_eq!(metric(&server, "retcd_range_admission_refused_total"), 0.0);
+}

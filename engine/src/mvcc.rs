@@ -605,6 +605,8 @@ struct RangeScan<'r> {
     /// etcd drops the values of a keys_only range after sorting, so a sort by VALUE sees them.
     drop_values: bool,
     kvs: Vec<KeyValue>,
+    /// What `kvs` holds in memory: each one's key, value and fixed part.
+    bytes: usize,
     count: i64,
     /// Where the last step stopped (`None` before the first one).
     resume: Option<Vec<u8>>,
@@ -636,6 +638,7 @@ impl<'r> RangeScan<'r> {
             } else {
                 fetch.min(512)
             }),
+            bytes: 0,
             count: 0,
             resume: None,
             done: false,
@@ -652,6 +655,7 @@ impl<'r> RangeScan<'r> {
             fetch,
             drop_values,
             kvs,
+            bytes,
             count,
             ..
         } = self;
@@ -666,7 +670,9 @@ impl<'r> RangeScan<'r> {
             |g, main, v| {
                 *count += 1;
                 if !r.count_only && kvs.len() < *fetch {
-                    kvs.push(to_kv(key_of_group(g)?, main, v, *drop_values));
+                    let kv = to_kv(key_of_group(g)?, main, v, *drop_values);
+                    *bytes += kv.key.len() + kv.value.len() + std::mem::size_of::<KeyValue>();
+                    kvs.push(kv);
                 }
                 Ok(true)
             },
@@ -960,6 +966,12 @@ impl RangeSteps<'_> {
     /// Reads about [`RANGE_STEP_ENTRIES`] more entries; true once the range is complete.
     pub fn step(&mut self) -> Result<bool, MvccError> {
         self.scan.step(&self.snap, RANGE_STEP_ENTRIES)
+    }
+
+    /// The memory the key-values read so far take (keys, values and each one's fixed part): what
+    /// the response will hold, before its filters and limit.
+    pub fn bytes(&self) -> usize {
+        self.scan.bytes
     }
 
     /// The answer; call once [`step`](Self::step) returned true.

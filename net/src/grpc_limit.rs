@@ -21,6 +21,9 @@
 //! A body that ends, fails or brings trailers before 5 bytes are in is handed on unchanged: the
 //! service answers it as it would have.
 //!
+//! On the way back, a response whose handler left a charge of [`crate::admission`] gets a body
+//! that holds it until the response has been sent.
+//!
 //! Limits of the check:
 //!
 //! - Only the first message of a request is checked here. The later messages of a client stream
@@ -262,7 +265,7 @@ where
                 State::Call(fut) => {
                     let result = ready!(Pin::new(fut).poll(cx));
                     this.state = State::Done;
-                    return Poll::Ready(result);
+                    return Poll::Ready(result.map(crate::admission::hold_until_sent));
                 }
                 State::Done => panic!("GrpcLimitFuture polled after completion"),
             }

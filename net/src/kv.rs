@@ -17,6 +17,7 @@ use retcd_engine::runtime;
 use retcd_raft::{MemberError, ProposeError};
 use tonic::{Request as Req, Response, Status};
 
+use crate::admission;
 use crate::context::Ctx;
 use crate::errors::EtcdError;
 use crate::pb::etcdserverpb::{
@@ -493,15 +494,33 @@ impl pb::kv_server::Kv for KvService {
         self.ctx.auth.check_read(&caller, &r.key, &r.range_end)?;
         let req = range_req(&r);
         let mut steps = self.ctx.reader.range_steps(&req).map_err(mvcc_status)?;
-        // A long range (a page of a list, counting the rest) lets the requests queued behind
-        // it on this core run between its steps.
-        while !steps.step().map_err(mvcc_status)? {
+        // A large response is admitted against this core's budget as it grows (crate::admission).
+        let mut charge = None;
+        loop {
+            let done = steps.step().map_err(mvcc_status)?;
+            let bytes = steps.bytes();
+            if bytes > admission::FREE_BYTES {
+                charge
+                    .get_or_insert_with(|| admission::Admission::this_core().charge())
+                    .grow_to(bytes)
+                    .await?;
+            }
+            if done {
+                break;
+            }
+            // A long range (a page of a list, counting the rest) lets the requests queued
+            // behind it on this core run between its steps.
             runtime::yield_now().await;
         }
         let res = steps.finish();
         self.ctx.auth.check_unchanged(&caller)?;
         let h = self.ctx.header(res.revision);
-        Ok(Response::new(range_resp(res, h)))
+        let mut resp = Response::new(range_resp(res, h));
+        if let Some(charge) = charge {
+            resp.extensions_mut()
+                .insert(admission::ResponseCharge::new(charge));
+        }
+        Ok(resp)
     }
 
     async fn put(&self, request: Req<PutRequest>) -> Result<Response<PutResponse>, Status> {

@@ -6,6 +6,8 @@
 //! - [`errors`]: etcd's gRPC errors with their exact codes and messages.
 
 #[cfg(feature = "server")]
+pub mod admission;
+#[cfg(feature = "server")]
 pub mod auth;
 #[cfg(feature = "server")]
 pub mod authority;

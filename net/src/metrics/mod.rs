@@ -465,6 +465,21 @@ fn retcd(x: &mut Exposition, ctx: &Ctx) {
         "Proposals queued for the sequencer and not yet taken.",
         ctx.proposer.queued() as f64,
     );
+    x.gauge(
+        "retcd_range_admission_held_bytes",
+        "Bytes of large Range responses being built or sent, all cores together.",
+        crate::admission::HELD.get() as f64,
+    );
+    x.counter(
+        "retcd_range_admission_waits_total",
+        "Range requests that waited for their core's budget of response bytes.",
+        crate::admission::WAITS.get() as f64,
+    );
+    x.counter(
+        "retcd_range_admission_refused_total",
+        "Range requests refused (too many requests) because too many were waiting already.",
+        crate::admission::REFUSED.get() as f64,
+    );
     x.histogram(
         "retcd_wal_group_commit_entries",
         "Records in each WAL append (one fdatasync each): the group commit's batch size.",
