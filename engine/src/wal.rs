@@ -63,6 +63,9 @@ pub const MAX_WRITE_BYTES: u64 = 4 << 20;
 /// Largest payload of one record (DESIGN §2.3): a record plus the carried-over start of the tail
 /// block always fits into one write of at most `W` bytes.
 pub const MAX_PAYLOAD: usize = (4 << 20) - 8192;
+/// Largest Raft entry data an Entry record of a default-sized segment carries
+/// ([`Wal::max_entry_data`]): a write whose entry is larger is refused.
+pub const MAX_ENTRY_DATA: usize = MAX_PAYLOAD - ENTRY_FIXED;
 /// Default size of a segment file.
 pub const DEFAULT_SEGMENT_SIZE: u64 = 64 << 20;
 /// Name of the file read by [`prime_dma_io`].

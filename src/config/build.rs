@@ -364,6 +364,13 @@ fn limits(settings: &Settings, warnings: &mut Vec<String>) -> Result<Limits, Con
         ));
     }
     let max_request_bytes = usize_of(settings, "max-request-bytes")?;
+    if max_request_bytes > retcd_engine::wal::MAX_ENTRY_DATA {
+        warnings.push(format!(
+            "--max-request-bytes {max_request_bytes} exceeds what one WAL record holds ({} bytes \
+             of request): larger writes are refused with \"etcdserver: request is too large\"",
+            retcd_engine::wal::MAX_ENTRY_DATA
+        ));
+    }
     let max_txn_ops = usize_of(settings, "max-txn-ops")?;
     Ok(Limits {
         snapshot_count,

@@ -732,6 +732,16 @@ fn bad_cluster_state_and_other_values() {
     assert_eq!(c.watch_progress_notify_interval, Duration::from_secs(600));
     let (c, _) = ok(&["--quota-backend-bytes=1073741824"], &[]);
     assert_eq!(c.quota_bytes(), 1 << 30);
+    // etcd takes writes up to any --max-request-bytes; retcd up to what one WAL record holds.
+    let (_, w) = ok(&["--max-request-bytes=4186088"], &[]);
+    assert_eq!(w, Vec::<String>::new());
+    let (c, w) = ok(&["--max-request-bytes=10485760"], &[]);
+    assert_eq!(c.max_request_bytes, 10 << 20);
+    assert_eq!(
+        w,
+        ["--max-request-bytes 10485760 exceeds what one WAL record holds (4186088 bytes of \
+          request): larger writes are refused with \"etcdserver: request is too large\""]
+    );
 }
 
 #[test]
