@@ -739,8 +739,10 @@ fn bad_cluster_state_and_other_values() {
     assert_eq!(c.max_request_bytes, 10 << 20);
     assert_eq!(
         w,
-        ["--max-request-bytes 10485760 exceeds what one WAL record holds (4186088 bytes of \
-          request): larger writes are refused with \"etcdserver: request is too large\""]
+        [
+            "--max-request-bytes 10485760 exceeds what one WAL record holds (4186088 bytes of \
+          request): larger writes are refused with \"etcdserver: request is too large\""
+        ]
     );
 }
 
