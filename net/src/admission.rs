@@ -25,6 +25,11 @@
 //! Invariants (checked under the core's lock): `held` is the sum of the charges of the core's
 //! live [`Charge`]s, and `holders` holds exactly those with a non-zero charge.
 //!
+//! A client that stops reading a large response keeps its charge until its stream ends (its
+//! deadline passes, it resets the stream, or the connection closes): meanwhile the other large
+//! Ranges of that core wait behind it, as memory would otherwise hold them all. Pages of a list
+//! (under [`FREE_BYTES`]) never wait.
+//!
 //! Not admitted here: the Ranges of a Txn and the JSON gateway's (both are built whole as before).
 //!
 //! Who calls: the KV service's Range ([`crate::kv`]) and the gRPC front.
@@ -46,14 +51,18 @@ use crate::errors::EtcdError;
 /// wait.
 pub const CORE_BUDGET: usize = 64 << 20;
 
-/// A Range whose key-values take at most this much is never charged.
-pub const FREE_BYTES: usize = 64 << 10;
+/// A Range whose key-values take at most this much is never charged: a page of a list (500 keys
+/// of a few KiB) costs no lock, and such responses are bounded, as every other request's, by the
+/// streams a core serves.
+pub const FREE_BYTES: usize = 1 << 20;
 
 /// Ranges waiting per core before the next one is refused.
 pub const MAX_WAITING: usize = 1024;
 
-/// The largest piece of an admitted response handed to HTTP/2 at a time.
-pub const CHUNK: usize = 256 << 10;
+/// The largest piece of an admitted response handed to HTTP/2 at a time: what HTTP/2 may still
+/// buffer of a response whose charge was released. A page of a list goes as one piece, as
+/// before (smaller pieces made HTTP/2 wait for the client's window between them).
+pub const CHUNK: usize = 4 << 20;
 
 /// Ranges that waited for the budget, ever.
 pub static WAITS: Counter = Counter::new();
