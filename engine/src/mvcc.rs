@@ -533,6 +533,9 @@ fn scan_step<S: Source>(
         None => cur.seek(&seek)?,
     }
     let mut visited = 0usize;
+    // Entries of one group stepped over in a row (older versions of a key already handled, or
+    // versions newer than `rev`): past SEEK_AFTER, the rest are jumped over with one seek.
+    let mut passed = 0usize;
     while cur.valid() {
         if visited >= budget && !done.is_empty() {
             return Ok(Some(done));
@@ -547,7 +550,17 @@ fn scan_step<S: Source>(
         }
         let (group, main) = tk.split_at(tk.len() - 8);
         if !done.is_empty() && group == done.as_slice() {
-            cur.advance()?;
+            passed += 1;
+            if passed < SEEK_AFTER {
+                cur.advance()?;
+            } else {
+                // Past every version of the key: `group · FF×9` (see above).
+                let mut past = Vec::with_capacity(done.len() + 9);
+                past.extend_from_slice(&done);
+                past.extend_from_slice(&[0xFF; 9]);
+                cur.seek(&past)?;
+                passed = 0;
+            }
             continue;
         }
         // Every group here is ≥ `seek`, so ≥ start: only the upper bound needs a look.
@@ -558,19 +571,41 @@ fn scan_step<S: Source>(
         }
         let main = !u64::from_be_bytes(main.try_into().expect("8 bytes")) as i64;
         if main > rev {
-            cur.advance()?;
+            passed += 1;
+            if passed < SEEK_AFTER {
+                cur.advance()?;
+            } else {
+                // To the key's newest version ≤ `rev`: versions sort newest first (the
+                // revision is stored inverted), so that is the first entry ≥ `group · !rev`.
+                let mut at = Vec::with_capacity(group.len() + 8);
+                at.extend_from_slice(group);
+                at.extend_from_slice(&(!(rev as u64)).to_be_bytes());
+                cur.seek(&at)?;
+                passed = 0;
+            }
             continue;
         }
+        passed = 0;
         done.clear();
         done.extend_from_slice(group);
         let v = decode_version(cur.value())?;
         if !v.tombstone && !f(group, main, v)? {
             break;
         }
+        if exact.is_some() {
+            // A single key has one newest visible version: the range is done.
+            break;
+        }
         cur.advance()?;
     }
     Ok(None)
 }
+
+/// Entries of one key's group a scan steps over one by one before it seeks past the rest: a
+/// seek costs a descent from the root, a step a move within a leaf, and an uncompacted key that
+/// is written often has thousands of versions (a contended CAS key: every compare of its Txns
+/// walked all of them).
+const SEEK_AFTER: usize = 8;
 
 /// The newest live version of `key` (at any revision).
 fn latest<S: Source>(src: &S, key: &[u8]) -> Result<Option<KeyValue>, MvccError> {
