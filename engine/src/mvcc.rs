@@ -478,14 +478,31 @@ fn scan<S: Source>(
     start: &[u8],
     end: &[u8],
     rev: i64,
-    f: impl FnMut(&[u8], i64, &ArchivedVersion) -> Result<bool, MvccError>,
+    mut f: impl FnMut(&[u8], i64, &ArchivedVersion) -> Result<bool, MvccError>,
 ) -> Result<(), MvccError> {
-    scan_step(src, start, end, rev, None, usize::MAX, f).map(drop)
+    scan_step(src, start, end, rev, None, usize::MAX, |g, main, v| {
+        Ok(if f(g, main, v)? {
+            Visit::Next
+        } else {
+            Visit::Stop
+        })
+    })
+    .map(drop)
+}
+
+/// What a [`scan_step`] does after handing a key to its visitor.
+enum Visit {
+    /// Go on to the next key.
+    Next,
+    /// End this step here; the next one resumes after this key.
+    Pause,
+    /// End the scan.
+    Stop,
 }
 
 /// One step of a [`scan`]: it starts just past the group `after` (where the previous step
 /// stopped) when given, and stops once it has visited `budget` entries of the key index and
-/// finished a key. `Some(group)`: it stopped there, the next step goes on after `group`;
+/// finished a key, or once `f` asks it to pause. `Some(group)`: it stopped there, the next step goes on after `group`;
 /// `None`: the range is done (or `f` ended it).
 ///
 /// Resuming at `group · FF×9` lands past every version of that key and before the next key: a
@@ -498,7 +515,7 @@ fn scan_step<S: Source>(
     rev: i64,
     after: Option<&[u8]>,
     budget: usize,
-    mut f: impl FnMut(&[u8], i64, &ArchivedVersion) -> Result<bool, MvccError>,
+    mut f: impl FnMut(&[u8], i64, &ArchivedVersion) -> Result<Visit, MvccError>,
 ) -> Result<Option<Vec<u8>>, MvccError> {
     if !end.is_empty() && end != [0] && end <= start {
         return Ok(None);
@@ -536,6 +553,8 @@ fn scan_step<S: Source>(
     // Entries of one group stepped over in a row (older versions of a key already handled, or
     // versions newer than `rev`): past SEEK_AFTER, the rest are jumped over with one seek.
     let mut passed = 0usize;
+    // Which kind of entries `passed` counts (true: versions newer than `rev`).
+    let mut passing_newer = false;
     while cur.valid() {
         if visited >= budget && !done.is_empty() {
             return Ok(Some(done));
@@ -550,8 +569,12 @@ fn scan_step<S: Source>(
         }
         let (group, main) = tk.split_at(tk.len() - 8);
         if !done.is_empty() && group == done.as_slice() {
+            if passing_newer {
+                passed = 0;
+                passing_newer = false;
+            }
             passed += 1;
-            if passed < SEEK_AFTER {
+            if passed <= SEEK_AFTER {
                 cur.advance()?;
             } else {
                 // Past every version of the key: `group · FF×9` (see above).
@@ -571,8 +594,12 @@ fn scan_step<S: Source>(
         }
         let main = !u64::from_be_bytes(main.try_into().expect("8 bytes")) as i64;
         if main > rev {
+            if !passing_newer {
+                passed = 0;
+                passing_newer = true;
+            }
             passed += 1;
-            if passed < SEEK_AFTER {
+            if passed <= SEEK_AFTER {
                 cur.advance()?;
             } else {
                 // To the key's newest version ≤ `rev`: versions sort newest first (the
@@ -589,8 +616,12 @@ fn scan_step<S: Source>(
         done.clear();
         done.extend_from_slice(group);
         let v = decode_version(cur.value())?;
-        if !v.tombstone && !f(group, main, v)? {
-            break;
+        if !v.tombstone {
+            match f(group, main, v)? {
+                Visit::Next => {}
+                Visit::Pause => return Ok(exact.is_none().then_some(done)),
+                Visit::Stop => break,
+            }
         }
         if exact.is_some() {
             // A single key has one newest visible version: the range is done.
@@ -601,7 +632,8 @@ fn scan_step<S: Source>(
     Ok(None)
 }
 
-/// Entries of one key's group a scan steps over one by one before it seeks past the rest: a
+/// Entries of one key's group a scan steps over one by one before it seeks past the rest (or to
+/// the version it wants): a
 /// seek costs a descent from the root, a step a move within a leaf, and an uncompacted key that
 /// is written often has thousands of versions (a contended CAS key: every compare of its Txns
 /// walked all of them).
@@ -695,6 +727,7 @@ impl<'r> RangeScan<'r> {
             ..
         } = self;
         let r = *r;
+        let step_end = *bytes + RANGE_STEP_BYTES;
         let resume = scan_step(
             src,
             &r.key,
@@ -708,8 +741,11 @@ impl<'r> RangeScan<'r> {
                     let kv = to_kv(key_of_group(g)?, main, v, *drop_values);
                     *bytes += kv.key.len() + kv.value.len() + std::mem::size_of::<KeyValue>();
                     kvs.push(kv);
+                    if *bytes >= step_end {
+                        return Ok(Visit::Pause);
+                    }
                 }
-                Ok(true)
+                Ok(Visit::Next)
             },
         )?;
         self.done = resume.is_none();
@@ -991,6 +1027,10 @@ pub struct MvccReader {
 /// 2 KiB value costs about a µs to find and copy; a counted key past the page far less).
 pub const RANGE_STEP_ENTRIES: usize = 256;
 
+/// The most key-values (by [`RangeSteps::bytes`]) one step of a Range collects, plus at most one
+/// key-value: what a caller admitting a Range's memory reserves before each step.
+pub const RANGE_STEP_BYTES: usize = 1 << 20;
+
 /// A Range being read in steps from one snapshot ([`MvccReader::range_steps`]).
 pub struct RangeSteps<'r> {
     snap: Snapshot,
@@ -998,7 +1038,8 @@ pub struct RangeSteps<'r> {
 }
 
 impl RangeSteps<'_> {
-    /// Reads about [`RANGE_STEP_ENTRIES`] more entries; true once the range is complete.
+    /// Reads about [`RANGE_STEP_ENTRIES`] more entries, or fewer once it has collected
+    /// [`RANGE_STEP_BYTES`]; true once the range is complete.
     pub fn step(&mut self) -> Result<bool, MvccError> {
         self.scan.step(&self.snap, RANGE_STEP_ENTRIES)
     }

@@ -775,8 +775,19 @@ fn an_etcd_snapshot_imports_into_a_retcd_store() {
     }
     check(&m, "after the pending compaction");
     drop(m);
-    let m =
-        retcd_engine::mvcc::Mvcc::open(&retcd_engine::btree::StoreOptions::new(store.join("db")))
-            .expect("reopen");
+    // The store's lock (flock) lives as long as its open file description: a process that
+    // another test of this binary is spawning at this moment holds a copy of every descriptor
+    // between its fork and its exec (close-on-exec closes them only then). So the reopen waits,
+    // within a deadline, for such a copy to go.
+    let opts = retcd_engine::btree::StoreOptions::new(store.join("db"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let m = loop {
+        match retcd_engine::mvcc::Mvcc::open(&opts) {
+            Err(retcd_engine::mvcc::MvccError::Store(retcd_engine::page::StoreError::Locked {
+                ..
+            })) if std::time::Instant::now() < deadline => std::thread::yield_now(),
+            other => break other.expect("reopen"),
+        }
+    };
     check(&m, "reopened");
 }

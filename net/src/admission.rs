@@ -6,31 +6,45 @@
 //! (2.7 GiB, perf/findings.md §14; etcd grows the same way, by more). Each core therefore admits
 //! at most [`CORE_BUDGET`] bytes of Range responses at a time:
 //!
-//! - A Range charges the memory of the key-values its scan has collected
-//!   ([`RangeSteps::bytes`](retcd_engine::mvcc::RangeSteps::bytes)) between its steps, once they
-//!   pass [`FREE_BYTES`]: a point read or a small page never comes here.
+//! - Before each step of its scan, a Range reserves what that step may collect: the key-values
+//!   collected so far ([`RangeSteps::bytes`](retcd_engine::mvcc::RangeSteps::bytes)) plus
+//!   [`RANGE_STEP_BYTES`] (a step collects no more than that, plus one key-value), once that
+//!   passes [`FREE_BYTES`]: a point read or a page of a list never comes here. So a Range that
+//!   waits holds only memory it was granted.
 //! - It keeps the charge while its response is encoded and sent: the gRPC front
 //!   ([`crate::grpc_limit`]) moves the charge into the response body ([`hold_until_sent`]), which
 //!   hands the encoded message to HTTP/2 in [`CHUNK`]-byte pieces — HTTP/2 takes the next piece
 //!   only once the client's flow-control window has room — and releases the charge after the
-//!   last piece. A failed or cancelled Range releases it at once.
+//!   last piece. A message of several pieces is handed on in copies, so that the encoded
+//!   message is freed with the last copy made, not when HTTP/2 has sent the last piece: what
+//!   HTTP/2 still holds after the release is at most a window and a piece. A failed or
+//!   cancelled Range releases its charge at once.
 //! - A Range that would take the core past its budget waits for charges to be released, unless
 //!   it is the oldest charged Range of the core (the lowest ticket among holders), which always
 //!   proceeds. So Ranges waiting on each other cannot deadlock, and a core holds at most its
 //!   budget plus what the oldest response takes beyond it: one response larger than the budget is
 //!   served alone.
 //! - At most [`MAX_WAITING`] Ranges wait per core; another one that would wait is refused with
-//!   etcd's "etcdserver: too many requests" (`ResourceExhausted`), its charge released.
+//!   etcd's "etcdserver: too many requests" (`ResourceExhausted`), its charge released. A
+//!   waiting Range holds its read snapshot (which keeps the pages freed after it from reuse),
+//!   and its wait has no deadline yet: see below.
 //!
 //! Invariants (checked under the core's lock): `held` is the sum of the charges of the core's
 //! live [`Charge`]s, and `holders` holds exactly those with a non-zero charge.
 //!
 //! A client that stops reading a large response keeps its charge until its stream ends (its
 //! deadline passes, it resets the stream, or the connection closes): meanwhile the other large
-//! Ranges of that core wait behind it, as memory would otherwise hold them all. Pages of a list
-//! (under [`FREE_BYTES`]) never wait.
+//! Ranges of that core wait behind it, each holding its snapshot. Pages of a list (under
+//! [`FREE_BYTES`]) never wait. (A deadline on the wait — a glommio timer in a task of its own
+//! waking the waiter — hung in its unit test and was left out; to be done.)
 //!
-//! Not admitted here: the Ranges of a Txn and the JSON gateway's (both are built whole as before).
+//! So a core holds at most its budget, plus what the oldest Range takes beyond it, plus one
+//! key-value per charged Range (a step's overshoot), plus what HTTP/2 buffers of the responses
+//! already released.
+//!
+//! Not admitted here: the Ranges of a Txn (built whole as before). The JSON gateway's Ranges go
+//! through the same gRPC front and are admitted like any other; the Lock and Election services'
+//! internal reads drop their charge when they take the response apart.
 //!
 //! Who calls: the KV service's Range ([`crate::kv`]) and the gRPC front.
 
@@ -44,6 +58,7 @@ use bytes::{Buf, Bytes};
 use http::Response;
 use http_body::{Body, Frame, SizeHint};
 use retcd_engine::metrics::{Counter, Gauge};
+pub use retcd_engine::mvcc::RANGE_STEP_BYTES;
 
 use crate::errors::EtcdError;
 
@@ -51,10 +66,10 @@ use crate::errors::EtcdError;
 /// wait.
 pub const CORE_BUDGET: usize = 64 << 20;
 
-/// A Range whose key-values take at most this much is never charged: a page of a list (500 keys
-/// of a few KiB) costs no lock, and such responses are bounded, as every other request's, by the
-/// streams a core serves.
-pub const FREE_BYTES: usize = 1 << 20;
+/// A Range whose key-values (with the next step's reserve) take at most this much is never
+/// charged: a page of a list (500 keys of a few KiB) costs no lock, and such responses are
+/// bounded, as every other request's, by the streams a core serves.
+pub const FREE_BYTES: usize = 4 << 20;
 
 /// Ranges waiting per core before the next one is refused.
 pub const MAX_WAITING: usize = 1024;
@@ -282,6 +297,21 @@ struct Sending {
     charge: Option<ResponseCharge>,
 }
 
+impl Sending {
+    /// The next piece of a message of several, as a copy: HTTP/2 never holds a slice of the
+    /// whole message, which is freed with the last copy.
+    fn next_piece(&mut self) -> Bytes {
+        let n = self.rest.len().min(CHUNK);
+        let piece = Bytes::copy_from_slice(&self.rest[..n]);
+        if n == self.rest.len() {
+            self.rest = Bytes::new();
+        } else {
+            self.rest.advance(n);
+        }
+        piece
+    }
+}
+
 impl Body for Sending {
     type Data = Bytes;
     type Error = tonic::Status;
@@ -292,18 +322,16 @@ impl Body for Sending {
     ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
         let this = self.get_mut();
         if this.rest.has_remaining() {
-            let n = this.rest.len().min(CHUNK);
-            return Poll::Ready(Some(Ok(Frame::data(this.rest.split_to(n)))));
+            return Poll::Ready(Some(Ok(Frame::data(this.next_piece()))));
         }
         let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
         match frame {
             Some(Ok(frame)) => match frame.into_data() {
-                Ok(mut data) => {
-                    if data.len() > CHUNK {
-                        this.rest = data.split_off(CHUNK);
-                    }
-                    Poll::Ready(Some(Ok(Frame::data(data))))
+                Ok(data) if data.len() > CHUNK => {
+                    this.rest = data;
+                    Poll::Ready(Some(Ok(Frame::data(this.next_piece()))))
                 }
+                Ok(data) => Poll::Ready(Some(Ok(Frame::data(data)))),
                 // Trailers: every data byte has been handed on.
                 Err(trailers) => {
                     this.charge = None;
@@ -322,12 +350,14 @@ impl Body for Sending {
     }
 
     fn size_hint(&self) -> SizeHint {
-        let mut hint = self.inner.size_hint();
+        let inner = self.inner.size_hint();
         let rest = self.rest.len() as u64;
-        hint.set_lower(hint.lower().saturating_add(rest));
-        if let Some(upper) = hint.upper() {
+        let mut hint = SizeHint::new();
+        // The upper bound first: `set_lower` asserts it stays at or below it.
+        if let Some(upper) = inner.upper() {
             hint.set_upper(upper.saturating_add(rest));
         }
+        hint.set_lower(inner.lower().saturating_add(rest));
         hint
     }
 }

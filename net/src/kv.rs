@@ -494,18 +494,18 @@ impl pb::kv_server::Kv for KvService {
         self.ctx.auth.check_read(&caller, &r.key, &r.range_end)?;
         let req = range_req(&r);
         let mut steps = self.ctx.reader.range_steps(&req).map_err(mvcc_status)?;
-        // A large response is admitted against this core's budget as it grows (crate::admission).
+        // A large response is admitted against this core's budget as it grows: each step's
+        // memory is reserved before the step collects it (crate::admission).
         let mut charge = None;
         loop {
-            let done = steps.step().map_err(mvcc_status)?;
-            let bytes = steps.bytes();
-            if bytes > admission::FREE_BYTES {
+            let next = steps.bytes() + admission::RANGE_STEP_BYTES;
+            if next > admission::FREE_BYTES {
                 charge
                     .get_or_insert_with(|| admission::Admission::this_core().charge())
-                    .grow_to(bytes)
+                    .grow_to(next)
                     .await?;
             }
-            if done {
+            if steps.step().map_err(mvcc_status)? {
                 break;
             }
             // A long range (a page of a list, counting the rest) lets the requests queued
