@@ -29,15 +29,6 @@ use support::{Kind, Target, assert_status, rev};
 /// bounded by `support::READY_TIMEOUT`, a test stays under 30 s).
 const BODY_TIMEOUT: Duration = Duration::from_secs(12);
 
-/// A runtime for a test that talks to one server by itself.
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
-
 fn run_both<F, Fut>(extra_args: &[&str], body: F)
 where
     F: Fn(Target) -> Fut,
@@ -1599,7 +1590,7 @@ fn a_write_the_wal_cannot_hold_is_refused_and_the_member_serves_on() {
         &["--max-request-bytes", "10485760"],
     );
     let t = Target::of(&server);
-    let rt = runtime();
+    let rt = support::runtime();
     rt.block_on(async move {
         let mut c = t.client().await;
         assert_status(
@@ -2970,7 +2961,7 @@ fn large_lists_at_once_are_admitted_in_turn_and_answered_whole() {
     let value = |i: usize| vec![b'a' + (i % 26) as u8; VALUE];
     let server = support::Server::start_in_tempdir(Kind::Retcd);
     let t = Target::of(&server);
-    let rt = runtime();
+    let rt = support::runtime();
     rt.block_on(async move {
         let mut c = t.client().await;
         for i in 0..KEYS {

@@ -41,14 +41,6 @@ const LEASE_TTL: i64 = 3600;
 const CHUNK: usize = 32 * 1024;
 const ROOT_PASSWORD: &str = "rootpw";
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
-
 async fn put(c: &mut Client, key: &[u8], value: &[u8], lease: i64) -> i64 {
     let opts = (lease != 0).then(|| PutOptions::new().with_lease(lease));
     c.put(key.to_vec(), value.to_vec(), opts)
@@ -206,7 +198,7 @@ fn key_bucket_and_records_equal_etcds_for_the_same_history() {
     let (etcd, retcd) = start_both(&[]);
     auth_setup(&etcd);
     auth_setup(&retcd);
-    let rt = runtime();
+    let rt = support::runtime();
     let (e, r) = rt.block_on(async {
         tokio::time::timeout(TEST_TIMEOUT, async {
             let mut ec = connect(&etcd, REQUEST_TIMEOUT).await;
@@ -374,7 +366,7 @@ fn restored_into_real_etcd_answers_as_retcd() {
     // The etcd that will serve the restored snapshot: started once for its ports and flags.
     let mut etcd = Server::start_in_tempdir(Kind::Etcd);
     etcd.stop();
-    let rt = runtime();
+    let rt = support::runtime();
     rt.block_on(async {
         tokio::time::timeout(TEST_TIMEOUT, async {
             let mut c = connect(&retcd, REQUEST_TIMEOUT).await;
@@ -469,7 +461,7 @@ async fn fill(c: &mut Client, txns: usize) {
 fn a_cancelled_stream_ends_the_writer_and_the_server_serves_on() {
     let retcd = Server::start_in_tempdir(Kind::Retcd);
     let pid = retcd.pid().expect("running");
-    let rt = runtime();
+    let rt = support::runtime();
     rt.block_on(async {
         tokio::time::timeout(TEST_TIMEOUT, async {
             let mut c = connect(&retcd, REQUEST_TIMEOUT).await;
@@ -519,7 +511,7 @@ fn a_cancelled_stream_ends_the_writer_and_the_server_serves_on() {
 #[test]
 fn a_snapshot_during_writes_holds_one_revision() {
     let retcd = Server::start_in_tempdir(Kind::Retcd);
-    let rt = runtime();
+    let rt = support::runtime();
     rt.block_on(async {
         tokio::time::timeout(TEST_TIMEOUT, async {
             let mut c = connect(&retcd, REQUEST_TIMEOUT).await;
@@ -627,7 +619,7 @@ fn a_slow_client_does_not_make_the_server_buffer_the_db() {
     const PAUSE_STEP: Duration = Duration::from_millis(100);
     let retcd = Server::start_in_tempdir(Kind::Retcd);
     let pid = retcd.pid().expect("running");
-    let rt = runtime();
+    let rt = support::runtime();
     rt.block_on(async {
         tokio::time::timeout(TEST_TIMEOUT, async {
             let mut c = connect(&retcd, REQUEST_TIMEOUT).await;
@@ -791,7 +783,7 @@ fn backend_hash_of(b: &Buckets) -> u32 {
 fn hash_is_the_backend_hash_of_the_snapshot_db_and_members_agree() {
     let mut c = support::cluster::Cluster::start(Kind::Retcd, 3, &[]);
     let leader = c.leader();
-    let rt = runtime();
+    let rt = support::runtime();
     let mut clients: Vec<Client> = c
         .members
         .iter()

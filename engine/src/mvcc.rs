@@ -552,9 +552,8 @@ fn scan_step<S: Source>(
     let mut visited = 0usize;
     // Entries of one group stepped over in a row (older versions of a key already handled, or
     // versions newer than `rev`): past SEEK_AFTER, the rest are jumped over with one seek.
-    let mut passed = 0usize;
-    // Which kind of entries `passed` counts (true: versions newer than `rev`).
-    let mut passing_newer = false;
+    // (versions newer than `rev`?, how many in a row).
+    let mut passed = (false, 0usize);
     while cur.valid() {
         if visited >= budget && !done.is_empty() {
             return Ok(Some(done));
@@ -569,21 +568,10 @@ fn scan_step<S: Source>(
         }
         let (group, main) = tk.split_at(tk.len() - 8);
         if !done.is_empty() && group == done.as_slice() {
-            if passing_newer {
-                passed = 0;
-                passing_newer = false;
-            }
-            passed += 1;
-            if passed <= SEEK_AFTER {
-                cur.advance()?;
-            } else {
-                // Past every version of the key: `group · FF×9` (see above).
-                let mut past = Vec::with_capacity(done.len() + 9);
-                past.extend_from_slice(&done);
-                past.extend_from_slice(&[0xFF; 9]);
-                cur.seek(&past)?;
-                passed = 0;
-            }
+            // Past every version of the key: `group · FF×9` (see above).
+            pass_entry(&mut cur, &mut passed, false, || {
+                [&done[..], &[0xFF; 9]].concat()
+            })?;
             continue;
         }
         // Every group here is ≥ `seek`, so ≥ start: only the upper bound needs a look.
@@ -594,25 +582,14 @@ fn scan_step<S: Source>(
         }
         let main = !u64::from_be_bytes(main.try_into().expect("8 bytes")) as i64;
         if main > rev {
-            if !passing_newer {
-                passed = 0;
-                passing_newer = true;
-            }
-            passed += 1;
-            if passed <= SEEK_AFTER {
-                cur.advance()?;
-            } else {
-                // To the key's newest version ≤ `rev`: versions sort newest first (the
-                // revision is stored inverted), so that is the first entry ≥ `group · !rev`.
-                let mut at = Vec::with_capacity(group.len() + 8);
-                at.extend_from_slice(group);
-                at.extend_from_slice(&(!(rev as u64)).to_be_bytes());
-                cur.seek(&at)?;
-                passed = 0;
-            }
+            // To the key's newest version ≤ `rev`: versions sort newest first (the revision is
+            // stored inverted), so that is the first entry ≥ `group · !rev`.
+            pass_entry(&mut cur, &mut passed, true, || {
+                [group, &(!(rev as u64)).to_be_bytes()].concat()
+            })?;
             continue;
         }
-        passed = 0;
+        passed.1 = 0;
         done.clear();
         done.extend_from_slice(group);
         let v = decode_version(cur.value())?;
@@ -630,6 +607,28 @@ fn scan_step<S: Source>(
         cur.advance()?;
     }
     Ok(None)
+}
+
+/// Moves a scan over one entry it passes — an older version of the key just handled
+/// (`newer` false) or a version newer than its revision — or, past [`SEEK_AFTER`] of one kind in a
+/// row (`passed`), seeks to `target()` instead.
+fn pass_entry<S: Source>(
+    cur: &mut Cursor<'_, S>,
+    passed: &mut (bool, usize),
+    newer: bool,
+    target: impl FnOnce() -> Vec<u8>,
+) -> Result<(), MvccError> {
+    if passed.0 != newer {
+        *passed = (newer, 0);
+    }
+    passed.1 += 1;
+    if passed.1 <= SEEK_AFTER {
+        cur.advance()?;
+    } else {
+        cur.seek(&target())?;
+        passed.1 = 0;
+    }
+    Ok(())
 }
 
 /// Entries of one key's group a scan steps over one by one before it seeks past the rest (or to

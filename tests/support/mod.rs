@@ -1341,6 +1341,15 @@ impl Target {
     }
 }
 
+/// A runtime for a test that talks to servers by itself.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
 /// Starts etcd and retcd side by side (each in its own tempdir, with `extra_args`, both at once).
 pub fn start_both(extra_args: &[&str]) -> (Server, Server) {
     std::thread::scope(|s| {
