@@ -277,6 +277,7 @@ fn run(mut cfg: Config) -> Result<(), String> {
             max_request_bytes: cfg.max_request_bytes,
             max_txn_ops: cfg.max_txn_ops,
             quota_bytes: i64::try_from(cfg.quota_bytes()).unwrap_or(i64::MAX),
+            request_timeout,
         },
         watch_progress_notify_interval: cfg.watch_progress_notify_interval,
         auth,

@@ -2997,4 +2997,5 @@ fn large_lists_at_once_are_admitted_in_turn_and_answered_whole() {
     );
     assert_eq!(metric(&server, "retcd_range_admission_held_bytes"), 0.0);
     assert_eq!(metric(&server, "retcd_range_admission_refused_total"), 0.0);
+    assert_eq!(metric(&server, "retcd_range_admission_timeouts_total"), 0.0);
 }

@@ -27,16 +27,18 @@
 //! - At most [`MAX_WAITING`] Ranges wait per core; another one that would wait is refused with
 //!   etcd's "etcdserver: too many requests" (`ResourceExhausted`), its charge released. A
 //!   waiting Range holds its read snapshot (which keeps the pages freed after it from reuse),
-//!   and its wait has no deadline yet: see below.
+//!   so its wait is bounded too: past the member's request timeout (etcd's, 5 s and two
+//!   election timeouts) it gives up with etcd's "etcdserver: request timed out"
+//!   (`Unavailable`, which clients retry), releasing its charge and its snapshot.
 //!
 //! Invariants (checked under the core's lock): `held` is the sum of the charges of the core's
 //! live [`Charge`]s, and `holders` holds exactly those with a non-zero charge.
 //!
 //! A client that stops reading a large response keeps its charge until its stream ends (its
 //! deadline passes, it resets the stream, or the connection closes): meanwhile the other large
-//! Ranges of that core wait behind it, each holding its snapshot. Pages of a list (under
-//! [`FREE_BYTES`]) never wait. (A deadline on the wait — a glommio timer in a task of its own
-//! waking the waiter — hung in its unit test and was left out; to be done.)
+//! Ranges of that core wait behind it, each until its own wait times out. Pages of a list
+//! (under [`FREE_BYTES`]) never wait. The wait's clock is [`crate::timer`]'s thread (a glommio
+//! timer is the core's own, and a waiter's deadline must fire while the core is busy elsewhere).
 //!
 //! So a core holds at most its budget, plus what the oldest Range takes beyond it, plus one
 //! key-value per charged Range (a step's overshoot), plus what HTTP/2 buffers of the responses
@@ -53,6 +55,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker, ready};
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
 use http::Response;
@@ -61,6 +64,7 @@ use retcd_engine::metrics::{Counter, Gauge};
 pub use retcd_engine::mvcc::RANGE_STEP_BYTES;
 
 use crate::errors::EtcdError;
+use crate::timer::Sleep;
 
 /// Bytes of Range responses one core holds at once (being built or sent) before younger ones
 /// wait.
@@ -83,6 +87,8 @@ pub const CHUNK: usize = 4 << 20;
 pub static WAITS: Counter = Counter::new();
 /// Ranges refused because [`MAX_WAITING`] were already waiting, ever.
 pub static REFUSED: Counter = Counter::new();
+/// Ranges whose wait passed its limit, ever.
+pub static TIMED_OUT: Counter = Counter::new();
 /// Bytes charged now, all cores together.
 pub static HELD: Gauge = Gauge::new();
 
@@ -165,12 +171,13 @@ pub struct Charge {
 
 impl Charge {
     /// Raises the charge to `bytes` (a running total), waiting while younger than the oldest
-    /// holder and the core's budget has no room for the difference.
-    pub fn grow_to(&mut self, bytes: usize) -> Grow<'_> {
+    /// holder and the core's budget has no room for the difference, for at most `wait_limit`.
+    pub fn grow_to(&mut self, bytes: usize, wait_limit: Duration) -> Grow<'_> {
         Grow {
             charge: self,
             bytes,
-            waiting: false,
+            wait_limit,
+            waiting: None,
         }
     }
 
@@ -205,8 +212,9 @@ impl Drop for Charge {
 pub struct Grow<'c> {
     charge: &'c mut Charge,
     bytes: usize,
-    /// Counted in the core's waiters.
-    waiting: bool,
+    wait_limit: Duration,
+    /// Counted in the core's waiters, until this deadline.
+    waiting: Option<Sleep>,
 }
 
 impl Future for Grow<'_> {
@@ -226,23 +234,32 @@ impl Future for Grow<'_> {
             s.held += more;
             *s.holders.entry(charge.ticket).or_default() += more;
             s.check();
-            if this.waiting {
+            if this.waiting.take().is_some() {
                 s.waiting -= 1;
-                this.waiting = false;
             }
             drop(s);
             charge.bytes = this.bytes;
             HELD.add(more as i64);
             return Poll::Ready(Ok(()));
         }
-        if !this.waiting {
-            if s.waiting >= core.max_waiting {
-                REFUSED.inc();
-                return Poll::Ready(Err(EtcdError::TooManyRequests));
+        let deadline = match &mut this.waiting {
+            Some(deadline) => deadline,
+            None => {
+                if s.waiting >= core.max_waiting {
+                    REFUSED.inc();
+                    return Poll::Ready(Err(EtcdError::TooManyRequests));
+                }
+                s.waiting += 1;
+                WAITS.inc();
+                this.waiting
+                    .insert(Sleep::until(Instant::now() + this.wait_limit))
             }
-            s.waiting += 1;
-            this.waiting = true;
-            WAITS.inc();
+        };
+        if Pin::new(deadline).poll(cx).is_ready() {
+            s.waiting -= 1;
+            this.waiting = None;
+            TIMED_OUT.inc();
+            return Poll::Ready(Err(EtcdError::Timeout));
         }
         s.wakers.push(cx.waker().clone());
         Poll::Pending
@@ -251,7 +268,7 @@ impl Future for Grow<'_> {
 
 impl Drop for Grow<'_> {
     fn drop(&mut self) {
-        if self.waiting {
+        if self.waiting.is_some() {
             self.charge.core.lock().waiting -= 1;
         }
     }
@@ -376,6 +393,9 @@ mod tests {
         }
     }
 
+    /// A wait limit no test reaches.
+    const LONG: Duration = Duration::from_secs(3600);
+
     fn poll(g: &mut Grow<'_>, waker: &Waker) -> Poll<Result<(), EtcdError>> {
         Pin::new(g).poll(&mut Context::from_waker(waker))
     }
@@ -389,17 +409,17 @@ mod tests {
         let mut b = core.charge();
         let mut c = core.charge();
         // Within the budget, every charge grows.
-        assert!(poll(&mut b.grow_to(40), &waker).is_ready());
-        assert!(poll(&mut a.grow_to(50), &waker).is_ready());
+        assert!(poll(&mut b.grow_to(40, LONG), &waker).is_ready());
+        assert!(poll(&mut a.grow_to(50, LONG), &waker).is_ready());
         assert_eq!(core.held(), 90);
         // Past it, the youngest waits; the oldest holder (a) proceeds, even far past it.
-        let mut grow_c = c.grow_to(20);
+        let mut grow_c = c.grow_to(20, LONG);
         assert!(poll(&mut grow_c, &waker).is_pending());
         drop(grow_c);
-        assert!(poll(&mut a.grow_to(500), &waker).is_ready());
+        assert!(poll(&mut a.grow_to(500, LONG), &waker).is_ready());
         assert_eq!(core.held(), 540);
         // b is not the oldest holder: it waits until a is released.
-        let mut grow_b = b.grow_to(60);
+        let mut grow_b = b.grow_to(60, LONG);
         assert!(poll(&mut grow_b, &waker).is_pending());
         assert_eq!(core.lock().waiting, 1);
         drop(a);
@@ -409,7 +429,7 @@ mod tests {
         drop(grow_b);
         assert_eq!((core.held(), core.lock().waiting), (60, 0));
         // Now b is the oldest holder; c fits within the budget.
-        assert!(poll(&mut c.grow_to(40), &waker).is_ready());
+        assert!(poll(&mut c.grow_to(40, LONG), &waker).is_ready());
         assert_eq!(core.held(), 100);
         drop((b, c));
         assert_eq!(core.held(), 0);
@@ -421,16 +441,16 @@ mod tests {
         let core = Arc::new(Admission::new(10, 2));
         let waker = Waker::from(Arc::new(Count::default()));
         let mut old = core.charge();
-        assert!(poll(&mut old.grow_to(10), &waker).is_ready());
+        assert!(poll(&mut old.grow_to(10, LONG), &waker).is_ready());
         let mut young: Vec<Charge> = (0..3).map(|_| core.charge()).collect();
         let [y0, y1, y2] = &mut young[..] else {
             unreachable!()
         };
-        let mut g0 = y0.grow_to(1);
-        let mut g1 = y1.grow_to(1);
+        let mut g0 = y0.grow_to(1, LONG);
+        let mut g1 = y1.grow_to(1, LONG);
         assert!(poll(&mut g0, &waker).is_pending());
         assert!(poll(&mut g1, &waker).is_pending());
-        let mut g2 = y2.grow_to(1);
+        let mut g2 = y2.grow_to(1, LONG);
         assert_eq!(
             poll(&mut g2, &waker),
             Poll::Ready(Err(EtcdError::TooManyRequests))
@@ -438,7 +458,7 @@ mod tests {
         drop(g2);
         // A waiter that goes away (its client cancelled) makes room for another.
         drop(g1);
-        assert!(poll(&mut y2.grow_to(1), &waker).is_pending());
+        assert!(poll(&mut y2.grow_to(1, LONG), &waker).is_pending());
         assert_eq!(core.lock().waiting, 1);
         drop(g0);
         assert_eq!(core.lock().waiting, 0);
@@ -447,12 +467,51 @@ mod tests {
         assert_eq!(core.held(), 0);
     }
 
+    /// Wakes the test's thread.
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+
+    #[test]
+    fn a_wait_past_its_limit_times_out_and_leaves() {
+        let core = Arc::new(Admission::new(10, 4));
+        let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+        let mut old = core.charge();
+        assert!(poll(&mut old.grow_to(10, LONG), &waker).is_ready());
+        let mut young = core.charge();
+        let mut grow = young.grow_to(1, Duration::from_millis(20));
+        // Woken by the timer thread, not by a release (none comes): bounded by a deadline far
+        // past the limit.
+        let give_up = Instant::now() + Duration::from_secs(30);
+        let result = loop {
+            match poll(&mut grow, &waker) {
+                Poll::Ready(r) => break r,
+                Poll::Pending => {
+                    assert_eq!(core.lock().waiting, 1);
+                    let now = Instant::now();
+                    assert!(now < give_up, "the wait's limit never fired");
+                    std::thread::park_timeout(give_up - now);
+                }
+            }
+        };
+        assert_eq!(result, Err(EtcdError::Timeout));
+        assert_eq!(core.lock().waiting, 0);
+        drop(grow);
+        assert_eq!(core.lock().waiting, 0);
+        assert_eq!((young.bytes(), core.held()), (0, 10));
+        drop((young, old));
+        assert_eq!(core.held(), 0);
+    }
+
     #[test]
     fn an_admitted_body_is_handed_on_in_chunks_then_releases_its_charge() {
         let core = Arc::new(Admission::new(1 << 30, 1));
         let waker = Waker::from(Arc::new(Count::default()));
         let mut charge = core.charge();
-        assert!(poll(&mut charge.grow_to(5 << 20), &waker).is_ready());
+        assert!(poll(&mut charge.grow_to(5 << 20, LONG), &waker).is_ready());
         let message = "7".repeat(CHUNK * 2 + 3);
         let inner = tonic::body::Body::new(message.clone());
         let mut resp = Response::new(inner);

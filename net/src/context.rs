@@ -27,6 +27,9 @@ pub struct Limits {
     pub max_txn_ops: usize,
     /// etcd's --quota-backend-bytes (resolved).
     pub quota_bytes: i64,
+    /// etcd's request timeout (5 s and two election timeouts): how long a large Range waits
+    /// for its core's budget (crate::admission) before it times out.
+    pub request_timeout: std::time::Duration,
 }
 
 pub struct Ctx {

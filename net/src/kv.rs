@@ -502,7 +502,7 @@ impl pb::kv_server::Kv for KvService {
             if next > admission::FREE_BYTES {
                 charge
                     .get_or_insert_with(|| admission::Admission::this_core().charge())
-                    .grow_to(next)
+                    .grow_to(next, self.ctx.limits.request_timeout)
                     .await?;
             }
             if steps.step().map_err(mvcc_status)? {

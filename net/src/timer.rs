@@ -112,6 +112,7 @@ impl Clock {
 }
 
 /// A future that resolves at a deadline.
+#[derive(Debug)]
 pub struct Sleep {
     at: Instant,
     /// The waker registered with the clock, if any.

@@ -480,6 +480,11 @@ fn retcd(x: &mut Exposition, ctx: &Ctx) {
         "Range requests refused (too many requests) because too many were waiting already.",
         crate::admission::REFUSED.get() as f64,
     );
+    x.counter(
+        "retcd_range_admission_timeouts_total",
+        "Range requests that gave up (request timed out) waiting for their core's budget.",
+        crate::admission::TIMED_OUT.get() as f64,
+    );
     x.histogram(
         "retcd_wal_group_commit_entries",
         "Records in each WAL append (one fdatasync each): the group commit's batch size.",
