@@ -238,8 +238,8 @@ async fn dial(ep: &str, opts: &ConnectOptions, token: Token) -> Result<Conn, Con
 }
 
 /// A plain-text HTTP/2 connection to `origin`, with the Channel's settings (no Nagle, 8 MiB
-/// connection and 4 MiB stream windows); its connection task runs on the runtime until the
-/// server or every handle goes away.
+/// connection and 4 MiB stream windows) and its writes gathered ([`crate::coalesce`]); its
+/// connection task runs on the runtime until the server or every handle goes away.
 async fn dial_direct(
     origin: &http::Uri,
     timeout: Option<Duration>,
@@ -259,7 +259,9 @@ async fn dial_direct(
         hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
             .initial_connection_window_size(8 << 20)
             .initial_stream_window_size(4 << 20)
-            .handshake(hyper_util::rt::TokioIo::new(tcp))
+            .handshake(hyper_util::rt::TokioIo::new(
+                crate::coalesce::Coalesce::new(tcp),
+            ))
             .await?;
     tokio::spawn(async move {
         // Ends with the connection; a broken one fails the requests that use it.

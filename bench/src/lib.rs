@@ -2,7 +2,8 @@
 //! alike. The binary is a thin wrapper around [`cli::main_with`].
 //!
 //! - [`cli`]: etcd benchmark's commands and flags, `run`, `null-server`, `compare`;
-//! - [`client`]: connections, TLS, auth token, leader targeting;
+//! - [`client`]: connections, TLS, auth token, leader targeting; [`coalesce`]: their writes
+//!   gathered into fewer system calls;
 //! - [`load`]: the closed-loop driver and the request-response operations;
 //! - [`watch`]: the watch workloads;
 //! - [`keys`]: key spelling and key choice (uniform, sequential, Zipf);
@@ -13,6 +14,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod coalesce;
 pub mod compare;
 pub mod keys;
 pub mod load;
