@@ -2959,7 +2959,11 @@ fn large_lists_at_once_are_admitted_in_turn_and_answered_whole() {
     const KEYS: usize = 80;
     const VALUE: usize = 1 << 20;
     let value = |i: usize| vec![b'a' + (i % 26) as u8; VALUE];
-    let server = support::Server::start_in_tempdir(Kind::Retcd);
+    // A waiting list times out after the request timeout (5 s and two election timeouts: 11 s
+    // here, 7 by default): a debug build under CI's load takes seconds to build and send each
+    // list it waits behind.
+    let server =
+        support::Server::start_in_tempdir_with_args(Kind::Retcd, &["--election-timeout", "3000"]);
     let t = Target::of(&server);
     let rt = support::runtime();
     rt.block_on(async move {

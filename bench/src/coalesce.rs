@@ -161,7 +161,7 @@ mod tests {
         let count = std::sync::Arc::new(Count::default());
         let waker = std::task::Waker::from(count.clone());
         let mut cx = Context::from_waker(&waker);
-        let mut write = |c: &mut Coalesce<_>, cx: &mut Context<'_>| {
+        let write = |c: &mut Coalesce<_>, cx: &mut Context<'_>| {
             assert!(Pin::new(c).poll_write(cx, b"frame").is_ready());
         };
         // A lone write: one turn yielded (and the task woken for it), then written.

@@ -27,12 +27,15 @@
 //! - At most [`MAX_WAITING`] Ranges wait per core; another one that would wait is refused with
 //!   etcd's "etcdserver: too many requests" (`ResourceExhausted`), its charge released. A
 //!   waiting Range holds its read snapshot (which keeps the pages freed after it from reuse),
-//!   so its wait is bounded too: past the member's request timeout (etcd's, 5 s and two
-//!   election timeouts) it gives up with etcd's "etcdserver: request timed out"
-//!   (`Unavailable`, which clients retry), releasing its charge and its snapshot.
+//!   so its waits are bounded too: a Range that has not been admitted by its deadline (the
+//!   member's request timeout after it began: etcd's, 5 s and two election timeouts) gives up
+//!   with etcd's "etcdserver: request timed out" (`Unavailable`, which clients retry),
+//!   releasing its charge and its snapshot.
 //!
 //! Invariants (checked under the core's lock): `held` is the sum of the charges of the core's
-//! live [`Charge`]s, and `holders` holds exactly those with a non-zero charge.
+//! live [`Charge`]s, and `holders` holds exactly those with a non-zero charge; `wakers` holds at
+//! most one waker per waiting Range (by ticket: a release takes them all to wake, a waiter puts
+//! its own back when it waits again), and none of a Range no longer waiting.
 //!
 //! A client that stops reading a large response keeps its charge until its stream ends (its
 //! deadline passes, it resets the stream, or the connection closes): meanwhile the other large
@@ -55,7 +58,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker, ready};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Buf, Bytes};
 use http::Response;
@@ -111,14 +114,15 @@ struct State {
     /// Ticket → bytes charged, for every charge above zero.
     holders: BTreeMap<u64, usize>,
     waiting: usize,
-    /// Tasks to wake when a charge is released.
-    wakers: Vec<Waker>,
+    /// Ticket → the task of a waiting Range, to wake when a charge is released.
+    wakers: BTreeMap<u64, Waker>,
 }
 
 impl State {
     fn check(&self) {
         debug_assert_eq!(self.held, self.holders.values().sum::<usize>());
         debug_assert!(self.holders.values().all(|&b| b > 0));
+        debug_assert!(self.wakers.len() <= self.waiting);
     }
 }
 
@@ -171,12 +175,12 @@ pub struct Charge {
 
 impl Charge {
     /// Raises the charge to `bytes` (a running total), waiting while younger than the oldest
-    /// holder and the core's budget has no room for the difference, for at most `wait_limit`.
-    pub fn grow_to(&mut self, bytes: usize, wait_limit: Duration) -> Grow<'_> {
+    /// holder and the core's budget has no room for the difference, until `deadline`.
+    pub fn grow_to(&mut self, bytes: usize, deadline: Instant) -> Grow<'_> {
         Grow {
             charge: self,
             bytes,
-            wait_limit,
+            deadline,
             waiting: None,
         }
     }
@@ -201,7 +205,7 @@ impl Drop for Charge {
             std::mem::take(&mut s.wakers)
         };
         HELD.add(-(self.bytes as i64));
-        for w in wakers {
+        for w in wakers.into_values() {
             w.wake();
         }
     }
@@ -212,8 +216,8 @@ impl Drop for Charge {
 pub struct Grow<'c> {
     charge: &'c mut Charge,
     bytes: usize,
-    wait_limit: Duration,
-    /// Counted in the core's waiters, until this deadline.
+    deadline: Instant,
+    /// Counted in the core's waiters, with the deadline's timer.
     waiting: Option<Sleep>,
 }
 
@@ -233,10 +237,11 @@ impl Future for Grow<'_> {
         if oldest || s.held + more <= core.budget {
             s.held += more;
             *s.holders.entry(charge.ticket).or_default() += more;
-            s.check();
             if this.waiting.take().is_some() {
                 s.waiting -= 1;
+                s.wakers.remove(&charge.ticket);
             }
+            s.check();
             drop(s);
             charge.bytes = this.bytes;
             HELD.add(more as i64);
@@ -251,17 +256,19 @@ impl Future for Grow<'_> {
                 }
                 s.waiting += 1;
                 WAITS.inc();
-                this.waiting
-                    .insert(Sleep::until(Instant::now() + this.wait_limit))
+                this.waiting.insert(Sleep::until(this.deadline))
             }
         };
         if Pin::new(deadline).poll(cx).is_ready() {
             s.waiting -= 1;
+            s.wakers.remove(&charge.ticket);
+            s.check();
             this.waiting = None;
             TIMED_OUT.inc();
             return Poll::Ready(Err(EtcdError::Timeout));
         }
-        s.wakers.push(cx.waker().clone());
+        s.wakers.insert(charge.ticket, cx.waker().clone());
+        s.check();
         Poll::Pending
     }
 }
@@ -269,7 +276,10 @@ impl Future for Grow<'_> {
 impl Drop for Grow<'_> {
     fn drop(&mut self) {
         if self.waiting.is_some() {
-            self.charge.core.lock().waiting -= 1;
+            let mut s = self.charge.core.lock();
+            s.waiting -= 1;
+            s.wakers.remove(&self.charge.ticket);
+            s.check();
         }
     }
 }
@@ -383,6 +393,7 @@ impl Body for Sending {
 mod tests {
     use super::*;
     use std::task::Wake;
+    use std::time::Duration;
 
     /// Counts its wake-ups.
     #[derive(Default)]
@@ -393,8 +404,10 @@ mod tests {
         }
     }
 
-    /// A wait limit no test reaches.
-    const LONG: Duration = Duration::from_secs(3600);
+    /// A deadline no test reaches.
+    fn long() -> Instant {
+        Instant::now() + Duration::from_secs(3600)
+    }
 
     fn poll(g: &mut Grow<'_>, waker: &Waker) -> Poll<Result<(), EtcdError>> {
         Pin::new(g).poll(&mut Context::from_waker(waker))
@@ -409,27 +422,27 @@ mod tests {
         let mut b = core.charge();
         let mut c = core.charge();
         // Within the budget, every charge grows.
-        assert!(poll(&mut b.grow_to(40, LONG), &waker).is_ready());
-        assert!(poll(&mut a.grow_to(50, LONG), &waker).is_ready());
+        assert!(poll(&mut b.grow_to(40, long()), &waker).is_ready());
+        assert!(poll(&mut a.grow_to(50, long()), &waker).is_ready());
         assert_eq!(core.held(), 90);
         // Past it, the youngest waits; the oldest holder (a) proceeds, even far past it.
-        let mut grow_c = c.grow_to(20, LONG);
+        let mut grow_c = c.grow_to(20, long());
         assert!(poll(&mut grow_c, &waker).is_pending());
         drop(grow_c);
-        assert!(poll(&mut a.grow_to(500, LONG), &waker).is_ready());
+        assert!(poll(&mut a.grow_to(500, long()), &waker).is_ready());
         assert_eq!(core.held(), 540);
         // b is not the oldest holder: it waits until a is released.
-        let mut grow_b = b.grow_to(60, LONG);
+        let mut grow_b = b.grow_to(60, long());
         assert!(poll(&mut grow_b, &waker).is_pending());
         assert_eq!(core.lock().waiting, 1);
         drop(a);
-        // Every waker registered is woken: b's, and the one left by c's wait that went away.
-        assert_eq!(count.0.load(std::sync::atomic::Ordering::Relaxed), 2);
+        // The waiting task is woken; c's wait went away and took its waker with it.
+        assert_eq!(count.0.load(std::sync::atomic::Ordering::Relaxed), 1);
         assert!(poll(&mut grow_b, &waker).is_ready());
         drop(grow_b);
         assert_eq!((core.held(), core.lock().waiting), (60, 0));
         // Now b is the oldest holder; c fits within the budget.
-        assert!(poll(&mut c.grow_to(40, LONG), &waker).is_ready());
+        assert!(poll(&mut c.grow_to(40, long()), &waker).is_ready());
         assert_eq!(core.held(), 100);
         drop((b, c));
         assert_eq!(core.held(), 0);
@@ -441,16 +454,16 @@ mod tests {
         let core = Arc::new(Admission::new(10, 2));
         let waker = Waker::from(Arc::new(Count::default()));
         let mut old = core.charge();
-        assert!(poll(&mut old.grow_to(10, LONG), &waker).is_ready());
+        assert!(poll(&mut old.grow_to(10, long()), &waker).is_ready());
         let mut young: Vec<Charge> = (0..3).map(|_| core.charge()).collect();
         let [y0, y1, y2] = &mut young[..] else {
             unreachable!()
         };
-        let mut g0 = y0.grow_to(1, LONG);
-        let mut g1 = y1.grow_to(1, LONG);
+        let mut g0 = y0.grow_to(1, long());
+        let mut g1 = y1.grow_to(1, long());
         assert!(poll(&mut g0, &waker).is_pending());
         assert!(poll(&mut g1, &waker).is_pending());
-        let mut g2 = y2.grow_to(1, LONG);
+        let mut g2 = y2.grow_to(1, long());
         assert_eq!(
             poll(&mut g2, &waker),
             Poll::Ready(Err(EtcdError::TooManyRequests))
@@ -458,7 +471,7 @@ mod tests {
         drop(g2);
         // A waiter that goes away (its client cancelled) makes room for another.
         drop(g1);
-        assert!(poll(&mut y2.grow_to(1, LONG), &waker).is_pending());
+        assert!(poll(&mut y2.grow_to(1, long()), &waker).is_pending());
         assert_eq!(core.lock().waiting, 1);
         drop(g0);
         assert_eq!(core.lock().waiting, 0);
@@ -480,9 +493,9 @@ mod tests {
         let core = Arc::new(Admission::new(10, 4));
         let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
         let mut old = core.charge();
-        assert!(poll(&mut old.grow_to(10, LONG), &waker).is_ready());
+        assert!(poll(&mut old.grow_to(10, long()), &waker).is_ready());
         let mut young = core.charge();
-        let mut grow = young.grow_to(1, Duration::from_millis(20));
+        let mut grow = young.grow_to(1, Instant::now() + Duration::from_millis(20));
         // Woken by the timer thread, not by a release (none comes): bounded by a deadline far
         // past the limit.
         let give_up = Instant::now() + Duration::from_secs(30);
@@ -499,6 +512,10 @@ mod tests {
         };
         assert_eq!(result, Err(EtcdError::Timeout));
         assert_eq!(core.lock().waiting, 0);
+        assert!(
+            core.lock().wakers.is_empty(),
+            "a timed-out waiter left its waker"
+        );
         drop(grow);
         assert_eq!(core.lock().waiting, 0);
         assert_eq!((young.bytes(), core.held()), (0, 10));
@@ -511,7 +528,7 @@ mod tests {
         let core = Arc::new(Admission::new(1 << 30, 1));
         let waker = Waker::from(Arc::new(Count::default()));
         let mut charge = core.charge();
-        assert!(poll(&mut charge.grow_to(5 << 20, LONG), &waker).is_ready());
+        assert!(poll(&mut charge.grow_to(5 << 20, long()), &waker).is_ready());
         let message = "7".repeat(CHUNK * 2 + 3);
         let inner = tonic::body::Body::new(message.clone());
         let mut resp = Response::new(inner);

@@ -27,8 +27,8 @@ pub struct Limits {
     pub max_txn_ops: usize,
     /// etcd's --quota-backend-bytes (resolved).
     pub quota_bytes: i64,
-    /// etcd's request timeout (5 s and two election timeouts): how long a large Range waits
-    /// for its core's budget (crate::admission) before it times out.
+    /// etcd's request timeout (5 s and two election timeouts): how long after it began a large
+    /// Range may still wait for its core's budget (crate::admission) before it times out.
     pub request_timeout: std::time::Duration,
 }
 

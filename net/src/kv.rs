@@ -497,12 +497,14 @@ impl pb::kv_server::Kv for KvService {
         // A large response is admitted against this core's budget as it grows: each step's
         // memory is reserved before the step collects it (crate::admission).
         let mut charge = None;
+        // One deadline for all of this Range's waits.
+        let deadline = std::time::Instant::now() + self.ctx.limits.request_timeout;
         loop {
             let next = steps.bytes() + admission::RANGE_STEP_BYTES;
             if next > admission::FREE_BYTES {
                 charge
                     .get_or_insert_with(|| admission::Admission::this_core().charge())
-                    .grow_to(next, self.ctx.limits.request_timeout)
+                    .grow_to(next, deadline)
                     .await?;
             }
             if steps.step().map_err(mvcc_status)? {
