@@ -9,8 +9,8 @@
 //! first flush of a burst yields the connection's task (it wakes itself and goes to the back of
 //! the runtime's queue), so that the clients and body pipes already woken queue their frames
 //! first; once a turn brings nothing more, the flush writes everything gathered in one call.
-//! Measured on put-1000 against retcd (perf/findings.md §27): 2.1 `writev` per put became 0.31
-//! `sendto`, the generator's CPU per put 30 → 19 µs, its ceiling against the null server 1.4×.
+//! Measured on put-1000 against retcd (perf/findings.md §27): 2.1 `writev` per put became 0.125
+//! `sendto`, the generator's CPU per put 30 → 15–17 µs, its ceiling against the null server 1.4×.
 //!
 //! Invariants: the buffer holds at most [`LIMIT`] bytes plus one write (a larger write first
 //! drains it); a flush returns `Ready` only once the buffer is empty and the stream flushed; a
@@ -110,8 +110,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesce<T> {
         Poll::Ready(Ok(n))
     }
 
+    /// No: h2 then copies a small DATA frame (up to 1 KiB) into its own buffer with the frames
+    /// before it, where it would hold one of 256 B or more as a frame of its own that needs a
+    /// flush (a turn) before the next: with 256 B puts, 0.31 writes per put against 0.125.
     fn is_write_vectored(&self) -> bool {
-        true
+        false
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
