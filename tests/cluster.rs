@@ -808,3 +808,21 @@ fn force_new_cluster_restarts_a_member_alone() {
         );
     }
 }
+
+/// A new one-member cluster elects its member as soon as the opening configuration is applied,
+/// not after an election timeout: with a 50 s timeout (etcd's largest) the member must still be
+/// ready within the harness's start deadline, and serve a write. (etcd fast-forwards all but one
+/// tick of the timeout and then waits out the rest of its randomized timeout: 0–50 s here, so
+/// this one is retcd's alone.)
+#[test]
+fn a_new_single_member_elects_itself_without_waiting_for_the_election_timeout() {
+    let server = Server::start_in_tempdir_with_args(
+        Kind::Retcd,
+        &["--heartbeat-interval=100", "--election-timeout=50000"],
+    );
+    assert!(ok(server.etcdctl(&["put", "k", "v"])).starts_with("OK"));
+    assert_eq!(
+        ok(server.etcdctl(&["get", "k", "--print-value-only"])),
+        "v\n"
+    );
+}

@@ -870,6 +870,7 @@ async fn drive(
         .auto_compaction
         .map(|r| AutoCompactor::new(r, opts.revision_compaction_interval));
     let mut fast_forward = opts.initial_election_tick_advance;
+    let mut replayed = false;
     let mut last_tick = Instant::now();
     let mut last_checkpoint = Instant::now();
     // At most one checkpoint in flight; its blocking fdatasyncs run off the core.
@@ -963,6 +964,13 @@ async fn drive(
         // membership yet, so "not listed" does not mean "gone").
         let members = core.membership();
         io.router.retain(|id| !members.is_removed(id));
+        if !replayed && core.mvcc().applied().0 >= replay_to {
+            replayed = true;
+            // A new cluster's members are known only once its opening configuration changes
+            // are applied (the first campaign_if_alone, before the replay, saw none): a lone
+            // voter elects itself now instead of after a whole election timeout.
+            core.campaign_if_alone()?;
+        }
         if fast_forward && core.mvcc().applied().0 >= replay_to {
             fast_forward = false;
             core.advance_election_clock();
