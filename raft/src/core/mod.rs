@@ -284,6 +284,9 @@ impl Core {
             && self.raw.raft.state != StateRole::Leader
         {
             self.raw.campaign()?;
+            // Elected within the campaign: say so now, before anything it proposes next is
+            // applied (etcd's order of lines: elected, then published).
+            self.publish_status();
         }
         Ok(())
     }
