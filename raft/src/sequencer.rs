@@ -869,7 +869,6 @@ async fn drive(
     let mut auto_compactor = opts
         .auto_compaction
         .map(|r| AutoCompactor::new(r, opts.revision_compaction_interval));
-    let mut fast_forward = opts.initial_election_tick_advance;
     let mut replayed = false;
     let mut last_tick = Instant::now();
     let mut last_checkpoint = Instant::now();
@@ -970,10 +969,9 @@ async fn drive(
             // are applied (the first campaign_if_alone, before the replay, saw none): a lone
             // voter elects itself now instead of after a whole election timeout.
             core.campaign_if_alone()?;
-        }
-        if fast_forward && core.mvcc().applied().0 >= replay_to {
-            fast_forward = false;
-            core.advance_election_clock();
+            if opts.initial_election_tick_advance {
+                core.advance_election_clock();
+            }
         }
         if started.is_some()
             && core.mvcc().applied().0 >= replay_to
